@@ -1,0 +1,157 @@
+"""Robust image reading: anything Pillow (plus pillow-heif, when installed) reads -> RGB uint8.
+
+* EXIF orientation is applied (``ImageOps.exif_transpose``).
+* Grayscale (L, I;16, I, F), palette (P, with or without transparency), LA/RGBA/PA,
+  16-bit RGB (PNG 48-bit), CMYK and YCbCr are converted to 8-bit RGB.
+* Alpha is dropped; ``read_image(path, return_alpha=True)`` returns ``(rgb, alpha_or_None)``.
+* Unreadable, corrupt or truncated files and decompression bombs raise :class:`ImageReadError`
+  naming the file and the reason.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
+                    ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
+
+# Pillow's own default is ~89.5 Mpixel with a warning and an error at twice that; we refuse anything
+# above this many pixels outright (a 16k x 16k image), which is well beyond any photo we restore.
+MAX_PIXELS = 16384 * 16384
+
+_heif_registered = False
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be read; ``path`` and ``reason`` are attributes."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = str(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+    except Exception:  # pragma: no cover - optional
+        pass
+
+
+def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
+    """Image-like files in ``folder`` (by extension), sorted by name; hidden files skipped."""
+    folder = Path(folder)
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    from PIL import Image
+
+    alpha = None
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 65535.0
+        else:
+            hi = a.max() if a.size else 1.0
+            a = a / (65535.0 if hi > 255 else 255.0)
+        g = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), None
+    if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR
+        a = np.asarray(im).astype(np.float64) / 65535.0
+        rgb = np.clip(np.round(a[..., :3] * 255.0), 0, 255).astype(np.uint8)
+        if a.shape[-1] == 4:
+            alpha = np.clip(np.round(a[..., 3] * 255.0), 0, 255).astype(np.uint8)
+        return rgb, alpha
+    if mode in ("LA", "La", "RGBA", "RGBa"):
+        if mode == "La":
+            im = im.convert("LA")
+        if mode == "RGBa":
+            im = im.convert("RGBA")
+        a = np.asarray(im)
+        alpha = a[..., -1].copy()
+        rgb = np.asarray(im.convert("RGB"))
+        return rgb, alpha
+    if mode == "1" or mode == "L":
+        g = np.asarray(im.convert("L"))
+        return np.repeat(g[..., None], 3, axis=2), None
+    if mode != "RGB":
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV ...
+    return np.asarray(im), alpha
+
+
+def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,
+               max_pixels: int = MAX_PIXELS):
+    """Read an image file as an RGB ``uint8`` array of shape ``(H, W, 3)``.
+
+    With ``return_alpha=True`` returns ``(rgb, alpha)`` where ``alpha`` is ``(H, W) uint8`` or None.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _register_heif()
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+    except OSError as e:
+        raise ImageReadError(path, f"cannot access file: {e.strerror or e}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w <= 0 or h <= 0:
+                    raise ImageReadError(path, f"image has zero size {w}x{h}")
+                if w * h > max_pixels:
+                    raise ImageReadError(path, f"image too large ({w}x{h} = {w * h} pixels > {max_pixels}); "
+                                               "possible decompression bomb")
+                im.load()
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except Exception:  # broken EXIF: keep the pixels as stored
+                    pass
+                rgb, alpha = _to_rgb_array(im)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(path, f"decompression bomb refused: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image format (corrupt file or not an image)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower():
+            msg = f"truncated image file ({msg})"
+        raise ImageReadError(path, f"cannot decode image: {msg}") from None
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if return_alpha:
+        return rgb, alpha
+    return rgb
+
+
+def write_image(path: Union[str, os.PathLike], img: np.ndarray) -> Path:
+    """Write an RGB uint8 array (PNG unless the extension says otherwise)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path)
+    return path
