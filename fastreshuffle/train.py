@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine", help="[cosine]")
     g.add_argument("--step-every", type=int, default=None, help="step schedule: decay every N steps [steps/3]")
     g.add_argument("--step-gamma", type=float, default=0.5, help="step schedule: LR factor [0.5]")
+    g.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) after this step, keeping the --steps schedule; "
+                        "continue later with --resume")
     g.add_argument("--warmup", type=int, default=0, help="linear warmup steps [0]")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip gradient norm (0: off)")
@@ -389,7 +392,12 @@ def run(args) -> int:
 
     dataset = PatchPairs(images, patch=args.patch, codec=spec, qualities=qualities, seed=args.seed,
                          rot90=args.rot90)
-    sampler = StepBatchSampler(start, args.steps, args.batch_size, dist.rank, dist.world)
+    end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    if end <= start:
+        say(f"nothing to do: the run is at step {start}, --stop-at {args.stop_at}")
+        dist.close()
+        return 0
+    sampler = StepBatchSampler(start, end, args.batch_size, dist.rank, dist.world)
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=worker_init if workers else None,
@@ -475,6 +483,11 @@ def run(args) -> int:
                             say(f"step {step}: val PSNR {v['val_psnr']:.3f} dB "
                                 f"(codec {v['val_psnr_codec']:.3f}, gain {v['val_psnr'] - v['val_psnr_codec']:+.3f})")
                     checkpoint(step, is_best or valset is None)
+                dist.barrier()
+            elif step == end:
+                if dist.main:
+                    checkpoint(step, False)
+                    say(f"stopped at step {step} (--stop-at); continue with --resume")
                 dist.barrier()
     except KeyboardInterrupt:
         interrupted = True
