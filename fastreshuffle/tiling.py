@@ -111,7 +111,7 @@ def restore_uint8(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[i
     h, w = image.shape[:2]
     out = np.empty_like(image)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
-        win = torch.from_numpy(np.ascontiguousarray(image[wy0:wy1, wx0:wx1]))
+        win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], copy=True))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(255.0)
         y = model(win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
