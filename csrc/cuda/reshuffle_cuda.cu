@@ -5,11 +5,16 @@
 // of 32/s consecutive elements each.  Elements move by byte size (bit-exact for all dtypes).
 // 32-bit index arithmetic is used when every offset fits, 64-bit otherwise.  Launched on the
 // current stream.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
 
 #include "../reshuffle.h"
 
@@ -89,9 +94,11 @@ void launch(const Geometry& g, const at::Tensor& x, const at::Tensor& out) {
   using T = typename Word<Bytes>::type;
   const int64_t n = g.numel();
   const int threads = 256;
-  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.device().index()));
+  const int64_t max_blocks = static_cast<int64_t>(std::max(sms, 1)) * 32;
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, max_blocks));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const T* src = reinterpret_cast<const T*>(x.const_data_ptr());
   T* dst = reinterpret_cast<T*>(out.mutable_data_ptr());
   if (fits_int32(g)) {

@@ -1,0 +1,257 @@
+"""Reshuffle ops: bit-exact against torch and against the paper's index formulas."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastreshuffle
+from fastreshuffle import reshuffle_down, reshuffle_up
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8,
+          torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128]
+LAYOUTS = ["contiguous", "channels_last", "channel_slice", "transposed", "stepped"]
+
+
+def _cuda_param(device):
+    if device == "cuda" and not fastreshuffle.ops.built_with_cuda():
+        pytest.skip("extension built without CUDA kernels")
+
+
+def random_tensor(shape, dtype, device, gen):
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=gen) > 0.5
+    if dtype.is_complex:
+        return torch.randn(shape, generator=gen, dtype=dtype)
+    if dtype.is_floating_point:
+        # include the special values: a permutation must move them untouched
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 100
+        flat = x.view(-1)
+        if flat.numel() >= 4:
+            flat[:4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0], dtype=torch.float64)
+        return x.to(dtype)
+    info = torch.iinfo(dtype)
+    return torch.randint(max(info.min, -1000), min(info.max, 1000) + 1, shape, generator=gen).to(dtype)
+
+
+def make_layout(x, layout):
+    """Return a tensor equal to x with the given memory layout."""
+    if layout == "contiguous":
+        return x.contiguous()
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "channel_slice":  # x lives in the middle of a larger channel buffer
+        n, c, h, w = x.shape
+        buf = torch.zeros(n, c + 5, h, w, dtype=x.dtype, device=x.device)
+        buf[:, 2:2 + c] = x
+        return buf[:, 2:2 + c]
+    if layout == "transposed":  # H and W strides swapped
+        return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "stepped":  # every other column of a wider tensor
+        n, c, h, w = x.shape
+        big = torch.zeros(n, c, h, 2 * w, dtype=x.dtype, device=x.device)
+        big[..., ::2] = x
+        return big[..., ::2]
+    raise ValueError(layout)
+
+
+def bitwise_equal(a, b):
+    """Exact equality of the bits (NaN == NaN, -0.0 != +0.0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.contiguous().cpu(), b.contiguous().cpu()
+    if a.dtype == torch.bool:
+        return torch.equal(a, b)
+    a8 = a.view(torch.uint8) if a.numel() else a
+    b8 = b.view(torch.uint8) if b.numel() else b
+    return torch.equal(a8, b8)
+
+
+# -- literal implementations of the paper's equations (HWC indexing, as written there) --------
+def paper_down(x: np.ndarray, s: int) -> np.ndarray:
+    """Eq. 3: R_down(X)[i, j, t] = X[i*s + (t mod s^2) // s, j*s + (t mod s^2) mod s, t // s^2]."""
+    h, w, c = x.shape
+    out = np.empty((h // s, w // s, c * s * s), dtype=x.dtype)
+    for i in range(h // s):
+        for j in range(w // s):
+            for t in range(c * s * s):
+                out[i, j, t] = x[i * s + (t % (s * s)) // s, j * s + (t % (s * s)) % s, t // (s * s)]
+    return out
+
+
+def paper_up(x: np.ndarray, s: int) -> np.ndarray:
+    """Eq. 4: R_up(X)[i, j, t] = X[i // s, j // s, t*s^2 + s*(i mod s) + (j mod s)]."""
+    h, w, c = x.shape
+    out = np.empty((h * s, w * s, c // (s * s)), dtype=x.dtype)
+    for i in range(h * s):
+        for j in range(w * s):
+            for t in range(c // (s * s)):
+                out[i, j, t] = x[i // s, j // s, t * s * s + s * (i % s) + (j % s)]
+    return out
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4])
+def test_matches_paper_equations(s):
+    gen = torch.Generator().manual_seed(s)
+    x = torch.randn(1, 3, 4 * s, 2 * s, generator=gen, dtype=torch.float64)
+    hwc = x[0].permute(1, 2, 0).numpy()
+    expect_down = torch.from_numpy(paper_down(hwc, s)).permute(2, 0, 1)[None]
+    got_down = reshuffle_down(x, s)
+    assert bitwise_equal(got_down, expect_down)
+    y = torch.randn(1, 2 * s * s, 3, 5, generator=gen, dtype=torch.float64)
+    expect_up = torch.from_numpy(paper_up(y[0].permute(1, 2, 0).numpy(), s)).permute(2, 0, 1)[None]
+    assert bitwise_equal(reshuffle_up(y, s), expect_up)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("s", [1, 2, 3, 8])
+def test_down_up_match_torch(device, dtype, layout, s):
+    _cuda_param(device)
+    gen = torch.Generator().manual_seed(hash((str(dtype), layout, s)) % 2**31)
+    shape = (2, 3, 5 * s, 7 * s) if s < 8 else (1, 2, 2 * s, 3 * s)
+    x = make_layout(random_tensor(shape, dtype, "cpu", gen).to(device), layout)
+    y = reshuffle_down(x, s)
+    assert bitwise_equal(y, F.pixel_unshuffle(x.contiguous(), s))
+    if layout in ("contiguous", "channels_last"):
+        assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last"
+                               else torch.contiguous_format)
+    z = make_layout(random_tensor((2, 3 * s * s, 5, 7), dtype, "cpu", gen).to(device), layout)
+    u = reshuffle_up(z, s)
+    assert bitwise_equal(u, F.pixel_shuffle(z.contiguous(), s))
+    assert bitwise_equal(reshuffle_down(u, s), z.contiguous())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.uint8, torch.float64], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_out_variant_writes_only_its_slice(device, dtype, layout):
+    _cuda_param(device)
+    gen = torch.Generator().manual_seed(7)
+    s = 2
+    x = make_layout(random_tensor((2, 12, 3, 5), dtype, "cpu", gen).to(device), layout)
+    poison = torch.tensor(float("nan")).to(dtype) if dtype.is_floating_point else torch.tensor(123).to(dtype)
+    buf = torch.empty(2, 10, 6, 10, dtype=dtype, device=device)
+    buf = make_layout(buf, layout).fill_(poison.item())
+    before = buf.clone()
+    ret = reshuffle_up(x, s, out=buf[:, 3:6])
+    assert ret.data_ptr() == buf[:, 3:6].data_ptr()
+    assert bitwise_equal(buf[:, 3:6], F.pixel_shuffle(x.contiguous(), s))
+    assert bitwise_equal(buf[:, :3], before[:, :3]) and bitwise_equal(buf[:, 6:], before[:, 6:])
+    # down into a slice
+    hi = random_tensor((2, 2, 6, 10), dtype, "cpu", gen).to(device)
+    buf2 = torch.full((2, 11, 3, 5), poison.item(), dtype=dtype, device=device)
+    reshuffle_down(hi, s, out=buf2[:, 1:9])
+    assert bitwise_equal(buf2[:, 1:9], F.pixel_unshuffle(hi, s))
+    assert bitwise_equal(buf2[:, :1], torch.full_like(buf2[:, :1], poison.item()))
+    assert bitwise_equal(buf2[:, 9:], torch.full_like(buf2[:, 9:], poison.item()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_and_unit_sizes(device):
+    _cuda_param(device)
+    for shape, s in [((0, 3, 4, 4), 2), ((2, 0, 4, 4), 2), ((2, 3, 0, 4), 2), ((1, 1, 1, 1), 1),
+                     ((1, 1, 2, 2), 2), ((3, 1, 8, 8), 8)]:
+        x = torch.randn(shape, device=device)
+        n, c, h, w = shape
+        y = reshuffle_down(x, s)
+        # (torch's pixel_unshuffle returns the input shape unchanged for some empty inputs,
+        # so the shape is checked against Eq. 3 directly)
+        assert y.shape == (n, c * s * s, h // s, w // s)
+        if x.numel():
+            assert bitwise_equal(y, F.pixel_unshuffle(x, s))
+    x = torch.randn(2, 4, 0, 3, device=device)
+    assert reshuffle_up(x, 2).shape == (2, 1, 0, 6)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: reshuffle_down(torch.zeros(3, 4, 4), 2), r"4-D .* got a 3-D tensor of shape \[3, 4, 4\]"),
+    (lambda: reshuffle_down(torch.zeros(1, 3, 5, 4), 2), r"height 5 and width 4 must both be divisible by scale 2"),
+    (lambda: reshuffle_down(torch.zeros(1, 3, 4, 6), 4), r"height 4 and width 6 .* scale 4"),
+    (lambda: reshuffle_up(torch.zeros(1, 6, 4, 4), 2), r"channels 6 must be divisible by scale\^2 = 4"),
+    (lambda: reshuffle_up(torch.zeros(1, 4, 4, 4), 0), r"scale must be >= 1, got 0"),
+    (lambda: reshuffle_down(torch.zeros(1, 4, 4, 4), -2), r"scale must be >= 1, got -2"),
+    (lambda: reshuffle_down(torch.zeros(1, 4, 4, 4), 2.0), r"scale must be an int"),
+    (lambda: reshuffle_down([[1.0]], 2), r"expected a torch.Tensor"),
+    (lambda: reshuffle_up(torch.zeros(1, 8, 2, 2), 2, out=torch.zeros(1, 2, 4, 5)),
+     r"out has shape \[1, 2, 4, 5\] but input \[1, 8, 2, 2\] with scale 2 gives \[1, 2, 4, 4\]"),
+    (lambda: reshuffle_up(torch.zeros(1, 8, 2, 2), 2, out=torch.zeros(1, 2, 4, 4, dtype=torch.float64)),
+     r"out has dtype torch.float64 but input has dtype torch.float32"),
+    (lambda: reshuffle_down(torch.zeros(1, 1, 2, 2), 2, out=torch.zeros(1, 4, 1, 1).expand(2, 4, 1, 1)),
+     r"out has shape \[2, 4, 1, 1\]"),
+])
+def test_bad_input_messages(call, match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
+        call()
+
+
+def test_direct_torch_ops_check_arguments_in_cpp():
+    """torch.ops.* bypass the Python checks: the C++ kernels must reject bad input themselves."""
+    ops = torch.ops.fastreshuffle
+    with pytest.raises(RuntimeError, match=r"height 5 and width 4 must both be divisible by scale 2"):
+        ops.reshuffle_down(torch.zeros(1, 3, 5, 4), 2)
+    with pytest.raises(RuntimeError, match=r"channels 6 must be divisible by scale\^2 = 4"):
+        ops.reshuffle_up(torch.zeros(1, 6, 4, 4), 2)
+    with pytest.raises(RuntimeError, match=r"scale must be >= 1"):
+        ops.reshuffle_up(torch.zeros(1, 6, 4, 4), 0)
+    with pytest.raises(RuntimeError, match=r"4-D"):
+        ops.reshuffle_up(torch.zeros(6, 4, 4), 1)
+    with pytest.raises(RuntimeError, match=r"too large"):
+        ops.reshuffle_up(torch.zeros(1, 4, 4, 4), 2**40)
+    with pytest.raises(RuntimeError, match=r"out has shape"):
+        ops.reshuffle_up_out(torch.zeros(1, 8, 2, 2), 2, torch.zeros(1, 2, 4, 5))
+    with pytest.raises(RuntimeError, match=r"internal overlap"):
+        ops.reshuffle_down_out(torch.zeros(1, 1, 2, 2), 2, torch.zeros(1, 1, 1, 1).expand(1, 4, 1, 1))
+    x = torch.zeros(1, 4, 2, 2)
+    with pytest.raises(RuntimeError, match=r"overlaps the input"):
+        ops.reshuffle_up_out(x, 1, x)
+
+
+def test_lazy_conjugate_and_negative_views():
+    x = torch.randn(1, 2, 4, 4, dtype=torch.complex64)
+    assert bitwise_equal(reshuffle_down(x.conj(), 2), F.pixel_unshuffle(x.conj().resolve_conj(), 2))
+    assert bitwise_equal(reshuffle_up(x.conj().imag.reshape(1, 4, 2, 4)[:, :, :, :2].contiguous(), 2),
+                         F.pixel_shuffle(x.conj().imag.reshape(1, 4, 2, 4)[:, :, :, :2].contiguous(), 2))
+
+
+def test_gradcheck_float64():
+    x = torch.randn(2, 3, 6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: reshuffle_down(t, 2), (x,))
+    y = torch.randn(2, 8, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: reshuffle_up(t, 2), (y,))
+    assert torch.autograd.gradgradcheck(lambda t: reshuffle_up(t, 2), (y,))
+
+
+def test_gradient_is_the_inverse_op():
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    g = torch.randn(1, 32, 2, 2)
+    reshuffle_down(x, 4).backward(g)
+    assert bitwise_equal(x.grad, F.pixel_shuffle(g, 4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    _cuda_param(device)
+    ops = torch.ops.fastreshuffle
+    samples = [
+        (ops.reshuffle_down, (torch.randn(2, 3, 4, 6, device=device), 2)),
+        (ops.reshuffle_down, (torch.randn(2, 3, 4, 6, device=device).to(memory_format=torch.channels_last), 2)),
+        (ops.reshuffle_up, (torch.randn(2, 8, 3, 5, device=device, requires_grad=True), 2)),
+        (ops.reshuffle_down_out, (torch.randn(1, 2, 4, 4, device=device), 2, torch.empty(1, 8, 2, 2, device=device))),
+        (ops.reshuffle_up_out, (torch.randn(1, 8, 2, 2, device=device), 2, torch.empty(1, 6, 4, 4, device=device)[:, 1:3])),
+    ]
+    for op, args in samples:
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    def f(x):
+        y = reshuffle_down(x, 2) * 2.0
+        buf = torch.zeros(x.shape[0], 5, x.shape[2], x.shape[3])
+        reshuffle_up(y, 2, out=buf[:, 1:4])
+        return buf + 1
+
+    x = torch.randn(2, 3, 6, 8)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), f(x))
