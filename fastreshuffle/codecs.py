@@ -199,7 +199,7 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
     for p in parts[1:]:
         if not p:
             continue
-        if p.lstrip("-").isdigit() and q is None and not opts:
+        if p.lstrip("-").isdigit() and q is None and not opts and p not in ("420", "422", "444"):
             q = int(p)
             continue
         for item in p.split(","):

@@ -1,0 +1,321 @@
+"""``fastreshuffle eval``: codec and restored PSNR / SSIM / PSNR-B / bpp on a folder of images.
+
+For every (codec, quality) the JSON holds ``images``, ``bpp`` (mean over images),
+``psnr_codec`` / ``psnr_restored`` (dataset-level, as in the paper: one MSE over all RGB values of
+all pixels of the whole set, then PSNR), ``psnr_codec_mean`` / ``psnr_restored_mean`` (mean of
+per-image PSNRs), ``ssim_codec`` / ``ssim_restored`` (mean over images of RGB SSIM),
+``psnrb_codec`` / ``psnrb_restored`` (mean over images of luma PSNR-B) and ``per_image`` rows.
+Metric definitions: ``fastreshuffle.metrics`` and ``docs/codecs.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .cli import UserError
+
+METRIC_NOTES = {
+    "psnr": "RGB PSNR, peak 255; psnr_* = dataset-level (one MSE over all values of the set), "
+            "psnr_*_mean = mean of per-image PSNRs",
+    "ssim": "Gaussian window 11x11 sigma 1.5, K1=0.01, K2=0.03, per RGB channel then averaged; "
+            "mean over images",
+    "psnrb": "PSNR-B (Yim & Bovik 2011) on BT.601 luma, 8x8 blocks; mean over images",
+    "bpp": "8 * compressed file bytes / (H * W), mean over images (HEVC: whole .heic file)",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="folder of test images (default: <data-root>/eval/Kodak24)")
+    p.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
+    p.add_argument("--codec", default="jpeg", help="codec spec: jpeg, jpeg:444, hevc, hevc:10bit, webp [jpeg]")
+    p.add_argument("--quality", type=int, nargs="+", default=None,
+                   help="one or more qualities [10]; for hevc with --qp, QPs")
+    p.add_argument("--qp", type=int, nargs="+", default=None, help="HEVC: fixed QPs instead of --quality")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--weights", help="model weights (safetensors) to restore with")
+    m.add_argument("--model", help="pretrained model name (fastreshuffle.pretrained)")
+    m.add_argument("--no-model", action="store_true", help="codec only (the default without --weights/--model)")
+    f = p.add_mutually_exclusive_group()
+    f.add_argument("--fast", dest="fast", action="store_true", default=None,
+                   help="use FastReshuffleNet (default: when available)")
+    f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--no-per-image", dest="per_image", action="store_false", help="leave per_image out of the JSON")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda [auto]")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _load_images(folder: Path, skip_bad: bool, limit: Optional[int], warn):
+    from .imageio import ImageReadError, list_images, read_image
+
+    if not folder.exists():
+        raise UserError(f"data folder not found: {folder}")
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    paths = list_images(folder) or list_images(folder, recursive=True)
+    if not paths:
+        raise UserError(f"no image files in {folder}")
+    if limit:
+        paths = paths[:limit]
+    images, names, bad = [], [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            names.append(str(p.relative_to(folder)))
+        except ImageReadError as e:
+            if not skip_bad:
+                raise UserError(f"cannot read {e.path}: {e.reason} (use --skip-bad to skip such files)") from None
+            warn(f"skipping {e.path}: {e.reason}")
+            bad.append({"file": str(p), "reason": e.reason})
+    if not images:
+        raise UserError(f"no readable images in {folder}")
+    return images, names, bad
+
+
+def _resolve_model(args, device, warn):
+    """-> (model or None, description dict)."""
+    from .weights_io import WeightsError, load_model
+
+    if args.no_model or (not args.weights and not args.model):
+        return None, None
+    fast = args.fast
+    if fast is None:
+        try:
+            from .fast_model import FastReshuffleNet  # noqa: F401
+            fast = True
+        except Exception:
+            fast = False
+    elif fast:
+        try:
+            from .fast_model import FastReshuffleNet  # noqa: F401
+        except Exception as e:
+            raise UserError(f"--fast: FastReshuffleNet is not available here: {e}") from None
+    if args.weights:
+        try:
+            try:
+                model = load_model(args.weights, fast=fast)
+            except WeightsError:
+                raise
+            except Exception as e:
+                if not fast:
+                    raise
+                warn(f"FastReshuffleNet failed ({e}); using the reference ReshuffleNet")
+                fast = False
+                model = load_model(args.weights, fast=False)
+        except WeightsError as e:
+            raise UserError(str(e)) from None
+        desc = {"weights": str(args.weights)}
+    else:
+        try:
+            from .pretrained import load_pretrained
+        except ImportError as e:
+            raise UserError(f"--model: pretrained models are not available: {e}") from None
+        kw = {}
+        try:
+            if "fast" in inspect.signature(load_pretrained).parameters:
+                kw["fast"] = fast
+        except (TypeError, ValueError):
+            pass
+        try:
+            model = load_pretrained(args.model, **kw)
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            raise UserError(f"--model {args.model}: {e}") from None
+        desc = {"model": args.model}
+        fast = type(model).__name__.startswith("Fast")
+    cfg = getattr(model, "config", None)
+    desc.update({"class": type(model).__name__, "fast": bool(fast),
+                 "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None})
+    return model.to(device).eval(), desc
+
+
+@torch.no_grad()
+def _restore(model, img: np.ndarray, device) -> np.ndarray:
+    from .data import to_tensor, to_uint8
+
+    x = to_tensor(img)[None].to(device)
+    return to_uint8(model(x)[0])
+
+
+def _fmt(v, nd=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.{nd}f}"
+
+
+def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
+             device=torch.device("cpu"), progress=None, per_image: bool = True) -> List[Dict]:
+    """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``)."""
+    from .codecs import parse_spec
+    from .metrics import PSNRAccumulator, psnr, psnr_b, ssim
+
+    results = []
+    for setting in settings:
+        if "qp" in setting:
+            import dataclasses
+            s = dataclasses.replace(spec, quality=None, options=tuple(o for o in spec.options if o[0] != "qp")
+                                    + (("qp", str(int(setting["qp"]))),))
+            label = {"qp": setting["qp"]}
+        else:
+            s = spec.with_quality(setting["quality"])
+            label = {"quality": setting["quality"]}
+        acc_c, acc_r = PSNRAccumulator(), PSNRAccumulator()
+        rows = []
+        for i, (img, name) in enumerate(zip(images, names)):
+            coded = s(img)
+            row = {"name": name, "height": img.shape[0], "width": img.shape[1], "bytes": coded.nbytes,
+                   "bpp": coded.bpp,
+                   "psnr_codec": acc_c.add(coded.image, img),
+                   "ssim_codec": ssim(img, coded.image),
+                   "psnrb_codec": psnr_b(img, coded.image)}
+            if model is not None:
+                out = _restore(model, coded.image, device)
+                row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
+                            "psnrb_restored": psnr_b(img, out)})
+            else:
+                row.update({"psnr_restored": None, "ssim_restored": None, "psnrb_restored": None})
+            rows.append(row)
+            if progress:
+                progress(f"{s}: {i + 1}/{len(images)}")
+
+        def mean(key):
+            vals = [r[key] for r in rows if r[key] is not None]
+            return float(np.mean(vals)) if vals else None
+
+        res = {"codec": s.name, "spec": str(s), **label, "images": len(rows), "bpp": mean("bpp"),
+               "psnr_codec": acc_c.psnr(), "psnr_restored": acc_r.psnr() if model is not None else None,
+               "psnr_codec_mean": mean("psnr_codec"), "psnr_restored_mean": mean("psnr_restored"),
+               "ssim_codec": mean("ssim_codec"), "ssim_restored": mean("ssim_restored"),
+               "psnrb_codec": mean("psnrb_codec"), "psnrb_restored": mean("psnrb_restored")}
+        res["gain"] = (res["psnr_restored"] - res["psnr_codec"]) if model is not None else None
+        if per_image:
+            res["per_image"] = rows
+        results.append(res)
+    return results
+
+
+def print_table(results: List[Dict], out=sys.stdout) -> None:
+    restored = any(r["psnr_restored"] is not None for r in results)
+    head = ["codec", "setting", "images", "bpp", "PSNR set", "PSNR mean", "SSIM", "PSNR-B"]
+    if restored:
+        head += ["| restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "gain"]
+    rows = []
+    for r in results:
+        setting = f"qp={r['qp']}" if "qp" in r else f"q={r['quality']}"
+        row = [r["codec"], setting, str(r["images"]), _fmt(r["bpp"], 3), _fmt(r["psnr_codec"]),
+               _fmt(r["psnr_codec_mean"]), _fmt(r["ssim_codec"], 4), _fmt(r["psnrb_codec"])]
+        if restored:
+            row += ["| " + _fmt(r["psnr_restored"]), _fmt(r["psnr_restored_mean"]), _fmt(r["ssim_restored"], 4),
+                    _fmt(r["psnrb_restored"]), ("+" if (r["gain"] or 0) >= 0 else "") + _fmt(r["gain"])]
+        rows.append(row)
+    widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths)), file=out)
+    for x in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(x, widths)), file=out)
+
+
+def plot_rd(results: List[Dict], path, title: str = "") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rs = sorted(results, key=lambda r: r["bpp"])
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    bpp = [r["bpp"] for r in rs]
+    name = rs[0]["codec"].upper() if rs else "codec"
+    ax.plot(bpp, [r["psnr_codec"] for r in rs], "o-", label=name)
+    for r in rs:
+        lab = f"qp{r['qp']}" if "qp" in r else f"q{r['quality']}"
+        ax.annotate(lab, (r["bpp"], r["psnr_codec"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    if any(r["psnr_restored"] is not None for r in rs):
+        ax.plot(bpp, [r["psnr_restored"] for r in rs], "s-", label=f"{name} + restoration")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB, RGB, one MSE over the set)")
+    ax.set_title(title or "rate-distortion")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run(args) -> int:
+    from .codecs import CodecError, parse_spec
+    from .paths import eval_dir
+
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        spec = parse_spec(args.codec)
+    except CodecError as e:
+        raise UserError(str(e)) from None
+    if args.qp:
+        if spec.name != "hevc":
+            raise UserError("--qp is only for --codec hevc")
+        if args.quality:
+            raise UserError("give either --quality or --qp, not both")
+        for q in args.qp:
+            if not 0 <= q <= 51:
+                raise UserError(f"HEVC QP must be in 0..51, got {q}")
+        settings = [{"qp": q} for q in args.qp]
+    else:
+        quals = args.quality or ([spec.quality] if spec.quality is not None else [10])
+        try:
+            for q in quals:
+                parse_spec(spec, q)
+        except CodecError as e:
+            raise UserError(str(e)) from None
+        settings = [{"quality": q} for q in quals]
+        spec = parse_spec(spec, quals[0])
+    if args.plot and len(settings) < 2:
+        warn("--plot with a single quality draws a single point")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    folder = Path(args.data) if args.data else eval_dir(args.data_root)
+    images, names, bad = _load_images(folder, args.skip_bad, args.limit, warn)
+    model, mdesc = _resolve_model(args, device, warn)
+    if model is None and not args.no_model:
+        print("note: no --weights/--model given: codec only", file=sys.stderr)
+
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        def progress(msg):
+            print(f"\r{msg}   ", end="", file=sys.stderr, flush=True)
+    t0 = time.time()
+    if "qp" in settings[0]:
+        import dataclasses
+        spec = dataclasses.replace(spec, quality=None)
+    results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
+                       per_image=args.per_image)
+    if progress:
+        print("", file=sys.stderr)
+    print(f"{folder}: {len(images)} images" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
+    print_table(results)
+    doc = {"data": str(folder), "images": len(images), "skipped": bad, "model": mdesc,
+           "metrics": METRIC_NOTES, "seconds": time.time() - t0, "results": results}
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(doc, indent=1))
+        print(f"wrote {p}")
+    if args.plot:
+        title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
+        print(f"wrote {plot_rd(results, args.plot, title)}")
+    return 0
