@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -94,17 +95,47 @@ def load_pretrained(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu"
     if cfg is None:
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
                            "fastreshuffle.weights_io.save_weights?)")
-    if fast is False:
-        from .models import ReshuffleNet as cls
-    else:
-        cls = _model_class()
-    model = cls(cfg)
-    load_state_checked(model, state, source=str(path))
+    from .models import ReshuffleNet
     dev = resolve_device(device)
-    model = model.to(dev)
-    if half:
-        model = model.half()
-    return model.eval()
+
+    def build(cls):
+        m = cls(cfg)
+        load_state_checked(m, state, source=str(path))
+        m = m.to(dev)
+        return (m.half() if half else m).eval()
+
+    model = build(ReshuffleNet)
+    cls = ReshuffleNet if fast is False else _model_class()
+    if cls is not ReshuffleNet:
+        fast_model = None
+        try:
+            fast_model = build(cls)
+            problem = _smoke_test(fast_model, model)
+        except Exception as e:  # a broken or unsupported fast path must not break restoring
+            problem = f"{type(e).__name__}: {e}"
+        if problem is None:
+            return fast_model
+        if fast:
+            raise RuntimeError(f"FastReshuffleNet is unusable here ({problem})")
+        warnings.warn(f"FastReshuffleNet is unusable here ({problem}); using the reference ReshuffleNet",
+                      RuntimeWarning, stacklevel=2)
+    return model
+
+
+def _smoke_test(fast_model, ref_model) -> Optional[str]:
+    """Run both models on a small input; None if the fast one agrees with the reference."""
+    p = next(ref_model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 24, 40, generator=gen).to(device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        a, b = fast_model(x), ref_model(x)
+    if a.shape != b.shape:
+        return f"output shape {tuple(a.shape)} != {tuple(b.shape)}"
+    err = (a.float() - b.float()).abs().max().item()
+    tol = 2e-2 if p.dtype == torch.float16 else 1e-3
+    if not err <= tol:
+        return f"differs from the reference by {err:.3g}"
+    return None
 
 
 _CACHE: Dict[Tuple, torch.nn.Module] = {}

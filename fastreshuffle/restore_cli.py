@@ -104,8 +104,8 @@ def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suf
     return outdir / name
 
 
-def _source_mode(path: Path) -> Optional[str]:
-    """Colour mode from the file header (cheap: pixels are not decoded); None if unknown."""
+def _source_mode(path: Path) -> Tuple[Optional[str], bool]:
+    """(colour mode, has transparency) from the file header (pixels are not decoded)."""
     try:
         from PIL import Image
         try:
@@ -114,9 +114,9 @@ def _source_mode(path: Path) -> Optional[str]:
         except Exception:
             pass
         with Image.open(path) as im:
-            return im.mode
+            return im.mode, ("A" in im.getbands() or "transparency" in im.info)
     except Exception:
-        return None
+        return None, True
 
 
 def read_input(path: Path):
@@ -134,8 +134,10 @@ def read_input(path: Path):
             im = ImageOps.exif_transpose(im)
             alpha = np.asarray(im.getchannel("A")) if "A" in im.getbands() else None
             rgb = np.asarray(im.convert("RGB"))
-    gray = _source_mode(path) in GRAY_MODES
-    return rgb, alpha, gray
+    mode, transparent = _source_mode(path)
+    if alpha is not None and not transparent:
+        alpha = None  # e.g. a palette image without transparency, converted via RGBA
+    return rgb, alpha, mode in GRAY_MODES
 
 
 def _icc_profile(path: Path) -> Optional[bytes]:
