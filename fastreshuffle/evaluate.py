@@ -208,7 +208,8 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
     return results
 
 
-def print_table(results: List[Dict], out=sys.stdout) -> None:
+def print_table(results: List[Dict], out=None) -> None:
+    out = out if out is not None else sys.stdout
     restored = any(r["psnr_restored"] is not None for r in results)
     head = ["codec", "setting", "images", "bpp", "PSNR set", "PSNR mean", "SSIM", "PSNR-B"]
     if restored:
