@@ -1,0 +1,321 @@
+"""Tests of the dense-layer op (CPU path, autograd, opcheck), the fused Triton kernel through the
+Triton interpreter (in a subprocess) and natively on CUDA.
+
+Tolerances, relative to the largest magnitude of the float64 reference output:
+
+==================  ============  ==========================================
+path                dtype         max |out - ref| / max |ref|
+==================  ============  ==========================================
+CPU torch path      float32       1e-5
+Triton (interp.)    float32       1e-5   (IEEE fp32 dots, fp32 accumulation)
+Triton (interp.)    float16       5e-3   (fp16 inputs/intermediate, fp32 acc.)
+Triton (CUDA)       float32       1e-4   (IEEE fp32 dots)
+Triton (CUDA)       float16       5e-3
+Triton (CUDA)       bfloat16      3e-2
+==================  ============  ==========================================
+
+The interpreter tests need ``TRITON_INTERPRET=1`` before ``triton`` is imported, so
+``test_triton_interpreter`` re-runs this file's ``interp`` tests in a fresh Python process with
+that variable set; they are skipped in the normal process (``FASTRESHUFFLE_TEST_INTERP`` unset).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastreshuffle import dense_op
+from fastreshuffle.dense_op import dense_block, dense_layer, dense_layer_, dense_layer_reshuffle_
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+IN_INTERP_PROCESS = os.environ.get("FASTRESHUFFLE_TEST_INTERP") == "1"
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2, torch.float64: 1e-12}
+CUDA_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+interp = pytest.mark.skipif(not IN_INTERP_PROCESS, reason="runs in the TRITON_INTERPRET=1 subprocess")
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON), reason="needs CUDA + Triton")
+
+
+def make_weights(m, k, n, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(k, m, 1, 1, generator=g) / m ** 0.5
+    b1 = torch.randn(k, generator=g) * 0.5
+    w3 = torch.randn(n, k, 3, 3, generator=g) / (9 * k) ** 0.5
+    b3 = torch.randn(n, generator=g) * 0.1
+    return [t.to(dtype=dtype, device=device) for t in (w1, b1, w3, b3)]
+
+
+def ref64(x, w1, b1, w3, b3):
+    d = torch.float64
+    return dense_op.reference_dense_layer(x.cpu().to(d), w1.cpu().to(d), b1.cpu().to(d),
+                                          w3.cpu().to(d), b3.cpu().to(d))
+
+
+def rel_err(out, ref):
+    return ((out.cpu().double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def make_buf(b, c, h, w, dtype, device, channels_last, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    buf = torch.randn(b, c, h, w, generator=g).to(dtype=dtype, device=device)
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+    return buf
+
+
+def check_inplace(run, b, m, n, k, h, w, dtype, device="cpu", channels_last=False, extra=3, tol=None):
+    """Run ``run(buf, m, weights)`` on a buffer whose target slice is NaN-poisoned; check the
+    slice against float64 and that every other channel is bit-identical."""
+    buf = make_buf(b, m + n + extra, h, w, dtype, device, channels_last)
+    wts = make_weights(m, k, n, dtype, device)
+    ref = ref64(buf[:, :m], *wts)
+    buf[:, m:m + n] = float("nan")
+    before = buf.clone()
+    run(buf, m, wts)
+    out = buf[:, m:m + n]
+    assert not torch.isnan(out).any()
+    assert rel_err(out, ref) <= (tol or TOL[dtype]), rel_err(out, ref)
+    assert torch.equal(buf[:, :m], before[:, :m])
+    assert torch.equal(buf[:, m + n:], before[:, m + n:])
+
+
+# ----------------------------------------------------------------------------- CPU op
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("b,m,n,k,h,w", [(1, 12, 8, 16, 7, 13), (2, 5, 4, 12, 1, 1), (3, 7, 4, 6, 13, 7)])
+def test_cpu_inplace(b, m, n, k, h, w, channels_last):
+    check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), b, m, n, k, h, w, torch.float32,
+                  channels_last=channels_last)
+
+
+def test_cpu_inplace_float64_exactish():
+    check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 6, 4, 8, 5, 6, torch.float64)
+
+
+def test_cpu_reshuffle_variant():
+    wts = make_weights(5, 8, 4)
+    src = torch.randn(2, 20, 4, 7)
+    buf = torch.full((2, 5 + 4 + 2, 8, 14), float("nan"))
+    dense_layer_reshuffle_(buf, src, *wts)
+    x = F.pixel_shuffle(src, 2)
+    assert torch.equal(buf[:, :5], x)
+    assert rel_err(buf[:, 5:9], ref64(x, *wts)) <= 1e-5
+    assert torch.isnan(buf[:, 9:]).all()
+
+
+def test_functional_matches_reference():
+    x = torch.randn(2, 6, 7, 5)
+    wts = make_weights(6, 8, 4)
+    assert rel_err(dense_layer(x, *wts), ref64(x, *wts)) <= 1e-5
+
+
+def test_validation_errors():
+    buf = torch.zeros(1, 10, 4, 4)
+    w1, b1, w3, b3 = make_weights(6, 8, 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        dense_layer_(buf, 7, *make_weights(7, 8, 4))
+    with pytest.raises(ValueError, match="w1 must have shape"):
+        dense_layer_(buf, 5, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="dtype"):
+        dense_layer_(buf, 6, w1.double(), b1, w3, b3)
+    with pytest.raises(ValueError, match="b3 must have shape"):
+        dense_layer_(buf, 6, w1, b1, w3, b3[:3])
+    with pytest.raises(ValueError, match="4-D"):
+        dense_layer_(buf[0], 6, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="c_in must be an int"):
+        dense_layer_(buf, 6.0, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="supported"):
+        dense_layer_(buf.int(), 6, w1, b1, w3, b3)
+    with pytest.raises(ValueError, match="twice src"):
+        dense_layer_reshuffle_(torch.zeros(1, 10, 4, 5), torch.zeros(1, 24, 2, 2), w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        dense_layer_(buf, 6, w1.requires_grad_(), b1, w3, b3)
+
+
+def test_gradcheck_functional():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    wts = [t.requires_grad_() for t in make_weights(3, 4, 2, torch.float64)]
+    assert torch.autograd.gradcheck(dense_layer, (x, *wts))
+    assert torch.autograd.gradgradcheck(dense_layer, (x, *wts), fast_mode=True)
+
+
+def test_gradcheck_dense_block():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    p1 = [t.requires_grad_() for t in make_weights(3, 4, 2, torch.float64, seed=1)]
+    p2 = [t.requires_grad_() for t in make_weights(5, 4, 2, torch.float64, seed=2)]
+    assert torch.autograd.gradcheck(lambda x, *p: dense_block(x, [p[:4], p[4:]]), (x, *p1, *p2))
+
+
+def test_opcheck():
+    wts = make_weights(5, 6, 4, torch.float64)
+    buf = torch.randn(1, 11, 4, 6, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_.default, (buf, 5, *wts))
+    src = torch.randn(1, 20, 2, 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_reshuffle_.default, (buf, src, *wts))
+    x = torch.randn(1, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer.default,
+                          (x, *[w.requires_grad_() for w in wts]))
+
+
+def test_torch_compile_sees_op():
+    wts = make_weights(5, 6, 4)
+
+    def f(buf):
+        torch.ops.fastreshuffle.dense_layer_(buf, 5, *wts)
+        return buf * 2
+
+    buf = torch.randn(1, 9, 5, 6)
+    expect = buf.clone()
+    dense_layer_(expect, 5, *wts)
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(buf)
+    assert torch.allclose(out, expect * 2)
+
+
+# ------------------------------------------------------------- Triton interpreter
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+@pytest.mark.skipif(IN_INTERP_PROCESS, reason="already inside the interpreter subprocess")
+def test_triton_interpreter():
+    """Run the ``interp`` tests of this file in a subprocess with TRITON_INTERPRET=1."""
+    env = dict(os.environ, TRITON_INTERPRET="1", FASTRESHUFFLE_TEST_INTERP="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "interp_"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and " skipped" not in r.stdout, r.stdout[-2000:]
+
+
+def _launch(cfg, **kw):
+    from fastreshuffle.dense_op import _kernels
+    launch = _kernels().launch_dense_layer
+
+    def run(buf, m, wts):
+        n = wts[2].shape[0]
+        launch(buf[:, :m], buf[:, m:m + n], *wts, config=cfg, **kw)
+    return run
+
+
+# config A: tiles/blocks smaller than the shapes, none of M, N, K, H, W divides the blocks
+CFG_A = dict(TILE_H=4, TILE_W=8, BLOCK_HP=32, BLOCK_M=16, BLOCK_K=16, BLOCK_N=16)
+# config B: one tile covers everything, BLOCK_N smaller than N (several N blocks)
+CFG_B = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=16, BLOCK_K=32, BLOCK_N=16)
+
+INTERP_SHAPES = [  # b, m, n, k, h, w
+    (2, 12, 8, 20, 7, 13),
+    (1, 5, 4, 12, 1, 1),
+    (3, 3, 4, 8, 13, 7),
+]
+
+
+@interp
+@pytest.mark.parametrize("cfg", [CFG_A, CFG_B], ids=["A", "B"])
+@pytest.mark.parametrize("shape", INTERP_SHAPES, ids=str)
+def test_interp_fp32(shape, cfg):
+    check_inplace(_launch(cfg), *shape, torch.float32)
+
+
+@interp
+def test_interp_fp32_channels_last():
+    check_inplace(_launch(CFG_A), 2, 12, 8, 20, 7, 13, torch.float32, channels_last=True)
+
+
+@interp
+def test_interp_several_n_blocks():
+    check_inplace(_launch(CFG_B), 1, 6, 24, 16, 5, 9, torch.float32)
+
+
+@interp
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interp_fp16(channels_last):
+    check_inplace(_launch(CFG_A), 2, 12, 8, 20, 7, 13, torch.float16, channels_last=channels_last)
+
+
+@interp
+def test_interp_few_slots_persistent_loop():
+    # 2 programs loop over all tiles, reusing their scratch slots
+    check_inplace(_launch(CFG_A, num_slots=2), 2, 7, 4, 12, 9, 11, torch.float32)
+
+
+@interp
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interp_reshuffle(channels_last):
+    from fastreshuffle.dense_op import _kernels
+    m, n, k = 6, 4, 12
+    wts = make_weights(m, k, n)
+    src = torch.randn(2, 4 * m, 4, 7)
+    buf = torch.full((2, m + n + 2, 8, 14), float("nan"))
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+        src = src.contiguous(memory_format=torch.channels_last)
+    _kernels().launch_dense_layer(src, buf[:, m:m + n], *wts, prefix_out=buf[:, :m], config=CFG_A)
+    x = F.pixel_shuffle(src, 2)
+    assert torch.equal(buf[:, :m], x)
+    assert rel_err(buf[:, m:m + n], ref64(x, *wts)) <= 1e-5
+    assert torch.isnan(buf[:, m + n:]).all()
+
+
+# ------------------------------------------------------------------------- CUDA
+GPU_SHAPES = INTERP_SHAPES + [(2, 200, 64, 256, 33, 47), (1, 640, 32, 128, 64, 96), (2, 160, 16, 64, 31, 17)]
+GPU_CFGS = [CFG_A, CFG_B,
+            dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8),
+            dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)]
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", GPU_CFGS + [None], ids=["A", "B", "C8w", "D8w", "autotune"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_cuda_kernel(shape, cfg, dtype, channels_last):
+    check_inplace(_launch(cfg), *shape, dtype, device="cuda", channels_last=channels_last,
+                  tol=CUDA_TOL[dtype])
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_op_and_reshuffle(dtype):
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 160, 32, 128, 31, 45, dtype,
+                      device="cuda", tol=CUDA_TOL[dtype])
+        m, n, k = 80, 16, 64
+        wts = make_weights(m, k, n, dtype, "cuda")
+        src = torch.randn(2, 4 * m, 17, 23, device="cuda", dtype=dtype)
+        buf = torch.full((2, m + n + 3, 34, 46), float("nan"), device="cuda", dtype=dtype)
+        dense_layer_reshuffle_(buf, src, *wts)
+        x = F.pixel_shuffle(src, 2)
+        assert torch.equal(buf[:, :m], x)
+        assert rel_err(buf[:, m:m + n], ref64(x, *wts)) <= CUDA_TOL[dtype]
+        assert torch.isnan(buf[:, m + n:]).all()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+@cuda
+@needs_cuda
+def test_cuda_functional_grad_and_compile():
+    x = torch.randn(2, 24, 9, 11, device="cuda", requires_grad=True)
+    wts = [t.requires_grad_() for t in make_weights(24, 32, 16, device="cuda")]
+    y = dense_layer(x, *wts)
+    y.square().sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    wr = [w.detach().clone().requires_grad_() for w in wts]
+    dense_op.reference_dense_layer(xr, *wr).square().sum().backward()
+    assert torch.allclose(x.grad, xr.grad, rtol=1e-2, atol=1e-3)
+    buf = torch.randn(1, 24 + 16, 9, 11, device="cuda")
+    expect = buf.clone()
+    with torch.no_grad():
+        dense_layer_(expect, 24, *[w.detach() for w in wts])
+
+        def f(b):
+            torch.ops.fastreshuffle.dense_layer_(b, 24, *[w.detach() for w in wts])
+            return b + 0
+        out = torch.compile(f, fullgraph=True)(buf)
+    assert torch.allclose(out, expect)
