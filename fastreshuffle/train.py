@@ -371,10 +371,12 @@ def run(args) -> int:
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, best = 0, -float("inf")
+    loss_acc = (0.0, 0)
     if args.resume:
         meta = load_state(run_dir, model, opt)
         start = int(meta["step"])
         best = float(meta.get("best_psnr", -float("inf")))
+        loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))
         saved_cfg = meta.get("config")
         if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
             raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
@@ -414,7 +416,8 @@ def run(args) -> int:
         save_weights(model, run_dir / "last.safetensors", metadata=wmeta)
         if is_best:
             save_weights(model, run_dir / "best.safetensors", metadata=wmeta)
-        save_state(run_dir, model, opt, step, {**extra_meta, "best_psnr": best, "args": vars(args)})
+        save_state(run_dir, model, opt, step, {**extra_meta, "best_psnr": best, "args": vars(args),
+                                               "loss_acc": [loss_sum, loss_n]})
 
     bar = None
     if dist.main and args.progress:
@@ -426,7 +429,7 @@ def run(args) -> int:
     step = start
     t0 = time.time()
     t_last, step_last = t0, start
-    loss_sum, loss_n = 0.0, 0
+    loss_sum, loss_n = float(loss_acc[0]), int(loss_acc[1])  # partial log interval carried over a resume
     last_val = None
     interrupted = False
     try:
