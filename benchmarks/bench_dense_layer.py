@@ -1,0 +1,152 @@
+"""Benchmark one dense layer: fused op vs eager (conv, elu, conv, cat) vs preallocated unfused
+vs torch.compile of eager.
+
+Shapes are those of a 1024x1024 input to the paper network:
+  M=160  at 512x512 (block 2: N=16, K=64), M=640 at 256x256 (block 1: N=32, K=128),
+  M=1280 at 128x128 (block 0: N=64, K=256).
+``--quick`` divides the spatial size by 4 (for CPUs).
+
+    python benchmarks/bench_dense_layer.py --quick            # CPU
+    python benchmarks/bench_dense_layer.py --device cuda      # GPU (Triton kernel)
+
+Prints median and 20th/80th percentiles (ms) per variant and the ratio eager/variant
+(>1 = faster than eager); on CUDA also the peak extra memory per call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastreshuffle.dense_op import dense_layer_  # noqa: E402
+
+SHAPES = [  # M, N, K, H, W  (1024x1024 input)
+    (160, 16, 64, 512, 512),
+    (640, 32, 128, 256, 256),
+    (1280, 64, 256, 128, 128),
+]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    ts = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    q = statistics.quantiles(ts, n=5) if len(ts) >= 5 else [ts[0]] * 4
+    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
+
+
+def peak_mem(fn, device):
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--quick", action="store_true", help="spatial size / 4 (CPU)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last buffers")
+    ap.add_argument("--json", default=None, help="write results here")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    repeats = args.repeats or (50 if device.type == "cuda" else 10)
+    warmup = args.warmup or (10 if device.type == "cuda" else 2)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    div = 4 if args.quick else 1
+    results = []
+    print(f"device={device} dtype={args.dtype} batch={args.batch} threads={torch.get_num_threads()} "
+          f"repeats={repeats} {'channels_last' if args.channels_last else 'NCHW'}")
+    hdr = f"{'M':>5} {'N':>3} {'K':>4} {'HxW':>9} | {'variant':<12} {'median':>9} {'p20':>9} {'p80':>9} {'eager/x':>8} {'peakMiB':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for (m, n, k, h, w) in SHAPES:
+        h, w = h // div, w // div
+        g = torch.Generator().manual_seed(0)
+        w1 = (torch.randn(k, m, 1, 1, generator=g) / m ** 0.5).to(device, dtype)
+        b1 = torch.randn(k, generator=g).to(device, dtype)
+        w3 = (torch.randn(n, k, 3, 3, generator=g) / (9 * k) ** 0.5).to(device, dtype)
+        b3 = torch.randn(n, generator=g).to(device, dtype)
+        x = torch.randn(args.batch, m, h, w, generator=g).to(device, dtype).contiguous(memory_format=fmt)
+        buf = torch.empty(args.batch, m + n, h, w, device=device, dtype=dtype, memory_format=fmt)
+        buf[:, :m].copy_(x)
+
+        def eager():
+            return torch.cat([x, F.conv2d(F.elu(F.conv2d(x, w1, b1)), w3, b3, padding=1)], 1)
+
+        def prealloc():
+            buf[:, m:].copy_(F.conv2d(F.elu(F.conv2d(buf[:, :m], w1, b1)), w3, b3, padding=1))
+
+        def fused():
+            dense_layer_(buf, m, w1, b1, w3, b3)
+
+        variants = [("eager", eager), ("prealloc", prealloc), ("fused", fused)]
+        if not args.no_compile:
+            variants.append(("compile", torch.compile(eager)))
+        with torch.inference_mode():
+            # correctness guard
+            fused()
+            ref = eager()[:, m:]
+            err = ((buf[:, m:] - ref).abs().max() / ref.abs().max()).item()
+            rows = {}
+            for name, fn in variants:
+                try:
+                    r = time_fn(fn, device, warmup, repeats)
+                    r["peak_mib"] = peak_mem(fn, device)
+                except Exception as e:  # e.g. no C++ compiler for inductor
+                    print(f"  {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+                    continue
+                rows[name] = r
+        base = rows["eager"]["median"]
+        for name, r in rows.items():
+            r["speedup_vs_eager"] = base / r["median"]
+            pk = "" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+            print(f"{m:>5} {n:>3} {k:>4} {f'{h}x{w}':>9} | {name:<12} {r['median']:>9.3f} {r['p20']:>9.3f} "
+                  f"{r['p80']:>9.3f} {r['speedup_vs_eager']:>8.2f} {pk:>8}")
+        print(f"{'':>24} fused vs eager: max rel err {err:.2e}")
+        results.append(dict(M=m, N=n, K=k, H=h, W=w, rel_err=err, variants=rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=str(device), dtype=args.dtype, batch=args.batch, results=results), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
