@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="folder of training images (default: <data-root>/train/CBSD432)")
     g.add_argument("--val", help="folder of validation images (default: <data-root>/eval/Kodak24); "
-                                 "'none' disables validation")
+                                 "'split': hold out the last --val-images training images (by name); "
+                                 "'none': no validation")
     g.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
     g.add_argument("--codec", default="jpeg", help="codec spec without quality: jpeg, jpeg:444, hevc, webp "
                                                    "(see fastreshuffle.codecs) [jpeg]")
@@ -342,7 +343,20 @@ def run(args) -> int:
         raise UserError(str(e)) from None
     say(f"train data: {rep.summary(data_dir)}")
     valset = None
-    if dist.main and (args.val or "").lower() != "none":
+    val_mode = (args.val or "").lower()
+    if val_mode == "split":
+        if len(images) <= args.val_images:
+            raise UserError(f"--val split needs more than --val-images {args.val_images} training images, "
+                            f"{data_dir} has {len(images)}")
+        held = images[-args.val_images:]
+        images = images[:-args.val_images]
+        say(f"held out the last {len(held)} images (by name) of {data_dir} for validation; "
+            f"training on {len(images)}")
+        if dist.main:
+            valset = ValidationSet(held, spec, val_qualities, crop=args.val_crop or None)
+            say(f"validation: {len(held)} held-out images, {spec.name} quality {val_qualities}, "
+                f"crop {args.val_crop or 'full'}")
+    elif dist.main and val_mode != "none":
         val_dir = Path(args.val) if args.val else eval_dir(args.data_root)
         try:
             vimgs, _, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)

@@ -123,3 +123,15 @@ def test_bad_data(tmp_path, capsys):
     (data / "img0.png").unlink(); (data / "img1.png").unlink(); (data / "tiny.png").unlink()
     with pytest.raises(DataError, match="no usable images"):
         load_folder(data, min_size=32)
+
+
+def test_val_split_holds_out_training_images(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3, size=40)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--val", "split", "--val-images", "1", "--preset", "tiny",
+                 "--steps", "2", "--batch-size", "2", "--patch", "32", "--workers", "0", "--no-progress",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "training on 2" in err
+    assert main(["train", "--data", str(data), "--val", "split", "--val-images", "3", "--steps", "1",
+                 "--out", str(tmp_path / "r2")]) == 2
