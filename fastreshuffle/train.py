@@ -522,7 +522,7 @@ def run(args) -> int:
     if log:
         log.close()
     if dist.main:
-        say(f"done: {step} steps in {time.time() - t0:.1f} s; best val PSNR "
-            f"{best:.3f} dB; weights in {run_dir / 'best.safetensors'}")
+        best_txt = f"best val PSNR {best:.3f} dB; " if math.isfinite(best) else ""
+        say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in {run_dir / 'best.safetensors'}")
     dist.close()
     return 0
