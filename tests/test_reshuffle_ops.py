@@ -59,7 +59,7 @@ def bitwise_equal(a, b):
     """Exact equality of the bits (NaN == NaN, -0.0 != +0.0)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    a, b = a.contiguous().cpu(), b.contiguous().cpu()
+    a, b = a.contiguous().cpu().reshape(-1), b.contiguous().cpu().reshape(-1)
     if a.dtype == torch.bool:
         return torch.equal(a, b)
     a8 = a.view(torch.uint8) if a.numel() else a
