@@ -7,7 +7,8 @@ import torch.nn.functional as F
 import fastreshuffle
 from fastreshuffle import reshuffle_down, reshuffle_up
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8,
           torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128]
 LAYOUTS = ["contiguous", "channels_last", "channel_slice", "transposed", "stepped"]
