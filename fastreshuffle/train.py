@@ -396,6 +396,12 @@ def run(args) -> int:
             raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
                             "pass the same --preset/--config")
         say(f"resuming {run_dir} at step {start}")
+        for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
+                         ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
+                         ("schedule", args.schedule), ("steps", args.steps)):
+            if key in meta and meta[key] != now:
+                warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
+                     "the result will differ from an uninterrupted run")
         if start >= args.steps:
             say(f"nothing to do: the run is already at step {start} >= --steps {args.steps}")
             dist.close()
