@@ -61,8 +61,11 @@ def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     alpha = None
     mode = im.mode
     if mode == "P" or mode == "PA":
-        im = im.convert("RGBA")
-        mode = "RGBA"
+        if mode == "PA" or "transparency" in im.info:
+            im = im.convert("RGBA")
+            mode = "RGBA"
+        else:
+            return np.asarray(im.convert("RGB")), None
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im).astype(np.float64)
         if mode.startswith("I;16"):

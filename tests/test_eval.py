@@ -128,3 +128,23 @@ def test_read_image_errors(tmp_path):
     assert e.value.path.endswith("trunc.png")
     with pytest.raises(ImageReadError, match="too large|bomb"):
         read_image(tmp_path / "t.png", max_pixels=1000)
+
+
+def test_read_image_palette_alpha_and_48bit(tmp_path):
+    import struct
+    import zlib
+    rgb = (np.arange(20 * 30 * 3) % 251).reshape(20, 30, 3).astype(np.uint8)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png", return_alpha=True)[1] is None
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pt.png", transparency=0)
+    assert read_image(tmp_path / "pt.png", return_alpha=True)[1] is not None
+    h, w = 4, 5
+    raw = b"".join(b"\x00" + np.full((w, 3), 40000, ">u2").tobytes() for _ in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "48.png").write_bytes(png)
+    out = read_image(tmp_path / "48.png")
+    assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and int(out[0, 0, 0]) == round(40000 / 65535 * 255)
