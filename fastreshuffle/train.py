@@ -6,7 +6,7 @@ Single process::
 
 Several processes (DDP; gloo on CPU, nccl on GPU); ``--batch-size`` is the *global* batch::
 
-    torchrun --nproc_per_node 2 -m fastreshuffle train ... --batch-size 16
+    torchrun --standalone --nproc_per_node 2 -m fastreshuffle.cli train ... --batch-size 16 --threads 1
 
 Run folder: ``log.csv``, ``last.safetensors`` / ``best.safetensors`` (weights + config in the
 metadata, loadable with ``weights_io.load_model``), ``state.safetensors`` (fp32 weights and Adam
