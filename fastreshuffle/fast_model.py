@@ -144,6 +144,23 @@ class FastReshuffleNet(ReshuffleNet):
             y = y + xp
         return y[..., :h, :w]
 
+    @staticmethod
+    def _strip_conv(z: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor],
+                    strip_bytes: int = 16 << 20) -> torch.Tensor:
+        """3x3 conv (padding 1) of ``z`` in horizontal strips, so that backends that reorder
+        their input (oneDNN on CPU) copy one strip at a time instead of the whole buffer."""
+        n, c, h, wd = z.shape
+        rows = max(1, strip_bytes // max(1, n * c * wd * z.element_size()))
+        if z.device.type != "cpu" or rows >= h:
+            return F.conv2d(z, w, b, padding=1)
+        out = torch.empty((n, w.shape[0], h, wd), dtype=z.dtype, device=z.device)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            lo, hi = max(0, r0 - 1), min(h, r1 + 1)
+            part = F.conv2d(z[:, :, lo:hi], w, b, padding=1)      # rows lo..hi-1; keep r0..r1-1
+            out[:, :, r0:r1].copy_(part[:, :, r0 - lo:r1 - lo])
+        return out
+
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)
         if xp.dtype != self.tail.weight.dtype:
@@ -175,7 +192,7 @@ class FastReshuffleNet(ReshuffleNet):
                 c += layer.growth
 
         wt, bt = subpixel_tail_weight(self.tail.weight, self.tail.bias)
-        out = F.pixel_shuffle(F.conv2d(bufs[-1], wt, bt, padding=1), 2)
+        out = F.pixel_shuffle(self._strip_conv(bufs[-1], wt, bt), 2)
         if self.config.residual:
             out += xp
         return out[..., :h, :w]

@@ -1,0 +1,199 @@
+"""Whole-network benchmark: FastReshuffleNet vs ReshuffleNet eager (NCHW and channels_last) vs
+torch.compile(ReshuffleNet), inference under ``torch.inference_mode``.
+
+    python benchmarks/bench_network.py                       # CPU, paper preset, 768x512
+    python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080
+
+Time: median and 20th/80th percentiles.  Peak memory: on CUDA ``max_memory_allocated`` minus
+the memory allocated before the call; on CPU each variant runs in its own subprocess that
+reports its peak-RSS increase over the RSS after building model and input (first call
+included, so the fast model's buffer allocation counts).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig  # noqa: E402
+
+VARIANTS = ["eager", "eager_cl", "compile", "fast"]
+
+
+def build(variant, preset, device, dtype):
+    torch.manual_seed(0)
+    cfg = ReshuffleNetConfig.preset(preset)
+    model = (FastReshuffleNet if variant == "fast" else ReshuffleNet)(cfg).to(device, dtype).eval()
+    fmt = torch.contiguous_format
+    if variant == "eager_cl":
+        fmt = torch.channels_last
+        model = model.to(memory_format=fmt)
+    if variant == "compile":
+        model = torch.compile(model)
+    return model, fmt
+
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_model(model, x, device, warmup, repeats):
+    for _ in range(warmup):
+        model(x)
+    sync(device)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        sync(device)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(ts, n=5) if len(ts) >= 5 else [min(ts)] * 4
+    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
+
+
+def mem_child(args):
+    """Subprocess: peak RSS increase of one forward (CPU)."""
+    device = torch.device("cpu")
+    dtype = getattr(torch, args.dtype)
+    w, h = args.size
+    with torch.inference_mode():
+        model, fmt = build(args.mem_child, args.preset, device, dtype)
+        x = torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt)
+        # warm up on a small image first: loads the BLAS/oneDNN code pages and JIT kernels
+        # (and compiles, for torch.compile) so that only the activations of this size count
+        model(torch.rand(args.batch, 3, 64, 64, dtype=dtype).contiguous(memory_format=fmt))
+        if args.mem_child == "compile":
+            model(torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt))
+        base = rss_mib()
+        model(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak - base}))
+
+
+def cpu_peak(variant, args, size):
+    cmd = [sys.executable, os.path.abspath(__file__), "--mem-child", variant, "--preset", args.preset,
+           "--dtype", args.dtype, "--batch", str(args.batch), "--sizes", f"{size[0]}x{size[1]}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def cuda_peak(model, x, device):
+    sync(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    model(x)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def parse_sizes(s):
+    out = []
+    for item in s.split(","):
+        w, h = item.lower().split("x")
+        out.append((int(w), int(h)))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--sizes", default=None, help="WxH list, default 768x512 (+1920x1080 on CUDA)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if args.sizes is None:
+        args.sizes = "768x512,1920x1080" if device.type == "cuda" else "768x512"
+    sizes = parse_sizes(args.sizes)
+    if args.mem_child:
+        args.size = sizes[0]
+        mem_child(args)
+        return 0
+    dtype = getattr(torch, args.dtype)
+    repeats = args.repeats or (30 if device.type == "cuda" else 5)
+    warmup = args.warmup or (5 if device.type == "cuda" else 1)
+    variants = [v for v in args.variants.split(",") if not (args.no_compile and v == "compile")]
+    print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
+          f"threads={torch.get_num_threads()} repeats={repeats}")
+    all_rows = []
+    for (w, h) in sizes:
+        rows = {}
+        ref_out = None
+        for v in variants:
+            with torch.inference_mode():
+                try:
+                    model, fmt = build(v, args.preset, device, dtype)
+                    torch.manual_seed(1)
+                    x = torch.rand(args.batch, 3, h, w, dtype=dtype).to(device).contiguous(memory_format=fmt)
+                    out = model(x)
+                    if ref_out is None:
+                        ref_out = out.float().cpu()
+                        err = 0.0
+                    else:
+                        err = (out.float().cpu() - ref_out).abs().max().item()
+                    r = time_model(model, x, device, warmup, repeats)
+                    r["max_abs_err_vs_eager"] = err
+                    if not args.no_memory:
+                        r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
+                    del model, x, out
+                except Exception as e:
+                    print(f"  {v} at {w}x{h}: failed: {type(e).__name__}: {str(e)[:300]}")
+                    continue
+            if not args.no_memory and device.type == "cpu":
+                r["peak_mib"] = cpu_peak(v, args, (w, h))
+            rows[v] = r
+        eager_best = min((rows[v]["median"] for v in ("eager", "eager_cl") if v in rows), default=None)
+        eager_mem = None
+        if not args.no_memory:
+            cands = [rows[v] for v in ("eager", "eager_cl") if v in rows]
+            if cands:
+                eager_mem = min(cands, key=lambda r: r["median"]).get("peak_mib")
+        print(f"\n{w}x{h}  (ratios vs best eager: time {eager_best and round(eager_best, 2)} ms)")
+        hdr = f"{'variant':<10} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'peak MiB':>9} {'mem ratio':>9} {'max|err|':>9}"
+        print(hdr)
+        print("-" * len(hdr))
+        for v, r in rows.items():
+            sp = eager_best / r["median"] if eager_best else float("nan")
+            pk = r.get("peak_mib")
+            mr = (pk / eager_mem) if (pk is not None and eager_mem) else None
+            r["speedup_vs_best_eager"] = sp
+            r["mem_ratio_vs_best_eager"] = mr
+            print(f"{v:<10} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} "
+                  f"{'' if pk is None else f'{pk:.1f}':>9} {'' if mr is None else f'{mr:.2f}':>9} "
+                  f"{r['max_abs_err_vs_eager']:>9.2e}")
+        all_rows.append(dict(width=w, height=h, variants=rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=str(device), dtype=args.dtype, preset=args.preset, batch=args.batch,
+                           results=all_rows), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
