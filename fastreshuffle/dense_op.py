@@ -172,12 +172,15 @@ def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     # NCHW buffer: the prefix of one image is a [m, H*W] matrix (row stride H*W) -> one GEMM per
     # image straight from the buffer.  (A 1x1 F.conv2d would go through oneDNN, which reorders
     # the whole prefix into a blocked layout first: ~4x the peak memory, no faster.)
-    w1m = w1.reshape(k, m)
-    b1c = b1.unsqueeze(1)
+    # The GEMM is computed transposed ([HW, K] = X^T W1^T, BLAS reads X^T without a copy) so
+    # that the intermediate comes out channels_last, the layout oneDNN's 3x3 conv runs on
+    # without reordering (measured ~10-20% faster per layer than an NCHW intermediate).
+    w1t = w1.reshape(k, m).t()
     for i in range(b):
-        t = torch.addmm(b1c, w1m, x[i].reshape(m, h * w))              # [K, HW]
+        t = torch.addmm(b1, x[i].reshape(m, h * w).t(), w1t)           # [HW, K]
         F.elu_(t)
-        y[i:i + 1].copy_(F.conv2d(t.view(1, k, h, w), w3, b3, padding=1))
+        e = t.view(1, h, w, k).permute(0, 3, 1, 2)                      # channels_last [1, K, H, W]
+        y[i:i + 1].copy_(F.conv2d(e, w3, b3, padding=1))
 
 
 def _reshuffle_up_into(src: torch.Tensor, out: torch.Tensor) -> None:
