@@ -80,9 +80,29 @@ def mem_child(args):
         if args.mem_child == "compile":
             model(torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt))
         base = rss_mib()
+        reset = reset_peak_rss()
         model(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = read_peak_rss() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"peak_mib": peak - base}))
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux: write 5 to /proc/self/clear_refs), so that
+    transient peaks before the measured call (imports, model build) do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return read_peak_rss() is not None
+    except OSError:
+        return False
+
+
+def read_peak_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 def cpu_peak(variant, args, size):

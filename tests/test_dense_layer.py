@@ -259,19 +259,23 @@ def test_interp_reshuffle(channels_last):
 
 
 # ------------------------------------------------------------------------- CUDA
-GPU_SHAPES = INTERP_SHAPES + [(2, 200, 64, 256, 33, 47), (1, 640, 32, 128, 64, 96), (2, 160, 16, 64, 31, 17)]
-GPU_CFGS = [CFG_A, CFG_B,
-            dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8),
-            dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)]
+CFG_C8 = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
+CFG_D8 = dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
+BIG_SHAPES = [(2, 200, 64, 256, 33, 47), (1, 640, 32, 128, 64, 96), (2, 160, 16, 64, 31, 17)]
+# (shape, config) cases; config None = autotuned.  Kept to ~15 cases x 3 dtypes so that the
+# native run (one Triton compile per config/dtype/layout) stays within a couple of minutes.
+GPU_CASES = ([(s, c, f"{i}{n}") for i, s in enumerate(INTERP_SHAPES) for c, n in ((CFG_A, "A"), (CFG_B, "B"))]
+             + [(s, c, f"big{i}{n}") for i, s in enumerate(BIG_SHAPES)
+                for c, n in ((CFG_C8, "C8w"), (CFG_D8, "D8w"), (None, "tuned"))])
 
 
 @cuda
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("cfg", GPU_CFGS + [None], ids=["A", "B", "C8w", "D8w", "autotune"])
-@pytest.mark.parametrize("shape", GPU_SHAPES, ids=str)
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
-def test_cuda_kernel(shape, cfg, dtype, channels_last):
+@pytest.mark.parametrize("case", range(len(GPU_CASES)), ids=[c[2] for c in GPU_CASES])
+def test_cuda_kernel(case, dtype):
+    shape, cfg, _ = GPU_CASES[case]
+    channels_last = case % 2 == 1
     check_inplace(_launch(cfg), *shape, dtype, device="cuda", channels_last=channels_last,
                   tol=CUDA_TOL[dtype])
 
