@@ -22,7 +22,7 @@ fi
 python -c "import fastreshuffle, fastreshuffle.dense_op as d; print('fastreshuffle ok, triton path:', d._HAS_TRITON)" || status=1
 
 step "CUDA tests (fused Triton kernel natively, FastReshuffleNet vs fp64 reference)"
-timeout 200 python -m pytest -q -m cuda -p no:cacheprovider tests/test_dense_layer.py tests/test_fast_model.py \
+timeout 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider tests/test_dense_layer.py tests/test_fast_model.py \
   --junitxml="$OUT/pytest_cuda.xml" 2>&1 | tail -25 | tee "$OUT/pytest_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

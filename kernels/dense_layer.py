@@ -231,6 +231,9 @@ def launch_dense_layer(x, y, w1, b1, w3, b3, *, prefix_out=None, scratch=None, n
     if scratch is None:
         scratch = torch.empty(num_slots * slot, dtype=y.dtype, device=y.device)
 
+    # IEEE only matters for fp32 operands; 16-bit operands always use the tensor cores
+    prec = "ieee" if (y.dtype == torch.float32 and not allow_tf32) else "tf32"
+
     def grid(meta):
         return (max(1, min(num_slots, num_tiles(B, N, H, W, meta))),)
 
@@ -238,9 +241,9 @@ def launch_dense_layer(x, y, w1, b1, w3, b3, *, prefix_out=None, scratch=None, n
             w3, *w3.stride(), b3, scratch, slot, B, M, K, N, H, W)
     if config is not None:
         kern = _dense_layer_kernel if wrap is None else wrap(_dense_layer_kernel)
-        kern[grid](*args, RESHUFFLE=reshuffle, PREC="tf32" if allow_tf32 else "ieee", num_warps=num_warps,
+        kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec, num_warps=num_warps,
                    num_stages=num_stages, **cfg)
     else:
         kern = _dense_layer_kernel_tuned if wrap is None else wrap(_dense_layer_kernel_tuned)
-        kern[grid](*args, RESHUFFLE=reshuffle, PREC="tf32" if allow_tf32 else "ieee")
+        kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec)
     return y
