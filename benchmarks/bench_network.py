@@ -76,9 +76,9 @@ def mem_child(args):
         x = torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt)
         # warm up on a small image first: loads the BLAS/oneDNN code pages and JIT kernels
         # (and compiles, for torch.compile) so that only the activations of this size count
-        model(torch.rand(args.batch, 3, 64, 64, dtype=dtype).contiguous(memory_format=fmt))
-        if args.mem_child == "compile":
-            model(torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt))
+        # (torch.compile: warm up at the measured size only, a second size would recompile)
+        ws, hs = (w, h) if args.mem_child == "compile" else (64, 64)
+        model(torch.rand(args.batch, 3, hs, ws, dtype=dtype).contiguous(memory_format=fmt))
         base = rss_mib()
         reset = reset_peak_rss()
         model(x)
