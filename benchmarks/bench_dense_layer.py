@@ -58,7 +58,7 @@ def time_fn(fn, device, warmup, repeats):
             fn()
             ts.append((time.perf_counter() - t0) * 1e3)
     ts.sort()
-    q = statistics.quantiles(ts, n=5) if len(ts) >= 5 else [ts[0]] * 4
+    q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
     return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
 
 

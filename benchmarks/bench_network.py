@@ -62,7 +62,7 @@ def time_model(model, x, device, warmup, repeats):
         model(x)
         sync(device)
         ts.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(ts, n=5) if len(ts) >= 5 else [min(ts)] * 4
+    q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
     return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
 
 
