@@ -11,9 +11,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
+#include <torch/library.h>
 
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 namespace fastreshuffle {
 
@@ -97,10 +99,62 @@ inline at::Tensor empty_output(const at::Tensor& x, int64_t s, bool down) {
   return at::empty({sz[0], sz[1], sz[2], sz[3]}, x.options().memory_format(fmt));
 }
 
-// Backend entry points (defined in cpu/ and cuda/).
-void reshuffle_copy_cpu(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down);
-#ifdef FASTRESHUFFLE_WITH_CUDA
-void reshuffle_copy_cuda(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down);
-#endif
+// Elements are moved as unsigned words of their byte size: bit-exact for every dtype.
+struct U128 {
+  uint64_t lo, hi;
+};
+template <int Bytes>
+struct Word;
+template <>
+struct Word<1> { using type = uint8_t; };
+template <>
+struct Word<2> { using type = uint16_t; };
+template <>
+struct Word<4> { using type = uint32_t; };
+template <>
+struct Word<8> { using type = uint64_t; };
+template <>
+struct Word<16> { using type = U128; };
+
+// Calls f(std::integral_constant<int, bytes>{}) for x's element size.
+template <typename F>
+void dispatch_element_size(const at::Tensor& x, F&& f) {
+  switch (x.element_size()) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    default:
+      TORCH_CHECK(false, "reshuffle: unsupported element size ", x.element_size(), " for dtype ",
+                  x.scalar_type());
+  }
+}
+
+// A backend's copy: x -> out (shapes checked), direction `down`.
+using CopyFn = void (*)(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down);
+
+// The four op kernels of a backend, built from its copy function.
+template <CopyFn copy, bool down>
+at::Tensor reshuffle_functional(const at::Tensor& x, int64_t scale) {
+  auto out = empty_output(x, scale, down);
+  copy(x, out, scale, down);
+  return out;
+}
+
+template <CopyFn copy, bool down>
+void reshuffle_into(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
+  check_out(x, out, scale, down);
+  copy(x, out, scale, down);
+}
+
+// Registers the four ops of one backend (inside its TORCH_LIBRARY_IMPL block).
+template <CopyFn copy>
+void register_backend(torch::Library& m) {
+  m.impl("reshuffle_down", &reshuffle_functional<copy, true>);
+  m.impl("reshuffle_up", &reshuffle_functional<copy, false>);
+  m.impl("reshuffle_down_out", &reshuffle_into<copy, true>);
+  m.impl("reshuffle_up_out", &reshuffle_into<copy, false>);
+}
 
 }  // namespace fastreshuffle

@@ -14,21 +14,6 @@
 namespace fastreshuffle {
 namespace {
 
-struct U128 {
-  uint64_t lo, hi;
-};
-template <int Bytes>
-struct Word;
-template <>
-struct Word<1> { using type = uint8_t; };
-template <>
-struct Word<2> { using type = uint16_t; };
-template <>
-struct Word<4> { using type = uint32_t; };
-template <>
-struct Word<8> { using type = uint64_t; };
-template <>
-struct Word<16> { using type = U128; };
 
 // Copy n elements with element strides ds (destination) and ss (source).  The common unit
 // and stride-2 cases get their own loops so the compiler can vectorize them.
@@ -105,28 +90,6 @@ void run_bytes(const Geometry& g, const at::Tensor& x, const at::Tensor& out) {
                   reinterpret_cast<T*>(out.mutable_data_ptr()));
 }
 
-at::Tensor reshuffle_down_cpu(const at::Tensor& x, int64_t scale) {
-  auto out = empty_output(x, scale, /*down=*/true);
-  reshuffle_copy_cpu(x, out, scale, true);
-  return out;
-}
-
-at::Tensor reshuffle_up_cpu(const at::Tensor& x, int64_t scale) {
-  auto out = empty_output(x, scale, /*down=*/false);
-  reshuffle_copy_cpu(x, out, scale, false);
-  return out;
-}
-
-void reshuffle_down_out_cpu(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
-  check_out(x, out, scale, true);
-  reshuffle_copy_cpu(x, out, scale, true);
-}
-
-void reshuffle_up_out_cpu(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
-  check_out(x, out, scale, false);
-  reshuffle_copy_cpu(x, out, scale, false);
-}
-
 }  // namespace
 
 void reshuffle_copy_cpu(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down) {
@@ -136,23 +99,11 @@ void reshuffle_copy_cpu(const at::Tensor& x, const at::Tensor& out, int64_t s, b
   if (out.numel() == 0) return;
   const at::Tensor xr = x.resolve_conj().resolve_neg();  // materialize lazy conj/neg views
   const Geometry g = make_geometry(xr, out, s, down);
-  switch (x.element_size()) {
-    case 1: run_bytes<1>(g, xr, out); break;
-    case 2: run_bytes<2>(g, xr, out); break;
-    case 4: run_bytes<4>(g, xr, out); break;
-    case 8: run_bytes<8>(g, xr, out); break;
-    case 16: run_bytes<16>(g, xr, out); break;
-    default:
-      TORCH_CHECK(false, "reshuffle: unsupported element size ", x.element_size(), " for dtype ",
-                  x.scalar_type());
-  }
+  dispatch_element_size(xr, [&](auto bytes) { run_bytes<decltype(bytes)::value>(g, xr, out); });
 }
 
 TORCH_LIBRARY_IMPL(fastreshuffle, CPU, m) {
-  m.impl("reshuffle_down", &reshuffle_down_cpu);
-  m.impl("reshuffle_up", &reshuffle_up_cpu);
-  m.impl("reshuffle_down_out", &reshuffle_down_out_cpu);
-  m.impl("reshuffle_up_out", &reshuffle_up_out_cpu);
+  register_backend<&reshuffle_copy_cpu>(m);
 }
 
 }  // namespace fastreshuffle

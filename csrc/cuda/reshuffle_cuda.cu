@@ -21,21 +21,6 @@
 namespace fastreshuffle {
 namespace {
 
-struct U128 {
-  uint64_t lo, hi;
-};
-template <int Bytes>
-struct Word;
-template <>
-struct Word<1> { using type = uint8_t; };
-template <>
-struct Word<2> { using type = uint16_t; };
-template <>
-struct Word<4> { using type = uint32_t; };
-template <>
-struct Word<8> { using type = uint64_t; };
-template <>
-struct Word<16> { using type = U128; };
 
 template <typename Index>
 struct Params {
@@ -109,28 +94,6 @@ void launch(const Geometry& g, const at::Tensor& x, const at::Tensor& out) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor reshuffle_down_cuda(const at::Tensor& x, int64_t scale) {
-  auto out = empty_output(x, scale, /*down=*/true);
-  reshuffle_copy_cuda(x, out, scale, true);
-  return out;
-}
-
-at::Tensor reshuffle_up_cuda(const at::Tensor& x, int64_t scale) {
-  auto out = empty_output(x, scale, /*down=*/false);
-  reshuffle_copy_cuda(x, out, scale, false);
-  return out;
-}
-
-void reshuffle_down_out_cuda(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
-  check_out(x, out, scale, true);
-  reshuffle_copy_cuda(x, out, scale, true);
-}
-
-void reshuffle_up_out_cuda(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
-  check_out(x, out, scale, false);
-  reshuffle_copy_cuda(x, out, scale, false);
-}
-
 }  // namespace
 
 void reshuffle_copy_cuda(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down) {
@@ -140,23 +103,11 @@ void reshuffle_copy_cuda(const at::Tensor& x, const at::Tensor& out, int64_t s, 
   const at::Tensor xr = x.resolve_conj().resolve_neg();  // materialize lazy conj/neg views
   const c10::cuda::CUDAGuard guard(x.device());
   const Geometry g = make_geometry(xr, out, s, down);
-  switch (x.element_size()) {
-    case 1: launch<1>(g, xr, out); break;
-    case 2: launch<2>(g, xr, out); break;
-    case 4: launch<4>(g, xr, out); break;
-    case 8: launch<8>(g, xr, out); break;
-    case 16: launch<16>(g, xr, out); break;
-    default:
-      TORCH_CHECK(false, "reshuffle: unsupported element size ", x.element_size(), " for dtype ",
-                  x.scalar_type());
-  }
+  dispatch_element_size(xr, [&](auto bytes) { launch<decltype(bytes)::value>(g, xr, out); });
 }
 
 TORCH_LIBRARY_IMPL(fastreshuffle, CUDA, m) {
-  m.impl("reshuffle_down", &reshuffle_down_cuda);
-  m.impl("reshuffle_up", &reshuffle_up_cuda);
-  m.impl("reshuffle_down_out", &reshuffle_down_out_cuda);
-  m.impl("reshuffle_up_out", &reshuffle_up_out_cuda);
+  register_backend<&reshuffle_copy_cuda>(m);
 }
 
 }  // namespace fastreshuffle
