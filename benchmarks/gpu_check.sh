@@ -21,10 +21,14 @@ if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 240 pip install --no-build-isolation --no-
 fi
 python -c "import fastreshuffle, fastreshuffle.dense_op as d; print('fastreshuffle ok, triton path:', d._HAS_TRITON)" || status=1
 
-step "CUDA tests (fused Triton kernel natively, FastReshuffleNet vs fp64 reference)"
-timeout 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider tests/test_dense_layer.py tests/test_fast_model.py \
+step "CUDA tests (reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference)"
+timeout 240 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider tests/test_reshuffle_ops.py tests/test_dense_layer.py tests/test_fast_model.py \
   --junitxml="$OUT/pytest_cuda.xml" 2>&1 | tail -25 | tee "$OUT/pytest_cuda.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "reshuffle benchmark (ours vs pixel_(un)shuffle vs copy kernel)"
+timeout 60 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json" \
+  2>&1 | tee "$OUT/bench_reshuffle.txt" || status=1
 
 step "dense layer benchmark (fp32 IEEE, then fp16)"
 timeout 100 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --json "$OUT/bench_dense_fp32.json" \
