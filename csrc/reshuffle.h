@@ -27,6 +27,8 @@ struct Geometry {
   std::array<int64_t, 6> dst_stride;  // in elements
   // true when the high-resolution tensor is laid out channels-last (C has the smallest stride)
   bool channels_last;
+  // true for reshuffle_down (source = high-resolution tensor), false for reshuffle_up
+  bool down;
   int64_t numel() const {
     int64_t n = 1;
     for (auto s : size) n *= s;
@@ -89,6 +91,7 @@ inline Geometry make_geometry(const at::Tensor& x, const at::Tensor& out, int64_
   g.src_stride = down ? hi_stride : lo_stride;
   g.dst_stride = down ? lo_stride : hi_stride;
   g.channels_last = hi.size(1) > 1 && hi.stride(1) < hi.stride(3) && hi.stride(1) < hi.stride(2);
+  g.down = down;
   return g;
 }
 
