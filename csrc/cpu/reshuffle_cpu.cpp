@@ -42,6 +42,25 @@ inline void copy_run(T* __restrict__ dst, int64_t ds, const T* __restrict__ src,
 }
 
 // ---- fast paths (compile-time scale S, dense innermost dimension) --------------------------
+// s = 2 with restrict-qualified streams: the compiler turns these into SIMD (un)pack sequences.
+template <typename T>
+inline void interleave2(T* __restrict__ hi, const T* __restrict__ l0, const T* __restrict__ l1,
+                        int64_t w) {
+  for (int64_t j = 0; j < w; ++j) {
+    hi[2 * j] = l0[j];
+    hi[2 * j + 1] = l1[j];
+  }
+}
+
+template <typename T>
+inline void deinterleave2(const T* __restrict__ hi, T* __restrict__ l0, T* __restrict__ l1,
+                          int64_t w) {
+  for (int64_t j = 0; j < w; ++j) {
+    l0[j] = hi[2 * j];
+    l1[j] = hi[2 * j + 1];
+  }
+}
+
 template <typename T, int S>
 void rows_fast(const Geometry& g, const T* src, T* dst) {
   // hi: the high-resolution tensor, lo: the low-resolution one (element strides per 6-D dim)
@@ -63,7 +82,13 @@ void rows_fast(const Geometry& g, const T* src, T* dst) {
         T* lo[S];
         for (int b = 0; b < S; ++b)
           lo[b] = const_cast<T*>(lo_c) + n * ls[kN] + c * ls[kC] + i * ls[kI] + a * ls[kA] + b * ls[kB];
-        if (g.down) {
+        if constexpr (S == 2) {
+          if (g.down) {
+            deinterleave2(hi, lo[0], lo[1], W);
+          } else {
+            interleave2(hi, lo[0], lo[1], W);
+          }
+        } else if (g.down) {
           for (int64_t j = 0; j < W; ++j)
             for (int b = 0; b < S; ++b) lo[b][j] = hi[j * S + b];
         } else {
@@ -113,8 +138,8 @@ bool try_fast(const Geometry& g, const T* src, T* dst) {
   const auto& ls = g.down ? g.dst_stride : g.src_stride;
   if (!g.channels_last) {
     // hi rows dense (W stride 1 -> b stride 1, j stride S), lo rows dense (j stride 1).
-    // For 1- and 2-byte elements the generic per-b strided runs vectorize better (measured).
-    if (sizeof(T) >= 4 && hs[kB] == 1 && hs[kJ] == S && ls[kJ] == 1) {
+    // For 1- and 2-byte elements and s > 2 the generic per-b strided runs are faster (measured).
+    if ((S == 2 || sizeof(T) >= 4) && hs[kB] == 1 && hs[kJ] == S && ls[kJ] == 1) {
       rows_fast<T, S>(g, src, dst);
       return true;
     }
