@@ -114,18 +114,22 @@ void pixels_fast(const Geometry& g, const T* src, T* dst) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = t % sz[kI];
       const int64_t n = t / sz[kI];
+      // element offsets of the S*S high-resolution pixels of low-resolution pixel (i, 0)
+      int64_t hoff[S * S];
+      for (int a = 0; a < S; ++a)
+        for (int b = 0; b < S; ++b) hoff[a * S + b] = n * hs[kN] + i * hs[kI] + a * hs[kA] + b * hs[kB];
+      T* const hi_base = const_cast<T*>(hi_c);
+      T* const lo_row = const_cast<T*>(lo_c) + n * ls[kN] + i * ls[kI];
+      const int64_t hj = hs[kJ], lj = ls[kJ];
       for (int64_t j = 0; j < sz[kJ]; ++j) {
-        T* lo = const_cast<T*>(lo_c) + n * ls[kN] + i * ls[kI] + j * ls[kJ];  // C*S*S dense
-        T* hi[S * S];
-        for (int a = 0; a < S; ++a)
-          for (int b = 0; b < S; ++b)
-            hi[a * S + b] = const_cast<T*>(hi_c) + n * hs[kN] + i * hs[kI] + j * hs[kJ] + a * hs[kA] + b * hs[kB];
+        T* lo = lo_row + j * lj;  // C*S*S dense
+        T* hi = hi_base + j * hj;
         if (g.down) {
           for (int64_t c = 0; c < C; ++c)
-            for (int k = 0; k < S * S; ++k) lo[c * S * S + k] = hi[k][c];
+            for (int k = 0; k < S * S; ++k) lo[c * S * S + k] = hi[hoff[k] + c];
         } else {
           for (int64_t c = 0; c < C; ++c)
-            for (int k = 0; k < S * S; ++k) hi[k][c] = lo[c * S * S + k];
+            for (int k = 0; k < S * S; ++k) hi[hoff[k] + c] = lo[c * S * S + k];
         }
       }
     }
