@@ -1,5 +1,17 @@
 import sys
 
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (small models on a shared machine), then restore."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 def pytest_terminal_summary(terminalreporter):
     """Print the case counts that property-based test modules collected."""

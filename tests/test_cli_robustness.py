@@ -29,12 +29,7 @@ from fastreshuffle.safe_io import leftover_temp_files
 from fastreshuffle.weights_io import save_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
