@@ -136,11 +136,13 @@ void dispatch_element_size(const at::Tensor& x, F&& f) {
 
 // A backend's copy: x -> out (shapes checked), direction `down`.
 using CopyFn = void (*)(const at::Tensor& x, const at::Tensor& out, int64_t s, bool down);
+// A backend's output allocation (sizes checked inside, memory format kept).
+using EmptyFn = at::Tensor (*)(const at::Tensor& x, int64_t s, bool down);
 
 // The four op kernels of a backend, built from its copy function.
-template <CopyFn copy, bool down>
+template <CopyFn copy, EmptyFn empty, bool down>
 at::Tensor reshuffle_functional(const at::Tensor& x, int64_t scale) {
-  auto out = empty_output(x, scale, down);
+  auto out = empty(x, scale, down);
   copy(x, out, scale, down);
   return out;
 }
@@ -152,10 +154,10 @@ void reshuffle_into(const at::Tensor& x, int64_t scale, const at::Tensor& out) {
 }
 
 // Registers the four ops of one backend (inside its TORCH_LIBRARY_IMPL block).
-template <CopyFn copy>
+template <CopyFn copy, EmptyFn empty = &empty_output>
 void register_backend(torch::Library& m) {
-  m.impl("reshuffle_down", &reshuffle_functional<copy, true>);
-  m.impl("reshuffle_up", &reshuffle_functional<copy, false>);
+  m.impl("reshuffle_down", &reshuffle_functional<copy, empty, true>);
+  m.impl("reshuffle_up", &reshuffle_functional<copy, empty, false>);
   m.impl("reshuffle_down_out", &reshuffle_into<copy, true>);
   m.impl("reshuffle_up_out", &reshuffle_into<copy, false>);
 }

@@ -256,3 +256,34 @@ def test_torch_compile_fullgraph_matches_eager():
     x = torch.randn(2, 3, 6, 8)
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), f(x))
+
+
+# One dtype per element size (1, 2, 4, 8, 16 bytes): the CPU kernel has compile-time paths per
+# element size, scale and (channels_last) channel count; every one must be exact, including
+# the word (de)interleave ones.  Outputs are preallocated and poisoned so that an element the
+# kernel forgets to write shows up.
+def _poison(t, byte):
+    """Fill every byte of t's storage with `byte`."""
+    torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage()).fill_(byte)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64,
+                                   torch.complex128], ids=str)
+@pytest.mark.parametrize("s", [2, 3, 4, 8])
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_fast_paths_every_element_size(dtype, s, c, layout):
+    gen = torch.Generator().manual_seed(hash((str(dtype), s, c, layout)) % 2**31)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = random_tensor((2, c, 3 * s, 37 * s), dtype, "cpu", gen).contiguous(memory_format=fmt)
+    expect = F.pixel_unshuffle(x.contiguous(), s)
+    out = torch.empty(expect.shape, dtype=dtype).contiguous(memory_format=fmt)
+    _poison(out, 0xA5)
+    reshuffle_down(x, s, out=out)
+    assert bitwise_equal(out, expect)
+    assert bitwise_equal(reshuffle_down(x, s), expect)
+    back = torch.empty(x.shape, dtype=dtype).contiguous(memory_format=fmt)
+    _poison(back, 0x5A)
+    reshuffle_up(out, s, out=back)
+    assert bitwise_equal(back, x)
+    assert bitwise_equal(reshuffle_up(out, s), x)
