@@ -1,4 +1,6 @@
 """Reshuffle ops: bit-exact against torch and against the paper's index formulas."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -287,3 +289,25 @@ def test_cpu_fast_paths_every_element_size(dtype, s, c, layout):
     reshuffle_up(out, s, out=back)
     assert bitwise_equal(back, x)
     assert bitwise_equal(reshuffle_up(out, s), x)
+
+
+def test_large_outputs_on_huge_pages_behave_like_tensors():
+    # outputs >= 32 MiB come from the extension's huge-page allocator: same values, layout and
+    # tensor behaviour (resize, storage sharing, serialization) as any other CPU tensor
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 2048, 2048, generator=gen)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        y = reshuffle_down(inp, 2)
+        assert y.numel() * y.element_size() >= 32 << 20
+        assert bitwise_equal(y, F.pixel_unshuffle(x, 2))
+        assert y.is_contiguous(memory_format=torch.channels_last if inp is not x else torch.contiguous_format)
+        assert bitwise_equal(reshuffle_up(y, 2), x)
+    y = reshuffle_down(x, 2)
+    buf = io.BytesIO()
+    torch.save(y, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf), y)
+    arr = y.numpy()
+    assert arr[0, 5, 7, 9] == y[0, 5, 7, 9].item()
+    y.resize_(2, 3, 4, 5).fill_(1.0)
+    assert y.sum().item() == 120
