@@ -29,6 +29,8 @@ TORCH_LIBRARY(fastreshuffle, m) {
   m.def("reshuffle_down_out(Tensor x, int scale, Tensor(a!) out) -> ()");
   m.def("reshuffle_up_out(Tensor x, int scale, Tensor(a!) out) -> ()");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
+  // Dense layer CPU path: x[r, k] = elu(x[r, k] + bias[k]) in place (x: rows x channels).
+  m.def("bias_elu_(Tensor(a!) x, Tensor bias) -> ()");
 }
 
 }  // namespace fastreshuffle

@@ -154,6 +154,16 @@ def reference_dense_layer(x, w1, b1, w3, b3):
     return F.conv2d(F.elu(F.conv2d(x, w1, b1)), w3, b3, padding=1)
 
 
+def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    """``elu(rows @ w1t + b1)``: a bias-free GEMM, then one fused bias + ELU pass in the
+    extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU)."""
+    if rows.dtype in (torch.float32, torch.float64) and _has_op("bias_elu_"):
+        t = torch.mm(rows, w1t)
+        torch.ops.fastreshuffle.bias_elu_(t, b1)
+        return t
+    return F.elu_(torch.addmm(b1, rows, w1t))
+
+
 def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer)."""
     b, m, h, w = x.shape
@@ -164,8 +174,7 @@ def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
         w1t = w1.reshape(k, m).t()
         for i in range(b):
             rows = x[i].permute(1, 2, 0).reshape(h * w, m)           # view
-            t = torch.addmm(b1, rows, w1t)                             # [HW, K]
-            F.elu_(t)
+            t = _gemm_bias_elu(rows, w1t, b1)                          # [HW, K]
             e = t.view(1, h, w, k).permute(0, 3, 1, 2)                  # channels_last [1, K, H, W]
             y[i:i + 1].copy_(F.conv2d(e, w3, b3, padding=1))
         return
@@ -177,8 +186,7 @@ def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     # without reordering (measured ~10-20% faster per layer than an NCHW intermediate).
     w1t = w1.reshape(k, m).t()
     for i in range(b):
-        t = torch.addmm(b1, x[i].reshape(m, h * w).t(), w1t)           # [HW, K]
-        F.elu_(t)
+        t = _gemm_bias_elu(x[i].reshape(m, h * w).t(), w1t, b1)        # [HW, K]
         e = t.view(1, h, w, k).permute(0, 3, 1, 2)                      # channels_last [1, K, H, W]
         y[i:i + 1].copy_(F.conv2d(e, w3, b3, padding=1))
 

@@ -134,6 +134,13 @@ def _reshuffle_up_out_fake(x, scale, out):
     _check_out(x, out, scale, False)
 
 
+@torch.library.register_fake("fastreshuffle::bias_elu_")
+def _bias_elu_fake(x, bias):
+    # in place, nothing to allocate; the shape rules are those of the CPU kernel
+    if x.dim() != 2 or bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+        raise RuntimeError(f"bias_elu_: bias has shape {tuple(bias.shape)} but x has shape {tuple(x.shape)}")
+
+
 # ------------------------------------------------------------------------ autograd
 def _setup_context(ctx, inputs, output):
     ctx.scale = inputs[1]

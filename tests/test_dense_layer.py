@@ -323,3 +323,57 @@ def test_cuda_functional_grad_and_compile():
             return b + 0
         out = torch.compile(f, fullgraph=True)(buf)
     assert torch.allclose(out, expect)
+
+
+# --- the CPU path's fused bias + ELU pass (fastreshuffle::bias_elu_) ------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("rows, k, ld", [(1, 1, 1), (7, 13, 13), (300, 64, 64), (33, 40, 57), (5, 3, 8)])
+def test_bias_elu_matches_float64_elu(dtype, rows, k, ld):
+    gen = torch.Generator().manual_seed(rows * 1000 + k)
+    big = torch.randn(rows, ld, generator=gen, dtype=torch.float64) * 4
+    flat = big.view(-1)
+    flat[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, -200.0, 1e-9])[:flat.numel()]
+    big = big.to(dtype)
+    x = big[:, :k]  # rows with a stride (ld >= k): the layout the GEMM output may have
+    bias = (torch.randn(k, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
+    expect = F.elu(x.double() + bias.double())
+    untouched = big[:, k:].clone()
+    torch.ops.fastreshuffle.bias_elu_(x, bias)
+    assert torch.equal(big[:, k:], untouched)            # columns past k not written
+    got = x.double()
+    assert torch.equal(torch.isnan(got), torch.isnan(expect))
+    finite = torch.isfinite(expect)
+    assert torch.equal(got[~finite & ~torch.isnan(expect)], expect[~finite & ~torch.isnan(expect)])
+    # float32: a few ulp of the float64 value (expm1 relative error < 2e-7, plus the rounding
+    # of x + bias); float64: std::expm1
+    tol = 4e-7 if dtype == torch.float32 else 1e-15
+    err = (got - expect)[finite].abs()
+    assert (err <= tol * expect[finite].abs().clamp_min(1.0)).all(), err.max()
+
+
+def test_bias_elu_covers_the_exponent_range():
+    # every binade the float32 expm1 reduction sees, against float64
+    v = -torch.logspace(-8, 2, 20001, dtype=torch.float64)
+    x = v.to(torch.float32).reshape(1, -1).clone()
+    torch.ops.fastreshuffle.bias_elu_(x, torch.zeros(x.shape[1]))
+    expect = torch.expm1(v.to(torch.float32).double())
+    rel = ((x.double().view(-1) - expect).abs() / expect.abs())
+    assert rel.max() < 3e-7, rel.max()
+
+
+def test_bias_elu_bad_input():
+    with pytest.raises(RuntimeError, match="2-D"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3, 4), torch.zeros(4))
+    with pytest.raises(RuntimeError, match="bias has shape"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(4))
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3, dtype=torch.float16), torch.zeros(3, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="unit stride"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(3, 2).t(), torch.zeros(3))
+
+
+def test_bias_elu_opcheck():
+    x = torch.randn(9, 5)
+    torch.library.opcheck(torch.ops.fastreshuffle.bias_elu_.default, (x, torch.randn(5)))
