@@ -30,6 +30,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <tmmintrin.h>
+#endif
 
 #include "../reshuffle.h"
 
@@ -420,6 +423,171 @@ void pixels_small_c(const Geometry& g, const T* src, T* dst) {
   });
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// ---- RGB uint8, channels_last (the layout of an HWC image viewed as NCHW) -----------------
+// Per pixel only 3 bytes move together, so the element loop above is store-bound (one store
+// per byte).  Instead, per chunk of a low-resolution row: (1) split each high-resolution row's
+// RGB bytes into three planes with SSSE3 byte shuffles, (2) interleave the S planes of a channel
+// as S-byte words (SSE2 / word paths above), (3) interleave the 3 channels as S*S-byte blocks.
+// `up` runs the inverse steps in reverse order.  Chosen at run time where SSSE3 exists.
+template <int N>
+struct Blob {
+  unsigned char v[N];
+};
+
+// Byte-shuffle masks for splitting / merging three interleaved streams of U-byte units, 48 bytes
+// (16 / U units per stream) at a time.
+template <int U>
+struct Rgb8Masks {
+  alignas(16) int8_t split[3][3][16];  // [stream][source register][byte]
+  alignas(16) int8_t merge[3][3][16];  // [output register][stream][byte]
+  Rgb8Masks() {
+    for (int c = 0; c < 3; ++c)
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 16; ++q) {
+          // split: byte q of stream c's register = byte (q % U) of unit q / U of stream c,
+          // which sits at interleaved byte U * (3 * (q / U) + c) + q % U
+          const int src = U * (3 * (q / U) + c) + q % U;
+          split[c][r][q] = static_cast<int8_t>(src / 16 == r ? src % 16 : 0x80);
+          // merge: output byte G = 16 r + q is byte G % U of unit G / U, i.e. of unit
+          // (G / U) / 3 of stream (G / U) % 3
+          const int G = 16 * r + q, unit = G / U;
+          merge[r][c][q] = static_cast<int8_t>(unit % 3 == c ? U * (unit / 3) + G % U : 0x80);
+        }
+  }
+};
+template <int U>
+const Rgb8Masks<U>& rgb8_masks() {
+  static const Rgb8Masks<U> m;
+  return m;
+}
+
+// n units of U bytes per stream
+template <int U>
+__attribute__((target("ssse3"))) void split3(const uint8_t* __restrict__ in, uint8_t* __restrict__ p0,
+                                             uint8_t* __restrict__ p1, uint8_t* __restrict__ p2,
+                                             int64_t n) {
+  const Rgb8Masks<U>& mk = rgb8_masks<U>();
+  n *= U;  // bytes per stream
+  __m128i m[3][3];
+  for (int c = 0; c < 3; ++c)
+    for (int r = 0; r < 3; ++r) m[c][r] = _mm_load_si128(reinterpret_cast<const __m128i*>(mk.split[c][r]));
+  uint8_t* out[3] = {p0, p1, p2};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j + 16));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j + 32));
+    // (j counts bytes of one stream)
+    for (int c = 0; c < 3; ++c) {
+      const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, m[c][0]), _mm_shuffle_epi8(b, m[c][1])),
+                                     _mm_shuffle_epi8(d, m[c][2]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out[c] + j), v);
+    }
+  }
+  for (; j < n; j += U) {
+    std::memcpy(p0 + j, in + 3 * j, U);
+    std::memcpy(p1 + j, in + 3 * j + U, U);
+    std::memcpy(p2 + j, in + 3 * j + 2 * U, U);
+  }
+}
+
+template <int U>
+__attribute__((target("ssse3"))) void merge3(uint8_t* __restrict__ out, const uint8_t* __restrict__ p0,
+                                             const uint8_t* __restrict__ p1, const uint8_t* __restrict__ p2,
+                                             int64_t n) {
+  const Rgb8Masks<U>& mk = rgb8_masks<U>();
+  n *= U;  // bytes per stream
+  __m128i m[3][3];
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) m[r][c] = _mm_load_si128(reinterpret_cast<const __m128i*>(mk.merge[r][c]));
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + j));
+    const __m128i x1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + j));
+    const __m128i x2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2 + j));
+    for (int r = 0; r < 3; ++r) {
+      const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(x0, m[r][0]), _mm_shuffle_epi8(x1, m[r][1])),
+                                     _mm_shuffle_epi8(x2, m[r][2]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * j + 16 * r), v);
+    }
+  }
+  for (; j < n; j += U) {
+    std::memcpy(out + 3 * j, p0 + j, U);
+    std::memcpy(out + 3 * j + U, p1 + j, U);
+    std::memcpy(out + 3 * j + 2 * U, p2 + j, U);
+  }
+}
+
+bool has_ssse3() {
+  static const bool yes = __builtin_cpu_supports("ssse3");
+  return yes;
+}
+
+template <int S>
+void pixels_rgb8(const Geometry& g, const uint8_t* src, uint8_t* dst) {
+  constexpr int K = S * S;
+  using WS = typename std::conditional_t<S == 2, uint16_t, std::conditional_t<S == 4, uint32_t, uint64_t>>;
+  static_assert(sizeof(WS) == S, "S-byte word");
+  using Blk = Blob<K>;
+  constexpr int64_t kM = 2048 / S;  // low-resolution pixels per chunk: 3 * S planes of 2 KiB (L1)
+  const auto& sz = g.size;
+  const auto& hs = g.down ? g.src_stride : g.dst_stride;
+  const auto& ls = g.down ? g.dst_stride : g.src_stride;
+  uint8_t* const hi_c = const_cast<uint8_t*>(g.down ? src : dst);
+  uint8_t* const lo_c = const_cast<uint8_t*>(g.down ? dst : src);
+  const int64_t W = sz[kJ];
+  const int64_t outer = sz[kN] * sz[kI];
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, K * 3 * W));
+  at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
+    alignas(16) uint8_t planes[S][3][kM * S];  // [a][c][j*S + b]
+    alignas(16) Blk q[3][kM];                   // [c][j] -> S*S bytes (a, b)
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t % sz[kI];
+      const int64_t n = t / sz[kI];
+      uint8_t* const lo = lo_c + n * ls[kN] + i * ls[kI];
+      uint8_t* hi[S];
+      for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+      for (int64_t j0 = 0; j0 < W; j0 += kM) {
+        const int64_t m = std::min(kM, W - j0);
+        Blk* qp[3] = {q[0], q[1], q[2]};
+        Blk* lob = reinterpret_cast<Blk*>(lo + j0 * 3 * K);
+        if (g.down) {
+          for (int a = 0; a < S; ++a)
+            split3<1>(hi[a] + j0 * S * 3, planes[a][0], planes[a][1], planes[a][2], m * S);
+          for (int c = 0; c < 3; ++c) {
+            const WS* rows[S];
+            for (int a = 0; a < S; ++a) rows[a] = reinterpret_cast<const WS*>(planes[a][c]);
+            interleave<WS, S>(reinterpret_cast<WS*>(q[c]), rows, m);
+          }
+          if constexpr (K == 4) {
+            merge3<4>(reinterpret_cast<uint8_t*>(lob), reinterpret_cast<const uint8_t*>(q[0]),
+                      reinterpret_cast<const uint8_t*>(q[1]), reinterpret_cast<const uint8_t*>(q[2]), m);
+          } else {
+            const Blk* qc[3] = {q[0], q[1], q[2]};
+            interleave<Blk, 3>(lob, qc, m);
+          }
+        } else {
+          if constexpr (K == 4) {
+            split3<4>(reinterpret_cast<const uint8_t*>(lob), reinterpret_cast<uint8_t*>(q[0]),
+                      reinterpret_cast<uint8_t*>(q[1]), reinterpret_cast<uint8_t*>(q[2]), m);
+          } else {
+            deinterleave<Blk, 3>(lob, qp, m);
+          }
+          for (int c = 0; c < 3; ++c) {
+            WS* rows[S];
+            for (int a = 0; a < S; ++a) rows[a] = reinterpret_cast<WS*>(planes[a][c]);
+            deinterleave<WS, S>(reinterpret_cast<const WS*>(q[c]), rows, m);
+          }
+          for (int a = 0; a < S; ++a)
+            merge3<1>(hi[a] + j0 * S * 3, planes[a][0], planes[a][1], planes[a][2], m * S);
+        }
+      }
+    }
+  });
+}
+#endif
+
 template <typename T, int S>
 bool try_fast(const Geometry& g, const T* src, T* dst) {
   const auto& hs = g.down ? g.src_stride : g.dst_stride;
@@ -439,7 +607,17 @@ bool try_fast(const Geometry& g, const T* src, T* dst) {
   if (C <= 4 && hs[kB] == C && hs[kJ] == S * C && ls[kJ] == C * S * S) {
     switch (C) {
       case 2: pixels_small_c<T, S, 2>(g, src, dst); return true;
-      case 3: pixels_small_c<T, S, 3>(g, src, dst); return true;
+      case 3:
+#if defined(__x86_64__) && defined(__GNUC__)
+        if constexpr (std::is_same_v<T, uint8_t> && S != 3) {
+          if (has_ssse3()) {
+            pixels_rgb8<S>(g, src, dst);
+            return true;
+          }
+        }
+#endif
+        pixels_small_c<T, S, 3>(g, src, dst);
+        return true;
       case 4: pixels_small_c<T, S, 4>(g, src, dst); return true;
       default: break;
     }
