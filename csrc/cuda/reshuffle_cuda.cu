@@ -1,10 +1,14 @@
-// CUDA kernel for the reshuffle ops: the same 6-D strided copy as the CPU kernel.
+// CUDA kernels for the reshuffle ops: the same 6-D strided copy as the CPU kernel.
 //
-// Threads walk the elements in the memory order of the high-resolution tensor, so its reads
-// (down) or writes (up) are fully coalesced; on the low-resolution side a warp touches s runs
-// of 32/s consecutive elements each.  Elements move by byte size (bit-exact for all dtypes).
-// 32-bit index arithmetic is used when every offset fits, 64-bit otherwise.  Launched on the
-// current stream.
+// Two paths, both correct for any strides (index logic in reshuffle_tiles.cuh, checked on the
+// host by tests/test_cuda_index_host.py), chosen by the high-resolution tensor's layout:
+//   NCHW-like:         one block per (n, c, i) low-resolution row; threads walk the s
+//                      high-resolution rows in memory order (fully coalesced), the
+//                      low-resolution side in s runs of 32/s consecutive elements per warp;
+//   channels-last-like: one block per tile of (n, i, pixels, channels), staged through shared
+//                      memory so that both sides are read / written in memory order.
+// Elements move by byte size (bit-exact for all dtypes); 32-bit index arithmetic when every
+// offset fits, 64-bit otherwise; compile-time s for 2, 3, 4, 8.  Launched on the current stream.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -17,79 +21,110 @@
 #include <limits>
 
 #include "../reshuffle.h"
+#include "reshuffle_tiles.cuh"
 
 namespace fastreshuffle {
 namespace {
 
+template <typename T, int S, typename Index>
+__global__ void rows_kernel(const T* __restrict__ src, T* __restrict__ dst, tiles::Geom<Index> g) {
+  const Index groups = tiles::nchw_groups(g);
+  for (Index grp = blockIdx.x; grp < groups; grp += gridDim.x)
+    tiles::nchw_group<T, S, Index>(src, dst, g, grp, static_cast<Index>(threadIdx.x),
+                                   static_cast<Index>(blockDim.x));
+}
 
-template <typename Index>
-struct Params {
-  Index size[6];        // dims in iteration order, outermost first
-  Index src_stride[6];  // in elements
-  Index dst_stride[6];
-  Index numel;
-};
-
-template <typename T, typename Index>
-__global__ void reshuffle_kernel(const T* __restrict__ src, T* __restrict__ dst, Params<Index> p) {
-  const Index step = static_cast<Index>(blockDim.x) * gridDim.x;
-  for (Index e = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; e < p.numel; e += step) {
-    Index rem = e;
-    Index so = 0, d = 0;
-#pragma unroll
-    for (int k = 5; k >= 0; --k) {
-      const Index idx = rem % p.size[k];
-      rem /= p.size[k];
-      so += idx * p.src_stride[k];
-      d += idx * p.dst_stride[k];
-    }
-    dst[d] = src[so];
+template <typename T, int S, typename Index>
+__global__ void pixels_kernel(const T* __restrict__ src, T* __restrict__ dst, tiles::Geom<Index> g) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* smem = reinterpret_cast<T*>(smem_raw);
+  const Index items = tiles::nhwc_items(g);
+  for (Index it = blockIdx.x; it < items; it += gridDim.x) {
+    const tiles::PixelItem<Index> p = tiles::nhwc_item(g, it);
+    tiles::nhwc_load<T, S, Index>(src, smem, g, p, static_cast<Index>(threadIdx.x),
+                                  static_cast<Index>(blockDim.x));
+    __syncthreads();
+    tiles::nhwc_store<T, S, Index>(smem, dst, g, p, static_cast<Index>(threadIdx.x),
+                                   static_cast<Index>(blockDim.x));
+    __syncthreads();
   }
 }
 
 template <typename Index>
-Params<Index> make_params(const Geometry& g) {
-  // Iteration order of the high-resolution tensor's memory layout.
-  static const int kNchw[6] = {kN, kC, kI, kA, kJ, kB};
-  static const int kNhwc[6] = {kN, kI, kA, kJ, kB, kC};
-  const int* order = g.channels_last ? kNhwc : kNchw;
-  Params<Index> p;
+tiles::Geom<Index> make_tiles_geom(const Geometry& g) {
+  tiles::Geom<Index> t;
+  const auto& hs = g.down ? g.src_stride : g.dst_stride;
+  const auto& ls = g.down ? g.dst_stride : g.src_stride;
   for (int k = 0; k < 6; ++k) {
-    p.size[k] = static_cast<Index>(g.size[order[k]]);
-    p.src_stride[k] = static_cast<Index>(g.src_stride[order[k]]);
-    p.dst_stride[k] = static_cast<Index>(g.dst_stride[order[k]]);
+    t.size[k] = static_cast<Index>(g.size[k]);
+    t.hs[k] = static_cast<Index>(hs[k]);
+    t.ls[k] = static_cast<Index>(ls[k]);
   }
-  p.numel = static_cast<Index>(g.numel());
-  return p;
+  t.down = g.down;
+  tiles::nhwc_tiles<Index>(t.size[kC], t.size[kA], &t.tile_c, &t.tile_j);
+  return t;
 }
 
 bool fits_int32(const Geometry& g) {
   const int64_t limit = std::numeric_limits<int32_t>::max();
-  if (g.numel() > limit) return false;
+  if (g.numel() > limit / 2) return false;  // also keeps grid-stride counters from overflowing
   int64_t max_src = 0, max_dst = 0;
   for (int k = 0; k < 6; ++k) {
     max_src += (g.size[k] - 1) * std::abs(g.src_stride[k]);
     max_dst += (g.size[k] - 1) * std::abs(g.dst_stride[k]);
   }
-  return max_src <= limit && max_dst <= limit;
+  // block-local products (e.g. tile slots) stay below numel; strides times sizes below these
+  return max_src <= limit / 2 && max_dst <= limit / 2;
+}
+
+int round_threads(int64_t work, int max_threads) {
+  const int64_t t = std::min<int64_t>(std::max<int64_t>(work, 32), max_threads);
+  return static_cast<int>((t + 31) / 32 * 32);
+}
+
+template <typename T, int S, typename Index>
+void launch_paths(const Geometry& geo, const T* src, T* dst, int max_blocks, cudaStream_t stream) {
+  const tiles::Geom<Index> g = make_tiles_geom<Index>(geo);
+  const int64_t s = geo.size[kA];
+  if (geo.channels_last && s * s <= tiles::kTileElems) {
+    const int64_t items = tiles::nhwc_items(g);
+    const int64_t tile = static_cast<int64_t>(g.tile_c) * g.tile_j * s * s;
+    const int threads = round_threads(tile, 256);
+    const int blocks = static_cast<int>(std::min<int64_t>(items, max_blocks));
+    const size_t smem = static_cast<size_t>(tile) * sizeof(T);  // <= 1024 * 16 bytes
+    pixels_kernel<T, S, Index><<<blocks, threads, smem, stream>>>(src, dst, g);
+  } else {
+    const int64_t groups = tiles::nchw_groups(g);
+    const int threads = round_threads(geo.size[kJ] * s, 256);
+    const int blocks = static_cast<int>(std::min<int64_t>(groups, max_blocks));
+    rows_kernel<T, S, Index><<<blocks, threads, 0, stream>>>(src, dst, g);
+  }
+}
+
+template <typename T, typename Index>
+void launch_index(const Geometry& g, const T* src, T* dst, int max_blocks, cudaStream_t stream) {
+  switch (g.size[kA]) {
+    case 2: launch_paths<T, 2, Index>(g, src, dst, max_blocks, stream); break;
+    case 3: launch_paths<T, 3, Index>(g, src, dst, max_blocks, stream); break;
+    case 4: launch_paths<T, 4, Index>(g, src, dst, max_blocks, stream); break;
+    case 8: launch_paths<T, 8, Index>(g, src, dst, max_blocks, stream); break;
+    default: launch_paths<T, 0, Index>(g, src, dst, max_blocks, stream); break;
+  }
 }
 
 template <int Bytes>
 void launch(const Geometry& g, const at::Tensor& x, const at::Tensor& out) {
   using T = typename Word<Bytes>::type;
-  const int64_t n = g.numel();
-  const int threads = 256;
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.device().index()));
-  const int64_t max_blocks = static_cast<int64_t>(std::max(sms, 1)) * 32;
-  const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, max_blocks));
+  const int max_blocks = std::max(sms, 1) * 32;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
   const T* src = reinterpret_cast<const T*>(x.const_data_ptr());
   T* dst = reinterpret_cast<T*>(out.mutable_data_ptr());
   if (fits_int32(g)) {
-    reshuffle_kernel<T, int32_t><<<blocks, threads, 0, stream>>>(src, dst, make_params<int32_t>(g));
+    launch_index<T, int32_t>(g, src, dst, max_blocks, stream);
   } else {
-    reshuffle_kernel<T, int64_t><<<blocks, threads, 0, stream>>>(src, dst, make_params<int64_t>(g));
+    launch_index<T, int64_t>(g, src, dst, max_blocks, stream);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
