@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--fast", dest="fast", action="store_true", default=None,
                    help="use FastReshuffleNet (default: when available)")
     f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="restore with the x8 flip/rotation self-ensemble (8x slower)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
@@ -142,11 +144,12 @@ def _resolve_model(args, device, warn):
 
 
 @torch.no_grad()
-def _restore(model, img: np.ndarray, device) -> np.ndarray:
+def _restore(model, img: np.ndarray, device, ensemble: bool = False) -> np.ndarray:
     from .data import to_tensor, to_uint8
+    from .tiling import self_ensemble
 
     x = to_tensor(img)[None].to(device)
-    return to_uint8(model(x)[0])
+    return to_uint8((self_ensemble(model, x) if ensemble else model(x))[0])
 
 
 def _fmt(v, nd=2):
@@ -158,8 +161,11 @@ def _fmt(v, nd=2):
 
 
 def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
-             device=torch.device("cpu"), progress=None, per_image: bool = True) -> List[Dict]:
-    """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``)."""
+             device=torch.device("cpu"), progress=None, per_image: bool = True,
+             ensemble: bool = False) -> List[Dict]:
+    """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
+
+    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.self_ensemble``)."""
     from .codecs import parse_spec
     from .metrics import PSNRAccumulator, psnr, psnr_b, ssim
 
@@ -183,7 +189,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _restore(model, coded.image, device)
+                out = _restore(model, coded.image, device, ensemble)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:
@@ -304,7 +310,9 @@ def run(args) -> int:
         import dataclasses
         spec = dataclasses.replace(spec, quality=None)
     results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
-                       per_image=args.per_image)
+                       per_image=args.per_image, ensemble=args.self_ensemble)
+    if mdesc is not None:
+        mdesc["self_ensemble"] = bool(args.self_ensemble)
     if progress:
         print("", file=sys.stderr)
     print(f"{folder}: {len(images)} images" + (f" ({len(bad)} unreadable skipped)" if bad else ""))

@@ -247,7 +247,7 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap) -> torch.Tensor:
 
 
 def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = None, *,
-            overlap: Optional[int] = None, half: bool = False):
+            overlap: Optional[int] = None, half: bool = False, self_ensemble: bool = False):
     """Remove compression artifacts from ``image`` and return the same kind of object.
 
     ``image`` may be
@@ -264,10 +264,13 @@ def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, or a loaded
     model.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
+    ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
     """
-    from .tiling import DEFAULT_OVERLAP
+    from .tiling import DEFAULT_OVERLAP, SelfEnsemble
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
     net = _get_model(model, device, half)
+    if self_ensemble:
+        net = SelfEnsemble(net)
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap)
     if isinstance(image, np.ndarray):

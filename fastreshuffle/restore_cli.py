@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="context pixels around each tile, a multiple of 8 (default: 32)")
     p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; ignored on CPU)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the model over the 8 flips/rotations of each tile (8x slower, "
+                        "+0.03-0.06 dB on Kodak24 JPEG)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--suffix", default="_restored", help="added to each output's stem (default: _restored)")
@@ -262,7 +265,8 @@ def run(args) -> int:
                     n_skip += 1
                     continue
                 rgb, alpha, gray = read_input(src)
-                restored = restore_uint8(model, rgb, tile=args.tile, overlap=overlap)
+                restored = restore_uint8(model, rgb, tile=args.tile, overlap=overlap,
+                                         ensemble=args.self_ensemble)
                 del rgb
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_png(out, restored, alpha, gray, overwrite=args.overwrite, icc=_icc_profile(src))
