@@ -14,8 +14,10 @@ Inference (grad disabled or nothing requires grad):
 * the tail 3x3 convolution is applied at half resolution with an equivalent sub-pixel kernel
   (``pixel_shuffle(conv(Z, W')) == conv(pixel_shuffle(Z), W)``), so the full-resolution
   reshuffled copy of the last block is never materialised;
-* the buffers are cached and reused while input shape, dtype and device repeat.  For batch 1
-  all three buffers share one allocation the size of the last block: block 0 occupies the start,
+* the buffers are cached and reused while input shape, dtype and device repeat.  On CPU they
+  are channels_last (faster GEMMs on the channel prefix) and blocks 0 and 2 share one
+  allocation.  Elsewhere (CUDA / Triton) they are NCHW; for batch 1 without the fused reshuffle
+  all three share one allocation the size of the last block: block 0 occupies the start,
   block 1 the second half (dead before the last block writes its new channels there).
 
 Training (grad enabled and the input or a parameter requires grad) uses
@@ -87,6 +89,26 @@ class FastReshuffleNet(ReshuffleNet):
 
     def _plan(self, shapes, xp, fused_reshuffle: bool):
         numel = [s[0] * s[1] * s[2] * s[3] for s in shapes]
+        if xp.device.type == "cpu" and not fused_reshuffle:
+            # CPU: channels_last buffers.  A channel prefix is then a [H*W, M] row-major matrix
+            # (row stride C), on which the 1x1 GEMMs run 1.2-1.6x faster than on the column-major
+            # prefix of an NCHW buffer, and the 3x3 conv (channels_last) writes its slice without
+            # a layout change (measured, paper preset 768x512, 1 thread: 3.19 s -> 2.68 s).
+            def nhwc(flat, shape):
+                b, c, h, w = shape
+                return flat.view(b, h, w, c).permute(0, 3, 1, 2)
+
+            if shapes[0][0] == 1 and numel[0] + numel[1] <= numel[2]:
+                # Batch 1: one allocation of block 2's size.  Block 0 at its start, block 1 at
+                # its end; block 1 is reshuffled into block 2's prefix row by row from the top
+                # (_reshuffle_up_rows), which only overwrites block-1 rows already consumed.
+                a = torch.empty(numel[2], dtype=xp.dtype, device=xp.device)
+                return (nhwc(a[:numel[0]], shapes[0]), nhwc(a[numel[2] - numel[1]:], shapes[1]),
+                        nhwc(a, shapes[2]))
+            # Otherwise blocks 0 and 2 (never alive together) share an allocation.
+            a = torch.empty(max(numel[0], numel[2]), dtype=xp.dtype, device=xp.device)
+            b1 = torch.empty(shapes[1], dtype=xp.dtype, device=xp.device, memory_format=torch.channels_last)
+            return nhwc(a[:numel[0]], shapes[0]), b1, nhwc(a[:numel[2]], shapes[2])
         c2_in = self.config.block_channels()[2][0]
         b, _, h2, w2 = shapes[2]
         prefix2 = b * c2_in * h2 * w2
@@ -161,6 +183,33 @@ class FastReshuffleNet(ReshuffleNet):
             out[:, :, r0:r1].copy_(part[:, :, r0 - lo:r1 - lo])
         return out
 
+    @staticmethod
+    def _inside(src: torch.Tensor, buf: torch.Tensor) -> bool:
+        """True when ``src`` starts inside the memory span of ``buf`` (same allocation)."""
+        if src.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr():
+            return False
+        span = sum((n - 1) * st for n, st in zip(buf.shape, buf.stride())) + 1
+        return buf.storage_offset() <= src.storage_offset() < buf.storage_offset() + span
+
+    @staticmethod
+    def _reshuffle_up_rows(src: torch.Tensor, dst: torch.Tensor) -> None:
+        """``reshuffle_up(src, 2, out=dst)`` where ``src`` (batch 1, channels_last) lies at the
+        end of the allocation whose start ``dst`` (channels_last, twice the rows) begins.
+
+        Rows go top to bottom: writing output rows 2r, 2r+1 only touches memory below the
+        start of input row r, plus (near the end) input row r itself, which is then read from
+        a copy first.  Input rows below r are all consumed by then: an input row k is
+        overwritten only once output rows reach its address, i.e. after rows 2k, 2k+1.
+        """
+        rows = src.shape[2]
+        row_dst = dst.stride(2)  # elements per output row (all channels: channels_last)
+        for r in range(rows):
+            s = src[:, :, r:r + 1]
+            d = dst[:, :, 2 * r:2 * r + 2]
+            if dst.storage_offset() + (2 * r + 2) * row_dst > s.storage_offset():
+                s = s.clone()
+            reshuffle_up(s, 2, out=d)
+
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)
         if xp.dtype != self.tail.weight.dtype:
@@ -185,6 +234,8 @@ class FastReshuffleNet(ReshuffleNet):
                     _dense_layer_reshuffle__op(buf, src, *self._layer_params(layers[0]))
                     c += layers[0].growth
                     layers = layers[1:]
+                elif self._inside(src, buf):
+                    self._reshuffle_up_rows(src, buf[:, :c])
                 else:
                     reshuffle_up(src, 2, out=buf[:, :c])
             for layer in layers:

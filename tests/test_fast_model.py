@@ -134,3 +134,44 @@ def test_cuda_matches_reference(preset, dtype, tol, monkeypatch):
         expect = ref64(x.double())
         out = fast(x)
     assert (out.double() - expect).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("c1, c2", [(16, 8), (16, 4), (12, 3), (12, 7), (4, 9)])
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (4, 2)])
+def test_inplace_row_reshuffle_into_the_shared_allocation(c1, c2, h, w):
+    # block 1 (c1 channels, h x w) at the end of the allocation of block 2 (c2 channels, 2h x 2w),
+    # both channels_last: the row-wise reshuffle must equal pixel_shuffle of the original block 1
+    import torch.nn.functional as F
+    from fastreshuffle.fast_model import FastReshuffleNet
+
+    n1, n2 = c1 * h * w, c2 * 4 * h * w
+    arena = torch.full((n2,), float("nan"))
+    src = arena[n2 - n1:].view(1, h, w, c1).permute(0, 3, 1, 2)
+    dst = arena.view(1, 2 * h, 2 * w, c2).permute(0, 3, 1, 2)
+    src.copy_(torch.randn(1, c1, h, w, generator=torch.Generator().manual_seed(c1 * 100 + c2 + h)))
+    expect = F.pixel_shuffle(src.clone(), 2)
+    assert FastReshuffleNet._inside(src, dst)
+    FastReshuffleNet._reshuffle_up_rows(src, dst[:, :c1 // 4])
+    assert torch.equal(dst[:, :c1 // 4], expect)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_cpu_batch1_buffers_share_one_allocation(preset):
+    from fastreshuffle import ReshuffleNetConfig
+    torch.manual_seed(0)
+    cfg = ReshuffleNetConfig.preset(preset)
+    fast = FastReshuffleNet(cfg).eval()
+    ref = ReshuffleNet(cfg).eval()
+    ref.load_state_dict(fast.state_dict())
+    for size in [(40, 56), (23, 17)]:
+        x = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            assert (fast(x) - ref(x)).abs().max().item() <= 1e-4
+        bufs = fast._buf_cache
+        assert all(b.is_contiguous(memory_format=torch.channels_last) for b in bufs)
+        ptrs = {b.untyped_storage().data_ptr() for b in bufs}
+        if bufs[0].numel() + bufs[1].numel() <= bufs[2].numel():   # small, paper
+            assert len(ptrs) == 1  # blocks 0, 1, 2 in one allocation of block 2's size
+            assert bufs[2].untyped_storage().nbytes() == bufs[2].numel() * bufs[2].element_size()
+        else:                                                      # tiny: blocks 0 and 2 share
+            assert len(ptrs) == 2 and bufs[0].untyped_storage().data_ptr() == bufs[2].untyped_storage().data_ptr()
