@@ -63,7 +63,7 @@ def time_model(model, x, device, warmup, repeats):
         sync(device)
         ts.append((time.perf_counter() - t0) * 1e3)
     q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
-    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
+    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "times": ts}
 
 
 def mem_child(args):
@@ -142,6 +142,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds in which the variants take turns (default 3 on CPU, 1 on CUDA)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=None)
@@ -158,6 +160,7 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     repeats = args.repeats or (30 if device.type == "cuda" else 5)
     warmup = args.warmup or (5 if device.type == "cuda" else 1)
+    args.rounds = args.rounds or (1 if device.type == "cuda" else 3)
     variants = [v for v in args.variants.split(",") if not (args.no_compile and v == "compile")]
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")
@@ -165,6 +168,7 @@ def main(argv=None):
     for (w, h) in sizes:
         rows = {}
         ref_out = None
+        built = {}
         for v in variants:
             with torch.inference_mode():
                 try:
@@ -177,17 +181,30 @@ def main(argv=None):
                         err = 0.0
                     else:
                         err = (out.float().cpu() - ref_out).abs().max().item()
-                    r = time_model(model, x, device, warmup, repeats)
-                    r["max_abs_err_vs_eager"] = err
-                    if not args.no_memory:
-                        r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
-                    del model, x, out
+                    del out
+                    built[v] = (model, x, err)
                 except Exception as e:
                     print(f"  {v} at {w}x{h}: failed: {type(e).__name__}: {str(e)[:300]}")
-                    continue
-            if not args.no_memory and device.type == "cpu":
-                r["peak_mib"] = cpu_peak(v, args, (w, h))
+        # Timing: the variants take turns for --rounds rounds, so that machine noise (a shared
+        # VM, other processes) hits them alike; median / percentiles over all rounds' repeats.
+        times = {v: [] for v in built}
+        for _ in range(args.rounds):
+            for v, (model, x, _) in built.items():
+                with torch.inference_mode():
+                    times[v] += time_model(model, x, device, warmup, repeats)["times"]
+        for v, (model, x, err) in built.items():
+            ts = times[v]
+            q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
+            r = {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "n": len(ts),
+                 "max_abs_err_vs_eager": err}
+            if not args.no_memory:
+                with torch.inference_mode():
+                    r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
             rows[v] = r
+        del built
+        for v in rows:
+            if not args.no_memory and device.type == "cpu":
+                rows[v]["peak_mib"] = cpu_peak(v, args, (w, h))
         eager_best = min((rows[v]["median"] for v in ("eager", "eager_cl") if v in rows), default=None)
         eager_mem = None
         if not args.no_memory:
