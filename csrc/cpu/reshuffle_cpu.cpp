@@ -74,10 +74,60 @@ template <int Bytes> struct UWord;
 template <> struct UWord<4> { using type = uint32_t; };
 template <> struct UWord<8> { using type = uint64_t; };
 
-// K = 2: element loops over restrict-qualified streams, vectorized into SIMD (un)pack sequences.
+// K = 2.  1- and 2-byte elements: SSE2 (baseline on x86-64) for the bulk, 32 input bytes per
+// iteration (the compiler's own code for these is several times slower); then element loops
+// over restrict-qualified streams, which the compiler vectorizes for wider elements.
+#if defined(__SSE2__)
+template <typename T>
+constexpr bool kSse2Pair = std::is_same_v<T, uint8_t> || std::is_same_v<T, uint16_t>;
+
+// Elements done with SSE2 (a multiple of 16 / sizeof(T)).
+template <typename T>
+inline int64_t deinterleave2_sse2(const T* __restrict__ in, T* __restrict__ o0, T* __restrict__ o1, int64_t n) {
+  constexpr int64_t V = 16 / sizeof(T);
+  int64_t j = 0;
+  for (; j + V <= n; j += V) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j + V));
+    __m128i even, odd;
+    if constexpr (sizeof(T) == 1) {
+      const __m128i mask = _mm_set1_epi16(0x00FF);
+      even = _mm_packus_epi16(_mm_and_si128(a, mask), _mm_and_si128(b, mask));
+      odd = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+    } else {
+      // sign-extend each 16-bit half into 32 bits so that the signed pack is exact
+      even = _mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32(a, 16), 16), _mm_srai_epi32(_mm_slli_epi32(b, 16), 16));
+      odd = _mm_packs_epi32(_mm_srai_epi32(a, 16), _mm_srai_epi32(b, 16));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o0 + j), even);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o1 + j), odd);
+  }
+  return j;
+}
+
+template <typename T>
+inline int64_t interleave2_sse2(T* __restrict__ out, const T* __restrict__ p0, const T* __restrict__ p1, int64_t n) {
+  constexpr int64_t V = 16 / sizeof(T);
+  int64_t j = 0;
+  for (; j + V <= n; j += V) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + j));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + j));
+    const __m128i lo = sizeof(T) == 1 ? _mm_unpacklo_epi8(a, b) : _mm_unpacklo_epi16(a, b);
+    const __m128i hi = sizeof(T) == 1 ? _mm_unpackhi_epi8(a, b) : _mm_unpackhi_epi16(a, b);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j), lo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j + V), hi);
+  }
+  return j;
+}
+#endif
+
 template <typename T>
 inline void deinterleave2(const T* __restrict__ in, T* __restrict__ o0, T* __restrict__ o1, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+#if defined(__SSE2__)
+  if constexpr (kSse2Pair<T>) j = deinterleave2_sse2(in, o0, o1, n);
+#endif
+  for (; j < n; ++j) {
     o0[j] = in[2 * j];
     o1[j] = in[2 * j + 1];
   }
@@ -85,82 +135,17 @@ inline void deinterleave2(const T* __restrict__ in, T* __restrict__ o0, T* __res
 
 template <typename T>
 inline void interleave2(T* __restrict__ out, const T* __restrict__ p0, const T* __restrict__ p1, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+#if defined(__SSE2__)
+  if constexpr (kSse2Pair<T>) j = interleave2_sse2(out, p0, p1, n);
+#endif
+  for (; j < n; ++j) {
     out[2 * j] = p0[j];
     out[2 * j + 1] = p1[j];
   }
 }
 
 #if defined(__SSE2__)
-// SSE2 (baseline on x86-64) versions of the K = 2 split / merge for 1- and 2-byte elements:
-// 32 input bytes per iteration; the compiler's own code for these is several times slower.
-inline void deinterleave2(const uint8_t* __restrict__ in, uint8_t* __restrict__ o0,
-                          uint8_t* __restrict__ o1, int64_t n) {
-  const __m128i mask = _mm_set1_epi16(0x00FF);
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j + 16));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(o0 + j),
-                     _mm_packus_epi16(_mm_and_si128(a, mask), _mm_and_si128(b, mask)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(o1 + j),
-                     _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8)));
-  }
-  for (; j < n; ++j) {
-    o0[j] = in[2 * j];
-    o1[j] = in[2 * j + 1];
-  }
-}
-
-inline void deinterleave2(const uint16_t* __restrict__ in, uint16_t* __restrict__ o0,
-                          uint16_t* __restrict__ o1, int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * j + 8));
-    // sign-extend each 16-bit half into 32 bits so that the signed pack is exact
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(o0 + j),
-                     _mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32(a, 16), 16),
-                                     _mm_srai_epi32(_mm_slli_epi32(b, 16), 16)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(o1 + j),
-                     _mm_packs_epi32(_mm_srai_epi32(a, 16), _mm_srai_epi32(b, 16)));
-  }
-  for (; j < n; ++j) {
-    o0[j] = in[2 * j];
-    o1[j] = in[2 * j + 1];
-  }
-}
-
-inline void interleave2(uint8_t* __restrict__ out, const uint8_t* __restrict__ p0,
-                        const uint8_t* __restrict__ p1, int64_t n) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + j));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + j));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j), _mm_unpacklo_epi8(a, b));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j + 16), _mm_unpackhi_epi8(a, b));
-  }
-  for (; j < n; ++j) {
-    out[2 * j] = p0[j];
-    out[2 * j + 1] = p1[j];
-  }
-}
-
-inline void interleave2(uint16_t* __restrict__ out, const uint16_t* __restrict__ p0,
-                        const uint16_t* __restrict__ p1, int64_t n) {
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + j));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + j));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j), _mm_unpacklo_epi16(a, b));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * j + 8), _mm_unpackhi_epi16(a, b));
-  }
-  for (; j < n; ++j) {
-    out[2 * j] = p0[j];
-    out[2 * j + 1] = p1[j];
-  }
-}
-
 // K = 8 bytes: an in-register transpose of 16 groups (128 bytes) per iteration, three rounds of
 // the even/odd split (deinterleave) or of the byte unpack (interleave).
 inline void split_u8(__m128i a, __m128i b, __m128i& e, __m128i& o) {
