@@ -144,12 +144,11 @@ def _resolve_model(args, device, warn):
 
 
 @torch.no_grad()
-def _restore(model, img: np.ndarray, device, ensemble: bool = False) -> np.ndarray:
+def _restore(model, img: np.ndarray, device) -> np.ndarray:
     from .data import to_tensor, to_uint8
-    from .tiling import self_ensemble
 
     x = to_tensor(img)[None].to(device)
-    return to_uint8((self_ensemble(model, x) if ensemble else model(x))[0])
+    return to_uint8(model(x)[0])
 
 
 def _fmt(v, nd=2):
@@ -165,7 +164,10 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
              ensemble: bool = False) -> List[Dict]:
     """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
 
-    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.self_ensemble``)."""
+    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``)."""
+    if ensemble and model is not None:
+        from .tiling import SelfEnsemble
+        model = SelfEnsemble(model)
     from .codecs import parse_spec
     from .metrics import PSNRAccumulator, psnr, psnr_b, ssim
 
@@ -189,7 +191,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _restore(model, coded.image, device, ensemble)
+                out = _restore(model, coded.image, device)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

@@ -71,11 +71,9 @@ def self_ensemble(model, x: torch.Tensor) -> torch.Tensor:
     (flipping an image whose side is not a multiple of 8 would shift the JPEG blocks by
     ``side % 8`` pixels, a phase the models never see in training).
     """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    from .models import pad_to_multiple
+
+    x, (h, w) = pad_to_multiple(x)
     acc = None
     for k in range(4):
         for flip in (False, True):
@@ -101,10 +99,6 @@ class SelfEnsemble(torch.nn.Module):
         return self_ensemble(self.model, x).to(x.dtype)
 
 
-def _apply(model, x: torch.Tensor, ensemble: bool) -> torch.Tensor:
-    return self_ensemble(model, x) if ensemble else model(x)
-
-
 def _model_device_dtype(model: torch.nn.Module):
     for p in model.parameters():
         return p.device, p.dtype
@@ -123,6 +117,8 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
     """
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if ensemble:
+        model = SelfEnsemble(model)
     dev, dt = _model_device_dtype(model)
     if tile is None:
         tile = default_tile(dev)
@@ -130,7 +126,7 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
     out = torch.empty_like(x)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = x[:, :, wy0:wy1, wx0:wx1].to(device=dev, dtype=dt)
-        y = _apply(model, win, ensemble)
+        y = model(win)
         y = y[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         if clamp:
             y = y.clamp(0, 1)
@@ -149,6 +145,8 @@ def restore_uint8(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[i
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
+    if ensemble:
+        model = SelfEnsemble(model)
     dev, dt = _model_device_dtype(model)
     if tile is None:
         tile = default_tile(dev)
@@ -157,7 +155,7 @@ def restore_uint8(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[i
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], copy=True))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(255.0)
-        y = _apply(model, win, ensemble)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+        y = model(win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y
