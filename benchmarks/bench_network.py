@@ -62,6 +62,11 @@ def time_model(model, x, device, warmup, repeats):
         model(x)
         sync(device)
         ts.append((time.perf_counter() - t0) * 1e3)
+    return summarize(ts)
+
+
+def summarize(ts):
+    """Median and 20th / 80th percentiles (ms) of the times ``ts``, which are kept too."""
     q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
     return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "times": ts}
 
@@ -193,10 +198,8 @@ def main(argv=None):
                 with torch.inference_mode():
                     times[v] += time_model(model, x, device, warmup, repeats)["times"]
         for v, (model, x, err) in built.items():
-            ts = times[v]
-            q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
-            r = {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "n": len(ts),
-                 "max_abs_err_vs_eager": err}
+            r = summarize(times[v])
+            r.update(n=len(times[v]), max_abs_err_vs_eager=err)
             if not args.no_memory:
                 with torch.inference_mode():
                     r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
