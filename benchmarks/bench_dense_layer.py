@@ -41,6 +41,7 @@ def sync(device):
 
 
 def time_fn(fn, device, warmup, repeats):
+    """Raw times (ms) of ``repeats`` calls after ``warmup``."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -57,9 +58,13 @@ def time_fn(fn, device, warmup, repeats):
             t0 = time.perf_counter()
             fn()
             ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
+    return ts
+
+
+def summarize(ts):
+    ts = sorted(ts)
     q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
-    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3]}
+    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "n": len(ts)}
 
 
 def peak_mem(fn, device):
@@ -81,6 +86,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds in which the variants take turns (machine noise hits them alike) [3]")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--channels-last", action="store_true", help="channels_last buffers")
     ap.add_argument("--json", default=None, help="write results here")
@@ -125,15 +132,21 @@ def main(argv=None):
             fused()
             ref = eager()[:, m:]
             err = ((buf[:, m:] - ref).abs().max() / ref.abs().max()).item()
+            times = {}
+            for rnd in range(args.rounds):
+                for name, fn in variants:
+                    if rnd and name not in times:
+                        continue  # failed in the first round
+                    try:
+                        times.setdefault(name, []).extend(time_fn(fn, device, warmup, repeats))
+                    except Exception as e:  # e.g. no C++ compiler for inductor
+                        print(f"  {name}: failed: {type(e).__name__}: {str(e)[:200]}")
+                        times.pop(name, None)
             rows = {}
             for name, fn in variants:
-                try:
-                    r = time_fn(fn, device, warmup, repeats)
-                    r["peak_mib"] = peak_mem(fn, device)
-                except Exception as e:  # e.g. no C++ compiler for inductor
-                    print(f"  {name}: failed: {type(e).__name__}: {str(e)[:200]}")
-                    continue
-                rows[name] = r
+                if name in times:
+                    rows[name] = summarize(times[name])
+                    rows[name]["peak_mib"] = peak_mem(fn, device)
         base = rows["eager"]["median"]
         for name, r in rows.items():
             r["speedup_vs_eager"] = base / r["median"]

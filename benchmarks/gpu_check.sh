@@ -39,6 +39,8 @@ timeout 60 python benchmarks/bench_dense_layer.py --device cuda --dtype float16 
 step "network benchmark (paper preset, 768x512 and 1920x1080)"
 timeout 150 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
   --json "$OUT/bench_network.json" 2>&1 | tee "$OUT/bench_network.txt" || status=1
+timeout 90 python benchmarks/bench_network.py --device cuda --dtype bfloat16 --sizes 1920x1080 --repeats 20 \
+  --no-compile --json "$OUT/bench_network_bf16.json" 2>&1 | tee "$OUT/bench_network_bf16.txt" || status=1
 
 step "summary"
 python - "$OUT" <<'PY'
@@ -57,14 +59,16 @@ for name in ("bench_dense_fp32.json", "bench_dense_fp16.json"):
         cells = [f"{v[k]['median']:.3f}" if k in v else "-" for k in ("eager", "prealloc", "fused", "compile")]
         print(f"  {r['M']:>5} {r['H']}x{r['W']} | " + " | ".join(cells) +
               f"   fused x{v['fused']['speedup_vs_eager']:.2f} vs eager, rel err {r['rel_err']:.1e}")
-d = load("bench_network.json")
-if d:
-    print("network (paper, fp32): size  variant  median ms  speedup  peak MiB  mem ratio")
+for name in ("bench_network.json", "bench_network_bf16.json"):
+    d = load(name)
+    if not d:
+        continue
+    print(f"network (paper, {d.get('dtype', 'float32')}): size  variant  median ms  speedup  peak MiB  mem ratio")
     for r in d["results"]:
-        for k, v in r["variants"].items():
-            mr = v.get("mem_ratio_vs_best_eager")
-            print(f"  {r['width']}x{r['height']}  {k:<9} {v['median']:>9.2f}  {v['speedup_vs_best_eager']:>6.2f}"
-                  f"  {v.get('peak_mib') or 0:>8.1f}  {'' if mr is None else f'{mr:.2f}'}")
+            for k, v in r["variants"].items():
+                mr = v.get("mem_ratio_vs_best_eager")
+                print(f"  {r['width']}x{r['height']}  {k:<9} {v['median']:>9.2f}  {v['speedup_vs_best_eager']:>6.2f}"
+                      f"  {v.get('peak_mib') or 0:>8.1f}  {'' if mr is None else f'{mr:.2f}'}")
 PY
 echo; echo "gpu_check finished with status $status; files in $OUT"
 exit $status
