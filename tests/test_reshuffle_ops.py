@@ -291,6 +291,26 @@ def test_cpu_fast_paths_every_element_size(dtype, s, c, layout):
     assert bitwise_equal(reshuffle_up(out, s), x)
 
 
+@pytest.mark.parametrize("s", [2, 3, 4, 8])
+def test_cpu_rgb_uint8_channels_last_every_width(s):
+    # RGB uint8 channels_last has its own byte-shuffle path: vector groups of 1 or 2
+    # low-resolution pixels, and an element loop for the last ones where a 16-byte load would
+    # leave the row.  Every width from 1 to 11 crosses that boundary at each scale.
+    gen = torch.Generator().manual_seed(100 + s)
+    for w in range(1, 12):
+        x = random_tensor((2, 3, 2 * s, w * s), torch.uint8, "cpu", gen).contiguous(
+            memory_format=torch.channels_last)
+        expect = F.pixel_unshuffle(x.contiguous(), s)
+        out = torch.empty(expect.shape, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        _poison(out, 0xA5)
+        reshuffle_down(x, s, out=out)
+        assert bitwise_equal(out, expect), (s, w)
+        back = torch.empty(x.shape, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        _poison(back, 0x5A)
+        reshuffle_up(out, s, out=back)
+        assert bitwise_equal(back, x), (s, w)
+
+
 def test_large_outputs_on_huge_pages_behave_like_tensors():
     # outputs >= 32 MiB come from the extension's huge-page allocator: same values, layout and
     # tensor behaviour (resize, storage sharing, serialization) as any other CPU tensor

@@ -411,98 +411,46 @@ void pixels_small_c(const Geometry& g, const T* src, T* dst) {
 #if defined(__x86_64__) && defined(__GNUC__)
 // ---- RGB uint8, channels_last (the layout of an HWC image viewed as NCHW) -----------------
 // Per pixel only 3 bytes move together, so the element loop above is store-bound (one store
-// per byte).  Instead, per chunk of a low-resolution row: (1) split each high-resolution row's
-// RGB bytes into three planes with SSSE3 byte shuffles, (2) interleave the S planes of a channel
-// as S-byte words (SSE2 / word paths above), (3) interleave the 3 channels as S*S-byte blocks.
-// `up` runs the inverse steps in reverse order.  Chosen at run time where SSSE3 exists.
-template <int N>
-struct Blob {
-  unsigned char v[N];
-};
-
-// Byte-shuffle masks for splitting / merging three interleaved streams of U-byte units, 48 bytes
-// (16 / U units per stream) at a time.
-template <int U>
-struct Rgb8Masks {
-  alignas(16) int8_t split[3][3][16];  // [stream][source register][byte]
-  alignas(16) int8_t merge[3][3][16];  // [output register][stream][byte]
-  Rgb8Masks() {
-    for (int c = 0; c < 3; ++c)
-      for (int r = 0; r < 3; ++r)
-        for (int q = 0; q < 16; ++q) {
-          // split: byte q of stream c's register = byte (q % U) of unit q / U of stream c,
-          // which sits at interleaved byte U * (3 * (q / U) + c) + q % U
-          const int src = U * (3 * (q / U) + c) + q % U;
-          split[c][r][q] = static_cast<int8_t>(src / 16 == r ? src % 16 : 0x80);
-          // merge: output byte G = 16 r + q is byte G % U of unit G / U, i.e. of unit
-          // (G / U) / 3 of stream (G / U) % 3
-          const int G = 16 * r + q, unit = G / U;
-          merge[r][c][q] = static_cast<int8_t>(unit % 3 == c ? U * (unit / 3) + G % U : 0x80);
-        }
+// per byte).  Instead one pass of SSSE3 byte shuffles moves a "group" at a time: J
+// low-resolution pixels (3*S*S*J bytes) <-> A high-resolution rows of 3*S*J bytes each
+//   S = 2: J = 2, A = 2 (24 bytes <-> 2 x 12);  S = 4: J = 1, A = 4 (48 <-> 4 x 12);
+//   S = 8: J = 1, A = 2 (3 x 16 bytes at c*64 + a*8 <-> 2 rows x 24 bytes), for a = 0, 2, 4, 6.
+// Every output register is the OR of byte shuffles of the input registers; the masks are
+// derived from the index map below at first use.  Loads of 12-byte pieces read 16 bytes, so
+// the last groups of a row whose over-read would leave the row go through the element loop.
+// Chosen at run time where SSSE3 exists.
+template <int S>
+struct RgbGroup {
+  static constexpr int J = S == 2 ? 2 : 1;
+  static constexpr int A = S == 8 ? 2 : S;
+  static constexpr int HB = 3 * S * J;            // high-resolution bytes per row and group
+  static constexpr int NHR = (HB + 15) / 16;      // registers per high-resolution row
+  static constexpr int NH = A * NHR;              // high-resolution registers per group
+  static constexpr int NL = S == 2 ? 2 : 3;       // low-resolution pieces per group
+  static constexpr int lo_off(int d) { return S == 8 ? 64 * d : 16 * d; }
+  static constexpr int lo_len(int d) { return S == 2 && d == 1 ? 8 : 16; }
+  static constexpr int hi_row(int p) { return p / NHR; }
+  static constexpr int hi_off(int p) { return 16 * (p % NHR); }
+  static constexpr int hi_len(int p) { return HB - hi_off(p) < 16 ? HB - hi_off(p) : 16; }
+  alignas(16) int8_t down[NL][NH][16];  // low piece d byte q <- shuffle of high register p
+  alignas(16) int8_t up[NH][NL][16];    // high register p byte q <- shuffle of low piece d
+  RgbGroup() {
+    std::memset(down, 0x80, sizeof(down));
+    std::memset(up, 0x80, sizeof(up));
+    for (int jj = 0; jj < J; ++jj)
+      for (int c = 0; c < 3; ++c)
+        for (int a = 0; a < A; ++a)
+          for (int b = 0; b < S; ++b) {
+            const int lo = jj * 3 * S * S + c * S * S + a * S + b;  // relative to the group
+            const int hb = jj * 3 * S + 3 * b + c;                   // within row a's piece
+            const int p = a * NHR + hb / 16, ph = hb % 16;
+            int d = 0;
+            while (!(lo >= lo_off(d) && lo < lo_off(d) + lo_len(d))) ++d;
+            down[d][p][lo - lo_off(d)] = static_cast<int8_t>(ph);
+            up[p][d][ph] = static_cast<int8_t>(lo - lo_off(d));
+          }
   }
 };
-template <int U>
-const Rgb8Masks<U>& rgb8_masks() {
-  static const Rgb8Masks<U> m;
-  return m;
-}
-
-// n units of U bytes per stream
-template <int U>
-__attribute__((target("ssse3"))) void split3(const uint8_t* __restrict__ in, uint8_t* __restrict__ p0,
-                                             uint8_t* __restrict__ p1, uint8_t* __restrict__ p2,
-                                             int64_t n) {
-  const Rgb8Masks<U>& mk = rgb8_masks<U>();
-  n *= U;  // bytes per stream
-  __m128i m[3][3];
-  for (int c = 0; c < 3; ++c)
-    for (int r = 0; r < 3; ++r) m[c][r] = _mm_load_si128(reinterpret_cast<const __m128i*>(mk.split[c][r]));
-  uint8_t* out[3] = {p0, p1, p2};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j + 16));
-    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 3 * j + 32));
-    // (j counts bytes of one stream)
-    for (int c = 0; c < 3; ++c) {
-      const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, m[c][0]), _mm_shuffle_epi8(b, m[c][1])),
-                                     _mm_shuffle_epi8(d, m[c][2]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out[c] + j), v);
-    }
-  }
-  for (; j < n; j += U) {
-    std::memcpy(p0 + j, in + 3 * j, U);
-    std::memcpy(p1 + j, in + 3 * j + U, U);
-    std::memcpy(p2 + j, in + 3 * j + 2 * U, U);
-  }
-}
-
-template <int U>
-__attribute__((target("ssse3"))) void merge3(uint8_t* __restrict__ out, const uint8_t* __restrict__ p0,
-                                             const uint8_t* __restrict__ p1, const uint8_t* __restrict__ p2,
-                                             int64_t n) {
-  const Rgb8Masks<U>& mk = rgb8_masks<U>();
-  n *= U;  // bytes per stream
-  __m128i m[3][3];
-  for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) m[r][c] = _mm_load_si128(reinterpret_cast<const __m128i*>(mk.merge[r][c]));
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + j));
-    const __m128i x1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1 + j));
-    const __m128i x2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p2 + j));
-    for (int r = 0; r < 3; ++r) {
-      const __m128i v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(x0, m[r][0]), _mm_shuffle_epi8(x1, m[r][1])),
-                                     _mm_shuffle_epi8(x2, m[r][2]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 3 * j + 16 * r), v);
-    }
-  }
-  for (; j < n; j += U) {
-    std::memcpy(out + 3 * j, p0 + j, U);
-    std::memcpy(out + 3 * j + U, p1 + j, U);
-    std::memcpy(out + 3 * j + 2 * U, p2 + j, U);
-  }
-}
 
 bool has_ssse3() {
   static const bool yes = __builtin_cpu_supports("ssse3");
@@ -510,66 +458,108 @@ bool has_ssse3() {
 }
 
 template <int S>
-void pixels_rgb8(const Geometry& g, const uint8_t* src, uint8_t* dst) {
+const RgbGroup<S>& rgb_group() {
+  static const RgbGroup<S> g;
+  return g;
+}
+
+__attribute__((target("ssse3"))) inline __m128i load_n(const uint8_t* p, int n) {
+  // n == 12 deliberately reads 16 bytes (the caller keeps that inside the row)
+  return n == 8 ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))
+                : _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+__attribute__((target("ssse3"))) inline void store_n(uint8_t* p, __m128i v, int n) {
+  if (n == 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+  } else {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), v);
+    if (n == 12) {
+      const int32_t w = _mm_cvtsi128_si32(_mm_srli_si128(v, 8));
+      std::memcpy(p + 8, &w, 4);
+    }
+  }
+}
+
+// rows t in [begin, end) of the (n, i) range; separate from the parallel_for lambda so that
+// it carries the ssse3 target
+template <int S>
+__attribute__((target("ssse3"))) void rgb8_rows(const Geometry& g, uint8_t* hi_c, uint8_t* lo_c,
+                                                int64_t begin, int64_t end) {
+  using G = RgbGroup<S>;
   constexpr int K = S * S;
-  using WS = typename std::conditional_t<S == 2, uint16_t, std::conditional_t<S == 4, uint32_t, uint64_t>>;
-  static_assert(sizeof(WS) == S, "S-byte word");
-  using Blk = Blob<K>;
-  constexpr int64_t kM = 2048 / S;  // low-resolution pixels per chunk: 3 * S planes of 2 KiB (L1)
+  const G& gm = rgb_group<S>();
   const auto& sz = g.size;
   const auto& hs = g.down ? g.src_stride : g.dst_stride;
   const auto& ls = g.down ? g.dst_stride : g.src_stride;
-  uint8_t* const hi_c = const_cast<uint8_t*>(g.down ? src : dst);
-  uint8_t* const lo_c = const_cast<uint8_t*>(g.down ? dst : src);
   const int64_t W = sz[kJ];
-  const int64_t outer = sz[kN] * sz[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, K * 3 * W));
-  at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
-    alignas(16) uint8_t planes[S][3][kM * S];  // [a][c][j*S + b]
-    alignas(16) Blk q[3][kM];                   // [c][j] -> S*S bytes (a, b)
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t % sz[kI];
-      const int64_t n = t / sz[kI];
-      uint8_t* const lo = lo_c + n * ls[kN] + i * ls[kI];
-      uint8_t* hi[S];
-      for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
-      for (int64_t j0 = 0; j0 < W; j0 += kM) {
-        const int64_t m = std::min(kM, W - j0);
-        Blk* qp[3] = {q[0], q[1], q[2]};
-        Blk* lob = reinterpret_cast<Blk*>(lo + j0 * 3 * K);
-        if (g.down) {
-          for (int a = 0; a < S; ++a)
-            split3<1>(hi[a] + j0 * S * 3, planes[a][0], planes[a][1], planes[a][2], m * S);
-          for (int c = 0; c < 3; ++c) {
-            const WS* rows[S];
-            for (int a = 0; a < S; ++a) rows[a] = reinterpret_cast<const WS*>(planes[a][c]);
-            interleave<WS, S>(reinterpret_cast<WS*>(q[c]), rows, m);
+  const int64_t row_bytes = 3 * S * W;
+  // groups whose loads and stores stay inside the row
+  const int64_t groups = W / G::J;
+  const int64_t vec_groups =
+      G::HB % 16 == 0 || G::HB > 16 ? groups
+                                    : std::min(groups, row_bytes >= 16 ? (row_bytes - 16) / G::HB + 1 : 0);
+  __m128i mdown[G::NL][G::NH], mup[G::NH][G::NL];
+  for (int d = 0; d < G::NL; ++d)
+    for (int p = 0; p < G::NH; ++p) {
+      mdown[d][p] = _mm_load_si128(reinterpret_cast<const __m128i*>(gm.down[d][p]));
+      mup[p][d] = _mm_load_si128(reinterpret_cast<const __m128i*>(gm.up[p][d]));
+    }
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t i = t % sz[kI];
+    const int64_t n = t / sz[kI];
+    uint8_t* const lo = lo_c + n * ls[kN] + i * ls[kI];
+    uint8_t* hi[S];
+    for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+    // group k of the row, then its A-row groups (S = 8: rows a, a + 1 start at byte a * 8 of
+    // each channel's 64 bytes), so that one low-resolution pixel is finished before the next
+    if (g.down) {
+      for (int64_t k = 0; k < vec_groups; ++k) {
+        uint8_t* const l = lo + k * G::J * 3 * K;
+        for (int a0 = 0; a0 < S; a0 += G::A) {
+          __m128i h[G::NH];
+          for (int p = 0; p < G::NH; ++p)
+            h[p] = load_n(hi[a0 + G::hi_row(p)] + k * G::HB + G::hi_off(p), G::hi_len(p));
+          for (int d = 0; d < G::NL; ++d) {
+            __m128i v = _mm_shuffle_epi8(h[0], mdown[d][0]);
+            for (int p = 1; p < G::NH; ++p) v = _mm_or_si128(v, _mm_shuffle_epi8(h[p], mdown[d][p]));
+            store_n(l + a0 * S + G::lo_off(d), v, G::lo_len(d));
           }
-          if constexpr (K == 4) {
-            merge3<4>(reinterpret_cast<uint8_t*>(lob), reinterpret_cast<const uint8_t*>(q[0]),
-                      reinterpret_cast<const uint8_t*>(q[1]), reinterpret_cast<const uint8_t*>(q[2]), m);
-          } else {
-            const Blk* qc[3] = {q[0], q[1], q[2]};
-            interleave<Blk, 3>(lob, qc, m);
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < vec_groups; ++k) {
+        const uint8_t* const l = lo + k * G::J * 3 * K;
+        for (int a0 = 0; a0 < S; a0 += G::A) {
+          __m128i x[G::NL];
+          for (int d = 0; d < G::NL; ++d) x[d] = load_n(l + a0 * S + G::lo_off(d), G::lo_len(d));
+          for (int p = 0; p < G::NH; ++p) {
+            __m128i v = _mm_shuffle_epi8(x[0], mup[p][0]);
+            for (int d = 1; d < G::NL; ++d) v = _mm_or_si128(v, _mm_shuffle_epi8(x[d], mup[p][d]));
+            store_n(hi[a0 + G::hi_row(p)] + k * G::HB + G::hi_off(p), v, G::hi_len(p));
           }
-        } else {
-          if constexpr (K == 4) {
-            split3<4>(reinterpret_cast<const uint8_t*>(lob), reinterpret_cast<uint8_t*>(q[0]),
-                      reinterpret_cast<uint8_t*>(q[1]), reinterpret_cast<uint8_t*>(q[2]), m);
-          } else {
-            deinterleave<Blk, 3>(lob, qp, m);
-          }
-          for (int c = 0; c < 3; ++c) {
-            WS* rows[S];
-            for (int a = 0; a < S; ++a) rows[a] = reinterpret_cast<WS*>(planes[a][c]);
-            deinterleave<WS, S>(reinterpret_cast<const WS*>(q[c]), rows, m);
-          }
-          for (int a = 0; a < S; ++a)
-            merge3<1>(hi[a] + j0 * S * 3, planes[a][0], planes[a][1], planes[a][2], m * S);
         }
       }
     }
-  });
+    // the rest of the row, element by element
+    for (int64_t j = vec_groups * G::J; j < W; ++j)
+      for (int c = 0; c < 3; ++c)
+        for (int a = 0; a < S; ++a)
+          for (int b = 0; b < S; ++b) {
+            uint8_t& lv = lo[j * 3 * K + c * K + a * S + b];
+            uint8_t& hv = hi[a][j * S * 3 + b * 3 + c];
+            if (g.down) lv = hv; else hv = lv;
+          }
+  }
+}
+
+template <int S>
+void pixels_rgb8(const Geometry& g, const uint8_t* src, uint8_t* dst) {
+  uint8_t* const hi_c = const_cast<uint8_t*>(g.down ? src : dst);
+  uint8_t* const lo_c = const_cast<uint8_t*>(g.down ? dst : src);
+  const int64_t outer = g.size[kN] * g.size[kI];
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, S * S * 3 * g.size[kJ]));
+  at::parallel_for(0, outer, grain,
+                   [&](int64_t begin, int64_t end) { rgb8_rows<S>(g, hi_c, lo_c, begin, end); });
 }
 #endif
 
