@@ -272,7 +272,7 @@ def _poison(t, byte):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64,
                                    torch.complex128], ids=str)
 @pytest.mark.parametrize("s", [2, 3, 4, 8])
-@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 9, 37])  # 37: vector bodies of the channel transposes + tails
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cpu_fast_paths_every_element_size(dtype, s, c, layout):
     gen = torch.Generator().manual_seed(hash((str(dtype), s, c, layout)) % 2**31)

@@ -70,6 +70,13 @@ inline void copy_run(T* __restrict__ dst, int64_t ds, const T* __restrict__ src,
 // with shuffles.  `ivdep`: the K streams never overlap each other or the group stream.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the word (de)interleave assumes little-endian");
 
+#if defined(__x86_64__) && defined(__GNUC__)
+bool has_ssse3() {
+  static const bool yes = __builtin_cpu_supports("ssse3");
+  return yes;
+}
+#endif
+
 template <int Bytes> struct UWord;
 template <> struct UWord<4> { using type = uint32_t; };
 template <> struct UWord<8> { using type = uint64_t; };
@@ -199,6 +206,73 @@ inline int64_t interleave8_sse2(uint8_t* __restrict__ out, const uint8_t* const*
   }
   return j;
 }
+
+// K = 4 groups of 4-byte elements (float32 channels_last, scale 2): a 4 x 4 transpose of 32-bit
+// lanes per 4 groups (8 unpacks per 64 bytes; the compiler's element loop is scalar).  The
+// transpose is its own inverse, so both directions use it.
+inline void transpose4x4_u32(__m128i* r) {
+  const __m128i t0 = _mm_unpacklo_epi32(r[0], r[1]), t1 = _mm_unpackhi_epi32(r[0], r[1]);
+  const __m128i t2 = _mm_unpacklo_epi32(r[2], r[3]), t3 = _mm_unpackhi_epi32(r[2], r[3]);
+  r[0] = _mm_unpacklo_epi64(t0, t2);
+  r[1] = _mm_unpackhi_epi64(t0, t2);
+  r[2] = _mm_unpacklo_epi64(t1, t3);
+  r[3] = _mm_unpackhi_epi64(t1, t3);
+}
+
+inline int64_t deinterleave4_u32(const uint32_t* __restrict__ in, uint32_t* const* o, int64_t n) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    __m128i r[4];
+    for (int q = 0; q < 4; ++q) r[q] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 4 * (j + q)));
+    transpose4x4_u32(r);
+    for (int k = 0; k < 4; ++k) _mm_storeu_si128(reinterpret_cast<__m128i*>(o[k] + j), r[k]);
+  }
+  return j;
+}
+
+inline int64_t interleave4_u32(uint32_t* __restrict__ out, const uint32_t* const* p, int64_t n) {
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    __m128i r[4];
+    for (int k = 0; k < 4; ++k) r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[k] + j));
+    transpose4x4_u32(r);
+    for (int q = 0; q < 4; ++q) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * (j + q)), r[q]);
+  }
+  return j;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// K = 4 groups of bytes (uint8 channels_last, scale 2): per 16 groups, one SSSE3 byte shuffle
+// per register gathers byte k of its 4 groups into 32-bit lane k, then the 4 x 4 lane transpose
+// above; the word loop it replaces stores one byte at a time.
+__attribute__((target("ssse3"))) int64_t deinterleave4_u8(const uint8_t* __restrict__ in, uint8_t* const* o,
+                                                          int64_t n) {
+  const __m128i m = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);  // 4k+g <- 4g+k
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m128i r[4];
+    for (int q = 0; q < 4; ++q)
+      r[q] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 4 * j + 16 * q)), m);
+    transpose4x4_u32(r);
+    for (int k = 0; k < 4; ++k) _mm_storeu_si128(reinterpret_cast<__m128i*>(o[k] + j), r[k]);
+  }
+  return j;
+}
+
+__attribute__((target("ssse3"))) int64_t interleave4_u8(uint8_t* __restrict__ out, const uint8_t* const* p,
+                                                        int64_t n) {
+  const __m128i m = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);  // self-inverse
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m128i r[4];
+    for (int k = 0; k < 4; ++k) r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[k] + j));
+    transpose4x4_u32(r);
+    for (int q = 0; q < 4; ++q)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * j + 16 * q), _mm_shuffle_epi8(r[q], m));
+  }
+  return j;
+}
+#endif
 #endif
 
 // Power-of-two K >= 16 with 1- and 2-byte elements: log2(K) rounds of the K = 2 split, the inner
@@ -259,6 +333,12 @@ inline void deinterleave(const T* __restrict__ in, T* const* outs, int64_t n) {
     int64_t j0 = 0;
 #if defined(__SSE2__)
     if constexpr (std::is_same_v<T, uint8_t> && K == 8) j0 = deinterleave8_sse2(in, o, n);
+    if constexpr (std::is_same_v<T, uint32_t> && K == 4) j0 = deinterleave4_u32(in, o, n);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (std::is_same_v<T, uint8_t> && K == 4) {
+      if (has_ssse3()) j0 = deinterleave4_u8(in, o, n);
+    }
+#endif
 #endif
     if constexpr (std::is_integral_v<T> && (G == 4 || G == 8)) {
       using W = typename UWord<G>::type;
@@ -270,7 +350,7 @@ inline void deinterleave(const T* __restrict__ in, T* const* outs, int64_t n) {
       }
     } else {
 #pragma GCC ivdep
-      for (int64_t j = 0; j < n; ++j)
+      for (int64_t j = j0; j < n; ++j)
         for (int k = 0; k < K; ++k) o[k][j] = in[j * K + k];
     }
   }
@@ -287,6 +367,12 @@ inline void interleave(T* __restrict__ out, const T* const* ins, int64_t n) {
     int64_t j0 = 0;
 #if defined(__SSE2__)
     if constexpr (std::is_same_v<T, uint8_t> && K == 8) j0 = interleave8_sse2(out, p, n);
+    if constexpr (std::is_same_v<T, uint32_t> && K == 4) j0 = interleave4_u32(out, p, n);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (std::is_same_v<T, uint8_t> && K == 4) {
+      if (has_ssse3()) j0 = interleave4_u8(out, p, n);
+    }
+#endif
 #endif
     if constexpr (std::is_integral_v<T> && (G == 4 || G == 8)) {
       using W = typename UWord<G>::type;
@@ -298,7 +384,7 @@ inline void interleave(T* __restrict__ out, const T* const* ins, int64_t n) {
       }
     } else {
 #pragma GCC ivdep
-      for (int64_t j = 0; j < n; ++j)
+      for (int64_t j = j0; j < n; ++j)
         for (int k = 0; k < K; ++k) out[j * K + k] = p[k][j];
     }
   }
@@ -451,11 +537,6 @@ struct RgbGroup {
           }
   }
 };
-
-bool has_ssse3() {
-  static const bool yes = __builtin_cpu_supports("ssse3");
-  return yes;
-}
 
 template <int S>
 const RgbGroup<S>& rgb_group() {
