@@ -644,6 +644,70 @@ void pixels_rgb8(const Geometry& g, const uint8_t* src, uint8_t* dst) {
 }
 #endif
 
+#if defined(__SSE2__)
+// ---- RGB 4-byte elements (float32), channels_last, scale 4 and 8 ---------------------------
+// 4 RGB pixels (12 values, 3 registers) <-> 4 R, 4 G, 4 B values with 7 / 9 shufps; one row
+// segment of S pixels at a time, so every load and store is exact (no tails).
+#define FR_SHUF(A, B, p0, p1, p2, p3) _mm_shuffle_ps(A, B, _MM_SHUFFLE(p3, p2, p1, p0))
+inline void split3_f32(__m128 x0, __m128 x1, __m128 x2, __m128& r, __m128& g, __m128& b) {
+  // x0 = r0 g0 b0 r1, x1 = g1 b1 r2 g2, x2 = b2 r3 g3 b3
+  r = FR_SHUF(x0, FR_SHUF(x1, x2, 2, 2, 1, 1), 0, 3, 0, 2);
+  g = FR_SHUF(FR_SHUF(x0, x1, 1, 1, 0, 0), FR_SHUF(x1, x2, 3, 3, 2, 2), 0, 2, 0, 2);
+  b = FR_SHUF(FR_SHUF(x0, x1, 2, 2, 1, 1), x2, 0, 2, 0, 3);
+}
+inline void merge3_f32(__m128 r, __m128 g, __m128 b, __m128& x0, __m128& x1, __m128& x2) {
+  x0 = FR_SHUF(FR_SHUF(r, g, 0, 1, 0, 0), FR_SHUF(b, r, 0, 0, 1, 1), 0, 2, 0, 2);
+  x1 = FR_SHUF(FR_SHUF(g, b, 1, 1, 1, 1), FR_SHUF(r, g, 2, 2, 2, 2), 0, 2, 0, 2);
+  x2 = FR_SHUF(FR_SHUF(b, r, 2, 2, 3, 3), FR_SHUF(g, b, 3, 3, 3, 3), 0, 2, 0, 2);
+}
+#undef FR_SHUF
+
+template <int S>
+void pixels_rgb32(const Geometry& g, const uint32_t* src, uint32_t* dst) {
+  static_assert(S % 4 == 0, "4 pixels per step");
+  constexpr int K = S * S;
+  const auto& sz = g.size;
+  const auto& hs = g.down ? g.src_stride : g.dst_stride;
+  const auto& ls = g.down ? g.dst_stride : g.src_stride;
+  float* const hi_c = reinterpret_cast<float*>(const_cast<uint32_t*>(g.down ? src : dst));
+  float* const lo_c = reinterpret_cast<float*>(const_cast<uint32_t*>(g.down ? dst : src));
+  const int64_t W = sz[kJ];
+  const int64_t outer = sz[kN] * sz[kI];
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, K * 3 * W));
+  at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t % sz[kI];
+      const int64_t n = t / sz[kI];
+      float* const lo = lo_c + n * ls[kN] + i * ls[kI];
+      float* hi[S];
+      for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+      for (int64_t j = 0; j < W; ++j) {
+        float* const l = lo + j * 3 * K;
+        for (int a = 0; a < S; ++a) {
+          float* const h = hi[a] + j * 3 * S;
+          for (int q = 0; q < S / 4; ++q) {
+            float* const lq = l + a * S + 4 * q;  // channel c at lq + c * K
+            if (g.down) {
+              __m128 r, gg, b;
+              split3_f32(_mm_loadu_ps(h + 12 * q), _mm_loadu_ps(h + 12 * q + 4), _mm_loadu_ps(h + 12 * q + 8), r, gg, b);
+              _mm_storeu_ps(lq, r);
+              _mm_storeu_ps(lq + K, gg);
+              _mm_storeu_ps(lq + 2 * K, b);
+            } else {
+              __m128 x0, x1, x2;
+              merge3_f32(_mm_loadu_ps(lq), _mm_loadu_ps(lq + K), _mm_loadu_ps(lq + 2 * K), x0, x1, x2);
+              _mm_storeu_ps(h + 12 * q, x0);
+              _mm_storeu_ps(h + 12 * q + 4, x1);
+              _mm_storeu_ps(h + 12 * q + 8, x2);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+#endif
+
 template <typename T, int S>
 bool try_fast(const Geometry& g, const T* src, T* dst) {
   const auto& hs = g.down ? g.src_stride : g.dst_stride;
@@ -670,6 +734,12 @@ bool try_fast(const Geometry& g, const T* src, T* dst) {
             pixels_rgb8<S>(g, src, dst);
             return true;
           }
+        }
+#endif
+#if defined(__SSE2__)
+        if constexpr (std::is_same_v<T, uint32_t> && S % 4 == 0) {
+          pixels_rgb32<S>(g, src, dst);
+          return true;
         }
 #endif
         pixels_small_c<T, S, 3>(g, src, dst);
