@@ -28,7 +28,11 @@ class DataError(ValueError):
 
 
 def parse_quality_range(text: Union[str, int, Sequence[int]]) -> List[int]:
-    """``"5-50"`` -> [5..50]; ``"10"`` -> [10]; ``"10,20,40"`` -> [10, 20, 40]."""
+    """``"5-50"`` -> [5..50]; ``"10"`` -> [10]; ``"10,20,40"`` -> [10, 20, 40].
+
+    Comma-separated items may themselves be ranges and may overlap: a quality is drawn uniformly
+    from the resulting list, so ``"5-50,5-30"`` draws qualities 5-30 twice as often as 31-50.
+    """
     if isinstance(text, int):
         return [text]
     if not isinstance(text, str):
@@ -36,20 +40,23 @@ def parse_quality_range(text: Union[str, int, Sequence[int]]) -> List[int]:
         if not vals:
             raise ValueError("empty quality list")
         return vals
-    s = text.strip()
+    vals = []
     try:
-        if "," in s:
-            vals = [int(v) for v in s.split(",") if v.strip()]
-        elif "-" in s[1:]:
-            k = s.index("-", 1)
-            lo, hi = int(s[:k]), int(s[k + 1:])
-            if lo > hi:
-                raise ValueError
-            vals = list(range(lo, hi + 1))
-        else:
-            vals = [int(s)]
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "-" in item[1:]:
+                k = item.index("-", 1)
+                lo, hi = int(item[:k]), int(item[k + 1:])
+                if lo > hi:
+                    raise ValueError
+                vals += list(range(lo, hi + 1))
+            else:
+                vals.append(int(item))
     except ValueError:
-        raise ValueError(f"bad quality {text!r}: use a number (10), a range (5-50) or a list (10,20,40)") from None
+        raise ValueError(f"bad quality {text!r}: use a number (10), a range (5-50) or a list of "
+                         f"them (10,20,40 or 5-50,5-30)") from None
     if not vals:
         raise ValueError(f"bad quality {text!r}")
     return vals

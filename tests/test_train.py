@@ -97,8 +97,12 @@ def test_quality_ranges():
     assert parse_quality_range("5-8") == [5, 6, 7, 8]
     assert parse_quality_range("10") == [10]
     assert parse_quality_range("10,20") == [10, 20]
-    with pytest.raises(ValueError):
-        parse_quality_range("50-5")
+    # ranges in a list, overlapping ranges weight their qualities
+    assert parse_quality_range("5-7,6-7,40") == [5, 6, 7, 6, 7, 40]
+    assert parse_quality_range("5-50,5-30") == list(range(5, 51)) + list(range(5, 31))
+    for bad in ("50-5", "10,x", "5-", ",", "5-50,30-20"):
+        with pytest.raises(ValueError, match="bad quality"):
+            parse_quality_range(bad)
 
 
 def test_bad_data(tmp_path, capsys):
