@@ -456,6 +456,18 @@ void pixels_fast(const Geometry& g, const T* src, T* dst) {
   });
 }
 
+// Row t of the (n, i) range of a channels-last-like geometry: the low-resolution row's start,
+// and in hi[a] the start of high-resolution row a (a < S).
+template <typename T, int S>
+inline T* pixel_row(const Geometry& g, T* hi_c, T* lo_c, int64_t t, T** hi) {
+  const auto& hs = g.down ? g.src_stride : g.dst_stride;
+  const auto& ls = g.down ? g.dst_stride : g.src_stride;
+  const int64_t i = t % g.size[kI];
+  const int64_t n = t / g.size[kI];
+  for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+  return lo_c + n * ls[kN] + i * ls[kI];
+}
+
 // channels-last-like, few channels (compile-time C, e.g. RGB): per low-resolution row, the S
 // high-resolution rows (W*S*C each, dense) <-> one low-resolution row (W*C*S*S, dense), a small
 // fully unrolled permutation per pixel.
@@ -463,8 +475,6 @@ template <typename T, int S, int C>
 void pixels_small_c(const Geometry& g, const T* src, T* dst) {
   constexpr int K = S * S;
   const auto& sz = g.size;
-  const auto& hs = g.down ? g.src_stride : g.dst_stride;
-  const auto& ls = g.down ? g.dst_stride : g.src_stride;
   T* const hi_c = const_cast<T*>(g.down ? src : dst);
   T* const lo_c = const_cast<T*>(g.down ? dst : src);
   const int64_t W = sz[kJ];
@@ -472,11 +482,8 @@ void pixels_small_c(const Geometry& g, const T* src, T* dst) {
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, K * C * W));
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t % sz[kI];
-      const int64_t n = t / sz[kI];
-      T* const lo = lo_c + n * ls[kN] + i * ls[kI];
       T* hi[S];
-      for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+      T* const lo = pixel_row<T, S>(g, hi_c, lo_c, t, hi);
       if (g.down) {
 #pragma GCC ivdep
         for (int64_t j = 0; j < W; ++j)
@@ -570,8 +577,6 @@ __attribute__((target("ssse3"))) void rgb8_rows(const Geometry& g, uint8_t* hi_c
   constexpr int K = S * S;
   const G& gm = rgb_group<S>();
   const auto& sz = g.size;
-  const auto& hs = g.down ? g.src_stride : g.dst_stride;
-  const auto& ls = g.down ? g.dst_stride : g.src_stride;
   const int64_t W = sz[kJ];
   const int64_t row_bytes = 3 * S * W;
   // groups whose loads and stores stay inside the row
@@ -586,11 +591,8 @@ __attribute__((target("ssse3"))) void rgb8_rows(const Geometry& g, uint8_t* hi_c
       mup[p][d] = _mm_load_si128(reinterpret_cast<const __m128i*>(gm.up[p][d]));
     }
   for (int64_t t = begin; t < end; ++t) {
-    const int64_t i = t % sz[kI];
-    const int64_t n = t / sz[kI];
-    uint8_t* const lo = lo_c + n * ls[kN] + i * ls[kI];
     uint8_t* hi[S];
-    for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+    uint8_t* const lo = pixel_row<uint8_t, S>(g, hi_c, lo_c, t, hi);
     // group k of the row, then its A-row groups (S = 8: rows a, a + 1 start at byte a * 8 of
     // each channel's 64 bytes), so that one low-resolution pixel is finished before the next
     if (g.down) {
@@ -667,8 +669,6 @@ void pixels_rgb32(const Geometry& g, const uint32_t* src, uint32_t* dst) {
   static_assert(S % 4 == 0, "4 pixels per step");
   constexpr int K = S * S;
   const auto& sz = g.size;
-  const auto& hs = g.down ? g.src_stride : g.dst_stride;
-  const auto& ls = g.down ? g.dst_stride : g.src_stride;
   float* const hi_c = reinterpret_cast<float*>(const_cast<uint32_t*>(g.down ? src : dst));
   float* const lo_c = reinterpret_cast<float*>(const_cast<uint32_t*>(g.down ? dst : src));
   const int64_t W = sz[kJ];
@@ -676,11 +676,8 @@ void pixels_rgb32(const Geometry& g, const uint32_t* src, uint32_t* dst) {
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, K * 3 * W));
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t % sz[kI];
-      const int64_t n = t / sz[kI];
-      float* const lo = lo_c + n * ls[kN] + i * ls[kI];
       float* hi[S];
-      for (int a = 0; a < S; ++a) hi[a] = hi_c + n * hs[kN] + i * hs[kI] + a * hs[kA];
+      float* const lo = pixel_row<float, S>(g, hi_c, lo_c, t, hi);
       for (int64_t j = 0; j < W; ++j) {
         float* const l = lo + j * 3 * K;
         for (int a = 0; a < S; ++a) {
