@@ -11,8 +11,10 @@
 //      a small transpose with unit-stride access to the low-resolution vector; for C <= 4
 //      (e.g. RGB) a fully unrolled per-pixel permutation over whole rows instead.
 // The (de)interleaves move 4- and 8-byte groups of small elements as one word (shift / or),
-// use SSE2 for 1- and 2-byte K = 2 and 1-byte K = 8, and L1-resident rounds of K = 2 for
-// larger power-of-two K.  Large outputs of the allocating ops use transparent huge pages.
+// use SSE2 for 1- and 2-byte K = 2, 1-byte K = 8 and 4-byte K = 4 (lane transposes), SSSE3
+// for 1-byte K = 4, and L1-resident rounds of K = 2 for larger power-of-two K.  RGB
+// channels_last has its own one-pass byte-shuffle (uint8) and shufps (4-byte) kernels.  Large
+// outputs of the allocating ops use transparent huge pages.
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
