@@ -89,6 +89,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds in which the variants take turns (machine noise hits them alike) [3]")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode of the compiled eager variant, e.g. max-autotune [default]")
     ap.add_argument("--channels-last", action="store_true", help="channels_last buffers")
     ap.add_argument("--json", default=None, help="write results here")
     args = ap.parse_args(argv)
@@ -126,7 +128,7 @@ def main(argv=None):
 
         variants = [("eager", eager), ("prealloc", prealloc), ("fused", fused)]
         if not args.no_compile:
-            variants.append(("compile", torch.compile(eager)))
+            variants.append(("compile", torch.compile(eager, mode=args.compile_mode)))
         with torch.inference_mode():
             # correctness guard
             fused()
