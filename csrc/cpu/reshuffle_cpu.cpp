@@ -79,6 +79,11 @@ bool has_ssse3() {
 }
 #endif
 
+// Tasks of at least kMinWork elements for at::parallel_for: the grain for an outer range whose
+// items each move `per_item` elements.
+constexpr int64_t kMinWork = 1 << 15;
+inline int64_t grain_for(int64_t per_item) { return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, per_item)); }
+
 template <int Bytes> struct UWord;
 template <> struct UWord<4> { using type = uint32_t; };
 template <> struct UWord<8> { using type = uint64_t; };
@@ -403,7 +408,7 @@ void rows_fast(const Geometry& g, const T* src, T* dst) {
   T* const lo_c = const_cast<T*>(g.down ? dst : src);
   const int64_t W = sz[kJ];
   const int64_t outer = sz[kN] * sz[kC] * sz[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, S * S * W));
+  const int64_t grain = grain_for(S * S * W);
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = t % sz[kI];
@@ -436,7 +441,7 @@ void pixels_fast(const Geometry& g, const T* src, T* dst) {
   T* const lo_c = const_cast<T*>(g.down ? dst : src);
   const int64_t C = sz[kC];
   const int64_t outer = sz[kN] * sz[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, K * C * sz[kJ]));
+  const int64_t grain = grain_for(K * C * sz[kJ]);
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = t % sz[kI];
@@ -481,7 +486,7 @@ void pixels_small_c(const Geometry& g, const T* src, T* dst) {
   T* const lo_c = const_cast<T*>(g.down ? dst : src);
   const int64_t W = sz[kJ];
   const int64_t outer = sz[kN] * sz[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, K * C * W));
+  const int64_t grain = grain_for(K * C * W);
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       T* hi[S];
@@ -581,11 +586,10 @@ __attribute__((target("ssse3"))) void rgb8_rows(const Geometry& g, uint8_t* hi_c
   const auto& sz = g.size;
   const int64_t W = sz[kJ];
   const int64_t row_bytes = 3 * S * W;
-  // groups whose loads and stores stay inside the row
+  // groups whose loads stay inside the row: a 12-byte piece (HB = 12) is loaded as 16 bytes
   const int64_t groups = W / G::J;
   const int64_t vec_groups =
-      G::HB % 16 == 0 || G::HB > 16 ? groups
-                                    : std::min(groups, row_bytes >= 16 ? (row_bytes - 16) / G::HB + 1 : 0);
+      G::HB >= 16 ? groups : std::min(groups, row_bytes >= 16 ? (row_bytes - 16) / G::HB + 1 : 0);
   __m128i mdown[G::NL][G::NH], mup[G::NH][G::NL];
   for (int d = 0; d < G::NL; ++d)
     for (int p = 0; p < G::NH; ++p) {
@@ -642,7 +646,7 @@ void pixels_rgb8(const Geometry& g, const uint8_t* src, uint8_t* dst) {
   uint8_t* const hi_c = const_cast<uint8_t*>(g.down ? src : dst);
   uint8_t* const lo_c = const_cast<uint8_t*>(g.down ? dst : src);
   const int64_t outer = g.size[kN] * g.size[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, S * S * 3 * g.size[kJ]));
+  const int64_t grain = grain_for(S * S * 3 * g.size[kJ]);
   at::parallel_for(0, outer, grain,
                    [&](int64_t begin, int64_t end) { rgb8_rows<S>(g, hi_c, lo_c, begin, end); });
 }
@@ -675,7 +679,7 @@ void pixels_rgb32(const Geometry& g, const uint32_t* src, uint32_t* dst) {
   float* const lo_c = reinterpret_cast<float*>(const_cast<uint32_t*>(g.down ? dst : src));
   const int64_t W = sz[kJ];
   const int64_t outer = sz[kN] * sz[kI];
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, K * 3 * W));
+  const int64_t grain = grain_for(K * 3 * W);
   at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       float* hi[S];
@@ -768,11 +772,10 @@ void run_geometry(const Geometry& g, const T* src, T* dst) {
   const auto& sz = g.size;
   const auto& ss = g.src_stride;
   const auto& ds = g.dst_stride;
-  constexpr int64_t kMinWork = 1 << 15;  // elements per task
   if (!g.channels_last) {
     const int64_t inner = sz[kA] * sz[kB] * sz[kJ];
     const int64_t outer = sz[kN] * sz[kC] * sz[kI];
-    const int64_t grain = std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, inner));
+    const int64_t grain = grain_for(inner);
     at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t % sz[kI];
@@ -791,7 +794,7 @@ void run_geometry(const Geometry& g, const T* src, T* dst) {
   } else {
     const int64_t inner = sz[kA] * sz[kB] * sz[kJ] * sz[kC];
     const int64_t outer = sz[kN] * sz[kI];
-    const int64_t grain = std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, inner));
+    const int64_t grain = grain_for(inner);
     at::parallel_for(0, outer, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t % sz[kI];
