@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import call_times, summarize  # noqa: E402
 from fastreshuffle.dense_op import dense_layer_  # noqa: E402
 
 SHAPES = [  # M, N, K, H, W  (1024x1024 input)
@@ -38,33 +38,6 @@ SHAPES = [  # M, N, K, H, W  (1024x1024 input)
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def time_fn(fn, device, warmup, repeats):
-    """Raw times (ms) of ``repeats`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    ts = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1e3)
-    return ts
-
-
-def summarize(ts):
-    ts = sorted(ts)
-    q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
-    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "n": len(ts)}
 
 
 def peak_mem(fn, device):
@@ -140,14 +113,15 @@ def main(argv=None):
                     if rnd and name not in times:
                         continue  # failed in the first round
                     try:
-                        times.setdefault(name, []).extend(time_fn(fn, device, warmup, repeats))
+                        times.setdefault(name, []).extend(
+                            call_times(fn, device=device, warmup=warmup, repeats=repeats))
                     except Exception as e:  # e.g. no C++ compiler for inductor
                         print(f"  {name}: failed: {type(e).__name__}: {str(e)[:200]}")
                         times.pop(name, None)
             rows = {}
             for name, fn in variants:
                 if name in times:
-                    rows[name] = summarize(times[name])
+                    rows[name] = summarize(times[name], scale=1e3)  # ms
                     rows[name]["peak_mib"] = peak_mem(fn, device)
         base = rows["eager"]["median"]
         for name, r in rows.items():

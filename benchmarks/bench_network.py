@@ -15,15 +15,15 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import call_times, summarize  # noqa: E402
 from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig  # noqa: E402
 
 VARIANTS = ["eager", "eager_cl", "compile", "fast"]
@@ -50,25 +50,6 @@ def rss_mib():
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def time_model(model, x, device, warmup, repeats):
-    for _ in range(warmup):
-        model(x)
-    sync(device)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        sync(device)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return summarize(ts)
-
-
-def summarize(ts):
-    """Median and 20th / 80th percentiles (ms) of the times ``ts``, which are kept too."""
-    q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
-    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "times": ts}
 
 
 def mem_child(args):
@@ -196,10 +177,10 @@ def main(argv=None):
         for _ in range(args.rounds):
             for v, (model, x, _) in built.items():
                 with torch.inference_mode():
-                    times[v] += time_model(model, x, device, warmup, repeats)["times"]
+                    times[v] += call_times(lambda: model(x), device=device, warmup=warmup, repeats=repeats)
         for v, (model, x, err) in built.items():
-            r = summarize(times[v])
-            r.update(n=len(times[v]), max_abs_err_vs_eager=err)
+            r = summarize(times[v], scale=1e3)  # ms
+            r["max_abs_err_vs_eager"] = err
             if not args.no_memory:
                 with torch.inference_mode():
                     r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import torch
 
@@ -13,9 +13,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(fn: Callable[[], object], *, device="cpu", warmup: int = 5, repeats: int = 50,
-            min_time: float = 0.0) -> Dict[str, float]:
-    """Time ``fn`` (seconds): returns median, p20, p80 over ``repeats`` runs after ``warmup``."""
+def call_times(fn: Callable[[], object], *, device="cpu", warmup: int = 5, repeats: int = 50,
+               min_time: float = 0.0) -> List[float]:
+    """Seconds per call of ``fn``: ``repeats`` calls (or more, until ``min_time`` has passed)
+    after ``warmup``; CUDA events on a GPU, wall clock on CPU."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -33,7 +34,20 @@ def measure(fn: Callable[[], object], *, device="cpu", warmup: int = 5, repeats:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    times.sort()
+    return times
+
+
+def summarize(times: List[float], scale: float = 1.0) -> Dict[str, float]:
+    """Median, 20th and 80th percentiles of ``times`` (multiplied by ``scale``) and their count."""
+    ts = sorted(t * scale for t in times)
+    q = statistics.quantiles(ts, n=5, method="inclusive") if len(ts) >= 2 else ts * 4
+    return {"median": statistics.median(ts), "p20": q[0], "p80": q[3], "n": len(ts)}
+
+
+def measure(fn: Callable[[], object], *, device="cpu", warmup: int = 5, repeats: int = 50,
+            min_time: float = 0.0) -> Dict[str, float]:
+    """Time ``fn`` (seconds): returns median, p20, p80 over ``repeats`` runs after ``warmup``."""
+    times = sorted(call_times(fn, device=device, warmup=warmup, repeats=repeats, min_time=min_time))
     q = statistics.quantiles(times, n=10) if len(times) >= 10 else [times[0]] * 9
     return {"median": statistics.median(times), "p20": q[1], "p80": q[7], "n": len(times)}
 
