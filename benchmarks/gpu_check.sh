@@ -1,47 +1,66 @@
 #!/usr/bin/env bash
-# GPU check of the fused dense layer and FastReshuffleNet (H100, no internet; ~6-8 minutes).
+# GPU check of the reshuffle ops, the fused dense layer and FastReshuffleNet (H100, no internet).
 #   bash benchmarks/gpu_check.sh            # results under $OUT (default ./out/gpu_check)
-# Steps: editable install with the CUDA extension, CUDA tests (Triton kernel run natively),
-# dense-layer and whole-network benchmarks, summary table.
+#   GPU_CHECK_BUDGET=540 bash benchmarks/gpu_check.sh   # seconds for the whole script (default 540)
+# Steps, most important first; each is time-boxed against the budget and skipped when too little
+# is left, so one device call always ends with a summary: editable install with the CUDA
+# extension (stops here if it fails), CUDA tests (reshuffle CUDA kernel, Triton kernel natively,
+# FastReshuffleNet vs fp64 reference), reshuffle / network / dense-layer benchmarks, summary table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out/gpu_check}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+BUDGET="${GPU_CHECK_BUDGET:-540}"
+T0=$SECONDS
 status=0
-step() { echo; echo "=== $* ($(date +%T))"; }
+left() { echo $((BUDGET - (SECONDS - T0))); }
+step() { echo; echo "=== $* ($(date +%T), $(left) s left)"; }
+# run_step LOG MAX_SECONDS CMD...: run CMD with a timeout of min(MAX, time left - 15), log to $OUT/LOG
+run_step() {
+  local log="$1" max="$2"; shift 2
+  local t=$(( $(left) - 15 )); [ "$t" -gt "$max" ] && t=$max
+  if [ "$t" -lt 20 ]; then echo "SKIPPED (budget): $*" | tee "$OUT/$log"; status=1; return; fi
+  timeout "$t" "$@" 2>&1 | tee "$OUT/$log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || { echo "step FAILED (exit $rc, 124 = timed out after ${t}s)"; status=1; }
+}
 
 step "environment"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 
 step "build (FORCE_CUDA=1)"
-if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 240 pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
-  echo "install FAILED (tail of $OUT/install.log):"; tail -30 "$OUT/install.log"; status=1
+if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
+  echo "install FAILED (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
 fi
-python -c "import fastreshuffle, fastreshuffle.dense_op as d; print('fastreshuffle ok, triton path:', d._HAS_TRITON)" || status=1
+python -c "import torch, fastreshuffle, fastreshuffle.dense_op as d; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
+print('fastreshuffle ok, triton path:', d._HAS_TRITON, 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
+  || { echo "import / first CUDA call FAILED"; exit 3; }
 
 step "CUDA tests (reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference)"
-timeout 240 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider tests/test_reshuffle_ops.py tests/test_dense_layer.py tests/test_fast_model.py \
-  --junitxml="$OUT/pytest_cuda.xml" 2>&1 | tail -25 | tee "$OUT/pytest_cuda.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 \
+  tests/test_reshuffle_ops.py tests/test_dense_layer.py tests/test_fast_model.py --junitxml="$OUT/pytest_cuda.xml"
 
 step "reshuffle benchmark (ours vs pixel_(un)shuffle vs copy kernel)"
-timeout 60 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json" \
-  2>&1 | tee "$OUT/bench_reshuffle.txt" || status=1
+run_step bench_reshuffle.txt 50 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json"
 
-step "dense layer benchmark (fp32 IEEE, then fp16)"
-timeout 200 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
-  --json "$OUT/bench_dense_fp32.json" \
-  2>&1 | tee "$OUT/bench_dense_fp32.txt" || status=1
-timeout 60 python benchmarks/bench_dense_layer.py --device cuda --dtype float16 --repeats 30 --no-compile \
-  --json "$OUT/bench_dense_fp16.json" 2>&1 | tee "$OUT/bench_dense_fp16.txt" || status=1
+step "network benchmark, bf16 at 1920x1080 (target: fast >= 2x eager)"
+run_step bench_network_bf16.txt 70 python benchmarks/bench_network.py --device cuda --dtype bfloat16 --sizes 1920x1080 \
+  --repeats 20 --no-compile --json "$OUT/bench_network_bf16.json"
 
-step "network benchmark (paper preset, 768x512 and 1920x1080)"
-timeout 150 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
-  --json "$OUT/bench_network.json" 2>&1 | tee "$OUT/bench_network.txt" || status=1
-timeout 90 python benchmarks/bench_network.py --device cuda --dtype bfloat16 --sizes 1920x1080 --repeats 20 \
-  --no-compile --json "$OUT/bench_network_bf16.json" 2>&1 | tee "$OUT/bench_network_bf16.txt" || status=1
+step "dense layer benchmark, fp32 IEEE, with torch.compile(mode=max-autotune)"
+run_step bench_dense_fp32.txt 150 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
+  --json "$OUT/bench_dense_fp32.json"
+
+step "dense layer benchmark, fp16"
+run_step bench_dense_fp16.txt 50 python benchmarks/bench_dense_layer.py --device cuda --dtype float16 --repeats 30 --no-compile \
+  --json "$OUT/bench_dense_fp16.json"
+
+step "network benchmark, fp32 (paper preset, 768x512 and 1920x1080, with torch.compile)"
+run_step bench_network.txt 150 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
+  --json "$OUT/bench_network.json"
 
 step "summary"
 python - "$OUT" <<'PY'
@@ -49,7 +68,18 @@ import json, os, sys
 out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
-    return json.load(open(p)) if os.path.exists(p) else None
+    try:
+        return json.load(open(p)) if os.path.exists(p) else None
+    except Exception as e:  # a step cut off mid-write
+        print(f"{name}: unreadable ({e})")
+        return None
+d = load("bench_reshuffle.json")
+if d:
+    rows = d["rows"] if isinstance(d, dict) else d
+    print("reshuffle (CUDA): case  layout  dtype | ours/torch | out= share of copy bandwidth | GB/s ours, copy")
+    for r in rows:
+        print(f"  {r['case']:<20} {r['layout']:<13} {r['dtype']:<7} | {r['speedup']:5.2f}x | {r['out_copy_ratio']:4.2f}"
+              f" | {r['gbs_ours']:7.0f} {r['gbs_copy']:7.0f}")
 for name in ("bench_dense_fp32.json", "bench_dense_fp16.json"):
     d = load(name)
     if not d:
@@ -58,18 +88,21 @@ for name in ("bench_dense_fp32.json", "bench_dense_fp16.json"):
     for r in d["results"]:
         v = r["variants"]
         cells = [f"{v[k]['median']:.3f}" if k in v else "-" for k in ("eager", "prealloc", "fused", "compile")]
+        extra = "".join(f", x{v[k]['median'] / v['fused']['median']:.2f} vs {k}" for k in ("prealloc", "compile")
+                        if k in v and "fused" in v)
         print(f"  {r['M']:>5} {r['H']}x{r['W']} | " + " | ".join(cells) +
-              f"   fused x{v['fused']['speedup_vs_eager']:.2f} vs eager, rel err {r['rel_err']:.1e}")
-for name in ("bench_network.json", "bench_network_bf16.json"):
+              f"   fused x{v['fused']['speedup_vs_eager'] if 'fused' in v else float('nan'):.2f} vs eager{extra}, rel err {r['rel_err']:.1e}")
+for name in ("bench_network_bf16.json", "bench_network.json"):
     d = load(name)
     if not d:
         continue
     print(f"network (paper, {d.get('dtype', 'float32')}): size  variant  median ms  speedup  peak MiB  mem ratio")
     for r in d["results"]:
-            for k, v in r["variants"].items():
-                mr = v.get("mem_ratio_vs_best_eager")
-                print(f"  {r['width']}x{r['height']}  {k:<9} {v['median']:>9.2f}  {v['speedup_vs_best_eager']:>6.2f}"
-                      f"  {v.get('peak_mib') or 0:>8.1f}  {'' if mr is None else f'{mr:.2f}'}")
+        for k, v in r["variants"].items():
+            mr = v.get("mem_ratio_vs_best_eager")
+            print(f"  {r['width']}x{r['height']}  {k:<9} {v['median']:>9.2f}  {v['speedup_vs_best_eager']:>6.2f}"
+                  f"  {v.get('peak_mib') or 0:>8.1f}  {'' if mr is None else f'{mr:.2f}'}")
 PY
-echo; echo "gpu_check finished with status $status; files in $OUT"
+grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
+echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT"
 exit $status
