@@ -2,6 +2,8 @@
 # GPU check of the reshuffle ops, the fused dense layer and FastReshuffleNet (H100, no internet).
 #   bash benchmarks/gpu_check.sh            # results under $OUT (default ./out/gpu_check)
 #   GPU_CHECK_BUDGET=540 bash benchmarks/gpu_check.sh   # seconds for the whole script (default 540)
+#   GPU_CHECK_STEPS="tests_dense net_bf16" bash benchmarks/gpu_check.sh   # a subset of the steps:
+#     tests_reshuffle tests_dense bench_reshuffle net_bf16 dense_fp32 dense_fp16 net_fp32 (default all)
 # Steps, most important first; each is time-boxed against the budget and skipped when too little
 # is left, so one device call always ends with a summary: editable install with the CUDA
 # extension (stops here if it fails), CUDA tests (reshuffle CUDA kernel, Triton kernel natively,
@@ -14,6 +16,8 @@ export PYTHONUNBUFFERED=1
 BUDGET="${GPU_CHECK_BUDGET:-540}"
 T0=$SECONDS
 status=0
+STEPS=" ${GPU_CHECK_STEPS:-tests_reshuffle tests_dense bench_reshuffle net_bf16 dense_fp32 dense_fp16 net_fp32} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
 step() { echo; echo "=== $* ($(date +%T), $(left) s left)"; }
 # run_step LOG MAX_SECONDS CMD...: run CMD with a timeout of min(MAX, time left - 15), log to $OUT/LOG
@@ -32,35 +36,50 @@ python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 
 step "build (FORCE_CUDA=1)"
-if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
+if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 python -m pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
   echo "install FAILED (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
 fi
 python -c "import torch, fastreshuffle, fastreshuffle.dense_op as d; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
 print('fastreshuffle ok, triton path:', d._HAS_TRITON, 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
   || { echo "import / first CUDA call FAILED"; exit 3; }
 
-step "CUDA tests (reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference)"
-run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 \
-  tests/test_reshuffle_ops.py tests/test_dense_layer.py tests/test_fast_model.py --junitxml="$OUT/pytest_cuda.xml"
+tests=()
+want tests_reshuffle && tests+=(tests/test_reshuffle_ops.py)
+want tests_dense && tests+=(tests/test_dense_layer.py tests/test_fast_model.py)
+if [ "${#tests[@]}" -gt 0 ]; then
+  step "CUDA tests (${tests[*]}): reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference"
+  run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 --tb=short \
+    "${tests[@]}"
+fi
 
+if want bench_reshuffle; then
 step "reshuffle benchmark (ours vs pixel_(un)shuffle vs copy kernel)"
 run_step bench_reshuffle.txt 50 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json"
+fi
 
+if want net_bf16; then
 step "network benchmark, bf16 at 1920x1080 (target: fast >= 2x eager)"
 run_step bench_network_bf16.txt 70 python benchmarks/bench_network.py --device cuda --dtype bfloat16 --sizes 1920x1080 \
   --repeats 20 --no-compile --json "$OUT/bench_network_bf16.json"
+fi
 
+if want dense_fp32; then
 step "dense layer benchmark, fp32 IEEE, with torch.compile(mode=max-autotune)"
 run_step bench_dense_fp32.txt 150 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
   --json "$OUT/bench_dense_fp32.json"
+fi
 
+if want dense_fp16; then
 step "dense layer benchmark, fp16"
 run_step bench_dense_fp16.txt 50 python benchmarks/bench_dense_layer.py --device cuda --dtype float16 --repeats 30 --no-compile \
   --json "$OUT/bench_dense_fp16.json"
+fi
 
+if want net_fp32; then
 step "network benchmark, fp32 (paper preset, 768x512 and 1920x1080, with torch.compile)"
 run_step bench_network.txt 150 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
   --json "$OUT/bench_network.json"
+fi
 
 step "summary"
 python - "$OUT" <<'PY'
@@ -103,6 +122,9 @@ for name in ("bench_network_bf16.json", "bench_network.json"):
             print(f"  {r['width']}x{r['height']}  {k:<9} {v['median']:>9.2f}  {v['speedup_vs_best_eager']:>6.2f}"
                   f"  {v.get('peak_mib') or 0:>8.1f}  {'' if mr is None else f'{mr:.2f}'}")
 PY
-grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
-echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT"
+[ -f "$OUT/pytest_cuda.txt" ] && grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
+# at most a few files come back from a device call: keep the summary-level files, pack the rest
+(cd "$OUT" && tar czf gpu_check_logs.tgz --exclude=gpu_check_logs.tgz ./* && \
+  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name gpu.txt ! -name pytest_cuda.txt ! -name 'bench_*.json' -delete)
+echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT (logs in gpu_check_logs.tgz)"
 exit $status

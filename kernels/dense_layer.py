@@ -127,8 +127,8 @@ def _dense_layer_kernel(
             tl.debug_barrier()
             # ---- stage 2: nine shifted products of the 3x3 conv
             for tap in tl.static_range(9):
-                dy: tl.constexpr = tap // 3
-                dx: tl.constexpr = tap % 3
+                dy = tap // 3
+                dx = tap % 3
                 hp = (py + dy) * HALO_W + (px + dx)
                 et = tl.load(slot + hp[:, None] * BLOCK_K + r_k[None, :], cache_modifier=".cg")
                 w3t = tl.load(w3_ptr + offs_n[None, :] * sw3n + offs_k[:, None] * sw3k + dy * sw3h + dx * sw3w,

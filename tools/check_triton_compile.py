@@ -1,0 +1,77 @@
+"""Compile the fused dense-layer Triton kernel for an sm_90 GPU on a machine without one.
+
+The Triton interpreter (``TRITON_INTERPRET=1``) runs the kernel's Python semantics on CPU but
+skips the compiler front end's rules (e.g. a ``tl.constexpr`` reassigned inside
+``tl.static_range``), so a kernel that passes every interpreter test can still fail to compile
+on a GPU.  This script runs the real compiler (front end, TTGIR, LLVM, ptxas) for
+``GPUTarget("cuda", 90, 32)``; no GPU is needed.
+
+    python tools/check_triton_compile.py            # each autotune config once (fp16, both modes)
+    python tools/check_triton_compile.py --all      # every config x dtype x RESHUFFLE
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import itertools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CONSTEXPRS = ("RESHUFFLE", "PREC", "TILE_H", "TILE_W", "BLOCK_HP", "BLOCK_M", "BLOCK_K", "BLOCK_N")
+BUFFERS = ("x_ptr", "y_ptr", "p_ptr", "s_ptr")   # pointers of the buffer dtype; weights are fp32
+
+
+def signature(fn, dtype: str) -> dict:
+    sig = {}
+    for p in inspect.signature(fn.fn).parameters:
+        if p in CONSTEXPRS:
+            sig[p] = "constexpr"
+        elif p.endswith("_ptr"):
+            sig[p] = f"*{dtype}" if p in BUFFERS else "*fp32"
+        else:
+            sig[p] = "i64" if p[0] == "s" else "i32"   # strides / slot stride vs sizes
+    return sig
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--all", action="store_true", help="every config x dtype x RESHUFFLE")
+    ap.add_argument("--arch", type=int, default=90)
+    args = ap.parse_args(argv)
+    os.environ.pop("TRITON_INTERPRET", None)
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels import dense_layer as dl
+
+    target = GPUTarget("cuda", args.arch, 32)
+    fn = dl._dense_layer_kernel
+    if args.all:
+        jobs = list(itertools.product(range(len(dl.AUTOTUNE_CONFIGS)), ("fp32", "fp16", "bf16"), (False, True)))
+    else:
+        jobs = [(i, "fp16", bool(i % 2)) for i in range(len(dl.AUTOTUNE_CONFIGS))]
+    failed = 0
+    for i, dtype, reshuffle in jobs:
+        cfg = dl.AUTOTUNE_CONFIGS[i]
+        prec = "ieee" if dtype == "fp32" else "tf32"
+        const = dict(cfg.kwargs, RESHUFFLE=reshuffle, PREC=prec)
+        t0 = time.time()
+        try:
+            k = triton.compile(ASTSource(fn=fn, signature=signature(fn, dtype), constexprs=const),
+                               target=target,
+                               options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+            info = f"ok  {time.time() - t0:5.1f}s  shared {k.metadata.shared} B"
+        except Exception as e:  # noqa: BLE001  report every failing combination
+            failed += 1
+            info = f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
+        print(f"config {i} {cfg.kwargs} warps={cfg.num_warps} {dtype} RESHUFFLE={reshuffle}: {info}", flush=True)
+    print(f"{len(jobs) - failed}/{len(jobs)} compiled for sm_{args.arch}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
