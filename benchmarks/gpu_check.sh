@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU check of the reshuffle ops, the fused dense layer and FastReshuffleNet (H100, no internet).
+# GPU check of the reshuffle ops, the fused dense layer and FastReshuffleNet (H100, no internet; ~9 minutes).
 #   bash benchmarks/gpu_check.sh            # results under $OUT (default ./out/gpu_check)
 #   GPU_CHECK_BUDGET=540 bash benchmarks/gpu_check.sh   # seconds for the whole script (default 540)
 #   GPU_CHECK_STEPS="tests_dense net_bf16" bash benchmarks/gpu_check.sh   # a subset of the steps:
-#     tests_reshuffle tests_dense bench_reshuffle net_bf16 dense_fp32 dense_fp16 net_fp32 (default all)
+#     tests_reshuffle tests_dense probe bench_reshuffle net_bf16 dense_fp16 dense_fp32 net_fp32 (default all)
 # Steps, most important first; each is time-boxed against the budget and skipped when too little
 # is left, so one device call always ends with a summary: editable install with the CUDA
 # extension (stops here if it fails), CUDA tests (reshuffle CUDA kernel, Triton kernel natively,
@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED=1
 BUDGET="${GPU_CHECK_BUDGET:-540}"
 T0=$SECONDS
 status=0
-STEPS=" ${GPU_CHECK_STEPS:-tests_reshuffle tests_dense bench_reshuffle net_bf16 dense_fp32 dense_fp16 net_fp32} "
+STEPS=" ${GPU_CHECK_STEPS:-tests_reshuffle tests_dense probe bench_reshuffle net_bf16 dense_fp16 dense_fp32 net_fp32} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 left() { echo $((BUDGET - (SECONDS - T0))); }
 step() { echo; echo "=== $* ($(date +%T), $(left) s left)"; }
@@ -52,6 +52,11 @@ if [ "${#tests[@]}" -gt 0 ]; then
     "${tests[@]}"
 fi
 
+if want probe; then
+step "Triton config probe (each candidate config in its own process; see kernels/dense_layer.py)"
+run_step probe_configs.txt 90 python benchmarks/probe_triton_configs.py --set candidates --jobs 8
+fi
+
 if want bench_reshuffle; then
 step "reshuffle benchmark (ours vs pixel_(un)shuffle vs copy kernel)"
 run_step bench_reshuffle.txt 50 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json"
@@ -63,11 +68,6 @@ run_step bench_network_bf16.txt 70 python benchmarks/bench_network.py --device c
   --repeats 20 --no-compile --json "$OUT/bench_network_bf16.json"
 fi
 
-if want dense_fp32; then
-step "dense layer benchmark, fp32 IEEE, with torch.compile(mode=max-autotune)"
-run_step bench_dense_fp32.txt 150 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
-  --json "$OUT/bench_dense_fp32.json"
-fi
 
 if want dense_fp16; then
 step "dense layer benchmark, fp16"
@@ -75,9 +75,15 @@ run_step bench_dense_fp16.txt 50 python benchmarks/bench_dense_layer.py --device
   --json "$OUT/bench_dense_fp16.json"
 fi
 
+if want dense_fp32; then
+step "dense layer benchmark, fp32 IEEE, with torch.compile(mode=max-autotune)"
+run_step bench_dense_fp32.txt 150 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
+  --json "$OUT/bench_dense_fp32.json"
+fi
+
 if want net_fp32; then
 step "network benchmark, fp32 (paper preset, 768x512 and 1920x1080, with torch.compile)"
-run_step bench_network.txt 150 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
+run_step bench_network.txt 240 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
   --json "$OUT/bench_network.json"
 fi
 
@@ -125,6 +131,6 @@ PY
 [ -f "$OUT/pytest_cuda.txt" ] && grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
 # at most a few files come back from a device call: keep the summary-level files, pack the rest
 (cd "$OUT" && tar czf gpu_check_logs.tgz --exclude=gpu_check_logs.tgz ./* && \
-  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name gpu.txt ! -name pytest_cuda.txt ! -name 'bench_*.json' -delete)
+  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name pytest_cuda.txt ! -name probe_configs.txt ! -name 'bench_*.json' -delete)
 echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT (logs in gpu_check_logs.tgz)"
 exit $status

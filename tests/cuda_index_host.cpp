@@ -79,9 +79,14 @@ int64_t at(const Layout& l, int64_t n, int64_t c, int64_t h, int64_t w) {
 int failures = 0;
 int cases = 0;
 
+int vec_runs[4][17] = {};  // vectorized micro-tile cases run, per mode and element size
+
+// path: 0 NCHW rows, 1 channels-last tiles, 2 vectorized micro-tiles (skipped unless vec_mode
+// accepts the case, exactly as the launcher decides)
 template <typename T, int S, typename Index>
 void run_case(int64_t n, int64_t c, int64_t hl, int64_t wl, int64_t s, bool down, int kind_hi,
-              int kind_lo, bool cl_path, Index nt, std::mt19937_64& rng) {
+              int kind_lo, int path, Index nt, std::mt19937_64& rng) {
+  const bool cl_path = path == 1;
   const int64_t hsz[4] = {n, c, hl * s, wl * s};
   const int64_t lsz[4] = {n, c * s * s, hl, wl};
   const Layout hi = make_layout(hsz, kind_hi), lo = make_layout(lsz, kind_lo);
@@ -106,7 +111,20 @@ void run_case(int64_t n, int64_t c, int64_t hl, int64_t wl, int64_t s, bool down
   const T* src = sbuf.data() + (down ? hi.offset : lo.offset);
   T* dst = dbuf.data() + (down ? lo.offset : hi.offset);
 
-  if (!cl_path) {
+  if (path == 2) {
+    const int mode = vec_mode<Index>(g, int(sizeof(T)), reinterpret_cast<uint64_t>(src),
+                                     reinterpret_cast<uint64_t>(dst));
+    bool ran = false;
+    if (mode != kVecNone)
+      ran = vec_dispatch<T>(mode, s, [&](auto m, auto map) {
+        constexpr int Mode = decltype(m)::value;
+        using Map = decltype(map);
+        const Index tiles = vec_tiles<Mode, Map, Index>(g);
+        for (Index t = 0; t < tiles; ++t) vec_item<T, Mode, Map, Index>(src, dst, g, t);
+      });
+    if (!ran) return;  // not eligible: the launcher runs the general paths (checked above)
+    ++vec_runs[mode][sizeof(T)];
+  } else if (!cl_path) {
     const Index groups = nchw_groups(g);
     for (Index grp = 0; grp < groups; ++grp)
       for (Index t = 0; t < nt; ++t) nchw_group<T, S, Index>(src, dst, g, grp, t, nt);
@@ -140,10 +158,10 @@ void run_case(int64_t n, int64_t c, int64_t hl, int64_t wl, int64_t s, bool down
   ++cases;
   if (bad || poisoned_left != expect_left) {
     if (++failures <= 10)
-      std::printf("FAIL T=%zuB S=%d idx=%zuB n=%lld c=%lld hl=%lld wl=%lld s=%lld %s hi=%d lo=%d %s nt=%lld: "
+      std::printf("FAIL T=%zuB S=%d idx=%zuB n=%lld c=%lld hl=%lld wl=%lld s=%lld %s hi=%d lo=%d path %d nt=%lld: "
                   "%lld wrong, %lld untouched (expected %lld)\n",
                   sizeof(T), S, sizeof(Index), (long long)n, (long long)c, (long long)hl, (long long)wl,
-                  (long long)s, down ? "down" : "up", kind_hi, kind_lo, cl_path ? "nhwc" : "nchw",
+                  (long long)s, down ? "down" : "up", kind_hi, kind_lo, path,
                   (long long)nt, (long long)bad, (long long)poisoned_left, (long long)expect_left);
   }
 }
@@ -161,11 +179,29 @@ void sweep(int64_t s, std::mt19937_64& rng) {
             // and once in a different one
             run_case<T, S, Index>(sh[0], sh[1], sh[2], sh[3], s, down, kind, kind, cl, nt, rng);
             run_case<T, S, Index>(sh[0], sh[1], sh[2], sh[3], s, down, kind, (kind + 1) % 5, cl, nt, rng);
+            if (cl == 0 && nt == 1)  // the vectorized path, where these shapes qualify
+              run_case<T, S, Index>(sh[0], sh[1], sh[2], sh[3], s, down, kind, kind, 2, nt, rng);
           }
+}
+
+// Shapes the vectorized micro-tiles accept (widths and channels multiples of the 16-byte
+// vectors, RGB), every layout pair and direction; vec_mode decides which run.
+template <typename T, int S, typename Index>
+void sweep_vec(std::mt19937_64& rng) {
+  const int64_t shapes[][4] = {{1, 3, 2, 16}, {2, 3, 1, 8}, {2, 16, 2, 32}, {1, 32, 3, 4}, {1, 3, 1, 2},
+                               {2, 6, 1, 16}, {1, 1, 2, 1}, {1, 8, 2, 3}, {2, 4, 1, 5}};
+  for (const auto& sh : shapes)
+    for (int down = 0; down < 2; ++down)
+      for (int kh = 0; kh < 5; ++kh)
+        for (int kl = 0; kl < 5; ++kl)
+          run_case<T, S, Index>(sh[0], sh[1], sh[2], sh[3], S, down, kh, kl, 2, Index(1), rng);
 }
 
 template <typename T, typename Index>
 void all_scales(std::mt19937_64& rng) {
+  sweep_vec<T, 2, Index>(rng);
+  sweep_vec<T, 4, Index>(rng);
+  sweep_vec<T, 8, Index>(rng);
   sweep<T, 0, Index>(1, rng);
   sweep<T, 2, Index>(2, rng);
   sweep<T, 0, Index>(2, rng);
@@ -196,10 +232,21 @@ int main() {
                     (long long)tc, (long long)tj);
       }
     }
+  // every vectorized mode must have run for each element size it serves (a vec_mode that
+  // rejected everything would pass the checks above)
+  for (int m = 1; m < 4; ++m)
+    for (int e : {1, 2, 4, 8, 16})
+      if (vec_runs[m][e] < 5 && !(m == kVecRGB && e == 16)) {
+        ++failures;
+        std::printf("FAIL vectorized mode %d ran only %d cases with %d-byte elements\n", m, vec_runs[m][e], e);
+      }
   if (failures) {
     std::printf("%d of %d cases failed\n", failures, cases);
     return 1;
   }
   std::printf("ok %d\n", cases);
+  for (int m = 1; m < 4; ++m)
+    std::printf("vectorized mode %d cases by element size 1/2/4/8/16: %d %d %d %d %d\n", m, vec_runs[m][1],
+                vec_runs[m][2], vec_runs[m][4], vec_runs[m][8], vec_runs[m][16]);
   return 0;
 }

@@ -266,7 +266,7 @@ def test_torch_compile_fullgraph_matches_eager():
 # kernel forgets to write shows up.
 def _poison(t, byte):
     """Fill every byte of t's storage with `byte`."""
-    torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage()).fill_(byte)
+    torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage()).fill_(byte)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64,
@@ -289,6 +289,49 @@ def test_cpu_fast_paths_every_element_size(dtype, s, c, layout):
     reshuffle_up(out, s, out=back)
     assert bitwise_equal(back, x)
     assert bitwise_equal(reshuffle_up(out, s), x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64,
+                                   torch.complex128], ids=str)
+@pytest.mark.parametrize("s", [2, 4, 8])
+@pytest.mark.parametrize("c", [3, 32])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "unaligned"])
+def test_vectorized_micro_tile_shapes(device, dtype, s, c, layout):
+    # Shapes the 16-byte micro-tile kernels take (NCHW; channels_last RGB; channels_last with
+    # many channels at scale 2), poisoned outputs, both directions; "unaligned" starts the
+    # tensors one element into their storage, so the launcher must fall back to the general path.
+    # (On CPU the same cases run through the CPU kernels.)
+    _cuda_param(device)
+    gen = torch.Generator().manual_seed(hash((str(dtype), s, c, layout)) % 2**31)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+    def place(t):
+        if layout != "unaligned":
+            return t.to(device).contiguous(memory_format=fmt)
+        flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=device)
+        v = flat[1:].view(t.shape)
+        v.copy_(t)
+        return v
+
+    def poisoned_like(shape):
+        if layout != "unaligned":
+            out = torch.empty(shape, dtype=dtype, device=device).contiguous(memory_format=fmt)
+        else:
+            out = torch.empty(int(np.prod(shape)) + 1, dtype=dtype, device=device)[1:].view(shape)
+        _poison(out, 0xA5)
+        return out
+
+    x = place(random_tensor((2, c, 4 * s, 32 * s), dtype, "cpu", gen))
+    expect = F.pixel_unshuffle(x.contiguous(), s)
+    out = poisoned_like(expect.shape)
+    reshuffle_down(x, s, out=out)
+    assert bitwise_equal(out, expect)
+    z = place(random_tensor((2, c * s * s, 4, 32), dtype, "cpu", gen))
+    expect = F.pixel_shuffle(z.contiguous(), s)
+    back = poisoned_like(expect.shape)
+    reshuffle_up(z, s, out=back)
+    assert bitwise_equal(back, expect)
 
 
 @pytest.mark.parametrize("s", [2, 3, 4, 8])

@@ -16,7 +16,25 @@ import torch
 from torch.utils.cpp_extension import include_paths
 
 
-def main() -> int:
+def report_resources(ptxas_log: str, pattern: str) -> None:
+    """ptxas -v prints 'Compiling entry function '<mangled>'' then the figures; demangle and filter."""
+    import re
+    name = None
+    for line in ptxas_log.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)'", line)
+        if m:
+            name = subprocess.run(["c++filt", m.group(1)], capture_output=True, text=True).stdout.strip() or m.group(1)
+        elif name and re.search(pattern, name) and ("registers" in line or "stack frame" in line):
+            print(f"{name[:150]}: {line.split(':', 1)[-1].strip()}")
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="compile csrc/cuda/*.cu with nvcc (no GPU needed)")
+    ap.add_argument("--resources", metavar="REGEX", default=None,
+                    help="print ptxas register / stack / spill figures of the kernels matching REGEX")
+    ap.add_argument("--ptx", metavar="DIR", default=None, help="also write each source's PTX into DIR")
+    args = ap.parse_args(argv)
     nvcc = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
                                     if os.environ.get("CUDA_HOME") else None)
     if nvcc is None:
@@ -44,10 +62,18 @@ def main() -> int:
         incs = incs + [shim]
         for src in sources:
             obj = os.path.join(tmp, os.path.basename(src) + ".o")
-            cmd = [nvcc, "-c", src, "-o", obj, *flags, *[f"-I{p}" for p in incs]]
+            extra = ["-Xptxas", "-v"] if args.resources else []
+            cmd = [nvcc, "-c", src, "-o", obj, *flags, *extra, *[f"-I{p}" for p in incs]]
             r = subprocess.run(cmd, capture_output=True, text=True)
             status = "ok" if r.returncode == 0 else "FAILED"
             print(f"nvcc -c {os.path.relpath(src, here)} (sm_{arch}): {status}")
+            if args.resources and r.returncode == 0:
+                report_resources(r.stderr, args.resources)
+            if args.ptx and r.returncode == 0:
+                os.makedirs(args.ptx, exist_ok=True)
+                ptx = os.path.join(args.ptx, os.path.basename(src) + ".ptx")
+                subprocess.run([nvcc, "-ptx", src, "-o", ptx, *flags, *[f"-I{p}" for p in incs]], check=True)
+                print(f"PTX written to {ptx}")
             if r.returncode != 0:
                 failed += 1
                 print(r.stdout[-4000:], r.stderr[-8000:], sep="\n", file=sys.stderr)

@@ -9,6 +9,20 @@
 // Both paths are correct for any strides (the launcher picks one by layout, for speed).
 // S: compile-time scale (2, 3, 4, 8) or 0 for a run-time one.
 //
+// Vectorized micro-tiles (the fast path when layout, sizes and 16-byte alignment allow; see
+//   vec_mode): each thread moves one micro-tile with 16-byte (or the widest aligned) loads and
+//   stores and permutes it in registers.  A micro-tile has one "packed" run of P contiguous
+//   elements on one side and R "split" runs of L contiguous elements on the other, with
+//   packed[Map::p_of(r, o)] <-> split_r[o]:
+//     NCHW:      packed = V*S high-resolution elements of one row (j, b), split r = b: V
+//                low-resolution elements of plane b;                  R = S,   L = V = 16 bytes
+//     CL, S = 2: packed = V channels x 4 of one low-resolution pixel (c, a, b), split
+//                r = (a, b): V channels of a high-resolution pixel;   R = 4,   L = V = 16 bytes
+//     RGB CL:    packed = Vj low-resolution pixels (j, c, a, b), split r = a: the matching
+//                Vj*S*3 elements (j, b, c) of high-resolution row a;  R = S,   L = Vj*S*3
+//   Consecutive threads take consecutive micro-tiles along the contiguous dimension, so the
+//   split side is coalesced per instruction and the packed side per pair of instructions.
+//
 // NCHW-like (hs[b] == 1, hs[j] == S, ls[j] == 1): one block per (n, c, i); its threads walk
 //   the S high-resolution rows (W*S elements each) in memory order, so the high-resolution
 //   side is fully coalesced and the low-resolution side is written / read as S runs of 32/S
@@ -20,6 +34,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define FR_HD __host__ __device__
@@ -201,6 +217,226 @@ FR_HD inline void nhwc_store(const T* smem, T* __restrict__ dst, const Geom<Inde
       dst[off] = smem[slot];
     }
   }
+}
+
+// ---- vectorized micro-tiles ----------------------------------------------------------------
+// One B-byte load or store (B = 1, 2, 4, 8, 16).
+template <int B>
+struct Chunk;
+#if defined(__CUDACC__)
+template <> struct Chunk<16> { using type = uint4; };
+template <> struct Chunk<8> { using type = uint2; };
+#else
+struct alignas(16) HostChunk16 { uint32_t w[4]; };
+struct alignas(8) HostChunk8 { uint32_t w[2]; };
+template <> struct Chunk<16> { using type = HostChunk16; };
+template <> struct Chunk<8> { using type = HostChunk8; };
+#endif
+template <> struct Chunk<4> { using type = uint32_t; };
+template <> struct Chunk<2> { using type = uint16_t; };
+template <> struct Chunk<1> { using type = uint8_t; };
+
+// Widest chunk (<= 16 bytes) that divides a run of `bytes`: runs start at multiples of their
+// own length from a 16-byte-aligned base (vec_mode checks that), so this is also their alignment.
+constexpr int chunk_bytes(int bytes) {
+  return bytes % 16 == 0 ? 16 : bytes % 8 == 0 ? 8 : bytes % 4 == 0 ? 4 : bytes % 2 == 0 ? 2 : 1;
+}
+
+template <typename T, int N>
+FR_HD inline void load_run(const T* __restrict__ p, T (&v)[N]) {
+  constexpr int B = chunk_bytes(N * int(sizeof(T)));
+  using C = typename Chunk<B>::type;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < N * int(sizeof(T)) / B; ++k) {
+    const C c = reinterpret_cast<const C*>(p)[k];
+    std::memcpy(reinterpret_cast<unsigned char*>(v) + k * B, &c, B);
+  }
+}
+
+template <typename T, int N>
+FR_HD inline void store_run(T* __restrict__ p, const T (&v)[N]) {
+  constexpr int B = chunk_bytes(N * int(sizeof(T)));
+  using C = typename Chunk<B>::type;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < N * int(sizeof(T)) / B; ++k) {
+    C c;
+    std::memcpy(&c, reinterpret_cast<const unsigned char*>(v) + k * B, B);
+    reinterpret_cast<C*>(p)[k] = c;
+  }
+}
+
+enum VecMode : int { kVecNone = 0, kVecNCHW = 1, kVecCL2 = 2, kVecRGB = 3 };
+
+// packed[v * R + r] <-> split_r[v]  (NCHW: v = j, r = b;  CL, S = 2: v = c, r = 2a + b)
+template <int R_, int V_>
+struct MapInterleave {
+  static constexpr int R = R_, L = V_, P = R_ * V_;
+  FR_HD static constexpr int p_of(int r, int o) { return o * R_ + r; }
+};
+
+// RGB channels-last: packed (j, c, a, b) of Vj pixels <-> split r = a: (j, b, c)
+template <int S_, int Vj_>
+struct MapRGB {
+  static constexpr int C = 3, R = S_, L = Vj_ * S_ * C, P = Vj_ * C * S_ * S_;
+  FR_HD static constexpr int p_of(int r, int o) {
+    return (((o / (S_ * C)) * C + o % C) * S_ + r) * S_ + (o / C) % S_;
+  }
+};
+
+// Pixels per RGB micro-tile: 16-byte high-resolution runs where possible, packed run <= 256 bytes.
+constexpr int rgb_vj(int s, int elem) {
+  int vj = 16 / (s * elem) > 1 ? 16 / (s * elem) : 1;
+  while (vj > 1 && vj * 3 * s * s * elem > 256) vj /= 2;
+  return vj * 3 * s * s * elem <= 256 ? vj : 0;
+}
+
+// Elements along the micro-tile's vector dimension (j for NCHW, c for CL), 16 bytes' worth.
+constexpr int vec_elems(int elem) { return elem >= 16 ? 1 : 16 / elem; }
+
+template <typename Index>
+inline bool bytes_aligned(Index stride, Index size, int elem) {
+  return size == 1 || (stride * Index(elem)) % 16 == 0;
+}
+
+// Which vectorized path applies (kVecNone: use the general paths).  Needs a compile-time scale
+// (2, 4, 8), the layout of the mode, sizes divisible by the micro-tile, and 16-byte-aligned
+// base addresses and run strides.
+template <typename Index>
+inline int vec_mode(const Geom<Index>& g, int elem, uint64_t src_addr, uint64_t dst_addr) {
+  const Index s = g.size[A];
+  if (!(s == 2 || s == 4 || s == 8) || src_addr % 16 != 0 || dst_addr % 16 != 0) return kVecNone;
+  if (elem != 1 && elem != 2 && elem != 4 && elem != 8 && elem != 16) return kVecNone;
+  const Index* hs = g.hs;
+  const Index* ls = g.ls;
+  const Index* sz = g.size;
+  auto al = [&](const Index* st, int d) { return bytes_aligned<Index>(st[d], sz[d], elem); };
+  const Index v = vec_elems(elem);
+  if (hs[B] == 1 && hs[J] == s && ls[J] == 1 && sz[J] % v == 0 && al(hs, N) && al(hs, C) && al(hs, I) &&
+      al(hs, A) && al(ls, N) && al(ls, C) && al(ls, I) && al(ls, A) && al(ls, B))
+    return kVecNCHW;
+  if (s == 2 && hs[C] == 1 && ls[B] == 1 && ls[A] == 2 && ls[C] == 4 && sz[C] % v == 0 && al(hs, N) &&
+      al(hs, I) && al(hs, J) && al(hs, A) && al(hs, B) && al(ls, N) && al(ls, I) && al(ls, J))
+    return kVecCL2;
+  if (sz[C] == 3 && elem <= 8) {
+    const int vj = rgb_vj(int(s), elem);
+    if (vj > 0 && hs[C] == 1 && hs[B] == 3 && hs[J] == 3 * s && ls[B] == 1 && ls[A] == s &&
+        ls[C] == s * s && ls[J] == 3 * s * s && sz[J] % vj == 0 && al(hs, N) && al(hs, I) && al(hs, A) &&
+        al(ls, N) && al(ls, I))
+      return kVecRGB;
+  }
+  return kVecNone;
+}
+
+// Micro-tiles of a mode (one per thread, grid-stride).
+template <int Mode, typename Map, typename Index>
+FR_HD inline Index vec_tiles(const Geom<Index>& g) {
+  if (Mode == kVecNCHW) return g.size[N] * g.size[C] * g.size[I] * g.size[A] * (g.size[J] / Map::L);
+  if (Mode == kVecCL2) return g.size[N] * g.size[I] * g.size[J] * (g.size[C] / Map::L);
+  return g.size[N] * g.size[I] * (g.size[J] * 3 * g.size[A] / Map::L);  // kVecRGB
+}
+
+// Thread work: micro-tile t (0 <= t < vec_tiles).
+template <typename T, int Mode, typename Map, typename Index>
+FR_HD inline void vec_item(const T* __restrict__ src, T* __restrict__ dst, const Geom<Index>& g, Index t) {
+  constexpr int R = Map::R;
+  Index packed, split[R];
+  bool packed_is_src;
+  if (Mode == kVecNCHW) {  // t = (((n, c), i), a), jt
+    const Index jts = g.size[J] / Map::L;
+    const Index jt = t % jts;
+    Index rest = t / jts;
+    const Index a = rest % g.size[A];
+    rest /= g.size[A];
+    const Index i = rest % g.size[I];
+    rest /= g.size[I];
+    const Index c = rest % g.size[C];
+    const Index n = rest / g.size[C];
+    packed = n * g.hs[N] + c * g.hs[C] + i * g.hs[I] + a * g.hs[A] + jt * Map::P;
+    const Index l0 = n * g.ls[N] + c * g.ls[C] + i * g.ls[I] + a * g.ls[A] + jt * Map::L;
+    for (int r = 0; r < R; ++r) split[r] = l0 + Index(r) * g.ls[B];
+    packed_is_src = g.down;
+  } else if (Mode == kVecCL2) {  // t = ((n, i), j), ct
+    const Index cts = g.size[C] / Map::L;
+    const Index ct = t % cts;
+    Index rest = t / cts;
+    const Index j = rest % g.size[J];
+    rest /= g.size[J];
+    const Index i = rest % g.size[I];
+    const Index n = rest / g.size[I];
+    packed = n * g.ls[N] + i * g.ls[I] + j * g.ls[J] + ct * Map::P;
+    const Index h0 = n * g.hs[N] + i * g.hs[I] + j * g.hs[J] + ct * Map::L;
+    for (int r = 0; r < R; ++r) split[r] = h0 + Index(r / 2) * g.hs[A] + Index(r % 2) * g.hs[B];
+    packed_is_src = !g.down;
+  } else {  // kVecRGB: t = (n, i), jt
+    const Index jts = g.size[J] * 3 * g.size[A] / Map::L;
+    const Index jt = t % jts;
+    const Index rest = t / jts;
+    const Index i = rest % g.size[I];
+    const Index n = rest / g.size[I];
+    packed = n * g.ls[N] + i * g.ls[I] + jt * Map::P;
+    const Index h0 = n * g.hs[N] + i * g.hs[I] + jt * Map::L;
+    for (int r = 0; r < R; ++r) split[r] = h0 + Index(r) * g.hs[A];
+    packed_is_src = !g.down;
+  }
+  if (packed_is_src) {
+    T in[Map::P];
+    load_run(src + packed, in);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int r = 0; r < R; ++r) {
+      T out[Map::L];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+      for (int o = 0; o < Map::L; ++o) out[o] = in[Map::p_of(r, o)];
+      store_run(dst + split[r], out);
+    }
+  } else {
+    T out[Map::P];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int r = 0; r < R; ++r) {
+      T in[Map::L];
+      load_run(src + split[r], in);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+      for (int o = 0; o < Map::L; ++o) out[Map::p_of(r, o)] = in[o];
+    }
+    store_run(dst + packed, out);
+  }
+}
+
+// Host: call f(std::integral_constant<int, Mode>{}, Map{}) for (mode, s) with element type T;
+// false when there is no such instantiation (then the general paths run).
+template <typename T, typename F>
+inline bool vec_dispatch(int mode, int64_t s, F&& f) {
+  constexpr int e = int(sizeof(T));
+  constexpr int v = vec_elems(e);
+  using NCHW = std::integral_constant<int, kVecNCHW>;
+  using CL2 = std::integral_constant<int, kVecCL2>;
+  using RGB = std::integral_constant<int, kVecRGB>;
+  if (mode == kVecNCHW) {
+    if (s == 2) return f(NCHW{}, MapInterleave<2, v>{}), true;
+    if (s == 4) return f(NCHW{}, MapInterleave<4, v>{}), true;
+    if (s == 8) return f(NCHW{}, MapInterleave<8, v>{}), true;
+  } else if (mode == kVecCL2) {
+    if (s == 2) return f(CL2{}, MapInterleave<4, v>{}), true;
+  } else if (mode == kVecRGB) {
+    if constexpr (e <= 8 && rgb_vj(2, e) > 0)
+      if (s == 2) return f(RGB{}, MapRGB<2, rgb_vj(2, e)>{}), true;
+    if constexpr (e <= 8 && rgb_vj(4, e) > 0)
+      if (s == 4) return f(RGB{}, MapRGB<4, rgb_vj(4, e)>{}), true;
+    if constexpr (e <= 8 && rgb_vj(8, e) > 0)
+      if (s == 8) return f(RGB{}, MapRGB<8, rgb_vj(8, e)>{}), true;
+  }
+  return false;
 }
 
 }  // namespace tiles
