@@ -24,15 +24,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import call_times, summarize  # noqa: E402
-from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig  # noqa: E402
+from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, dense_op  # noqa: E402
 
 VARIANTS = ["eager", "eager_cl", "compile", "fast"]
+# CUDA only: FastReshuffleNet with the Triton kernel off (same buffers, cuBLAS/cuDNN per layer)
+CUDA_VARIANTS = VARIANTS + ["fast_cudnn"]
+
+
+class _NoTriton(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        with dense_op.triton_kernels(False):
+            return self.inner(x)
 
 
 def build(variant, preset, device, dtype):
     torch.manual_seed(0)
     cfg = ReshuffleNetConfig.preset(preset)
-    model = (FastReshuffleNet if variant == "fast" else ReshuffleNet)(cfg).to(device, dtype).eval()
+    fast = variant in ("fast", "fast_cudnn")
+    model = (FastReshuffleNet if fast else ReshuffleNet)(cfg).to(device, dtype).eval()
+    if variant == "fast_cudnn":
+        model = _NoTriton(model)
     fmt = torch.contiguous_format
     if variant == "eager_cl":
         fmt = torch.channels_last
@@ -127,7 +142,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)} (+fast_cudnn on CUDA)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds in which the variants take turns (default 3 on CPU, 1 on CUDA)")
     ap.add_argument("--no-compile", action="store_true")
@@ -147,6 +162,8 @@ def main(argv=None):
     repeats = args.repeats or (30 if device.type == "cuda" else 5)
     warmup = args.warmup or (5 if device.type == "cuda" else 1)
     args.rounds = args.rounds or (1 if device.type == "cuda" else 3)
+    if args.variants is None:
+        args.variants = ",".join(CUDA_VARIANTS if device.type == "cuda" else VARIANTS)
     variants = [v for v in args.variants.split(",") if not (args.no_compile and v == "compile")]
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")

@@ -26,9 +26,11 @@ training.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -64,8 +66,32 @@ def _kernels():
     return mod
 
 
+_override = threading.local()
+
+
+@contextlib.contextmanager
+def triton_kernels(enabled: bool):
+    """Within this context (this thread), run dense layers on CUDA with the fused Triton kernel
+    (``True``) or with cuBLAS/cuDNN on the same buffers (``False``).  Outside any context the
+    environment decides: ``FASTRESHUFFLE_TRITON=0`` turns the Triton kernel off."""
+    prev = getattr(_override, "enabled", None)
+    _override.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _override.enabled = prev
+
+
+def triton_enabled() -> bool:
+    """Whether CUDA dense layers use the fused Triton kernel (see :func:`triton_kernels`)."""
+    o = getattr(_override, "enabled", None)
+    if o is not None:
+        return o
+    return _HAS_TRITON and os.environ.get("FASTRESHUFFLE_TRITON", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _use_triton(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda" and _HAS_TRITON
+    return t.device.type == "cuda" and _HAS_TRITON and triton_enabled()
 
 
 # ------------------------------------------------------------------------------ checks

@@ -377,3 +377,29 @@ def test_bias_elu_bad_input():
 def test_bias_elu_opcheck():
     x = torch.randn(9, 5)
     torch.library.opcheck(torch.ops.fastreshuffle.bias_elu_.default, (x, torch.randn(5)))
+
+
+def test_triton_switch(monkeypatch):
+    # FASTRESHUFFLE_TRITON=0 (read at each call) and the triton_kernels() context choose between
+    # the fused kernel and cuBLAS/cuDNN on CUDA; the context wins, and nests.
+    monkeypatch.setenv("FASTRESHUFFLE_TRITON", "0")
+    assert not dense_op.triton_enabled()
+    with dense_op.triton_kernels(True):
+        assert dense_op.triton_enabled()
+        with dense_op.triton_kernels(False):
+            assert not dense_op.triton_enabled()
+        assert dense_op.triton_enabled()
+    assert not dense_op.triton_enabled()
+    monkeypatch.setenv("FASTRESHUFFLE_TRITON", "1")
+    assert dense_op.triton_enabled() == dense_op._HAS_TRITON
+    assert not dense_op._use_triton(torch.zeros(1))  # CPU tensors never take the Triton kernel
+
+
+@cuda
+@needs_cuda
+def test_cuda_torch_path_matches_reference(monkeypatch):
+    # the cuBLAS/cuDNN fallback on CUDA (Triton off) writes the same slice as the fused kernel
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # IEEE fp32 like the reference
+    with dense_op.triton_kernels(False):
+        check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 40, 16, 64, 13, 17,
+                      torch.float32, device="cuda", tol=CUDA_TOL[torch.float32])
