@@ -258,6 +258,41 @@ def test_interp_reshuffle(channels_last):
     assert torch.isnan(buf[:, m + n:]).all()
 
 
+@interp
+@pytest.mark.parametrize("shape", [(1, 3, 16, 24), (2, 3, 13, 7)], ids=str)
+def test_interp_network_triton_path(monkeypatch, shape):
+    # FastReshuffleNet's GPU code path (block buffers sized for the fused kernel, the reshuffle
+    # variant for each block's first layer, scratch and launch per layer) run through the
+    # interpreter on CPU tensors, against the plain-PyTorch reference.
+    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, fast_model
+    kern = dense_op._kernels()
+    launch = kern.launch_dense_layer
+    calls = []
+
+    def launch_cfg(*a, **kw):
+        calls.append(kw.get("prefix_out") is not None)
+        return launch(*a, **{**kw, "config": CFG_A})
+
+    monkeypatch.setattr(dense_op, "_use_triton", lambda t: True)
+    monkeypatch.setattr(fast_model, "_use_triton", lambda t: True)
+    monkeypatch.setattr(kern, "launch_dense_layer", launch_cfg)
+    torch.manual_seed(0)
+    ref = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fast = FastReshuffleNet(ref.config).eval()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        expect = ref(x)
+        out = fast(x)
+    layers = sum(ref.config.layers)
+    assert len(calls) == layers and sum(calls) == 2   # blocks 2 and 3 start with the reshuffle variant
+    assert (out - expect).abs().max().item() <= 1e-4
+
+
 # ------------------------------------------------------------------------- CUDA
 CFG_C8 = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
 CFG_D8 = dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
