@@ -55,6 +55,7 @@ fi
 if want probe; then
 step "Triton config probe (each candidate config in its own process; see kernels/dense_layer.py)"
 run_step probe_configs.txt 90 python benchmarks/probe_triton_configs.py --set candidates --jobs 8
+run_step probe_autotune.txt 60 python benchmarks/probe_triton_configs.py --set autotune --jobs 8
 fi
 
 if want bench_reshuffle; then
@@ -131,6 +132,6 @@ PY
 [ -f "$OUT/pytest_cuda.txt" ] && grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
 # at most a few files come back from a device call: keep the summary-level files, pack the rest
 (cd "$OUT" && tar czf gpu_check_logs.tgz --exclude=gpu_check_logs.tgz ./* && \
-  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name pytest_cuda.txt ! -name probe_configs.txt ! -name 'bench_*.json' -delete)
+  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name pytest_cuda.txt ! -name 'probe_*.txt' ! -name 'bench_*.json' -delete)
 echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT (logs in gpu_check_logs.tgz)"
 exit $status
