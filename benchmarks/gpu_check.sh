@@ -132,6 +132,6 @@ PY
 [ -f "$OUT/pytest_cuda.txt" ] && grep -E "passed|failed|error" "$OUT/pytest_cuda.txt" | tail -3
 # at most a few files come back from a device call: keep the summary-level files, pack the rest
 (cd "$OUT" && tar czf gpu_check_logs.tgz --exclude=gpu_check_logs.tgz ./* && \
-  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name pytest_cuda.txt ! -name 'probe_*.txt' ! -name 'bench_*.json' -delete)
+  find . -maxdepth 1 -type f ! -name gpu_check_logs.tgz ! -name pytest_cuda.txt ! -name 'probe_*.txt' -delete)
 echo; echo "gpu_check finished with status $status after $((SECONDS - T0)) s; files in $OUT (logs in gpu_check_logs.tgz)"
 exit $status
