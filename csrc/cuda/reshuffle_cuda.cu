@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <type_traits>
 
 #include "../reshuffle.h"
 #include "reshuffle_tiles.cuh"
@@ -96,8 +97,8 @@ int round_threads(int64_t work, int max_threads) {
 }
 
 template <typename T, int S, typename Index>
-void launch_paths(const Geometry& geo, const T* src, T* dst, int max_blocks, cudaStream_t stream) {
-  const tiles::Geom<Index> g = make_tiles_geom<Index>(geo);
+void launch_paths(const Geometry& geo, const tiles::Geom<Index>& g, const T* src, T* dst, int max_blocks,
+                  cudaStream_t stream) {
   const int64_t s = geo.size[kA];
   if (geo.channels_last && s * s <= tiles::kTileElems) {
     const int64_t items = tiles::nhwc_items(g);
@@ -115,13 +116,26 @@ void launch_paths(const Geometry& geo, const T* src, T* dst, int max_blocks, cud
 }
 
 template <typename T, typename Index>
-void launch_index(const Geometry& g, const T* src, T* dst, int max_blocks, cudaStream_t stream) {
-  switch (g.size[kA]) {
-    case 2: launch_paths<T, 2, Index>(g, src, dst, max_blocks, stream); break;
-    case 3: launch_paths<T, 3, Index>(g, src, dst, max_blocks, stream); break;
-    case 4: launch_paths<T, 4, Index>(g, src, dst, max_blocks, stream); break;
-    case 8: launch_paths<T, 8, Index>(g, src, dst, max_blocks, stream); break;
-    default: launch_paths<T, 0, Index>(g, src, dst, max_blocks, stream); break;
+void launch_index(const Geometry& geo, const T* src, T* dst, int max_blocks, cudaStream_t stream) {
+  const tiles::Geom<Index> g = make_tiles_geom<Index>(geo);
+  if constexpr (std::is_same_v<Index, int32_t>) {  // vectorized micro-tiles where they apply
+    const int mode = tiles::vec_mode<Index>(g, static_cast<int>(sizeof(T)), reinterpret_cast<uint64_t>(src),
+                                            reinterpret_cast<uint64_t>(dst));
+    const bool done = mode != tiles::kVecNone && tiles::vec_dispatch<T>(mode, geo.size[kA], [&](auto m, auto map) {
+      constexpr int Mode = decltype(m)::value;
+      using Map = decltype(map);
+      const int64_t n = tiles::vec_tiles<Mode, Map, Index>(g);
+      const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, max_blocks)));
+      vec_kernel<T, Mode, Map, Index><<<blocks, 256, 0, stream>>>(src, dst, g);
+    });
+    if (done) return;
+  }
+  switch (geo.size[kA]) {
+    case 2: launch_paths<T, 2, Index>(geo, g, src, dst, max_blocks, stream); break;
+    case 3: launch_paths<T, 3, Index>(geo, g, src, dst, max_blocks, stream); break;
+    case 4: launch_paths<T, 4, Index>(geo, g, src, dst, max_blocks, stream); break;
+    case 8: launch_paths<T, 8, Index>(geo, g, src, dst, max_blocks, stream); break;
+    default: launch_paths<T, 0, Index>(geo, g, src, dst, max_blocks, stream); break;
   }
 }
 
@@ -135,18 +149,7 @@ void launch(const Geometry& g, const at::Tensor& x, const at::Tensor& out) {
   const T* src = reinterpret_cast<const T*>(x.const_data_ptr());
   T* dst = reinterpret_cast<T*>(out.mutable_data_ptr());
   if (fits_int32(g)) {
-    const tiles::Geom<int32_t> tg = make_tiles_geom<int32_t>(g);
-    const int mode = tiles::vec_mode<int32_t>(tg, Bytes, reinterpret_cast<uint64_t>(src),
-                                              reinterpret_cast<uint64_t>(dst));
-    const bool vec = mode != tiles::kVecNone &&
-        tiles::vec_dispatch<T>(mode, g.size[kA], [&](auto m, auto map) {
-          constexpr int Mode = decltype(m)::value;
-          using Map = decltype(map);
-          const int64_t n = tiles::vec_tiles<Mode, Map, int32_t>(tg);
-          const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, max_blocks)));
-          vec_kernel<T, Mode, Map, int32_t><<<blocks, 256, 0, stream>>>(src, dst, tg);
-        });
-    if (!vec) launch_index<T, int32_t>(g, src, dst, max_blocks, stream);
+    launch_index<T, int32_t>(g, src, dst, max_blocks, stream);
   } else {
     launch_index<T, int64_t>(g, src, dst, max_blocks, stream);
   }

@@ -39,8 +39,10 @@
 
 #if defined(__CUDACC__)
 #define FR_HD __host__ __device__
+#define FR_UNROLL _Pragma("unroll")
 #else
 #define FR_HD
+#define FR_UNROLL
 #endif
 
 namespace fastreshuffle {
@@ -246,9 +248,7 @@ template <typename T, int N>
 FR_HD inline void load_run(const T* __restrict__ p, T (&v)[N]) {
   constexpr int B = chunk_bytes(N * int(sizeof(T)));
   using C = typename Chunk<B>::type;
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+  FR_UNROLL
   for (int k = 0; k < N * int(sizeof(T)) / B; ++k) {
     const C c = reinterpret_cast<const C*>(p)[k];
     std::memcpy(reinterpret_cast<unsigned char*>(v) + k * B, &c, B);
@@ -259,9 +259,7 @@ template <typename T, int N>
 FR_HD inline void store_run(T* __restrict__ p, const T (&v)[N]) {
   constexpr int B = chunk_bytes(N * int(sizeof(T)));
   using C = typename Chunk<B>::type;
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+  FR_UNROLL
   for (int k = 0; k < N * int(sizeof(T)) / B; ++k) {
     C c;
     std::memcpy(&c, reinterpret_cast<const unsigned char*>(v) + k * B, B);
@@ -385,28 +383,20 @@ FR_HD inline void vec_item(const T* __restrict__ src, T* __restrict__ dst, const
   if (packed_is_src) {
     T in[Map::P];
     load_run(src + packed, in);
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+    FR_UNROLL
     for (int r = 0; r < R; ++r) {
       T out[Map::L];
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+      FR_UNROLL
       for (int o = 0; o < Map::L; ++o) out[o] = in[Map::p_of(r, o)];
       store_run(dst + split[r], out);
     }
   } else {
     T out[Map::P];
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+    FR_UNROLL
     for (int r = 0; r < R; ++r) {
       T in[Map::L];
       load_run(src + split[r], in);
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
+      FR_UNROLL
       for (int o = 0; o < Map::L; ++o) out[Map::p_of(r, o)] = in[o];
     }
     store_run(dst + packed, out);
