@@ -12,6 +12,8 @@ PyMODINIT_FUNC PyInit__C(void) {
 
 namespace fastreshuffle {
 
+int64_t dense_cpu_isa();  // cpu/dense_layer_cpu.cpp
+
 bool built_with_cuda() {
 #ifdef FASTRESHUFFLE_WITH_CUDA
   return true;
@@ -31,6 +33,12 @@ TORCH_LIBRARY(fastreshuffle, m) {
   m.def("built_with_cuda() -> bool", &built_with_cuda);
   // Dense layer CPU path: x[r, k] = elu(x[r, k] + bias[k]) in place (x: rows x channels).
   m.def("bias_elu_(Tensor(a!) x, Tensor bias) -> ()");
+  // Dense layer CPU kernel (float32, channels-contiguous pixels): y = conv3x3(elu(conv1x1(x) + b1)) + b3
+  // written into y (e.g. the channel slice after the prefix x of a channels-last block buffer).
+  // isa: 0 = best available, 1 = AVX2 + FMA, 2 = AVX-512.
+  m.def("dense_layer_cpu_(Tensor x, Tensor(a!) y, Tensor w1, Tensor b1, Tensor w3, Tensor b3, int isa=0) -> ()");
+  // Best instruction set of that kernel on this CPU: 0 none (use the torch composition), 1, 2 as above.
+  m.def("dense_cpu_isa() -> int", &dense_cpu_isa);
 }
 
 }  // namespace fastreshuffle

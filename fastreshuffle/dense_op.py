@@ -190,10 +190,29 @@ def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> t
     return F.elu_(torch.addmm(b1, rows, w1t))
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_kernel_isa() -> int:
+    """Instruction set of the extension's CPU dense-layer kernel on this machine: 2 AVX-512,
+    1 AVX2 + FMA, 0 none (or no extension): then the torch composition runs."""
+    if not _has_op("dense_cpu_isa"):
+        return 0
+    return int(torch.ops.fastreshuffle.dense_cpu_isa())
+
+
+def _unit_channel_stride(t: torch.Tensor) -> bool:
+    return t.shape[1] <= 1 or t.stride(1) == 1
+
+
 def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
+    if (x.dtype == torch.float32 and x.device.type == "cpu" and _unit_channel_stride(x)
+            and _unit_channel_stride(y) and cpu_kernel_isa()):
+        # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
+        # bias + ELU epilogue, 3x3 as an implicit GEMM stored into the slice; no copies)
+        torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3)
+        return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride
         # C, i.e. a strided [HW, m] matrix -> one GEMM per image, no copy.

@@ -141,6 +141,17 @@ def _bias_elu_fake(x, bias):
         raise RuntimeError(f"bias_elu_: bias has shape {tuple(bias.shape)} but x has shape {tuple(x.shape)}")
 
 
+@torch.library.register_fake("fastreshuffle::dense_layer_cpu_")
+def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0):
+    # writes into y, allocates nothing visible; shape rules as in the CPU kernel
+    if x.dim() != 4 or y.dim() != 4 or w1.dim() != 4 or w3.dim() != 4:
+        raise RuntimeError("dense_layer_cpu_: x, y, w1 and w3 must be 4-D")
+    if (w1.shape[1] != x.shape[1] or w3.shape[1] != w1.shape[0]
+            or tuple(y.shape) != (x.shape[0], w3.shape[0], x.shape[2], x.shape[3])):
+        raise RuntimeError(f"dense_layer_cpu_: shapes do not fit: x {tuple(x.shape)}, y {tuple(y.shape)}, "
+                           f"w1 {tuple(w1.shape)}, w3 {tuple(w3.shape)}")
+
+
 # ------------------------------------------------------------------------ autograd
 def _setup_context(ctx, inputs, output):
     ctx.scale = inputs[1]

@@ -177,6 +177,103 @@ def test_torch_compile_sees_op():
     assert torch.allclose(out, expect * 2)
 
 
+# ------------------------------------------------ the extension's CPU kernel (float32)
+CPU_ISA = dense_op.cpu_kernel_isa()
+ISAS = [pytest.param(1, id="avx2", marks=pytest.mark.skipif(CPU_ISA < 1, reason="CPU lacks AVX2 + FMA")),
+        pytest.param(2, id="avx512", marks=pytest.mark.skipif(CPU_ISA < 2, reason="CPU lacks AVX-512"))]
+
+
+def _cpu_kernel(isa):
+    def run(buf, m, wts):
+        n = wts[2].shape[0]
+        torch.ops.fastreshuffle.dense_layer_cpu_(buf[:, :m], buf[:, m:m + n], *wts, isa)
+    return run
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("b,m,n,k,h,w", [
+    (1, 12, 8, 16, 7, 13),      # W not a multiple of any tile height
+    (2, 5, 4, 12, 1, 1),        # 1x1 image: every 3x3 tap but the centre is padding
+    (3, 7, 4, 6, 13, 7),
+    (1, 33, 17, 47, 5, 29),     # K, N not multiples of 8/16 (partial panels)
+    (1, 70, 70, 300, 3, 15),    # several panels in both convolutions
+    (2, 200, 16, 64, 9, 31),    # the network's block-2 shape ratios
+    (1, 40, 64, 256, 4, 6),     # block-0 ratios: N = 64, K = 256
+])
+def test_cpu_kernel_matches_float64(isa, b, m, n, k, h, w):
+    check_inplace(_cpu_kernel(isa), b, m, n, k, h, w, torch.float32, channels_last=True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_cpu_kernel_strided_views(isa):
+    """Input: a spatial crop of a channel prefix; output: a slice of another buffer."""
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(2, 40, 11, 17, generator=g).contiguous(memory_format=torch.channels_last)
+    x = src[:, 3:24, 1:10, 2:15]                    # pixel strides of the big buffer, channel offset 3
+    wts = make_weights(21, 20, 6)
+    dst = torch.full((2, 9, 13, 16), float("nan")).permute(0, 3, 1, 2)  # [2, 16, 9, 13], channels last
+    y = dst[:, 5:11]
+    torch.ops.fastreshuffle.dense_layer_cpu_(x, y, *wts, isa)
+    assert rel_err(y, ref64(x, *wts)) <= TOL[torch.float32]
+    assert torch.isnan(dst[:, :5]).all() and torch.isnan(dst[:, 11:]).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_cpu_kernel_repeated_calls_and_extremes(isa):
+    """Later calls reuse heap memory (the workspace is not fresh zeros); large negative
+    pre-activations saturate the ELU at -1."""
+    wts = make_weights(9, 12, 5)
+    wts[1] = wts[1] - 200.0 * (torch.arange(12) % 2)                  # half the ELUs at ~ -1
+    for seed in range(3):
+        buf = make_buf(1, 9 + 5, 6, 19, torch.float32, "cpu", True, seed=seed)
+        ref = ref64(buf[:, :9], *wts)
+        _cpu_kernel(isa)(buf, 9, wts)
+        assert rel_err(buf[:, 9:], ref) <= TOL[torch.float32]
+
+
+def test_cpu_kernel_bad_input():
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    op = torch.ops.fastreshuffle.dense_layer_cpu_
+    w1, b1, w3, b3 = make_weights(6, 8, 4)
+    x = torch.zeros(1, 6, 4, 4).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(1, 4, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="unit stride along its channels"):
+        op(torch.zeros(1, 6, 4, 4), y, w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="float32"):
+        op(x.double(), y, w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="y must have shape"):
+        op(x, y[:, :3], w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="w1 must have shape"):
+        op(x, y, w1[:, :5], b1, w3, b3)
+    with pytest.raises(RuntimeError, match="b3 must have shape"):
+        op(x, y, w1, b1, w3, b3[:2])
+    with pytest.raises(RuntimeError, match="isa must be"):
+        op(x, y, w1, b1, w3, b3, 7)
+    with pytest.raises(RuntimeError, match="4-D"):
+        op(x[0], y, w1, b1, w3, b3)
+
+
+def test_cpu_kernel_opcheck():
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    wts = make_weights(5, 6, 4)
+    buf = torch.randn(1, 11, 4, 6).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_cpu_.default, (buf[:, :5], buf[:, 5:9], *wts))
+
+
+def test_cpu_path_uses_the_kernel_for_channels_last_float32():
+    """dense_layer_ on a channels-last float32 buffer gives the kernel's result bit for bit."""
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    wts = make_weights(10, 16, 8)
+    buf = make_buf(1, 20, 9, 11, torch.float32, "cpu", True)
+    expect = buf.clone()
+    torch.ops.fastreshuffle.dense_layer_cpu_(expect[:, :10], expect[:, 10:18], *wts)
+    dense_layer_(buf, 10, *wts)
+    assert torch.equal(buf, expect)
+
+
 # ------------------------------------------------------------- Triton interpreter
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 @pytest.mark.skipif(IN_INTERP_PROCESS, reason="already inside the interpreter subprocess")
