@@ -142,7 +142,7 @@ def _bias_elu_fake(x, bias):
 
 
 @torch.library.register_fake("fastreshuffle::dense_layer_cpu_")
-def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0):
+def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0, algo=0):
     # writes into y, allocates nothing visible; shape rules as in the CPU kernel
     if x.dim() != 4 or y.dim() != 4 or w1.dim() != 4 or w3.dim() != 4:
         raise RuntimeError("dense_layer_cpu_: x, y, w1 and w3 must be 4-D")

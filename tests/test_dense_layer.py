@@ -183,13 +183,19 @@ ISAS = [pytest.param(1, id="avx2", marks=pytest.mark.skipif(CPU_ISA < 1, reason=
         pytest.param(2, id="avx512", marks=pytest.mark.skipif(CPU_ISA < 2, reason="CPU lacks AVX-512"))]
 
 
-def _cpu_kernel(isa):
+# 3x3 algorithms: 1 direct, 2 Winograd F(2x2, 3x3) with the intermediate in a row ring,
+# 3 Winograd on the whole intermediate
+ALGOS = [pytest.param(1, id="direct"), pytest.param(2, id="wino-ring"), pytest.param(3, id="wino-whole")]
+
+
+def _cpu_kernel(isa, algo=0):
     def run(buf, m, wts):
         n = wts[2].shape[0]
-        torch.ops.fastreshuffle.dense_layer_cpu_(buf[:, :m], buf[:, m:m + n], *wts, isa)
+        torch.ops.fastreshuffle.dense_layer_cpu_(buf[:, :m], buf[:, m:m + n], *wts, isa, algo)
     return run
 
 
+@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("b,m,n,k,h,w", [
     (1, 12, 8, 16, 7, 13),      # W not a multiple of any tile height
@@ -199,13 +205,16 @@ def _cpu_kernel(isa):
     (1, 70, 70, 300, 3, 15),    # several panels in both convolutions
     (2, 200, 16, 64, 9, 31),    # the network's block-2 shape ratios
     (1, 40, 64, 256, 4, 6),     # block-0 ratios: N = 64, K = 256
+    (2, 9, 20, 24, 11, 2),      # odd H (last Winograd tile row half outside), several strips per task
+    (1, 6, 8, 16, 2, 1),        # odd W = 1
 ])
-def test_cpu_kernel_matches_float64(isa, b, m, n, k, h, w):
-    check_inplace(_cpu_kernel(isa), b, m, n, k, h, w, torch.float32, channels_last=True)
+def test_cpu_kernel_matches_float64(isa, algo, b, m, n, k, h, w):
+    check_inplace(_cpu_kernel(isa, algo), b, m, n, k, h, w, torch.float32, channels_last=True)
 
 
+@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("isa", ISAS)
-def test_cpu_kernel_strided_views(isa):
+def test_cpu_kernel_strided_views(isa, algo):
     """Input: a spatial crop of a channel prefix; output: a slice of another buffer."""
     g = torch.Generator().manual_seed(3)
     src = torch.randn(2, 40, 11, 17, generator=g).contiguous(memory_format=torch.channels_last)
@@ -213,13 +222,14 @@ def test_cpu_kernel_strided_views(isa):
     wts = make_weights(21, 20, 6)
     dst = torch.full((2, 9, 13, 16), float("nan")).permute(0, 3, 1, 2)  # [2, 16, 9, 13], channels last
     y = dst[:, 5:11]
-    torch.ops.fastreshuffle.dense_layer_cpu_(x, y, *wts, isa)
+    torch.ops.fastreshuffle.dense_layer_cpu_(x, y, *wts, isa, algo)
     assert rel_err(y, ref64(x, *wts)) <= TOL[torch.float32]
     assert torch.isnan(dst[:, :5]).all() and torch.isnan(dst[:, 11:]).all()
 
 
+@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("isa", ISAS)
-def test_cpu_kernel_repeated_calls_and_extremes(isa):
+def test_cpu_kernel_repeated_calls_and_extremes(isa, algo):
     """Later calls reuse heap memory (the workspace is not fresh zeros); large negative
     pre-activations saturate the ELU at -1."""
     wts = make_weights(9, 12, 5)
@@ -227,7 +237,7 @@ def test_cpu_kernel_repeated_calls_and_extremes(isa):
     for seed in range(3):
         buf = make_buf(1, 9 + 5, 6, 19, torch.float32, "cpu", True, seed=seed)
         ref = ref64(buf[:, :9], *wts)
-        _cpu_kernel(isa)(buf, 9, wts)
+        _cpu_kernel(isa, algo)(buf, 9, wts)
         assert rel_err(buf[:, 9:], ref) <= TOL[torch.float32]
 
 
@@ -250,6 +260,8 @@ def test_cpu_kernel_bad_input():
         op(x, y, w1, b1, w3, b3[:2])
     with pytest.raises(RuntimeError, match="isa must be"):
         op(x, y, w1, b1, w3, b3, 7)
+    with pytest.raises(RuntimeError, match="algo must be"):
+        op(x, y, w1, b1, w3, b3, 0, 4)
     with pytest.raises(RuntimeError, match="4-D"):
         op(x[0], y, w1, b1, w3, b3)
 
