@@ -5,19 +5,26 @@
 // read straight from a channel-prefix view x of a channels-last block buffer and written
 // straight into a channel slice y of it: no copy of the prefix, no temporary for the result.
 //
-// Both convolutions run on one register-tile kernel (dense_tile.inc): MR consecutive pixels of
-// an image row x NR output channels, accumulated in vector registers over every tap and input
-// channel, A broadcast from the pixel rows (channels contiguous, any pixel stride: the prefix
-// of a channels-last buffer has pixel stride C, not M), B from weights packed per panel of NR
-// columns.  This is the 1x1 GEMM (one tap) with the bias + ELU in its epilogue, writing the
-// bottleneck intermediate E into a workspace with one zero column on each side of every image
-// row, and then the 3x3 convolution as an implicit GEMM over nine taps of E (a tap is a fixed
-// pointer offset; taps whose row falls outside the image are skipped, the zero columns give
-// the horizontal zero padding) with the bias in its epilogue, stored into y.
+// Everything runs on one register-tile kernel (dense_tile.inc): MR consecutive pixels x NR
+// output channels, accumulated in vector registers over every tap and input channel, A
+// broadcast from pixel rows (channels contiguous, any pixel stride: the prefix of a
+// channels-last buffer has pixel stride C, not M), B from weights packed per panel of NR
+// columns.  At the FMA peak of this machine in its inner loop (4 loads, 6 broadcasts, 24 FMAs).
+//
+//   1x1:  the GEMM straight from the strided prefix, bias + ELU in its epilogue, into the
+//         bottleneck intermediate E (rows with a zero column on each side: the 3x3 padding).
+//   3x3:  Winograd F(2x2, 3x3) (algo 2/3, the default): per strip of 2 output rows, the input
+//         transform V = B^T d B of the 4x4 patches (vectorized over channels), sixteen GEMMs
+//         V_xi U_xi on the same tiles (U = G g G^T, computed in float64), the output transform
+//         + bias stored into y: 2.25x fewer multiply-adds than the direct 3x3, which stays as
+//         algo 1 (an implicit GEMM over nine taps of E).
+//   E:    whole (algo 3) when it fits the last-level cache, else (algo 2) computed row by row
+//         into a four-row ring per task just before the strips that read it, so it never goes
+//         to memory (each task recomputes the two rows above its first strip).
 //
 // Why: on the machine this was measured on (AMD EPYC, Zen 4, 2 cores) torch.mm (MKL) on the
 // strided prefix reached 105-180 GFLOP/s at the network's shapes, oneDNN 170-215 GFLOP/s but
-// only on a contiguous copy of the prefix (F.conv2d copies it first), and this kernel
+// only on a contiguous copy of the prefix (F.conv2d copies it first), and these tiles
 // 175-215 GFLOP/s on the strided prefix itself.  The instruction set (AVX-512 or AVX2 + FMA)
 // is chosen at run time; without either, the Python side keeps the torch composition.
 #include <ATen/ATen.h>
@@ -26,8 +33,8 @@
 
 #include <algorithm>
 #include <array>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
