@@ -190,13 +190,23 @@ def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> t
     return F.elu_(torch.addmm(b1, rows, w1t))
 
 
+_CPU_ISA_NAMES = {"off": 0, "avx2": 1, "avx512": 2}
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_kernel_isa() -> int:
-    """Instruction set of the extension's CPU dense-layer kernel on this machine: 2 AVX-512,
-    1 AVX2 + FMA, 0 none (or no extension): then the torch composition runs."""
+    """Instruction set of the extension's CPU dense-layer kernel: 2 AVX-512, 1 AVX2 + FMA, 0 none
+    (no such CPU, no extension, or turned off): then the torch composition runs.  The best the
+    CPU has, capped by ``FASTRESHUFFLE_CPU_KERNEL=off|avx2|avx512`` (read on first use)."""
     if not _has_op("dense_cpu_isa"):
         return 0
-    return int(torch.ops.fastreshuffle.dense_cpu_isa())
+    best = int(torch.ops.fastreshuffle.dense_cpu_isa())
+    want = os.environ.get("FASTRESHUFFLE_CPU_KERNEL", "").strip().lower()
+    if not want:
+        return best
+    if want not in _CPU_ISA_NAMES:
+        raise ValueError(f"FASTRESHUFFLE_CPU_KERNEL={want!r}: expected one of {', '.join(_CPU_ISA_NAMES)}")
+    return min(best, _CPU_ISA_NAMES[want])
 
 
 def _unit_channel_stride(t: torch.Tensor) -> bool:
@@ -211,7 +221,7 @@ def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
             and _unit_channel_stride(y) and cpu_kernel_isa()):
         # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
         # bias + ELU epilogue, 3x3 as an implicit GEMM stored into the slice; no copies)
-        torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3)
+        torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, cpu_kernel_isa())
         return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride

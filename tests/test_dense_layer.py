@@ -562,3 +562,16 @@ def test_triton_kernel_compiles_for_sm90():
         pytest.skip("this Triton build has no CUDA backend")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "compiled for sm_90" in r.stdout
+
+
+@pytest.mark.parametrize("value,expect", [("off", 0), ("avx2", 1), ("avx512", 2), ("bogus", None)])
+def test_cpu_kernel_env_switch(value, expect):
+    """FASTRESHUFFLE_CPU_KERNEL caps the instruction set (off: torch composition)."""
+    code = "from fastreshuffle import dense_op; print(dense_op.cpu_kernel_isa())"
+    env = dict(os.environ, FASTRESHUFFLE_CPU_KERNEL=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if expect is None:
+        assert r.returncode != 0 and "FASTRESHUFFLE_CPU_KERNEL" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert int(r.stdout.strip()) == min(expect, CPU_ISA)
