@@ -148,11 +148,17 @@ int64_t best_isa() {
 int lanes(int64_t isa) { return isa == kAvx512 ? 16 : 8; }
 int max_nv(int64_t isa) { return isa == kAvx512 ? 4 : 3; }
 
-// Vectors per panel for `ncols` output channels: as wide as the registers allow, but no wider
-// than the channels need.
+// Vectors per panel for `ncols` output channels: the fewest padded columns, then the widest
+// (e.g. AVX2, 64 channels: 4 panels of 2 vectors, not 3 of 3 with 8 columns wasted).
 int pick_nv(int64_t isa, int64_t ncols) {
   const int64_t w = lanes(isa);
-  return static_cast<int>(std::min<int64_t>(max_nv(isa), (ncols + w - 1) / w));
+  int best = 1;
+  int64_t best_cols = (ncols + w - 1) / w * w;
+  for (int nv = 2; nv <= max_nv(isa); ++nv) {
+    const int64_t nr = nv * w, cols = (ncols + nr - 1) / nr * nr;
+    if (cols <= best_cols) { best = nv; best_cols = cols; }
+  }
+  return best;
 }
 
 // w: [ncols, kc, kh, kw] (a conv weight) -> [panels][taps][kc][NR]; column n of tap t row p is
