@@ -223,6 +223,12 @@ void run(const RowConv& rc, int64_t isa, int64_t batch) {
   });
 }
 
+// The zero columns of one E row of wp columns (image column x at E column x + 1).
+void zero_pad_columns(float* row, int64_t W, int64_t wp, int64_t K) {
+  std::fill_n(row, K, 0.0f);
+  std::fill_n(row + (W + 1) * K, (wp - W - 1) * K, 0.0f);
+}
+
 // Tiles per Winograd strip chunk: the transformed input (16 T K floats) near 768 KiB (L2).
 int64_t winograd_tcap(int64_t W, int64_t K) {
   const int64_t tx_all = (W + 1) / 2;
@@ -271,8 +277,7 @@ void run_fused(const RowConv& c1, const WinoStrip& ws, int64_t wp, int64_t isa, 
     std::unique_ptr<float[]> ring(new float[4 * wp * K]);
     for (int i = 0; i < 4; ++i) {
       float* row = ring.get() + i * wp * K;
-      std::fill_n(row, K, 0.0f);
-      std::fill_n(row + (ws.W + 1) * K, (wp - ws.W - 1) * K, 0.0f);
+      zero_pad_columns(row, ws.W, wp, K);
     }
 #ifdef FR_DENSE_X86
     if (isa == kAvx512) avx512::fused_strips(c1, ws, wp, s0, s1, tcap, ring.get(), sc.V.get(), sc.Mb.get());
@@ -359,8 +364,7 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
   float* pe = e.mutable_data_ptr<float>();
   at::parallel_for(0, B * H, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      std::fill_n(pe + r * Wp * K, K, 0.0f);
-      std::fill_n(pe + (r * Wp + W + 1) * K, (Wp - W - 1) * K, 0.0f);
+      zero_pad_columns(pe + r * Wp * K, W, Wp, K);
     }
   });
   c1.out = pe + K;  // column 1 of row 0
