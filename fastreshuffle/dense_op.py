@@ -400,7 +400,11 @@ class _DenseBlockFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x0, c_out, *params):
         b, c0, h, w = x0.shape
-        buf = torch.empty((b, c_out, h, w), dtype=x0.dtype, device=x0.device)
+        # CPU: channels-last, so the layers run on the extension's kernel / the row-major prefix
+        # GEMM as in FastReshuffleNet's inference (small preset, batch 16 of 96x96: a training
+        # step 0.58 -> 0.46 s at 1 thread)
+        fmt = torch.channels_last if x0.device.type == "cpu" else torch.contiguous_format
+        buf = torch.empty((b, c_out, h, w), dtype=x0.dtype, device=x0.device, memory_format=fmt)
         buf[:, :c0].copy_(x0)
         c = c0
         for j in range(0, len(params), 4):
