@@ -36,7 +36,6 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
-#include <vector>
 
 #include "cpu/elu_f32.h"
 
@@ -98,7 +97,6 @@ struct Ops {
   static constexpr int mr_for(int nv) { return nv == 1 ? 14 : nv == 2 ? 14 : nv == 3 ? 8 : 6; }
   static inline V zero() { return _mm512_setzero_ps(); }
   static inline V load(const float* p) { return _mm512_loadu_ps(p); }
-  static inline V loadu(const float* p) { return _mm512_loadu_ps(p); }
   static inline V bcast(const float* p) { return _mm512_set1_ps(*p); }
   static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static inline void store(float* p, V v) { _mm512_store_ps(p, v); }
@@ -119,7 +117,6 @@ struct Ops {
   static constexpr int mr_for(int nv) { return nv == 1 ? 12 : nv == 2 ? 6 : 4; }
   static inline V zero() { return _mm256_setzero_ps(); }
   static inline V load(const float* p) { return _mm256_loadu_ps(p); }
-  static inline V loadu(const float* p) { return _mm256_loadu_ps(p); }
   static inline V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static inline void store(float* p, V v) { _mm256_store_ps(p, v); }
