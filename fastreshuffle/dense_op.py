@@ -220,7 +220,7 @@ def _torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     if (x.dtype == torch.float32 and x.device.type == "cpu" and _unit_channel_stride(x)
             and _unit_channel_stride(y) and cpu_kernel_isa()):
         # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
-        # bias + ELU epilogue, 3x3 as an implicit GEMM stored into the slice; no copies)
+        # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
         torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, cpu_kernel_isa())
         return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
