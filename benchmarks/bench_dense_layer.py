@@ -6,8 +6,8 @@ Shapes are those of a 1024x1024 input to the paper network:
   M=1280 at 128x128 (block 0: N=64, K=256).
 ``--quick`` divides the spatial size by 4 (for CPUs).
 
-    python benchmarks/bench_dense_layer.py --quick            # CPU
-    python benchmarks/bench_dense_layer.py --device cuda      # GPU (Triton kernel)
+    python -m benchmarks.bench_dense_layer --quick            # CPU
+    python -m benchmarks.bench_dense_layer --device cuda      # GPU (Triton kernel)
 
 Prints median and 20th/80th percentiles (ms) per variant and the ratio eager/variant
 (>1 = faster than eager); on CUDA also the peak extra memory per call.
@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import call_times, summarize  # noqa: E402
-from fastreshuffle.dense_op import dense_layer_  # noqa: E402
+from benchmarks.common import call_times, summarize  # noqa: E402
+from fastreshuffle.ops import dense_layer_  # noqa: E402
 
 SHAPES = [  # M, N, K, H, W  (1024x1024 input)
     (160, 16, 64, 512, 512),

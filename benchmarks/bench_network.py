@@ -1,8 +1,8 @@
 """Whole-network benchmark: FastReshuffleNet vs ReshuffleNet eager (NCHW and channels_last) vs
 torch.compile(ReshuffleNet), inference under ``torch.inference_mode``.
 
-    python benchmarks/bench_network.py                       # CPU, paper preset, 768x512
-    python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080
+    python -m benchmarks.bench_network                       # CPU, paper preset, 768x512
+    python -m benchmarks.bench_network --device cuda --sizes 768x512,1920x1080
 
 Time: median and 20th/80th percentiles.  Peak memory: on CUDA ``max_memory_allocated`` minus
 the memory allocated before the call; on CPU each variant runs in its own subprocess that
@@ -20,12 +20,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import call_times, summarize  # noqa: E402
-from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, dense_op  # noqa: E402
+from benchmarks.common import call_times, summarize  # noqa: E402
+from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, backends  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["eager", "eager_cl", "compile", "fast"]
 # CUDA also times FastReshuffleNet with the Triton kernel off (same buffers, cuBLAS/cuDNN per layer)
 CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast_cudnn", "fast"]  # fast last: a kernel fault ends the process
@@ -37,7 +36,7 @@ class _NoTriton(torch.nn.Module):
         self.inner = inner
 
     def forward(self, x):
-        with dense_op.triton_kernels(False):
+        with backends.override(triton=False):
             return self.inner(x)
 
 
@@ -107,9 +106,9 @@ def read_peak_rss():
 
 
 def cpu_peak(variant, args, size):
-    cmd = [sys.executable, os.path.abspath(__file__), "--mem-child", variant, "--preset", args.preset,
+    cmd = [sys.executable, "-m", "benchmarks.bench_network", "--mem-child", variant, "--preset", args.preset,
            "--dtype", args.dtype, "--batch", str(args.batch), "--sizes", f"{size[0]}x{size[1]}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if r.returncode != 0:
         return None
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]

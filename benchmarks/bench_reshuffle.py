@@ -1,6 +1,6 @@
 """Reshuffle ops vs torch pixel_(un)shuffle vs a plain copy of the same bytes, side by side.
 
-    python benchmarks/bench_reshuffle.py [--device cpu|cuda] [--repeats 50] [--quick]
+    python -m benchmarks.bench_reshuffle [--device cpu|cuda] [--repeats 50] [--quick]
 
 Prints median (20/80 percentiles) per implementation, ratios vs torch and vs the copy, and
 (on CUDA) the effective bandwidth (bytes read + written / time).
@@ -8,14 +8,11 @@ Prints median (20/80 percentiles) per implementation, ratios vs torch and vs the
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import fmt_time, machine_line, measure  # noqa: E402
+from benchmarks.common import fmt_time, machine_line, measure  # noqa: E402
 
 import fastreshuffle  # noqa: E402
 

@@ -39,13 +39,13 @@ step "build (FORCE_CUDA=1)"
 if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 python -m pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
   echo "install FAILED (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
 fi
-python -c "import torch, fastreshuffle, fastreshuffle.dense_op as d; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
+python -c "import torch, fastreshuffle, fastreshuffle.backends as b; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
 print('fastreshuffle ok, triton path:', d._HAS_TRITON, 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
   || { echo "import / first CUDA call FAILED"; exit 3; }
 
 tests=()
-want tests_reshuffle && tests+=(tests/test_reshuffle_ops.py)
-want tests_dense && tests+=(tests/test_dense_layer.py tests/test_fast_model.py)
+want tests_reshuffle && tests+=(tests/ops/test_reshuffle.py)
+want tests_dense && tests+=(tests/ops/test_dense_layer.py tests/nn/test_fast_model.py)
 if [ "${#tests[@]}" -gt 0 ]; then
   step "CUDA tests (${tests[*]}): reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference"
   run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 --tb=short \
@@ -54,37 +54,37 @@ fi
 
 if want probe; then
 step "Triton config probe (each candidate config in its own process; see kernels/dense_layer.py)"
-run_step probe_configs.txt 90 python benchmarks/probe_triton_configs.py --set candidates --jobs 8
-run_step probe_autotune.txt 60 python benchmarks/probe_triton_configs.py --set autotune --jobs 8
+run_step probe_configs.txt 90 python -m benchmarks.probe_triton_configs --set candidates --jobs 8
+run_step probe_autotune.txt 60 python -m benchmarks.probe_triton_configs --set autotune --jobs 8
 fi
 
 if want bench_reshuffle; then
 step "reshuffle benchmark (ours vs pixel_(un)shuffle vs copy kernel)"
-run_step bench_reshuffle.txt 50 python benchmarks/bench_reshuffle.py --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json"
+run_step bench_reshuffle.txt 50 python -m benchmarks.bench_reshuffle --device cuda --repeats 50 --json "$OUT/bench_reshuffle.json"
 fi
 
 if want net_bf16; then
 step "network benchmark, bf16 at 1920x1080 (target: fast >= 2x eager)"
-run_step bench_network_bf16.txt 70 python benchmarks/bench_network.py --device cuda --dtype bfloat16 --sizes 1920x1080 \
+run_step bench_network_bf16.txt 70 python -m benchmarks.bench_network --device cuda --dtype bfloat16 --sizes 1920x1080 \
   --repeats 20 --no-compile --json "$OUT/bench_network_bf16.json"
 fi
 
 
 if want dense_fp16; then
 step "dense layer benchmark, fp16"
-run_step bench_dense_fp16.txt 50 python benchmarks/bench_dense_layer.py --device cuda --dtype float16 --repeats 30 --no-compile \
+run_step bench_dense_fp16.txt 50 python -m benchmarks.bench_dense_layer --device cuda --dtype float16 --repeats 30 --no-compile \
   --json "$OUT/bench_dense_fp16.json"
 fi
 
 if want dense_fp32; then
 step "dense layer benchmark, fp32 IEEE, with torch.compile(mode=max-autotune)"
-run_step bench_dense_fp32.txt 150 python benchmarks/bench_dense_layer.py --device cuda --repeats 30 --compile-mode max-autotune \
+run_step bench_dense_fp32.txt 150 python -m benchmarks.bench_dense_layer --device cuda --repeats 30 --compile-mode max-autotune \
   --json "$OUT/bench_dense_fp32.json"
 fi
 
 if want net_fp32; then
 step "network benchmark, fp32 (paper preset, 768x512 and 1920x1080, with torch.compile)"
-run_step bench_network.txt 240 python benchmarks/bench_network.py --device cuda --sizes 768x512,1920x1080 --repeats 20 \
+run_step bench_network.txt 240 python -m benchmarks.bench_network --device cuda --sizes 768x512,1920x1080 --repeats 20 \
   --json "$OUT/bench_network.json"
 fi
 

@@ -4,8 +4,8 @@ A config whose compiled code faults (illegal memory access) poisons the whole CU
 each probe runs in its own process; the parent prints one line per probe: ok (with the error
 vs a float64 reference and the median time), FAIL (wrong result) or CRASH (the fault).
 
-    python benchmarks/probe_triton_configs.py                 # kernels.dense_layer.CANDIDATE_CONFIGS
-    python benchmarks/probe_triton_configs.py --set autotune  # the configs autotuning uses
+    python -m benchmarks.probe_triton_configs                 # kernels.dense_layer.CANDIDATE_CONFIGS
+    python -m benchmarks.probe_triton_configs --set autotune  # the configs autotuning uses
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 # (B, M, N-from-config, K = 4N, H, W): the shape whose 16-bit autotuning faulted, N = BLOCK_N
 SHAPE = dict(B=2, M=200, H=33, W=47)
@@ -28,8 +27,8 @@ def child(set_name: str, idx: int, dtype_name: str, channels_last: bool, device:
     import torch
     import triton.testing
 
-    from fastreshuffle import dense_op
-    from kernels import dense_layer as dl
+    from fastreshuffle.ops import _dense_torch
+    from fastreshuffle.kernels import dense_layer as dl
 
     cfg = (dl.CANDIDATE_CONFIGS if set_name == "candidates" else dl.AUTOTUNE_CONFIGS)[idx]
     meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -42,7 +41,7 @@ def child(set_name: str, idx: int, dtype_name: str, channels_last: bool, device:
     w3 = torch.randn(n, k, 3, 3, generator=g) / (9 * k) ** 0.5
     b3 = torch.randn(n, generator=g) * 0.1
     x = torch.randn(b, m, h, w, generator=g)
-    ref = dense_op.reference_dense_layer(*(t.double() for t in (x, w1, b1, w3, b3)))
+    ref = _dense_torch.reference_dense_layer(*(t.double() for t in (x, w1, b1, w3, b3)))
     dev = [t.to(device, dtype) for t in (w1, b1, w3, b3)]
     buf = torch.full((b, m + n + 3, h, w), float("nan"), device=device, dtype=dtype)
     if channels_last:
@@ -74,15 +73,15 @@ def main() -> int:
         s, i, d, cl = args.child
         print(json.dumps(child(s, int(i), d, cl == "1")))
         return 0
-    from kernels import dense_layer as dl
+    from fastreshuffle.kernels import dense_layer as dl
     configs = dl.CANDIDATE_CONFIGS if args.set == "candidates" else dl.AUTOTUNE_CONFIGS
     probes = [(i, d, cl) for i in range(len(configs)) for d in args.dtypes.split(",") for cl in (0, 1)]
 
     def run(p):
         i, d, cl = p
-        cmd = [sys.executable, __file__, "--child", args.set, str(i), d, str(cl)]
+        cmd = [sys.executable, "-m", "benchmarks.probe_triton_configs", "--child", args.set, str(i), d, str(cl)]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=os.path.dirname(HERE))
         except subprocess.TimeoutExpired:
             return p, "TIMEOUT", ""
         if r.returncode != 0:

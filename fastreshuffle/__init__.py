@@ -1,27 +1,40 @@
 """fastreshuffle: compression-artifact removal with the multi-scale reshuffling network
-(Tang & Luo, CLIC 2018) on fast custom kernels."""
+(Tang & Luo, CLIC 2018) on fast custom kernels.
+
+Layers (each imports only the ones before it; see docs/architecture.md):
+``ops`` (kernels as torch ops) -> ``nn`` (networks) -> ``io`` (images, codecs, weights, safe
+writes) -> ``inference`` (the model factory, restore, tiling, evaluation) -> ``training`` ->
+``cli``.  ``backends`` holds every run-time switch and the device resolver, ``errors`` the
+exceptions, ``metrics`` PSNR/SSIM/PSNR-B.
+"""
 from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .config import PRESETS, ReshuffleNetConfig
-from .models import ReshuffleNet
-from .ops import reshuffle_down, reshuffle_up
-
-# Heavier pieces (Triton, codecs, pretrained weights) load on first use.
+# Everything loads on first use: `import fastreshuffle` stays cheap.
 _LAZY = {
-    "FastReshuffleNet": "fastreshuffle.fast_model",
-    "dense_layer_": "fastreshuffle.dense_op",
-    "load_pretrained": "fastreshuffle.pretrained",
-    "restore": "fastreshuffle.pretrained",
+    "PRESETS": "fastreshuffle.nn.config",
+    "ReshuffleNetConfig": "fastreshuffle.nn.config",
+    "ReshuffleNet": "fastreshuffle.nn.reference",
+    "FastReshuffleNet": "fastreshuffle.nn.fast",
+    "reshuffle_down": "fastreshuffle.ops.reshuffle",
+    "reshuffle_up": "fastreshuffle.ops.reshuffle",
+    "dense_layer_": "fastreshuffle.ops.dense",
+    "load_pretrained": "fastreshuffle.inference.loading",
+    "load_model": "fastreshuffle.inference.loading",
+    "restore": "fastreshuffle.inference.restore",
 }
 
-__all__ = ["__version__", "PRESETS", "ReshuffleNetConfig", "ReshuffleNet", "reshuffle_down",
-           "reshuffle_up", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastreshuffle' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

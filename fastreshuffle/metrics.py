@@ -15,7 +15,7 @@ Conventions (all documented in ``docs/codecs.md``):
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 

@@ -2,8 +2,8 @@
 
 Layering: this module holds the ``@triton.jit`` kernel and a thin host launcher
 (:func:`launch_dense_layer`) working on plain tensors.  Validation, the ``torch.library`` op
-registration and autograd live in ``fastreshuffle/dense_op.py``; the network in
-``fastreshuffle/fast_model.py``.
+registration and autograd live in ``fastreshuffle/ops/dense.py``; the network in
+``fastreshuffle/nn/fast.py``.
 
 Tiling (see ``docs/dense_layer.md``)
 -----------------------------------
@@ -152,8 +152,8 @@ def _cfg(th, tw, hp, bm, bk, bn, warps, stages=1):
 
 
 # GPU autotuning space: only configurations that ran clean natively in fp32, fp16 and bf16
-# (tests/test_dense_layer.py::test_cuda_kernel on an H100, Triton 3.6, 2026-11-27).
-# BLOCK_N is capped by the launcher at next_pow2(N) via prune.
+# (the record of each GPU run is docs/gpu_runs.md).  BLOCK_N is capped by the launcher at
+# next_pow2(N) via prune.
 AUTOTUNE_CONFIGS = [
     _cfg(8, 16, 64, 32, 32, 64, 8),     # N = 64 (first block of the paper preset)
     _cfg(16, 16, 64, 32, 32, 64, 8),
@@ -162,12 +162,9 @@ AUTOTUNE_CONFIGS = [
     _cfg(4, 8, 32, 16, 16, 16, 4),
 ]
 
-# Candidates left out of autotuning until validated on a GPU.  In that H100 run the autotuner's
-# fp16 and bf16 passes over the previous space (these six plus the 2nd and 3rd above) hit an illegal
-# memory access at M=200, N=64, K=256, 33x47 NCHW, while fp32 (same address arithmetic, no
-# tensor-core code) ran every one of them clean: a per-config fault in the 16-bit MMA code
-# path, not yet pinned to one config.  benchmarks/probe_triton_configs.py runs each in its
-# own process and reports which are safe.
+# Candidates left out of autotuning until validated on a GPU (a 16-bit autotuning fault was
+# seen over a space containing them; docs/gpu_runs.md).  ``python -m
+# benchmarks.probe_triton_configs`` runs each in its own process and reports which are safe.
 CANDIDATE_CONFIGS = [
     _cfg(8, 16, 64, 32, 32, 64, 4),
     _cfg(8, 16, 64, 64, 32, 64, 4, 2),
@@ -209,7 +206,7 @@ def num_tiles(B, N, H, W, meta) -> int:
 
 def launch_dense_layer(x, y, w1, b1, w3, b3, *, prefix_out=None, scratch=None, num_slots=None,
                        config=None, allow_tf32=False, wrap=None):
-    """Launch the fused kernel on plain tensors (no validation; see ``dense_op``).
+    """Launch the fused kernel on plain tensors (no validation; see ``fastreshuffle.ops.dense_layer``).
 
     x:  ``[B, M, H, W]`` layer input, any strides; with ``prefix_out`` given it is instead the
         reshuffle source ``[B, 4M, H/2, W/2]`` and the reshuffled input is stored into

@@ -1,7 +1,30 @@
+import os
+import subprocess
 import sys
 
 import pytest
 import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Set in the child process of the ``triton_interpreter`` fixture (with TRITON_INTERPRET=1).
+IN_INTERPRETER = os.environ.get("FASTRESHUFFLE_TEST_INTERP") == "1"
+
+
+@pytest.fixture
+def triton_interpreter():
+    """``run(test_file, keyword, *pytest_args)``: run the matching tests of ``test_file`` in a fresh
+    Python process with ``TRITON_INTERPRET=1`` (it must be set before triton is imported) and
+    ``FASTRESHUFFLE_TEST_INTERP=1`` (those tests skip everywhere else); returns the finished
+    process after asserting it passed with nothing skipped."""
+    def run(test_file, keyword, *pytest_args, timeout=900):
+        env = dict(os.environ, TRITON_INTERPRET="1", FASTRESHUFFLE_TEST_INTERP="1")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *pytest_args,
+               str(test_file), "-k", keyword]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+        assert " passed" in r.stdout and " skipped" not in r.stdout, r.stdout[-2000:]
+        return r
+    return run
 
 
 @pytest.fixture

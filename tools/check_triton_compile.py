@@ -6,8 +6,8 @@ skips the compiler front end's rules (e.g. a ``tl.constexpr`` reassigned inside
 on a GPU.  This script runs the real compiler (front end, TTGIR, LLVM, ptxas) for
 ``GPUTarget("cuda", 90, 32)``; no GPU is needed.
 
-    python tools/check_triton_compile.py            # each autotune config once (fp16, both modes)
-    python tools/check_triton_compile.py --all      # every config x dtype x RESHUFFLE
+    python -m tools.check_triton_compile            # each autotune config once (fp16, both modes)
+    python -m tools.check_triton_compile --all      # every config x dtype x RESHUFFLE
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CONSTEXPRS = ("RESHUFFLE", "PREC", "TILE_H", "TILE_W", "BLOCK_HP", "BLOCK_M", "BLOCK_K", "BLOCK_N")
 BUFFERS = ("x_ptr", "y_ptr", "p_ptr", "s_ptr")   # pointers of the buffer dtype; weights are fp32
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels import dense_layer as dl
+    from fastreshuffle.kernels import dense_layer as dl
 
     target = GPUTarget("cuda", args.arch, 32)
     fn = dl._dense_layer_kernel

@@ -1,6 +1,6 @@
 """Export a training run's weights as a shipped model: fp16 safetensors with provenance metadata.
 
-    python tools/export_weights.py RUN/last.safetensors fastreshuffle/weights/jpeg.safetensors \
+    python -m tools.export_weights RUN/last.safetensors fastreshuffle/weights/jpeg.safetensors \
         --meta command="fastreshuffle train ..." --meta steps=3000 --meta hardware="2-core CPU"
 
 Refuses to overwrite an existing file unless --overwrite is given.
@@ -10,7 +10,8 @@ import sys
 
 import torch
 
-from fastreshuffle.weights_io import load_model, save_weights
+from fastreshuffle.inference.loading import load_model
+from fastreshuffle.io.weights import save_weights
 
 
 def main(argv=None) -> int:

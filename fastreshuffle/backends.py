@@ -1,0 +1,134 @@
+"""Every run-time switch of the package, and the device resolver, in one place.
+
+Switches (environment variables, read once, on first use -- never at import):
+
+``FASTRESHUFFLE_TRITON=0``
+    CUDA dense layers run on cuBLAS/cuDNN on the same buffers instead of the fused Triton kernel
+    (default: Triton when it is installed).
+``FASTRESHUFFLE_CPU_KERNEL=off|avx2|avx512``
+    Caps the instruction set of the extension's float32 CPU dense-layer kernel (default: the best
+    the CPU has; ``off`` runs the torch composition).
+
+:func:`override` changes them for a block of code (this thread / task only), e.g. in
+benchmarks and tests::
+
+    with fastreshuffle.backends.override(triton=False, cpu_kernel="avx2"):
+        net(x)
+
+Build-time switches (``FORCE_CUDA``, ``TORCH_CUDA_ARCH_LIST``, ``FASTRESHUFFLE_NATIVE``) live in
+``setup.py``.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import importlib.util
+import os
+from typing import Iterator, Optional
+
+__all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
+           "cpu_kernel_isa", "CPU_KERNEL_ISAS", "resolve_device"]
+
+TRITON_ENV = "FASTRESHUFFLE_TRITON"
+CPU_KERNEL_ENV = "FASTRESHUFFLE_CPU_KERNEL"
+# name -> instruction-set level of the CPU dense-layer kernel (0 = off: torch composition)
+CPU_KERNEL_ISAS = {"off": 0, "avx2": 1, "avx512": 2}
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The switches in force: ``triton`` (bool), ``cpu_kernel`` (None = best available, or a key
+    of :data:`CPU_KERNEL_ISAS`)."""
+    triton: bool = True
+    cpu_kernel: Optional[str] = None
+
+
+def _parse_cpu_kernel(value: Optional[str], source: str) -> Optional[str]:
+    if value is None:
+        return None
+    v = str(value).strip().lower()
+    if not v:
+        return None
+    if v not in CPU_KERNEL_ISAS:
+        raise ValueError(f"{source}={value!r}: expected one of {', '.join(CPU_KERNEL_ISAS)}")
+    return v
+
+
+@functools.lru_cache(maxsize=None)
+def _from_environment() -> Settings:
+    triton = os.environ.get(TRITON_ENV, "1").strip().lower() not in _FALSE
+    return Settings(triton=triton, cpu_kernel=_parse_cpu_kernel(os.environ.get(CPU_KERNEL_ENV), CPU_KERNEL_ENV))
+
+
+_override: contextvars.ContextVar[Optional[Settings]] = contextvars.ContextVar("fastreshuffle_backends",
+                                                                               default=None)
+
+
+def settings() -> Settings:
+    """The switches in force here: an active :func:`override`, else the environment."""
+    o = _override.get()
+    return o if o is not None else _from_environment()
+
+
+@contextlib.contextmanager
+def override(*, triton: Optional[bool] = None, cpu_kernel: Optional[str] = None) -> Iterator[Settings]:
+    """Within this block (this thread / task), use these switches; ``None`` keeps the current one."""
+    cur = settings()
+    new = Settings(triton=cur.triton if triton is None else bool(triton),
+                   cpu_kernel=cur.cpu_kernel if cpu_kernel is None else _parse_cpu_kernel(cpu_kernel, "cpu_kernel"))
+    token = _override.set(new)
+    try:
+        yield new
+    finally:
+        _override.reset(token)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether Triton is installed (it is imported only when a CUDA dense layer first runs)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_enabled() -> bool:
+    """Whether CUDA dense layers use the fused Triton kernel."""
+    return triton_available() and settings().triton
+
+
+@functools.lru_cache(maxsize=None)
+def _best_cpu_isa() -> int:
+    import torch
+
+    from .ops import _extension  # noqa: F401  (loads fastreshuffle._C)
+    return int(torch.ops.fastreshuffle.dense_cpu_isa())
+
+
+def cpu_kernel_isa() -> int:
+    """Instruction set of the extension's CPU dense-layer kernel: 2 AVX-512, 1 AVX2 + FMA, 0 none
+    (no such CPU, or turned off): then the torch composition runs."""
+    cap = settings().cpu_kernel
+    best = _best_cpu_isa()
+    return best if cap is None else min(best, CPU_KERNEL_ISAS[cap])
+
+
+def resolve_device(device=None):
+    """``None``/"auto" -> CUDA if available else CPU; "cpu", "cuda", "cuda:N" or a torch.device.
+    Asking for CUDA without a GPU, or for an unknown device, raises ValueError."""
+    import torch
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("CUDA was requested but no CUDA GPU is available (use --device cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev

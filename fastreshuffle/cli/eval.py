@@ -1,0 +1,129 @@
+"""``fastreshuffle eval``: codec and restored PSNR / SSIM / PSNR-B / bpp on a folder of images
+(the computation is :func:`fastreshuffle.inference.evaluate.evaluate`; JSON fields described there)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ._common import add_device_argument, device_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="folder of test images (default: <data-root>/eval/Kodak24)")
+    p.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
+    p.add_argument("--codec", default="jpeg", help="codec spec: jpeg, jpeg:444, hevc, hevc:10bit, webp [jpeg]")
+    p.add_argument("--quality", type=int, nargs="+", default=None,
+                   help="one or more qualities [10]; for hevc with --qp, QPs")
+    p.add_argument("--qp", type=int, nargs="+", default=None, help="HEVC: fixed QPs instead of --quality")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--weights", help="model weights (safetensors) to restore with")
+    m.add_argument("--model", help="shipped model name (jpeg, hevc) or weights file")
+    m.add_argument("--no-model", action="store_true", help="codec only (the default without --weights/--model)")
+    f = p.add_mutually_exclusive_group()
+    f.add_argument("--fast", dest="fast", action="store_true", default=None,
+                   help="use FastReshuffleNet (default: when available)")
+    f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="restore with the x8 flip/rotation self-ensemble (8x slower)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--no-per-image", dest="per_image", action="store_false", help="leave per_image out of the JSON")
+    add_device_argument(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _resolve_model(args, device):
+    """-> (model or None, description dict), through the package's model factory."""
+    from ..errors import WeightsError
+    from ..inference.loading import load_model
+
+    if args.no_model or (not args.weights and not args.model):
+        return None, None
+    if args.weights and not Path(args.weights).is_file():
+        raise UserError(f"weights file not found: {args.weights}")
+    try:
+        model = load_model(args.weights or args.model, device, fast=args.fast)
+    except WeightsError as e:
+        raise UserError(str(e) if args.weights else f"--model {args.model}: {e}") from None
+    desc = {"weights": str(args.weights)} if args.weights else {"model": args.model}
+    cfg = model.config
+    desc.update({"class": type(model).__name__, "fast": type(model).__name__ == "FastReshuffleNet",
+                 "config": cfg.to_dict()})
+    return model, desc
+
+
+def run(args) -> int:
+    from ..errors import CodecError
+    from ..inference.evaluate import METRIC_NOTES, evaluate, load_eval_images, plot_rd, print_table
+    from ..io.codecs import parse_spec
+    from ..io.datasets import eval_dir
+
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        spec = parse_spec(args.codec)
+    except CodecError as e:
+        raise UserError(str(e)) from None
+    if args.qp:
+        if spec.name != "hevc":
+            raise UserError("--qp is only for --codec hevc")
+        if args.quality:
+            raise UserError("give either --quality or --qp, not both")
+        for q in args.qp:
+            if not 0 <= q <= 51:
+                raise UserError(f"HEVC QP must be in 0..51, got {q}")
+        settings = [{"qp": q} for q in args.qp]
+    else:
+        quals = args.quality or ([spec.quality] if spec.quality is not None else [10])
+        try:
+            for q in quals:
+                parse_spec(spec, q)
+        except CodecError as e:
+            raise UserError(str(e)) from None
+        settings = [{"quality": q} for q in quals]
+        spec = parse_spec(spec, quals[0])
+    if args.plot and len(settings) < 2:
+        warn("--plot with a single quality draws a single point")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    device = device_from_args(args)
+    folder = Path(args.data) if args.data else eval_dir(args.data_root)
+    images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)
+    model, mdesc = _resolve_model(args, device)
+    if model is None and not args.no_model:
+        print("note: no --weights/--model given: codec only", file=sys.stderr)
+
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        def progress(msg):
+            print(f"\r{msg}   ", end="", file=sys.stderr, flush=True)
+    t0 = time.time()
+    if "qp" in settings[0]:
+        import dataclasses
+        spec = dataclasses.replace(spec, quality=None)
+    results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
+                       per_image=args.per_image, ensemble=args.self_ensemble)
+    if mdesc is not None:
+        mdesc["self_ensemble"] = bool(args.self_ensemble)
+    if progress:
+        print("", file=sys.stderr)
+    print(f"{folder}: {len(images)} images" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
+    print_table(results)
+    doc = {"data": str(folder), "images": len(images), "skipped": bad, "model": mdesc,
+           "metrics": METRIC_NOTES, "seconds": time.time() - t0, "results": results}
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(doc, indent=1))
+        print(f"wrote {p}")
+    if args.plot:
+        title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
+        print(f"wrote {plot_rd(results, args.plot, title)}")
+    return 0

@@ -1,0 +1,68 @@
+"""``fastreshuffle train``: arguments of :func:`fastreshuffle.training.loop.train` (L1 loss + Adam
+on (compressed, original) patch pairs; run folder, resume and DDP described there)."""
+from __future__ import annotations
+
+import argparse
+
+from ..nn.config import PRESETS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="folder of training images (default: <data-root>/train/CBSD432)")
+    g.add_argument("--val", help="folder of validation images (default: <data-root>/eval/Kodak24); "
+                                 "'split': hold out the last --val-images training images (by name); "
+                                 "'none': no validation")
+    g.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
+    g.add_argument("--codec", default="jpeg", help="codec spec without quality: jpeg, jpeg:444, hevc, webp "
+                                                   "(see fastreshuffle.io.codecs) [jpeg]")
+    g.add_argument("--quality", default="10", help="quality per sample, drawn uniformly from: N, LO-HI, "
+                                                   "or a list of them, A,B,C or 5-50,5-30 (overlaps "
+                                                   "count twice) [10]")
+    g.add_argument("--patch", type=int, default=96, help="patch size, multiple of 8 [96]")
+    g.add_argument("--rot90", action="store_true", help="also augment with 90-degree rotations")
+    g.add_argument("--small-images", choices=["pad", "skip"], default="pad",
+                   help="what to do with images smaller than the patch [pad]")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader worker processes [min(2, cpus)]")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="architecture [small]")
+    g.add_argument("--config", help="architecture as JSON (overrides --preset)")
+    g.add_argument("--init", help="start from these weights (safetensors)")
+    g.add_argument("--no-zero-tail", dest="zero_tail", action="store_false",
+                   help="keep PyTorch's random init of the last conv (default: zero it, so a residual "
+                        "model starts as the identity)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=2000, help="total optimisation steps [2000]")
+    g.add_argument("--batch-size", type=int, default=16, help="global batch size [16]")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate [1e-3]")
+    g.add_argument("--min-lr", type=float, default=None, help="final LR for cosine [lr/100]")
+    g.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine", help="[cosine]")
+    g.add_argument("--step-every", type=int, default=None, help="step schedule: decay every N steps [steps/3]")
+    g.add_argument("--step-gamma", type=float, default=0.5, help="step schedule: LR factor [0.5]")
+    g.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) after this step, keeping the --steps schedule; "
+                        "continue later with --resume")
+    g.add_argument("--warmup", type=int, default=0, help="linear warmup steps [0]")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--grad-clip", type=float, default=0.0, help="clip gradient norm (0: off)")
+    g.add_argument("--seed", type=int, default=0, help="seed for init and data [0]")
+    g = p.add_argument_group("validation and output")
+    g.add_argument("--out", required=True, help="run folder (created)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--val-every", type=int, default=250, help="validate and checkpoint every K steps [250]")
+    g.add_argument("--val-quality", type=int, nargs="+", default=None,
+                   help="validation quality/qualities [the lowest training quality]")
+    g.add_argument("--val-images", type=int, default=8, help="number of validation images [8]")
+    g.add_argument("--val-crop", type=int, default=256, help="center crop for validation, 0: full [256]")
+    g.add_argument("--log-every", type=int, default=10, help="CSV loss row every N steps [10]")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto]")
+    g.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on GPU")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
+    g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
+
+
+def run(args) -> int:
+    from ..training.loop import train
+    return train(args)

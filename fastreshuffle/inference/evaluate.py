@@ -1,0 +1,182 @@
+"""Codec + model evaluation: codec and restored PSNR / SSIM / PSNR-B / bpp over a set of images.
+
+For every (codec, quality) the JSON holds ``images``, ``bpp`` (mean over images),
+``psnr_codec`` / ``psnr_restored`` (dataset-level, as in the paper: one MSE over all RGB values of
+all pixels of the whole set, then PSNR), ``psnr_codec_mean`` / ``psnr_restored_mean`` (mean of
+per-image PSNRs), ``ssim_codec`` / ``ssim_restored`` (mean over images of RGB SSIM),
+``psnrb_codec`` / ``psnrb_restored`` (mean over images of luma PSNR-B) and ``per_image`` rows.
+Metric definitions: ``fastreshuffle.metrics`` and ``docs/codecs.md``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+METRIC_NOTES = {
+    "psnr": "RGB PSNR, peak 255; psnr_* = dataset-level (one MSE over all values of the set), "
+            "psnr_*_mean = mean of per-image PSNRs",
+    "ssim": "Gaussian window 11x11 sigma 1.5, K1=0.01, K2=0.03, per RGB channel then averaged; "
+            "mean over images",
+    "psnrb": "PSNR-B (Yim & Bovik 2011) on BT.601 luma, 8x8 blocks; mean over images",
+    "bpp": "8 * compressed file bytes / (H * W), mean over images (HEVC: whole .heic file)",
+}
+
+
+def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] = None, warn=None):
+    """Images of ``folder`` (sub-folders too if it has none itself) -> (images, names, skipped)."""
+    from ..errors import ImageReadError
+    from ..io.images import list_images, read_image
+
+    if not folder.exists():
+        raise UserError(f"data folder not found: {folder}")
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    paths = list_images(folder) or list_images(folder, recursive=True)
+    if not paths:
+        raise UserError(f"no image files in {folder}")
+    if limit:
+        paths = paths[:limit]
+    images, names, bad = [], [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            names.append(str(p.relative_to(folder)))
+        except ImageReadError as e:
+            if not skip_bad:
+                raise UserError(f"cannot read {e.path}: {e.reason} (use --skip-bad to skip such files)") from None
+            if warn:
+                warn(f"skipping {e.path}: {e.reason}")
+            bad.append({"file": str(p), "reason": e.reason})
+    if not images:
+        raise UserError(f"no readable images in {folder}")
+    return images, names, bad
+
+
+@torch.no_grad()
+def _restore(model, img: np.ndarray, device) -> np.ndarray:
+    from ..io.images import to_tensor, to_uint8
+
+    x = to_tensor(img)[None].to(device)
+    return to_uint8(model(x)[0])
+
+
+def _fmt(v, nd=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.{nd}f}"
+
+
+def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
+             device=torch.device("cpu"), progress=None, per_image: bool = True,
+             ensemble: bool = False) -> List[Dict]:
+    """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
+
+    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``)."""
+    if ensemble and model is not None:
+        from .tiling import SelfEnsemble
+        model = SelfEnsemble(model)
+    from ..metrics import PSNRAccumulator, psnr_b, ssim
+
+    results = []
+    for setting in settings:
+        if "qp" in setting:
+            import dataclasses
+            s = dataclasses.replace(spec, quality=None, options=tuple(o for o in spec.options if o[0] != "qp")
+                                    + (("qp", str(int(setting["qp"]))),))
+            label = {"qp": setting["qp"]}
+        else:
+            s = spec.with_quality(setting["quality"])
+            label = {"quality": setting["quality"]}
+        acc_c, acc_r = PSNRAccumulator(), PSNRAccumulator()
+        rows = []
+        for i, (img, name) in enumerate(zip(images, names)):
+            coded = s(img)
+            row = {"name": name, "height": img.shape[0], "width": img.shape[1], "bytes": coded.nbytes,
+                   "bpp": coded.bpp,
+                   "psnr_codec": acc_c.add(coded.image, img),
+                   "ssim_codec": ssim(img, coded.image),
+                   "psnrb_codec": psnr_b(img, coded.image)}
+            if model is not None:
+                out = _restore(model, coded.image, device)
+                row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
+                            "psnrb_restored": psnr_b(img, out)})
+            else:
+                row.update({"psnr_restored": None, "ssim_restored": None, "psnrb_restored": None})
+            rows.append(row)
+            if progress:
+                progress(f"{s}: {i + 1}/{len(images)}")
+
+        def mean(key):
+            vals = [r[key] for r in rows if r[key] is not None]
+            return float(np.mean(vals)) if vals else None
+
+        res = {"codec": s.name, "spec": str(s), **label, "images": len(rows), "bpp": mean("bpp"),
+               "psnr_codec": acc_c.psnr(), "psnr_restored": acc_r.psnr() if model is not None else None,
+               "psnr_codec_mean": mean("psnr_codec"), "psnr_restored_mean": mean("psnr_restored"),
+               "ssim_codec": mean("ssim_codec"), "ssim_restored": mean("ssim_restored"),
+               "psnrb_codec": mean("psnrb_codec"), "psnrb_restored": mean("psnrb_restored")}
+        res["gain"] = (res["psnr_restored"] - res["psnr_codec"]) if model is not None else None
+        if per_image:
+            res["per_image"] = rows
+        results.append(res)
+    return results
+
+
+def print_table(results: List[Dict], out=None) -> None:
+    out = out if out is not None else sys.stdout
+    restored = any(r["psnr_restored"] is not None for r in results)
+    head = ["codec", "setting", "images", "bpp", "PSNR set", "PSNR mean", "SSIM", "PSNR-B"]
+    if restored:
+        head += ["| restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "gain"]
+    rows = []
+    for r in results:
+        setting = f"qp={r['qp']}" if "qp" in r else f"q={r['quality']}"
+        row = [r["codec"], setting, str(r["images"]), _fmt(r["bpp"], 3), _fmt(r["psnr_codec"]),
+               _fmt(r["psnr_codec_mean"]), _fmt(r["ssim_codec"], 4), _fmt(r["psnrb_codec"])]
+        if restored:
+            row += ["| " + _fmt(r["psnr_restored"]), _fmt(r["psnr_restored_mean"]), _fmt(r["ssim_restored"], 4),
+                    _fmt(r["psnrb_restored"]), ("+" if (r["gain"] or 0) >= 0 else "") + _fmt(r["gain"])]
+        rows.append(row)
+    widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths)), file=out)
+    for x in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(x, widths)), file=out)
+
+
+def plot_rd(results: List[Dict], path, title: str = "") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rs = sorted(results, key=lambda r: r["bpp"])
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    bpp = [r["bpp"] for r in rs]
+    name = rs[0]["codec"].upper() if rs else "codec"
+    ax.plot(bpp, [r["psnr_codec"] for r in rs], "o-", label=name)
+    for r in rs:
+        lab = f"qp{r['qp']}" if "qp" in r else f"q{r['quality']}"
+        ax.annotate(lab, (r["bpp"], r["psnr_codec"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    if any(r["psnr_restored"] is not None for r in rs):
+        ax.plot(bpp, [r["psnr_restored"] for r in rs], "s-", label=f"{name} + restoration")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB, RGB, one MSE over the set)")
+    ax.set_title(title or "rate-distortion")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+

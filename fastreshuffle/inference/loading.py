@@ -1,0 +1,150 @@
+"""The model factory: every model the package runs is built here.
+
+* :func:`model_class` makes the one decision of which network class runs (``FastReshuffleNet``,
+  the fused-kernel drop-in, unless the reference is asked for; for training on CUDA the
+  reference ``ReshuffleNet``, whose cuDNN backward is the faster one there);
+* :func:`build_model` builds a fresh one from a config (training);
+* :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc") or a
+  safetensors weights file, in eval mode, on a device resolved by
+  :func:`fastreshuffle.backends.resolve_device`;
+* :func:`get_model` is the cached form ``restore`` uses.
+
+>>> import fastreshuffle
+>>> model = fastreshuffle.load_pretrained("jpeg")            # or "hevc", or a .safetensors path
+
+Weights are read only from safetensors files (never pickle), see :mod:`fastreshuffle.io.weights`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+
+from ..backends import resolve_device
+from ..errors import WeightsError
+from ..io.weights import load_state_checked, read_weights
+from ..nn.config import ReshuffleNetConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED_MODELS = ("jpeg", "hevc")
+
+ModelArg = Union[str, os.PathLike, torch.nn.Module]
+
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "available_models", "resolve_weights", "model_class",
+           "build_model", "load_model", "load_pretrained", "get_model"]
+
+
+# --------------------------------------------------------------------------- weights
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def available_models() -> List[str]:
+    """Names of the models whose weights are installed in the package."""
+    found = set()
+    if WEIGHTS_DIR.is_dir():
+        found = {p.stem for p in WEIGHTS_DIR.glob("*.safetensors")}
+    return sorted(found)
+
+
+def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
+    """Map a shipped model name or a file path to an existing weights file."""
+    s = os.fspath(name_or_path)
+    installed = available_models()
+    if s in SHIPPED_MODELS or s in installed:
+        p = weights_path(s)
+        if not p.is_file():
+            raise WeightsError(
+                f"the shipped model {s!r} is not installed (expected {p}); "
+                f"installed models: {', '.join(installed) or 'none'}; "
+                "pass the path of a .safetensors weights file instead")
+        return p
+    p = Path(s).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise WeightsError(f"{p} is a folder, not a weights file")
+    raise WeightsError(
+        f"unknown model {s!r}: not a shipped model name and no such file; "
+        f"shipped names: {', '.join(SHIPPED_MODELS)} (installed: {', '.join(installed) or 'none'}), "
+        "or give the path of a .safetensors weights file")
+
+
+# --------------------------------------------------------------------------- models
+def model_class(device=None, *, training: bool = False, fast: Optional[bool] = None) -> type:
+    """The network class to run on ``device``.
+
+    ``fast=False``: the reference ``ReshuffleNet``.  ``fast=True``: ``FastReshuffleNet``.
+    ``fast=None`` (default): ``FastReshuffleNet`` -- same parameters and ``state_dict``, its
+    dense layers on the fused kernels -- except for training on CUDA, where the reference runs
+    (on CPU the fused blocks make a training step 1.27x faster; on CUDA they are not timed yet).
+    """
+    if fast is None:
+        fast = not (training and resolve_device(device).type == "cuda")
+    if fast:
+        from ..nn.fast import FastReshuffleNet
+        return FastReshuffleNet
+    from ..nn.reference import ReshuffleNet
+    return ReshuffleNet
+
+
+def build_model(config: ReshuffleNetConfig, device=None, *, training: bool = False,
+                fast: Optional[bool] = None) -> torch.nn.Module:
+    """A freshly initialised network of :func:`model_class` on ``device``."""
+    dev = resolve_device(device)
+    return model_class(dev, training=training, fast=fast)(config).to(dev)
+
+
+def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
+               fast: Optional[bool] = None, half: bool = False,
+               config: Optional[ReshuffleNetConfig] = None) -> torch.nn.Module:
+    """Load a shipped model ("jpeg", "hevc") or a safetensors weights file, in eval mode.
+
+    The class comes from :func:`model_class` (``fast=False`` forces the reference
+    ``ReshuffleNet``).  The architecture comes from the file's metadata unless ``config`` is
+    given.  Weights are stored as fp16 and loaded as fp32 unless ``half=True`` (CUDA only).
+    """
+    path = resolve_weights(name_or_path)
+    cfg, state, _ = read_weights(path)
+    cfg = config or cfg
+    if cfg is None:
+        raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
+                           "fastreshuffle.io.weights.save_weights?); pass config=")
+    dev = resolve_device(device)
+    model = model_class(dev, fast=fast)(cfg)
+    load_state_checked(model, state, source=str(path))
+    model = model.to(dev)
+    return (model.half() if half else model).eval()
+
+
+load_pretrained = load_model
+
+
+_CACHE: Dict[Tuple, torch.nn.Module] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached_model(name_or_path, device: torch.device, half: bool) -> torch.nn.Module:
+    path = resolve_weights(name_or_path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(device), half)
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            if len(_CACHE) >= 4:
+                _CACHE.clear()
+            model = _CACHE[key] = load_model(path, device, half=half)
+        return model
+
+
+def get_model(model: ModelArg, device=None, half: bool = False) -> torch.nn.Module:
+    """A model object as given (moved to ``device`` if one is named), or a name / path loaded
+    once and cached while the file is unchanged."""
+    if isinstance(model, torch.nn.Module):
+        if device is not None and device != "auto":
+            model = model.to(resolve_device(device))
+        return model.eval()
+    return _cached_model(model, resolve_device(device), half)

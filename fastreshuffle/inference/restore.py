@@ -1,0 +1,138 @@
+"""The one-call ``restore`` API: numpy arrays, PIL images and tensors in, the same kind out.
+
+>>> import fastreshuffle
+>>> out = fastreshuffle.restore(image, model="jpeg")          # numpy / PIL / torch in, same kind out
+
+Models come from the factory (:func:`fastreshuffle.inference.loading.get_model`, cached), large
+images go through :mod:`.tiling`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .loading import ModelArg, get_model
+
+__all__ = ["restore"]
+
+
+def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
+    """float32 H x W x 3 in [0, 1] -> same."""
+    from .tiling import restore_tensor
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    y = restore_tensor(net, x, tile=tile, overlap=overlap)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def _restore_numpy(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
+    from .tiling import restore_uint8
+
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image array, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image has zero size: {arr.shape}")
+    gray = arr.ndim == 2 or arr.shape[2] == 1
+    alpha = arr[..., 3:] if (arr.ndim == 3 and arr.shape[2] == 4) else None
+    rgb = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., :3] if not gray else \
+        np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
+    dtype = arr.dtype
+    if dtype == np.uint8:
+        out = restore_uint8(net, np.ascontiguousarray(rgb), tile=tile, overlap=overlap)
+    elif dtype == np.uint16:
+        out = _restore_float_hwc(net, rgb.astype(np.float32) / 65535.0, tile, overlap)
+        out = np.round(out * 65535.0).astype(np.uint16)
+    elif np.issubdtype(dtype, np.floating):
+        out = _restore_float_hwc(net, rgb, tile, overlap).astype(dtype, copy=False)
+    else:
+        raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
+    if gray:
+        if dtype == np.uint8 or dtype == np.uint16:
+            out = np.round(out.astype(np.float32).mean(axis=2)).astype(dtype)
+        else:
+            out = out.mean(axis=2).astype(dtype)
+        if arr.ndim == 3:
+            out = out[..., None]
+    elif alpha is not None:
+        out = np.concatenate([out, alpha], axis=2)
+    return out
+
+
+def _restore_pil(net, img, tile, overlap):
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("RGB", "L"):
+        return Image.fromarray(_restore_numpy(net, np.asarray(img), tile, overlap), mode)
+    if mode in ("RGBA", "LA"):
+        arr = np.asarray(img)
+        color = _restore_numpy(net, arr[..., :-1] if mode == "RGBA" else arr[..., 0], tile, overlap)
+        if mode == "LA":
+            color = color[..., None]
+        return Image.fromarray(np.concatenate([color, arr[..., -1:]], axis=2), mode)
+    if mode in ("P", "PA", "1"):
+        # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
+        has_alpha = mode == "PA" or "transparency" in img.info
+        target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
+        return _restore_pil(net, img.convert(target), tile, overlap)
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float32)
+        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        out = _restore_numpy(net, np.clip(arr / scale, 0, 1), tile, overlap)
+        return Image.fromarray(np.round(out * scale).astype(np.uint16 if mode.startswith("I;16") else np.int32))
+    # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
+    return _restore_pil(net, img.convert("RGB"), tile, overlap).convert(mode)
+
+
+def _restore_torch(net, x: torch.Tensor, tile, overlap) -> torch.Tensor:
+    from .tiling import restore_tensor
+
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    if x.dim() == 3:
+        return _restore_torch(net, x.unsqueeze(0), tile, overlap)[0]
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[1] == 1:
+        y = restore_tensor(net, x.expand(-1, 3, -1, -1).float(), tile=tile, overlap=overlap)
+        return y.mean(dim=1, keepdim=True).to(x.dtype)
+    return restore_tensor(net, x.detach(), tile=tile, overlap=overlap)
+
+
+def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = None, *,
+            overlap: Optional[int] = None, half: bool = False, self_ensemble: bool = False):
+    """Remove compression artifacts from ``image`` and return the same kind of object.
+
+    ``image`` may be
+
+    * a numpy array ``H x W x 3`` (RGB), ``H x W x 4`` (RGBA: alpha passed through) or
+      ``H x W`` (grayscale), dtype uint8 (0..255), uint16 (0..65535) or float (0..1);
+      the result has the same shape and dtype;
+    * a PIL image: RGB, L, RGBA and LA come back in the same mode; palette ("P") images come
+      back as RGB/RGBA (re-quantising would undo the restoration); other modes (CMYK, ...)
+      are restored through RGB and converted back;
+    * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
+      [0, 1], on any device; the result has the same shape, dtype and device.
+
+    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, or a loaded
+    model.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
+    for large images (multiple of 8; None = default for the device, 0 = no tiling).
+    ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
+    """
+    from .tiling import DEFAULT_OVERLAP, SelfEnsemble
+    overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    net = get_model(model, device, half)
+    if self_ensemble:
+        net = SelfEnsemble(net)
+    if isinstance(image, torch.Tensor):
+        return _restore_torch(net, image, tile, overlap)
+    if isinstance(image, np.ndarray):
+        return _restore_numpy(net, image, tile, overlap)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        return _restore_pil(net, image, tile, overlap)
+    raise TypeError(f"restore() takes a numpy array, a PIL image or a torch tensor, got {type(image).__name__}")

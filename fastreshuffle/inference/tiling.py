@@ -1,0 +1,164 @@
+"""Tiled inference: run a ReshuffleNet over a large image in overlapping tiles.
+
+The image is cut into a grid of *core* tiles of ``tile x tile`` pixels.  Each core tile is
+run through the network together with ``overlap`` pixels of real image context on every
+side (less at the image border), and only the core of the result is kept ("center crop"),
+so the output has no seams: wherever the network's effective receptive field fits inside
+the overlap, the tiled result equals the untiled one.
+
+Window origins are kept on multiples of 8 (``tile`` and ``overlap`` must be multiples of 8)
+because the network starts with three 2x pixel-unshuffles; this keeps every tile on the
+same 8x8 phase grid as the full image.
+
+Memory is bounded by one tile's activations plus the input and output images.  The uint8
+path (:func:`restore_uint8`) converts tile by tile, so a 24-megapixel photo needs only its
+uint8 input and output (2 x 72 MB) plus one tile's worth of float activations.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..nn.config import PAD_MULTIPLE
+
+DEFAULT_TILE_CPU = 512
+DEFAULT_TILE_CUDA = 1024
+DEFAULT_OVERLAP = 32
+
+Box = Tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def default_tile(device) -> int:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU
+
+
+def check_tile_args(tile: int, overlap: int) -> None:
+    if tile < 0 or tile % PAD_MULTIPLE:
+        raise ValueError(f"tile size must be 0 (no tiling) or a positive multiple of {PAD_MULTIPLE}, got {tile}")
+    if overlap < 0 or overlap % PAD_MULTIPLE:
+        raise ValueError(f"tile overlap must be a non-negative multiple of {PAD_MULTIPLE}, got {overlap}")
+
+
+def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[Tuple[Box, Box]]:
+    """Yield ``(core, window)`` boxes covering an ``height x width`` image.
+
+    Cores partition the image exactly; each window is its core grown by ``overlap`` on every
+    side and clipped to the image.  ``tile <= 0`` or a tile larger than the image gives one
+    window: the whole image.
+    """
+    check_tile_args(tile, overlap)
+    if tile <= 0 or (tile >= height and tile >= width):
+        yield (0, height, 0, width), (0, height, 0, width)
+        return
+    for y0 in range(0, height, tile):
+        y1 = min(y0 + tile, height)
+        for x0 in range(0, width, tile):
+            x1 = min(x0 + tile, width)
+            yield ((y0, y1, x0, x1),
+                   (max(0, y0 - overlap), min(height, y1 + overlap),
+                    max(0, x0 - overlap), min(width, x1 + overlap)))
+
+
+def self_ensemble(model, x: torch.Tensor) -> torch.Tensor:
+    """Geometric self-ensemble: the mean of the model's outputs over the 8 flips / 90-degree
+    rotations of ``x`` (each mapped back), 8x the compute.
+
+    The input is first reflect-padded on the right and bottom to a multiple of 8, so every
+    transformed copy keeps the codec's 8x8 block grid on the network's 8x8 reshuffle grid
+    (flipping an image whose side is not a multiple of 8 would shift the JPEG blocks by
+    ``side % 8`` pixels, a phase the models never see in training).
+    """
+    from ..nn.reference import pad_to_multiple
+
+    x, (h, w) = pad_to_multiple(x)
+    acc = None
+    for k in range(4):
+        for flip in (False, True):
+            t = torch.rot90(x, k, (2, 3))
+            if flip:
+                t = t.flip(3)
+            y = model(t)
+            if flip:
+                y = y.flip(3)
+            y = torch.rot90(y, -k, (2, 3)).float()
+            acc = y if acc is None else acc.add_(y)
+    return acc.div_(8)[..., :h, :w]
+
+
+class SelfEnsemble(torch.nn.Module):
+    """``model`` wrapped so that every call is :func:`self_ensemble` of it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self_ensemble(self.model, x).to(x.dtype)
+
+
+def _model_device_dtype(model: torch.nn.Module):
+    for p in model.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+@torch.no_grad()
+def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[int] = None,
+                   overlap: int = DEFAULT_OVERLAP, clamp: bool = True,
+                   ensemble: bool = False) -> torch.Tensor:
+    """Restore a float batch ``(N, 3, H, W)`` in [0, 1] tile by tile.
+
+    ``x`` may live on any device; tiles are moved to the model's device and dtype, and the
+    result is returned on ``x``'s device with ``x``'s dtype.  ``tile=None`` picks a default
+    for the model's device; ``tile=0`` runs the whole image at once.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if ensemble:
+        model = SelfEnsemble(model)
+    dev, dt = _model_device_dtype(model)
+    if tile is None:
+        tile = default_tile(dev)
+    n, _, h, w = x.shape
+    out = torch.empty_like(x)
+    for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
+        win = x[:, :, wy0:wy1, wx0:wx1].to(device=dev, dtype=dt)
+        y = model(win)
+        y = y[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+        if clamp:
+            y = y.clamp(0, 1)
+        out[:, :, cy0:cy1, cx0:cx1] = y.to(device=out.device, dtype=out.dtype)
+    return out
+
+
+@torch.no_grad()
+def restore_uint8(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[int] = None,
+                  overlap: int = DEFAULT_OVERLAP, progress=None, ensemble: bool = False) -> np.ndarray:
+    """Restore a uint8 ``H x W x 3`` RGB array tile by tile; returns a new uint8 array.
+
+    Only one tile at a time is ever held as float, so peak memory is roughly the two uint8
+    images plus one tile's activations.  ``progress``, if given, is called with the number
+    of pixels finished after each tile.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
+    if ensemble:
+        model = SelfEnsemble(model)
+    dev, dt = _model_device_dtype(model)
+    if tile is None:
+        tile = default_tile(dev)
+    h, w = image.shape[:2]
+    out = np.empty_like(image)
+    for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
+        win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], copy=True))
+        win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(255.0)
+        y = model(win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
+        del win, y
+        if progress is not None:
+            progress((cy1 - cy0) * (cx1 - cx0))
+    return out

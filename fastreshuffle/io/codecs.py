@@ -1,0 +1,234 @@
+"""Lossy codecs used to make (compressed, original) pairs: JPEG, HEVC intra (HEIF), WebP.
+
+Every codec maps an RGB ``uint8`` array of shape ``(H, W, 3)`` to a :class:`Coded` result:
+the decoded RGB ``uint8`` image (same shape) and the exact size of the compressed bitstream
+in bytes (so ``bpp = 8 * nbytes / (H * W)``).
+
+Codecs are named by spec strings ``"name:quality"`` or ``"name:quality:opt=value,..."``::
+
+    jpeg:10              JPEG via Pillow/libjpeg, quality 10, 4:2:0
+    jpeg:10:444          JPEG, 4:4:4 chroma
+    hevc:15              HEVC intra via pillow-heif/x265, "quality" 15 (x265 CRF, see docs/codecs.md)
+    hevc:qp=37           HEVC intra with a fixed QP (like bpgenc -q 37)
+    hevc:15:444          4:4:4 chroma;  hevc:15:10bit -> 10-bit coding
+    webp:20              WebP (lossy) via Pillow/libwebp
+
+See ``docs/codecs.md`` for how the HEVC settings relate to bpgenc and what bpp they give.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import CodecError
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Coded:
+    image: np.ndarray  # decoded RGB uint8 (H, W, 3)
+    nbytes: int        # compressed size in bytes
+
+    @property
+    def bpp(self) -> float:
+        h, w = self.image.shape[:2]
+        return 8.0 * self.nbytes / float(h * w)
+
+
+def _check_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise CodecError(f"expected an RGB uint8 array (H, W, 3), got {img.dtype} {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise CodecError(f"image has zero size: {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+# ------------------------------------------------------------------ JPEG
+def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
+    """JPEG via Pillow: baseline, standard tables scaled by ``quality`` (1-100)."""
+    from PIL import Image
+
+    img = _check_rgb(img)
+    q = int(quality)
+    if not 1 <= q <= 100:
+        raise CodecError(f"JPEG quality must be in 1..100, got {quality}")
+    sub = {"420": 2, "422": 1, "444": 0}.get(str(subsampling))
+    if sub is None:
+        raise CodecError(f"JPEG subsampling must be 420, 422 or 444, got {subsampling!r}")
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=q, subsampling=sub, optimize=False)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        dec = np.asarray(im.convert("RGB"))
+    return Coded(dec, len(data))
+
+
+# ------------------------------------------------------------------ HEVC
+def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None, subsampling: str = "420",
+         bit_depth: int = 8, preset: Optional[str] = None) -> Coded:
+    """HEVC intra (one still image in a HEIF container) via pillow-heif + libheif + x265.
+
+    ``quality`` (0-100) is libheif's quality knob, which it maps to x265's constant rate factor
+    (CRF).  ``qp`` (0-51) instead fixes x265's quantiser (``x265:qp``), which is what bpgenc's
+    ``-q`` does.  ``nbytes`` is the size of the whole ``.heic`` file (the container adds a few
+    hundred bytes; see ``docs/codecs.md``).  ``bit_depth`` 10 codes the image at 10 bits
+    (Main 10 profile); the decoded image is rounded back to 8 bits.
+    """
+    import pillow_heif
+
+    img = _check_rgb(img)
+    chroma = {"420": 420, "422": 422, "444": 444}.get(str(subsampling))
+    if chroma is None:
+        raise CodecError(f"HEVC subsampling must be 420, 422 or 444, got {subsampling!r}")
+    enc_params: Dict[str, str] = {}
+    if qp is not None:
+        qp = int(qp)
+        if not 0 <= qp <= 51:
+            raise CodecError(f"HEVC QP must be in 0..51, got {qp}")
+        enc_params["x265:qp"] = str(qp)
+    if quality is not None and not 0 <= int(quality) <= 100:
+        raise CodecError(f"HEVC quality must be in 0..100, got {quality}")
+    if preset:
+        enc_params["preset"] = str(preset)
+    h, w = img.shape[:2]
+    if bit_depth == 8:
+        heif = pillow_heif.from_bytes("RGB", (w, h), img.tobytes())
+    elif bit_depth == 10:
+        # 16-bit container, values scaled to 10 bits and left-aligned (pillow-heif convention).
+        v = (img.astype(np.uint32) * 1023 + 127) // 255
+        heif = pillow_heif.from_bytes("RGB;16", (w, h), (v << 6).astype("<u2").tobytes())
+    else:
+        raise CodecError(f"HEVC bit depth must be 8 or 10, got {bit_depth}")
+    buf = io.BytesIO()
+    try:
+        heif.save(buf, format="HEIF", quality=None if quality is None else int(quality), chroma=chroma,
+                  enc_params=enc_params, save_to_12bit=False)
+    except (RuntimeError, ValueError) as e:
+        raise CodecError(f"HEVC encoder failed: {e}") from None
+    data = buf.getvalue()
+    dec_file = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    arr = np.asarray(dec_file)
+    if arr.dtype == np.uint16:
+        # left-aligned 16-bit -> 8 bits
+        arr = np.clip(np.round(arr.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    arr = np.ascontiguousarray(arr[..., :3])
+    return Coded(arr, len(data))
+
+
+# ------------------------------------------------------------------ WebP
+def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
+    """Lossy WebP via Pillow/libwebp (always 4:2:0)."""
+    from PIL import Image
+
+    img = _check_rgb(img)
+    q = int(quality)
+    if not 0 <= q <= 100:
+        raise CodecError(f"WebP quality must be in 0..100, got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="WEBP", quality=q, method=int(method), lossless=False)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        dec = np.asarray(im.convert("RGB"))
+    return Coded(dec, len(data))
+
+
+# ------------------------------------------------------------------ registry / specs
+CODECS: Dict[str, Callable[..., Coded]] = {"jpeg": jpeg, "hevc": hevc, "webp": webp}
+ALIASES = {"jpg": "jpeg", "heif": "hevc", "heic": "hevc", "bpg": "hevc", "x265": "hevc"}
+QUALITY_RANGE = {"jpeg": (1, 100), "hevc": (0, 100), "webp": (0, 100)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecSpec:
+    name: str
+    quality: Optional[int] = None
+    options: Tuple[Tuple[str, str], ...] = ()
+
+    def kwargs(self) -> Dict:
+        kw: Dict = {}
+        if self.quality is not None:
+            kw["quality"] = self.quality
+        for k, v in self.options:
+            if k in ("420", "422", "444"):
+                kw["subsampling"] = k
+            elif k == "10bit":
+                kw["bit_depth"] = 10
+            elif k == "8bit":
+                kw["bit_depth"] = 8
+            elif k == "qp":
+                kw["qp"] = int(v)
+                if self.quality is None:
+                    kw["quality"] = None
+            elif k in ("subsampling", "preset"):
+                kw[k] = v
+            elif k in ("method", "bit_depth"):
+                kw[k] = int(v)
+            else:
+                raise CodecError(f"unknown option {k!r} for codec {self.name!r}")
+        return kw
+
+    def with_quality(self, quality: int) -> "CodecSpec":
+        return dataclasses.replace(self, quality=int(quality))
+
+    def __call__(self, img: np.ndarray) -> Coded:
+        return CODECS[self.name](img, **self.kwargs())
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.quality is not None:
+            parts.append(str(self.quality))
+        opts = [k if v == "" else f"{k}={v}" for k, v in self.options]
+        return ":".join(parts + opts)
+
+
+def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
+    """Parse ``"jpeg"``, ``"jpeg:10"``, ``"hevc:15:444"``, ``"hevc:qp=37"``, ``"webp:20:method=6"``."""
+    if isinstance(spec, CodecSpec):
+        return spec if quality is None else spec.with_quality(quality)
+    parts = [p.strip() for p in str(spec).strip().lower().split(":")]
+    name = ALIASES.get(parts[0], parts[0])
+    if name not in CODECS:
+        raise CodecError(f"unknown codec {parts[0]!r}; choose one of {sorted(CODECS)}")
+    q: Optional[int] = None
+    opts = []
+    for p in parts[1:]:
+        if not p:
+            continue
+        if p.lstrip("-").isdigit() and q is None and not opts and p not in ("420", "422", "444"):
+            q = int(p)
+            continue
+        for item in p.split(","):
+            k, _, v = item.partition("=")
+            opts.append((k.strip(), v.strip()))
+    if quality is not None:
+        q = int(quality)
+    s = CodecSpec(name, q, tuple(opts))
+    s.kwargs()  # validate options early
+    if q is not None:
+        lo, hi = QUALITY_RANGE[name]
+        if not lo <= q <= hi:
+            raise CodecError(f"{name} quality must be in {lo}..{hi}, got {q}")
+    return s
+
+
+def compress(img: np.ndarray, spec, quality: Optional[int] = None) -> Coded:
+    """Compress and decompress ``img`` with a codec spec string (or :class:`CodecSpec`)."""
+    return parse_spec(spec, quality)(img)
+
+
+def available() -> Dict[str, bool]:
+    """Which codecs work in this environment."""
+    out = {}
+    probe = np.zeros((16, 16, 3), np.uint8)
+    for name in CODECS:
+        try:
+            compress(probe, name, 50)
+            out[name] = True
+        except Exception:  # pragma: no cover - depends on the installed libraries
+            out[name] = False
+    return out

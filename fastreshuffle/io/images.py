@@ -1,0 +1,192 @@
+"""Robust image reading: anything Pillow (plus pillow-heif, when installed) reads -> RGB uint8.
+
+* EXIF orientation is applied (``ImageOps.exif_transpose``).
+* Grayscale (L, I;16, I, F), palette (P, with or without transparency), LA/RGBA/PA,
+  16-bit RGB (PNG 48-bit), CMYK and YCbCr are converted to 8-bit RGB.
+* Alpha is dropped; ``read_image(path, return_alpha=True)`` returns ``(rgb, alpha_or_None)``.
+* Unreadable, corrupt or truncated files and decompression bombs raise :class:`ImageReadError`
+  naming the file and the reason.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import ImageReadError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
+                    ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
+
+# Pillow's own default is ~89.5 Mpixel with a warning and an error at twice that; we refuse anything
+# above this many pixels outright (a 16k x 16k image), which is well beyond any photo we restore.
+MAX_PIXELS = 16384 * 16384
+
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+    except Exception:  # pragma: no cover - optional
+        pass
+
+
+def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
+    """Image-like files in ``folder`` (by extension), sorted by name; hidden files skipped."""
+    folder = Path(folder)
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+
+    alpha = None
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        if mode == "PA" or "transparency" in im.info:
+            im = im.convert("RGBA")
+            mode = "RGBA"
+        else:
+            return np.asarray(im.convert("RGB")), None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 65535.0
+        else:
+            hi = a.max() if a.size else 1.0
+            a = a / (65535.0 if hi > 255 else 255.0)
+        g = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), None
+    if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR
+        a = np.asarray(im).astype(np.float64) / 65535.0
+        rgb = np.clip(np.round(a[..., :3] * 255.0), 0, 255).astype(np.uint8)
+        if a.shape[-1] == 4:
+            alpha = np.clip(np.round(a[..., 3] * 255.0), 0, 255).astype(np.uint8)
+        return rgb, alpha
+    if mode in ("LA", "La", "RGBA", "RGBa"):
+        if mode == "La":
+            im = im.convert("LA")
+        if mode == "RGBa":
+            im = im.convert("RGBA")
+        a = np.asarray(im)
+        alpha = a[..., -1].copy()
+        rgb = np.asarray(im.convert("RGB"))
+        return rgb, alpha
+    if mode == "1" or mode == "L":
+        g = np.asarray(im.convert("L"))
+        return np.repeat(g[..., None], 3, axis=2), None
+    if mode != "RGB":
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV ...
+    return np.asarray(im), alpha
+
+
+# Modes whose pixels are grey: restored outputs go back to one channel.
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageFile(NamedTuple):
+    """One decoded image file: everything ``restore`` needs, read in one open."""
+    rgb: np.ndarray                 # H x W x 3 uint8, EXIF orientation applied
+    alpha: Optional[np.ndarray]     # H x W uint8 where the file has transparency, else None
+    gray: bool                      # stored as a grey mode
+    mode: str                       # Pillow mode of the stored pixels
+    format: Optional[str]           # Pillow format name ("JPEG", "PNG", ...)
+    icc_profile: Optional[bytes]
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+    except OSError as e:
+        raise ImageReadError(path, f"cannot access file: {e.strerror or e}") from None
+
+
+def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS) -> ImageFile:
+    """Open and decode ``path`` once: RGB pixels (see :func:`read_image`), alpha, mode, ICC."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _register_heif()
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w <= 0 or h <= 0:
+                    raise ImageReadError(path, f"image has zero size {w}x{h}")
+                if w * h > max_pixels:
+                    raise ImageReadError(path, f"image too large ({w}x{h} = {w * h} pixels > {max_pixels}); "
+                                               "possible decompression bomb")
+                mode, fmt = im.mode, im.format
+                transparent = "A" in im.getbands() or "transparency" in im.info
+                icc = im.info.get("icc_profile")
+                im.load()
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except Exception:  # broken EXIF: keep the pixels as stored
+                    pass
+                rgb, alpha = _to_rgb_array(im)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(path, f"decompression bomb refused: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image format (corrupt file or not an image)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower():
+            msg = f"truncated image file ({msg})"
+        raise ImageReadError(path, f"cannot decode image: {msg}") from None
+    if alpha is not None and not transparent:
+        alpha = None  # e.g. a palette image without transparency, converted via RGBA
+    return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=mode in GRAY_MODES,
+                     mode=mode, format=fmt,
+                     icc_profile=icc if isinstance(icc, bytes) and icc else None)
+
+
+def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,
+               max_pixels: int = MAX_PIXELS):
+    """Read an image file as an RGB ``uint8`` array of shape ``(H, W, 3)``.
+
+    With ``return_alpha=True`` returns ``(rgb, alpha)`` where ``alpha`` is ``(H, W) uint8`` or None.
+    """
+    f = load_image_file(path, max_pixels)
+    return (f.rgb, f.alpha) if return_alpha else f.rgb
+
+
+def write_image(path: Union[str, os.PathLike], img: np.ndarray) -> Path:
+    """Write an RGB uint8 array (PNG unless the extension says otherwise)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path)
+    return path
+
+
+def to_tensor(img: np.ndarray):
+    """HxWx3 uint8 -> 3xHxW float32 tensor in [0, 1]."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(img).transpose(2, 0, 1).copy()).float().div_(255.0)
+
+
+def to_uint8(t) -> np.ndarray:
+    """3xHxW float tensor in [0, 1] -> HxWx3 uint8 (clamped, rounded)."""
+    import torch
+    return t.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -1,0 +1,125 @@
+"""Atomic, no-clobber file writes.
+
+Every output file is written to a hidden temporary file in the destination folder, flushed
+and ``fsync``-ed, then moved into place in one step.  If anything goes wrong -- an exception,
+a full disk, ``KeyboardInterrupt`` -- the temporary file is removed and the destination is
+left exactly as it was (absent, or the previous file).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator, Optional, Union
+
+from ..errors import OutputExistsError
+
+PathLike = Union[str, os.PathLike]
+
+TEMP_PREFIX = ".fastreshuffle-"
+TEMP_SUFFIX = ".part"
+
+
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Make the rename itself durable; not possible on every platform/filesystem.
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO]:
+    """Open a binary file for writing that appears at ``path`` only if the block succeeds.
+
+    With ``overwrite=False`` an existing ``path`` raises :class:`OutputExistsError`, both
+    before writing and at the final step (the file is linked into place with ``os.link``,
+    which refuses to replace anything, so a file created meanwhile is not clobbered either).
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not overwrite and os.path.lexists(path):
+        raise OutputExistsError(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", suffix=TEMP_SUFFIX, dir=str(folder))
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            # mkstemp creates 0600; give the result the usual permissions (umask applied).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        except OSError:
+            pass
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputExistsError(path) from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                # Filesystem without hard links: check-then-rename (small race window).
+                if os.path.lexists(path):
+                    raise OutputExistsError(path) from None
+                os.replace(tmp, path)
+        _fsync_dir(folder)
+    finally:  # also runs on KeyboardInterrupt / SystemExit
+        _remove_quietly(tmp)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, overwrite=overwrite) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_with(path: PathLike, writer: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
+    """Call ``writer(file_object)`` and publish the result at ``path`` atomically."""
+    with atomic_open(path, overwrite=overwrite) as f:
+        writer(f)
+    return Path(path)
+
+
+def save_image_atomic(image, path: PathLike, *, overwrite: bool = False, format: Optional[str] = None,
+                      **save_kwargs) -> Path:
+    """Save a PIL image (or a uint8 numpy array) to ``path`` atomically (PNG by default)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    path = Path(path)
+    fmt = format or {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                     ".bmp": "BMP"}.get(path.suffix.lower(), "PNG")
+    return atomic_write_with(path, lambda f: image.save(f, format=fmt, **save_kwargs), overwrite=overwrite)
+
+
+def leftover_temp_files(folder: PathLike):
+    """Temporary files of ours left in ``folder`` (there should never be any)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob(TEMP_PREFIX + "*") if p.name.endswith(TEMP_SUFFIX))

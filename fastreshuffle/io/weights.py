@@ -1,0 +1,84 @@
+"""Model weights as safetensors (never pickle), with the architecture in the file's metadata."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..errors import WeightsError
+from ..nn.config import ReshuffleNetConfig
+from .safe_write import atomic_write_bytes
+
+FORMAT = "fastreshuffle/1"
+
+
+def save_weights(model: torch.nn.Module, path, *, dtype: Optional[torch.dtype] = None,
+                 metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write ``model.state_dict()`` (optionally cast to ``dtype``) atomically to ``path``."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    cfg = getattr(model, "config", None)
+    meta = {"format": FORMAT}
+    if isinstance(cfg, ReshuffleNetConfig):
+        meta["config"] = cfg.to_json()
+    if metadata:
+        meta.update({str(k): str(v) for k, v in metadata.items()})
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=True)
+
+
+def read_weights(path) -> Tuple[Optional[ReshuffleNetConfig], Dict[str, torch.Tensor], Dict[str, str]]:
+    """Read a safetensors weights file -> (config or None, state_dict, metadata)."""
+    from safetensors import SafetensorError
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise WeightsError(f"{path}: looks like a pickle/torch.save file; only safetensors weights are accepted")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: not a valid safetensors file (truncated or corrupt?): {e}") from None
+    cfg = None
+    if "config" in meta:
+        try:
+            cfg = ReshuffleNetConfig.from_json(meta["config"])
+        except (ValueError, TypeError) as e:
+            raise WeightsError(f"{path}: bad model config in metadata: {e}") from None
+    return cfg, state, meta
+
+
+def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source="weights") -> None:
+    """Load ``state`` into ``model`` strictly, naming any missing, unexpected or mis-shaped tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise WeightsError(f"{source}: tensors do not match the model: missing {missing[:5]}"
+                           f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                           f"{'...' if len(unexpected) > 5 else ''}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise WeightsError(f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
+                               f"the model expects {tuple(own[k].shape)}")
+        if not v.is_floating_point():
+            raise WeightsError(f"{source}: tensor {k!r} has non-float dtype {v.dtype}")
+        if not torch.isfinite(v).all():
+            raise WeightsError(f"{source}: tensor {k!r} contains NaN or Inf")
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k].to(p.dtype))

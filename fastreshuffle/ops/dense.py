@@ -1,0 +1,267 @@
+"""Dense layer ops: ``conv3x3(elu(conv1x1(x) + b1)) + b3`` written into a channel slice.
+
+Operators (namespace ``fastreshuffle``), all visible to ``torch.compile``:
+
+``dense_layer_(Tensor(a!) buf, int c_in, Tensor w1, Tensor b1, Tensor w3, Tensor b3) -> ()``
+    Reads ``buf[:, :c_in]`` and writes the ``N = w3.shape[0]`` new channels into
+    ``buf[:, c_in:c_in+N]`` in place; every other element of ``buf`` is left untouched.
+    Inference only (no autograd formula: it mutates its input).
+
+``dense_layer_reshuffle_(Tensor(a!) buf, Tensor src, Tensor w1, Tensor b1, Tensor w3, Tensor b3) -> ()``
+    First layer of a dense block: the block input is ``reshuffle_up(src, 2)`` (pixel_shuffle,
+    paper Eq. 4).  Writes that input into ``buf[:, :C_src/4]`` and the layer output after it.
+
+``dense_layer(Tensor x, Tensor w1, Tensor b1, Tensor w3, Tensor b3) -> Tensor``
+    Functional form with a memory-efficient autograd formula: the backward recomputes the
+    bottleneck intermediate with standard ops instead of saving it.
+
+Where each runs (the one dispatch point is :func:`use_triton`): on CUDA, when Triton is
+installed and enabled (:mod:`fastreshuffle.backends`), the fused Triton kernel of
+``fastreshuffle.kernels.dense_layer`` (registered with ``torch.library.triton_op`` +
+``wrap_triton``); everywhere else the copy-free composition of :mod:`._dense_torch` (on CPU
+float32 channels-last buffers: the extension's AVX-512/AVX2 kernel).
+
+This module also registers the fake kernels of the extension's dense-layer helper ops
+(``bias_elu_``, ``dense_layer_cpu_``; schemas in ``csrc/dense_layer/dense_layer.cpp``).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Tuple
+
+import torch
+
+from .. import backends
+from ._dense_torch import layer_backward, torch_into
+from ._extension import ops as _ops
+
+__all__ = ["dense_layer_", "dense_layer_reshuffle_", "dense_layer", "use_triton"]
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CPU_DTYPES = _TRITON_DTYPES + (torch.float64,)
+
+
+# ------------------------------------------------------------------------------- dispatch
+def use_triton(t: torch.Tensor) -> bool:
+    """Whether the dense layers on ``t``'s device run the fused Triton kernel."""
+    return t.device.type == "cuda" and backends.triton_enabled()
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_kernels():
+    """``fastreshuffle.kernels.dense_layer``, imported on first use (it imports Triton)."""
+    from ..kernels import dense_layer as mod
+    return mod
+
+
+def _allow_tf32() -> bool:
+    # same switch that governs cuDNN convolutions in eager PyTorch
+    return bool(torch.backends.cudnn.allow_tf32)
+
+
+# ------------------------------------------------------------------------------ checks
+def _check_tensor(name: str, t, op: str):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _check_weights(op: str, ref: torch.Tensor, ref_name: str, c_in: int, w1, b1, w3, b3) -> Tuple[int, int]:
+    for name, t in (("w1", w1), ("b1", b1), ("w3", w3), ("b3", b3)):
+        _check_tensor(name, t, op)
+        if t.dtype != ref.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
+        if t.device != ref.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+    if w1.dim() != 4 or tuple(w1.shape[1:]) != (c_in, 1, 1):
+        raise ValueError(f"{op}: w1 must have shape [K, {c_in}, 1, 1] (1x1 conv over the {c_in} input "
+                         f"channels), got {list(w1.shape)}")
+    k = w1.shape[0]
+    if b1.shape != (k,):
+        raise ValueError(f"{op}: b1 must have shape [{k}] to match w1 {list(w1.shape)}, got {list(b1.shape)}")
+    if w3.dim() != 4 or w3.shape[1] != k or tuple(w3.shape[2:]) != (3, 3):
+        raise ValueError(f"{op}: w3 must have shape [N, {k}, 3, 3] (3x3 conv over the {k} bottleneck "
+                         f"channels), got {list(w3.shape)}")
+    n = w3.shape[0]
+    if b3.shape != (n,):
+        raise ValueError(f"{op}: b3 must have shape [{n}] to match w3 {list(w3.shape)}, got {list(b3.shape)}")
+    if k == 0 or n == 0:
+        raise ValueError(f"{op}: empty weights (K={k}, N={n})")
+    return k, n
+
+
+def _check_feature(op: str, name: str, t: torch.Tensor):
+    _check_tensor(name, t, op)
+    if t.dim() != 4:
+        raise ValueError(f"{op}: {name} must be a 4-D (B, C, H, W) tensor, got shape {list(t.shape)}")
+    allowed = _TRITON_DTYPES if t.device.type == "cuda" else _CPU_DTYPES
+    if t.dtype not in allowed:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}; supported on {t.device.type}: "
+                        f"{', '.join(str(d) for d in allowed)}")
+
+
+def _check_inplace(buf, c_in, w1, b1, w3, b3, op="dense_layer_"):
+    _check_feature(op, "buf", buf)
+    if isinstance(c_in, bool) or not isinstance(c_in, int):
+        raise TypeError(f"{op}: c_in must be an int, got {type(c_in).__name__}")
+    if c_in < 1:
+        raise ValueError(f"{op}: c_in must be >= 1, got {c_in}")
+    _, n = _check_weights(op, buf, "buf", c_in, w1, b1, w3, b3)
+    if c_in + n > buf.shape[1]:
+        raise ValueError(f"{op}: c_in + N = {c_in} + {n} = {c_in + n} exceeds the {buf.shape[1]} channels "
+                         f"of buf {list(buf.shape)}")
+    return n
+
+
+def _check_reshuffle(buf, src, w1, b1, w3, b3, op="dense_layer_reshuffle_"):
+    _check_feature(op, "buf", buf)
+    _check_feature(op, "src", src)
+    if src.dtype != buf.dtype:
+        raise TypeError(f"{op}: src has dtype {src.dtype} but buf has dtype {buf.dtype}")
+    if src.device != buf.device:
+        raise ValueError(f"{op}: src is on {src.device} but buf is on {buf.device}")
+    b, cs, hs, ws = src.shape
+    if cs % 4 or cs == 0:
+        raise ValueError(f"{op}: src channels {cs} must be a positive multiple of 4 to reshuffle up by 2 "
+                         f"(src shape {list(src.shape)})")
+    if (buf.shape[0], buf.shape[2], buf.shape[3]) != (b, 2 * hs, 2 * ws):
+        raise ValueError(f"{op}: buf {list(buf.shape)} must have batch {b} and spatial size "
+                         f"{2 * hs}x{2 * ws} (twice src {list(src.shape)})")
+    c_in = cs // 4
+    _, n = _check_weights(op, buf, "buf", c_in, w1, b1, w3, b3)
+    if c_in + n > buf.shape[1]:
+        raise ValueError(f"{op}: C_src/4 + N = {c_in} + {n} = {c_in + n} exceeds the {buf.shape[1]} "
+                         f"channels of buf {list(buf.shape)}")
+    return c_in, n
+
+
+def _check_functional(x, w1, b1, w3, b3, op="dense_layer"):
+    _check_feature(op, "x", x)
+    _check_weights(op, x, "x", x.shape[1], w1, b1, w3, b3)
+
+
+# -------------------------------------------------------------------------- op bodies
+def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
+                       w3: torch.Tensor, b3: torch.Tensor) -> None:
+    n = w3.shape[0]
+    x = buf[:, :c_in]
+    y = buf[:, c_in:c_in + n]
+    if use_triton(buf):
+        _triton_kernels().launch_dense_layer(x, y, w1, b1, w3, b3, allow_tf32=_allow_tf32(),
+                                      wrap=torch.library.wrap_triton)
+    else:
+        torch_into(x, y, w1, b1, w3, b3)
+
+
+def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
+                                 b1: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> None:
+    c_in = src.shape[1] // 4
+    n = w3.shape[0]
+    prefix = buf[:, :c_in]
+    y = buf[:, c_in:c_in + n]
+    if use_triton(buf):
+        _triton_kernels().launch_dense_layer(src, y, w1, b1, w3, b3, prefix_out=prefix,
+                                      allow_tf32=_allow_tf32(), wrap=torch.library.wrap_triton)
+    else:
+        _ops.reshuffle_up_out(src, 2, prefix)
+        torch_into(prefix, y, w1, b1, w3, b3)
+
+
+def _functional_body(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
+                      b3: torch.Tensor) -> torch.Tensor:
+    b, _, h, w = x.shape
+    n = w3.shape[0]
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    y = torch.empty((b, n, h, w), dtype=x.dtype, device=x.device,
+                    memory_format=torch.channels_last if cl else torch.contiguous_format)
+    if use_triton(x):
+        _triton_kernels().launch_dense_layer(x, y, w1, b1, w3, b3, allow_tf32=_allow_tf32(),
+                                      wrap=torch.library.wrap_triton)
+    else:
+        torch_into(x, y, w1, b1, w3, b3)
+    return y
+
+
+def _make_op(name, body, mutates):
+    if backends.triton_available():
+        return torch.library.triton_op(name, body, mutates_args=mutates)
+    op = torch.library.custom_op(name, body, mutates_args=mutates)
+    op.register_fake(body)   # the body only uses shape-polymorphic torch ops on CPU
+    return op
+
+
+_inplace_op = _make_op("fastreshuffle::dense_layer_", _inplace_body, {"buf"})
+_reshuffle_op = _make_op("fastreshuffle::dense_layer_reshuffle_", _reshuffle_body, {"buf"})
+_functional_op = _make_op("fastreshuffle::dense_layer", _functional_body, ())
+
+
+# ------------------------------------------------- fake kernels of the extension's helpers
+@torch.library.register_fake("fastreshuffle::bias_elu_")
+def _bias_elu_fake(x, bias):
+    # in place, nothing to allocate; the shape rules are those of the CPU kernel
+    if x.dim() != 2 or bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+        raise RuntimeError(f"bias_elu_: bias has shape {tuple(bias.shape)} but x has shape {tuple(x.shape)}")
+
+
+@torch.library.register_fake("fastreshuffle::dense_layer_cpu_")
+def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0, algo=0):
+    # writes into y, allocates nothing visible; shape rules as in the CPU kernel
+    if x.dim() != 4 or y.dim() != 4 or w1.dim() != 4 or w3.dim() != 4:
+        raise RuntimeError("dense_layer_cpu_: x, y, w1 and w3 must be 4-D")
+    if (w1.shape[1] != x.shape[1] or w3.shape[1] != w1.shape[0]
+            or tuple(y.shape) != (x.shape[0], w3.shape[0], x.shape[2], x.shape[3])):
+        raise RuntimeError(f"dense_layer_cpu_: shapes do not fit: x {tuple(x.shape)}, y {tuple(y.shape)}, "
+                           f"w1 {tuple(w1.shape)}, w3 {tuple(w3.shape)}")
+
+
+# ------------------------------------------------------------------------- autograd
+def _setup_context(ctx, inputs, output):
+    x, w1, b1, w3, b3 = inputs
+    ctx.save_for_backward(x, w1, b1, w3)
+
+
+def _backward(ctx, gy):
+    x, w1, b1, w3 = ctx.saved_tensors
+    return layer_backward(x, w1, b1, w3, gy, ctx.needs_input_grad[0])
+
+
+_functional_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------- public functions
+def _no_grad_guard(op: str, *tensors):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise RuntimeError(f"{op} writes into its buffer in place and has no autograd formula; "
+                           "use fastreshuffle.ops.dense_layer (functional) or dense_block "
+                           "for training, or call it under torch.no_grad()/inference_mode()")
+
+
+# ------------------------------------------------------------------- public functions
+def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
+                 w3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+    """Compute the dense layer on ``buf[:, :c_in]`` and write it into ``buf[:, c_in:c_in+N]``.
+
+    Returns ``buf``.  ``w1``: ``[K, c_in, 1, 1]``, ``b1``: ``[K]``, ``w3``: ``[N, K, 3, 3]``,
+    ``b3``: ``[N]`` with the dtype and device of ``buf``.  ``buf`` may have any strides
+    (NCHW, channels_last, a view).
+    """
+    _check_inplace(buf, c_in, w1, b1, w3, b3)
+    _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
+    _inplace_op(buf, int(c_in), w1, b1, w3, b3)
+    return buf
+
+
+def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                           w3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+    """First layer of a block: ``buf[:, :c] = reshuffle_up(src, 2)`` (c = C_src/4) and the layer
+    output into ``buf[:, c:c+N]`` -- on CUDA in one fused kernel.  Returns ``buf``."""
+    _check_reshuffle(buf, src, w1, b1, w3, b3)
+    _no_grad_guard("dense_layer_reshuffle_", buf, src, w1, b1, w3, b3)
+    _reshuffle_op(buf, src, w1, b1, w3, b3)
+    return buf
+
+
+def dense_layer(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
+                b3: torch.Tensor) -> torch.Tensor:
+    """Functional, differentiable dense layer returning the ``N`` new channels."""
+    _check_functional(x, w1, b1, w3, b3)
+    return _functional_op(x, w1, b1, w3, b3)

@@ -1,0 +1,101 @@
+"""Training state on disk: ``state.safetensors`` (fp32 weights and Adam moments, tensors only) +
+``state.json`` (step, schedule, best PSNR, arguments), both published atomically, and the
+``log.csv`` of a run (kept up to the resumed step)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from ..errors import UserError, WeightsError
+from ..io.safe_write import atomic_write_bytes
+from ..io.weights import load_state_checked
+
+STATE_VERSION = 1
+LOG_FIELDS = ["step", "epoch_images", "lr", "loss", "val_psnr", "val_psnr_codec", "val_gain", "seconds",
+              "images_per_s"]
+
+__all__ = ["save_state", "load_state", "CsvLog", "STATE_VERSION", "LOG_FIELDS"]
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, names: Dict[int, str]) -> Dict[str, torch.Tensor]:
+    out = {}
+    sd = opt.state_dict()
+    for idx, st in sd["state"].items():
+        name = names[idx]
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            out[f"optim.{k}.{name}"] = t.detach().cpu().contiguous()
+    return out
+
+
+def save_state(run: Path, model, opt, step: int, extra: Dict) -> None:
+    from safetensors.torch import save
+
+    names = {i: n for i, (n, _) in enumerate(model.named_parameters())}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(opt, names))
+    meta = {"step": step, "version": STATE_VERSION, "param_groups": opt.state_dict()["param_groups"], **extra}
+    atomic_write_bytes(run / "state.safetensors",
+                       save(tensors, metadata={"format": "fastreshuffle-train-state/1"}), overwrite=True)
+    atomic_write_bytes(run / "state.json", json.dumps(meta, indent=1, default=str).encode(), overwrite=True)
+
+
+def load_state(run: Path, model, opt) -> Dict:
+    from safetensors.torch import load_file
+
+    sj, st = run / "state.json", run / "state.safetensors"
+    if not sj.is_file() or not st.is_file():
+        raise UserError(f"--resume: no training state in {run} (state.json / state.safetensors missing)")
+    try:
+        meta = json.loads(sj.read_text())
+        tensors = load_file(str(st))
+    except Exception as e:
+        raise UserError(f"--resume: cannot read training state in {run}: {e}") from None
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        load_state_checked(model, model_sd, source=str(st))
+    except WeightsError as e:
+        raise UserError(f"--resume: {e}") from None
+    names = [n for n, _ in model.named_parameters()]
+    state = {}
+    for i, n in enumerate(names):
+        entry = {}
+        for k, v in tensors.items():
+            if k.startswith("optim.") and k.endswith("." + n) and k.count(".") >= 2:
+                key = k[len("optim."):-(len(n) + 1)]
+                if "." not in key:
+                    entry[key] = v
+        if entry:
+            state[i] = entry
+    groups = meta["param_groups"]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    return meta
+
+
+def _read_log(path: Path, upto: int) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= upto]
+
+
+class CsvLog:
+    def __init__(self, path: Path, keep_upto: Optional[int]):
+        rows = _read_log(path, keep_upto) if keep_upto is not None else []
+        self.f = open(path, "w", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        self.w.writeheader()
+        for r in rows:
+            self.w.writerow(r)
+        self.f.flush()
+
+    def row(self, **kw):
+        self.w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in kw.items()})
+        self.f.flush()
+
+    def close(self):
+        self.f.close()

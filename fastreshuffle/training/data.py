@@ -1,0 +1,243 @@
+"""Training and validation data: (compressed, original) patch pairs made on the fly.
+
+Reproducibility design: every training sample has a global index ``i`` (``step * global_batch
++ position``) and everything random about it -- which image, crop position, flips/rotation and
+codec quality -- is drawn from ``numpy.random.default_rng([seed, i])``.  Batches therefore do not
+depend on the number of DataLoader workers, on the number of DDP processes (each rank takes its
+slice of the global batch), or on whether a run was resumed: step ``s`` always sees the same
+samples.  Compression runs inside DataLoader workers (it is the expensive part).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import DataError, ImageReadError
+from ..io.codecs import CodecSpec, parse_spec
+from ..io.images import list_images, read_image, to_tensor
+
+
+
+
+def parse_quality_range(text: Union[str, int, Sequence[int]]) -> List[int]:
+    """``"5-50"`` -> [5..50]; ``"10"`` -> [10]; ``"10,20,40"`` -> [10, 20, 40].
+
+    Comma-separated items may themselves be ranges and may overlap: a quality is drawn uniformly
+    from the resulting list, so ``"5-50,5-30"`` draws qualities 5-30 twice as often as 31-50.
+    """
+    if isinstance(text, int):
+        return [text]
+    if not isinstance(text, str):
+        vals = [int(v) for v in text]
+        if not vals:
+            raise ValueError("empty quality list")
+        return vals
+    vals = []
+    try:
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "-" in item[1:]:
+                k = item.index("-", 1)
+                lo, hi = int(item[:k]), int(item[k + 1:])
+                if lo > hi:
+                    raise ValueError
+                vals += list(range(lo, hi + 1))
+            else:
+                vals.append(int(item))
+    except ValueError:
+        raise ValueError(f"bad quality {text!r}: use a number (10), a range (5-50) or a list of "
+                         f"them (10,20,40 or 5-50,5-30)") from None
+    if not vals:
+        raise ValueError(f"bad quality {text!r}")
+    return vals
+
+
+@dataclasses.dataclass
+class LoadReport:
+    found: int = 0
+    loaded: int = 0
+    unreadable: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    too_small: List[str] = dataclasses.field(default_factory=list)
+    padded: List[str] = dataclasses.field(default_factory=list)
+
+    def summary(self, folder) -> str:
+        msg = f"{folder}: {self.loaded} images"
+        extra = []
+        if self.unreadable:
+            extra.append(f"{len(self.unreadable)} unreadable skipped")
+        if self.too_small:
+            extra.append(f"{len(self.too_small)} smaller than the patch skipped")
+        if self.padded:
+            extra.append(f"{len(self.padded)} smaller than the patch padded")
+        return msg + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if ph == 0 and pw == 0:
+        return img
+    mode = "reflect" if ph < img.shape[0] and pw < img.shape[1] else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str = "pad",
+                warn=None, limit: Optional[int] = None) -> Tuple[List[np.ndarray], List[str], LoadReport]:
+    """Read all images of ``folder`` into memory (RGB uint8).
+
+    Unreadable files are named (via ``warn``) and skipped; images with a side smaller than
+    ``min_size`` are padded (``small="pad"``) or skipped (``small="skip"``).  Raises
+    :class:`DataError` for a missing or empty folder or when nothing is readable.
+    """
+    if warn is None:
+        def warn(msg):
+            print(f"warning: {msg}", file=sys.stderr)
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"data folder not found: {folder}")
+    if not folder.is_dir():
+        raise DataError(f"not a folder: {folder}")
+    paths = list_images(folder)
+    if not paths:
+        paths = list_images(folder, recursive=True)
+    if not paths:
+        raise DataError(f"no image files in {folder}")
+    if limit is not None:
+        paths = paths[:limit]
+    rep = LoadReport(found=len(paths))
+    images, names = [], []
+    for p in paths:
+        try:
+            img = read_image(p)
+        except ImageReadError as e:
+            warn(f"skipping unreadable image {e.path}: {e.reason}")
+            rep.unreadable.append((str(p), e.reason))
+            continue
+        if min_size and (img.shape[0] < min_size or img.shape[1] < min_size):
+            if small == "skip":
+                rep.too_small.append(str(p))
+                continue
+            img = _pad_to(img, max(min_size, img.shape[0]), max(min_size, img.shape[1]))
+            rep.padded.append(str(p))
+        images.append(img)
+        names.append(p.name)
+    rep.loaded = len(images)
+    if rep.too_small:
+        warn(f"skipped {len(rep.too_small)} image(s) smaller than {min_size}x{min_size} in {folder}")
+    if rep.padded:
+        warn(f"padded {len(rep.padded)} image(s) smaller than {min_size}x{min_size} in {folder}")
+    if not images:
+        raise DataError(f"no usable images in {folder} ({len(rep.unreadable)} unreadable, "
+                        f"{len(rep.too_small)} too small)")
+    return images, names, rep
+
+
+class PatchPairs(Dataset):
+    """Random (compressed, original) patch pairs; ``dataset[i]`` is a pure function of (seed, i).
+
+    Returns ``(compressed, original, quality)``: two float32 tensors (3, P, P) in [0, 1]
+    and the codec quality (float tensor) used for that sample.
+    """
+
+    def __init__(self, images: List[np.ndarray], patch: int = 128, codec: Union[str, CodecSpec] = "jpeg",
+                 qualities: Sequence[int] = (10,), seed: int = 0, flips: bool = True, rot90: bool = False,
+                 length: int = 2 ** 62):
+        if patch <= 0 or patch % 8:
+            raise ValueError(f"patch size must be a positive multiple of 8, got {patch}")
+        if not images:
+            raise DataError("no training images")
+        self.images = [_pad_to(im, patch, patch) for im in images]
+        self.patch = int(patch)
+        self.codec = parse_spec(codec)
+        self.qualities = [int(q) for q in qualities]
+        self.seed = int(seed)
+        self.flips = flips
+        self.rot90 = rot90
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Tuple[np.ndarray, np.ndarray, int]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        img = self.images[int(rng.integers(len(self.images)))]
+        p = self.patch
+        y = int(rng.integers(img.shape[0] - p + 1))
+        x = int(rng.integers(img.shape[1] - p + 1))
+        crop = img[y:y + p, x:x + p]
+        if self.flips:
+            if rng.random() < 0.5:
+                crop = crop[::-1]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+        if self.rot90:
+            crop = np.rot90(crop, int(rng.integers(4)))
+        q = self.qualities[int(rng.integers(len(self.qualities)))]
+        crop = np.ascontiguousarray(crop)
+        coded = self.codec.with_quality(q)(crop)
+        return coded.image, crop, q
+
+    def __getitem__(self, index: int):
+        comp, orig, q = self.sample(index)
+        return to_tensor(comp), to_tensor(orig), torch.tensor(float(q))
+
+
+class StepBatchSampler(Sampler):
+    """Yields, for steps ``start..steps-1``, this rank's slice of the global batch of indices."""
+
+    def __init__(self, start_step: int, steps: int, global_batch: int, rank: int = 0, world: int = 1):
+        if global_batch % world:
+            raise ValueError(f"batch size {global_batch} is not divisible by the {world} processes")
+        self.start, self.steps, self.gb = int(start_step), int(steps), int(global_batch)
+        self.rank, self.world = int(rank), int(world)
+        self.local = self.gb // self.world
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for s in range(self.start, self.steps):
+            base = s * self.gb + self.rank * self.local
+            yield list(range(base, base + self.local))
+
+
+def worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def center_crop(img: np.ndarray, size: Optional[int], multiple: int = 8) -> np.ndarray:
+    """Center crop to at most ``size`` x ``size`` and down to a multiple of ``multiple``."""
+    h, w = img.shape[:2]
+    th = min(h, size) if size else h
+    tw = min(w, size) if size else w
+    th -= th % multiple
+    tw -= tw % multiple
+    if th <= 0 or tw <= 0:
+        return img
+    y, x = (h - th) // 2, (w - tw) // 2
+    return np.ascontiguousarray(img[y:y + th, x:x + tw])
+
+
+class ValidationSet:
+    """Fixed (compressed, original) pairs for validation: center crops, compressed once."""
+
+    def __init__(self, images: List[np.ndarray], codec: Union[str, CodecSpec], qualities: Sequence[int],
+                 crop: Optional[int] = 256):
+        spec = parse_spec(codec)
+        self.items = []  # (quality, compressed uint8, original uint8)
+        for q in qualities:
+            for im in images:
+                orig = center_crop(im, crop)
+                self.items.append((int(q), spec.with_quality(int(q))(orig).image, orig))
+        self.qualities = [int(q) for q in qualities]
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -1,0 +1,55 @@
+"""Process group for data-parallel training (``torchrun``): rank, world size, this process's
+device (through :func:`fastreshuffle.backends.resolve_device`), barrier, mean, broadcast."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..backends import resolve_device
+
+__all__ = ["Dist"]
+
+
+class Dist:
+    def __init__(self, device_arg: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dev = resolve_device(device_arg)
+        if dev.type == "cuda" and dev.index is None and (self.world > 1 or device_arg in (None, "auto")):
+            dev = torch.device(f"cuda:{self.local_rank}")
+        self.device = dev
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.enabled = self.world > 1
+        if self.enabled:
+            import torch.distributed as dist
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            value = value.detach().clone()
+            torch.distributed.all_reduce(value)
+            value /= self.world
+        return value
+
+    def broadcast_obj(self, obj):
+        if not self.enabled:
+            return obj
+        lst = [obj]
+        torch.distributed.broadcast_object_list(lst, src=0)
+        return lst[0]
+
+    def close(self):
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

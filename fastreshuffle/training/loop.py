@@ -1,0 +1,397 @@
+"""Training: L1 loss + Adam on (compressed, original) patch pairs (``fastreshuffle train``).
+
+Single process::
+
+    fastreshuffle train --codec jpeg --quality 5-50 --preset small --steps 3000 --out runs/jpeg
+
+Several processes (DDP; gloo on CPU, nccl on GPU); ``--batch-size`` is the *global* batch::
+
+    torchrun --standalone --nproc_per_node 2 -m fastreshuffle.cli train ... --batch-size 16 --threads 1
+
+Run folder: ``log.csv``, ``last.safetensors`` / ``best.safetensors`` (weights + config in the
+metadata, loadable with ``fastreshuffle.load_model``), ``state.safetensors`` (fp32 weights and Adam
+moments, tensors only) + ``state.json`` (step, schedule, best PSNR, arguments).  ``--resume``
+continues from them; the data pipeline is a pure function of (seed, sample index), so a resumed
+run sees the same batches and ends in the same state as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CodecError, DataError, UserError, WeightsError
+from ..nn.config import ReshuffleNetConfig
+from .checkpoint import CsvLog, load_state, save_state
+from .dist import Dist
+
+__all__ = ["train", "lr_at", "validate"]
+
+
+# ------------------------------------------------------------------ schedule
+def lr_at(step: int, args) -> float:
+    """Learning rate for optimisation step ``step`` (0-based): a pure function of the step."""
+    base = args.lr
+    if args.warmup and step < args.warmup:
+        return base * (step + 1) / args.warmup
+    if args.schedule == "constant":
+        return base
+    if args.schedule == "step":
+        every = args.step_every or max(1, args.steps // 3)
+        return base * (args.step_gamma ** ((step - args.warmup) // every))
+    min_lr = args.min_lr if args.min_lr is not None else base / 100.0
+    span = max(1, args.steps - args.warmup)
+    t = min(1.0, (step - args.warmup) / span)
+    return min_lr + 0.5 * (base - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+# ------------------------------------------------------------------ validation
+@torch.no_grad()
+def validate(model, valset, device, amp: bool) -> Dict[str, float]:
+    from ..io.images import to_tensor, to_uint8
+    from ..metrics import PSNRAccumulator
+
+    was_training = model.training
+    model.eval()
+    acc, acc_c = PSNRAccumulator(), PSNRAccumulator()
+    for _q, comp, orig in valset.items:
+        x = to_tensor(comp)[None].to(device)
+        with _autocast(device, amp):
+            y = model(x)
+        out = to_uint8(y[0].float())
+        acc.add(out, orig)
+        acc_c.add(comp, orig)
+    model.train(was_training)
+    return {"val_psnr": acc.psnr(), "val_psnr_codec": acc_c.psnr()}
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _resolve_config(args) -> ReshuffleNetConfig:
+    if args.config:
+        try:
+            return ReshuffleNetConfig.from_json(args.config)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"--config: {e}") from None
+    return ReshuffleNetConfig.preset(args.preset)
+
+
+def _check_args(args) -> None:
+    if args.patch <= 0 or args.patch % 8:
+        raise UserError(f"--patch must be a positive multiple of 8, got {args.patch}")
+    if args.steps <= 0:
+        raise UserError("--steps must be positive")
+    if args.batch_size <= 0:
+        raise UserError("--batch-size must be positive")
+    if args.lr <= 0:
+        raise UserError("--lr must be positive")
+    if args.val_every <= 0 or args.log_every <= 0:
+        raise UserError("--val-every and --log-every must be positive")
+
+
+def _codec_and_qualities(args):
+    from ..io.codecs import parse_spec
+    from .data import parse_quality_range
+
+    try:
+        qualities = parse_quality_range(args.quality)
+        spec = parse_spec(args.codec)
+        if spec.quality is not None:  # "jpeg:10" given as codec: that is the quality
+            if args.quality == "10":
+                qualities = [spec.quality]
+        for q in qualities:
+            parse_spec(spec, q)
+    except (ValueError, CodecError) as e:
+        raise UserError(str(e)) from None
+    return spec, qualities
+
+
+def _load_data(args, spec, val_qualities, main: bool, say, warn):
+    """-> (training images, validation set or None)."""
+    from ..io.datasets import eval_dir, train_dir
+    from .data import ValidationSet, load_folder
+
+    data_dir = Path(args.data) if args.data else train_dir(args.data_root)
+    try:
+        images, _names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    say(f"train data: {rep.summary(data_dir)}")
+    valset = None
+    val_mode = (args.val or "").lower()
+    if val_mode == "split":
+        if len(images) <= args.val_images:
+            raise UserError(f"--val split needs more than --val-images {args.val_images} training images, "
+                            f"{data_dir} has {len(images)}")
+        held = images[-args.val_images:]
+        images = images[:-args.val_images]
+        say(f"held out the last {len(held)} images (by name) of {data_dir} for validation; "
+            f"training on {len(images)}")
+        if main:
+            valset = ValidationSet(held, spec, val_qualities, crop=args.val_crop or None)
+            say(f"validation: {len(held)} held-out images, {spec.name} quality {val_qualities}, "
+                f"crop {args.val_crop or 'full'}")
+    elif main and val_mode != "none":
+        val_dir = Path(args.val) if args.val else eval_dir(args.data_root)
+        try:
+            vimgs, _, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
+        except DataError as e:
+            raise UserError(f"validation: {e}") from None
+        valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
+        say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
+            f"crop {args.val_crop or 'full'}")
+    return images, valset
+
+
+def _build_model(args, cfg, device):
+    """Fresh model from the package's factory (zero tail, optional --init)."""
+    from ..inference.loading import build_model
+    from ..io.weights import load_state_checked, read_weights
+
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, device, training=True)
+    if args.zero_tail and cfg.residual:
+        with torch.no_grad():
+            model.tail.weight.zero_()
+            model.tail.bias.zero_()
+    if args.init and not args.resume:
+        try:
+            icfg, istate, _ = read_weights(args.init)
+            if icfg is not None and icfg != cfg:
+                raise UserError(f"--init {args.init}: architecture {icfg.to_dict()} differs from {cfg.to_dict()}; "
+                                "use the matching --preset/--config")
+            load_state_checked(model, istate, source=args.init)
+        except WeightsError as e:
+            raise UserError(str(e)) from None
+    return model
+
+
+def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, Tuple[float, int]]:
+    """-> (start step, best PSNR, partial loss accumulator) of the saved run."""
+    meta = load_state(run_dir, model, opt)
+    start = int(meta["step"])
+    best = float(meta.get("best_psnr", -float("inf")))
+    loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))
+    saved_cfg = meta.get("config")
+    if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
+        raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
+                        "pass the same --preset/--config")
+    say(f"resuming {run_dir} at step {start}")
+    for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
+                     ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
+                     ("schedule", args.schedule), ("steps", args.steps)):
+        if key in meta and meta[key] != now:
+            warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
+                 "the result will differ from an uninterrupted run")
+    return start, best, loss_acc
+
+
+def train(args) -> int:
+    """Train as ``fastreshuffle train`` does; ``args``: the command's ``argparse.Namespace``
+    (every option of :mod:`fastreshuffle.cli.train`).  Returns 0."""
+    _check_args(args)
+    spec, qualities = _codec_and_qualities(args)
+    val_qualities = args.val_quality or [min(qualities)]
+    cfg = _resolve_config(args)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        dist = Dist(args.device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    device = dist.device
+    if args.batch_size % dist.world:
+        raise UserError(f"--batch-size {args.batch_size} is not divisible by the {dist.world} processes")
+    run_dir = Path(args.out)
+    if dist.main:
+        if run_dir.exists() and not args.resume and (run_dir / "state.json").exists():
+            raise UserError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
+    warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
+
+    images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
+    model = _build_model(args, cfg, device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start, best, loss_acc = 0, -float("inf"), (0.0, 0)
+    if args.resume:
+        start, best, loss_acc = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
+        if start >= args.steps:
+            say(f"nothing to do: the run is already at step {start} >= --steps {args.steps}")
+            dist.close()
+            return 0
+    end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+    if end <= start:
+        say(f"nothing to do: the run is at step {start}, --stop-at {args.stop_at}")
+        dist.close()
+        return 0
+    loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say)
+    return loop.run(start, end, best, loss_acc)
+
+
+class _Loop:
+    """The optimisation loop of one run, with its log, checkpoints and progress bar."""
+
+    def __init__(self, args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say):
+        self.args, self.dist, self.model, self.opt, self.spec = args, dist, model, opt, spec
+        self.valset, self.run_dir, self.say = valset, run_dir, say
+        self.qualities, self.images = qualities, images
+        self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": args.preset,
+                           "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
+                           "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps}
+        self.best = -float("inf")
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def _loader(self, start: int, end: int):
+        from .data import PatchPairs, StepBatchSampler, worker_init
+
+        args, dist = self.args, self.dist
+        dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
+                             seed=args.seed, rot90=args.rot90)
+        sampler = StepBatchSampler(start, end, args.batch_size, dist.rank, dist.world)
+        workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=worker_init if workers else None,
+            pin_memory=dist.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=4 if workers else None)
+
+    def checkpoint(self, step: int, is_best: bool) -> None:
+        from ..io.weights import save_weights
+
+        args, best = self.args, self.best
+        wmeta = {"step": str(step), "codec": self.spec.name, "quality": str(args.quality),
+                 "val_psnr": f"{best:.4f}" if math.isfinite(best) else "", "preset": args.preset}
+        save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)
+        if is_best:
+            save_weights(self.model, self.run_dir / "best.safetensors", metadata=wmeta)
+        save_state(self.run_dir, self.model, self.opt, step,
+                   {**self.extra_meta, "best_psnr": best, "args": vars(args),
+                    "loss_acc": [self.loss_sum, self.loss_n]})
+
+    def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
+        is_best, last_val = False, None
+        if self.valset is not None:
+            v = validate(self.model, self.valset, self.dist.device, self.args.amp)
+            last_val = v["val_psnr"]
+            is_best = v["val_psnr"] > self.best
+            if is_best:
+                self.best = v["val_psnr"]
+            log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr,
+                    val_psnr=v["val_psnr"], val_psnr_codec=v["val_psnr_codec"],
+                    val_gain=v["val_psnr"] - v["val_psnr_codec"], seconds=time.time() - t0)
+            if bar is not None:
+                bar.set_postfix({"loss": f"{lval:.4f}", "psnr": f"{last_val:.2f}"}, refresh=True)
+            else:
+                self.say(f"step {step}: val PSNR {v['val_psnr']:.3f} dB "
+                         f"(codec {v['val_psnr_codec']:.3f}, gain {v['val_psnr'] - v['val_psnr_codec']:+.3f})")
+        self.checkpoint(step, is_best or self.valset is None)
+        return last_val
+
+    def run(self, start: int, end: int, best: float, loss_acc) -> int:
+        args, dist, model, opt, say = self.args, self.dist, self.model, self.opt, self.say
+        device = dist.device
+        self.best = best
+        net = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model.train()
+        loader = self._loader(start, end)
+        log = CsvLog(self.run_dir / "log.csv", keep_upto=start if args.resume else None) if dist.main else None
+        bar = None
+        if dist.main and args.progress:
+            try:
+                from tqdm import tqdm
+                bar = tqdm(total=args.steps, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
+            except ImportError:  # pragma: no cover
+                bar = None
+        step = start
+        t0 = time.time()
+        t_last, step_last = t0, start
+        # partial log interval carried over a resume
+        self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
+        last_val = None
+        interrupted = False
+        try:
+            for comp, orig, _q in loader:
+                lr = lr_at(step, args)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                comp = comp.to(device, non_blocking=True)
+                orig = orig.to(device, non_blocking=True)
+                with _autocast(device, args.amp):
+                    out = net(comp)
+                loss = F.l1_loss(out.float(), orig)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if args.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                opt.step()
+                step += 1
+                lval = float(dist.mean(loss.detach()))
+                if not math.isfinite(lval):
+                    raise RuntimeError(f"loss became {lval} at step {step}; lower --lr or use --grad-clip")
+                self.loss_sum += lval
+                self.loss_n += 1
+                if dist.main:
+                    if step % args.log_every == 0 or step == args.steps:
+                        now = time.time()
+                        ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
+                        log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
+                                loss=self.loss_sum / self.loss_n, seconds=now - t0, images_per_s=ips)
+                        t_last, step_last = now, step
+                        if bar is not None:
+                            post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
+                            if last_val is not None:
+                                post["psnr"] = f"{last_val:.2f}"
+                            bar.set_postfix(post, refresh=False)
+                        self.loss_sum, self.loss_n = 0.0, 0
+                    if bar is not None:
+                        bar.update(1)
+                if step % args.val_every == 0 or step == args.steps:
+                    if dist.main:
+                        v = self._validate_and_save(step, lr, lval, t0, log, bar)
+                        last_val = v if v is not None else last_val
+                    dist.barrier()
+                elif step == end:
+                    if dist.main:
+                        self.checkpoint(step, False)
+                        say(f"stopped at step {step} (--stop-at); continue with --resume")
+                    dist.barrier()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+        if interrupted:
+            if dist.main and step > start:
+                self.checkpoint(step, False)
+                say(f"interrupted: saved step {step} to {self.run_dir}; continue with --resume")
+            if log:
+                log.close()
+            dist.close()
+            raise KeyboardInterrupt
+        if log:
+            log.close()
+        if dist.main:
+            best_txt = f"best val PSNR {self.best:.3f} dB; " if math.isfinite(self.best) else ""
+            say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in "
+                f"{self.run_dir / 'best.safetensors'}")
+        dist.close()
+        return 0

@@ -1,0 +1,309 @@
+"""``fastreshuffle restore`` on a generated corpus of awkward and broken inputs.
+
+Every case checks: the documented exit code, a one-line message naming the bad file and the
+problem, good files still restored, no temporary/partial output left behind, inputs
+byte-identical afterwards (sha256).  The cases are counted in docs/restore.md.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+from fastreshuffle.cli import main as cli_main
+from fastreshuffle.io.safe_write import leftover_temp_files
+from fastreshuffle.io.weights import save_weights
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval(), path, dtype=torch.float16)
+    return path
+
+
+def _img(h=24, w=32, c=3, seed=0):
+    shape = (h, w, c) if c else (h, w)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg_bytes(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width=100_000, height=100_000) -> bytes:
+    """A valid-looking 8-bit RGB PNG header claiming width x height pixels, with a tiny IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _sha(folder: Path):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# name -> (file name, bytes factory, expected outcome: "ok" or a fragment of the error message)
+CASES = {
+    "zero_byte": ("empty.jpg", lambda: b"", "empty file"),
+    "truncated_jpeg": ("trunc.jpg", lambda: _jpeg_bytes(Image.fromarray(_img(64, 64)))[:300], "truncated"),
+    "random_bytes": ("noise.png", lambda: np.random.default_rng(1).bytes(4096), "not a recognised image"),
+    "wrong_extension": ("actually_png.jpg", lambda: _png_bytes(Image.fromarray(_img())), "ok"),
+    "one_pixel": ("one.png", lambda: _png_bytes(Image.fromarray(_img(1, 1))), "ok"),
+    "png_16bit": ("deep.png", lambda: _png_bytes(_sixteen_bit()), "ok"),
+    "cmyk_jpeg": ("cmyk.jpg", lambda: _jpeg_bytes(Image.fromarray(_img()).convert("CMYK")), "ok"),
+    "palette": ("pal.png", lambda: _png_bytes(Image.fromarray(_img()).convert("P")), "ok"),
+    "palette_transparent": ("palt.png", lambda: _png_bytes(_palette_with_transparency()), "ok"),
+    "la": ("la.png", lambda: _png_bytes(Image.fromarray(_img(c=2), "LA")), "ok"),
+    "decompression_bomb": ("bomb.png", bomb_png, "decompression bomb"),
+    "html_named_webp": ("page.webp", lambda: b"<html><body>not an image</body></html>", "not a recognised image"),
+}
+
+
+def _sixteen_bit():
+    im = Image.fromarray(np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 80)
+    assert im.mode.startswith("I;16")
+    return im
+
+
+def _palette_with_transparency():
+    im = Image.fromarray(_img()).convert("P")
+    im.info["transparency"] = 0
+    return im
+
+
+def _good_files(folder: Path):
+    Image.fromarray(_img(seed=10)).save(folder / "good1.png")
+    Image.fromarray(_img(seed=11)).save(folder / "good2.jpg", quality=20)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_corpus_case(case, tmp_path, weights, capsys):
+    name, make, expect = CASES[case]
+    src = tmp_path / "in"
+    src.mkdir()
+    _good_files(src)
+    (src / name).write_bytes(make())
+    before = _sha(src)
+    out = tmp_path / "out"
+    rc = cli_main(["restore", "--quiet", str(src), "-o", str(out), "--model", str(weights)])
+    err = capsys.readouterr().err
+    assert _sha(src) == before  # inputs untouched
+    assert (out / "good1_restored.png").is_file() and (out / "good2_restored.png").is_file()
+    assert not leftover_temp_files(out) and not leftover_temp_files(src)
+    stem = Path(name).stem
+    if expect == "ok":
+        assert rc == 0, err
+        res = Image.open(out / f"{stem}_restored.png")
+        res.load()
+        assert res.size == Image.open(src / name).size
+    else:
+        assert rc == 1
+        lines = [ln for ln in err.splitlines() if name in ln]
+        assert len(lines) == 1, err
+        assert lines[0].startswith("error: ") and expect in lines[0], lines[0]
+        assert not (out / f"{stem}_restored.png").exists()
+
+
+def test_transparency_and_gray_kept(tmp_path, weights):
+    (tmp_path / "la.png").write_bytes(CASES["la"][1]())
+    (tmp_path / "palt.png").write_bytes(CASES["palette_transparent"][1]())
+    (tmp_path / "deep.png").write_bytes(CASES["png_16bit"][1]())
+    assert cli_main(["restore", "-q", str(tmp_path), "--model", str(weights)]) == 0
+    assert Image.open(tmp_path / "la_restored.png").mode == "LA"
+    assert Image.open(tmp_path / "palt_restored.png").mode == "RGBA"
+    assert Image.open(tmp_path / "deep_restored.png").mode == "L"
+
+
+def test_mixed_folder(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    (src / "nested").mkdir(parents=True)
+    bad = ["zero_byte", "truncated_jpeg", "random_bytes", "decompression_bomb"]
+    good = ["wrong_extension", "one_pixel", "cmyk_jpeg", "palette"]
+    for i, case in enumerate(bad + good):
+        name, make, _ = CASES[case]
+        (src / ("nested" if i % 2 else ".") / name).write_bytes(make())
+    (src / "notes.txt").write_text("not an image, not picked up from a folder")
+    before = _sha(src)
+    out = tmp_path / "out"
+    rc = cli_main(["restore", "-q", "-r", str(src), "-o", str(out), "--model", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert _sha(src) == before
+    assert sum(ln.startswith("error: ") for ln in err.splitlines()) == len(bad)
+    assert len(list(out.rglob("*_restored.png"))) == len(good)
+    assert "4 restored, 0 skipped, 4 failed" in err
+    assert not leftover_temp_files(out)
+
+
+def test_missing_input_path(tmp_path, weights, capsys):
+    _good_files(tmp_path)
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), str(tmp_path / "nope.png"),
+                   "--model", str(weights)])
+    assert rc == 1
+    assert "nope.png: no such file or folder" in capsys.readouterr().err
+    assert (tmp_path / "good1_restored.png").is_file()
+
+
+def test_output_parent_is_a_file(tmp_path, weights, capsys):
+    """Root ignores chmod, so 'unwritable' is an output folder whose parent is a regular file."""
+    _good_files(tmp_path)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    before = _sha(tmp_path)
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(blocker / "out"),
+                   "--model", str(weights)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "cannot create output folder" in err[0] and "blocker" in err[0]
+    assert _sha(tmp_path) == before
+
+
+def test_output_dir_is_a_file(tmp_path, weights, capsys):
+    _good_files(tmp_path)
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "good2.jpg"),
+                   "--model", str(weights)])
+    assert rc == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_write_error_per_file(tmp_path, weights, capsys, monkeypatch):
+    """An unwritable destination for one file (injected EACCES at write time): reported, rest done."""
+    _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, errno.EACCES, "Permission denied")
+
+
+def test_disk_full(tmp_path, weights, capsys, monkeypatch):
+    """ENOSPC in the middle of writing the 2nd output: partial temp removed, others written."""
+    _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, errno.ENOSPC, "No space left on device")
+
+
+def _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, code, text):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(_img(seed=i)).save(src / f"f{i}.png")
+    before = _sha(src)
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def flaky_save(self, fp, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            fp.write(b"\x89PNG partial data")  # something lands in the temp file first
+            raise OSError(code, os.strerror(code))
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", flaky_save)
+    out = tmp_path / "out"
+    rc = cli_main(["restore", "-q", str(src), "-o", str(out), "--model", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "f1.png" in line[0] and text in line[0]
+    assert sorted(p.name for p in out.iterdir()) == ["f0_restored.png", "f2_restored.png"]
+    assert not leftover_temp_files(out)
+    assert _sha(src) == before
+
+
+def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatch):
+    """KeyboardInterrupt while a file is being written: exit 130, temp removed, earlier output kept."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(_img(seed=i)).save(src / f"f{i}.png")
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def interrupted_save(self, fp, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            fp.write(b"partial")
+            raise KeyboardInterrupt
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    out = tmp_path / "out"
+    rc = cli_main(["restore", "-q", str(src), "-o", str(out), "--model", str(weights)])
+    assert rc == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["f0_restored.png"]
+    assert not leftover_temp_files(out)
+
+
+def test_sigint_mid_run(tmp_path, weights):
+    """A real SIGINT to a running ``fastreshuffle restore`` after its first output appears."""
+    src = tmp_path / "in"
+    src.mkdir()
+    n = 8
+    for i in range(n):
+        Image.fromarray(_img(384, 512, seed=i)).save(src / f"img{i}.png")
+    before = _sha(src)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # --tile 0: one forward pass per file (~0.1-0.3 s each on one thread)
+    p = subprocess.Popen([sys.executable, "-m", "fastreshuffle.cli", "restore", str(src), "-o", str(out),
+                          "--model", str(weights), "--tile", "0", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and p.poll() is None:
+            if out.is_dir() and any(out.glob("*_restored.png")):
+                break
+            time.sleep(0.02)
+        assert p.poll() is None, "finished before it could be interrupted"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    done = sorted(out.glob("*_restored.png"))
+    if p.returncode == 0:  # pragma: no cover - the machine was too fast
+        pytest.skip("all files finished before SIGINT arrived")
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert 1 <= len(done) < n
+    for f in done:  # every output that exists is complete
+        Image.open(f).load()
+    assert not leftover_temp_files(out)
+    assert _sha(src) == before
+
+
+def test_corrupt_weights_file_is_a_usage_error(tmp_path, weights, capsys):
+    _good_files(tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(weights.read_bytes()[:200])
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "--model", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "bad.safetensors" in err[0]
+    assert not (tmp_path / "good1_restored.png").exists()

@@ -1,0 +1,17 @@
+"""Helpers shared by several test modules (the tests folder is on sys.path through its conftest)."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def make_images(folder, n=4, size=48, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        f = rng.uniform(3, 9, 3)
+        img = np.stack([128 + 100 * np.sin(x / f[0] + i), 128 + 100 * np.cos(y / f[1]),
+                        128 + 100 * np.sin((x + y) / f[2])], -1) + rng.normal(0, 4, (size, size, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder

@@ -1,0 +1,151 @@
+"""eval JSON schema and bad-input messages; robust image reading (fastreshuffle.io.images)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastreshuffle.cli import main
+from fastreshuffle.errors import ImageReadError
+from fastreshuffle.io.images import read_image
+
+from helpers import make_images
+
+KEYS = {"images", "bpp", "psnr_codec", "psnr_restored", "psnr_codec_mean", "psnr_restored_mean", "ssim_codec",
+        "ssim_restored", "psnrb_codec", "psnrb_restored", "per_image", "codec", "quality"}
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    import torch
+    from fastreshuffle import PRESETS, ReshuffleNet
+    from fastreshuffle.io.weights import save_weights
+    torch.manual_seed(0)
+    return save_weights(ReshuffleNet(PRESETS["tiny"]), tmp_path / "w.safetensors")
+
+
+def test_eval_json_schema_and_plot(tmp_path, weights, capsys):
+    data = make_images(tmp_path / "imgs", n=3, size=40)
+    out = tmp_path / "res.json"
+    rc = main(["eval", "--data", str(data), "--codec", "jpeg", "--quality", "10", "40", "--weights", str(weights),
+               "--no-fast", "--json", str(out), "--plot", str(tmp_path / "rd.png"), "-q"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "PSNR set" in table and "restored" in table
+    doc = json.loads(out.read_text())
+    assert doc["images"] == 3 and doc["model"]["class"] == "ReshuffleNet"
+    assert len(doc["results"]) == 2
+    r10, r40 = doc["results"]
+    for r in doc["results"]:
+        assert KEYS <= set(r)
+        assert r["images"] == 3 and len(r["per_image"]) == 3
+        assert all(isinstance(r[k], float) for k in KEYS - {"per_image", "codec", "quality", "images"})
+        assert r["psnr_codec_mean"] >= r["psnr_codec"] - 1e-9  # Jensen
+        # dataset-level PSNR recomputed from the per-image rows (same pixel count each)
+        mses = [255 ** 2 / 10 ** (row["psnr_codec"] / 10) for row in r["per_image"]]
+        assert r["psnr_codec"] == pytest.approx(10 * np.log10(255 ** 2 / np.mean(mses)))
+    assert r10["bpp"] < r40["bpp"] and r10["psnr_codec"] < r40["psnr_codec"]
+    assert (tmp_path / "rd.png").stat().st_size > 1000
+
+
+def test_eval_codec_only_hevc(tmp_path):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    out = tmp_path / "res.json"
+    assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", "30", "40", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    a, b = doc["results"]
+    assert a["qp"] == 30 and a["psnr_restored"] is None and a["bpp"] > b["bpp"]
+
+
+def test_eval_bad_inputs(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "--data", str(empty), "-q"]) == 2
+    assert "no image files" in capsys.readouterr().err
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    (data / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["eval", "--data", str(data), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and "--skip-bad" in err and "Traceback" not in err
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--skip-bad", "--json", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["images"] == 2 and len(doc["skipped"]) == 1
+    assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "nope.safetensors"), "-q",
+                 "--skip-bad"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data), "--codec", "png", "-q"]) == 2
+
+
+# ---------------------------------------------------------------- imageio
+def test_read_image_modes(tmp_path):
+    rgb = (np.arange(20 * 30 * 3) % 251).reshape(20, 30, 3).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")
+    g = read_image(tmp_path / "g.png")
+    assert g.shape == (20, 30, 3) and np.array_equal(g[..., 1], rgb[..., 0])
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == (20, 30, 3)
+    rgba = np.dstack([rgb, np.full((20, 30), 7, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    out, alpha = read_image(tmp_path / "rgba.png", return_alpha=True)
+    assert np.array_equal(out, rgb) and (alpha == 7).all()
+    Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
+    assert read_image(tmp_path / "la.png").shape == (20, 30, 3)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg")
+    assert read_image(tmp_path / "c.jpg").shape == (20, 30, 3)
+    g16 = (np.arange(600).reshape(20, 30) * 100).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    r16 = read_image(tmp_path / "g16.png")
+    assert r16.dtype == np.uint8 and r16[-1, -1, 0] == round(59900 / 65535 * 255)
+
+
+def test_read_image_exif_orientation(tmp_path):
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:, :10] = 255
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    out = read_image(tmp_path / "o.jpg")
+    assert out.shape == (20, 10, 3)
+
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "junk.png").write_bytes(b"hello world, not an image")
+    with pytest.raises(ImageReadError, match="junk.png"):
+        read_image(tmp_path / "junk.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.uint8)).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError) as e:
+        read_image(tmp_path / "trunc.png")
+    assert e.value.path.endswith("trunc.png")
+    with pytest.raises(ImageReadError, match="too large|bomb"):
+        read_image(tmp_path / "t.png", max_pixels=1000)
+
+
+def test_read_image_palette_alpha_and_48bit(tmp_path):
+    import struct
+    import zlib
+    rgb = (np.arange(20 * 30 * 3) % 251).reshape(20, 30, 3).astype(np.uint8)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png", return_alpha=True)[1] is None
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pt.png", transparency=0)
+    assert read_image(tmp_path / "pt.png", return_alpha=True)[1] is not None
+    h, w = 4, 5
+    raw = b"".join(b"\x00" + np.full((w, 3), 40000, ">u2").tobytes() for _ in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "48.png").write_bytes(png)
+    out = read_image(tmp_path / "48.png")
+    assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and int(out[0, 0, 0]) == round(40000 / 65535 * 255)

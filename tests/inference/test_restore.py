@@ -1,0 +1,399 @@
+"""restore API (numpy / PIL / torch), load_pretrained, tiled inference, memory bound, CLI basics, demo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fastreshuffle
+from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+from fastreshuffle.cli import main as cli_main
+from fastreshuffle.inference.tiling import iter_tiles, restore_tensor, restore_uint8
+from fastreshuffle.io.weights import WeightsError, save_weights
+
+
+def _env():
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # the test machine is shared; avoid OpenMP oversubscription
+    return env
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(tiny_model, path, dtype=torch.float16)
+    return path
+
+
+def _rand_img(h, w, c=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c) if c else (h, w), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- load_pretrained
+def test_load_pretrained_from_path(tiny_weights):
+    m = fastreshuffle.load_pretrained(tiny_weights)
+    assert isinstance(m, ReshuffleNet) and not m.training
+    assert m.config == ReshuffleNetConfig.preset("tiny")
+    ref = fastreshuffle.load_pretrained(tiny_weights, fast=False)
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref(x), atol=1e-4)
+
+
+def test_load_pretrained_unknown_name_lists_choices():
+    with pytest.raises(WeightsError) as ei:
+        fastreshuffle.load_pretrained("no-such-model")
+    msg = str(ei.value)
+    assert "jpeg" in msg and "hevc" in msg and "no-such-model" in msg
+
+
+def test_load_pretrained_shipped_name():
+    from fastreshuffle.inference.loading import weights_path
+    if weights_path("hevc").is_file():
+        assert not fastreshuffle.load_pretrained("hevc").training
+    else:
+        with pytest.raises(WeightsError, match="not installed"):
+            fastreshuffle.load_pretrained("hevc")
+
+
+def test_cuda_request_without_gpu_is_clear():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from fastreshuffle.backends import resolve_device
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+# ----------------------------------------------------------------------------- restore(): kinds
+def test_restore_numpy_kinds(tiny_model):
+    img = _rand_img(20, 28)
+    out = fastreshuffle.restore(img, model=tiny_model, tile=0)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    np.testing.assert_array_equal(out, restore_uint8(tiny_model, img, tile=0))
+
+    f = img.astype(np.float32) / 255
+    outf = fastreshuffle.restore(f, model=tiny_model)
+    assert outf.dtype == np.float32 and outf.shape == f.shape and 0 <= outf.min() and outf.max() <= 1
+    assert np.abs(outf * 255 - out).max() <= 1.0
+    assert fastreshuffle.restore(f.astype(np.float64), model=tiny_model).dtype == np.float64
+
+    g = img[..., 0]
+    outg = fastreshuffle.restore(g, model=tiny_model)
+    assert outg.shape == g.shape and outg.dtype == np.uint8
+    assert fastreshuffle.restore(g[..., None], model=tiny_model).shape == (20, 28, 1)
+
+    rgba = _rand_img(20, 28, 4)
+    outa = fastreshuffle.restore(rgba, model=tiny_model)
+    assert outa.shape == rgba.shape
+    np.testing.assert_array_equal(outa[..., 3], rgba[..., 3])
+
+    u16 = img.astype(np.uint16) * 257
+    out16 = fastreshuffle.restore(u16, model=tiny_model)
+    assert out16.dtype == np.uint16 and out16.shape == u16.shape
+
+
+def test_restore_pil_kinds(tiny_model):
+    img = _rand_img(20, 28)
+    for mode in ["RGB", "L", "RGBA", "LA", "CMYK"]:
+        src = Image.fromarray(img).convert(mode)
+        out = fastreshuffle.restore(src, model=tiny_model)
+        assert isinstance(out, Image.Image) and out.mode == mode and out.size == src.size, mode
+    rgba = Image.fromarray(_rand_img(20, 28, 4))
+    np.testing.assert_array_equal(np.asarray(fastreshuffle.restore(rgba, model=tiny_model))[..., 3],
+                                  np.asarray(rgba)[..., 3])
+    pal = Image.fromarray(img).convert("P")
+    out = fastreshuffle.restore(pal, model=tiny_model)
+    assert out.mode == "RGB" and out.size == pal.size  # documented: palette -> RGB
+
+
+def test_restore_torch_kinds(tiny_model):
+    x = torch.rand(2, 3, 20, 28)
+    y = fastreshuffle.restore(x, model=tiny_model)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    y3 = fastreshuffle.restore(x[0], model=tiny_model)
+    assert y3.shape == x[0].shape
+    assert torch.allclose(y3, y[0], atol=1e-5)
+    assert fastreshuffle.restore(x.double(), model=tiny_model).dtype == torch.float64
+    assert fastreshuffle.restore(x[:, :1], model=tiny_model).shape == (2, 1, 20, 28)
+    with pytest.raises(TypeError):
+        fastreshuffle.restore((x * 255).to(torch.uint8), model=tiny_model)
+    with pytest.raises(ValueError):
+        fastreshuffle.restore(torch.rand(2, 20, 28, 3), model=tiny_model)
+
+
+def test_restore_by_path_and_bad_input(tiny_weights):
+    img = _rand_img(16, 16)
+    assert fastreshuffle.restore(img, model=str(tiny_weights), device="cpu").shape == img.shape
+    with pytest.raises(TypeError):
+        fastreshuffle.restore([[1, 2, 3]], model=str(tiny_weights))
+
+
+# ----------------------------------------------------------------------------- tiling
+@pytest.mark.parametrize("h,w,tile,ov", [(1, 1, 8, 0), (17, 33, 8, 8), (100, 37, 32, 16), (64, 64, 64, 32),
+                                         (65, 200, 64, 32), (300, 10, 0, 32)])
+def test_iter_tiles_partition(h, w, tile, ov):
+    cover = np.zeros((h, w), np.int32)
+    for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, ov):
+        cover[cy0:cy1, cx0:cx1] += 1
+        assert 0 <= wy0 <= cy0 < cy1 <= wy1 <= h and 0 <= wx0 <= cx0 < cx1 <= wx1 <= w
+        assert wy0 % 8 == 0 and wx0 % 8 == 0  # same 8x8 phase as the full image
+        assert cy0 - wy0 in (0, ov) or wy0 == 0
+    assert (cover == 1).all()
+
+
+def test_tile_arguments_validated(tiny_model):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        restore_uint8(tiny_model, _rand_img(16, 16), tile=100)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        restore_uint8(tiny_model, _rand_img(16, 16), tile=64, overlap=5)
+
+
+def test_tiled_matches_untiled(tiny_model):
+    """Measured: with overlap 32 the tiny preset's tiled output equals the untiled one to ~2e-7
+    (float32 rounding); with overlap 16 it differs by up to ~1.5e-3 (see docs/restore.md)."""
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 150, 203)
+    full = restore_tensor(tiny_model, x, tile=0, clamp=False)
+    tiled = restore_tensor(tiny_model, x, tile=64, overlap=32, clamp=False)
+    assert (tiled - full).abs().max().item() < 1e-5
+    img = _rand_img(150, 203, seed=3)
+    a = restore_uint8(tiny_model, img, tile=0)
+    b = restore_uint8(tiny_model, img, tile=48, overlap=32)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert (a != b).mean() < 1e-3
+
+
+RSS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, torch
+    from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+    from fastreshuffle.inference.tiling import restore_uint8
+
+    def hwm_kib():
+        # Peak RSS of this process image (VmHWM).  Not ru_maxrss: Linux carries the parent's
+        # peak across fork+exec into it, so under a large pytest process it says nothing.
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+
+    h, w, tile = map(int, sys.argv[1:4])
+    torch.manual_seed(0)
+    m = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    base = hwm_kib()
+    out = restore_uint8(m, img, tile=tile)
+    peak = hwm_kib()
+    print(json.dumps({"base_mib": base / 1024, "peak_mib": peak / 1024}))
+""")
+
+
+def _rss(tmp_path, h, w, tile):
+    script = tmp_path / "rss.py"
+    script.write_text(RSS_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(h), str(w), str(tile)], capture_output=True,
+                       text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc for VmHWM")
+def test_tiled_peak_memory_is_bounded(tmp_path):
+    """A 1600x1200 (1.9 Mpixel) image through 256-px tiles: the growth of peak RSS over the
+    process baseline (which already holds the input) stays under 2 uint8 images + 80 MiB."""
+    h, w = 1200, 1600
+    r = _rss(tmp_path, h, w, 256)
+    images_mib = 2 * h * w * 3 / 2 ** 20  # input is already counted in base; output + temporaries
+    growth = r["peak_mib"] - r["base_mib"]
+    assert growth < images_mib + 80, r
+    # and the untiled run of the same image needs clearly more (float activations of the whole image)
+    r0 = _rss(tmp_path, h, w, 0)
+    assert r0["peak_mib"] - r0["base_mib"] > growth + 50, (r, r0)
+
+
+# ----------------------------------------------------------------------------- CLI basics
+def _run_cli(*args):
+    return cli_main(["restore", "--quiet", *map(str, args)])
+
+
+def test_cli_names_and_outdir(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(_rand_img(24, 40)).save(src / "a.jpg", quality=30)
+    Image.fromarray(_rand_img(24, 40, seed=1)).save(src / "sub" / "b.webp", quality=30)
+    Image.fromarray(_rand_img(24, 40, seed=2)).save(src / "c.bmp")
+    Image.fromarray(_rand_img(24, 40, seed=3)).save(src / "d.tiff")
+    assert _run_cli(src, "--model", tiny_weights) == 0
+    assert (src / "a_restored.png").is_file() and (src / "c_restored.png").is_file()
+    assert (src / "d_restored.png").is_file()
+    assert not (src / "sub" / "b_restored.png").exists()  # not recursive
+    out = tmp_path / "out"
+    assert _run_cli(src, "-o", out, "--recursive", "--model", tiny_weights) == 0
+    # sub-folders mirrored; the earlier outputs (*_restored.png) in the input folder are not inputs
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == \
+        ["a_restored.png", "c_restored.png", "d_restored.png", "sub/b_restored.png"]
+    im = Image.open(out / "a_restored.png")
+    assert im.format == "PNG" and im.size == (40, 24) and im.mode == "RGB"
+    assert _run_cli(src / "a.jpg", "-o", out, "--suffix", "_x", "--model", tiny_weights) == 0
+    assert (out / "a_x.png").is_file()
+
+
+def test_cli_heif_input(tmp_path, tiny_weights):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    p = tmp_path / "h.heic"
+    try:
+        Image.fromarray(_rand_img(32, 48)).save(p, quality=30)
+    except Exception as e:  # pragma: no cover - encoder missing
+        pytest.skip(f"no HEIF encoder: {e}")
+    assert _run_cli(p, "--model", tiny_weights) == 0
+    assert Image.open(tmp_path / "h_restored.png").size == (48, 32)
+
+
+def test_cli_no_overwrite_then_overwrite(tmp_path, tiny_weights, capsys):
+    p = tmp_path / "a.png"
+    Image.fromarray(_rand_img(16, 16)).save(p)
+    out = tmp_path / "a_restored.png"
+    out.write_bytes(b"keep me")
+    assert _run_cli(p, "--model", tiny_weights) == 0
+    assert out.read_bytes() == b"keep me"
+    assert "output exists" in capsys.readouterr().err
+    assert _run_cli(p, "--model", tiny_weights, "--overwrite") == 0
+    assert Image.open(out).size == (16, 16)
+
+
+def test_cli_never_replaces_an_input(tmp_path, tiny_weights, capsys):
+    p = tmp_path / "a.png"
+    Image.fromarray(_rand_img(16, 16)).save(p)
+    before = p.read_bytes()
+    assert _run_cli(p, "--model", tiny_weights, "--suffix", "", "--overwrite") == 0
+    assert p.read_bytes() == before
+    assert "would replace an input" in capsys.readouterr().err
+
+
+def test_cli_same_stem_collision(tmp_path, tiny_weights, capsys):
+    Image.fromarray(_rand_img(16, 16)).save(tmp_path / "x.png")
+    Image.fromarray(_rand_img(16, 16, seed=1)).save(tmp_path / "x.jpg")
+    assert _run_cli(tmp_path, "--model", tiny_weights) == 0
+    assert "same name" in capsys.readouterr().err
+    assert (tmp_path / "x_restored.png").is_file()
+
+
+def test_cli_exif_orientation_alpha_gray(tmp_path, tiny_weights):
+    # JPEG stored 40 wide x 24 high with EXIF orientation 6 (rotate 90): displayed 24 x 40.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_rand_img(24, 40)).save(tmp_path / "rot.jpg", exif=exif)
+    rgba = _rand_img(24, 40, 4, seed=5)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(_rand_img(24, 40, 0, seed=6), "L").save(tmp_path / "gray.png")
+    Image.fromarray(_rand_img(24, 40, seed=7)).convert("P").save(tmp_path / "pal.png")
+    assert _run_cli(tmp_path, "--model", tiny_weights) == 0
+    assert Image.open(tmp_path / "rot_restored.png").size == (24, 40)
+    a = Image.open(tmp_path / "alpha_restored.png")
+    assert a.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(a)[..., 3], rgba[..., 3])
+    assert Image.open(tmp_path / "gray_restored.png").mode == "L"
+    assert Image.open(tmp_path / "pal_restored.png").mode == "RGB"
+
+
+def test_cli_tiled_and_untiled_agree(tmp_path, tiny_weights):
+    Image.fromarray(_rand_img(100, 140)).save(tmp_path / "a.png")
+    assert _run_cli(tmp_path / "a.png", "--model", tiny_weights, "--tile", "0", "-o", tmp_path / "o0") == 0
+    assert _run_cli(tmp_path / "a.png", "--model", tiny_weights, "--tile", "32", "-o", tmp_path / "o1") == 0
+    a = np.asarray(Image.open(tmp_path / "o0" / "a_restored.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "o1" / "a_restored.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_cli_usage_errors(tmp_path, tiny_weights, capsys):
+    Image.fromarray(_rand_img(16, 16)).save(tmp_path / "a.png")
+    assert _run_cli(tmp_path / "a.png", "--model", tiny_weights, "--tile", "30") == 2
+    assert _run_cli(tmp_path / "a.png", "--model", tmp_path / "missing.safetensors") == 2
+    (tmp_path / "empty").mkdir()
+    assert _run_cli(tmp_path / "empty", "--model", tiny_weights) == 2
+    assert _run_cli(tmp_path / "a.png", "--model", tiny_weights, "--suffix", "a/b") == 2
+    err = capsys.readouterr().err
+    assert "multiple of 8" in err and "no supported image files" in err and "missing.safetensors" in err
+
+
+def test_cli_subprocess_entry_point(tmp_path, tiny_weights):
+    Image.fromarray(_rand_img(16, 16)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "-m", "fastreshuffle.cli", "restore", str(tmp_path / "a.png"),
+                        "--model", str(tiny_weights)], capture_output=True, text=True, env=_env(),
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1 restored" in r.stderr
+    assert (tmp_path / "a_restored.png").is_file()
+
+
+# ----------------------------------------------------------------------------- demo
+def test_demo(tmp_path, tiny_weights, capsys):
+    pytest.importorskip("skimage")
+    out = tmp_path / "demo.png"
+    assert cli_main(["demo", "-o", str(out), "--model", str(tiny_weights), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "JPEG q10" in text and "PSNR" in text and "restored" in text
+    im = Image.open(out)
+    assert im.size == (3 * 512 + 2 * 8, 512)
+    stamp = out.stat().st_mtime_ns
+    assert cli_main(["demo", "-o", str(out), "--model", str(tiny_weights)]) == 2  # never overwrites
+    assert out.stat().st_mtime_ns == stamp
+    assert "exists" in capsys.readouterr().err
+
+
+def test_self_ensemble_is_the_mean_over_the_eight_transforms():
+    import torch
+    from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+    from fastreshuffle.inference.tiling import restore_tensor, self_ensemble
+
+    torch.manual_seed(0)
+    net = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    x = torch.rand(1, 3, 21, 30)  # sides not multiples of 8: padded before transforming
+    with torch.no_grad():
+        got = self_ensemble(net, x)
+        xp = torch.nn.functional.pad(x, (0, 2, 0, 3), mode="reflect")
+        outs = []
+        for k in range(4):
+            for flip in (False, True):
+                t = torch.rot90(xp, k, (2, 3))
+                t = t.flip(3) if flip else t
+                y = net(t)
+                y = y.flip(3) if flip else y
+                outs.append(torch.rot90(y, -k, (2, 3)))
+        expect = torch.stack(outs).mean(0)[..., :21, :30]
+        assert got.shape == x.shape
+        assert torch.allclose(got, expect, atol=1e-6)
+        # an equivariant "model" (identity) is unchanged by the ensemble
+        assert torch.allclose(self_ensemble(lambda t: t, x), x, atol=1e-7)
+        # tiled with the ensemble == untiled with the ensemble, far from tile seams
+        full = restore_tensor(net, x, tile=0, ensemble=True, clamp=False)
+        assert torch.allclose(full, got, atol=1e-6)
+
+
+def test_restore_api_self_ensemble_keeps_kind_shape_dtype():
+    import numpy as np
+    import fastreshuffle
+
+    img = (np.random.default_rng(0).random((19, 26, 3)) * 255).astype(np.uint8)
+    out = fastreshuffle.restore(img, "jpeg", device="cpu", self_ensemble=True)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    plain = fastreshuffle.restore(img, "jpeg", device="cpu")
+    assert np.abs(out.astype(int) - plain.astype(int)).max() <= 40  # a different but close estimate

@@ -1,0 +1,150 @@
+"""Weights files: safetensors only, clear errors for truncated/tampered/mismatched/pickle files."""
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+import fastreshuffle
+from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+from fastreshuffle.inference.loading import load_model
+from fastreshuffle.io.weights import WeightsError, read_weights, save_weights
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+
+
+@pytest.fixture()
+def good(tmp_path, model):
+    return save_weights(model, tmp_path / "tiny.safetensors", dtype=torch.float16)
+
+
+def _header(path):
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def _write_with_header(path, header, body):
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+
+
+def test_roundtrip_fp16(good, model):
+    cfg, state, meta = read_weights(good)
+    assert cfg == model.config and meta["format"] == "fastreshuffle/1"
+    assert all(v.dtype == torch.float16 for v in state.values())
+    loaded = fastreshuffle.load_pretrained(good)
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max().item() < 5e-3  # fp16 rounding of the weights
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, -50])
+def test_truncated(good, tmp_path, keep):
+    data = good.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    with pytest.raises(WeightsError, match="bad.safetensors"):
+        fastreshuffle.load_pretrained(bad)
+
+
+def test_tampered_header_shape(good, tmp_path):
+    header, body = _header(good)
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [s + 1 for s in header[name]["shape"]]
+    bad = tmp_path / "tampered.safetensors"
+    _write_with_header(bad, header, body)
+    with pytest.raises(WeightsError) as ei:
+        fastreshuffle.load_pretrained(bad)
+    assert "tampered.safetensors" in str(ei.value)
+
+
+def test_tampered_values_nan(good, tmp_path):
+    header, body = _header(good)
+    name = next(k for k in header if k != "__metadata__")
+    start, _ = header[name]["data_offsets"]
+    body = bytearray(body)
+    body[start:start + 2] = b"\x00\x7e"  # fp16 NaN
+    bad = tmp_path / "nan.safetensors"
+    _write_with_header(bad, header, bytes(body))
+    with pytest.raises(WeightsError, match="NaN"):
+        fastreshuffle.load_pretrained(bad)
+
+
+def test_tampered_config_metadata(good, tmp_path):
+    header, body = _header(good)
+    header["__metadata__"]["config"] = '{"growth": [16, 8], "layers": [1]}'
+    bad = tmp_path / "cfg.safetensors"
+    _write_with_header(bad, header, body)
+    with pytest.raises(WeightsError, match="config"):
+        fastreshuffle.load_pretrained(bad)
+
+
+def test_missing_config_metadata(model, tmp_path):
+    from safetensors.torch import save_file
+    p = tmp_path / "nometa.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p))
+    with pytest.raises(WeightsError, match="no model config"):
+        fastreshuffle.load_pretrained(p)
+
+
+def test_shape_mismatch_names_the_tensor(model, tmp_path):
+    from safetensors.torch import save_file
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    state["tail.weight"] = torch.zeros(3, 7, 5, 5)
+    p = tmp_path / "shape.safetensors"
+    save_file(state, str(p), metadata={"format": "fastreshuffle/1", "config": model.config.to_json()})
+    with pytest.raises(WeightsError) as ei:
+        fastreshuffle.load_pretrained(p)
+    assert "'tail.weight'" in str(ei.value) and "(3, 7, 5, 5)" in str(ei.value)
+
+
+def test_other_config_does_not_fit(good):
+    with pytest.raises(WeightsError, match="do not match"):
+        load_model(good, config=ReshuffleNetConfig.preset("small"))
+
+
+class _Boom:
+    """Unpickling this would create a marker file: proves nothing is ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_pickle_is_refused_and_never_executed(model, tmp_path, protocol):
+    marker = tmp_path / "UNPICKLED"
+    p = tmp_path / "evil.safetensors"
+    p.write_bytes(pickle.dumps({"state": _Boom(marker)}, protocol=protocol))
+    with pytest.raises(WeightsError):
+        fastreshuffle.load_pretrained(p)
+    assert not marker.exists()
+
+
+def test_torch_save_is_refused(model, tmp_path):
+    p = tmp_path / "model.pt"
+    torch.save(model.state_dict(), p)
+    with pytest.raises(WeightsError, match="pickle"):
+        fastreshuffle.load_pretrained(p)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(model.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match="pickle"):
+        fastreshuffle.load_pretrained(legacy)
+
+
+def test_folder_and_missing(tmp_path):
+    with pytest.raises(WeightsError, match="folder"):
+        fastreshuffle.load_pretrained(tmp_path)
+    with pytest.raises(WeightsError, match="unknown model"):
+        fastreshuffle.load_pretrained(tmp_path / "missing.safetensors")

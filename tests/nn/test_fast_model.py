@@ -1,0 +1,177 @@
+"""FastReshuffleNet vs the reference ReshuffleNet: same weights, same outputs and gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+from fastreshuffle.nn.fast import subpixel_tail_weight
+
+
+def pair(preset, seed=0, dtype=torch.float32, device="cpu"):
+    torch.manual_seed(seed)
+    ref = ReshuffleNet(ReshuffleNetConfig.preset(preset))
+    # perturb biases so that every path is exercised with non-trivial values
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fast = FastReshuffleNet(ref.config)
+    fast.load_state_dict(ref.state_dict())
+    return ref.to(device, dtype), fast.to(device, dtype)
+
+
+def test_state_dict_compatible():
+    ref, fast = pair("tiny")
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    ReshuffleNet(ref.config).load_state_dict(fast.state_dict())
+    assert isinstance(fast, ReshuffleNet)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("shape", [(2, 3, 13, 21), (1, 3, 13, 21), (1, 3, 16, 24), (1, 3, 5, 3)], ids=str)
+def test_inference_matches_reference(preset, shape):
+    ref, fast = pair(preset)
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        expect = ref(x)
+        out = fast(x)
+        again = fast(x)       # cached buffers reused
+    assert out.shape == expect.shape == x.shape
+    assert (out - expect).abs().max().item() <= 1e-4
+    assert torch.equal(out, again)
+
+
+def test_paper_preset_small_input():
+    ref, fast = pair("paper")
+    x = torch.rand(1, 3, 13, 21)
+    with torch.no_grad():
+        assert (fast(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+def test_buffer_cache_reuse_and_invalidation():
+    _, fast = pair("tiny")
+    with torch.no_grad():
+        fast(torch.rand(1, 3, 16, 16))
+        bufs = fast._buf_cache
+        fast(torch.rand(1, 3, 16, 16))
+        assert fast._buf_cache is bufs
+        fast(torch.rand(2, 3, 8, 24))
+        assert fast._buf_cache is not bufs
+        fast.double()
+        assert fast._buf_cache is None
+        fast(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+
+
+def test_output_does_not_alias_cache():
+    ref, fast = pair("tiny")
+    x1, x2 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        y1 = fast(x1).clone()
+        y1_view = fast(x1)
+        fast(x2)
+        assert torch.equal(y1, y1_view)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_training_gradients_match_reference(preset):
+    ref, fast = pair(preset)
+    x = torch.rand(2, 3, 13, 21)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    target = torch.rand(2, 3, 13, 21)
+    (ref(xr) - target).abs().mean().backward()
+    (fast(xf) - target).abs().mean().backward()
+    assert torch.allclose(xr.grad, xf.grad, rtol=1e-4, atol=1e-6)
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        scale = p.grad.abs().max().clamp_min(1e-12)
+        assert ((p.grad - q.grad).abs().max() / scale).item() <= 1e-4, name
+
+
+def test_training_step_decreases_loss():
+    _, fast = pair("tiny")
+    opt = torch.optim.Adam(fast.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 16, 16)
+    target = x.clamp(0.2, 0.8)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = (fast(x) - target).abs().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_subpixel_tail_equivalence():
+    torch.manual_seed(0)
+    w = torch.randn(3, 5, 3, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    z = torch.randn(2, 20, 4, 7, dtype=torch.float64)
+    wt, bt = subpixel_tail_weight(w, b)
+    expect = torch.nn.functional.conv2d(torch.nn.functional.pixel_shuffle(z, 2), w, b, padding=1)
+    got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(z, wt, bt, padding=1), 2)
+    assert torch.allclose(got, expect, atol=1e-12)
+
+
+def test_input_errors():
+    _, fast = pair("tiny")
+    with pytest.raises(ValueError):
+        fast(torch.rand(1, 4, 8, 8))
+    with torch.no_grad(), pytest.raises(TypeError, match="dtype"):
+        fast(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.float16, 3e-2)], ids=str)
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_cuda_matches_reference(preset, dtype, tol, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # fused kernel follows it
+    ref, fast = pair(preset, device="cuda", dtype=dtype)
+    x = torch.rand(2, 3, 37, 53, device="cuda", dtype=dtype)
+    with torch.inference_mode():
+        ref64 = pair(preset, device="cuda", dtype=torch.float64)[0]
+        expect = ref64(x.double())
+        out = fast(x)
+    assert (out.double() - expect).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("c1, c2", [(16, 8), (16, 4), (12, 3), (12, 7), (4, 9)])
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (4, 2)])
+def test_inplace_row_reshuffle_into_the_shared_allocation(c1, c2, h, w):
+    # block 1 (c1 channels, h x w) at the end of the allocation of block 2 (c2 channels, 2h x 2w),
+    # both channels_last: the row-wise reshuffle must equal pixel_shuffle of the original block 1
+    import torch.nn.functional as F
+    from fastreshuffle.nn.buffers import reshuffle_up_rows, starts_inside
+
+    n1, n2 = c1 * h * w, c2 * 4 * h * w
+    arena = torch.full((n2,), float("nan"))
+    src = arena[n2 - n1:].view(1, h, w, c1).permute(0, 3, 1, 2)
+    dst = arena.view(1, 2 * h, 2 * w, c2).permute(0, 3, 1, 2)
+    src.copy_(torch.randn(1, c1, h, w, generator=torch.Generator().manual_seed(c1 * 100 + c2 + h)))
+    expect = F.pixel_shuffle(src.clone(), 2)
+    assert starts_inside(src, dst)
+    reshuffle_up_rows(src, dst[:, :c1 // 4])
+    assert torch.equal(dst[:, :c1 // 4], expect)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_cpu_batch1_buffers_share_one_allocation(preset):
+    from fastreshuffle import ReshuffleNetConfig
+    torch.manual_seed(0)
+    cfg = ReshuffleNetConfig.preset(preset)
+    fast = FastReshuffleNet(cfg).eval()
+    ref = ReshuffleNet(cfg).eval()
+    ref.load_state_dict(fast.state_dict())
+    for size in [(40, 56), (23, 17)]:
+        x = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            assert (fast(x) - ref(x)).abs().max().item() <= 1e-4
+        bufs = fast._buf_cache
+        assert all(b.is_contiguous(memory_format=torch.channels_last) for b in bufs)
+        ptrs = {b.untyped_storage().data_ptr() for b in bufs}
+        if bufs[0].numel() + bufs[1].numel() <= bufs[2].numel():   # small, paper
+            assert len(ptrs) == 1  # blocks 0, 1, 2 in one allocation of block 2's size
+            assert bufs[2].untyped_storage().nbytes() == bufs[2].numel() * bufs[2].element_size()
+        else:                                                      # tiny: blocks 0 and 2 share
+            assert len(ptrs) == 2 and bufs[0].untyped_storage().data_ptr() == bufs[2].untyped_storage().data_ptr()

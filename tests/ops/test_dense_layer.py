@@ -1,0 +1,564 @@
+"""Tests of the dense-layer op (CPU path, autograd, opcheck), the fused Triton kernel through the
+Triton interpreter (in a subprocess) and natively on CUDA.
+
+Tolerances, relative to the largest magnitude of the float64 reference output:
+
+==================  ============  ==========================================
+path                dtype         max |out - ref| / max |ref|
+==================  ============  ==========================================
+CPU torch path      float32       1e-5
+Triton (interp.)    float32       1e-5   (IEEE fp32 dots, fp32 accumulation)
+Triton (interp.)    float16       5e-3   (fp16 inputs/intermediate, fp32 acc.)
+Triton (CUDA)       float32       1e-4   (IEEE fp32 dots)
+Triton (CUDA)       float16       5e-3
+Triton (CUDA)       bfloat16      3e-2
+==================  ============  ==========================================
+
+The interpreter tests need ``TRITON_INTERPRET=1`` before ``triton`` is imported, so
+``test_triton_interpreter`` re-runs this file's ``interp`` tests in a fresh Python process with
+that variable set; they are skipped in the normal process (``FASTRESHUFFLE_TEST_INTERP`` unset).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastreshuffle import backends
+from fastreshuffle.ops import _dense_torch, dense as dense_op
+from fastreshuffle.ops import dense_block, dense_layer, dense_layer_, dense_layer_reshuffle_
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+IN_INTERP_PROCESS = os.environ.get("FASTRESHUFFLE_TEST_INTERP") == "1"
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2, torch.float64: 1e-12}
+CUDA_TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+interp = pytest.mark.skipif(not IN_INTERP_PROCESS, reason="runs in the TRITON_INTERPRET=1 subprocess")
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON), reason="needs CUDA + Triton")
+
+
+def make_weights(m, k, n, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(k, m, 1, 1, generator=g) / m ** 0.5
+    b1 = torch.randn(k, generator=g) * 0.5
+    w3 = torch.randn(n, k, 3, 3, generator=g) / (9 * k) ** 0.5
+    b3 = torch.randn(n, generator=g) * 0.1
+    return [t.to(dtype=dtype, device=device) for t in (w1, b1, w3, b3)]
+
+
+def ref64(x, w1, b1, w3, b3):
+    d = torch.float64
+    return _dense_torch.reference_dense_layer(x.cpu().to(d), w1.cpu().to(d), b1.cpu().to(d),
+                                          w3.cpu().to(d), b3.cpu().to(d))
+
+
+def rel_err(out, ref):
+    return ((out.cpu().double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def make_buf(b, c, h, w, dtype, device, channels_last, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    buf = torch.randn(b, c, h, w, generator=g).to(dtype=dtype, device=device)
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+    return buf
+
+
+def check_inplace(run, b, m, n, k, h, w, dtype, device="cpu", channels_last=False, extra=3, tol=None):
+    """Run ``run(buf, m, weights)`` on a buffer whose target slice is NaN-poisoned; check the
+    slice against float64 and that every other channel is bit-identical."""
+    buf = make_buf(b, m + n + extra, h, w, dtype, device, channels_last)
+    wts = make_weights(m, k, n, dtype, device)
+    ref = ref64(buf[:, :m], *wts)
+    buf[:, m:m + n] = float("nan")
+    before = buf.clone()
+    run(buf, m, wts)
+    out = buf[:, m:m + n]
+    assert not torch.isnan(out).any()
+    assert rel_err(out, ref) <= (tol or TOL[dtype]), rel_err(out, ref)
+    assert torch.equal(buf[:, :m], before[:, :m])
+    assert torch.equal(buf[:, m + n:], before[:, m + n:])
+
+
+# ----------------------------------------------------------------------------- CPU op
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("b,m,n,k,h,w", [(1, 12, 8, 16, 7, 13), (2, 5, 4, 12, 1, 1), (3, 7, 4, 6, 13, 7)])
+def test_cpu_inplace(b, m, n, k, h, w, channels_last):
+    check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), b, m, n, k, h, w, torch.float32,
+                  channels_last=channels_last)
+
+
+def test_cpu_inplace_float64_exactish():
+    check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 6, 4, 8, 5, 6, torch.float64)
+
+
+def test_cpu_reshuffle_variant():
+    wts = make_weights(5, 8, 4)
+    src = torch.randn(2, 20, 4, 7)
+    buf = torch.full((2, 5 + 4 + 2, 8, 14), float("nan"))
+    dense_layer_reshuffle_(buf, src, *wts)
+    x = F.pixel_shuffle(src, 2)
+    assert torch.equal(buf[:, :5], x)
+    assert rel_err(buf[:, 5:9], ref64(x, *wts)) <= 1e-5
+    assert torch.isnan(buf[:, 9:]).all()
+
+
+def test_functional_matches_reference():
+    x = torch.randn(2, 6, 7, 5)
+    wts = make_weights(6, 8, 4)
+    assert rel_err(dense_layer(x, *wts), ref64(x, *wts)) <= 1e-5
+
+
+def test_validation_errors():
+    buf = torch.zeros(1, 10, 4, 4)
+    w1, b1, w3, b3 = make_weights(6, 8, 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        dense_layer_(buf, 7, *make_weights(7, 8, 4))
+    with pytest.raises(ValueError, match="w1 must have shape"):
+        dense_layer_(buf, 5, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="dtype"):
+        dense_layer_(buf, 6, w1.double(), b1, w3, b3)
+    with pytest.raises(ValueError, match="b3 must have shape"):
+        dense_layer_(buf, 6, w1, b1, w3, b3[:3])
+    with pytest.raises(ValueError, match="4-D"):
+        dense_layer_(buf[0], 6, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="c_in must be an int"):
+        dense_layer_(buf, 6.0, w1, b1, w3, b3)
+    with pytest.raises(TypeError, match="supported"):
+        dense_layer_(buf.int(), 6, w1, b1, w3, b3)
+    with pytest.raises(ValueError, match="twice src"):
+        dense_layer_reshuffle_(torch.zeros(1, 10, 4, 5), torch.zeros(1, 24, 2, 2), w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        dense_layer_(buf, 6, w1.requires_grad_(), b1, w3, b3)
+
+
+def test_gradcheck_functional():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    wts = [t.requires_grad_() for t in make_weights(3, 4, 2, torch.float64)]
+    assert torch.autograd.gradcheck(dense_layer, (x, *wts))
+    assert torch.autograd.gradgradcheck(dense_layer, (x, *wts), fast_mode=True)
+
+
+def test_gradcheck_dense_block():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    p1 = [t.requires_grad_() for t in make_weights(3, 4, 2, torch.float64, seed=1)]
+    p2 = [t.requires_grad_() for t in make_weights(5, 4, 2, torch.float64, seed=2)]
+    assert torch.autograd.gradcheck(lambda x, *p: dense_block(x, [p[:4], p[4:]]), (x, *p1, *p2))
+
+
+def test_opcheck():
+    wts = make_weights(5, 6, 4, torch.float64)
+    buf = torch.randn(1, 11, 4, 6, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_.default, (buf, 5, *wts))
+    src = torch.randn(1, 20, 2, 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_reshuffle_.default, (buf, src, *wts))
+    x = torch.randn(1, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer.default,
+                          (x, *[w.requires_grad_() for w in wts]))
+
+
+def test_torch_compile_sees_op():
+    wts = make_weights(5, 6, 4)
+
+    def f(buf):
+        torch.ops.fastreshuffle.dense_layer_(buf, 5, *wts)
+        return buf * 2
+
+    buf = torch.randn(1, 9, 5, 6)
+    expect = buf.clone()
+    dense_layer_(expect, 5, *wts)
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(buf)
+    assert torch.allclose(out, expect * 2)
+
+
+# ------------------------------------------------ the extension's CPU kernel (float32)
+CPU_ISA = backends.cpu_kernel_isa()
+ISAS = [pytest.param(1, id="avx2", marks=pytest.mark.skipif(CPU_ISA < 1, reason="CPU lacks AVX2 + FMA")),
+        pytest.param(2, id="avx512", marks=pytest.mark.skipif(CPU_ISA < 2, reason="CPU lacks AVX-512"))]
+
+
+# 3x3 algorithms: 1 direct, 2 Winograd F(2x2, 3x3) with the intermediate in a row ring,
+# 3 Winograd on the whole intermediate
+ALGOS = [pytest.param(1, id="direct"), pytest.param(2, id="wino-ring"), pytest.param(3, id="wino-whole")]
+
+
+def _cpu_kernel(isa, algo=0):
+    def run(buf, m, wts):
+        n = wts[2].shape[0]
+        torch.ops.fastreshuffle.dense_layer_cpu_(buf[:, :m], buf[:, m:m + n], *wts, isa, algo)
+    return run
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("b,m,n,k,h,w", [
+    (1, 12, 8, 16, 7, 13),      # W not a multiple of any tile height
+    (2, 5, 4, 12, 1, 1),        # 1x1 image: every 3x3 tap but the centre is padding
+    (3, 7, 4, 6, 13, 7),
+    (1, 33, 17, 47, 5, 29),     # K, N not multiples of 8/16 (partial panels)
+    (1, 70, 70, 300, 3, 15),    # several panels in both convolutions
+    (2, 200, 16, 64, 9, 31),    # the network's block-2 shape ratios
+    (1, 40, 64, 256, 4, 6),     # block-0 ratios: N = 64, K = 256
+    (2, 9, 20, 24, 11, 2),      # odd H (last Winograd tile row half outside), several strips per task
+    (1, 6, 8, 16, 2, 1),        # odd W = 1
+])
+def test_cpu_kernel_matches_float64(isa, algo, b, m, n, k, h, w):
+    check_inplace(_cpu_kernel(isa, algo), b, m, n, k, h, w, torch.float32, channels_last=True)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_cpu_kernel_strided_views(isa, algo):
+    """Input: a spatial crop of a channel prefix; output: a slice of another buffer."""
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(2, 40, 11, 17, generator=g).contiguous(memory_format=torch.channels_last)
+    x = src[:, 3:24, 1:10, 2:15]                    # pixel strides of the big buffer, channel offset 3
+    wts = make_weights(21, 20, 6)
+    dst = torch.full((2, 9, 13, 16), float("nan")).permute(0, 3, 1, 2)  # [2, 16, 9, 13], channels last
+    y = dst[:, 5:11]
+    torch.ops.fastreshuffle.dense_layer_cpu_(x, y, *wts, isa, algo)
+    assert rel_err(y, ref64(x, *wts)) <= TOL[torch.float32]
+    assert torch.isnan(dst[:, :5]).all() and torch.isnan(dst[:, 11:]).all()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("isa", ISAS)
+def test_cpu_kernel_repeated_calls_and_extremes(isa, algo):
+    """Later calls reuse heap memory (the workspace is not fresh zeros); large negative
+    pre-activations saturate the ELU at -1."""
+    wts = make_weights(9, 12, 5)
+    wts[1] = wts[1] - 200.0 * (torch.arange(12) % 2)                  # half the ELUs at ~ -1
+    for seed in range(3):
+        buf = make_buf(1, 9 + 5, 6, 19, torch.float32, "cpu", True, seed=seed)
+        ref = ref64(buf[:, :9], *wts)
+        _cpu_kernel(isa, algo)(buf, 9, wts)
+        assert rel_err(buf[:, 9:], ref) <= TOL[torch.float32]
+
+
+def test_cpu_kernel_bad_input():
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    op = torch.ops.fastreshuffle.dense_layer_cpu_
+    w1, b1, w3, b3 = make_weights(6, 8, 4)
+    x = torch.zeros(1, 6, 4, 4).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(1, 4, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="unit stride along its channels"):
+        op(torch.zeros(1, 6, 4, 4), y, w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="float32"):
+        op(x.double(), y, w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="y must have shape"):
+        op(x, y[:, :3], w1, b1, w3, b3)
+    with pytest.raises(RuntimeError, match="w1 must have shape"):
+        op(x, y, w1[:, :5], b1, w3, b3)
+    with pytest.raises(RuntimeError, match="b3 must have shape"):
+        op(x, y, w1, b1, w3, b3[:2])
+    with pytest.raises(RuntimeError, match="isa must be"):
+        op(x, y, w1, b1, w3, b3, 7)
+    with pytest.raises(RuntimeError, match="algo must be"):
+        op(x, y, w1, b1, w3, b3, 0, 4)
+    with pytest.raises(RuntimeError, match="4-D"):
+        op(x[0], y, w1, b1, w3, b3)
+
+
+def test_cpu_kernel_opcheck():
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    wts = make_weights(5, 6, 4)
+    buf = torch.randn(1, 11, 4, 6).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastreshuffle.dense_layer_cpu_.default, (buf[:, :5], buf[:, 5:9], *wts))
+
+
+def test_cpu_path_uses_the_kernel_for_channels_last_float32():
+    """dense_layer_ on a channels-last float32 buffer gives the kernel's result bit for bit."""
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    wts = make_weights(10, 16, 8)
+    buf = make_buf(1, 20, 9, 11, torch.float32, "cpu", True)
+    expect = buf.clone()
+    torch.ops.fastreshuffle.dense_layer_cpu_(expect[:, :10], expect[:, 10:18], *wts)
+    dense_layer_(buf, 10, *wts)
+    assert torch.equal(buf, expect)
+
+
+# ------------------------------------------------------------- Triton interpreter
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+@pytest.mark.skipif(IN_INTERP_PROCESS, reason="already inside the interpreter subprocess")
+def test_triton_interpreter(triton_interpreter):
+    """Run the ``interp`` tests of this file in a subprocess with TRITON_INTERPRET=1."""
+    triton_interpreter(__file__, "interp_")
+
+
+def _launch(cfg, **kw):
+    from fastreshuffle.ops.dense import _triton_kernels as _kernels
+    launch = _kernels().launch_dense_layer
+
+    def run(buf, m, wts):
+        n = wts[2].shape[0]
+        launch(buf[:, :m], buf[:, m:m + n], *wts, config=cfg, **kw)
+    return run
+
+
+# config A: tiles/blocks smaller than the shapes, none of M, N, K, H, W divides the blocks
+CFG_A = dict(TILE_H=4, TILE_W=8, BLOCK_HP=32, BLOCK_M=16, BLOCK_K=16, BLOCK_N=16)
+# config B: one tile covers everything, BLOCK_N smaller than N (several N blocks)
+CFG_B = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=16, BLOCK_K=32, BLOCK_N=16)
+
+INTERP_SHAPES = [  # b, m, n, k, h, w
+    (2, 12, 8, 20, 7, 13),
+    (1, 5, 4, 12, 1, 1),
+    (3, 3, 4, 8, 13, 7),
+]
+
+
+@interp
+@pytest.mark.parametrize("cfg", [CFG_A, CFG_B], ids=["A", "B"])
+@pytest.mark.parametrize("shape", INTERP_SHAPES, ids=str)
+def test_interp_fp32(shape, cfg):
+    check_inplace(_launch(cfg), *shape, torch.float32)
+
+
+@interp
+def test_interp_fp32_channels_last():
+    check_inplace(_launch(CFG_A), 2, 12, 8, 20, 7, 13, torch.float32, channels_last=True)
+
+
+@interp
+def test_interp_several_n_blocks():
+    check_inplace(_launch(CFG_B), 1, 6, 24, 16, 5, 9, torch.float32)
+
+
+@interp
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interp_fp16(channels_last):
+    check_inplace(_launch(CFG_A), 2, 12, 8, 20, 7, 13, torch.float16, channels_last=channels_last)
+
+
+@interp
+def test_interp_few_slots_persistent_loop():
+    # 2 programs loop over all tiles, reusing their scratch slots
+    check_inplace(_launch(CFG_A, num_slots=2), 2, 7, 4, 12, 9, 11, torch.float32)
+
+
+@interp
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interp_reshuffle(channels_last):
+    from fastreshuffle.ops.dense import _triton_kernels as _kernels
+    m, n, k = 6, 4, 12
+    wts = make_weights(m, k, n)
+    src = torch.randn(2, 4 * m, 4, 7)
+    buf = torch.full((2, m + n + 2, 8, 14), float("nan"))
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+        src = src.contiguous(memory_format=torch.channels_last)
+    _kernels().launch_dense_layer(src, buf[:, m:m + n], *wts, prefix_out=buf[:, :m], config=CFG_A)
+    x = F.pixel_shuffle(src, 2)
+    assert torch.equal(buf[:, :m], x)
+    assert rel_err(buf[:, m:m + n], ref64(x, *wts)) <= 1e-5
+    assert torch.isnan(buf[:, m + n:]).all()
+
+
+@interp
+@pytest.mark.parametrize("shape", [(1, 3, 16, 24), (2, 3, 13, 7)], ids=str)
+def test_interp_network_triton_path(monkeypatch, shape):
+    # FastReshuffleNet's GPU code path (block buffers sized for the fused kernel, the reshuffle
+    # variant for each block's first layer, scratch and launch per layer) run through the
+    # interpreter on CPU tensors, against the plain-PyTorch reference.
+    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+    from fastreshuffle.nn import fast as fast_model
+    kern = dense_op._triton_kernels()
+    launch = kern.launch_dense_layer
+    calls = []
+
+    def launch_cfg(*a, **kw):
+        calls.append(kw.get("prefix_out") is not None)
+        return launch(*a, **{**kw, "config": CFG_A})
+
+    monkeypatch.setattr(dense_op, "use_triton", lambda t: True)
+    monkeypatch.setattr(fast_model, "use_triton", lambda t: True)
+    monkeypatch.setattr(kern, "launch_dense_layer", launch_cfg)
+    torch.manual_seed(0)
+    ref = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fast = FastReshuffleNet(ref.config).eval()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        expect = ref(x)
+        out = fast(x)
+    layers = sum(ref.config.layers)
+    assert len(calls) == layers and sum(calls) == 2   # blocks 2 and 3 start with the reshuffle variant
+    assert (out - expect).abs().max().item() <= 1e-4
+
+
+# ------------------------------------------------------------------------- CUDA
+CFG_C8 = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
+CFG_D8 = dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
+BIG_SHAPES = [(2, 200, 64, 256, 33, 47), (1, 640, 32, 128, 64, 96), (2, 160, 16, 64, 31, 17)]
+# (shape, config) cases; config None = autotuned.  Kept to ~15 cases x 3 dtypes so that the
+# native run (one Triton compile per config/dtype/layout) stays within a couple of minutes.
+GPU_CASES = ([(s, c, f"{i}{n}") for i, s in enumerate(INTERP_SHAPES) for c, n in ((CFG_A, "A"), (CFG_B, "B"))]
+             + [(s, c, f"big{i}{n}") for i, s in enumerate(BIG_SHAPES)
+                for c, n in ((CFG_C8, "C8w"), (CFG_D8, "D8w"), (None, "tuned"))])
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", range(len(GPU_CASES)), ids=[c[2] for c in GPU_CASES])
+def test_cuda_kernel(case, dtype):
+    shape, cfg, _ = GPU_CASES[case]
+    channels_last = case % 2 == 1
+    check_inplace(_launch(cfg), *shape, dtype, device="cuda", channels_last=channels_last,
+                  tol=CUDA_TOL[dtype])
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_op_and_reshuffle(dtype):
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 160, 32, 128, 31, 45, dtype,
+                      device="cuda", tol=CUDA_TOL[dtype])
+        m, n, k = 80, 16, 64
+        wts = make_weights(m, k, n, dtype, "cuda")
+        src = torch.randn(2, 4 * m, 17, 23, device="cuda", dtype=dtype)
+        buf = torch.full((2, m + n + 3, 34, 46), float("nan"), device="cuda", dtype=dtype)
+        dense_layer_reshuffle_(buf, src, *wts)
+        x = F.pixel_shuffle(src, 2)
+        assert torch.equal(buf[:, :m], x)
+        assert rel_err(buf[:, m:m + n], ref64(x, *wts)) <= CUDA_TOL[dtype]
+        assert torch.isnan(buf[:, m + n:]).all()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+@cuda
+@needs_cuda
+def test_cuda_functional_grad_and_compile():
+    x = torch.randn(2, 24, 9, 11, device="cuda", requires_grad=True)
+    wts = [t.requires_grad_() for t in make_weights(24, 32, 16, device="cuda")]
+    y = dense_layer(x, *wts)
+    y.square().sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    wr = [w.detach().clone().requires_grad_() for w in wts]
+    _dense_torch.reference_dense_layer(xr, *wr).square().sum().backward()
+    assert torch.allclose(x.grad, xr.grad, rtol=1e-2, atol=1e-3)
+    buf = torch.randn(1, 24 + 16, 9, 11, device="cuda")
+    expect = buf.clone()
+    with torch.no_grad():
+        dense_layer_(expect, 24, *[w.detach() for w in wts])
+
+        def f(b):
+            torch.ops.fastreshuffle.dense_layer_(b, 24, *[w.detach() for w in wts])
+            return b + 0
+        out = torch.compile(f, fullgraph=True)(buf)
+    assert torch.allclose(out, expect)
+
+
+# --- the CPU path's fused bias + ELU pass (fastreshuffle::bias_elu_) ------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("rows, k, ld", [(1, 1, 1), (7, 13, 13), (300, 64, 64), (33, 40, 57), (5, 3, 8)])
+def test_bias_elu_matches_float64_elu(dtype, rows, k, ld):
+    gen = torch.Generator().manual_seed(rows * 1000 + k)
+    big = torch.randn(rows, ld, generator=gen, dtype=torch.float64) * 4
+    flat = big.view(-1)
+    flat[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, -200.0, 1e-9])[:flat.numel()]
+    big = big.to(dtype)
+    x = big[:, :k]  # rows with a stride (ld >= k): the layout the GEMM output may have
+    bias = (torch.randn(k, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
+    expect = F.elu(x.double() + bias.double())
+    untouched = big[:, k:].clone()
+    torch.ops.fastreshuffle.bias_elu_(x, bias)
+    assert torch.equal(big[:, k:], untouched)            # columns past k not written
+    got = x.double()
+    assert torch.equal(torch.isnan(got), torch.isnan(expect))
+    finite = torch.isfinite(expect)
+    assert torch.equal(got[~finite & ~torch.isnan(expect)], expect[~finite & ~torch.isnan(expect)])
+    # float32: a few ulp of the float64 value (expm1 relative error < 2e-7, plus the rounding
+    # of x + bias); float64: std::expm1
+    tol = 4e-7 if dtype == torch.float32 else 1e-15
+    err = (got - expect)[finite].abs()
+    assert (err <= tol * expect[finite].abs().clamp_min(1.0)).all(), err.max()
+
+
+def test_bias_elu_covers_the_exponent_range():
+    # every binade the float32 expm1 reduction sees, against float64
+    v = -torch.logspace(-8, 2, 20001, dtype=torch.float64)
+    x = v.to(torch.float32).reshape(1, -1).clone()
+    torch.ops.fastreshuffle.bias_elu_(x, torch.zeros(x.shape[1]))
+    expect = torch.expm1(v.to(torch.float32).double())
+    rel = ((x.double().view(-1) - expect).abs() / expect.abs())
+    assert rel.max() < 3e-7, rel.max()
+
+
+def test_bias_elu_bad_input():
+    with pytest.raises(RuntimeError, match="2-D"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3, 4), torch.zeros(4))
+    with pytest.raises(RuntimeError, match="bias has shape"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(4))
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3, dtype=torch.float16), torch.zeros(3, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="unit stride"):
+        torch.ops.fastreshuffle.bias_elu_(torch.zeros(3, 2).t(), torch.zeros(3))
+
+
+def test_bias_elu_opcheck():
+    x = torch.randn(9, 5)
+    torch.library.opcheck(torch.ops.fastreshuffle.bias_elu_.default, (x, torch.randn(5)))
+
+
+def test_cpu_tensors_never_take_triton():
+    with backends.override(triton=True):
+        assert not dense_op.use_triton(torch.zeros(1))
+
+
+@cuda
+@needs_cuda
+def test_cuda_torch_path_matches_reference(monkeypatch):
+    # the cuBLAS/cuDNN fallback on CUDA (Triton off) writes the same slice as the fused kernel
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # IEEE fp32 like the reference
+    with backends.override(triton=False):
+        check_inplace(lambda buf, m, wts: dense_layer_(buf, m, *wts), 2, 40, 16, 64, 13, 17,
+                      torch.float32, device="cuda", tol=CUDA_TOL[torch.float32])
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+@pytest.mark.skipif(IN_INTERP_PROCESS, reason="compiles natively, outside the interpreter")
+def test_triton_kernel_compiles_for_sm90():
+    """The real Triton compiler (front end to ptxas) accepts every autotune config for an H100;
+    the interpreter tests above cannot catch compile-only errors (seen on the first GPU run)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-m", "tools.check_triton_compile"], env=env, capture_output=True,
+                       text=True, timeout=900, cwd=root)
+    if r.returncode != 0 and "No module named" in r.stderr and "backends" in r.stderr:
+        pytest.skip("this Triton build has no CUDA backend")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "compiled for sm_90" in r.stdout
+
+
+@pytest.mark.parametrize("value,expect", [("off", 0), ("avx2", 1), ("avx512", 2), ("bogus", None)])
+def test_cpu_kernel_env_switch(value, expect):
+    """FASTRESHUFFLE_CPU_KERNEL caps the instruction set (off: torch composition)."""
+    code = "from fastreshuffle import backends; print(backends.cpu_kernel_isa())"
+    env = dict(os.environ, FASTRESHUFFLE_CPU_KERNEL=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if expect is None:
+        assert r.returncode != 0 and "FASTRESHUFFLE_CPU_KERNEL" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert int(r.stdout.strip()) == min(expect, CPU_ISA)
