@@ -12,7 +12,7 @@ PyMODINIT_FUNC PyInit__C(void) {
 
 namespace fastreshuffle {
 
-int64_t dense_cpu_isa();  // cpu/dense_layer_cpu.cpp
+int64_t dense_cpu_isa();  // dense_layer/cpu/dense_layer_kernel.cpp
 
 bool built_with_cuda() {
 #ifdef FASTRESHUFFLE_WITH_CUDA

@@ -37,7 +37,7 @@
 #include <tmmintrin.h>
 #endif
 
-#include "../reshuffle.h"
+#include "reshuffle/reshuffle.h"
 
 namespace fastreshuffle {
 namespace {
