@@ -386,12 +386,18 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
   run(c3, isa, B);
 }
 
-}  // namespace
-
 int64_t dense_cpu_isa() { return best_isa(); }
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(fastreshuffle, CPU, m) {
   m.impl("dense_layer_cpu_", &dense_layer_cpu);
+}
+
+// dense_cpu_isa() takes no tensor to dispatch on: CompositeImplicitAutograd, as the kernel of
+// a def() with a function is registered.
+TORCH_LIBRARY_IMPL(fastreshuffle, CompositeImplicitAutograd, m) {
+  m.impl("dense_cpu_isa", &dense_cpu_isa);
 }
 
 }  // namespace fastreshuffle
