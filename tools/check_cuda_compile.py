@@ -1,8 +1,8 @@
 """Compile the CUDA sources with nvcc (no GPU and no CUDA build of torch needed).
 
-CI runs this so compile errors in the CUDA sources (csrc/**/*.cu) surface on machines without a GPU.  It only
-compiles (``nvcc -c``) against torch's headers for sm_90; linking needs a CUDA build of torch
-and happens in ``setup.py`` on a CUDA machine (or with FORCE_CUDA=1).
+CI runs this so compile errors in the CUDA sources (every csrc/**/*.cu) surface on machines
+without a GPU.  It only compiles (``nvcc -c``) against torch's headers for sm_90; linking needs
+a CUDA build of torch and happens in ``setup.py`` on a CUDA machine (or with FORCE_CUDA=1).
 """
 import glob
 import os
