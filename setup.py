@@ -15,7 +15,8 @@ def _ext_modules():
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # csrc/module.cpp, then one folder per op: <op>/<op>.cpp (schemas), <op>/cpu/*.cpp, <op>/cuda/*.cu
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     force = os.environ.get("FORCE_CUDA", "")
     if force == "0":
         use_cuda = False
@@ -31,7 +32,7 @@ def _ext_modules():
     openmp = ["-fopenmp"] if os.name != "nt" else []
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        sources += sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
         return [CUDAExtension(
             "fastreshuffle._C", sources,
             include_dirs=[os.path.join(here, "csrc")],

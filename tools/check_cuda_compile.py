@@ -1,8 +1,8 @@
 """Compile the CUDA sources with nvcc (no GPU and no CUDA build of torch needed).
 
-CI runs this so compile errors in csrc/cuda surface on machines without a GPU.  It only
-compiles (``nvcc -c``) against torch's headers for sm_90; linking needs a CUDA build of torch
-and happens in ``setup.py`` on a CUDA machine (or with FORCE_CUDA=1).
+CI runs this so compile errors in the CUDA sources (every csrc/**/*.cu) surface on machines
+without a GPU.  It only compiles (``nvcc -c``) against torch's headers for sm_90; linking needs
+a CUDA build of torch and happens in ``setup.py`` on a CUDA machine (or with FORCE_CUDA=1).
 """
 import glob
 import os
@@ -30,7 +30,7 @@ def report_resources(ptxas_log: str, pattern: str) -> None:
 
 def main(argv=None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(description="compile csrc/cuda/*.cu with nvcc (no GPU needed)")
+    ap = argparse.ArgumentParser(description="compile csrc/**/*.cu with nvcc (no GPU needed)")
     ap.add_argument("--resources", metavar="REGEX", default=None,
                     help="print ptxas register / stack / spill figures of the kernels matching REGEX")
     ap.add_argument("--ptx", metavar="DIR", default=None, help="also write each source's PTX into DIR")
@@ -41,7 +41,10 @@ def main(argv=None) -> int:
         print("check_cuda_compile: nvcc not found (set CUDA_HOME or put nvcc on PATH)", file=sys.stderr)
         return 1
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sources = sorted(glob.glob(os.path.join(here, "csrc", "cuda", "*.cu")))
+    sources = sorted(glob.glob(os.path.join(here, "csrc", "**", "*.cu"), recursive=True))
+    if not sources:
+        print("check_cuda_compile: no .cu sources found under csrc/", file=sys.stderr)
+        return 1
     incs = include_paths() + [sysconfig.get_paths()["include"], os.path.join(here, "csrc")]
     arch = os.environ.get("FASTRESHUFFLE_CUDA_ARCH", "90")
     flags = ["-std=c++17", "-O2", "-DFASTRESHUFFLE_WITH_CUDA", f"-gencode=arch=compute_{arch},code=sm_{arch}",
@@ -61,7 +64,9 @@ def main(argv=None) -> int:
                 f.write("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
         incs = incs + [shim]
         for src in sources:
-            obj = os.path.join(tmp, os.path.basename(src) + ".o")
+            # named after the path under csrc/: op folders may hold sources of the same name
+            stem = os.path.relpath(src, os.path.join(here, "csrc")).replace(os.sep, "__")
+            obj = os.path.join(tmp, stem + ".o")
             extra = ["-Xptxas", "-v"] if args.resources else []
             cmd = [nvcc, "-c", src, "-o", obj, *flags, *extra, *[f"-I{p}" for p in incs]]
             r = subprocess.run(cmd, capture_output=True, text=True)
@@ -71,7 +76,7 @@ def main(argv=None) -> int:
                 report_resources(r.stderr, args.resources)
             if args.ptx and r.returncode == 0:
                 os.makedirs(args.ptx, exist_ok=True)
-                ptx = os.path.join(args.ptx, os.path.basename(src) + ".ptx")
+                ptx = os.path.join(args.ptx, stem + ".ptx")
                 subprocess.run([nvcc, "-ptx", src, "-o", ptx, *flags, *[f"-I{p}" for p in incs]], check=True)
                 print(f"PTX written to {ptx}")
             if r.returncode != 0:

@@ -1,4 +1,4 @@
-// Host-side check of the CUDA reshuffle kernels' index logic (csrc/cuda/reshuffle_tiles.cuh):
+// Host-side check of the CUDA reshuffle kernels' index logic (csrc/reshuffle/cuda/reshuffle_tiles.cuh):
 // runs every (block, thread) of both paths on the CPU, for every element size, scale, layout,
 // direction and index type, with poisoned destinations, against the definition of Eq. 3/4
 // evaluated with the tensors' own strides.  Built and run by tests/test_cuda_index_host.py
@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "cuda/reshuffle_tiles.cuh"
+#include "reshuffle/cuda/reshuffle_tiles.cuh"
 
 using namespace fastreshuffle::tiles;
 

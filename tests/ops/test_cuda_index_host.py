@@ -1,6 +1,6 @@
 """The CUDA reshuffle kernels' index logic, run on the host (no GPU needed).
 
-``csrc/cuda/reshuffle_tiles.cuh`` holds everything the kernels compute per block and thread;
+``csrc/reshuffle/cuda/reshuffle_tiles.cuh`` holds everything the kernels compute per block and thread;
 ``tests/cuda_index_host.cpp`` runs every (block, thread) of both kernel paths on the CPU for
 every element size, scale (compile-time and run-time), layout, direction and index width,
 with poisoned destinations, against Eq. 3/4 evaluated with the tensors' own strides.  It is

@@ -1,6 +1,6 @@
 // Index logic of the CUDA fast paths for dense layouts, free of torch and CUDA runtime headers
 // so that tests can compile it as host code and check every thread's accesses on machines
-// without a GPU (tests/test_cuda_index_host.py).  The kernels in reshuffle_cuda.cu are thin
+// without a GPU (tests/test_cuda_index_host.py).  The kernels in reshuffle_kernel.cu are thin
 // wrappers: one thread block per work item, then the functions below per thread.
 //
 // Dimensions follow reshuffle.h's 6-D view (n, c, a, b, i, j); strides in elements; `hs` for

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "cpu/elu_f32.h"
+#include "dense_layer/cpu/elu_f32.h"
 
 namespace fastreshuffle {
 namespace {

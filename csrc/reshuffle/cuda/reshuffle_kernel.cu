@@ -24,8 +24,8 @@
 #include <limits>
 #include <type_traits>
 
-#include "../reshuffle.h"
-#include "reshuffle_tiles.cuh"
+#include "reshuffle/reshuffle.h"
+#include "reshuffle/cuda/reshuffle_tiles.cuh"
 
 namespace fastreshuffle {
 namespace {

@@ -37,7 +37,7 @@
 #include <memory>
 #include <utility>
 
-#include "cpu/elu_f32.h"
+#include "dense_layer/cpu/elu_f32.h"
 
 namespace fastreshuffle {
 namespace {
@@ -102,7 +102,7 @@ struct Ops {
   static inline void store(float* p, V v) { _mm512_store_ps(p, v); }
   static inline void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
 };
-#include "cpu/dense_tile.inc"
+#include "dense_layer/cpu/dense_tile.inc"
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -122,7 +122,7 @@ struct Ops {
   static inline void store(float* p, V v) { _mm256_store_ps(p, v); }
   static inline void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
 };
-#include "cpu/dense_tile.inc"
+#include "dense_layer/cpu/dense_tile.inc"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
@@ -386,12 +386,18 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
   run(c3, isa, B);
 }
 
-}  // namespace
-
 int64_t dense_cpu_isa() { return best_isa(); }
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(fastreshuffle, CPU, m) {
   m.impl("dense_layer_cpu_", &dense_layer_cpu);
+}
+
+// dense_cpu_isa() takes no tensor to dispatch on: CompositeImplicitAutograd, as the kernel of
+// a def() with a function is registered.
+TORCH_LIBRARY_IMPL(fastreshuffle, CompositeImplicitAutograd, m) {
+  m.impl("dense_cpu_isa", &dense_cpu_isa);
 }
 
 }  // namespace fastreshuffle

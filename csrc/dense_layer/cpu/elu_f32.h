@@ -1,7 +1,7 @@
 // elu(x + b) (alpha = 1) for one float32, branch-free so that loops over it vectorize: expm1
 // from a range-reduced polynomial, relative error < 2e-7, NaN / +-inf handled like
-// torch.nn.functional.elu.  Shared by the bias + ELU pass (bias_elu_cpu.cpp) and the epilogue of
-// the CPU dense layer's 1x1 GEMM (dense_layer_cpu.cpp).
+// torch.nn.functional.elu.  Shared by the bias + ELU pass (bias_elu_kernel.cpp) and the epilogue of
+// the CPU dense layer's 1x1 GEMM (dense_layer_kernel.cpp).
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,22 @@
+// Schemas of the dense layer's CPU ops.  Kernels: cpu/bias_elu_kernel.cpp (bias_elu_) and
+// cpu/dense_layer_kernel.cpp (dense_layer_cpu_, dense_cpu_isa).  The dense layer's other ops
+// (dense_layer, dense_layer_, dense_layer_reshuffle_) are defined on the Python side.
+#include <torch/library.h>
+
+namespace fastreshuffle {
+
+TORCH_LIBRARY_FRAGMENT(fastreshuffle, m) {
+  // Dense layer CPU path: x[r, k] = elu(x[r, k] + bias[k]) in place (x: rows x channels).
+  m.def("bias_elu_(Tensor(a!) x, Tensor bias) -> ()");
+  // Dense layer CPU kernel (float32, channels-contiguous pixels): y = conv3x3(elu(conv1x1(x) + b1)) + b3
+  // written into y (e.g. the channel slice after the prefix x of a channels-last block buffer).
+  // isa: 0 = best available, 1 = AVX2 + FMA, 2 = AVX-512; algo (3x3): 0 = auto, 1 = direct,
+  // 2 = Winograd F(2x2, 3x3) with the intermediate in a row ring, 3 = Winograd on the whole intermediate.
+  m.def("dense_layer_cpu_(Tensor x, Tensor(a!) y, Tensor w1, Tensor b1, Tensor w3, Tensor b3, int isa=0, int algo=0) -> ()");
+  // Best instruction set of that kernel on this CPU: 0 none (use the torch composition), 1, 2 as above.
+  // It takes no tensor, so its kernel (cpu/dense_layer_kernel.cpp) is registered for
+  // CompositeImplicitAutograd, where a def() with a function puts it.
+  m.def("dense_cpu_isa() -> int");
+}
+
+}  // namespace fastreshuffle
