@@ -1,6 +1,8 @@
 """The network: its configuration (:mod:`.config`), the plain-PyTorch reference
 (:mod:`.reference`, ``ReshuffleNet``) and the drop-in on the fused ops (:mod:`.fast`,
-``FastReshuffleNet``, same ``state_dict``; block buffers in :mod:`.buffers`).
+``FastReshuffleNet``, same ``state_dict``; block buffers in :mod:`.buffers`), and the module
+forms of the reshuffle ops (:mod:`.modules`: ``ReshuffleUp`` / ``ReshuffleDown``, drop-ins for
+``nn.PixelShuffle`` / ``nn.PixelUnshuffle``, and ``replace_pixel_shuffle``).
 
 ``FastReshuffleNet`` loads on first use (it imports the dense-layer ops)."""
 from __future__ import annotations
@@ -10,10 +12,12 @@ import importlib
 from .config import PRESETS, ReshuffleNetConfig
 from .reference import ReshuffleNet
 
-__all__ = ["PRESETS", "ReshuffleNetConfig", "ReshuffleNet", "FastReshuffleNet"]
+_LAZY = {"FastReshuffleNet": ".fast", "ReshuffleUp": ".modules", "ReshuffleDown": ".modules",
+         "replace_pixel_shuffle": ".modules"}
+__all__ = ["PRESETS", "ReshuffleNetConfig", "ReshuffleNet", *_LAZY]
 
 
 def __getattr__(name):
-    if name == "FastReshuffleNet":
-        return importlib.import_module(".fast", __name__).FastReshuffleNet
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

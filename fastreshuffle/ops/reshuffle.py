@@ -2,7 +2,11 @@
 
 ``reshuffle_down(x, s)`` equals ``torch.nn.functional.pixel_unshuffle(x, s)`` and
 ``reshuffle_up(x, s)`` equals ``pixel_shuffle(x, s)``, bit for bit, for every dtype and memory
-format; the result keeps the input's memory format.  Both take ``out=`` to write into an
+format, on ``(*, C, H, W)`` input as torch defines them: any number of leading batch dims,
+including none (an unbatched 3-D image).  The registered ops are 4-D; the wrappers here flatten
+the leading dims into one with a view (no copy) when the strides allow, else the input is copied
+by ``reshape`` and an ``out=`` that cannot be viewed as 4-D is written through a temporary.  A 4-D
+result keeps the input's memory format.  Both take ``out=`` to write into an
 existing tensor or view (e.g. ``buf[:, :C]``), which the fast network uses for zero-copy
 concatenation.  The ops are reachable as ``torch.ops.fastreshuffle.reshuffle_down`` etc.,
 differentiable (the gradient of one is the other applied to the gradient), and traceable by
@@ -20,7 +24,9 @@ __all__ = ["reshuffle_down", "reshuffle_up", "built_with_cuda"]
 
 
 # --------------------------------------------------------------------------- checks
-def _check(x, scale, op: str):
+def _check(x, scale, op: str, four_d: bool = True):
+    """Type/scale/rank checks.  ``four_d``: the registered ops (4-D only); otherwise the public
+    wrappers, which take ``(*, C, H, W)``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: expected a torch.Tensor, got {type(x).__name__}")
     if isinstance(scale, bool) or not isinstance(scale, int):
@@ -29,26 +35,31 @@ def _check(x, scale, op: str):
             scale = operator.index(scale)
         except TypeError:
             raise TypeError(f"{op}: scale must be an int, got {type(scale).__name__}") from None
-    if x.dim() != 4:
+    if four_d and x.dim() != 4:
         raise ValueError(f"{op}: expected a 4-D (N, C, H, W) tensor, got a {x.dim()}-D tensor "
                          f"of shape {list(x.shape)}")
+    if not four_d and x.dim() < 3:
+        raise ValueError(f"{op}: expected a (*, C, H, W) tensor with at least 3 dimensions, got a "
+                         f"{x.dim()}-D tensor of shape {list(x.shape)}")
     if scale < 1:
         raise ValueError(f"{op}: scale must be >= 1, got {scale}")
     return int(scale)
 
 
 def _out_shape(x: torch.Tensor, s: int, down: bool):
-    n, c, h, w = x.shape
+    """Result shape for ``(*, C, H, W)`` input ``x``: ``(*, C*s*s, H/s, W/s)`` or ``(*, C/(s*s), H*s, W*s)``."""
+    lead = tuple(x.shape[:-3])
+    c, h, w = x.shape[-3:]
     op = "reshuffle_down" if down else "reshuffle_up"
     if down:
         if h % s or w % s:
             raise ValueError(f"{op}: height {h} and width {w} must both be divisible by scale {s} "
                              f"(input shape {list(x.shape)})")
-        return (n, c * s * s, h // s, w // s)
+        return (*lead, c * s * s, h // s, w // s)
     if c % (s * s):
         raise ValueError(f"{op}: channels {c} must be divisible by scale^2 = {s * s} "
                          f"(input shape {list(x.shape)})")
-    return (n, c // (s * s), h * s, w * s)
+    return (*lead, c // (s * s), h * s, w * s)
 
 
 def _check_out(x: torch.Tensor, out, s: int, down: bool):
@@ -65,27 +76,65 @@ def _check_out(x: torch.Tensor, out, s: int, down: bool):
         raise ValueError(f"{op}: out is on {out.device} but input is on {x.device}")
 
 
+# ------------------------------------------------------------ (*, C, H, W) <-> 4-D
+def _leading_mergeable(t: torch.Tensor) -> bool:
+    """Whether ``t``'s leading dims (all but the last three) merge into one by a view.
+
+    They do when, ignoring size-1 dims, each leading dim's stride is the next one's stride times
+    its size (the condition of ``Tensor.view``); an empty tensor always views."""
+    if t.dim() <= 4 or t.numel() == 0:
+        return True
+    dims = [(n, st) for n, st in zip(t.shape[:-3], t.stride()[:-3]) if n != 1]
+    return all(dims[i][1] == dims[i + 1][1] * dims[i + 1][0] for i in range(len(dims) - 1))
+
+
+def _as_4d(t: torch.Tensor, copy_ok: bool) -> Optional[torch.Tensor]:
+    """``t`` (``(*, C, H, W)``) as ``(prod(*), C, H, W)``: a view when the leading dims merge,
+    else a copy (``copy_ok``) or ``None``."""
+    if t.dim() == 4:
+        return t
+    c, h, w = t.shape[-3:]
+    n = 1
+    for d in t.shape[:-3]:
+        n = n * d
+    if t.dim() == 3 or _leading_mergeable(t):
+        return t.view(n, c, h, w)
+    return t.reshape(n, c, h, w) if copy_ok else None
+
+
+def _apply(x: torch.Tensor, scale: int, out: Optional[torch.Tensor], down: bool) -> torch.Tensor:
+    shape = _out_shape(x, scale, down)
+    x4 = _as_4d(x, copy_ok=True)
+    if out is None:
+        y4 = (_ops.reshuffle_down if down else _ops.reshuffle_up)(x4, scale)
+        return y4 if x.dim() == 4 else y4.view(shape)
+    _check_out(x, out, scale, down)
+    out_op = _ops.reshuffle_down_out if down else _ops.reshuffle_up_out
+    o4 = _as_4d(out, copy_ok=False)
+    if o4 is not None:
+        out_op(x4, scale, o4)
+    else:   # out's leading dims do not merge (e.g. a strided batch slice): via a temporary
+        out.copy_((_ops.reshuffle_down if down else _ops.reshuffle_up)(x4, scale).view(shape))
+    return out
+
+
 # ------------------------------------------------------------------ public functions
 def reshuffle_down(x: torch.Tensor, scale: int, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Paper Eq. 3: ``Y[n, c*s*s + a*s + b, i, j] = X[n, c, i*s + a, j*s + b]``."""
-    scale = _check(x, scale, "reshuffle_down")
-    if out is None:
-        _out_shape(x, scale, True)
-        return _ops.reshuffle_down(x, scale)
-    _check_out(x, out, scale, True)
-    _ops.reshuffle_down_out(x, scale, out)
-    return out
+    """Paper Eq. 3: ``Y[..., c*s*s + a*s + b, i, j] = X[..., c, i*s + a, j*s + b]``.
+
+    ``x``: ``(*, C, H, W)`` as for ``F.pixel_unshuffle``; ``out``: optional ``(*, C*s*s, H/s, W/s)``
+    tensor or view to write into (returned)."""
+    scale = _check(x, scale, "reshuffle_down", four_d=False)
+    return _apply(x, scale, out, True)
 
 
 def reshuffle_up(x: torch.Tensor, scale: int, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Paper Eq. 4: ``Y[n, c, i*s + a, j*s + b] = X[n, c*s*s + a*s + b, i, j]``."""
-    scale = _check(x, scale, "reshuffle_up")
-    if out is None:
-        _out_shape(x, scale, False)
-        return _ops.reshuffle_up(x, scale)
-    _check_out(x, out, scale, False)
-    _ops.reshuffle_up_out(x, scale, out)
-    return out
+    """Paper Eq. 4: ``Y[..., c, i*s + a, j*s + b] = X[..., c*s*s + a*s + b, i, j]``.
+
+    ``x``: ``(*, C, H, W)`` as for ``F.pixel_shuffle``; ``out``: optional ``(*, C/(s*s), H*s, W*s)``
+    tensor or view to write into (returned)."""
+    scale = _check(x, scale, "reshuffle_up", four_d=False)
+    return _apply(x, scale, out, False)
 
 
 # ------------------------------------------------------------- fake (meta) kernels

@@ -169,7 +169,16 @@ def test_empty_and_unit_sizes(device):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: reshuffle_down(torch.zeros(3, 4, 4), 2), r"4-D .* got a 3-D tensor of shape \[3, 4, 4\]"),
+    (lambda: reshuffle_down(torch.zeros(4, 4), 2), r"at least 3 dimensions, got a 2-D tensor of shape \[4, 4\]"),
+    (lambda: reshuffle_up(torch.zeros(4), 1), r"reshuffle_up: .* at least 3 dimensions, got a 1-D tensor"),
+    (lambda: reshuffle_down(torch.tensor(1.0), 1), r"at least 3 dimensions, got a 0-D tensor of shape \[\]"),
+    (lambda: reshuffle_down(torch.zeros(2, 1, 3, 5, 4), 2),
+     r"height 5 and width 4 must both be divisible by scale 2 \(input shape \[2, 1, 3, 5, 4\]\)"),
+    (lambda: reshuffle_up(torch.zeros(6, 4, 4), 2), r"channels 6 must be divisible by scale\^2 = 4 \(input shape \[6, 4, 4\]\)"),
+    (lambda: reshuffle_up(torch.zeros(2, 3, 8, 2, 2), 2, out=torch.zeros(2, 3, 2, 4, 5)),
+     r"out has shape \[2, 3, 2, 4, 5\] but input \[2, 3, 8, 2, 2\] with scale 2 gives \[2, 3, 2, 4, 4\]"),
+    (lambda: reshuffle_up(torch.zeros(8, 2, 2), 2, out=torch.zeros(1, 2, 4, 4)),
+     r"out has shape \[1, 2, 4, 4\] but input \[8, 2, 2\] with scale 2 gives \[2, 4, 4\]"),
     (lambda: reshuffle_down(torch.zeros(1, 3, 5, 4), 2), r"height 5 and width 4 must both be divisible by scale 2"),
     (lambda: reshuffle_down(torch.zeros(1, 3, 4, 6), 4), r"height 4 and width 6 .* scale 4"),
     (lambda: reshuffle_up(torch.zeros(1, 6, 4, 4), 2), r"channels 6 must be divisible by scale\^2 = 4"),
