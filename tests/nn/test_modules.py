@@ -1,6 +1,5 @@
 """ReshuffleUp / ReshuffleDown (drop-ins for nn.PixelShuffle / nn.PixelUnshuffle) and
 replace_pixel_shuffle."""
-import copy
 
 import pytest
 import torch
