@@ -41,12 +41,13 @@ def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
-    if (x.dtype == torch.float32 and x.device.type == "cpu" and _unit_channel_stride(x)
-            and _unit_channel_stride(y) and backends.cpu_kernel_isa()):
-        # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
-        # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
-        torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, backends.cpu_kernel_isa())
-        return
+    if x.dtype == torch.float32 and x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
+        isa = backends.cpu_kernel_isa()
+        if isa:
+            # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
+            # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
+            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa)
+            return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride
         # C, i.e. a strided [HW, m] matrix -> one GEMM per image, no copy.
