@@ -67,7 +67,7 @@ setup(
     ext_modules=_ext_modules(),
     cmdclass=_cmdclass(),
     install_requires=[
-        "torch>=2.6",
+        "torch>=2.11",  # tested: 2.13.0 (CPU, full suite) and 2.11.0+cu130 (GPU machine); see README
         "numpy",
         "pillow>=9",
         "safetensors>=0.4",

@@ -17,7 +17,8 @@ import torch
 from ..ops.reshuffle import reshuffle_up
 from .config import DOWN_STEPS, ReshuffleNetConfig
 
-__all__ = ["block_shapes", "block_buffers_plan", "starts_inside", "reshuffle_up_rows"]
+__all__ = ["block_shapes", "block_buffers_plan", "separate_block_buffers", "starts_inside",
+           "reshuffle_up_rows"]
 
 
 def block_shapes(config: ReshuffleNetConfig, b: int, h: int, w: int) -> List[Tuple[int, int, int, int]]:
@@ -70,6 +71,17 @@ def block_buffers_plan(config: ReshuffleNetConfig, xp: torch.Tensor, fused_reshu
     a = torch.empty(max(numel[0], numel[2]), dtype=xp.dtype, device=xp.device)
     b1 = torch.empty(shapes[1], dtype=xp.dtype, device=xp.device)
     return a[:numel[0]].view(shapes[0]), b1, a[:numel[2]].view(shapes[2])
+
+
+def separate_block_buffers(config: ReshuffleNetConfig, xp: torch.Tensor,
+                           fused_reshuffle: bool) -> Tuple[torch.Tensor, ...]:
+    """The three block buffers, each its own allocation (same layouts as the plan), for traced
+    forwards (``torch.compile``, ``torch.export``): no shared memory, so nothing needs the
+    storage pointers that tracing cannot see; the compiler plans the memory itself."""
+    shapes = block_shapes(config, xp.shape[0], xp.shape[2], xp.shape[3])
+    fmt = (torch.channels_last if xp.device.type == "cpu" and not fused_reshuffle
+           else torch.contiguous_format)
+    return tuple(torch.empty(s, dtype=xp.dtype, device=xp.device, memory_format=fmt) for s in shapes)
 
 
 def starts_inside(src: torch.Tensor, buf: torch.Tensor) -> bool:

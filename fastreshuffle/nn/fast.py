@@ -14,7 +14,10 @@ Inference (grad disabled or nothing requires grad):
 * the tail 3x3 convolution is applied at half resolution with an equivalent sub-pixel kernel
   (``pixel_shuffle(conv(Z, W')) == conv(pixel_shuffle(Z), W)``), so the full-resolution
   reshuffled copy of the last block is never materialised;
-* the buffers are cached and reused while input shape, dtype and device repeat.  On CPU they
+* the buffers are cached and reused while input shape, dtype and device repeat (eager only:
+  under ``torch.compile`` / ``torch.export`` tracing each call allocates its three buffers
+  separately -- :func:`~fastreshuffle.nn.buffers.separate_block_buffers` -- with no cache and
+  no storage-pointer checks, which tracing cannot follow; the compiler plans that memory).  On CPU they
   are channels_last (faster GEMMs on the channel prefix) and blocks 0 and 2 share one
   allocation.  Elsewhere (CUDA / Triton) they are NCHW; for batch 1 without the fused reshuffle
   all three share one allocation the size of the last block: block 0 occupies the start,
@@ -36,11 +39,20 @@ _ops = torch.ops.fastreshuffle
 from ..ops.block import dense_block
 from ..ops.dense import use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
-from .buffers import block_buffers_plan, reshuffle_up_rows, starts_inside
+from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, ReshuffleNetConfig
 from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
 
 __all__ = ["FastReshuffleNet", "subpixel_tail_weight"]
+
+
+def _tracing(x: torch.Tensor) -> bool:
+    """Whether this forward is being traced (torch.compile / torch.export / fake tensors) rather
+    than run eagerly: then no buffer cache and no storage pointers."""
+    if torch.compiler.is_compiling():
+        return True
+    from torch._subclasses.fake_tensor import is_fake
+    return is_fake(x)
 
 
 def subpixel_tail_weight(weight: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -143,7 +155,8 @@ class FastReshuffleNet(ReshuffleNet):
         if xp.dtype != self.tail.weight.dtype:
             raise TypeError(f"input dtype {xp.dtype} does not match the model dtype {self.tail.weight.dtype}")
         fused = use_triton(xp)
-        bufs = self._block_buffers(xp, fused)
+        traced = _tracing(xp)
+        bufs = list(separate_block_buffers(self.config, xp, fused)) if traced else self._block_buffers(xp, fused)
         channels = self.config.block_channels()
 
         y = xp
@@ -162,7 +175,7 @@ class FastReshuffleNet(ReshuffleNet):
                     _ops.dense_layer_reshuffle_(buf, src, *self._layer_params(layers[0]))
                     c += layers[0].growth
                     layers = layers[1:]
-                elif starts_inside(src, buf):
+                elif not traced and starts_inside(src, buf):
                     reshuffle_up_rows(src, buf[:, :c])
                 else:
                     reshuffle_up(src, 2, out=buf[:, :c])
