@@ -7,26 +7,38 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 # Extensions picked up when a folder is given (an explicitly named file is always tried).
 FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
                      ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif", ".tga"}
 
-__all__ = ["FOLDER_EXTENSIONS", "collect_inputs", "output_path_for", "write_png", "restore_file"]
+__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "restore_file"]
 
 
 def _is_earlier_output(path: Path, suffix: str) -> bool:
-    return bool(suffix) and path.suffix.lower() == ".png" and path.stem.endswith(suffix)
+    """Named like an output of this run's ``suffix``, or marked as ours in its metadata."""
+    from ..io.output import EXTENSIONS, is_restored_output
+    if bool(suffix) and path.stem.endswith(suffix) and path.suffix.lower() in set(EXTENSIONS.values()):
+        return True
+    return is_restored_output(path)
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
-    """-> (list of (file, base folder or None), list of error lines, count of skipped earlier outputs)."""
+class Collected(NamedTuple):
+    files: List[Tuple[Path, Optional[Path]]]  # (file, the folder it was found in, or None)
+    errors: List[str]                         # one line per input path that does not exist
+    skipped_outputs: int                      # files in folders that are our own earlier outputs
+    skipped_folders: int                      # sub-folders not entered (no --recursive)
+
+
+def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
+    """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
+
+    In folders, hidden files, other extensions and our own earlier outputs (by name or by
+    their EXIF mark, whatever suffix they were written with) are left out and counted."""
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
-    skipped_outputs = 0
+    skipped_outputs = skipped_folders = 0
     seen = set()
     for item in inputs:
         p = Path(item)
@@ -34,6 +46,9 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
             it = p.rglob("*") if recursive else p.iterdir()
             found = []
             for f in it:
+                if not recursive and f.is_dir() and not f.name.startswith("."):
+                    skipped_folders += 1
+                    continue
                 if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in FOLDER_EXTENSIONS:
                     continue
                 if _is_earlier_output(f, suffix):
@@ -52,11 +67,12 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
                 files.append((p, None))
         else:
             errors.append(f"error: {item}: no such file or folder")
-    return files, errors, skipped_outputs
+    return Collected(files, errors, skipped_outputs, skipped_folders)
 
 
-def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suffix: str) -> Path:
-    name = f"{src.stem}{suffix}.png"
+def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suffix: str,
+                    extension: str = ".png") -> Path:
+    name = f"{src.stem}{suffix}{extension}"
     if outdir is None:
         return src.parent / name
     if base is not None:
@@ -65,32 +81,51 @@ def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suf
     return outdir / name
 
 
-def write_png(path: Path, rgb: np.ndarray, alpha: Optional[np.ndarray], gray: bool, *, overwrite: bool,
-              icc: Optional[bytes] = None) -> None:
-    """Write the restored image as PNG atomically (grayscale / alpha re-attached as in the source)."""
-    from PIL import Image
-    from ..io.safe_write import save_image_atomic
-
-    if gray:
-        color = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
-        arr, mode = (color, "L") if alpha is None else (np.dstack([color, alpha]), "LA")
-    else:
-        arr, mode = (rgb, "RGB") if alpha is None else (np.dstack([rgb, alpha]), "RGBA")
-    img = Image.fromarray(np.ascontiguousarray(arr), mode)
-    kwargs = {"compress_level": 4}
-    if icc and not gray:
-        kwargs["icc_profile"] = icc
-    save_image_atomic(img, path, overwrite=overwrite, format="PNG", **kwargs)
+def planned_format(src: Path, requested: str) -> Tuple[str, Optional[str]]:
+    """The output format for ``src`` (``requested`` may be "same": then the header is read)."""
+    from ..io.output import resolve_format
+    fmt = None
+    if requested == "same":
+        try:
+            from PIL import Image
+            with Image.open(src) as im:
+                fmt = im.format
+        except Exception:
+            fmt = None
+    return resolve_format(requested, fmt)
 
 
-def restore_file(model, src: Path, out: Path, *, tile: Optional[int] = None, overlap: Optional[int] = None,
-                 ensemble: bool = False, overwrite: bool = False) -> None:
-    """Read ``src`` once, restore it with ``model`` and write the PNG ``out`` atomically."""
+def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
+                 tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
+                 overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> List[str]:
+    """Read ``src`` once, restore it with ``model`` and write ``out`` as ``fmt`` atomically.
+
+    16-bit samples are restored at 16 bits (and kept where ``fmt`` holds them); ICC, EXIF and
+    XMP are carried over (see :mod:`fastreshuffle.io.output`).  ``progress(done, total)`` is
+    called in pixels after each tile.  Returns notes for the user (conversions, dropped frames).
+    """
     from ..io.images import load_image_file
-    from .tiling import DEFAULT_OVERLAP, restore_uint8
+    from ..io.output import DEFAULT_QUALITY, write_restored
+    from .tiling import DEFAULT_OVERLAP, restore_pixels
+
+    from .tiling import too_small
 
     f = load_image_file(src)
-    restored = restore_uint8(model, f.rgb, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                             ensemble=ensemble)
+    pixels = f.rgb16 if f.rgb16 is not None else f.rgb
+    alpha = f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha
+    total = pixels.shape[0] * pixels.shape[1]
+    done = [0]
+
+    def tick(n):
+        done[0] += n
+        progress(done[0], total)
+
+    restored = restore_pixels(model, pixels, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                              ensemble=ensemble, progress=tick if progress is not None else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, restored, f.alpha, f.gray, overwrite=overwrite, icc=f.icc_profile)
+    notes = list(f.notes)
+    if too_small(*pixels.shape[:2]):
+        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
+    notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
+                            icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)
+    return notes

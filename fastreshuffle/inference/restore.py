@@ -18,6 +18,19 @@ from .loading import ModelArg, get_model
 __all__ = ["restore"]
 
 
+# Floats are taken as [0, 1]; this much outside is rounding noise, more is a wrong scale.
+FLOAT_SLACK = 1e-3
+
+
+def check_float_range(lo: float, hi: float, finite: bool) -> None:
+    """Refuse float images that are not in [0, 1] (e.g. 0-255 floats), instead of clipping them."""
+    if not finite:
+        raise ValueError("image contains NaN or infinite values")
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        hint = " (looks like 0-255: divide by 255, or pass uint8)" if 2 <= hi <= 255 + FLOAT_SLACK else ""
+        raise ValueError(f"float images must be in [0, 1]; this one spans [{lo:g}, {hi:g}]{hint}")
+
+
 def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     """float32 H x W x 3 in [0, 1] -> same."""
     from .tiling import restore_tensor
@@ -44,6 +57,9 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
         out = _restore_float_hwc(net, rgb.astype(np.float32) / 65535.0, tile, overlap)
         out = np.round(out * 65535.0).astype(np.uint16)
     elif np.issubdtype(dtype, np.floating):
+        if rgb.size:
+            finite = bool(np.isfinite(rgb).all())
+            check_float_range(float(rgb.min()) if finite else 0.0, float(rgb.max()) if finite else 0.0, finite)
         out = _restore_float_hwc(net, rgb, tile, overlap).astype(dtype, copy=False)
     else:
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
@@ -92,6 +108,9 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap) -> torch.Tensor:
         raise TypeError(f"expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
     if x.dim() == 3:
         return _restore_torch(net, x.unsqueeze(0), tile, overlap)[0]
+    if x.numel():
+        finite = bool(torch.isfinite(x).all())
+        check_float_range(float(x.min()) if finite else 0.0, float(x.max()) if finite else 0.0, finite)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
     if x.shape[1] == 1:
@@ -107,8 +126,9 @@ def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = 
     ``image`` may be
 
     * a numpy array ``H x W x 3`` (RGB), ``H x W x 4`` (RGBA: alpha passed through) or
-      ``H x W`` (grayscale), dtype uint8 (0..255), uint16 (0..65535) or float (0..1);
-      the result has the same shape and dtype;
+      ``H x W`` (grayscale), dtype uint8 (0..255), uint16 (0..65535) or float in [0, 1]
+      (floats outside it, e.g. 0-255 floats, or NaN, are refused with ValueError, never
+      clipped); the result has the same shape and dtype;
     * a PIL image: RGB, L, RGBA and LA come back in the same mode; palette ("P") images come
       back as RGB/RGBA (re-quantising would undo the restoration); other modes (CMYK, ...)
       are restored through RGB and converted back;
