@@ -1,7 +1,7 @@
 """Writing restored images: the output format, its file extension, metadata, and our own mark.
 
 Formats: ``png`` (lossless; 8 or 16 bits), ``jpeg`` and ``webp`` (lossy, ``quality`` 1-100),
-``tiff`` (lossless, deflate; 8 or 16 bits), and ``same``: the input's format where we can
+``tiff`` (lossless: uncompressed at 8 bits, deflate at 16), and ``same``: the input's format where we can
 write it (JPEG/MPO -> jpeg, PNG -> png, WebP -> webp, TIFF -> tiff), PNG otherwise.
 
 Every output keeps the input's ICC profile (when it describes the output's colour space),
@@ -31,6 +31,7 @@ DEFAULT_QUALITY = 95
 _SAME = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff"}
 _HOLDS_16 = {"png", "tiff"}
 SOFTWARE = 0x0131
+XMP_TIFF_TAG = 700
 _MARK = "fastreshuffle"
 
 
@@ -51,7 +52,7 @@ def resolve_format(requested: str, input_format: Optional[str]) -> Tuple[str, Op
     return fmt, None
 
 
-def _exif_bytes(exif: Optional[bytes]) -> bytes:
+def _exif_bytes(exif: Optional[bytes], xmp: Optional[bytes] = None) -> bytes:
     from PIL import Image
     ex = Image.Exif()
     if exif:
@@ -60,6 +61,8 @@ def _exif_bytes(exif: Optional[bytes]) -> bytes:
         except Exception:
             ex = Image.Exif()
     ex[SOFTWARE] = software_tag()
+    if xmp:
+        ex[XMP_TIFF_TAG] = xmp
     return ex.tobytes()
 
 
@@ -120,12 +123,21 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
             kwargs["xmp"] = xmp
         if fmt == "png":
             kwargs.update(format="PNG", compress_level=4)
+            if xmp:  # Pillow's PNG writer has no xmp= (it reads the iTXt chunk back as info["xmp"])
+                from PIL import PngImagePlugin
+                info = PngImagePlugin.PngInfo()
+                info.add_itxt("XML:com.adobe.xmp", kwargs.pop("xmp").decode("utf-8", "replace"))
+                kwargs["pnginfo"] = info
         elif fmt == "jpeg":
             kwargs.update(format="JPEG", quality=int(quality), subsampling=0, optimize=True)
         elif fmt == "webp":
             kwargs.update(format="WEBP", quality=int(quality), method=4)
         else:
-            kwargs.update(format="TIFF", compression="tiff_adobe_deflate")
+            # uncompressed: libtiff's compressors cannot write the EXIF sub-IFD through Pillow;
+            # XMP goes in as TIFF tag 700 inside the EXIF block (Pillow's writer has no xmp=)
+            kwargs.update(format="TIFF", compression=None)
+            if kwargs.pop("xmp", None):
+                kwargs["exif"] = _exif_bytes(exif, xmp=xmp)
         buf = io.BytesIO()
         im.save(buf, **kwargs)
         data = buf.getvalue()
@@ -144,7 +156,7 @@ def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, notes) -> bytes:
     if icc:
         extratags.append((34675, "B", len(icc), icc, True))
     if xmp:
-        extratags.append((700, "B", len(xmp), xmp, True))
+        extratags.append((XMP_TIFF_TAG, "B", len(xmp), xmp, True))
     notes.append("16-bit colour TIFF: EXIF not kept (ICC and XMP are)")
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.ascontiguousarray(arr), photometric="rgb", compression="zlib",
