@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the model over the 8 flips/rotations of each tile (8x slower, "
                         "+0.03-0.05 dB on Kodak24 JPEG)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="JPEG inputs: the network's full correction, without the quality-dependent strength "
+                        "and the consistency with the file's quantisation tables (can make high-quality "
+                        "JPEGs worse; for experiments)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--suffix", default="_restored", help="added to each output's stem (default: _restored)")
@@ -165,6 +169,8 @@ def run(args) -> int:
         model = load_model(args.model, device, half=half)
     except WeightsError as e:
         raise UserError(str(e)) from None
+    from ..inference.loading import model_codec
+    codec = model_codec(args.model)
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
     n_ok = n_skip = n_fail = 0
@@ -199,7 +205,7 @@ def run(args) -> int:
                 with _TileBar(src.name, args.quiet) as tiles:
                     notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
                                          overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
-                                         progress=tiles.update)
+                                         progress=tiles.update, guard=args.guard, codec=codec)
                 if not args.quiet:
                     for note in ([fmt_note] if fmt_note else []) + notes:
                         _say(f"note: {src}: {note}", bar)

@@ -70,6 +70,16 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(model(x)[0])
 
 
+def _guarded_restore(model, coded, device, guard: bool) -> np.ndarray:
+    from .guard import apply_guard, guard_for
+    g = guard_for(coded.tables) if guard else None
+    if g is None:
+        return _restore(model, coded.image, device)
+    if g.strength <= 0:
+        return coded.image.copy()
+    return apply_guard(coded.image, _restore(model, coded.image, device), g)
+
+
 def _fmt(v, nd=2):
     if v is None:
         return "-"
@@ -80,10 +90,12 @@ def _fmt(v, nd=2):
 
 def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
              device=torch.device("cpu"), progress=None, per_image: bool = True,
-             ensemble: bool = False) -> List[Dict]:
+             ensemble: bool = False, guard: bool = True) -> List[Dict]:
     """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
 
-    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``)."""
+    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``).
+    ``guard``: JPEG results go through :mod:`.guard` as ``fastreshuffle restore`` does (the
+    strength for the file's quality, consistency with its tables); False: the raw network."""
     if ensemble and model is not None:
         from .tiling import SelfEnsemble
         model = SelfEnsemble(model)
@@ -109,7 +121,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _restore(model, coded.image, device)
+                out = _guarded_restore(model, coded, device, guard)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

@@ -97,35 +97,69 @@ def planned_format(src: Path, requested: str) -> Tuple[str, Optional[str]]:
 
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
                  tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
-                 overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> List[str]:
+                 overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
+                 guard: bool = True, codec: Optional[str] = "jpeg") -> List[str]:
     """Read ``src`` once, restore it with ``model`` and write ``out`` as ``fmt`` atomically.
 
     16-bit samples are restored at 16 bits (and kept where ``fmt`` holds them); ICC, EXIF and
-    XMP are carried over (see :mod:`fastreshuffle.io.output`).  ``progress(done, total)`` is
-    called in pixels after each tile.  Returns notes for the user (conversions, dropped frames).
+    XMP are carried over (see :mod:`fastreshuffle.io.output`).  A JPEG is restored in its stored
+    orientation (its block grid on the network's) and, with ``guard``, given the share of the
+    correction its quality warrants and kept consistent with its quantisation tables
+    (:mod:`.guard`); other images restored by a JPEG model (``codec="jpeg"``) are restored only
+    where JPEG compression is found in their pixels.  ``progress(done, total)`` is called in pixels after each tile.  Returns
+    notes for the user (conversions, dropped frames, the JPEG guard's decision).
     """
-    from ..io.images import load_image_file
+    from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
-    from .tiling import DEFAULT_OVERLAP, restore_pixels
-
-    from .tiling import too_small
+    from .guard import Guard, blind_guard, guard_for, run_guarded
+    from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
     pixels = f.rgb16 if f.rgb16 is not None else f.rgb
     alpha = f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha
     total = pixels.shape[0] * pixels.shape[1]
     done = [0]
+    notes = list(f.notes)
 
     def tick(n):
         done[0] += n
         progress(done[0], total)
 
-    restored = restore_pixels(model, pixels, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+    def run(img):
+        return restore_pixels(model, img, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
                               ensemble=ensemble, progress=tick if progress is not None else None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    notes = list(f.notes)
+
+    g = None
+    if guard and f.rgb16 is None and not too_small(*pixels.shape[:2]):
+        g = guard_for(f.jpeg_tables)
+        if g is None and codec == "jpeg":
+            g = blind_guard(pixels)
+            if g is None:
+                notes.append("no JPEG compression found in the pixels: written unchanged "
+                             "(--no-guard restores it anyway)")
+                g = Guard(None, 100.0, 0.0, blind=True)
     if too_small(*pixels.shape[:2]):
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
+        restored = pixels.copy()
+    elif g is None:
+        restored = run(pixels)
+    elif g.strength <= 0:
+        if g.tables is not None:
+            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
+        restored = pixels.copy()
+        if progress is not None:
+            progress(total, total)
+    else:
+        if g.blind:  # pixels as they are: a PNG/BMP's grid is where detection found it
+            restored = run_guarded(run, pixels, g)
+        else:        # a JPEG file: its grid is in the stored orientation
+            stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
+            restored = orient_array(run_guarded(run, stored, g), f.orientation)
+        src_kind = "JPEG history found in the pixels" if g.blind else "JPEG"
+        if g.strength < 1 or g.blind:
+            notes.append(f"{src_kind}, quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
+                         "kept consistent with the quantisation")
+    out.parent.mkdir(parents=True, exist_ok=True)
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)
     return notes

@@ -23,6 +23,7 @@ from typing import List, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ImageReadError
+from .jpeg_tables import JpegTables, tables_from_pil
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
                     ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
@@ -114,6 +115,8 @@ class ImageFile(NamedTuple):
     xmp: Optional[bytes] = None     # XMP packet, tiff:Orientation set to 1
     n_frames: int = 1               # frames / pages in the file; only the first is decoded
     notes: Tuple[str, ...] = ()     # what was done beyond decoding (conversions, dropped frames)
+    orientation: int = 1            # EXIF orientation that was applied (1-8)
+    jpeg_tables: Optional["JpegTables"] = None  # a JPEG's quantisation tables and chroma sampling
 
 
 def _check_file(path: Path) -> None:
@@ -140,6 +143,10 @@ _ORIENT = {
     7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
     8: lambda a: np.rot90(a, 1),
 }
+
+
+# the orientation that undoes each one (rotations by 90 degrees swap; flips undo themselves)
+INVERSE_ORIENTATION = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
 
 
 def orient_array(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -257,6 +264,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 icc = icc if isinstance(icc, bytes) and icc else None
                 xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
                 orientation, exif = _exif_upright(im)
+                tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 im.load()
                 rgb16, alpha16 = _read_16bit(path, im)
                 try:
@@ -287,7 +295,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
             rgb16 = alpha16 = None
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=mode in GRAY_MODES,
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
-                     xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes))
+                     xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,
+                     jpeg_tables=tables)
 
 
 def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,

@@ -73,9 +73,32 @@ def test_lossless_png_output_equals_api(tmp_path):
     stored = photo(40, 56)
     src = tmp_path / "p.png"
     save_with_metadata(src, stored, 6, fmt="PNG")
-    assert main(["restore", "-q", str(src), "--device", "cpu"]) == 0
+    assert main(["restore", "-q", str(src), "--device", "cpu", "--no-guard"]) == 0
     got = np.asarray(Image.open(tmp_path / "p_restored.png"))
-    np.testing.assert_array_equal(got, fr.restore(np.rot90(stored, -1).copy(), device="cpu"))
+    want = fr.restore(np.rot90(stored, -1).copy(), device="cpu", guard=False)
+    assert np.abs(want.astype(int) - np.rot90(stored, -1)).max() > 0  # the network did change it
+    np.testing.assert_array_equal(got, want)
+
+
+def test_guarded_png_with_jpeg_history_equals_api(tmp_path):
+    # a JPEG q20 decoded, cropped off its grid and kept as PNG (with orientation 8): the blind path
+    big = np.asarray(Image.open(_jpeg_bytes(np.tile(photo(96, 128), (2, 2, 1)), 20)).convert("RGB"))
+    stored = big[3:, 5:]
+    src = tmp_path / "h.png"
+    save_with_metadata(src, stored, 8, fmt="PNG")
+    assert main(["restore", "-q", str(src), "--device", "cpu"]) == 0
+    got = np.asarray(Image.open(tmp_path / "h_restored.png"))
+    upright = np.rot90(stored, 1).copy()
+    want = fr.restore(upright, device="cpu")
+    assert np.abs(want.astype(int) - upright).max() > 0  # restored, not passed through
+    np.testing.assert_array_equal(got, want)
+
+
+def _jpeg_bytes(a, q):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=q)
+    buf.seek(0)
+    return buf
 
 
 def test_output_quality_and_same(tmp_path):

@@ -1,0 +1,89 @@
+"""Do no harm: how much of the network's correction a JPEG gets, decided from its tables.
+
+The shipped JPEG model was trained on qualities 5-50.  Above that it over-smooths: on 24
+CBSD432 photos (Pillow 4:2:0) its raw output loses 0.49 dB at q80, 2.1 dB at q90 and 15 dB
+at q95.  Two things make it safe, both driven by the file's own quantisation tables:
+
+1. the correction is scaled by ``strength(quality)``: 1 up to q50 (the training range), 0.5 at
+   q70-80, 0.25 at q85-90, 0 from q93 (the input is returned unchanged).  Each breakpoint is
+   the strength, of 1 / 0.75 / 0.5 / 0.25, with the best *worst-image* gain on 24 CBSD432
+   photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between;
+2. the result is projected onto the JPEG's quantisation intervals
+   (:mod:`.jpeg_consistency`), which can only move it towards the original.
+
+Measured on those 24 training photos (raw network -> guarded), mean / worst image, dB:
+q60 +0.63/+0.06 -> +0.95/+0.67, q80 -0.49/-1.40 -> +0.77/+0.58, q90 -2.14/-3.81 ->
++0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged).  ``benchmarks/harm_curve.py`` measures the
+curve on any folder (README: Kodak24, held out from these choices).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from ..io.jpeg_tables import JpegTables, ijg_quality, ijg_table
+from .jpeg_consistency import project
+
+__all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded"]
+
+# (quality, strength) breakpoints, linear in between.
+_SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
+
+
+def strength(quality: float) -> float:
+    """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality``."""
+    return float(np.interp(quality, [q for q, _ in _SCHEDULE], [s for _, s in _SCHEDULE]))
+
+
+class Guard(NamedTuple):
+    tables: JpegTables
+    quality: float            # IJG-equivalent quality of the luma table
+    strength: float           # 0 = the input is returned unchanged
+    offset: tuple = (0, 0)    # where the 8x8 grid starts (blind detection of a crop)
+    blind: bool = False       # tables estimated from the pixels (luma only), not read from a file
+
+
+def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
+    """The guard of a JPEG file with these tables (None: no tables)."""
+    if tables is None:
+        return None
+    q = ijg_quality(tables.luma)
+    return Guard(tables, q, strength(q))
+
+
+def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
+    """The guard of pixels without a file (a PNG, an array): from :func:`.jpeg_history.detect_jpeg`;
+    None when no JPEG history is found (then nothing should be changed)."""
+    from .jpeg_history import detect_jpeg
+    h = detect_jpeg(rgb)
+    if h is None:
+        return None
+    tables = JpegTables(ijg_table(h.quality).reshape(8, 8), None, (1, 1))
+    return Guard(tables, float(h.quality), strength(h.quality), h.offset, True)
+
+
+def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.ndarray:
+    """``decoded`` + strength x (``restored`` - ``decoded``), projected onto the JPEG's intervals.
+    Both H x W x 3 uint8 with the block grid at (0, 0)."""
+    if guard.strength <= 0:
+        return decoded.copy()
+    blend = restored
+    if guard.strength < 1:
+        diff = restored.astype(np.float32) - decoded
+        blend = np.clip(np.round(decoded + guard.strength * diff), 0, 255).astype(np.uint8)
+    return project(decoded, blend, guard.tables)
+
+
+def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, guard: Guard) -> np.ndarray:
+    """Restore ``decoded`` with ``run`` under ``guard``: the grid moved to (0, 0) by reflecting
+    rows/columns at the top/left (so the network's 8x8 cells sit on the codec's blocks), the
+    guard applied, the padding cropped again.  Strength 0: ``run`` is not called."""
+    if guard.strength <= 0:
+        return decoded.copy()
+    py, px = (-guard.offset[0]) % 8, (-guard.offset[1]) % 8
+    padded = decoded
+    if py or px:
+        padded = np.pad(decoded, ((py, 0), (px, 0), (0, 0)), mode="symmetric")
+    out = apply_guard(padded, run(padded), guard)
+    return np.ascontiguousarray(out[py:, px:])
