@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: 95)")
-    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|PATH",
-                   help="shipped model name or a .safetensors weights file (default: jpeg)")
+    p.add_argument("--model", default="auto", metavar="auto|jpeg|hevc|PATH",
+                   help="shipped model name or a .safetensors weights file (default: auto = hevc for "
+                        "HEIF files, jpeg for everything else; said per file)")
     add_device_argument(p)
     p.add_argument("--tile", type=int, default=None, metavar="SIZE",
                    help="tile size in pixels, a multiple of 8 (default: 512 on CPU, 1024 on CUDA; "
@@ -115,7 +116,7 @@ class _TileBar:
 
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
-    from ..inference.files import collect_inputs, output_path_for, planned_format, restore_file
+    from ..inference.files import collect_inputs, output_path_for, planned_format, restore_file, sniff_format
     from ..io.output import EXTENSIONS
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
@@ -165,12 +166,20 @@ def run(args) -> int:
     half = bool(args.half) and device.type == "cuda"
     if args.half and not half and not args.quiet:
         _say("note: --half only applies on CUDA; running in fp32 on CPU")
+    from ..inference.loading import auto_model_name, model_codec
+    models: Dict[str, tuple] = {}
+
+    def model_for(name: str):
+        """(model, codec) by name, loaded once."""
+        if name not in models:
+            models[name] = (load_model(name, device, half=half), model_codec(name))
+        return models[name]
+
     try:
-        model = load_model(args.model, device, half=half)
+        if args.model != "auto":
+            model_for(args.model)
     except WeightsError as e:
         raise UserError(str(e)) from None
-    from ..inference.loading import model_codec
-    codec = model_codec(args.model)
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
     n_ok = n_skip = n_fail = 0
@@ -185,7 +194,9 @@ def run(args) -> int:
     try:
         for src, base in files:
             try:
-                fmt, fmt_note = planned_format(src, args.format)
+                in_fmt = sniff_format(src)
+                fmt, fmt_note = planned_format(in_fmt, args.format)
+                name = args.model if args.model != "auto" else auto_model_name(in_fmt)
                 out = output_path_for(src, base, outdir, suffix, EXTENSIONS[fmt])
                 key = os.path.realpath(out)
                 if key in input_keys:
@@ -202,6 +213,12 @@ def run(args) -> int:
                     _say(f"skipped: {src}: output exists: {out} (use --overwrite)", bar)
                     n_skip += 1
                     continue
+                try:
+                    model, codec = model_for(name)
+                except WeightsError as e:
+                    raise UserError(str(e)) from None
+                if args.model == "auto" and len(files) <= 20 and not args.quiet:
+                    _say(f"note: {src}: model {name}", bar)
                 with _TileBar(src.name, args.quiet) as tiles:
                     notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
                                          overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,

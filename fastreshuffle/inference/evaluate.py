@@ -70,9 +70,12 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(model(x)[0])
 
 
-def _guarded_restore(model, coded, device, guard: bool) -> np.ndarray:
-    from .guard import apply_guard, guard_for
+def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> np.ndarray:
+    from .guard import apply_guard, blend, guard_for, hevc_size_ratio, hevc_strength
     g = guard_for(coded.tables) if guard else None
+    if g is None and guard and codec == "hevc":
+        s = hevc_strength(hevc_size_ratio(coded.nbytes, coded.image))
+        return blend(coded.image, _restore(model, coded.image, device), s) if s > 0 else coded.image.copy()
     if g is None:
         return _restore(model, coded.image, device)
     if g.strength <= 0:
@@ -121,7 +124,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _guarded_restore(model, coded, device, guard)
+                out = _guarded_restore(model, coded, device, guard, s.name)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

@@ -13,7 +13,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
                      ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif", ".tga"}
 
-__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "restore_file"]
+__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "planned_format",
+           "restore_file", "sniff_format"]
 
 
 def _is_earlier_output(path: Path, suffix: str) -> bool:
@@ -81,18 +82,23 @@ def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suf
     return outdir / name
 
 
-def planned_format(src: Path, requested: str) -> Tuple[str, Optional[str]]:
-    """The output format for ``src`` (``requested`` may be "same": then the header is read)."""
+def sniff_format(src: Path) -> Optional[str]:
+    """The Pillow format name of ``src`` from its header (None when it cannot be read)."""
+    try:
+        from PIL import Image
+
+        from ..io.images import _register_heif
+        _register_heif()
+        with Image.open(src) as im:
+            return im.format
+    except Exception:
+        return None
+
+
+def planned_format(input_format: Optional[str], requested: str) -> Tuple[str, Optional[str]]:
+    """The output format for an input of ``input_format`` (``requested`` may be "same")."""
     from ..io.output import resolve_format
-    fmt = None
-    if requested == "same":
-        try:
-            from PIL import Image
-            with Image.open(src) as im:
-                fmt = im.format
-        except Exception:
-            fmt = None
-    return resolve_format(requested, fmt)
+    return resolve_format(requested, input_format)
 
 
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
@@ -111,7 +117,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
-    from .guard import Guard, blind_guard, guard_for, run_guarded
+    from .guard import Guard, blend, blind_guard, guard_for, hevc_size_ratio, hevc_strength, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -141,6 +147,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     if too_small(*pixels.shape[:2]):
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
         restored = pixels.copy()
+    elif g is None and guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
+        ratio = hevc_size_ratio(src.stat().st_size, pixels)
+        s = hevc_strength(ratio)
+        restored = blend(pixels, run(pixels), s) if s > 0 else pixels.copy()
+        if s < 1:
+            notes.append(f"HEIF at {ratio:.2f}x the size of a JPEG q90 of it: "
+                         + (f"{s:.0%} of the correction" if s > 0 else "little to remove; pixels written unchanged"))
     elif g is None:
         restored = run(pixels)
     elif g.strength <= 0:

@@ -160,7 +160,7 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False) -> 
     return restore_tensor(net, x.detach(), tile=tile, overlap=overlap)
 
 
-def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = None, *,
+def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = None, *,
             overlap: Optional[int] = None, half: bool = False, self_ensemble: bool = False,
             guard: Optional[bool] = None):
     """Remove compression artifacts from ``image`` and return the same kind of object.
@@ -177,8 +177,8 @@ def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = 
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device.
 
-    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, or a loaded
-    model.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
+    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
+    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
 
@@ -192,6 +192,10 @@ def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = 
     """
     from .tiling import DEFAULT_OVERLAP, SelfEnsemble
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if isinstance(model, str) and model == "auto":
+        from .loading import auto_model_name
+        model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
+                                else None)
     net = get_model(model, device, half)
     if guard is None:
         from .loading import model_codec
