@@ -117,7 +117,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
-    from .guard import Guard, blend, blind_guard, guard_for, hevc_size_ratio, hevc_strength, run_guarded
+    from .guard import blend, guard_for, guard_pixels, hevc_size_ratio, hevc_strength, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -135,43 +135,42 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         return restore_pixels(model, img, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
                               ensemble=ensemble, progress=tick if progress is not None else None)
 
-    g = None
-    if guard and f.rgb16 is None and not too_small(*pixels.shape[:2]):
-        g = guard_for(f.jpeg_tables)
-        if g is None and codec == "jpeg":
-            g = blind_guard(pixels)
-            if g is None:
-                notes.append("no JPEG compression found in the pixels: written unchanged "
-                             "(--no-guard restores it anyway)")
-                g = Guard(None, 100.0, 0.0, blind=True)
-    if too_small(*pixels.shape[:2]):
+    small = too_small(*pixels.shape[:2])
+    g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
+    if small:
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
         restored = pixels.copy()
-    elif g is None and guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
+    elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
+        if g.strength <= 0:
+            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
+            restored = pixels.copy()
+        else:
+            stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
+            restored = orient_array(run_guarded(run, stored, g), f.orientation)
+            if g.strength < 1:
+                notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
+                             "kept consistent with the file")
+    elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
         ratio = hevc_size_ratio(src.stat().st_size, pixels)
         s = hevc_strength(ratio)
         restored = blend(pixels, run(pixels), s) if s > 0 else pixels.copy()
         if s < 1:
             notes.append(f"HEIF at {ratio:.2f}x the size of a JPEG q90 of it: "
                          + (f"{s:.0%} of the correction" if s > 0 else "little to remove; pixels written unchanged"))
-    elif g is None:
-        restored = run(pixels)
-    elif g.strength <= 0:
-        if g.tables is not None:
-            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
-        restored = pixels.copy()
-        if progress is not None:
-            progress(total, total)
+    elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
+        restored, bg = guard_pixels(run, pixels)
+        if bg is None:
+            notes.append("no JPEG compression found in the pixels: written unchanged (--no-guard restores it anyway)")
+        elif bg.strength <= 0:
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
+                         "written unchanged")
+        else:
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {bg.strength:.0%} of the "
+                         "correction, kept consistent with the quantisation")
     else:
-        if g.blind:  # pixels as they are: a PNG/BMP's grid is where detection found it
-            restored = run_guarded(run, pixels, g)
-        else:        # a JPEG file: its grid is in the stored orientation
-            stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
-            restored = orient_array(run_guarded(run, stored, g), f.orientation)
-        src_kind = "JPEG history found in the pixels" if g.blind else "JPEG"
-        if g.strength < 1 or g.blind:
-            notes.append(f"{src_kind}, quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
-                         "kept consistent with the quantisation")
+        restored = run(pixels)
+    if progress is not None and done[0] < total:  # the network did not run (or not over it all)
+        progress(total, total)
     out.parent.mkdir(parents=True, exist_ok=True)
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)

@@ -25,7 +25,7 @@ import numpy as np
 from ..io.jpeg_tables import JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import project
 
-__all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded",
+__all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "blend"]
 
 # (quality, strength) breakpoints, linear in between.
@@ -60,7 +60,8 @@ def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
     h = detect_jpeg(rgb)
     if h is None:
         return None
-    tables = JpegTables(ijg_table(h.quality).reshape(8, 8), None, (1, 1))
+    luma = ijg_table(h.quality).reshape(8, 8)
+    tables = JpegTables(luma.T if h.transposed else luma, None, (1, 1))
     return Guard(tables, float(h.quality), strength(h.quality), h.offset, True)
 
 
@@ -84,6 +85,30 @@ def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, gu
         padded = np.pad(decoded, ((py, 0), (px, 0), (0, 0)), mode="symmetric")
     out = apply_guard(padded, run(padded), guard)
     return np.ascontiguousarray(out[py:, px:])
+
+
+def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
+                 tables: Optional[JpegTables] = None):
+    """The guard for an H x W x 3 image of any dtype (uint8, uint16, float in [0, 1]) with the
+    block grid at (0, 0) when ``tables`` are given: the file's tables, else JPEG compression
+    detected in the 8-bit pixels.  ``run`` restores a uint8 image.  -> (result in ``rgb``'s
+    dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged (a copy)."""
+    dtype = rgb.dtype
+    if dtype == np.uint8:
+        u8 = np.ascontiguousarray(rgb)
+    elif dtype == np.uint16:
+        u8 = np.round(rgb / 257.0).astype(np.uint8)
+    else:
+        u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
+    g = guard_for(tables) or blind_guard(u8)
+    if g is None or g.strength <= 0:
+        return rgb.copy(), g
+    out = run_guarded(run, u8, g)
+    if dtype == np.uint16:
+        out = out.astype(np.uint16) * 257
+    elif dtype != np.uint8:
+        out = (out.astype(np.float64) / 255.0).astype(dtype)
+    return out, g
 
 
 # ---------------------------------------------------------------------------------- HEVC

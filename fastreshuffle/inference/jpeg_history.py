@@ -7,7 +7,9 @@ offsets and each candidate step, the score is ``|mean(exp(2 pi i DC / q))|`` ove
 texture (flat blocks are left out: a flat graphic repeats the same value everywhere and would
 look periodic at every offset).  A JPEG gives a score near 1 at one offset; a never-compressed
 photo gives noise at every offset.  The quality is then the IJG quality whose table best explains
-the first AC coefficients as well.  Steps under 3 (IJG quality above ~90) are not claimed: the
+the first AC coefficients as well, and at least two of them must sit on their lattices too
+(with values spread over several steps: a ramp or a repeated pattern does not count), else no
+claim is made.  Steps under 3 (IJG quality above ~90) are not claimed: the
 8-bit rounding of the pixels hides them -- and such images are left unchanged anyway.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..io.jpeg_tables import ijg_table
 __all__ = ["JpegHistory", "detect_jpeg"]
 
 _MIN_STEP, _MAX_STEP = 3, 96
-_MIN_BLOCKS = 48
+_MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
 _THRESHOLD = 0.6        # score of the best (offset, step)
 _CONTRAST = 3.0         # ... and this many times the same step's mean score at the other offsets
 _N = 8
@@ -35,6 +37,7 @@ class JpegHistory(NamedTuple):
     dc_step: int         # luma DC quantisation step found
     quality: int         # IJG quality whose luma table fits best
     score: float         # periodicity at the found offset and step (0..1)
+    transposed: bool = False  # the table fits transposed: the pixels were turned by 90 degrees
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -80,41 +83,61 @@ def detect_jpeg(rgb: np.ndarray, probe_blocks: int = 400, max_blocks: int = 4000
         if len(b) >= _MIN_BLOCKS:
             pick = b if len(b) <= probe_blocks else b[rng.choice(len(b), probe_blocks, replace=False)]
             probe[i] = _score(pick.mean(axis=(1, 2)) * _N, steps)
-    best_i, best_at, s_best = None, None, 0.0
+    best = None   # (fit, offset index, step, quality, DC score, transposed)
     for i in np.argsort(-probe.max(axis=1))[:4]:
         b = textured[i]
         if len(b) < _MIN_BLOCKS:
             continue
         if len(b) > max_blocks:
             b = b[rng.choice(len(b), max_blocks, replace=False)]
-        at = _score(b.mean(axis=(1, 2)) * _N, steps)
-        if at.max() > s_best:
-            best_i, best_at, s_best = int(i), at, float(at.max())
-    if best_i is None or s_best < _THRESHOLD:
+        found = _candidate(b, probe, int(i), steps)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    if best is None:
         return None
-    k = int(np.argmax(best_at))
-    others = np.delete(probe[:, k], best_i)
+    _, i, step, quality, score, transposed = best
+    return JpegHistory((i // _N, i % _N), step, quality, score, transposed)
+
+
+def _candidate(b: np.ndarray, probe: np.ndarray, i: int, steps: np.ndarray):
+    """Blocks ``b`` at grid offset ``i``: -> (fit, i, DC step, quality, DC score, transposed) or None.
+
+    The fit adds the AC lattice scores to the DC one, so that of two neighbouring offsets (on
+    smooth, heavily quantised content the DC values barely change when the grid moves by a
+    pixel) the codec's own grid, where the ACs line up too, wins."""
+    at = _score(b.mean(axis=(1, 2)) * _N, steps)
+    s_best = float(at.max())
+    if s_best < _THRESHOLD:
+        return None
+    k = int(np.argmax(at))
+    others = np.delete(probe[:, k], i)
     if s_best < _CONTRAST * max(others.mean(), 1e-3):
         return None
     # the true step, not one of its divisors: the largest local peak scoring nearly as well
-    peaks = [j for j in _local_peaks(best_at) if best_at[j] >= 0.9 * s_best]
+    peaks = [j for j in _local_peaks(at) if at[j] >= 0.9 * s_best]
     step = int(steps[max(peaks)])
     # the quality: IJG tables with (about) this DC step, ranked by how well they explain the ACs
-    b = textured[best_i]
-    if len(b) > max_blocks:
-        b = b[rng.choice(len(b), max_blocks, replace=False)]
     coefs = _DCT @ b @ _DCT.T
     dc = coefs[:, 0, 0]
-    best_q, best_fit = 50, -1.0
+    best_q, best_fit, best_ac, best_t = 50, -1.0, 0, False
     for quality in range(1, 101):
-        t = ijg_table(quality).reshape(_N, _N)
-        if abs(t[0, 0] - step) > max(1.0, 0.05 * step):
+        t0 = ijg_table(quality).reshape(_N, _N)
+        if abs(t0[0, 0] - step) > max(1.0, 0.05 * step):
             continue
-        fit = _score(dc, np.array([t[0, 0]]))[0]
-        for (u, v) in _AC:
-            c = coefs[:, u, v]
-            c = c[np.abs(c) > 0.5 * t[u, v]]  # coefficients that were not quantised to zero
-            fit += _score(c, np.array([t[u, v]]))[0] if c.size >= 16 else 0.0
-        if fit > best_fit:
-            best_q, best_fit = quality, fit
-    return JpegHistory((best_i // _N, best_i % _N), step, int(best_q), s_best)
+        for transposed, t in ((False, t0), (True, t0.T)):  # a JPEG turned by 90 degrees: table transposed
+            fit = _score(dc, np.array([t[0, 0]]))[0]
+            ac_ok = 0
+            for (u, v) in _AC:
+                c = coefs[:, u, v]
+                c = c[np.abs(c) > 0.5 * t[u, v]]  # coefficients that were not quantised to zero
+                if c.size < 32 or np.std(c / t[u, v]) < 1.0:  # too few, or all alike (a ramp, a pattern)
+                    continue
+                sc = _score(c, np.array([t[u, v]]))[0]
+                fit += sc
+                ac_ok += sc > 0.5
+            if fit > best_fit:
+                best_q, best_fit, best_ac, best_t = quality, fit, ac_ok, transposed
+    # the AC steps must confirm it: a JPEG's first AC coefficients are on their lattices too
+    if best_ac < 2:
+        return None
+    return best_fit, i, step, int(best_q), s_best, best_t

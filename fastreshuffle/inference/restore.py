@@ -40,28 +40,13 @@ def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
 
 
 def _guarded(net, rgb: np.ndarray, tile, overlap, tables) -> np.ndarray:
-    """The do-no-harm path (:mod:`.guard`) for an H x W x 3 array of any supported dtype: the
-    file's JPEG ``tables`` if known, else JPEG compression detected in the 8-bit pixels; nothing
-    found -> the input unchanged.  The guard works on 8-bit values (what a JPEG decodes to)."""
-    from .guard import blind_guard, guard_for, run_guarded
+    """The do-no-harm path (:func:`.guard.guard_pixels`) for an H x W x 3 array."""
+    from .guard import guard_pixels
     from .tiling import restore_uint8, too_small
 
-    dtype = rgb.dtype
-    if dtype == np.uint8:
-        u8 = np.ascontiguousarray(rgb)
-    elif dtype == np.uint16:
-        u8 = np.round(rgb / 257.0).astype(np.uint8)
-    else:
-        u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
-    g = None if too_small(*u8.shape[:2]) else (guard_for(tables) or blind_guard(u8))
-    if g is None or g.strength <= 0:
+    if too_small(*rgb.shape[:2]):
         return rgb.copy()
-    out = run_guarded(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), u8, g)
-    if dtype == np.uint8:
-        return out
-    if dtype == np.uint16:
-        return out.astype(np.uint16) * 257
-    return (out.astype(np.float64) / 255.0).astype(dtype)
+    return guard_pixels(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, tables)[0]
 
 
 def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None) -> np.ndarray:

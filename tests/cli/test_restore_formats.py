@@ -82,7 +82,8 @@ def test_lossless_png_output_equals_api(tmp_path):
 
 def test_guarded_png_with_jpeg_history_equals_api(tmp_path):
     # a JPEG q20 decoded, cropped off its grid and kept as PNG (with orientation 8): the blind path
-    big = np.asarray(Image.open(_jpeg_bytes(np.tile(photo(96, 128), (2, 2, 1)), 20)).convert("RGB"))
+    from skimage import data
+    big = np.asarray(Image.open(_jpeg_bytes(data.astronaut()[64:264, 96:336], 20)).convert("RGB"))
     stored = big[3:, 5:]
     src = tmp_path / "h.png"
     save_with_metadata(src, stored, 8, fmt="PNG")

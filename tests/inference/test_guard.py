@@ -124,3 +124,24 @@ def test_real_photos_no_harm_and_never_compressed_unchanged():
             assert psnr(a, blind) >= psnr(a, dec) - 0.05, q
     im, dec = encode(imgs[0], 10)
     assert psnr(imgs[0], np.asarray(fr.restore(im, device="cpu"))) > psnr(imgs[0], dec) + 0.5   # still helps
+
+
+def test_no_detection_in_synthetic_graphics():
+    """Ramps, flat shapes, stripes and checkerboards repeat values in structured ways; none of
+    them is a JPEG (a false claim would get a never-compressed graphic smoothed)."""
+    y, x = np.mgrid[0:256, 0:256].astype(np.float64)
+    rng = np.random.default_rng(0)
+    shapes = np.zeros((256, 256, 3))
+    for _ in range(40):
+        y0, x0 = rng.integers(0, 240, 2)
+        shapes[y0:y0 + rng.integers(8, 80), x0:x0 + rng.integers(8, 80)] = rng.integers(0, 256, 3)
+    cases = {
+        "ramp": np.dstack([40 + 180 * x / 256, 40 + 180 * y / 256, 128 + 60 * np.sin(x / 7.0)]),
+        "shapes": shapes,
+        "stripes": np.dstack([128 + 100 * np.sin(x / 3.0)] * 3),
+        "checker": np.dstack([((x // 4 + y // 4) % 2) * 200 + 20] * 3),
+        "noisy_ramp": np.dstack([x, y, x + y]) / 2 + rng.normal(0, 3, (256, 256, 3)),
+    }
+    for name, img in cases.items():
+        a = np.clip(np.round(img), 0, 255).astype(np.uint8)
+        assert detect_jpeg(a) is None, name
