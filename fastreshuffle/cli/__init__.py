@@ -1,4 +1,4 @@
-"""``fastreshuffle`` command line: ``train``, ``eval``, ``restore``, ``demo``.
+"""``fastreshuffle`` command line: ``train``, ``eval``, ``restore``, ``demo``, ``export``.
 
 Each subcommand lives in its own module of this package exposing ``add_arguments(parser)`` and
 ``run(args) -> int``: argparse in, library calls out, nothing else.  They are imported only when
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     # name: (module, one-line help)
     "demo": ("fastreshuffle.cli.demo", "compress a built-in photo with JPEG q10, restore it, print PSNR, save a side-by-side PNG"),
     "restore": ("fastreshuffle.cli.restore", "remove compression artifacts from image files or folders"),
+    "export": ("fastreshuffle.cli.export", "write a model as an ONNX file (standard operators, dynamic sizes)"),
     "eval": ("fastreshuffle.cli.eval", "measure codec and restored PSNR/SSIM/PSNR-B/bpp on a folder of images"),
     "train": ("fastreshuffle.cli.train", "train a model on (compressed, original) pairs with L1 loss + Adam"),
 }

@@ -1,0 +1,30 @@
+"""``fastreshuffle export --model NAME|PATH --format onnx -o FILE``: a model as an ONNX file
+(:func:`fastreshuffle.inference.export.export_onnx`; input/output described there)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|PATH",
+                   help="shipped model name or a .safetensors weights file (default: jpeg)")
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+
+
+def run(args) -> int:
+    from ..errors import OutputExistsError, UserError, WeightsError
+    from ..inference.export import export_onnx
+
+    try:
+        path = export_onnx(args.model, args.output, opset=args.opset, overwrite=args.overwrite)
+    except WeightsError as e:
+        raise UserError(str(e)) from None
+    except OutputExistsError as e:
+        raise UserError(f"{e.filename} exists (use --overwrite)") from None
+    print(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
+          "(raw network, no guard)", file=sys.stderr)
+    return 0

@@ -1,0 +1,70 @@
+"""Export a model to ONNX: standard operators only, dynamic batch / height / width.
+
+>>> from fastreshuffle.inference.export import export_onnx
+>>> export_onnx("jpeg", "jpeg.onnx")
+
+The graph takes ``input``: N x 3 x H x W float32 in [0, 1] (any H, W: the reflect padding to a
+multiple of 8 and the crop back are inside the graph) and gives ``output`` of the same size,
+clipped to [0, 1]: the network of ``fastreshuffle.restore(..., guard=False)`` without tiling.
+The do-no-harm guard (JPEG tables, detection, strengths) is not part of the graph.
+
+The plain-PyTorch ``ReshuffleNet`` is exported (``FastReshuffleNet``'s custom ops are not ONNX
+operators); both hold the same weights.  Needs the ``onnx`` extra (``onnx``, ``onnxscript``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import torch
+
+from ..errors import UserError
+
+__all__ = ["export_onnx", "STANDARD_DOMAINS"]
+
+STANDARD_DOMAINS = {"", "ai.onnx"}
+
+
+class _Clipped(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).clamp(0.0, 1.0)
+
+
+def export_onnx(model: Union[str, os.PathLike] = "jpeg", path: Union[str, os.PathLike] = "model.onnx", *,
+                opset: int = 18, overwrite: bool = False) -> Path:
+    """Write ``model`` (shipped name or safetensors path) as an ONNX file at ``path`` (atomically;
+    an existing file is kept unless ``overwrite``).  Returns the path."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs the onnx extra: pip install 'fastreshuffle[onnx]' "
+                        "(onnx, onnxscript)") from None
+    from ..io.safe_write import atomic_write_bytes
+    from .loading import load_model
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        from ..errors import OutputExistsError
+        raise OutputExistsError(path)
+    net = _Clipped(load_model(model, "cpu", fast=False)).eval()
+    x = torch.rand(1, 3, 45, 67)
+    dyn = {"x": {0: "batch", 2: "height", 3: "width"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_file = Path(tmp) / "model.onnx"
+        with torch.no_grad():
+            torch.onnx.export(net, (x,), str(tmp_file), dynamic_shapes=dyn, opset_version=opset,
+                              input_names=["input"], output_names=["output"], verbose=False)
+        proto = onnx.load(str(tmp_file))
+        custom = sorted({n.domain for n in proto.graph.node} - STANDARD_DOMAINS)
+        if custom:
+            raise RuntimeError(f"the exported graph uses non-standard operator domains {custom}")
+        onnx.checker.check_model(proto)
+        data = proto.SerializeToString()
+    atomic_write_bytes(path, data, overwrite=overwrite)
+    return path

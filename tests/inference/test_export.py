@@ -1,0 +1,47 @@
+"""ONNX export (#15 item 1): standard operators, dynamic sizes, ONNX Runtime equals restore()."""
+import numpy as np
+import pytest
+import torch
+
+import fastreshuffle as fr
+from fastreshuffle.cli import main
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def jpeg_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "jpeg.onnx"
+    assert main(["export", "--model", "jpeg", "--format", "onnx", "-o", str(path)]) == 0
+    return path
+
+
+def test_standard_operators_only(jpeg_onnx):
+    proto = onnx.load(str(jpeg_onnx))
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["output"]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 45, 67), (2, 3, 64, 64), (1, 3, 101, 33), (1, 3, 8, 8)])
+def test_onnxruntime_equals_restore(jpeg_onnx, shape):
+    sess = ort.InferenceSession(str(jpeg_onnx), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, (shape[0], shape[2], shape[3], 3), dtype=np.uint8)
+    x = img.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    got = np.round(y * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for n in range(shape[0]):
+        want = fr.restore(img[n], "jpeg", device="cpu", tile=0, guard=False)
+        assert np.abs(got[n].astype(int) - want).max() <= 1          # within one 8-bit level
+    # and the float outputs agree closely with the PyTorch network itself
+    ref = fr.load_pretrained("jpeg")(torch.from_numpy(x)).clamp(0, 1).detach().numpy()
+    assert np.abs(y - ref).max() < 1e-4
+
+
+def test_export_refuses_to_overwrite(jpeg_onnx, capsys):
+    before = jpeg_onnx.read_bytes()
+    assert main(["export", "-o", str(jpeg_onnx)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert jpeg_onnx.read_bytes() == before
