@@ -63,13 +63,19 @@ def test_load_pretrained_unknown_name_lists_choices():
     assert "jpeg" in msg and "hevc" in msg and "no-such-model" in msg
 
 
-def test_load_pretrained_shipped_name():
-    from fastreshuffle.inference.loading import weights_path
-    if weights_path("hevc").is_file():
-        assert not fastreshuffle.load_pretrained("hevc").training
-    else:
-        with pytest.raises(WeightsError, match="not installed"):
-            fastreshuffle.load_pretrained("hevc")
+@pytest.mark.parametrize("name", ["jpeg", "hevc"])
+def test_load_pretrained_shipped_name(name):
+    """Both shipped models load by name (a missing file fails here; its quality is pinned in
+    test_shipped_models.py)."""
+    m = fastreshuffle.load_pretrained(name)
+    assert not m.training and m.config == ReshuffleNetConfig.preset("small")
+
+
+def test_load_pretrained_missing_shipped_file_is_clear(monkeypatch, tmp_path):
+    from fastreshuffle.inference import loading
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(WeightsError, match="not installed"):
+        fastreshuffle.load_pretrained("hevc")
 
 
 def test_cuda_request_without_gpu_is_clear():
