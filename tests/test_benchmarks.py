@@ -185,3 +185,30 @@ def test_gpu_check_script_parses_and_its_python_names_are_defined():
     for code in snippets:
         compile(code, "gpu_check.sh", "exec")
         assert _undefined_names(code) == [], (_undefined_names(code), code[:200])
+
+
+# ------------------------------------------------------------------ figures in README / docs
+def test_bench_cpu_details_smoke(capsys):
+    """The script behind README's GFLOP/s, page-fault and in-cache figures and the per-layer ms
+    of docs/dense_layer.md."""
+    from benchmarks import bench_cpu_details
+
+    assert bench_cpu_details.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    for part in ("GFLOP/s", "one dense layer", "first touch", "GB/s"):
+        assert part in out, part
+
+
+def test_eval_photos_cli(capsys):
+    from benchmarks import eval_photos
+
+    assert eval_photos.main(["--photos", "chelsea"]) == 0
+    assert "chelsea" in capsys.readouterr().out
+
+
+def test_every_script_the_docs_name_exists():
+    text = "".join((ROOT / f).read_text() for f in ("README.md", "docs/dense_layer.md", "docs/restore.md"))
+    named = set(re.findall(r"benchmarks[./](\w+)", text)) - {"gpu_check"}
+    assert {"bench_cpu_details", "eval_photos", "bench_network", "bench_reshuffle"} <= named
+    for name in named:
+        assert (ROOT / "benchmarks" / f"{name}.py").is_file(), name
