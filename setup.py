@@ -59,7 +59,7 @@ setup(
     description="Compression-artifact removal with the multi-scale reshuffling network on fast custom kernels",
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # torch>=2.11 needs 3.10
     packages=find_packages(include=["fastreshuffle", "fastreshuffle.*"]) + ["fastreshuffle.kernels"],
     package_dir={"fastreshuffle.kernels": "kernels"},
     package_data={"fastreshuffle": ["weights/*.safetensors", "weights/*.json", "weights/*.md"]},
@@ -69,17 +69,23 @@ setup(
     install_requires=[
         "torch>=2.11",  # tested: 2.13.0 (CPU, full suite) and 2.11.0+cu130 (GPU machine); see README
         "numpy",
-        "pillow>=9",
+        "pillow>=11",  # xmp= when saving JPEG/WebP (metadata kept in outputs)
         "safetensors>=0.4",
         "tqdm",
     ],
     extras_require={
+        # CUDA machines only: the fused dense-layer kernel (nothing on a CPU machine uses Triton)
+        "gpu": ["triton>=3.0"],
         "triton": ["triton>=3.0"],
         "heif": ["pillow-heif>=0.16"],
+        "tiff": ["tifffile"],          # 16-bit colour TIFF in and out
         "plot": ["matplotlib"],
         "demo": ["scikit-image"],
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "pillow-heif>=0.16", "matplotlib"],
-        "all": ["triton>=3.0", "pillow-heif>=0.16", "matplotlib", "scikit-image"],
+        # triton too: the tests run the Triton kernels on CPU through its interpreter
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "pillow-heif>=0.16", "matplotlib",
+                 "tifffile", "triton>=3.0"],
+        # everything a CPU machine uses; add [gpu] on a CUDA machine
+        "all": ["pillow-heif>=0.16", "matplotlib", "scikit-image", "tifffile"],
     },
     entry_points={"console_scripts": ["fastreshuffle=fastreshuffle.cli:main"]},
     zip_safe=False,

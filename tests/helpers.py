@@ -15,3 +15,21 @@ def make_images(folder, n=4, size=48, seed=0):
                         128 + 100 * np.sin((x + y) / f[2])], -1) + rng.normal(0, 4, (size, size, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
     return folder
+
+
+def model_pair(preset, seed=0, dtype=None, device="cpu"):
+    """A ReshuffleNet of ``preset`` with perturbed biases (so every path sees non-trivial values)
+    and a FastReshuffleNet holding the same state_dict, both on ``device`` / ``dtype``."""
+    import torch
+
+    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+    torch.manual_seed(seed)
+    ref = ReshuffleNet(ReshuffleNetConfig.preset(preset))
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fast = FastReshuffleNet(ref.config)
+    fast.load_state_dict(ref.state_dict())
+    dtype = dtype or torch.float32
+    return ref.to(device, dtype), fast.to(device, dtype)

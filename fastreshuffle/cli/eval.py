@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
     p.add_argument("--self-ensemble", action="store_true",
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="JPEG: evaluate the raw network, without the quality-dependent strength and the "
+                        "consistency with the quantisation tables that restore applies")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
@@ -109,9 +112,10 @@ def run(args) -> int:
         import dataclasses
         spec = dataclasses.replace(spec, quality=None)
     results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
-                       per_image=args.per_image, ensemble=args.self_ensemble)
+                       per_image=args.per_image, ensemble=args.self_ensemble, guard=args.guard)
     if mdesc is not None:
         mdesc["self_ensemble"] = bool(args.self_ensemble)
+        mdesc["guard"] = bool(args.guard)
     if progress:
         print("", file=sys.stderr)
     print(f"{folder}: {len(images)} images" + (f" ({len(bad)} unreadable skipped)" if bad else ""))

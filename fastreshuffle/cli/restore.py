@@ -1,7 +1,11 @@
 """``fastreshuffle restore INPUT... [-o OUTDIR]``: remove compression artifacts from image files.
 
-Output: lossless PNG ``OUTDIR/<stem><suffix>.png`` (default OUTDIR: next to each input;
-with ``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR).
+Output: ``OUTDIR/<stem><suffix>.<ext>`` (default OUTDIR: next to each input; with
+``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR), in
+``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
+format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default 95).
+16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
+applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
 Exit codes: 0 all files restored (or skipped because the output exists), 1 some files
 failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
@@ -28,9 +32,15 @@ from ._common import add_device_argument, device_from_args
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR", default=None,
-                   help="folder for the restored PNGs (created if needed; default: next to each input)")
-    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|PATH",
-                   help="shipped model name or a .safetensors weights file (default: jpeg)")
+                   help="folder for the restored images (created if needed; default: next to each input)")
+    p.add_argument("--format", default="png", choices=("png", "jpeg", "webp", "tiff", "same"),
+                   help="output format (default: png, lossless; same = the input's format where it can be "
+                        "written, else png)")
+    p.add_argument("--output-quality", type=int, default=None, metavar="Q",
+                   help="quality 1-100 of JPEG/WebP outputs (default: 95)")
+    p.add_argument("--model", default="auto", metavar="auto|jpeg|hevc|PATH",
+                   help="shipped model name or a .safetensors weights file (default: auto = hevc for "
+                        "HEIF files, jpeg for everything else; said per file)")
     add_device_argument(p)
     p.add_argument("--tile", type=int, default=None, metavar="SIZE",
                    help="tile size in pixels, a multiple of 8 (default: 512 on CPU, 1024 on CUDA; "
@@ -41,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the model over the 8 flips/rotations of each tile (8x slower, "
                         "+0.03-0.05 dB on Kodak24 JPEG)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="JPEG inputs: the network's full correction, without the quality-dependent strength "
+                        "and the consistency with the file's quantisation tables (can make high-quality "
+                        "JPEGs worse; for experiments)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--suffix", default="_restored", help="added to each output's stem (default: _restored)")
@@ -69,9 +83,41 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+class _TileBar:
+    """Progress inside one image, in megapixels, shown only when it is cut into several tiles."""
+
+    def __init__(self, name: str, quiet: bool):
+        self.name, self.quiet, self.bar = name, quiet, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            if done >= total:  # one tile: the file bar is enough
+                return
+            try:
+                from tqdm import tqdm
+            except ImportError:  # pragma: no cover
+                self.quiet = True
+                return
+            self.bar = tqdm(total=round(total / 1e6, 2), unit="Mpx", desc=self.name, file=sys.stderr,
+                            leave=False, dynamic_ncols=True, position=1)
+        self.bar.n = round(done / 1e6, 2)
+        self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
-    from ..inference.files import collect_inputs, output_path_for, restore_file
+    from ..inference.files import collect_inputs, output_path_for, planned_format, restore_file, sniff_format
+    from ..io.output import EXTENSIONS
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
     suffix = args.suffix
@@ -83,11 +129,22 @@ def run(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
 
-    files, errors, skipped_outputs = collect_inputs(args.inputs, args.recursive, suffix)
+    if args.output_quality is not None:
+        if not 1 <= args.output_quality <= 100:
+            raise UserError(f"--output-quality must be 1-100, got {args.output_quality}")
+        if args.format in ("png", "tiff"):
+            raise UserError(f"--output-quality applies to jpeg/webp outputs, not --format {args.format} "
+                            "(lossless)")
+
+    found = collect_inputs(args.inputs, args.recursive, suffix)
+    files, errors = found.files, found.errors
     for line in errors:
         _say(line)
-    if skipped_outputs:
-        _say(f"note: skipped {skipped_outputs} file(s) named like earlier outputs (*{suffix}.png)")
+    if found.skipped_outputs:
+        _say(f"note: skipped {found.skipped_outputs} file(s) that are fastreshuffle outputs "
+             f"(named *{suffix}.* or marked as ours in their EXIF)")
+    if found.skipped_folders:
+        _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
     if not files:
         if errors:
             return 1
@@ -109,8 +166,18 @@ def run(args) -> int:
     half = bool(args.half) and device.type == "cuda"
     if args.half and not half and not args.quiet:
         _say("note: --half only applies on CUDA; running in fp32 on CPU")
+    from ..inference.loading import auto_model_name, model_codec
+    models: Dict[str, tuple] = {}
+
+    def model_for(name: str):
+        """(model, codec) by name, loaded once."""
+        if name not in models:
+            models[name] = (load_model(name, device, half=half), model_codec(name))
+        return models[name]
+
     try:
-        model = load_model(args.model, device, half=half)
+        if args.model != "auto":
+            model_for(args.model)
     except WeightsError as e:
         raise UserError(str(e)) from None
     input_keys = {os.path.realpath(f) for f, _ in files}
@@ -126,9 +193,12 @@ def run(args) -> int:
     t0 = time.time()
     try:
         for src, base in files:
-            out = output_path_for(src, base, outdir, suffix)
-            key = os.path.realpath(out)
             try:
+                in_fmt = sniff_format(src)
+                fmt, fmt_note = planned_format(in_fmt, args.format)
+                name = args.model if args.model != "auto" else auto_model_name(in_fmt)
+                out = output_path_for(src, base, outdir, suffix, EXTENSIONS[fmt])
+                key = os.path.realpath(out)
                 if key in input_keys:
                     _say(f"skipped: {src}: output {out} would replace an input file (change --suffix or -o)", bar)
                     n_skip += 1
@@ -143,8 +213,19 @@ def run(args) -> int:
                     _say(f"skipped: {src}: output exists: {out} (use --overwrite)", bar)
                     n_skip += 1
                     continue
-                restore_file(model, src, out, tile=args.tile, overlap=overlap, ensemble=args.self_ensemble,
-                             overwrite=args.overwrite)
+                try:
+                    model, codec = model_for(name)
+                except WeightsError as e:
+                    raise UserError(str(e)) from None
+                if args.model == "auto" and len(files) <= 20 and not args.quiet:
+                    _say(f"note: {src}: model {name}", bar)
+                with _TileBar(src.name, args.quiet) as tiles:
+                    notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
+                                         overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
+                                         progress=tiles.update, guard=args.guard, codec=codec)
+                if not args.quiet:
+                    for note in ([fmt_note] if fmt_note else []) + notes:
+                        _say(f"note: {src}: {note}", bar)
                 n_ok += 1
             except KeyboardInterrupt:
                 raise

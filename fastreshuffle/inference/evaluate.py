@@ -4,7 +4,9 @@ For every (codec, quality) the JSON holds ``images``, ``bpp`` (mean over images)
 ``psnr_codec`` / ``psnr_restored`` (dataset-level, as in the paper: one MSE over all RGB values of
 all pixels of the whole set, then PSNR), ``psnr_codec_mean`` / ``psnr_restored_mean`` (mean of
 per-image PSNRs), ``ssim_codec`` / ``ssim_restored`` (mean over images of RGB SSIM),
-``psnrb_codec`` / ``psnrb_restored`` (mean over images of luma PSNR-B) and ``per_image`` rows.
+``psnrb_codec`` / ``psnrb_restored`` (mean over images of luma PSNR-B), ``gain`` (restored minus
+codec, set-level PSNR), ``gain_mean`` (mean of per-image gains; README's headline figure),
+``gain_worst`` (the smallest per-image gain) and ``per_image`` rows.
 Metric definitions: ``fastreshuffle.metrics`` and ``docs/codecs.md``.
 """
 from __future__ import annotations
@@ -35,7 +37,8 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     from ..io.images import list_images, read_image
 
     if not folder.exists():
-        raise UserError(f"data folder not found: {folder}")
+        from ..io.datasets import missing_folder_message
+        raise UserError(missing_folder_message(folder, "evaluation image"))
     if not folder.is_dir():
         raise UserError(f"not a folder: {folder}")
     paths = list_images(folder) or list_images(folder, recursive=True)
@@ -67,6 +70,19 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(model(x)[0])
 
 
+def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> np.ndarray:
+    from .guard import apply_guard, blend, guard_for, hevc_size_ratio, hevc_strength
+    g = guard_for(coded.tables) if guard else None
+    if g is None and guard and codec == "hevc":
+        s = hevc_strength(hevc_size_ratio(coded.nbytes, coded.image))
+        return blend(coded.image, _restore(model, coded.image, device), s) if s > 0 else coded.image.copy()
+    if g is None:
+        return _restore(model, coded.image, device)
+    if g.strength <= 0:
+        return coded.image.copy()
+    return apply_guard(coded.image, _restore(model, coded.image, device), g)
+
+
 def _fmt(v, nd=2):
     if v is None:
         return "-"
@@ -77,10 +93,12 @@ def _fmt(v, nd=2):
 
 def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
              device=torch.device("cpu"), progress=None, per_image: bool = True,
-             ensemble: bool = False) -> List[Dict]:
+             ensemble: bool = False, guard: bool = True) -> List[Dict]:
     """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
 
-    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``)."""
+    ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``).
+    ``guard``: JPEG results go through :mod:`.guard` as ``fastreshuffle restore`` does (the
+    strength for the file's quality, consistency with its tables); False: the raw network."""
     if ensemble and model is not None:
         from .tiling import SelfEnsemble
         model = SelfEnsemble(model)
@@ -106,7 +124,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _restore(model, coded.image, device)
+                out = _guarded_restore(model, coded, device, guard, s.name)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:
@@ -125,18 +143,27 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                "ssim_codec": mean("ssim_codec"), "ssim_restored": mean("ssim_restored"),
                "psnrb_codec": mean("psnrb_codec"), "psnrb_restored": mean("psnrb_restored")}
         res["gain"] = (res["psnr_restored"] - res["psnr_codec"]) if model is not None else None
+        per = [r["psnr_restored"] - r["psnr_codec"] for r in rows if r["psnr_restored"] is not None]
+        res["gain_mean"] = float(np.mean(per)) if per else None
+        res["gain_worst"] = float(np.min(per)) if per else None
         if per_image:
             res["per_image"] = rows
         results.append(res)
     return results
 
 
+def _signed(v) -> str:
+    return ("+" if (v or 0) >= 0 else "") + _fmt(v)
+
+
 def print_table(results: List[Dict], out=None) -> None:
+    """The results as an aligned table: codec figures, restored figures, then the gains
+    (set-level, mean of per-image, worst image), each labelled."""
     out = out if out is not None else sys.stdout
     restored = any(r["psnr_restored"] is not None for r in results)
     head = ["codec", "setting", "images", "bpp", "PSNR set", "PSNR mean", "SSIM", "PSNR-B"]
     if restored:
-        head += ["| restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "gain"]
+        head += ["| restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "| gain: set", "mean", "worst image"]
     rows = []
     for r in results:
         setting = f"qp={r['qp']}" if "qp" in r else f"q={r['quality']}"
@@ -144,7 +171,8 @@ def print_table(results: List[Dict], out=None) -> None:
                _fmt(r["psnr_codec_mean"]), _fmt(r["ssim_codec"], 4), _fmt(r["psnrb_codec"])]
         if restored:
             row += ["| " + _fmt(r["psnr_restored"]), _fmt(r["psnr_restored_mean"]), _fmt(r["ssim_restored"], 4),
-                    _fmt(r["psnrb_restored"]), ("+" if (r["gain"] or 0) >= 0 else "") + _fmt(r["gain"])]
+                    _fmt(r["psnrb_restored"]), "| " + _signed(r["gain"]), _signed(r.get("gain_mean")),
+                    _signed(r.get("gain_worst"))]
         rows.append(row)
     widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)]
     print("  ".join(h.rjust(w) for h, w in zip(head, widths)), file=out)

@@ -7,26 +7,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 # Extensions picked up when a folder is given (an explicitly named file is always tried).
 FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
                      ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif", ".tga"}
 
-__all__ = ["FOLDER_EXTENSIONS", "collect_inputs", "output_path_for", "write_png", "restore_file"]
+__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "planned_format",
+           "restore_file", "sniff_format"]
 
 
 def _is_earlier_output(path: Path, suffix: str) -> bool:
-    return bool(suffix) and path.suffix.lower() == ".png" and path.stem.endswith(suffix)
+    """Named like an output of this run's ``suffix``, or marked as ours in its metadata."""
+    from ..io.output import EXTENSIONS, is_restored_output
+    if bool(suffix) and path.stem.endswith(suffix) and path.suffix.lower() in set(EXTENSIONS.values()):
+        return True
+    return is_restored_output(path)
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
-    """-> (list of (file, base folder or None), list of error lines, count of skipped earlier outputs)."""
+class Collected(NamedTuple):
+    files: List[Tuple[Path, Optional[Path]]]  # (file, the folder it was found in, or None)
+    errors: List[str]                         # one line per input path that does not exist
+    skipped_outputs: int                      # files in folders that are our own earlier outputs
+    skipped_folders: int                      # sub-folders not entered (no --recursive)
+
+
+def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
+    """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
+
+    In folders, hidden files, other extensions and our own earlier outputs (by name or by
+    their EXIF mark, whatever suffix they were written with) are left out and counted."""
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
-    skipped_outputs = 0
+    skipped_outputs = skipped_folders = 0
     seen = set()
     for item in inputs:
         p = Path(item)
@@ -34,6 +47,9 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
             it = p.rglob("*") if recursive else p.iterdir()
             found = []
             for f in it:
+                if not recursive and f.is_dir() and not f.name.startswith("."):
+                    skipped_folders += 1
+                    continue
                 if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in FOLDER_EXTENSIONS:
                     continue
                 if _is_earlier_output(f, suffix):
@@ -52,11 +68,12 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str):
                 files.append((p, None))
         else:
             errors.append(f"error: {item}: no such file or folder")
-    return files, errors, skipped_outputs
+    return Collected(files, errors, skipped_outputs, skipped_folders)
 
 
-def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suffix: str) -> Path:
-    name = f"{src.stem}{suffix}.png"
+def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suffix: str,
+                    extension: str = ".png") -> Path:
+    name = f"{src.stem}{suffix}{extension}"
     if outdir is None:
         return src.parent / name
     if base is not None:
@@ -65,32 +82,96 @@ def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suf
     return outdir / name
 
 
-def write_png(path: Path, rgb: np.ndarray, alpha: Optional[np.ndarray], gray: bool, *, overwrite: bool,
-              icc: Optional[bytes] = None) -> None:
-    """Write the restored image as PNG atomically (grayscale / alpha re-attached as in the source)."""
-    from PIL import Image
-    from ..io.safe_write import save_image_atomic
+def sniff_format(src: Path) -> Optional[str]:
+    """The Pillow format name of ``src`` from its header (None when it cannot be read)."""
+    try:
+        from PIL import Image
 
-    if gray:
-        color = np.round(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
-        arr, mode = (color, "L") if alpha is None else (np.dstack([color, alpha]), "LA")
-    else:
-        arr, mode = (rgb, "RGB") if alpha is None else (np.dstack([rgb, alpha]), "RGBA")
-    img = Image.fromarray(np.ascontiguousarray(arr), mode)
-    kwargs = {"compress_level": 4}
-    if icc and not gray:
-        kwargs["icc_profile"] = icc
-    save_image_atomic(img, path, overwrite=overwrite, format="PNG", **kwargs)
+        from ..io.images import _register_heif
+        _register_heif()
+        with Image.open(src) as im:
+            return im.format
+    except Exception:
+        return None
 
 
-def restore_file(model, src: Path, out: Path, *, tile: Optional[int] = None, overlap: Optional[int] = None,
-                 ensemble: bool = False, overwrite: bool = False) -> None:
-    """Read ``src`` once, restore it with ``model`` and write the PNG ``out`` atomically."""
-    from ..io.images import load_image_file
-    from .tiling import DEFAULT_OVERLAP, restore_uint8
+def planned_format(input_format: Optional[str], requested: str) -> Tuple[str, Optional[str]]:
+    """The output format for an input of ``input_format`` (``requested`` may be "same")."""
+    from ..io.output import resolve_format
+    return resolve_format(requested, input_format)
+
+
+def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
+                 tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
+                 overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
+                 guard: bool = True, codec: Optional[str] = "jpeg") -> List[str]:
+    """Read ``src`` once, restore it with ``model`` and write ``out`` as ``fmt`` atomically.
+
+    16-bit samples are restored at 16 bits (and kept where ``fmt`` holds them); ICC, EXIF and
+    XMP are carried over (see :mod:`fastreshuffle.io.output`).  A JPEG is restored in its stored
+    orientation (its block grid on the network's) and, with ``guard``, given the share of the
+    correction its quality warrants and kept consistent with its quantisation tables
+    (:mod:`.guard`); other images restored by a JPEG model (``codec="jpeg"``) are restored only
+    where JPEG compression is found in their pixels.  ``progress(done, total)`` is called in pixels after each tile.  Returns
+    notes for the user (conversions, dropped frames, the JPEG guard's decision).
+    """
+    from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
+    from ..io.output import DEFAULT_QUALITY, write_restored
+    from .guard import blend, guard_for, guard_pixels, hevc_size_ratio, hevc_strength, run_guarded
+    from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
-    restored = restore_uint8(model, f.rgb, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                             ensemble=ensemble)
+    pixels = f.rgb16 if f.rgb16 is not None else f.rgb
+    alpha = f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha
+    total = pixels.shape[0] * pixels.shape[1]
+    done = [0]
+    notes = list(f.notes)
+
+    def tick(n):
+        done[0] += n
+        progress(done[0], total)
+
+    def run(img):
+        return restore_pixels(model, img, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                              ensemble=ensemble, progress=tick if progress is not None else None)
+
+    small = too_small(*pixels.shape[:2])
+    g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
+    if small:
+        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
+        restored = pixels.copy()
+    elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
+        if g.strength <= 0:
+            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
+            restored = pixels.copy()
+        else:
+            stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
+            restored = orient_array(run_guarded(run, stored, g), f.orientation)
+            if g.strength < 1:
+                notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
+                             "kept consistent with the file")
+    elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
+        ratio = hevc_size_ratio(src.stat().st_size, pixels)
+        s = hevc_strength(ratio)
+        restored = blend(pixels, run(pixels), s) if s > 0 else pixels.copy()
+        if s < 1:
+            notes.append(f"HEIF at {ratio:.2f}x the size of a JPEG q90 of it: "
+                         + (f"{s:.0%} of the correction" if s > 0 else "little to remove; pixels written unchanged"))
+    elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
+        restored, bg = guard_pixels(run, pixels)
+        if bg is None:
+            notes.append("no JPEG compression found in the pixels: written unchanged (--no-guard restores it anyway)")
+        elif bg.strength <= 0:
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
+                         "written unchanged")
+        else:
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {bg.strength:.0%} of the "
+                         "correction, kept consistent with the quantisation")
+    else:
+        restored = run(pixels)
+    if progress is not None and done[0] < total:  # the network did not run (or not over it all)
+        progress(total, total)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, restored, f.alpha, f.gray, overwrite=overwrite, icc=f.icc_profile)
+    notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
+                            icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)
+    return notes

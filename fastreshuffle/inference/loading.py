@@ -33,8 +33,8 @@ SHIPPED_MODELS = ("jpeg", "hevc")
 
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
-__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "available_models", "resolve_weights", "model_class",
-           "build_model", "load_model", "load_pretrained", "get_model"]
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "available_models", "resolve_weights", "auto_model_name",
+           "model_codec", "model_class", "build_model", "load_model", "load_pretrained", "get_model"]
 
 
 # --------------------------------------------------------------------------- weights
@@ -71,6 +71,33 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
         f"unknown model {s!r}: not a shipped model name and no such file; "
         f"shipped names: {', '.join(SHIPPED_MODELS)} (installed: {', '.join(installed) or 'none'}), "
         "or give the path of a .safetensors weights file")
+
+
+def auto_model_name(input_format: Optional[str]) -> str:
+    """The shipped model ``--model auto`` picks for an input of this Pillow format: ``hevc`` for
+    HEIF files, ``jpeg`` for everything else (a JPEG through its tables, other images only where
+    JPEG compression is found in their pixels: see :mod:`fastreshuffle.inference.guard`)."""
+    return "hevc" if input_format == "HEIF" else "jpeg"
+
+
+def model_codec(name_or_path: Union[str, os.PathLike]) -> Optional[str]:
+    """The codec a model was trained for ("jpeg", "hevc"), or None when the file does not say:
+    a shipped name is its codec; a weights file's metadata ``codec`` key, else the ``--codec``
+    of the training command recorded in it."""
+    import re
+    s = os.fspath(name_or_path)
+    if s in SHIPPED_MODELS:
+        return s
+    try:
+        from safetensors import safe_open
+        with safe_open(str(resolve_weights(s)), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        return None
+    if meta.get("codec"):
+        return meta["codec"].split(":")[0]
+    m = re.search(r"--codec\s+([a-z0-9]+)", meta.get("command", ""))
+    return m.group(1) if m else None
 
 
 # --------------------------------------------------------------------------- models

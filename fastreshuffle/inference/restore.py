@@ -18,6 +18,19 @@ from .loading import ModelArg, get_model
 __all__ = ["restore"]
 
 
+# Floats are taken as [0, 1]; this much outside is rounding noise, more is a wrong scale.
+FLOAT_SLACK = 1e-3
+
+
+def check_float_range(lo: float, hi: float, finite: bool) -> None:
+    """Refuse float images that are not in [0, 1] (e.g. 0-255 floats), instead of clipping them."""
+    if not finite:
+        raise ValueError("image contains NaN or infinite values")
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        hint = " (looks like 0-255: divide by 255, or pass uint8)" if 2 <= hi <= 255 + FLOAT_SLACK else ""
+        raise ValueError(f"float images must be in [0, 1]; this one spans [{lo:g}, {hi:g}]{hint}")
+
+
 def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     """float32 H x W x 3 in [0, 1] -> same."""
     from .tiling import restore_tensor
@@ -26,7 +39,17 @@ def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     return y[0].permute(1, 2, 0).numpy()
 
 
-def _restore_numpy(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
+def _guarded(net, rgb: np.ndarray, tile, overlap, tables) -> np.ndarray:
+    """The do-no-harm path (:func:`.guard.guard_pixels`) for an H x W x 3 array."""
+    from .guard import guard_pixels
+    from .tiling import restore_uint8, too_small
+
+    if too_small(*rgb.shape[:2]):
+        return rgb.copy()
+    return guard_pixels(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, tables)[0]
+
+
+def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None) -> np.ndarray:
     from .tiling import restore_uint8
 
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
@@ -38,15 +61,20 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     rgb = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., :3] if not gray else \
         np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
     dtype = arr.dtype
-    if dtype == np.uint8:
+    if np.issubdtype(dtype, np.floating) and rgb.size:
+        finite = bool(np.isfinite(rgb).all())
+        check_float_range(float(rgb.min()) if finite else 0.0, float(rgb.max()) if finite else 0.0, finite)
+    if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
+    if guard:
+        out = _guarded(net, rgb, tile, overlap, tables)
+    elif dtype == np.uint8:
         out = restore_uint8(net, np.ascontiguousarray(rgb), tile=tile, overlap=overlap)
     elif dtype == np.uint16:
         out = _restore_float_hwc(net, rgb.astype(np.float32) / 65535.0, tile, overlap)
         out = np.round(out * 65535.0).astype(np.uint16)
-    elif np.issubdtype(dtype, np.floating):
-        out = _restore_float_hwc(net, rgb, tile, overlap).astype(dtype, copy=False)
     else:
-        raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
+        out = _restore_float_hwc(net, rgb, tile, overlap).astype(dtype, copy=False)
     if gray:
         if dtype == np.uint8 or dtype == np.uint16:
             out = np.round(out.astype(np.float32).mean(axis=2)).astype(dtype)
@@ -59,15 +87,21 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     return out
 
 
-def _restore_pil(net, img, tile, overlap):
+def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None):
     from PIL import Image
+
+    def numpy_path(a, t=None):
+        return _restore_numpy(net, a, tile, overlap, guard, t)
 
     mode = img.mode
     if mode in ("RGB", "L"):
-        return Image.fromarray(_restore_numpy(net, np.asarray(img), tile, overlap), mode)
+        if guard and tables is None and getattr(img, "format", None) in ("JPEG", "MPO"):
+            from ..io.jpeg_tables import tables_from_pil
+            tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation)
+        return Image.fromarray(numpy_path(np.asarray(img), tables), mode)
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img)
-        color = _restore_numpy(net, arr[..., :-1] if mode == "RGBA" else arr[..., 0], tile, overlap)
+        color = numpy_path(arr[..., :-1] if mode == "RGBA" else arr[..., 0])
         if mode == "LA":
             color = color[..., None]
         return Image.fromarray(np.concatenate([color, arr[..., -1:]], axis=2), mode)
@@ -75,64 +109,92 @@ def _restore_pil(net, img, tile, overlap):
         # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
         has_alpha = mode == "PA" or "transparency" in img.info
         target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
-        return _restore_pil(net, img.convert(target), tile, overlap)
+        return _restore_pil(net, img.convert(target), tile, overlap, guard)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
         scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        out = _restore_numpy(net, np.clip(arr / scale, 0, 1), tile, overlap)
+        out = numpy_path(np.clip(arr / scale, 0, 1))
         return Image.fromarray(np.round(out * scale).astype(np.uint16 if mode.startswith("I;16") else np.int32))
     # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
-    return _restore_pil(net, img.convert("RGB"), tile, overlap).convert(mode)
+    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard).convert(mode)
 
 
-def _restore_torch(net, x: torch.Tensor, tile, overlap) -> torch.Tensor:
+def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False) -> torch.Tensor:
     from .tiling import restore_tensor
 
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
     if x.dim() == 3:
-        return _restore_torch(net, x.unsqueeze(0), tile, overlap)[0]
+        return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard)[0]
+    if x.numel():
+        finite = bool(torch.isfinite(x).all())
+        check_float_range(float(x.min()) if finite else 0.0, float(x.max()) if finite else 0.0, finite)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+    if guard:  # image by image through the numpy path (the guard works on 8-bit pixels)
+        outs = []
+        for img in x.detach():
+            a = img.float().permute(1, 2, 0).cpu().numpy()
+            a = a[..., 0] if a.shape[2] == 1 else a
+            o = torch.from_numpy(np.ascontiguousarray(_restore_numpy(net, a, tile, overlap, True)))
+            outs.append((o[None] if o.dim() == 2 else o.permute(2, 0, 1)).to(device=x.device, dtype=x.dtype))
+        return torch.stack(outs)
     if x.shape[1] == 1:
         y = restore_tensor(net, x.expand(-1, 3, -1, -1).float(), tile=tile, overlap=overlap)
         return y.mean(dim=1, keepdim=True).to(x.dtype)
     return restore_tensor(net, x.detach(), tile=tile, overlap=overlap)
 
 
-def restore(image, model: ModelArg = "jpeg", device=None, tile: Optional[int] = None, *,
-            overlap: Optional[int] = None, half: bool = False, self_ensemble: bool = False):
+def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = None, *,
+            overlap: Optional[int] = None, half: bool = False, self_ensemble: bool = False,
+            guard: Optional[bool] = None):
     """Remove compression artifacts from ``image`` and return the same kind of object.
 
     ``image`` may be
 
     * a numpy array ``H x W x 3`` (RGB), ``H x W x 4`` (RGBA: alpha passed through) or
-      ``H x W`` (grayscale), dtype uint8 (0..255), uint16 (0..65535) or float (0..1);
-      the result has the same shape and dtype;
+      ``H x W`` (grayscale), dtype uint8 (0..255), uint16 (0..65535) or float in [0, 1]
+      (floats outside it, e.g. 0-255 floats, or NaN, are refused with ValueError, never
+      clipped); the result has the same shape and dtype;
     * a PIL image: RGB, L, RGBA and LA come back in the same mode; palette ("P") images come
       back as RGB/RGBA (re-quantising would undo the restoration); other modes (CMYK, ...)
       are restored through RGB and converted back;
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device.
 
-    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, or a loaded
-    model.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
+    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
+    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
+
+    ``guard`` (default: on for JPEG models given by name or path, off for a model object):
+    do no harm (:mod:`fastreshuffle.inference.guard`).  An image is restored only where JPEG
+    compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``),
+    else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
+    its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
+    photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
+    output as is, as ``fastreshuffle restore --no-guard``.
     """
     from .tiling import DEFAULT_OVERLAP, SelfEnsemble
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if isinstance(model, str) and model == "auto":
+        from .loading import auto_model_name
+        model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
+                                else None)
     net = get_model(model, device, half)
+    if guard is None:
+        from .loading import model_codec
+        guard = not isinstance(model, torch.nn.Module) and model_codec(model) == "jpeg"
     if self_ensemble:
         net = SelfEnsemble(net)
     if isinstance(image, torch.Tensor):
-        return _restore_torch(net, image, tile, overlap)
+        return _restore_torch(net, image, tile, overlap, guard)
     if isinstance(image, np.ndarray):
-        return _restore_numpy(net, image, tile, overlap)
+        return _restore_numpy(net, image, tile, overlap, guard)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return _restore_pil(net, image, tile, overlap)
+        return _restore_pil(net, image, tile, overlap, guard)
     raise TypeError(f"restore() takes a numpy array, a PIL image or a torch tensor, got {type(image).__name__}")

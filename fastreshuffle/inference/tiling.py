@@ -11,7 +11,7 @@ because the network starts with three 2x pixel-unshuffles; this keeps every tile
 same 8x8 phase grid as the full image.
 
 Memory is bounded by one tile's activations plus the input and output images.  The uint8
-path (:func:`restore_uint8`) converts tile by tile, so a 24-megapixel photo needs only its
+path (:func:`restore_pixels`) converts tile by tile, so a 24-megapixel photo needs only its
 uint8 input and output (2 x 72 MB) plus one tile's worth of float activations.
 """
 from __future__ import annotations
@@ -28,6 +28,13 @@ DEFAULT_TILE_CUDA = 1024
 DEFAULT_OVERLAP = 32
 
 Box = Tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def too_small(height: int, width: int) -> bool:
+    """Images under 8 pixels on a side are returned unchanged: the network works on 8x8 cells
+    (three 2x reshuffles), and such an image would be all padding -- the models shift its
+    colours (a 1x1 (199, 102, 51) came out (194, 100, 51)) without anything to restore."""
+    return min(height, width) < PAD_MULTIPLE
 
 
 def default_tile(device) -> int:
@@ -123,6 +130,8 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
     if tile is None:
         tile = default_tile(dev)
     n, _, h, w = x.shape
+    if too_small(h, w):
+        return x.clone()
     out = torch.empty_like(x)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = x[:, :, wy0:wy1, wx0:wx1].to(device=dev, dtype=dt)
@@ -135,30 +144,44 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
 
 
 @torch.no_grad()
-def restore_uint8(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[int] = None,
-                  overlap: int = DEFAULT_OVERLAP, progress=None, ensemble: bool = False) -> np.ndarray:
-    """Restore a uint8 ``H x W x 3`` RGB array tile by tile; returns a new uint8 array.
+def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[int] = None,
+                   overlap: int = DEFAULT_OVERLAP, progress=None, ensemble: bool = False) -> np.ndarray:
+    """Restore a uint8 or uint16 ``H x W x 3`` RGB array tile by tile; returns a new array of the
+    same dtype (values scaled by 255 or 65535 to [0, 1] for the network, rounded back).
 
-    Only one tile at a time is ever held as float, so peak memory is roughly the two uint8
+    Only one tile at a time is ever held as float, so peak memory is roughly the two integer
     images plus one tile's activations.  ``progress``, if given, is called with the number
     of pixels finished after each tile.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected a uint8 or uint16 H x W x 3 array, got {image.dtype} {image.shape}")
     if ensemble:
         model = SelfEnsemble(model)
     dev, dt = _model_device_dtype(model)
     if tile is None:
         tile = default_tile(dev)
+    top = 255.0 if image.dtype == np.uint8 else 65535.0
+    tdtype = torch.uint8 if image.dtype == np.uint8 else torch.int32
     h, w = image.shape[:2]
+    if too_small(h, w):
+        if progress is not None:
+            progress(h * w)
+        return image.copy()
     out = np.empty_like(image)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
-        win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], copy=True))
-        win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(255.0)
+        win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], dtype=np.int32 if top > 255 else np.uint8))
+        win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(top)
         y = model(win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
-        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        y = y.float().mul_(top).round_().clamp_(0, top).to(tdtype)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y
         if progress is not None:
             progress((cy1 - cy0) * (cx1 - cx0))
     return out
+
+
+def restore_uint8(model: torch.nn.Module, image: np.ndarray, **kwargs) -> np.ndarray:
+    """:func:`restore_pixels` for a uint8 ``H x W x 3`` array."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
+    return restore_pixels(model, image, **kwargs)

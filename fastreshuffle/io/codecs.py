@@ -24,6 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import CodecError
+from .jpeg_tables import JpegTables, tables_from_pil
 
 
 
@@ -32,6 +33,7 @@ from ..errors import CodecError
 class Coded:
     image: np.ndarray  # decoded RGB uint8 (H, W, 3)
     nbytes: int        # compressed size in bytes
+    tables: Optional["JpegTables"] = None  # JPEG: quantisation tables and chroma sampling
 
     @property
     def bpp(self) -> float:
@@ -64,8 +66,9 @@ def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
     Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=q, subsampling=sub, optimize=False)
     data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as im:
+        tables = tables_from_pil(im)
         dec = np.asarray(im.convert("RGB"))
-    return Coded(dec, len(data))
+    return Coded(dec, len(data), tables)
 
 
 # ------------------------------------------------------------------ HEVC

@@ -1,4 +1,11 @@
-"""Where data lives: ``--data-root`` flag > ``FASTRESHUFFLE_DATA`` env > ``../shared/data``."""
+"""Where data lives: ``--data`` (any folder of images) > ``--data-root`` > ``FASTRESHUFFLE_DATA``
+> ``../shared/data`` (from the current folder, then from the source checkout).
+
+A data root holds ``eval/Kodak24`` (the 24 Kodak PhotoCD photos, public: r0k.us/graphics/kodak,
+768x512 PNG; the project's copy is cropped to 500x500) and ``train/CBSD432`` (the 432 colour
+BSD500 train+val photos used by denoising papers, 481x321).  Any folder of PNG/JPEG/... photos
+works in their place (``--data``, ``--val``).
+"""
 from __future__ import annotations
 
 import os
@@ -28,6 +35,13 @@ def data_root(override: Optional[Union[str, os.PathLike]] = None) -> Path:
     if repo_candidate.is_dir():
         return repo_candidate
     return cwd_candidate
+
+
+def missing_folder_message(folder: Path, what: str) -> str:
+    """The error for a data folder that does not exist: what to pass instead."""
+    return (f"{what} folder not found: {folder}. Pass --data FOLDER (any folder of PNG/JPEG images), "
+            f"or --data-root / ${ENV_VAR} pointing at a folder with eval/Kodak24 and train/CBSD432 "
+            "(public sets: Kodak24 from r0k.us/graphics/kodak, CBSD432 = the BSD500 train+val photos)")
 
 
 def train_dir(override=None) -> Path:

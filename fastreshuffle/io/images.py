@@ -6,6 +6,12 @@
 * Alpha is dropped; ``read_image(path, return_alpha=True)`` returns ``(rgb, alpha_or_None)``.
 * Unreadable, corrupt or truncated files and decompression bombs raise :class:`ImageReadError`
   naming the file and the reason.
+
+:func:`load_image_file` also keeps what an output needs: 16-bit pixels where the file has
+them (16-bit grey through Pillow, 16-bit colour PNG through :mod:`.png16`, 16-bit colour TIFF
+through ``tifffile`` when installed), the ICC profile (a CMYK file is converted to sRGB through
+its own profile), EXIF and XMP with the orientation reset to 1 (the pixels are upright), the
+frame count, and notes saying what was done beyond plain decoding.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import List, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ImageReadError
+from .jpeg_tables import JpegTables, tables_from_pil
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
                     ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
@@ -101,7 +108,15 @@ class ImageFile(NamedTuple):
     gray: bool                      # stored as a grey mode
     mode: str                       # Pillow mode of the stored pixels
     format: Optional[str]           # Pillow format name ("JPEG", "PNG", ...)
-    icc_profile: Optional[bytes]
+    icc_profile: Optional[bytes]    # for the pixels above (sRGB after a CMYK conversion)
+    rgb16: Optional[np.ndarray] = None    # H x W x 3 uint16 where the file has 16-bit samples
+    alpha16: Optional[np.ndarray] = None  # H x W uint16 alpha of a 16-bit RGBA file
+    exif: Optional[bytes] = None    # EXIF block, orientation removed (pixels are upright)
+    xmp: Optional[bytes] = None     # XMP packet, tiff:Orientation set to 1
+    n_frames: int = 1               # frames / pages in the file; only the first is decoded
+    notes: Tuple[str, ...] = ()     # what was done beyond decoding (conversions, dropped frames)
+    orientation: int = 1            # EXIF orientation that was applied (1-8)
+    jpeg_tables: Optional["JpegTables"] = None  # a JPEG's quantisation tables and chroma sampling
 
 
 def _check_file(path: Path) -> None:
@@ -116,13 +131,120 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(path, f"cannot access file: {e.strerror or e}") from None
 
 
+ORIENTATION = 0x0112
+# EXIF orientation -> the numpy operation that makes the stored pixels upright
+# (the same transforms as Pillow's ImageOps.exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+# the orientation that undoes each one (rotations by 90 degrees swap; flips undo themselves)
+INVERSE_ORIENTATION = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+
+
+def orient_array(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF ``orientation`` (1-8) to an H x W [x C] array, as Pillow's exif_transpose does."""
+    f = _ORIENT.get(int(orientation))
+    return np.ascontiguousarray(f(a) if f else a)
+
+
+def icc_colour_space(icc: Optional[bytes]) -> Optional[str]:
+    """The data colour space an ICC profile describes ("RGB", "GRAY", "CMYK", ...), from its header."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("latin-1", "replace").strip() or None
+
+
+def _xmp_upright(xmp) -> Optional[bytes]:
+    import re
+    if not xmp:
+        return None
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    xmp = re.sub(rb'(tiff:Orientation\s*=\s*["\'])\d(["\'])', rb"\g<1>1\g<2>", xmp)
+    return re.sub(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)", rb"\g<1>1\g<2>", xmp)
+
+
+def _exif_upright(im) -> Tuple[int, Optional[bytes]]:
+    """-> (orientation, EXIF bytes without the orientation tag, or None when the file has none)."""
+    try:
+        exif = im.getexif()
+    except Exception:  # broken EXIF: dropped, pixels kept as stored
+        return 1, None
+    orientation = exif.get(ORIENTATION, 1)
+    try:
+        orientation = int(orientation)
+    except (TypeError, ValueError):
+        orientation = 1
+    if not len(exif):
+        return 1, None
+    stored = exif.pop(ORIENTATION, None)  # this is the image's own Exif: put the tag back below
+    try:
+        for ifd in (0x8769, 0x8825):  # EXIF and GPS sub-IFDs, so that tobytes() writes them
+            exif.get_ifd(ifd)
+        data = exif.tobytes()
+    except Exception:
+        data = None
+    finally:
+        if stored is not None:
+            exif[ORIENTATION] = stored
+    return (orientation if 1 <= orientation <= 8 else 1), data
+
+
+def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """16-bit samples -> (H x W x 3 uint16 or None, alpha uint16 or None), before orientation."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        g = np.asarray(im).astype(np.uint16)
+        return np.repeat(g[..., None], 3, axis=2), None
+    if im.format == "PNG" and mode in ("RGB", "RGBA"):
+        from .png16 import png16_header, read_png16
+        if png16_header(path) is not None:
+            a = read_png16(path)
+            return np.ascontiguousarray(a[..., :3]), (a[..., 3].copy() if a.shape[2] == 4 else None)
+    if im.format == "TIFF" and mode in ("RGB", "RGBA") and im.tag_v2.get(258, (8,))[0] == 16:
+        try:
+            import tifffile
+        except ImportError:
+            return None, None
+        a = tifffile.imread(str(path), key=0)
+        if a.dtype == np.uint16 and a.ndim == 3 and a.shape[2] in (3, 4):
+            return np.ascontiguousarray(a[..., :3]), (a[..., 3].copy() if a.shape[2] == 4 else None)
+    return None, None
+
+
+def _cmyk_to_srgb(im, icc: Optional[bytes]):
+    """CMYK -> (RGB image, its ICC profile, note): through the file's own profile when it has one."""
+    if icc_colour_space(icc) == "CMYK":
+        try:
+            import io as _io
+
+            from PIL import ImageCms
+            srgb = ImageCms.createProfile("sRGB")
+            rgb = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(_io.BytesIO(icc)), srgb, outputMode="RGB")
+            return rgb, ImageCms.ImageCmsProfile(srgb).tobytes(), "CMYK converted to sRGB through its ICC profile"
+        except Exception:
+            pass
+    return im.convert("RGB"), None, "CMYK converted to RGB without a colour profile (its profile is not kept)"
+
+
 def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS) -> ImageFile:
-    """Open and decode ``path`` once: RGB pixels (see :func:`read_image`), alpha, mode, ICC."""
+    """Open and decode ``path`` once: RGB pixels (see :func:`read_image`), alpha, 16-bit samples,
+    mode, ICC, EXIF, XMP, frame count (first frame decoded)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _register_heif()
     path = Path(path)
     _check_file(path)
+    notes = []
+    rgb16 = alpha16 = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -134,13 +256,24 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     raise ImageReadError(path, f"image too large ({w}x{h} = {w * h} pixels > {max_pixels}); "
                                                "possible decompression bomb")
                 mode, fmt = im.mode, im.format
+                n_frames = int(getattr(im, "n_frames", 1) or 1)
+                if n_frames > 1:
+                    notes.append(f"has {n_frames} frames; only the first is restored")
                 transparent = "A" in im.getbands() or "transparency" in im.info
                 icc = im.info.get("icc_profile")
+                icc = icc if isinstance(icc, bytes) and icc else None
+                xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+                orientation, exif = _exif_upright(im)
+                tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 im.load()
+                rgb16, alpha16 = _read_16bit(path, im)
                 try:
                     im = ImageOps.exif_transpose(im)
                 except Exception:  # broken EXIF: keep the pixels as stored
-                    pass
+                    orientation = 1
+                if mode == "CMYK":
+                    im, icc, note = _cmyk_to_srgb(im, icc)
+                    notes.append(note)
                 rgb, alpha = _to_rgb_array(im)
     except ImageReadError:
         raise
@@ -155,9 +288,15 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         raise ImageReadError(path, f"cannot decode image: {msg}") from None
     if alpha is not None and not transparent:
         alpha = None  # e.g. a palette image without transparency, converted via RGBA
+    if rgb16 is not None:
+        rgb16 = orient_array(rgb16, orientation)
+        alpha16 = orient_array(alpha16, orientation) if alpha16 is not None else None
+        if rgb16.shape[:2] != rgb.shape[:2]:  # should not happen; never risk a mismatch
+            rgb16 = alpha16 = None
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=mode in GRAY_MODES,
-                     mode=mode, format=fmt,
-                     icc_profile=icc if isinstance(icc, bytes) and icc else None)
+                     mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
+                     xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,
+                     jpeg_tables=tables)
 
 
 def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,

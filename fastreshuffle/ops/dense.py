@@ -181,12 +181,24 @@ def _functional_body(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: to
     return y
 
 
+_LIB = torch.library.Library("fastreshuffle", "FRAGMENT")  # the Python-defined dense-layer ops
+
+
 def _make_op(name, body, mutates):
-    if backends.triton_available():
+    """Register ``body`` as the op ``name``; returns its OpOverload.
+
+    With Triton and a CUDA device: a ``triton_op`` (its kernel launches stay visible to
+    ``torch.compile``).  Otherwise a plain op defined with ``torch.library.define``/``impl``:
+    ``triton_op`` and ``custom_op`` both import torch's compiler stack (``torch._dynamo``,
+    about 1.5-2 s) at registration or on the first call, which a one-photo CPU run would pay.
+    """
+    if backends.triton_available() and torch.cuda.is_available():
         return torch.library.triton_op(name, body, mutates_args=mutates)
-    op = torch.library.custom_op(name, body, mutates_args=mutates)
-    op.register_fake(body)   # the body only uses shape-polymorphic torch ops on CPU
-    return op
+    short = name.split("::")[1]
+    _LIB.define(short + torch.library.infer_schema(body, mutates_args=mutates))
+    torch.library.impl(name, "default", body, lib=_LIB)
+    torch.library.register_fake(name, body, lib=_LIB)  # shape-polymorphic torch ops only on CPU
+    return getattr(torch.ops.fastreshuffle, short).default
 
 
 _inplace_op = _make_op("fastreshuffle::dense_layer_", _inplace_body, {"buf"})
@@ -224,7 +236,7 @@ def _backward(ctx, gy):
     return layer_backward(x, w1, b1, w3, gy, ctx.needs_input_grad[0])
 
 
-_functional_op.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd("fastreshuffle::dense_layer", _backward, setup_context=_setup_context, lib=_LIB)
 
 
 # ------------------------------------------------------------------- public functions

@@ -102,7 +102,8 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
             print(f"warning: {msg}", file=sys.stderr)
     folder = Path(folder)
     if not folder.exists():
-        raise DataError(f"data folder not found: {folder}")
+        from ..io.datasets import missing_folder_message
+        raise DataError(missing_folder_message(folder, "training data"))
     if not folder.is_dir():
         raise DataError(f"not a folder: {folder}")
     paths = list_images(folder)

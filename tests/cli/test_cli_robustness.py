@@ -142,7 +142,7 @@ def test_transparency_and_gray_kept(tmp_path, weights):
     assert cli_main(["restore", "-q", str(tmp_path), "--model", str(weights)]) == 0
     assert Image.open(tmp_path / "la_restored.png").mode == "LA"
     assert Image.open(tmp_path / "palt_restored.png").mode == "RGBA"
-    assert Image.open(tmp_path / "deep_restored.png").mode == "L"
+    assert Image.open(tmp_path / "deep_restored.png").mode == "I;16"  # 16-bit grey stays 16-bit (#16)
 
 
 def test_mixed_folder(tmp_path, weights, capsys):

@@ -3,23 +3,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import model_pair
 
-from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
 from fastreshuffle.nn import fast as fast_mod
 
 TOL = 1e-5
 
 
 def pair(preset, device="cpu", seed=0):
-    torch.manual_seed(seed)
-    ref = ReshuffleNet(ReshuffleNetConfig.preset(preset))
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    fast = FastReshuffleNet(ref.config)
-    fast.load_state_dict(ref.state_dict())
-    return ref.to(device).eval(), fast.to(device).eval()
+    ref, fast = model_pair(preset, seed=seed, device=device)
+    return ref.eval(), fast.eval()
 
 
 def _maxerr(a, b):

@@ -3,22 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import model_pair
 
-from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+from fastreshuffle import FastReshuffleNet, ReshuffleNet
 from fastreshuffle.nn.fast import subpixel_tail_weight
 
 
 def pair(preset, seed=0, dtype=torch.float32, device="cpu"):
-    torch.manual_seed(seed)
-    ref = ReshuffleNet(ReshuffleNetConfig.preset(preset))
-    # perturb biases so that every path is exercised with non-trivial values
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    fast = FastReshuffleNet(ref.config)
-    fast.load_state_dict(ref.state_dict())
-    return ref.to(device, dtype), fast.to(device, dtype)
+    return model_pair(preset, seed=seed, dtype=dtype, device=device)
 
 
 def test_state_dict_compatible():

@@ -41,6 +41,12 @@ def test_smoke_loss_decreases_and_checkpoints(tmp_path):
         y = model(torch.rand(1, 3, 16, 24))
         assert y.shape == (1, 3, 16, 24)
     assert json.loads((out / "state.json").read_text())["step"] == 20
+    # written files get the usual permissions (umask applied), not mkstemp's 0600 (#16 item 7)
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert modes and all(m == 0o666 & ~umask for m in modes.values()), modes
 
 
 def test_resume_matches_uninterrupted(tmp_path):

@@ -1,0 +1,179 @@
+"""Gain (or harm) of restoration against JPEG quality, raw network vs the do-no-harm guard.
+
+    python -m benchmarks.harm_curve                                # Kodak24, shipped jpeg model
+    python -m benchmarks.harm_curve --qualities 10 50 90 --limit 4 # quicker
+    python -m benchmarks.harm_curve --data DIR --strengths         # fixed strengths (how the
+                                                                   # guard's schedule was chosen)
+    python -m benchmarks.harm_curve --plot docs/harm_curve.png --json harm.json
+
+For each JPEG quality (Pillow, ``--subsampling``), per image: PSNR(original, decoded) and the
+change in RGB PSNR after
+
+* ``raw``: the network's output as is (``restore --no-guard``);
+* ``guarded``: ``fastreshuffle restore`` on the JPEG file (strength from the file's tables +
+  projection onto its quantisation intervals);
+* ``blind``: ``fastreshuffle.restore`` on the decoded pixels as an array (JPEG detected in the
+  pixels, no file), and the same on a crop off the 8x8 grid (``--crop``, default 3,5);
+
+mean and worst image.  Then what each does to the never-compressed originals (PSNR of the output
+against the input; "inf" = unchanged), and the guarded restore's time per megapixel.
+``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
+0.5 / 0.25 (each then projected): the guard's schedule takes, at each breakpoint, the strength
+with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_upsamplers import cpu_flags
+
+DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
+
+
+def _psnr(a, b) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def _encode(a, q, sub):
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=q, subsampling=sub)
+    im = Image.open(io.BytesIO(buf.getvalue()))
+    im.load()
+    return im, np.asarray(im.convert("RGB")), len(buf.getvalue())
+
+
+def _stats(v):
+    return {"mean": float(np.mean(v)), "worst": float(np.min(v))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="folder of photos (default: the eval set, Kodak24)")
+    ap.add_argument("--model", default="jpeg")
+    ap.add_argument("--qualities", type=int, nargs="+", default=list(DEFAULT_QUALITIES))
+    ap.add_argument("--subsampling", type=int, default=2, choices=(0, 1, 2), help="Pillow: 2 = 4:2:0")
+    ap.add_argument("--crop", default="3,5", help="off-grid crop offset dy,dx for the blind check")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--every", type=int, default=1, help="take every N-th image")
+    ap.add_argument("--strengths", action="store_true", help="fixed strengths instead of the schedule")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="PNG plot of mean gain vs quality")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import fastreshuffle as fr
+    from fastreshuffle.inference.evaluate import load_eval_images
+    from fastreshuffle.inference.guard import Guard, apply_guard, guard_for
+    from fastreshuffle.inference.loading import get_model
+    from fastreshuffle.inference.tiling import restore_uint8
+    from fastreshuffle.io.datasets import eval_dir
+    from fastreshuffle.io.jpeg_tables import tables_from_pil
+
+    folder = Path(args.data) if args.data else eval_dir()
+    images, names, _ = load_eval_images(folder)
+    images = images[::args.every][:args.limit]
+    net = get_model(args.model, "cpu")
+    dy, dx = (int(v) for v in args.crop.split(","))
+
+    def raw(x):
+        return restore_uint8(net, x, tile=0)
+
+    print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, JPEG subsampling "
+          f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
+    rows = []
+    for q in args.qualities:
+        rec = {"quality": q, "bpp": [], "codec": [], "raw": [], "guarded": [], "blind": [], "blind_crop": [],
+               "raw_crop": []}
+        strengths = {s: [] for s in (1.0, 0.75, 0.5, 0.25)} if args.strengths else {}
+        for a in images:
+            im, dec, nbytes = _encode(a, q, args.subsampling)
+            base = _psnr(a, dec)
+            rec["bpp"].append(8 * nbytes / (a.shape[0] * a.shape[1]))
+            rec["codec"].append(base)
+            out_raw = raw(dec)
+            rec["raw"].append(_psnr(a, out_raw) - base)
+            if args.strengths:
+                g = guard_for(tables_from_pil(im))
+                for s in strengths:
+                    strengths[s].append(_psnr(a, apply_guard(dec, out_raw, Guard(g.tables, g.quality, s))) - base)
+                continue
+            rec["guarded"].append(_psnr(a, np.asarray(fr.restore(im, args.model, device="cpu"))) - base)
+            rec["blind"].append(_psnr(a, fr.restore(dec, args.model, device="cpu")) - base)
+            ca, cd = a[dy:, dx:], np.ascontiguousarray(dec[dy:, dx:])
+            cbase = _psnr(ca, cd)
+            rec["blind_crop"].append(_psnr(ca, fr.restore(cd, args.model, device="cpu")) - cbase)
+            rec["raw_crop"].append(_psnr(ca, raw(cd)) - cbase)
+        if args.strengths:
+            print(f"q{q:3d}  " + "  ".join(f"s={s:.2f} {np.mean(v):+.3f}/{np.min(v):+.3f}"
+                                          for s, v in strengths.items()) + "   (mean/worst dB)", flush=True)
+            rows.append({"quality": q, **{f"strength_{s}": _stats(v) for s, v in strengths.items()}})
+            continue
+        row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"]))}
+        row.update({k: _stats(rec[k]) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
+        rows.append(row)
+        if len(rows) == 1:
+            print(f"{'q':>4} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15} | "
+                  f"{'blind (array)':>15} | {'crop raw':>15} | {'crop blind':>15}   gains in dB: mean/worst")
+        print(f"{q:4d} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
+              + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
+                           for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
+    doc = {"data": str(folder), "images": len(images), "model": args.model, "subsampling": args.subsampling,
+           "cpu_flags": cpu_flags(), "rows": rows}
+    if not args.strengths:
+        never_raw = [_psnr(a, raw(a)) for a in images]
+        never_guarded = [_psnr(a, fr.restore(a, args.model, device="cpu")) for a in images]
+        print(f"never compressed (output vs input PSNR): raw mean {np.mean(never_raw):.2f} dB, worst "
+              f"{np.min(never_raw):.2f} dB; guarded worst {np.min(never_guarded):.2f} dB "
+              f"({sum(np.isinf(never_guarded))}/{len(images)} unchanged)")
+        doc["never_compressed"] = {"raw": _stats(never_raw), "guarded_worst": float(np.min(never_guarded)),
+                                   "guarded_unchanged": int(sum(np.isinf(never_guarded)))}
+        big = np.tile(images[0], (2, 2, 1))[:1024, :1024]
+        im, dec, _ = _encode(big, 30, args.subsampling)
+        fr.restore(im, args.model, device="cpu")  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fr.restore(im, args.model, device="cpu")
+            times.append(time.perf_counter() - t0)
+        mp = big.shape[0] * big.shape[1] / 1e6
+        print(f"guarded restore, JPEG q30 {big.shape[1]}x{big.shape[0]}: {np.median(times) / mp:.2f} s per "
+              f"megapixel (median of 3, {torch.get_num_threads()} threads)")
+        doc["seconds_per_megapixel"] = float(np.median(times) / mp)
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+    if args.plot and not args.strengths:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        qs = [r["quality"] for r in rows]
+        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+        for k, lab in (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded)"),
+                       ("blind_crop", "decoded pixels, off-grid crop")):
+            ax.plot(qs, [r[k]["mean"] for r in rows], "o-", label=lab)
+        ax.plot(qs, [r["guarded"]["worst"] for r in rows], ":", color="C1", label="restore, worst image")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylim(max(-5, min(r["raw"]["mean"] for r in rows) - 0.3), None)
+        ax.set_xlabel("JPEG quality (Pillow, 4:2:0)")
+        ax.set_ylabel("PSNR change (dB)")
+        ax.set_title(f"{folder.name}: gain vs JPEG quality, model {args.model}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Do no harm: how much of the network's correction a JPEG gets, decided from its tables.
+
+The shipped JPEG model was trained on qualities 5-50.  Above that it over-smooths: on 24
+CBSD432 photos (Pillow 4:2:0) its raw output loses 0.49 dB at q80, 2.1 dB at q90 and 15 dB
+at q95.  Two things make it safe, both driven by the file's own quantisation tables:
+
+1. the correction is scaled by ``strength(quality)``: 1 up to q50 (the training range), 0.5 at
+   q70-80, 0.25 at q85-90, 0 from q93 (the input is returned unchanged).  Each breakpoint is
+   the strength, of 1 / 0.75 / 0.5 / 0.25, with the best *worst-image* gain on 24 CBSD432
+   photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between;
+2. the result is projected onto the JPEG's quantisation intervals
+   (:mod:`.jpeg_consistency`), which can only move it towards the original.
+
+Measured on those 24 training photos (raw network -> guarded), mean / worst image, dB:
+q60 +0.63/+0.06 -> +0.95/+0.67, q80 -0.49/-1.40 -> +0.77/+0.58, q90 -2.14/-3.81 ->
++0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged).  ``benchmarks/harm_curve.py`` measures the
+curve on any folder (README: Kodak24, held out from these choices).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from ..io.jpeg_tables import JpegTables, ijg_quality, ijg_table
+from .jpeg_consistency import project
+
+__all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
+           "hevc_size_ratio", "hevc_strength", "blend"]
+
+# (quality, strength) breakpoints, linear in between.
+_SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
+
+
+def strength(quality: float) -> float:
+    """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality``."""
+    return float(np.interp(quality, [q for q, _ in _SCHEDULE], [s for _, s in _SCHEDULE]))
+
+
+class Guard(NamedTuple):
+    tables: JpegTables
+    quality: float            # IJG-equivalent quality of the luma table
+    strength: float           # 0 = the input is returned unchanged
+    offset: tuple = (0, 0)    # where the 8x8 grid starts (blind detection of a crop)
+    blind: bool = False       # tables estimated from the pixels (luma only), not read from a file
+
+
+def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
+    """The guard of a JPEG file with these tables (None: no tables)."""
+    if tables is None:
+        return None
+    q = ijg_quality(tables.luma)
+    return Guard(tables, q, strength(q))
+
+
+def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
+    """The guard of pixels without a file (a PNG, an array): from :func:`.jpeg_history.detect_jpeg`;
+    None when no JPEG history is found (then nothing should be changed)."""
+    from .jpeg_history import detect_jpeg
+    h = detect_jpeg(rgb)
+    if h is None:
+        return None
+    luma = ijg_table(h.quality).reshape(8, 8)
+    tables = JpegTables(luma.T if h.transposed else luma, None, (1, 1))
+    return Guard(tables, float(h.quality), strength(h.quality), h.offset, True)
+
+
+def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.ndarray:
+    """``decoded`` + strength x (``restored`` - ``decoded``), projected onto the JPEG's intervals.
+    Both H x W x 3 uint8 with the block grid at (0, 0)."""
+    if guard.strength <= 0:
+        return decoded.copy()
+    return project(decoded, blend(decoded, restored, guard.strength), guard.tables)
+
+
+def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, guard: Guard) -> np.ndarray:
+    """Restore ``decoded`` with ``run`` under ``guard``: the grid moved to (0, 0) by reflecting
+    rows/columns at the top/left (so the network's 8x8 cells sit on the codec's blocks), the
+    guard applied, the padding cropped again.  Strength 0: ``run`` is not called."""
+    if guard.strength <= 0:
+        return decoded.copy()
+    py, px = (-guard.offset[0]) % 8, (-guard.offset[1]) % 8
+    padded = decoded
+    if py or px:
+        padded = np.pad(decoded, ((py, 0), (px, 0), (0, 0)), mode="symmetric")
+    out = apply_guard(padded, run(padded), guard)
+    return np.ascontiguousarray(out[py:, px:])
+
+
+def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
+                 tables: Optional[JpegTables] = None):
+    """The guard for an H x W x 3 image of any dtype (uint8, uint16, float in [0, 1]) with the
+    block grid at (0, 0) when ``tables`` are given: the file's tables, else JPEG compression
+    detected in the 8-bit pixels.  ``run`` restores a uint8 image.  -> (result in ``rgb``'s
+    dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged (a copy)."""
+    dtype = rgb.dtype
+    if dtype == np.uint8:
+        u8 = np.ascontiguousarray(rgb)
+    elif dtype == np.uint16:
+        u8 = np.round(rgb / 257.0).astype(np.uint8)
+    else:
+        u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
+    g = guard_for(tables) or blind_guard(u8)
+    if g is None or g.strength <= 0:
+        return rgb.copy(), g
+    out = run_guarded(run, u8, g)
+    if dtype == np.uint16:
+        out = out.astype(np.uint16) * 257
+    elif dtype != np.uint8:
+        out = (out.astype(np.float64) / 255.0).astype(dtype)
+    return out, g
+
+
+# ---------------------------------------------------------------------------------- HEVC
+# A HEIF file does not say its quantiser.  Its size against the size of its own decoded pixels
+# coded as JPEG q90 does, fairly independently of the content: on 8 CBSD432 photos, HEVC
+# quality 10/20/30/40/50/60 gave ratios 0.07-0.09 / 0.11-0.15 / 0.18-0.31 / 0.31-0.51 /
+# 0.52-0.71 / 0.76-0.94.  The shipped HEVC model (trained on quality 8-30) gains there up to
+# quality 30 and harms from 40 (raw mean/worst: q40 -0.05/-0.40, q50 -0.97/-1.84, q60
+# -2.70/-4.12 dB); the strengths below are, per quality, the one of 1 / 0.5 / 0.25 / 0 with the
+# best worst-image gain on those photos, placed at the quality's median ratio.
+_HEVC_SCHEDULE = ((0.14, 1.0), (0.24, 0.5), (0.39, 0.25), (0.60, 0.25), (0.85, 0.0))
+
+
+def hevc_size_ratio(nbytes: int, decoded: np.ndarray) -> float:
+    """HEIF file size / size of ``decoded`` as JPEG q90 (4:2:0)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(decoded)).save(buf, format="JPEG", quality=90)
+    return float(nbytes) / max(1, len(buf.getvalue()))
+
+
+def hevc_strength(ratio: float) -> float:
+    """Share of the HEVC model's correction kept at this :func:`hevc_size_ratio`."""
+    return float(np.interp(ratio, [r for r, _ in _HEVC_SCHEDULE], [s for _, s in _HEVC_SCHEDULE]))
+
+
+def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:
+    """``decoded + s * (restored - decoded)``, rounded to the input's integer type."""
+    if s >= 1:
+        return restored
+    if s <= 0:
+        return decoded.copy()
+    top = 255 if decoded.dtype == np.uint8 else 65535
+    diff = restored.astype(np.float32) - decoded
+    return np.clip(np.round(decoded + s * diff), 0, top).astype(decoded.dtype)

@@ -1,0 +1,143 @@
+"""Blind JPEG detection: was this array (a PNG, a screenshot, a crop) once a JPEG, on which
+8x8 grid, and at about which quality?
+
+A JPEG's luma DC coefficients are multiples of the table's DC step ``q``: the block means of the
+decoded luma, on the codec's grid, sit on a lattice of spacing ``q / 8``.  For each of the 64 grid
+offsets and each candidate step, the score is ``|mean(exp(2 pi i DC / q))|`` over the blocks with
+texture (flat blocks are left out: a flat graphic repeats the same value everywhere and would
+look periodic at every offset).  A JPEG gives a score near 1 at one offset; a never-compressed
+photo gives noise at every offset.  The quality is then the IJG quality whose table best explains
+the first AC coefficients as well, and at least two of them must sit on their lattices too
+(with values spread over several steps: a ramp or a repeated pattern does not count), else no
+claim is made.  Steps under 3 (IJG quality above ~90) are not claimed: the
+8-bit rounding of the pixels hides them -- and such images are left unchanged anyway.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ..io.jpeg_tables import ijg_table
+
+__all__ = ["JpegHistory", "detect_jpeg"]
+
+_MIN_STEP, _MAX_STEP = 3, 96
+_MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
+_THRESHOLD = 0.6        # score of the best (offset, step)
+_CONTRAST = 3.0         # ... and this many times the same step's mean score at the other offsets
+_N = 8
+_DCT = np.array([[np.sqrt((1 if u == 0 else 2) / _N) * np.cos((2 * x + 1) * u * np.pi / (2 * _N))
+                  for x in range(_N)] for u in range(_N)])
+_AC = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))   # natural-order positions checked for the quality
+
+
+class JpegHistory(NamedTuple):
+    offset: tuple        # (dy, dx): the codec's 8x8 grid starts at this pixel
+    dc_step: int         # luma DC quantisation step found
+    quality: int         # IJG quality whose luma table fits best
+    score: float         # periodicity at the found offset and step (0..1)
+    transposed: bool = False  # the table fits transposed: the pixels were turned by 90 degrees
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    a = rgb.astype(np.float64)
+    return 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
+
+
+def _blocks(y: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    h, w = (y.shape[0] - dy) // _N * _N, (y.shape[1] - dx) // _N * _N
+    return y[dy:dy + h, dx:dx + w].reshape(h // _N, _N, w // _N, _N).transpose(0, 2, 1, 3).reshape(-1, _N, _N)
+
+
+def _score(values: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    if values.size == 0:
+        return np.zeros(len(steps))
+    return np.abs(np.exp(2j * np.pi * values[None, :] / steps[:, None]).mean(axis=1))
+
+
+def _local_peaks(at: np.ndarray) -> np.ndarray:
+    left = np.r_[-1.0, at[:-1]]
+    right = np.r_[at[1:], -1.0]
+    return np.nonzero((at >= left) & (at >= right))[0]
+
+
+def detect_jpeg(rgb: np.ndarray, probe_blocks: int = 400, max_blocks: int = 4000) -> Optional[JpegHistory]:
+    """The JPEG history of an H x W x 3 uint8 image, or None when none is found.
+
+    Two passes: every grid offset is probed with ``probe_blocks`` textured blocks, then the four
+    most periodic offsets are scored again with up to ``max_blocks``."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 4 * _N:
+        return None
+    h, w = rgb.shape[:2]
+    y0, x0 = max(0, (h - 1024) // 2) // _N * _N, max(0, (w - 1024) // 2) // _N * _N  # keeps the phase
+    y = _luma(rgb[y0:y0 + 1024, x0:x0 + 1024]) - 128
+    steps = np.arange(_MIN_STEP, _MAX_STEP + 1, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    probe = np.zeros((_N * _N, len(steps)))
+    textured = []
+    for i in range(_N * _N):
+        b = _blocks(y, i // _N, i % _N)
+        b = b[b.std(axis=(1, 2)) > 1.5]
+        textured.append(b)
+        if len(b) >= _MIN_BLOCKS:
+            pick = b if len(b) <= probe_blocks else b[rng.choice(len(b), probe_blocks, replace=False)]
+            probe[i] = _score(pick.mean(axis=(1, 2)) * _N, steps)
+    best = None   # (fit, offset index, step, quality, DC score, transposed)
+    for i in np.argsort(-probe.max(axis=1))[:4]:
+        b = textured[i]
+        if len(b) < _MIN_BLOCKS:
+            continue
+        if len(b) > max_blocks:
+            b = b[rng.choice(len(b), max_blocks, replace=False)]
+        found = _candidate(b, probe, int(i), steps)
+        if found is not None and (best is None or found[0] > best[0]):
+            best = found
+    if best is None:
+        return None
+    _, i, step, quality, score, transposed = best
+    return JpegHistory((i // _N, i % _N), step, quality, score, transposed)
+
+
+def _candidate(b: np.ndarray, probe: np.ndarray, i: int, steps: np.ndarray):
+    """Blocks ``b`` at grid offset ``i``: -> (fit, i, DC step, quality, DC score, transposed) or None.
+
+    The fit adds the AC lattice scores to the DC one, so that of two neighbouring offsets (on
+    smooth, heavily quantised content the DC values barely change when the grid moves by a
+    pixel) the codec's own grid, where the ACs line up too, wins."""
+    at = _score(b.mean(axis=(1, 2)) * _N, steps)
+    s_best = float(at.max())
+    if s_best < _THRESHOLD:
+        return None
+    k = int(np.argmax(at))
+    others = np.delete(probe[:, k], i)
+    if s_best < _CONTRAST * max(others.mean(), 1e-3):
+        return None
+    # the true step, not one of its divisors: the largest local peak scoring nearly as well
+    peaks = [j for j in _local_peaks(at) if at[j] >= 0.9 * s_best]
+    step = int(steps[max(peaks)])
+    # the quality: IJG tables with (about) this DC step, ranked by how well they explain the ACs
+    coefs = _DCT @ b @ _DCT.T
+    dc = coefs[:, 0, 0]
+    best_q, best_fit, best_ac, best_t = 50, -1.0, 0, False
+    for quality in range(1, 101):
+        t0 = ijg_table(quality).reshape(_N, _N)
+        if abs(t0[0, 0] - step) > max(1.0, 0.05 * step):
+            continue
+        for transposed, t in ((False, t0), (True, t0.T)):  # a JPEG turned by 90 degrees: table transposed
+            fit = _score(dc, np.array([t[0, 0]]))[0]
+            ac_ok = 0
+            for (u, v) in _AC:
+                c = coefs[:, u, v]
+                c = c[np.abs(c) > 0.5 * t[u, v]]  # coefficients that were not quantised to zero
+                if c.size < 32 or np.std(c / t[u, v]) < 1.0:  # too few, or all alike (a ramp, a pattern)
+                    continue
+                sc = _score(c, np.array([t[u, v]]))[0]
+                fit += sc
+                ac_ok += sc > 0.5
+            if fit > best_fit:
+                best_q, best_fit, best_ac, best_t = quality, fit, ac_ok, transposed
+    # the AC steps must confirm it: a JPEG's first AC coefficients are on their lattices too
+    if best_ac < 2:
+        return None
+    return best_fit, i, step, int(best_q), s_best, best_t

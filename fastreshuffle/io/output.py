@@ -1,0 +1,180 @@
+"""Writing restored images: the output format, its file extension, metadata, and our own mark.
+
+Formats: ``png`` (lossless; 8 or 16 bits), ``jpeg`` and ``webp`` (lossy, ``quality`` 1-100),
+``tiff`` (lossless: uncompressed at 8 bits, deflate at 16), and ``same``: the input's format where we can
+write it (JPEG/MPO -> jpeg, PNG -> png, WebP -> webp, TIFF -> tiff), PNG otherwise.
+
+Every output keeps the input's ICC profile (when it describes the output's colour space),
+EXIF and XMP, with the orientation reset (the pixels are written upright), and carries
+``Software = fastreshuffle <version>`` in its EXIF: :func:`is_restored_output` recognises our
+own outputs by it, so a folder is never restored twice.  The exceptions, said where they
+happen: a 16-bit colour TIFF is written by ``tifffile`` with ICC and XMP but without EXIF;
+JPEG has no alpha channel (an image with transparency is refused, never flattened silently).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .images import icc_colour_space
+from .safe_write import atomic_open
+
+__all__ = ["FORMATS", "EXTENSIONS", "DEFAULT_QUALITY", "resolve_format", "write_restored",
+           "is_restored_output", "software_tag"]
+
+FORMATS = ("png", "jpeg", "webp", "tiff", "same")
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+DEFAULT_QUALITY = 95
+_SAME = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff"}
+_HOLDS_16 = {"png", "tiff"}
+SOFTWARE = 0x0131
+XMP_TIFF_TAG = 700
+_MARK = "fastreshuffle"
+
+
+def software_tag() -> str:
+    from .. import __version__
+    return f"{_MARK} {__version__}"
+
+
+def resolve_format(requested: str, input_format: Optional[str]) -> Tuple[str, Optional[str]]:
+    """``requested`` (one of :data:`FORMATS`) and the input's Pillow format -> (format, note or None)."""
+    if requested not in FORMATS:
+        raise ValueError(f"unknown output format {requested!r}; choose from {', '.join(FORMATS)}")
+    if requested != "same":
+        return requested, None
+    fmt = _SAME.get(input_format or "")
+    if fmt is None:
+        return "png", f"{input_format or 'this'} format is not written; output is PNG"
+    return fmt, None
+
+
+def _exif_bytes(exif: Optional[bytes], xmp: Optional[bytes] = None) -> bytes:
+    from PIL import Image
+    ex = Image.Exif()
+    if exif:
+        try:
+            ex.load(exif)
+        except Exception:
+            ex = Image.Exif()
+    ex[SOFTWARE] = software_tag()
+    if xmp:
+        ex[XMP_TIFF_TAG] = xmp
+    return ex.tobytes()
+
+
+def _pil_image(pixels: np.ndarray, alpha: Optional[np.ndarray], gray: bool):
+    """8-bit pixels (or 16-bit grey) -> a Pillow image in the output's mode."""
+    from PIL import Image
+    if pixels.dtype == np.uint16:  # only grey without alpha reaches here at 16 bits
+        g = np.round(pixels.astype(np.float64).mean(axis=2)).astype(np.uint16)
+        return Image.fromarray(g)  # uint16 2-D -> mode I;16
+    if gray:
+        color = np.round(pixels.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        arr, mode = (color, "L") if alpha is None else (np.dstack([color, alpha]), "LA")
+    else:
+        arr, mode = (pixels, "RGB") if alpha is None else (np.dstack([pixels, alpha]), "RGBA")
+    return Image.fromarray(np.ascontiguousarray(arr), mode)
+
+
+def _to8(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if a is None or a.dtype == np.uint8:
+        return a
+    return np.round(a.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], gray: bool, fmt: str, *,
+                   quality: int = DEFAULT_QUALITY, icc: Optional[bytes] = None, exif: Optional[bytes] = None,
+                   xmp: Optional[bytes] = None, overwrite: bool = False) -> List[str]:
+    """Write ``pixels`` (H x W x 3, uint8 or uint16) with ``alpha`` as ``fmt`` at ``path``, atomically.
+
+    ``gray``: the source was grey (written as one channel where the format has it).  Returns
+    notes on anything the format could not hold (16 bits in JPEG/WebP, ...).  Raises ValueError
+    for what must not be done silently (transparency into JPEG).
+    """
+    notes: List[str] = []
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"unknown output format {fmt!r}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"output quality must be 1-100, got {quality}")
+    if fmt == "jpeg" and alpha is not None:
+        raise ValueError("JPEG cannot hold the image's transparency (alpha channel); "
+                         "use --format png, webp or tiff")
+    if pixels.dtype == np.uint16 and (fmt not in _HOLDS_16 or (gray and alpha is not None)):
+        notes.append(f"16-bit input written at 8 bits ({fmt.upper()} holds 8)" if fmt not in _HOLDS_16
+                     else "16-bit grey with transparency written at 8 bits")
+        pixels, alpha = _to8(pixels), _to8(alpha)
+    if alpha is not None and pixels.dtype != alpha.dtype:
+        alpha = _to8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+    out_gray = gray and fmt != "webp"  # WebP has no grey mode
+    icc_ok = icc if icc_colour_space(icc) == ("GRAY" if out_gray else "RGB") else None
+    exif_b = _exif_bytes(exif)
+    if pixels.dtype == np.uint16 and not gray:
+        data = _encode_16bit_colour(pixels, alpha, fmt, icc_ok, exif_b, xmp, notes)
+    else:
+        im = _pil_image(pixels, alpha, gray and out_gray)
+        kwargs = {"exif": exif_b}
+        if icc_ok:
+            kwargs["icc_profile"] = icc_ok
+        if xmp:
+            kwargs["xmp"] = xmp
+        if fmt == "png":
+            kwargs.update(format="PNG", compress_level=4)
+            if xmp:  # Pillow's PNG writer has no xmp= (it reads the iTXt chunk back as info["xmp"])
+                from PIL import PngImagePlugin
+                info = PngImagePlugin.PngInfo()
+                info.add_itxt("XML:com.adobe.xmp", kwargs.pop("xmp").decode("utf-8", "replace"))
+                kwargs["pnginfo"] = info
+        elif fmt == "jpeg":
+            kwargs.update(format="JPEG", quality=int(quality), subsampling=0, optimize=True)
+        elif fmt == "webp":
+            kwargs.update(format="WEBP", quality=int(quality), method=4)
+        else:
+            # uncompressed: libtiff's compressors cannot write the EXIF sub-IFD through Pillow;
+            # XMP goes in as TIFF tag 700 inside the EXIF block (Pillow's writer has no xmp=)
+            kwargs.update(format="TIFF", compression=None)
+            if kwargs.pop("xmp", None):
+                kwargs["exif"] = _exif_bytes(exif, xmp=xmp)
+        buf = io.BytesIO()
+        im.save(buf, **kwargs)
+        data = buf.getvalue()
+    with atomic_open(path, overwrite=overwrite) as f:
+        f.write(data)
+    return notes
+
+
+def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, notes) -> bytes:
+    arr = pixels if alpha is None else np.dstack([pixels, alpha])
+    if fmt == "png":
+        from .png16 import encode_png16
+        return encode_png16(np.ascontiguousarray(arr), icc=icc, exif=exif, xmp=xmp)
+    import tifffile
+    extratags = []
+    if icc:
+        extratags.append((34675, "B", len(icc), icc, True))
+    if xmp:
+        extratags.append((XMP_TIFF_TAG, "B", len(xmp), xmp, True))
+    notes.append("16-bit colour TIFF: EXIF not kept (ICC and XMP are)")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ascontiguousarray(arr), photometric="rgb", compression="zlib",
+                     extrasamples=(2,) if alpha is not None else None, software=software_tag(),
+                     extratags=extratags, metadata=None)
+    return buf.getvalue()
+
+
+def is_restored_output(path: Path) -> bool:
+    """Whether ``path`` is an image this package wrote (EXIF Software = fastreshuffle ...).
+
+    Reads the file's header only; any error means "no"."""
+    if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}:
+        return False
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            tag = im.getexif().get(SOFTWARE)
+    except Exception:
+        return False
+    return isinstance(tag, str) and tag.startswith(_MARK + " ")

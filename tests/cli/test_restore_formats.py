@@ -1,0 +1,243 @@
+"""``fastreshuffle restore``: output formats x metadata x orientation, 16-bit, CMYK, multi-frame,
+our own outputs, sub-folders, tiny images; ``restore()`` float range (issue #16)."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+import fastreshuffle as fr
+from fastreshuffle.cli import main
+from fastreshuffle.io.images import load_image_file, orient_array
+from fastreshuffle.io.png16 import encode_png16, read_png16
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="%d" '
+       b'xmlns:dc="http://purl.org/dc/elements/1.1/" dc:rights="(c) Someone"/></rdf:RDF></x:xmpmeta>')
+EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+PIL_FMT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
+
+
+def photo(h=48, w=72):
+    """A smooth asymmetric picture (so a wrong rotation or flip is far from the right one)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 40 + 180 * x / w
+    g = 40 + 180 * y / h
+    b = 128 + 60 * np.sin(x / 7.0) * (y > h / 3)
+    return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
+
+
+def save_with_metadata(path, a, orientation, fmt="JPEG"):
+    im = Image.fromarray(a)
+    ex = im.getexif()
+    ex[0x0112] = orientation
+    ex[0x010F] = "TestCam"
+    ex[0x8298] = "(c) Someone"
+    ex.get_ifd(0x8769)[0x9003] = "2021:06:01 12:00:00"
+    kw = {"quality": 60} if fmt == "JPEG" else {}
+    im.save(path, format=fmt, exif=ex, icc_profile=SRGB, xmp=XMP % orientation, **kw)
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8, 3])
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "tiff"])
+def test_formats_keep_metadata_and_apply_orientation_once(tmp_path, fmt, orientation):
+    stored = photo()
+    src = tmp_path / "in.jpg"
+    save_with_metadata(src, stored, orientation)
+    assert main(["restore", "-q", str(src), "--format", fmt, "--device", "cpu"]) == 0
+    out = tmp_path / f"in_restored{EXT[fmt]}"
+    im = Image.open(out)
+    assert im.format == PIL_FMT[fmt]
+    decoded = np.asarray(Image.open(src).convert("RGB"))       # stored pixels, as decoded
+    upright = orient_array(decoded, orientation)
+    assert im.size == (upright.shape[1], upright.shape[0])
+    got = np.asarray(im.convert("RGB")).astype(np.float64)
+    err = np.abs(got - upright).mean()
+    assert err < 4, err  # restored ~ the upright input (lossy formats at q95 included)
+    if orientation in (6, 8):  # the other rotation is far away
+        wrong = orient_array(decoded, 14 - orientation)
+        assert np.abs(got - wrong).mean() > 5 * err + 10
+    ex = im.getexif()
+    assert ex.get(0x0112, 1) == 1
+    assert ex.get(0x010F) == "TestCam" and ex.get(0x8298) == "(c) Someone"
+    assert ex.get_ifd(0x8769).get(0x9003) == "2021:06:01 12:00:00"
+    assert ex.get(0x0131, "").startswith("fastreshuffle ")
+    assert im.info.get("icc_profile") == SRGB
+    xmp = im.info.get("xmp")
+    assert xmp and b"(c) Someone" in xmp and b'tiff:Orientation="1"' in xmp
+
+
+def test_lossless_png_output_equals_api(tmp_path):
+    stored = photo(40, 56)
+    src = tmp_path / "p.png"
+    save_with_metadata(src, stored, 6, fmt="PNG")
+    assert main(["restore", "-q", str(src), "--device", "cpu", "--no-guard"]) == 0
+    got = np.asarray(Image.open(tmp_path / "p_restored.png"))
+    want = fr.restore(np.rot90(stored, -1).copy(), device="cpu", guard=False)
+    assert np.abs(want.astype(int) - np.rot90(stored, -1)).max() > 0  # the network did change it
+    np.testing.assert_array_equal(got, want)
+
+
+def test_guarded_png_with_jpeg_history_equals_api(tmp_path):
+    # a JPEG q20 decoded, cropped off its grid and kept as PNG (with orientation 8): the blind path
+    from skimage import data
+    big = np.asarray(Image.open(_jpeg_bytes(data.astronaut()[64:264, 96:336], 20)).convert("RGB"))
+    stored = big[3:, 5:]
+    src = tmp_path / "h.png"
+    save_with_metadata(src, stored, 8, fmt="PNG")
+    assert main(["restore", "-q", str(src), "--device", "cpu"]) == 0
+    got = np.asarray(Image.open(tmp_path / "h_restored.png"))
+    upright = np.rot90(stored, 1).copy()
+    want = fr.restore(upright, device="cpu")
+    assert np.abs(want.astype(int) - upright).max() > 0  # restored, not passed through
+    np.testing.assert_array_equal(got, want)
+
+
+def _jpeg_bytes(a, q):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=q)
+    buf.seek(0)
+    return buf
+
+
+def test_output_quality_and_same(tmp_path):
+    a = photo()
+    Image.fromarray(a).save(tmp_path / "a.jpg", quality=50)
+    Image.fromarray(a).save(tmp_path / "b.webp", quality=50)
+    Image.fromarray(a).save(tmp_path / "c.bmp")
+    assert main(["restore", "-q", str(tmp_path), "--format", "same", "--device", "cpu"]) == 0
+    assert Image.open(tmp_path / "a_restored.jpg").format == "JPEG"
+    assert Image.open(tmp_path / "b_restored.webp").format == "WEBP"
+    assert Image.open(tmp_path / "c_restored.png").format == "PNG"  # BMP is not written: PNG
+    lo, hi = tmp_path / "lo", tmp_path / "hi"
+    for q, d in ((20, lo), (95, hi)):
+        assert main(["restore", "-q", str(tmp_path / "a.jpg"), "--format", "jpeg", "--output-quality", str(q),
+                     "-o", str(d), "--device", "cpu"]) == 0
+    assert (lo / "a_restored.jpg").stat().st_size < (hi / "a_restored.jpg").stat().st_size
+    assert main(["restore", "-q", str(tmp_path / "a.jpg"), "--output-quality", "90"]) == 2   # PNG is lossless
+    assert main(["restore", "-q", str(tmp_path / "a.jpg"), "--format", "jpeg", "--output-quality", "0"]) == 2
+
+
+def test_16bit_kept_in_png_and_tiff(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    base = photo().astype(np.uint16) * 257 + rng.integers(0, 257, photo().shape).astype(np.uint16)
+    (tmp_path / "c16.png").write_bytes(encode_png16(base, icc=SRGB))
+    g16 = base[..., 0].copy()
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "t16.tif", base, photometric="rgb")
+    assert main(["restore", "-q", str(tmp_path), "--format", "same", "--device", "cpu"]) == 0
+    c = read_png16(tmp_path / "c16_restored.png")
+    assert c.dtype == np.uint16 and (c % 257 != 0).mean() > 0.5       # real 16-bit values
+    assert np.abs(c.astype(float) - base).mean() < 4 * 257
+    assert Image.open(tmp_path / "c16_restored.png").info.get("icc_profile") == SRGB
+    g = Image.open(tmp_path / "g16_restored.png")
+    assert g.mode == "I;16" and (np.asarray(g) % 257 != 0).mean() > 0.5
+    t = tifffile.imread(tmp_path / "t16_restored.tif")
+    assert t.dtype == np.uint16 and t.shape == base.shape and (t % 257 != 0).mean() > 0.5
+    # to JPEG: 8 bits, said
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "c16.png"), "--format", "jpeg", "-o", str(tmp_path / "j"),
+                 "--device", "cpu"]) == 0
+    assert "written at 8 bits" in capsys.readouterr().err
+    assert Image.open(tmp_path / "j" / "c16_restored.jpg").mode == "RGB"
+
+
+def test_cmyk_profile_never_copied_onto_rgb(tmp_path, capsys):
+    fake_cmyk_icc = bytes(16) + b"CMYK" + b"Lab " + bytes(108)  # header says CMYK; not a usable profile
+    Image.fromarray(photo()).convert("CMYK").save(tmp_path / "k.jpg", icc_profile=fake_cmyk_icc, quality=80)
+    assert main(["restore", str(tmp_path / "k.jpg"), "--device", "cpu"]) == 0
+    im = Image.open(tmp_path / "k_restored.png")
+    assert im.mode == "RGB" and im.info.get("icc_profile") in (None, SRGB)
+    assert "CMYK converted" in capsys.readouterr().err
+
+
+def test_multiframe_said(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    assert main(["restore", str(tmp_path), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "anim.gif: has 3 frames; only the first is restored" in err
+    assert "pages.tif: has 3 frames; only the first is restored" in err
+    assert load_image_file(tmp_path / "pages.tif").n_frames == 3
+
+
+def test_rgba_to_jpeg_refused_clearly(tmp_path, capsys):
+    a = np.dstack([photo(), np.full(photo().shape[:2], 128, np.uint8)])
+    Image.fromarray(a, "RGBA").save(tmp_path / "t.png")
+    assert main(["restore", str(tmp_path / "t.png"), "--format", "jpeg", "--device", "cpu"]) == 1
+    assert "JPEG cannot hold the image's transparency" in capsys.readouterr().err
+    assert not (tmp_path / "t_restored.jpg").exists()
+
+
+def test_own_outputs_skipped_whatever_the_suffix_and_subfolders_counted(tmp_path, capsys):
+    Image.fromarray(photo()).save(tmp_path / "a.jpg", quality=40)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub2").mkdir()
+    assert main(["restore", str(tmp_path), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "2 sub-folder(s) not searched" in err
+    assert main(["restore", str(tmp_path), "--suffix", "_v2", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s) that are fastreshuffle outputs" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.jpg", "a_restored.png", "a_v2.png"]
+
+
+def test_tiny_images_unchanged(tmp_path):
+    for shape in ((1, 1, 3), (7, 40, 3), (40, 7, 3)):
+        a = np.empty(shape, np.uint8)
+        a[:] = (199, 102, 51)
+        np.testing.assert_array_equal(fr.restore(a, device="cpu"), a)
+    a = np.empty((8, 8, 3), np.uint8)
+    a[:] = (199, 102, 51)
+    assert fr.restore(a, device="cpu").shape == (8, 8, 3)   # from 8 px the network runs
+
+
+@pytest.mark.parametrize("bad", [np.full((16, 16, 3), 120.0), np.full((16, 16, 3), -0.5),
+                                 np.full((16, 16, 3), np.nan), torch.full((3, 16, 16), 255.0)])
+def test_float_out_of_range_refused(bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\]|NaN"):
+        fr.restore(bad, device="cpu")
+
+
+def test_float_in_range_accepted():
+    a = np.full((16, 16, 3), 0.5, np.float32)
+    a[0, 0] = 1.0 + 1e-4  # rounding noise is fine
+    assert fr.restore(a, device="cpu").dtype == np.float32
+
+
+def test_image_file_exif_bytes_loadable():
+    buf = io.BytesIO()
+    save_with_metadata(buf, photo(), 6)
+    buf.seek(0)
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "x.jpg"
+        p.write_bytes(buf.getvalue())
+        f = load_image_file(p)
+    ex = Image.Exif()
+    ex.load(f.exif)
+    assert 0x0112 not in ex and ex[0x010F] == "TestCam"
+    assert f.rgb.shape == (72, 48, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_array_is_pillows_exif_transpose(orientation):
+    from PIL import ImageOps
+    a = photo(6, 10)
+    im = Image.fromarray(a)
+    ex = im.getexif()
+    ex[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", exif=ex)
+    ref = np.asarray(ImageOps.exif_transpose(Image.open(buf)))
+    np.testing.assert_array_equal(orient_array(a, orientation), ref)
+    if orientation == 6:   # 90 degrees clockwise
+        np.testing.assert_array_equal(ref, np.rot90(a, -1))
+    if orientation == 8:   # 90 degrees counter-clockwise
+        np.testing.assert_array_equal(ref, np.rot90(a, 1))

@@ -1,0 +1,147 @@
+"""Do no harm (#14): JPEG tables, consistency projection, blind detection, the guard end to end."""
+import glob
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastreshuffle as fr
+from fastreshuffle.inference.guard import blind_guard, strength
+from fastreshuffle.inference.jpeg_consistency import _DCT, _to_ycc, project, project_deltas
+from fastreshuffle.inference.jpeg_history import detect_jpeg
+from fastreshuffle.io.jpeg_tables import ijg_quality, tables_from_pil
+
+KODAK = sorted(glob.glob(str(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eval" / "Kodak24" / "*.png")))
+
+
+def photos(tmp_path=None, n=4, size=160):
+    """Real photos (scikit-image's, never JPEG-compressed on an 8x8 grid we could find), cropped."""
+    from skimage import data
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket")[:n]:
+        a = getattr(data, name)()[..., :3]
+        y, x = (a.shape[0] - size) // 16 * 8, (a.shape[1] - size) // 16 * 8
+        out.append(np.ascontiguousarray(a[y:y + size, x:x + size]))
+    return out
+
+
+def encode(a, q, sub=2):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=q, subsampling=sub)
+    im = Image.open(io.BytesIO(buf.getvalue()))
+    return im, np.asarray(im.convert("RGB"))
+
+
+def psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2))
+
+
+@pytest.mark.parametrize("q", [5, 10, 25, 50, 75, 90, 95])
+def test_ijg_quality_reads_pillows_tables(q):
+    im, _ = encode(np.zeros((16, 16, 3), np.uint8), q)
+    assert ijg_quality(tables_from_pil(im).luma) == q
+
+
+@pytest.mark.parametrize("sub,expect", [(0, (1, 1)), (1, (1, 2)), (2, (2, 2))])
+def test_tables_sampling(sub, expect):
+    im, _ = encode(np.zeros((16, 16, 3), np.uint8), 50, sub)
+    t = tables_from_pil(im)
+    assert t.subsampling == expect and t.chroma is not None
+    gray = io.BytesIO()
+    Image.new("L", (16, 16)).save(gray, format="JPEG")
+    assert tables_from_pil(Image.open(gray)).chroma is None
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (16, 16)).save(cmyk, format="JPEG")
+    assert tables_from_pil(Image.open(cmyk)) is None
+
+
+def _block_dct(plane, q):
+    h, w = plane.shape[0] // 8 * 8, plane.shape[1] // 8 * 8
+    b = (plane[:h, :w] - 128).reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
+    return (_DCT @ b @ _DCT.T) / q
+
+
+@pytest.mark.parametrize("q,sub", [(10, 2), (50, 2), (50, 0), (85, 1)])
+def test_projection_moves_towards_the_original(q, sub):
+    """The original is inside the constraint set: projecting any image can only bring its
+    luma and chroma planes closer to the original's; the projected luma lies in the file's
+    intervals; the decoded image is a fixed point."""
+    for a in photos():
+        im, dec = encode(a, q, sub)
+        t = tables_from_pil(im)
+        rng = np.random.default_rng(q)
+        noisy = np.clip(dec + rng.normal(0, 20, dec.shape), 0, 255).astype(np.uint8)
+        dy, dcb, dcr = project_deltas(dec, noisy, t)
+        ya, yn = _to_ycc(a), _to_ycc(noisy)
+        yp = yn + np.stack([dy, dcb, dcr])
+        for c in range(3):   # each plane closer (or untouched when already inside)
+            e_p, e_n = np.mean((yp[c] - ya[c]) ** 2), np.mean((yn[c] - ya[c]) ** 2)
+            assert e_p < e_n if np.abs(yp[c] - yn[c]).max() > 1e-9 else e_p == e_n, (c, e_p, e_n)
+        assert np.abs(dy).max() > 1   # the luma was moved
+        # projected luma inside the intervals read from the decoded pixels (whole blocks only)
+        k = np.round(_block_dct(_to_ycc(dec)[0], t.luma))
+        c = _block_dct(yp[0], t.luma)
+        assert (np.abs(c - k) <= 0.5 + 1e-9).all()
+        # the decoded image is a fixed point, up to the re-derived intervals' centres: exact luma
+        # but chroma recovered from its upsampled version, and 8-bit rounding (a few pixels move
+        # by 1-3 levels at q85 4:2:2; mean change under 0.01 level)
+        fixed = np.abs(project(dec, dec, t).astype(int) - dec)
+        assert fixed.max() <= 3 and fixed.mean() < 0.01
+
+
+def test_strength_schedule():
+    assert strength(5) == strength(50) == 1.0
+    assert strength(93) == strength(100) == 0.0
+    qs = np.arange(1, 101)
+    s = np.array([strength(q) for q in qs])
+    assert (np.diff(s) <= 0).all()
+
+
+def test_detection_finds_grid_and_quality_and_nothing_in_clean_images(tmp_path):
+    clean = photos(size=192)
+    for a in clean:
+        assert detect_jpeg(a) is None
+        assert blind_guard(a) is None
+    for q in (10, 30, 60):
+        for a in clean:
+            _, dec = encode(a, q)
+            h = detect_jpeg(dec[3:, 5:])
+            assert h is not None and h.offset == (5, 3) and abs(h.quality - q) <= 2, (q, h)
+
+
+@pytest.mark.skipif(len(KODAK) < 24, reason="needs ../shared/data/eval/Kodak24")
+def test_real_photos_no_harm_and_never_compressed_unchanged():
+    imgs = [np.asarray(Image.open(p).convert("RGB"))[:256, :256] for p in KODAK[::6]]
+    for a in imgs:
+        np.testing.assert_array_equal(fr.restore(a, device="cpu"), a)   # never compressed: untouched
+        for q in (50, 75, 90, 95):
+            im, dec = encode(a, q)
+            got = np.asarray(fr.restore(im, device="cpu"))                 # PIL JPEG: its own tables
+            assert psnr(a, got) >= psnr(a, dec) - 0.05, q
+            blind = fr.restore(dec, device="cpu")                          # decoded array: detection
+            assert psnr(a, blind) >= psnr(a, dec) - 0.05, q
+    im, dec = encode(imgs[0], 10)
+    assert psnr(imgs[0], np.asarray(fr.restore(im, device="cpu"))) > psnr(imgs[0], dec) + 0.5   # still helps
+
+
+def test_no_detection_in_synthetic_graphics():
+    """Ramps, flat shapes, stripes and checkerboards repeat values in structured ways; none of
+    them is a JPEG (a false claim would get a never-compressed graphic smoothed)."""
+    y, x = np.mgrid[0:256, 0:256].astype(np.float64)
+    rng = np.random.default_rng(0)
+    shapes = np.zeros((256, 256, 3))
+    for _ in range(40):
+        y0, x0 = rng.integers(0, 240, 2)
+        shapes[y0:y0 + rng.integers(8, 80), x0:x0 + rng.integers(8, 80)] = rng.integers(0, 256, 3)
+    cases = {
+        "ramp": np.dstack([40 + 180 * x / 256, 40 + 180 * y / 256, 128 + 60 * np.sin(x / 7.0)]),
+        "shapes": shapes,
+        "stripes": np.dstack([128 + 100 * np.sin(x / 3.0)] * 3),
+        "checker": np.dstack([((x // 4 + y // 4) % 2) * 200 + 20] * 3),
+        "noisy_ramp": np.dstack([x, y, x + y]) / 2 + rng.normal(0, 3, (256, 256, 3)),
+    }
+    for name, img in cases.items():
+        a = np.clip(np.round(img), 0, 255).astype(np.uint8)
+        assert detect_jpeg(a) is None, name
