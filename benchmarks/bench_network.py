@@ -8,6 +8,10 @@ Time: median and 20th/80th percentiles.  Peak memory: on CUDA ``max_memory_alloc
 the memory allocated before the call; on CPU each variant runs in its own subprocess that
 reports its peak-RSS increase over the RSS after building model and input (first call
 included, so the fast model's buffer allocation counts).
+
+Correctness is asserted: each variant's output is compared with a float32 ``ReshuffleNet`` on
+the same weights and input (TF32 off) and the run exits with code 1 when one is off by more
+than ``ABS_TOL`` or when a variant, or a memory-measuring subprocess, fails.
 """
 from __future__ import annotations
 
@@ -28,6 +32,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["eager", "eager_cl", "compile", "fast"]
 # CUDA also times FastReshuffleNet with the Triton kernel off (same buffers, cuBLAS/cuDNN per layer)
 CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast_cudnn", "fast"]  # fast last: a kernel fault ends the process
+
+
+# max |variant - reference| (outputs in [0, 1]-ish, random weights), by the precision a variant
+# computes in: tests/nn/test_fast_model.py's tolerances for FastReshuffleNet vs ReshuffleNet
+# (CPU float32 1e-4; CUDA float32 IEEE 2e-3, float16 3e-2); TF32 (CUDA float32 while
+# torch.backends.cudnn.allow_tf32, torch's default, which the fused op follows too) has fp16's
+# mantissa, so fp16's; bfloat16 has 3 mantissa bits fewer than fp16: 8 x fp16's.
+ABS_TOL = {"cpu-float32": 1e-4, "cuda-float32": 2e-3, "tf32": 3e-2, "float16": 3e-2, "bfloat16": 0.24}
+
+
+def tolerance(device, dtype) -> float:
+    if dtype == torch.float32:
+        if device.type == "cuda":
+            return ABS_TOL["tf32" if torch.backends.cudnn.allow_tf32 else "cuda-float32"]
+        return ABS_TOL["cpu-float32"]
+    return ABS_TOL[str(dtype).replace("torch.", "")]
+
+
+def reference_output(preset, device, x):
+    """float32 ReshuffleNet (seed 0, as build()) on ``x`` upcast, TF32 off."""
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        model, _ = build("eager", preset, device, torch.float32)
+        return model(x.float()).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 class _NoTriton(torch.nn.Module):
@@ -110,7 +141,8 @@ def cpu_peak(variant, args, size):
            "--dtype", args.dtype, "--batch", str(args.batch), "--sizes", f"{size[0]}x{size[1]}"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     if r.returncode != 0:
-        return None
+        raise RuntimeError(f"memory subprocess for {variant} failed (exit {r.returncode}): "
+                           f"{(r.stderr.strip().splitlines() or ['?'])[-1][:300]}")
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -166,27 +198,33 @@ def main(argv=None):
     variants = [v for v in args.variants.split(",") if not (args.no_compile and v == "compile")]
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")
+    tol = tolerance(device, dtype)
+    failures = []
     all_rows = []
     for (w, h) in sizes:
         rows = {}
-        ref_out = None
         built = {}
+        torch.manual_seed(1)
+        x0 = torch.rand(args.batch, 3, h, w, dtype=dtype)
+        with torch.inference_mode():
+            ref_out = reference_output(args.preset, device, x0.to(device))
         for v in variants:
             with torch.inference_mode():
                 try:
                     model, fmt = build(v, args.preset, device, dtype)
-                    torch.manual_seed(1)
-                    x = torch.rand(args.batch, 3, h, w, dtype=dtype).to(device).contiguous(memory_format=fmt)
+                    x = x0.to(device).contiguous(memory_format=fmt)
                     out = model(x)
-                    if ref_out is None:
-                        ref_out = out.float().cpu()
-                        err = 0.0
-                    else:
-                        err = (out.float().cpu() - ref_out).abs().max().item()
+                    err = (out.float().cpu() - ref_out).abs().max().item()
                     del out
-                    built[v] = (model, x, err)
-                except Exception as e:
-                    print(f"  {v} at {w}x{h}: failed: {type(e).__name__}: {str(e)[:300]}")
+                except Exception as e:  # a variant that cannot run is a failed benchmark
+                    failures.append(f"{v} at {w}x{h}: raised {type(e).__name__}: {str(e)[:300]}")
+                    print(f"  FAILED: {failures[-1]}")
+                    continue
+                if not err <= tol:   # also NaN
+                    failures.append(f"{v} at {w}x{h}: max abs error vs float32 reference {err:.2e} > {tol:.0e}")
+                    print(f"  FAILED: {failures[-1]}")
+                    continue
+                built[v] = (model, x, err)
         # Timing: the variants take turns for --rounds rounds, so that machine noise (a shared
         # VM, other processes) hits them alike; median / percentiles over all rounds' repeats.
         times = {v: [] for v in built}
@@ -196,7 +234,7 @@ def main(argv=None):
                     times[v] += call_times(lambda: model(x), device=device, warmup=warmup, repeats=repeats)
         for v, (model, x, err) in built.items():
             r = summarize(times[v], scale=1e3)  # ms
-            r["max_abs_err_vs_eager"] = err
+            r["max_abs_err_vs_reference"] = err
             if not args.no_memory:
                 with torch.inference_mode():
                     r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
@@ -204,14 +242,20 @@ def main(argv=None):
         del built
         for v in rows:
             if not args.no_memory and device.type == "cpu":
-                rows[v]["peak_mib"] = cpu_peak(v, args, (w, h))
+                try:
+                    rows[v]["peak_mib"] = cpu_peak(v, args, (w, h))
+                except RuntimeError as e:
+                    failures.append(f"{v} at {w}x{h}: {e}")
+                    print(f"  FAILED: {failures[-1]}")
+                    rows[v]["peak_mib"] = None
         eager_best = min((rows[v]["median"] for v in ("eager", "eager_cl") if v in rows), default=None)
         eager_mem = None
         if not args.no_memory:
             cands = [rows[v] for v in ("eager", "eager_cl") if v in rows]
             if cands:
                 eager_mem = min(cands, key=lambda r: r["median"]).get("peak_mib")
-        print(f"\n{w}x{h}  (ratios vs best eager: time {eager_best and round(eager_best, 2)} ms)")
+        print(f"\n{w}x{h}  (ratios vs best eager: time {eager_best and round(eager_best, 2)} ms; "
+              f"max|err| vs float32 reference, tolerance {tol:.0e})")
         hdr = f"{'variant':<10} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'peak MiB':>9} {'mem ratio':>9} {'max|err|':>9}"
         print(hdr)
         print("-" * len(hdr))
@@ -223,12 +267,15 @@ def main(argv=None):
             r["mem_ratio_vs_best_eager"] = mr
             print(f"{v:<10} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} "
                   f"{'' if pk is None else f'{pk:.1f}':>9} {'' if mr is None else f'{mr:.2f}':>9} "
-                  f"{r['max_abs_err_vs_eager']:>9.2e}")
+                  f"{r['max_abs_err_vs_reference']:>9.2e}")
         all_rows.append(dict(width=w, height=h, variants=rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=str(device), dtype=args.dtype, preset=args.preset, batch=args.batch,
-                           results=all_rows), f, indent=1)
+                           results=all_rows, failures=failures), f, indent=1)
+    if failures:
+        print(f"{len(failures)} FAILED:", *failures, sep="\n  ")
+        return 1
     return 0
 
 

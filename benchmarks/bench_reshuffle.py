@@ -8,6 +8,7 @@ Prints median (20/80 percentiles) per implementation, ratios vs torch and vs the
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,11 @@ QUICK = [
     ("down8 1x3x512x512", (1, 3, 512, 512), "down", 8),
     ("up2 1x1280x32x32", (1, 1280, 32, 32), "up", 2),
 ]
+TINY = [  # smoke test: every direction and scale of the table, small
+    ("down2 1x3x16x24", (1, 3, 16, 24), "down", 2),
+    ("down8 1x3x16x24", (1, 3, 16, 24), "down", 8),
+    ("up2 1x40x4x6", (1, 40, 4, 6), "up", 2),
+]
 
 
 def make_input(shape, dtype, device, layout):
@@ -42,7 +48,7 @@ def make_input(shape, dtype, device, layout):
 
 def run(args):
     device = args.device
-    cases = QUICK if args.quick else CASES
+    cases = TINY if getattr(args, "tiny", False) else QUICK if args.quick else CASES
     print(f"# reshuffle benchmark — {machine_line()}")
     print(f"{'case':<22} {'layout':<13} {'dtype':<8} {'ours':>12} {'torch':>12} {'copy':>12} "
           f"{'ours/torch':>11} {'copy/ours':>10} {'ours out=':>12} {'copy_ out':>12} {'copy/ours':>10} "
@@ -58,7 +64,9 @@ def run(args):
                 else:
                     ours = lambda: fastreshuffle.reshuffle_up(x, s)  # noqa: E731
                     ref = lambda: F.pixel_shuffle(x, s)  # noqa: E731
-                assert torch.equal(ours(), ref())
+                expect = ref()
+                if not torch.equal(ours(), expect):
+                    raise AssertionError(f"{name} {layout} {dtype}: reshuffle differs from torch")
                 copy = lambda: x.clone()  # noqa: E731  same bytes read and written, allocation included
                 out = ours().clone()
                 dst = torch.empty_like(x)
@@ -70,7 +78,11 @@ def run(args):
                 for _ in range(args.rounds):
                     for key, fn in (("ours", ours), ("torch", ref), ("copy", copy),
                                     ("ours_out", ours_out), ("copy_out", copy_out)):
-                        t[key].append(measure(fn, device=device, warmup=2, repeats=args.repeats))
+                        t[key].append(measure(fn, device=device, warmup=args.warmup, repeats=args.repeats))
+                out.fill_(0)
+                ours_out()
+                if not torch.equal(out, expect):   # the out= variant timed above writes the right bits
+                    raise AssertionError(f"{name} {layout} {dtype}: reshuffle with out= differs from torch")
                 med = {k: sorted(r["median"] for r in v)[len(v) // 2] for k, v in t.items()}
                 p20 = {k: min(r["p20"] for r in v) for k, v in t.items()}
                 p80 = {k: max(r["p80"] for r in v) for k, v in t.items()}
@@ -94,20 +106,27 @@ def run(args):
     return rows
 
 
-def main():
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ours/torch/copy")
     p.add_argument("--quick", action="store_true", help="small shapes")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test)")
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", help="write the rows as JSON here")
-    args = p.parse_args()
-    rows = run(args)
+    args = p.parse_args(argv)
+    try:
+        rows = run(args)
+    except AssertionError as e:   # a wrong result: no timing is worth printing
+        print(f"FAILED: {e}")
+        return 1
     if args.json:
         import json
         with open(args.json, "w") as f:
             json.dump({"machine": machine_line(), "rows": rows}, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -40,7 +40,7 @@ if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 python -m pip install --no-build-isola
   echo "install FAILED (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
 fi
 python -c "import torch, fastreshuffle, fastreshuffle.backends as b; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
-print('fastreshuffle ok, triton path:', d._HAS_TRITON, 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
+print('fastreshuffle ok, triton path:', b.triton_enabled(), 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
   || { echo "import / first CUDA call FAILED"; exit 3; }
 
 tests=()

@@ -6,8 +6,12 @@ skips the compiler front end's rules (e.g. a ``tl.constexpr`` reassigned inside
 on a GPU.  This script runs the real compiler (front end, TTGIR, LLVM, ptxas) for
 ``GPUTarget("cuda", 90, 32)``; no GPU is needed.
 
-    python -m tools.check_triton_compile            # each autotune config once (fp16, both modes)
-    python -m tools.check_triton_compile --all      # every config x dtype x RESHUFFLE
+    python -m tools.check_triton_compile            # each autotune config in fp32 (IEEE), fp16, bf16
+    python -m tools.check_triton_compile --all      # every config x dtype (+ fp32 TF32) x RESHUFFLE
+
+The default run compiles every autotune config once per buffer dtype the launcher accepts:
+float32 with IEEE dots (``PREC="ieee"``, the default for fp32 buffers), float16 and bfloat16
+(tensor-core dots); RESHUFFLE alternates so that both modes are compiled for every dtype.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import sys
 import time
 
 
+# (buffer dtype, PREC): what launch_dense_layer passes (fp32: IEEE unless allow_tf32)
+DTYPES = (("fp32", "ieee"), ("fp16", "tf32"), ("bf16", "tf32"))
 CONSTEXPRS = ("RESHUFFLE", "PREC", "TILE_H", "TILE_W", "BLOCK_HP", "BLOCK_M", "BLOCK_K", "BLOCK_N")
 BUFFERS = ("x_ptr", "y_ptr", "p_ptr", "s_ptr")   # pointers of the buffer dtype; weights are fp32
 
@@ -49,14 +55,15 @@ def main(argv=None) -> int:
 
     target = GPUTarget("cuda", args.arch, 32)
     fn = dl._dense_layer_kernel
+    n = len(dl.AUTOTUNE_CONFIGS)
     if args.all:
-        jobs = list(itertools.product(range(len(dl.AUTOTUNE_CONFIGS)), ("fp32", "fp16", "bf16"), (False, True)))
+        jobs = [(i, dt, prec, r) for i, (dt, prec), r in
+                itertools.product(range(n), DTYPES + (("fp32", "tf32"),), (False, True))]
     else:
-        jobs = [(i, "fp16", bool(i % 2)) for i in range(len(dl.AUTOTUNE_CONFIGS))]
+        jobs = [(i, dt, prec, bool((i + j) % 2)) for i in range(n) for j, (dt, prec) in enumerate(DTYPES)]
     failed = 0
-    for i, dtype, reshuffle in jobs:
+    for i, dtype, prec, reshuffle in jobs:
         cfg = dl.AUTOTUNE_CONFIGS[i]
-        prec = "ieee" if dtype == "fp32" else "tf32"
         const = dict(cfg.kwargs, RESHUFFLE=reshuffle, PREC=prec)
         t0 = time.time()
         try:
@@ -67,7 +74,8 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001  report every failing combination
             failed += 1
             info = f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
-        print(f"config {i} {cfg.kwargs} warps={cfg.num_warps} {dtype} RESHUFFLE={reshuffle}: {info}", flush=True)
+        print(f"config {i} {cfg.kwargs} warps={cfg.num_warps} {dtype} PREC={prec} RESHUFFLE={reshuffle}: {info}",
+              flush=True)
     print(f"{len(jobs) - failed}/{len(jobs)} compiled for sm_{args.arch}")
     return 1 if failed else 0
 

@@ -179,9 +179,60 @@ def test_torch_compile_sees_op():
 
 
 # ------------------------------------------------ the extension's CPU kernel (float32)
-CPU_ISA = backends.cpu_kernel_isa()
+def cpuinfo_isa():
+    """The instruction set the CPU offers, read from /proc/cpuinfo, independently of the kernel's
+    own detection: 2 (avx512f), 1 (avx2 + fma), 0; None where /proc/cpuinfo has no x86 flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return 2 if "avx512f" in flags else 1 if {"avx2", "fma"} <= flags else 0
+
+
+KERNEL_ISA = int(torch.ops.fastreshuffle.dense_cpu_isa())   # what the kernel detects (best_isa)
+# The skip conditions below follow the CPU, not the kernel: on a CPU with AVX-512 a kernel
+# that detects or accepts less fails these tests instead of skipping them.
+CPU_ISA = cpuinfo_isa() if cpuinfo_isa() is not None else KERNEL_ISA
 ISAS = [pytest.param(1, id="avx2", marks=pytest.mark.skipif(CPU_ISA < 1, reason="CPU lacks AVX2 + FMA")),
         pytest.param(2, id="avx512", marks=pytest.mark.skipif(CPU_ISA < 2, reason="CPU lacks AVX-512"))]
+
+
+@pytest.mark.skipif(cpuinfo_isa() is None, reason="no x86 flags in /proc/cpuinfo")
+def test_kernel_detects_the_cpus_instruction_set():
+    """The kernel's best instruction set, and the one the CPU path runs by default, is the best
+    the CPU has (a kernel that picks AVX2 on an AVX-512 CPU fails here)."""
+    assert KERNEL_ISA == cpuinfo_isa()
+    code = "from fastreshuffle import backends; print(backends.cpu_kernel_isa())"
+    env = {k: v for k, v in os.environ.items() if k != backends.CPU_KERNEL_ENV}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.strip()) == cpuinfo_isa()
+
+
+def test_cpu_path_passes_the_detected_isa(monkeypatch):
+    """dense_layer_ on a channels-last float32 buffer calls the kernel with the best instruction
+    set (or the cap of an override), not a lower one."""
+    if CPU_ISA == 0:
+        pytest.skip("no CPU kernel here")
+    seen = []
+    real = torch.ops.fastreshuffle.dense_layer_cpu_
+
+    class Spy:
+        def __call__(self, *args):
+            seen.append(args[6] if len(args) > 6 else 0)   # (x, y, w1, b1, w3, b3, isa)
+            return real(*args)
+
+    monkeypatch.setattr(_dense_torch.torch.ops.fastreshuffle, "dense_layer_cpu_", Spy(), raising=False)
+    wts = make_weights(6, 8, 4)
+    buf = make_buf(1, 10, 5, 7, torch.float32, "cpu", True)
+    with backends.override(cpu_kernel="avx512"):
+        dense_layer_(buf, 6, *wts)
+    with backends.override(cpu_kernel="avx2"):
+        dense_layer_(buf, 6, *wts)
+    assert seen == [CPU_ISA, 1], seen
 
 
 # 3x3 algorithms: 1 direct, 2 Winograd F(2x2, 3x3) with the intermediate in a row ring,
@@ -211,6 +262,60 @@ def _cpu_kernel(isa, algo=0):
 ])
 def test_cpu_kernel_matches_float64(isa, algo, b, m, n, k, h, w):
     check_inplace(_cpu_kernel(isa, algo), b, m, n, k, h, w, torch.float32, channels_last=True)
+
+
+def winograd_chunks(w, k):
+    """Chunks of Winograd tiles per strip (csrc/dense_layer/cpu/dense_layer_kernel.cpp,
+    winograd_tcap): tiles of 2 columns, at most max(8, 12288 / K) per chunk."""
+    tx_all, tmax = (w + 1) // 2, max(8, 12288 // k)
+    return -(-tx_all // tmax)
+
+
+# The paper preset's layers at the widths where a strip no longer fits one chunk of Winograd
+# tiles (the multi-chunk loop: --tile 0 on a photo >= ~800 px wide, or wider tiles): block 0
+# (N = 64, K = 256) from 97 px at 1/8 resolution, block 1 (N = 32, K = 128) from 193 px at 1/4,
+# block 2 (N = 16, K = 64) from 385 px at 1/2; and block 0's input widths M = 704-1280.
+WIDE_SHAPES = [  # b, m, n, k, h, w
+    (1, 704, 64, 256, 3, 100),      # paper block 0, layer 9, an 800-px-wide input: 2 chunks of 25 tiles
+    (1, 1216, 64, 256, 4, 101),     # block 0's last layer, odd W: chunks of 26 + 25 tiles, half a tile at the edge
+    (1, 1280, 64, 256, 2, 97),      # M = 1280 (the block's output width), the first multi-chunk width
+    (2, 960, 64, 256, 2, 200),      # a 1600-px input: 3 chunks (34 + 34 + 32), batch 2
+    (1, 464, 32, 128, 3, 200),      # block 1 at 800 px: 2 chunks
+    (1, 232, 16, 64, 2, 401),       # block 2 at 802 px: 2 chunks, odd W
+    (1, 40, 24, 1536, 9, 35),       # K = 1536: the 8-tile floor, 3 chunks; 9 rows: several ring tasks
+]
+
+
+def test_wide_shapes_take_several_chunks():
+    assert all(winograd_chunks(w, k) >= 2 for _, _, _, k, _, w in WIDE_SHAPES)
+    assert winograd_chunks(800 // 8, 256) == 2 and winograd_chunks(96, 256) == 1
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("b,m,n,k,h,w", WIDE_SHAPES, ids=str)
+def test_cpu_kernel_wide_and_first_block_shapes(isa, algo, b, m, n, k, h, w):
+    check_inplace(_cpu_kernel(isa, algo), b, m, n, k, h, w, torch.float32, channels_last=True)
+
+
+@pytest.mark.slow
+def test_fast_network_paper_preset_wide_untiled():
+    """FastReshuffleNet (paper preset) on a 808 x 16 input in one piece (what --tile 0 does):
+    block 0 at 101 px wide runs the multi-chunk Winograd loop; against ReshuffleNet."""
+    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+
+    torch.manual_seed(0)
+    ref = ReshuffleNet(ReshuffleNetConfig.preset("paper")).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+    fast = FastReshuffleNet(ref.config).eval()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 3, 16, 808)
+    with torch.inference_mode():
+        err = (fast(x) - ref(x)).abs().max().item()
+    assert err <= 1e-4, err
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -400,6 +505,69 @@ def test_interp_network_triton_path(monkeypatch, shape):
     assert (out - expect).abs().max().item() <= 1e-4
 
 
+# The autotuned branch of launch_dense_layer (config=None: what FastReshuffleNet's CUDA path
+# runs): early prune, benchmarking of each remaining config, the grid from the chosen meta-
+# parameters, scratch slots of MAX_SLOT.  Under the interpreter Triton has no driver to
+# benchmark with, so the tuner gets a wall-clock one.  Shapes by the configs the prune keeps:
+# N = 16 -> configs 3, 4; N = 64 -> 0, 1; N = 4 -> 3, 4; N = 32 -> config 2 alone (no benchmark).
+AUTOTUNE_CASES = [((1, 6, 16, 12, 5, 9), 2), ((1, 8, 64, 16, 3, 5), 2), ((2, 7, 4, 8, 9, 11), 2),
+                  ((1, 5, 32, 8, 4, 6), 1)]
+
+
+def _autotuner_on_cpu(monkeypatch):
+    import time
+
+    from fastreshuffle.ops.dense import _triton_kernels as _kernels
+    kern = _kernels()
+    tuner = kern._dense_layer_kernel_tuned
+    benched = []
+
+    def bench(kernel_call, quantiles):
+        t0 = time.perf_counter()
+        kernel_call()
+        t = time.perf_counter() - t0
+        benched.append(t)
+        return [t] * len(quantiles)
+
+    # do_bench is a cached property that asks the (absent) driver: set it in the instance dict
+    monkeypatch.setitem(tuner.__dict__, "do_bench", bench)
+    monkeypatch.setattr(tuner, "cache", {})
+    return kern, tuner, benched
+
+
+def _pruned(kern, n):
+    return kern._prune(kern.AUTOTUNE_CONFIGS, {"N": n})
+
+
+@interp
+@pytest.mark.parametrize("case", range(len(AUTOTUNE_CASES)), ids=[str(c[0]) for c in AUTOTUNE_CASES])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interp_autotuned_launch(case, channels_last, monkeypatch):
+    (b, m, n, k, h, w), n_configs = AUTOTUNE_CASES[case]
+    kern, tuner, benched = _autotuner_on_cpu(monkeypatch)
+    assert len(_pruned(kern, n)) == n_configs
+    check_inplace(lambda buf, m_, wts: kern.launch_dense_layer(buf[:, :m_], buf[:, m_:m_ + n], *wts),
+                  b, m, n, k, h, w, torch.float32, channels_last=channels_last)
+    assert len(benched) == (n_configs if n_configs > 1 else 0)      # every kept config was timed
+    assert tuner.best_config in _pruned(kern, n)
+
+
+@interp
+@pytest.mark.parametrize("n", [16, 64])
+def test_interp_autotuned_reshuffle_launch(n, monkeypatch):
+    kern, tuner, benched = _autotuner_on_cpu(monkeypatch)
+    m, k = 6, 12
+    wts = make_weights(m, k, n)
+    src = torch.randn(1, 4 * m, 3, 5)
+    buf = torch.full((1, m + n + 2, 6, 10), float("nan"))
+    kern.launch_dense_layer(src, buf[:, m:m + n], *wts, prefix_out=buf[:, :m])
+    x = F.pixel_shuffle(src, 2)
+    assert torch.equal(buf[:, :m], x)
+    assert rel_err(buf[:, m:m + n], ref64(x, *wts)) <= 1e-5
+    assert torch.isnan(buf[:, m + n:]).all()
+    assert len(benched) == 2 and tuner.best_config in _pruned(kern, n)
+
+
 # ------------------------------------------------------------------------- CUDA
 CFG_C8 = dict(TILE_H=8, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
 CFG_D8 = dict(TILE_H=16, TILE_W=16, BLOCK_HP=64, BLOCK_M=32, BLOCK_K=32, BLOCK_N=64, num_warps=8)
@@ -548,7 +716,18 @@ def test_triton_kernel_compiles_for_sm90():
     if r.returncode != 0 and "No module named" in r.stderr and "backends" in r.stderr:
         pytest.skip("this Triton build has no CUDA backend")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "compiled for sm_90" in r.stdout
+    from fastreshuffle.kernels import dense_layer as dl
+    n = len(dl.AUTOTUNE_CONFIGS)
+    assert f"{3 * n}/{3 * n} compiled for sm_90" in r.stdout, r.stdout[-3000:]
+    # every config in each buffer dtype the launcher accepts (fp32 with IEEE dots), both modes per dtype
+    lines = r.stdout.splitlines()
+    for i in range(n):
+        for dtype, prec in (("fp32", "ieee"), ("fp16", "tf32"), ("bf16", "tf32")):
+            assert any(line.startswith(f"config {i} ") and f" {dtype} PREC={prec} " in line and ": ok" in line
+                       for line in lines), (i, dtype, prec)
+    for dtype in ("fp32", "fp16", "bf16"):
+        for mode in ("False", "True"):
+            assert any(f" {dtype} PREC=" in line and f"RESHUFFLE={mode}: ok" in line for line in lines), (dtype, mode)
 
 
 @pytest.mark.parametrize("value,expect", [("off", 0), ("avx2", 1), ("avx512", 2), ("bogus", None)])

@@ -1,0 +1,214 @@
+"""The benchmark scripts run (tiny shapes, one round) and fail -- exit code 1 -- when a variant
+gives a wrong result or raises, instead of printing the error and exiting 0 (which made
+benchmarks/gpu_check.sh report OK).  bench_upsamplers has its own tests in tests/nn/test_modules.py.
+
+The torch.compile variants are left out of the smoke runs (``--no-compile``): compiling eager
+code with inductor takes 25-50 s per call on the 2-core VM; a raising variant, the failure
+path they would take, is injected below instead.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--rounds", "1", "--repeats", "1", "--warmup", "1"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ------------------------------------------------------------------ bench_dense_layer
+def test_bench_dense_layer_smoke(capsys):
+    from benchmarks import bench_dense_layer
+
+    assert bench_dense_layer.main(["--tiny", "--no-compile", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "fused" in out and "prealloc" in out and "FAILED" not in out
+    assert out.count("max rel err vs float32 reference") == len(bench_dense_layer.TINY)
+
+
+def test_bench_dense_layer_fails_on_a_wrong_result(monkeypatch, capsys):
+    from benchmarks import bench_dense_layer
+
+    real = bench_dense_layer.dense_layer_
+
+    def off_by_a_bit(buf, m, *wts):          # 1e-3 of the output range: 10x the fp32 tolerance
+        real(buf, m, *wts)
+        buf[:, m:] += 1e-3 * buf[:, m:].abs().max()
+
+    monkeypatch.setattr(bench_dense_layer, "dense_layer_", off_by_a_bit)
+    assert bench_dense_layer.main(["--tiny", "--no-compile", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "fused" in out
+
+
+def test_bench_dense_layer_fails_when_a_variant_raises(monkeypatch, capsys):
+    from benchmarks import bench_dense_layer
+
+    def broken(*a, **k):
+        raise RuntimeError("kernel launch failed")
+
+    monkeypatch.setattr(bench_dense_layer, "dense_layer_", broken)
+    assert bench_dense_layer.main(["--tiny", "--no-compile", *FAST]) == 1
+    assert "raised RuntimeError: kernel launch failed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bench_network
+NET = ["--preset", "tiny", "--sizes", "24x16", "--no-compile", *FAST]
+
+
+def test_bench_network_smoke(capsys, tmp_path):
+    """Every non-compile variant, with the per-variant memory subprocesses."""
+    import json
+
+    from benchmarks import bench_network
+
+    assert bench_network.main(NET + ["--json", str(tmp_path / "net.json")]) == 0
+    assert "FAILED" not in capsys.readouterr().out
+    doc = json.loads((tmp_path / "net.json").read_text())
+    rows = doc["results"][0]["variants"]
+    assert set(rows) == {"eager", "eager_cl", "fast"} and doc["failures"] == []
+    for v, r in rows.items():
+        assert r["peak_mib"] is not None, v                  # the memory subprocess ran
+        assert r["max_abs_err_vs_reference"] <= bench_network.ABS_TOL["cpu-float32"], v
+
+
+@pytest.mark.parametrize("fault", ["wrong", "raises"])
+def test_bench_network_fails(monkeypatch, capsys, fault):
+    from benchmarks import bench_network
+
+    real_build = bench_network.build
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) + 1e-3           # 10x the CPU float32 tolerance
+
+    def build(variant, *a):
+        model, fmt = real_build(variant, *a)
+        if variant == "fast" and fault == "wrong":
+            model = Shifted(model)
+        if variant == "fast" and fault == "raises":
+            raise RuntimeError("no kernel for this shape")
+        return model, fmt
+
+    monkeypatch.setattr(bench_network, "build", build)
+    assert bench_network.main(NET + ["--variants", "eager,fast", "--no-memory"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "fast at 24x16" in out
+
+
+def test_bench_network_memory_child_failure_fails(monkeypatch, capsys):
+    from benchmarks import bench_network
+
+    class Done:
+        returncode, stdout, stderr = 1, "", "Traceback ...\nMemoryError"
+
+    monkeypatch.setattr(bench_network.subprocess, "run", lambda *a, **k: Done())
+    assert bench_network.main(NET + ["--variants", "eager,fast"]) == 1
+    assert "memory subprocess for fast failed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bench_reshuffle
+def test_bench_reshuffle_smoke(capsys):
+    from benchmarks import bench_reshuffle
+
+    assert bench_reshuffle.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("channels_last") >= 6 and "FAILED" not in out
+
+
+@pytest.mark.parametrize("which", ["allocating", "out="])
+def test_bench_reshuffle_fails_on_a_wrong_result(monkeypatch, capsys, which):
+    from benchmarks import bench_reshuffle
+
+    real = bench_reshuffle.fastreshuffle.reshuffle_down
+
+    def wrong(x, s, out=None):
+        if (out is None) == (which == "allocating"):
+            y = real(x, s, out=out)
+            y.view(-1)[0] += 1
+            return y
+        return real(x, s, out=out)
+
+    monkeypatch.setattr(bench_reshuffle.fastreshuffle, "reshuffle_down", wrong)
+    assert bench_reshuffle.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ gpu_check.sh
+def _python_snippets(script: str):
+    """The Python code gpu_check.sh hands to ``python -c "..."`` and ``python - <<'PY'``."""
+    joined = script.replace("\\\n", "")
+    for m in re.finditer(r'python -c "((?:[^"\\]|\\.)*)"', joined):
+        yield m.group(1).replace('\\"', '"')
+    for m in re.finditer(r"python - [^\n]*<<'PY'\n(.*?)\nPY\n", script, re.S):
+        yield m.group(1)
+
+
+def _undefined_names(code: str):
+    tree = ast.parse(code)
+    bound = set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            bound |= {a.arg for a in node.args.args} if isinstance(node, ast.FunctionDef) else set()
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound)
+
+
+def test_gpu_check_script_parses_and_its_python_names_are_defined():
+    """gpu_check.sh runs only on the GPU machine (minutes of a scarce budget): its shell syntax and
+    the Python it embeds are checked here.  (It printed d._HAS_TRITON, a name never defined, so
+    its first CUDA check failed before any test ran.)"""
+    path = ROOT / "benchmarks" / "gpu_check.sh"
+    r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    snippets = list(_python_snippets(path.read_text()))
+    assert len(snippets) == 3, snippets
+    for code in snippets:
+        compile(code, "gpu_check.sh", "exec")
+        assert _undefined_names(code) == [], (_undefined_names(code), code[:200])
+
+
+# ------------------------------------------------------------------ figures in README / docs
+def test_bench_cpu_details_smoke(capsys):
+    """The script behind README's GFLOP/s, page-fault and in-cache figures and the per-layer ms
+    of docs/dense_layer.md."""
+    from benchmarks import bench_cpu_details
+
+    assert bench_cpu_details.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    for part in ("GFLOP/s", "one dense layer", "first touch", "GB/s"):
+        assert part in out, part
+
+
+def test_eval_photos_cli(capsys):
+    from benchmarks import eval_photos
+
+    assert eval_photos.main(["--photos", "chelsea"]) == 0
+    assert "chelsea" in capsys.readouterr().out
+
+
+def test_every_script_the_docs_name_exists():
+    text = "".join((ROOT / f).read_text() for f in ("README.md", "docs/dense_layer.md", "docs/restore.md"))
+    named = set(re.findall(r"benchmarks[./](\w+)", text)) - {"gpu_check"}
+    assert {"bench_cpu_details", "eval_photos", "bench_network", "bench_reshuffle"} <= named
+    for name in named:
+        assert (ROOT / "benchmarks" / f"{name}.py").is_file(), name
