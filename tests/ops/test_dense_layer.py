@@ -302,16 +302,9 @@ def test_cpu_kernel_wide_and_first_block_shapes(isa, algo, b, m, n, k, h, w):
 def test_fast_network_paper_preset_wide_untiled():
     """FastReshuffleNet (paper preset) on a 808 x 16 input in one piece (what --tile 0 does):
     block 0 at 101 px wide runs the multi-chunk Winograd loop; against ReshuffleNet."""
-    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
+    from helpers import model_pair
 
-    torch.manual_seed(0)
-    ref = ReshuffleNet(ReshuffleNetConfig.preset("paper")).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    fast = FastReshuffleNet(ref.config).eval()
-    fast.load_state_dict(ref.state_dict())
+    ref, fast = (m.eval() for m in model_pair("paper"))
     x = torch.rand(1, 3, 16, 808)
     with torch.inference_mode():
         err = (fast(x) - ref(x)).abs().max().item()
@@ -475,7 +468,6 @@ def test_interp_network_triton_path(monkeypatch, shape):
     # FastReshuffleNet's GPU code path (block buffers sized for the fused kernel, the reshuffle
     # variant for each block's first layer, scratch and launch per layer) run through the
     # interpreter on CPU tensors, against the plain-PyTorch reference.
-    from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig
     from fastreshuffle.nn import fast as fast_model
     kern = dense_op._triton_kernels()
     launch = kern.launch_dense_layer
@@ -488,14 +480,9 @@ def test_interp_network_triton_path(monkeypatch, shape):
     monkeypatch.setattr(dense_op, "use_triton", lambda t: True)
     monkeypatch.setattr(fast_model, "use_triton", lambda t: True)
     monkeypatch.setattr(kern, "launch_dense_layer", launch_cfg)
-    torch.manual_seed(0)
-    ref = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    fast = FastReshuffleNet(ref.config).eval()
-    fast.load_state_dict(ref.state_dict())
+    from helpers import model_pair
+
+    ref, fast = (m.eval() for m in model_pair("tiny"))
     x = torch.rand(shape)
     with torch.inference_mode():
         expect = ref(x)
