@@ -34,10 +34,9 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-_ops = torch.ops.fastreshuffle
 
 from ..ops.block import dense_block
-from ..ops.dense import use_triton
+from ..ops.dense import dense_layer_, dense_layer_reshuffle_, use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, ReshuffleNetConfig
@@ -156,6 +155,11 @@ class FastReshuffleNet(ReshuffleNet):
             raise TypeError(f"input dtype {xp.dtype} does not match the model dtype {self.tail.weight.dtype}")
         fused = use_triton(xp)
         traced = _tracing(xp)
+        if traced and not fused:
+            # torch.compile / torch.export on CPU: the functional dense layers (same weights, same
+            # outputs within float rounding), which the compiler traces like any torch op; the
+            # in-place ops' preallocated buffers are an eager optimisation
+            return self._forward_autograd(x)
         bufs = list(separate_block_buffers(self.config, xp, fused)) if traced else self._block_buffers(xp, fused)
         channels = self.config.block_channels()
 
@@ -172,7 +176,7 @@ class FastReshuffleNet(ReshuffleNet):
             if i > 0:
                 src = bufs[i - 1]
                 if layers and fused:
-                    _ops.dense_layer_reshuffle_(buf, src, *self._layer_params(layers[0]))
+                    dense_layer_reshuffle_(buf, src, *self._layer_params(layers[0]))
                     c += layers[0].growth
                     layers = layers[1:]
                 elif not traced and starts_inside(src, buf):
@@ -180,7 +184,7 @@ class FastReshuffleNet(ReshuffleNet):
                 else:
                     reshuffle_up(src, 2, out=buf[:, :c])
             for layer in layers:
-                _ops.dense_layer_(buf, c, *self._layer_params(layer))
+                dense_layer_(buf, c, *self._layer_params(layer))
                 c += layer.growth
 
         wt, bt = subpixel_tail_weight(self.tail.weight, self.tail.bias)

@@ -181,24 +181,26 @@ def _functional_body(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: to
     return y
 
 
-_LIB = torch.library.Library("fastreshuffle", "FRAGMENT")  # the Python-defined dense-layer ops
-
-
 def _make_op(name, body, mutates):
-    """Register ``body`` as the op ``name``; returns its OpOverload.
-
-    With Triton and a CUDA device: a ``triton_op`` (its kernel launches stay visible to
-    ``torch.compile``).  Otherwise a plain op defined with ``torch.library.define``/``impl``:
-    ``triton_op`` and ``custom_op`` both import torch's compiler stack (``torch._dynamo``,
-    about 1.5-2 s) at registration or on the first call, which a one-photo CPU run would pay.
-    """
+    # ``triton_op`` imports torch's compiler stack at registration (about 2 s of start-up): only
+    # where the Triton kernel can run, i.e. with a CUDA device.
     if backends.triton_available() and torch.cuda.is_available():
         return torch.library.triton_op(name, body, mutates_args=mutates)
-    short = name.split("::")[1]
-    _LIB.define(short + torch.library.infer_schema(body, mutates_args=mutates))
-    torch.library.impl(name, "default", body, lib=_LIB)
-    torch.library.register_fake(name, body, lib=_LIB)  # shape-polymorphic torch ops only on CPU
-    return getattr(torch.ops.fastreshuffle, short).default
+    op = torch.library.custom_op(name, body, mutates_args=mutates)
+    op.register_fake(body)   # the body only uses shape-polymorphic torch ops on CPU
+    return op
+
+
+def _direct(t: torch.Tensor) -> bool:
+    """Whether an in-place dense layer on ``t`` calls the op's body directly: eagerly, off the
+    Triton path.  The body is exactly what the op runs; the custom-op wrapper would import
+    ``torch._dynamo`` on its first call (1.5-2 s, most of a one-photo restore's start-up).
+    Under torch.compile / torch.export / fake tensors, and on the Triton path, the registered
+    op is called, so that the compiler sees it with its mutation and fake kernel."""
+    if use_triton(t) or torch.compiler.is_compiling():
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+    return not is_fake(t)
 
 
 _inplace_op = _make_op("fastreshuffle::dense_layer_", _inplace_body, {"buf"})
@@ -236,7 +238,7 @@ def _backward(ctx, gy):
     return layer_backward(x, w1, b1, w3, gy, ctx.needs_input_grad[0])
 
 
-torch.library.register_autograd("fastreshuffle::dense_layer", _backward, setup_context=_setup_context, lib=_LIB)
+_functional_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ------------------------------------------------------------------- public functions
@@ -258,7 +260,7 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     """
     _check_inplace(buf, c_in, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
-    _inplace_op(buf, int(c_in), w1, b1, w3, b3)
+    (_inplace_body if _direct(buf) else _inplace_op)(buf, int(c_in), w1, b1, w3, b3)
     return buf
 
 
@@ -268,7 +270,7 @@ def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tenso
     output into ``buf[:, c:c+N]`` -- on CUDA in one fused kernel.  Returns ``buf``."""
     _check_reshuffle(buf, src, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_reshuffle_", buf, src, w1, b1, w3, b3)
-    _reshuffle_op(buf, src, w1, b1, w3, b3)
+    (_reshuffle_body if _direct(buf) else _reshuffle_op)(buf, src, w1, b1, w3, b3)
     return buf
 
 
