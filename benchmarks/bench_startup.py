@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_upsamplers import cpu_flags
+from benchmarks.common import cpu_flags
 
 HEAVY = ("torch._dynamo", "torch._inductor", "triton", "sympy")
 

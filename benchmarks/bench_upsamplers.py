@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
-from benchmarks.common import call_times, machine_line, summarize
+from benchmarks.common import call_times, cpu_flags, machine_line, summarize
 
 import fastreshuffle
 
@@ -68,20 +68,6 @@ CASES: List[Tuple[str, Callable[[], nn.Module], Dict[str, Tuple[int, ...]]]] = [
     ("PixelUnshuffle(4) alone, 512x512", lambda: nn.Sequential(nn.PixelUnshuffle(4)),
      dict(full=(1, 3, 512, 512), quick=(1, 3, 128, 128), tiny=(1, 3, 8, 8))),
 ]
-
-
-def cpu_flags() -> str:
-    """The SIMD flags of the CPU that matter here (avx2 / avx512*), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    fl = sorted(x for x in line.split(":", 1)[1].split()
-                                if x == "avx2" or x.startswith("avx512"))
-                    return " ".join(fl) or "no avx2/avx512"
-    except OSError:
-        pass
-    return "unknown"
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

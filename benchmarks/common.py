@@ -60,6 +60,20 @@ def fmt_time(t: float) -> str:
     return f"{t:8.3f} s "
 
 
+def cpu_flags() -> str:
+    """The SIMD flags of the CPU that matter here (avx2 / avx512*), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    fl = sorted(x for x in line.split(":", 1)[1].split()
+                                if x == "avx2" or x.startswith("avx512"))
+                    return " ".join(fl) or "no avx2/avx512"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def machine_line() -> str:
     import os
     import platform

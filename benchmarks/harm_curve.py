@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_upsamplers import cpu_flags
+from benchmarks.common import cpu_flags
 
 DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
 

@@ -116,8 +116,8 @@ class _TileBar:
 
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
-    from ..inference.files import collect_inputs, output_path_for, planned_format, restore_file, sniff_format
-    from ..io.output import EXTENSIONS
+    from ..inference.files import collect_inputs, output_path_for, restore_file, sniff_format
+    from ..io.output import EXTENSIONS, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
     suffix = args.suffix
@@ -195,7 +195,7 @@ def run(args) -> int:
         for src, base in files:
             try:
                 in_fmt = sniff_format(src)
-                fmt, fmt_note = planned_format(in_fmt, args.format)
+                fmt, fmt_note = resolve_format(args.format, in_fmt)
                 name = args.model if args.model != "auto" else auto_model_name(in_fmt)
                 out = output_path_for(src, base, outdir, suffix, EXTENSIONS[fmt])
                 key = os.path.realpath(out)

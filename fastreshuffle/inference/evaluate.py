@@ -71,16 +71,19 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
 
 
 def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> np.ndarray:
-    from .guard import apply_guard, blend, guard_for, hevc_size_ratio, hevc_strength
+    """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for a coded image; ``guard=False``:
+    the raw network."""
+    from .guard import guard_for, hevc_guarded, run_guarded
+
+    def run(img):
+        return _restore(model, img, device)
+
     g = guard_for(coded.tables) if guard else None
-    if g is None and guard and codec == "hevc":
-        s = hevc_strength(hevc_size_ratio(coded.nbytes, coded.image))
-        return blend(coded.image, _restore(model, coded.image, device), s) if s > 0 else coded.image.copy()
-    if g is None:
-        return _restore(model, coded.image, device)
-    if g.strength <= 0:
-        return coded.image.copy()
-    return apply_guard(coded.image, _restore(model, coded.image, device), g)
+    if g is not None:
+        return run_guarded(run, coded.image, g)
+    if guard and codec == "hevc":
+        return hevc_guarded(run, coded.image, coded.nbytes)[0]
+    return run(coded.image)
 
 
 def _fmt(v, nd=2):

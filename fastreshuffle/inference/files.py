@@ -13,8 +13,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
                      ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif", ".tga"}
 
-__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "planned_format",
-           "restore_file", "sniff_format"]
+__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "restore_file",
+           "sniff_format"]
 
 
 def _is_earlier_output(path: Path, suffix: str) -> bool:
@@ -95,12 +95,6 @@ def sniff_format(src: Path) -> Optional[str]:
         return None
 
 
-def planned_format(input_format: Optional[str], requested: str) -> Tuple[str, Optional[str]]:
-    """The output format for an input of ``input_format`` (``requested`` may be "same")."""
-    from ..io.output import resolve_format
-    return resolve_format(requested, input_format)
-
-
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
                  tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
                  overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
@@ -117,7 +111,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
-    from .guard import blend, guard_for, guard_pixels, hevc_size_ratio, hevc_strength, run_guarded
+    from .guard import guard_for, guard_pixels, hevc_guarded, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -151,9 +145,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
-        ratio = hevc_size_ratio(src.stat().st_size, pixels)
-        s = hevc_strength(ratio)
-        restored = blend(pixels, run(pixels), s) if s > 0 else pixels.copy()
+        restored, s, ratio = hevc_guarded(run, pixels, src.stat().st_size)
         if s < 1:
             notes.append(f"HEIF at {ratio:.2f}x the size of a JPEG q90 of it: "
                          + (f"{s:.0%} of the correction" if s > 0 else "little to remove; pixels written unchanged"))

@@ -26,7 +26,7 @@ from ..io.jpeg_tables import JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import project
 
 __all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
-           "hevc_size_ratio", "hevc_strength", "blend"]
+           "hevc_size_ratio", "hevc_strength", "hevc_guarded", "blend"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -135,6 +135,14 @@ def hevc_size_ratio(nbytes: int, decoded: np.ndarray) -> float:
 def hevc_strength(ratio: float) -> float:
     """Share of the HEVC model's correction kept at this :func:`hevc_size_ratio`."""
     return float(np.interp(ratio, [r for r, _ in _HEVC_SCHEDULE], [s for _, s in _HEVC_SCHEDULE]))
+
+
+def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, nbytes: int):
+    """Restore a HEIF file's ``decoded`` pixels (``nbytes`` = the file's size) with the strength of
+    :func:`hevc_strength`; ``run`` is not called at strength 0.  -> (result, strength, ratio)."""
+    ratio = hevc_size_ratio(nbytes, decoded)
+    s = hevc_strength(ratio)
+    return (blend(decoded, run(decoded), s) if s > 0 else decoded.copy()), s, ratio
 
 
 def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..io.jpeg_tables import ijg_table
+from .jpeg_consistency import _DCT, _N
 
 __all__ = ["JpegHistory", "detect_jpeg"]
 
@@ -26,9 +27,6 @@ _MIN_STEP, _MAX_STEP = 3, 96
 _MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
 _THRESHOLD = 0.6        # score of the best (offset, step)
 _CONTRAST = 3.0         # ... and this many times the same step's mean score at the other offsets
-_N = 8
-_DCT = np.array([[np.sqrt((1 if u == 0 else 2) / _N) * np.cos((2 * x + 1) * u * np.pi / (2 * _N))
-                  for x in range(_N)] for u in range(_N)])
 _AC = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))   # natural-order positions checked for the quality
 
 

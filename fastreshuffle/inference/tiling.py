@@ -106,6 +106,14 @@ class SelfEnsemble(torch.nn.Module):
         return self_ensemble(self.model, x).to(x.dtype)
 
 
+def _prepare(model: torch.nn.Module, tile: Optional[int], ensemble: bool):
+    """-> (model, maybe wrapped in the self-ensemble; its device; its dtype; the tile size)."""
+    if ensemble:
+        model = SelfEnsemble(model)
+    dev, dt = _model_device_dtype(model)
+    return model, dev, dt, (default_tile(dev) if tile is None else tile)
+
+
 def _model_device_dtype(model: torch.nn.Module):
     for p in model.parameters():
         return p.device, p.dtype
@@ -124,11 +132,7 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
     """
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected an image batch of shape (N, 3, H, W), got {tuple(x.shape)}")
-    if ensemble:
-        model = SelfEnsemble(model)
-    dev, dt = _model_device_dtype(model)
-    if tile is None:
-        tile = default_tile(dev)
+    model, dev, dt, tile = _prepare(model, tile, ensemble)
     n, _, h, w = x.shape
     if too_small(h, w):
         return x.clone()
@@ -155,11 +159,7 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a uint8 or uint16 H x W x 3 array, got {image.dtype} {image.shape}")
-    if ensemble:
-        model = SelfEnsemble(model)
-    dev, dt = _model_device_dtype(model)
-    if tile is None:
-        tile = default_tile(dev)
+    model, dev, dt, tile = _prepare(model, tile, ensemble)
     top = 255.0 if image.dtype == np.uint8 else 65535.0
     tdtype = torch.uint8 if image.dtype == np.uint8 else torch.int32
     h, w = image.shape[:2]

@@ -36,22 +36,13 @@ import torch.nn.functional as F
 
 
 from ..ops.block import dense_block
-from ..ops.dense import dense_layer_, dense_layer_reshuffle_, use_triton
+from ..ops.dense import dense_layer_, dense_layer_reshuffle_, traced as _tracing, use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, ReshuffleNetConfig
 from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
 
 __all__ = ["FastReshuffleNet", "subpixel_tail_weight"]
-
-
-def _tracing(x: torch.Tensor) -> bool:
-    """Whether this forward is being traced (torch.compile / torch.export / fake tensors) rather
-    than run eagerly: then no buffer cache and no storage pointers."""
-    if torch.compiler.is_compiling():
-        return True
-    from torch._subclasses.fake_tensor import is_fake
-    return is_fake(x)
 
 
 def subpixel_tail_weight(weight: torch.Tensor, bias: Optional[torch.Tensor]):

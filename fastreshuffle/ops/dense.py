@@ -35,7 +35,7 @@ from .. import backends
 from ._dense_torch import layer_backward, torch_into
 from ._extension import ops as _ops
 
-__all__ = ["dense_layer_", "dense_layer_reshuffle_", "dense_layer", "use_triton"]
+__all__ = ["dense_layer_", "dense_layer_reshuffle_", "dense_layer", "use_triton", "traced"]
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CPU_DTYPES = _TRITON_DTYPES + (torch.float64,)
@@ -197,10 +197,15 @@ def _direct(t: torch.Tensor) -> bool:
     ``torch._dynamo`` on its first call (1.5-2 s, most of a one-photo restore's start-up).
     Under torch.compile / torch.export / fake tensors, and on the Triton path, the registered
     op is called, so that the compiler sees it with its mutation and fake kernel."""
-    if use_triton(t) or torch.compiler.is_compiling():
-        return False
+    return not (use_triton(t) or traced(t))
+
+
+def traced(t: torch.Tensor) -> bool:
+    """Whether ``t`` is being traced (torch.compile / torch.export / fake tensors), not run eagerly."""
+    if torch.compiler.is_compiling():
+        return True
     from torch._subclasses.fake_tensor import is_fake
-    return not is_fake(t)
+    return is_fake(t)
 
 
 _inplace_op = _make_op("fastreshuffle::dense_layer_", _inplace_body, {"buf"})
