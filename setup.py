@@ -80,11 +80,12 @@ setup(
         "heif": ["pillow-heif>=0.16"],
         "tiff": ["tifffile"],          # 16-bit colour TIFF in and out
         "onnx": ["onnx", "onnxscript", "onnxruntime"],   # fastreshuffle export (+ running the file)
+        "openvino": ["openvino"],      # the exported file in OpenVINO (benchmarks' peer)
         "plot": ["matplotlib"],
         "demo": ["scikit-image"],
         # triton too: the tests run the Triton kernels on CPU through its interpreter
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "pillow-heif>=0.16", "matplotlib",
-                 "tifffile", "triton>=3.0", "onnx", "onnxscript", "onnxruntime"],
+                 "tifffile", "triton>=3.0", "onnx", "onnxscript", "onnxruntime", "openvino"],
         # everything a CPU machine uses; add [gpu] on a CUDA machine
         "all": ["pillow-heif>=0.16", "matplotlib", "scikit-image", "tifffile"],
     },

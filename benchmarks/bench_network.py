@@ -1,8 +1,16 @@
-"""Whole-network benchmark: FastReshuffleNet vs ReshuffleNet eager (NCHW and channels_last) vs
-torch.compile(ReshuffleNet), inference under ``torch.inference_mode``.
+"""Whole-network benchmark: FastReshuffleNet (float32, and bfloat16 on the AVX512-BF16 kernel)
+vs ReshuffleNet eager (NCHW and channels_last) vs torch.compile(ReshuffleNet) vs the same network
+exported to ONNX and run in ONNX Runtime (fp32) and OpenVINO (fp32, bf16) -- the peers are
+skipped when not installed -- inference under ``torch.inference_mode``.
 
     python -m benchmarks.bench_network                       # CPU, paper preset, 768x512
+    python -m benchmarks.bench_network --preset small --sizes 1920x1080   # the shipped models' preset
     python -m benchmarks.bench_network --device cuda --sizes 768x512,1920x1080
+
+On CPU it also reports GFLOP/s (2 x the multiply-adds of the direct convolutions,
+``ReshuffleNetConfig.macs_per_pixel``) and its share of this machine's measured peak for the
+variant's precision (the best of a large square ``torch.mm`` in float32 / bfloat16), and the
+ratio of ours at its best precision to the fastest peer.
 
 Time: median and 20th/80th percentiles.  Peak memory: on CUDA ``max_memory_allocated`` minus
 the memory allocated before the call; on CPU each variant runs in its own subprocess that
@@ -10,8 +18,9 @@ reports its peak-RSS increase over the RSS after building model and input (first
 included, so the fast model's buffer allocation counts).
 
 Correctness is asserted: each variant's output is compared with a float32 ``ReshuffleNet`` on
-the same weights and input (TF32 off) and the run exits with code 1 when one is off by more
-than ``ABS_TOL`` or when a variant, or a memory-measuring subprocess, fails.
+the same weights and input (TF32 off; clipped to [0, 1] for the ONNX peers, whose graph clips)
+and the run exits with code 1 when one is off by more than ``ABS_TOL`` or when a variant, or a
+memory-measuring subprocess, fails.
 """
 from __future__ import annotations
 
@@ -25,11 +34,15 @@ import sys
 import torch
 
 
-from benchmarks.common import call_times, summarize  # noqa: E402
+from benchmarks import peers  # noqa: E402
+from benchmarks.common import call_times, cpu_flags, summarize  # noqa: E402
 from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, backends  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ["eager", "eager_cl", "compile", "fast"]
+VARIANTS = ["eager", "eager_cl", "compile", "ort", "ov", "ov_bf16", "fast", "fast_bf16"]
+OURS = ("fast", "fast_bf16")
+# variants that compute in bfloat16 whatever --dtype says (float32 in and out)
+BF16_VARIANTS = ("fast_bf16", "ov_bf16")
 # CUDA also times FastReshuffleNet with the Triton kernel off (same buffers, cuBLAS/cuDNN per layer)
 CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast_cudnn", "fast"]  # fast last: a kernel fault ends the process
 
@@ -40,6 +53,10 @@ CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast_cudnn", "fast"]  # fast l
 # torch.backends.cudnn.allow_tf32, torch's default, which the fused op follows too) has fp16's
 # mantissa, so fp16's; bfloat16 has 3 mantissa bits fewer than fp16: 8 x fp16's.
 ABS_TOL = {"cpu-float32": 1e-4, "cuda-float32": 2e-3, "tf32": 3e-2, "float16": 3e-2, "bfloat16": 0.24}
+# fast_bf16 / ov_bf16 (bf16 inside, float32 image in and out, residual in float32): measured
+# 0.002-0.006 with random weights at 768x512 (paper) and 1920x1080 (small) on this kind of VM
+MIXED_BF16_TOL = 0.02
+_SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def tolerance(device, dtype) -> float:
@@ -71,11 +88,18 @@ class _NoTriton(torch.nn.Module):
             return self.inner(x)
 
 
-def build(variant, preset, device, dtype):
+def build(variant, preset, device, dtype, shape=None):
+    """(callable, memory format of its input) for ``variant``; ``shape`` (N, 3, H, W): the input
+    shape the ONNX peers are compiled for."""
     torch.manual_seed(0)
     cfg = ReshuffleNetConfig.preset(preset)
-    fast = variant in ("fast", "fast_cudnn")
+    if variant in peers.PEERS:
+        base = FastReshuffleNet(cfg).eval()             # same weights (seed 0), exported to ONNX
+        return peers.make_peer(variant, base, shape, torch.get_num_threads()), torch.contiguous_format
+    fast = variant in ("fast", "fast_cudnn", "fast_bf16")
     model = (FastReshuffleNet if fast else ReshuffleNet)(cfg).to(device, dtype).eval()
+    if variant == "fast_bf16":
+        model = model.to(torch.bfloat16)               # takes the float32 input (mixed precision)
     if variant == "fast_cudnn":
         model = _NoTriton(model)
     fmt = torch.contiguous_format
@@ -103,12 +127,12 @@ def mem_child(args):
     dtype = getattr(torch, args.dtype)
     w, h = args.size
     with torch.inference_mode():
-        model, fmt = build(args.mem_child, args.preset, device, dtype)
+        model, fmt = build(args.mem_child, args.preset, device, dtype, (args.batch, 3, h, w))
         x = torch.rand(args.batch, 3, h, w, dtype=dtype).contiguous(memory_format=fmt)
         # warm up on a small image first: loads the BLAS/oneDNN code pages and JIT kernels
         # (and compiles, for torch.compile) so that only the activations of this size count
         # (torch.compile: warm up at the measured size only, a second size would recompile)
-        ws, hs = (w, h) if args.mem_child == "compile" else (64, 64)
+        ws, hs = (w, h) if args.mem_child in ("compile",) + peers.PEERS else (64, 64)
         model(torch.rand(args.batch, 3, hs, ws, dtype=dtype).contiguous(memory_format=fmt))
         base = rss_mib()
         reset = reset_peak_rss()
@@ -156,6 +180,26 @@ def cuda_peak(model, x, device):
     return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
 
 
+def measured_peaks(repeats=5):
+    """This machine's practical peak per precision at the current thread count: the best GFLOP/s
+    of a 2048^3 ``torch.mm`` and of a 1024 -> 1024 channel 1x1 convolution on a channels-last
+    64x64 image (oneDNN; MKL's GEMM, which torch.mm uses in float32, runs AVX2 code on AMD CPUs)."""
+    import torch.nn.functional as F
+
+    out = {}
+    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        n = 2048
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        best = 2 * n ** 3 / min(call_times(lambda: torch.mm(a, b), warmup=1, repeats=repeats))
+        c, hw = 1024, 64
+        x = torch.randn(1, c, hw, hw, dtype=dt).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c, c, 1, 1, dtype=dt).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            t = min(call_times(lambda: F.conv2d(x, w), warmup=1, repeats=repeats))
+        out[name] = max(best, 2 * c * c * hw * hw / t) / 1e9
+    return out
+
+
 def parse_sizes(s):
     out = []
     for item in s.split(","):
@@ -196,8 +240,19 @@ def main(argv=None):
     if args.variants is None:
         args.variants = ",".join(CUDA_VARIANTS if device.type == "cuda" else VARIANTS)
     variants = [v for v in args.variants.split(",") if not (args.no_compile and v == "compile")]
+    for v in [v for v in variants if v in peers.PEERS]:
+        if device.type != "cpu" or not peers.available(v):
+            print(f"skipped {v}: {'CPU only' if device.type != 'cpu' else 'not installed'}")
+            variants.remove(v)
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")
+    if device.type == "cpu":
+        print(f"cpu flags: {cpu_flags()}; bf16 kernel: {backends.cpu_bf16_kernel()}")
+    peaks = measured_peaks() if device.type == "cpu" else {}
+    if peaks:
+        print("measured peak (best of torch.mm and a 1x1 conv): " +
+              ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    macs_px = ReshuffleNetConfig.preset(args.preset).macs_per_pixel()
     tol = tolerance(device, dtype)
     failures = []
     all_rows = []
@@ -211,17 +266,19 @@ def main(argv=None):
         for v in variants:
             with torch.inference_mode():
                 try:
-                    model, fmt = build(v, args.preset, device, dtype)
+                    model, fmt = build(v, args.preset, device, dtype, tuple(x0.shape))
                     x = x0.to(device).contiguous(memory_format=fmt)
                     out = model(x)
-                    err = (out.float().cpu() - ref_out).abs().max().item()
+                    want = ref_out.clamp(0, 1) if v in peers.PEERS else ref_out
+                    err = (out.float().cpu() - want).abs().max().item()
                     del out
                 except Exception as e:  # a variant that cannot run is a failed benchmark
                     failures.append(f"{v} at {w}x{h}: raised {type(e).__name__}: {str(e)[:300]}")
                     print(f"  FAILED: {failures[-1]}")
                     continue
-                if not err <= tol:   # also NaN
-                    failures.append(f"{v} at {w}x{h}: max abs error vs float32 reference {err:.2e} > {tol:.0e}")
+                vtol = MIXED_BF16_TOL if v in BF16_VARIANTS and dtype == torch.float32 else tol
+                if not err <= vtol:   # also NaN
+                    failures.append(f"{v} at {w}x{h}: max abs error vs float32 reference {err:.2e} > {vtol:.0e}")
                     print(f"  FAILED: {failures[-1]}")
                     continue
                 built[v] = (model, x, err)
@@ -232,9 +289,15 @@ def main(argv=None):
             for v, (model, x, _) in built.items():
                 with torch.inference_mode():
                     times[v] += call_times(lambda: model(x), device=device, warmup=warmup, repeats=repeats)
+        hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+        gflop = 2 * macs_px * hp * wp * args.batch / 1e9
         for v, (model, x, err) in built.items():
             r = summarize(times[v], scale=1e3)  # ms
             r["max_abs_err_vs_reference"] = err
+            r["gflops"] = gflop / (r["median"] / 1e3)
+            prec = "bfloat16" if v in BF16_VARIANTS else args.dtype
+            r["precision"] = prec
+            r["peak_share"] = r["gflops"] / peaks[prec] if prec in peaks else None
             if not args.no_memory:
                 with torch.inference_mode():
                     r["peak_mib"] = cuda_peak(model, x, device) if device.type == "cuda" else None
@@ -256,7 +319,8 @@ def main(argv=None):
                 eager_mem = min(cands, key=lambda r: r["median"]).get("peak_mib")
         print(f"\n{w}x{h}  (ratios vs best eager: time {eager_best and round(eager_best, 2)} ms; "
               f"max|err| vs float32 reference, tolerance {tol:.0e})")
-        hdr = f"{'variant':<10} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'peak MiB':>9} {'mem ratio':>9} {'max|err|':>9}"
+        hdr = (f"{'variant':<10} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'GFLOP/s':>8} "
+               f"{'of peak':>8} {'peak MiB':>9} {'mem ratio':>9} {'max|err|':>9}")
         print(hdr)
         print("-" * len(hdr))
         for v, r in rows.items():
@@ -265,13 +329,28 @@ def main(argv=None):
             mr = (pk / eager_mem) if (pk is not None and eager_mem) else None
             r["speedup_vs_best_eager"] = sp
             r["mem_ratio_vs_best_eager"] = mr
-            print(f"{v:<10} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} "
+            share = r["peak_share"]
+            print(f"{v:<10} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} {r['gflops']:>8.0f} "
+                  f"{'' if share is None else f'{100 * share:.0f}% ' + _SHORT[r['precision']]:>8} "
                   f"{'' if pk is None else f'{pk:.1f}':>9} {'' if mr is None else f'{mr:.2f}':>9} "
                   f"{r['max_abs_err_vs_reference']:>9.2e}")
-        all_rows.append(dict(width=w, height=h, variants=rows))
+        ours = [v for v in OURS if v in rows]
+        theirs = [v for v in peers.PEERS if v in rows]
+        summary = {}
+        if ours and theirs:
+            best = min(ours, key=lambda v: rows[v]["median"])
+            peer = min(theirs, key=lambda v: rows[v]["median"])
+            summary = {"ours_best": best, "fastest_peer": peer,
+                       "ratio_vs_fastest_peer": rows[peer]["median"] / rows[best]["median"]}
+            print(f"ours at its best ({best}) vs the fastest peer ({peer}): "
+                  f"{summary['ratio_vs_fastest_peer']:.2f}x")
+        if "fast" in rows and eager_best:
+            print(f"fast (float32) vs best eager: {eager_best / rows['fast']['median']:.2f}x")
+        all_rows.append(dict(width=w, height=h, variants=rows, **summary))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=str(device), dtype=args.dtype, preset=args.preset, batch=args.batch,
+                           cpu_flags=cpu_flags() if device.type == "cpu" else None, peaks=peaks,
                            results=all_rows, failures=failures), f, indent=1)
     if failures:
         print(f"{len(failures)} FAILED:", *failures, sep="\n  ")

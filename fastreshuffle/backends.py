@@ -29,7 +29,8 @@ import os
 from typing import Iterator, Optional
 
 __all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
-           "cpu_kernel_isa", "CPU_KERNEL_ISAS", "resolve_device"]
+           "cpu_kernel_isa", "cpu_bf16_kernel", "CPU_KERNEL_ISAS", "resolve_device",
+           "PRECISIONS", "resolve_precision"]
 
 TRITON_ENV = "FASTRESHUFFLE_TRITON"
 CPU_KERNEL_ENV = "FASTRESHUFFLE_CPU_KERNEL"
@@ -113,6 +114,21 @@ def cpu_kernel_isa() -> int:
     return best if cap is None else min(best, CPU_KERNEL_ISAS[cap])
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_has_bf16_kernel() -> bool:
+    import torch
+
+    from .ops import _extension  # noqa: F401  (loads fastreshuffle._C)
+    return bool(torch.ops.fastreshuffle.dense_cpu_bf16())
+
+
+def cpu_bf16_kernel() -> bool:
+    """Whether bfloat16 dense layers on CPU run the extension's kernel (AVX512-BF16: vdpbf16ps,
+    float32 accumulation): the CPU has it and the kernel is not capped below AVX-512.  Otherwise
+    they run on torch's bfloat16 convolutions."""
+    return cpu_kernel_isa() == CPU_KERNEL_ISAS["avx512"] and _cpu_has_bf16_kernel()
+
+
 def resolve_device(device=None):
     """``None``/"auto" -> CUDA if available else CPU; "cpu", "cuda", "cuda:N" or a torch.device.
     Asking for CUDA without a GPU, or for an unknown device, raises ValueError."""
@@ -132,3 +148,26 @@ def resolve_device(device=None):
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return dev
+
+
+# --precision: the dtype a model runs in
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: Optional[str], device):
+    """``precision`` (one of :data:`PRECISIONS`; None = "auto") on the torch.device ``device`` ->
+    the model's dtype.  "auto": bfloat16 on a CPU whose dense-layer kernel runs it (AVX512-BF16,
+    :func:`cpu_bf16_kernel`), else float32 (on CUDA too).  "bf16" elsewhere runs on torch's
+    bfloat16 convolutions (slower than float32 without the instructions); "fp16" is CUDA only.
+    A bfloat16 / float16 FastReshuffleNet takes float32 images and adds its residual in float32.
+    Raises ValueError for an unknown name or fp16 on CPU."""
+    import torch
+
+    p = "auto" if precision is None else str(precision).strip().lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if p == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_kernel() else torch.float32
+    if p == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 runs on CUDA only; on CPU use bf16 or fp32")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]

@@ -8,7 +8,7 @@ namespace fastreshuffle {
 TORCH_LIBRARY_FRAGMENT(fastreshuffle, m) {
   // Dense layer CPU path: x[r, k] = elu(x[r, k] + bias[k]) in place (x: rows x channels).
   m.def("bias_elu_(Tensor(a!) x, Tensor bias) -> ()");
-  // Dense layer CPU kernel (float32, channels-contiguous pixels): y = conv3x3(elu(conv1x1(x) + b1)) + b3
+  // Dense layer CPU kernel (float32 or bfloat16, channels-contiguous pixels): y = conv3x3(elu(conv1x1(x) + b1)) + b3
   // written into y (e.g. the channel slice after the prefix x of a channels-last block buffer).
   // isa: 0 = best available, 1 = AVX2 + FMA, 2 = AVX-512; algo (3x3): 0 = auto, 1 = direct,
   // 2 = Winograd F(2x2, 3x3) with the intermediate in a row ring, 3 = Winograd on the whole intermediate.
@@ -17,6 +17,8 @@ TORCH_LIBRARY_FRAGMENT(fastreshuffle, m) {
   // It takes no tensor, so its kernel (cpu/dense_layer_kernel.cpp) is registered for
   // CompositeImplicitAutograd, where a def() with a function puts it.
   m.def("dense_cpu_isa() -> int");
+  // Whether that kernel runs bfloat16 here (AVX-512 with AVX512-BF16: vdpbf16ps, fp32 accumulation).
+  m.def("dense_cpu_bf16() -> bool");
 }
 
 }  // namespace fastreshuffle

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--fast", dest="fast", action="store_true", default=None,
                    help="use FastReshuffleNet (default: when available)")
     f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="arithmetic of the network (default: fp32, the reference figures; auto = what "
+                        "restore picks: bf16 on CPUs with AVX512-BF16)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
     p.add_argument("--no-guard", dest="guard", action="store_false",
@@ -52,12 +55,15 @@ def _resolve_model(args, device):
     if args.weights and not Path(args.weights).is_file():
         raise UserError(f"weights file not found: {args.weights}")
     try:
-        model = load_model(args.weights or args.model, device, fast=args.fast)
+        model = load_model(args.weights or args.model, device, fast=args.fast, precision=args.precision)
     except WeightsError as e:
         raise UserError(str(e) if args.weights else f"--model {args.model}: {e}") from None
+    except ValueError as e:   # resolve_precision: fp16 on CPU
+        raise UserError(f"--precision: {e}") from None
     desc = {"weights": str(args.weights)} if args.weights else {"model": args.model}
     cfg = model.config
     desc.update({"class": type(model).__name__, "fast": type(model).__name__ == "FastReshuffleNet",
+                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                  "config": cfg.to_dict()})
     return model, desc
 

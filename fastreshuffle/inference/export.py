@@ -36,10 +36,11 @@ class _Clipped(torch.nn.Module):
         return self.net(x).clamp(0.0, 1.0)
 
 
-def export_onnx(model: Union[str, os.PathLike] = "jpeg", path: Union[str, os.PathLike] = "model.onnx", *,
+def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: Union[str, os.PathLike] = "model.onnx", *,
                 opset: int = 18, overwrite: bool = False) -> Path:
-    """Write ``model`` (shipped name or safetensors path) as an ONNX file at ``path`` (atomically;
-    an existing file is kept unless ``overwrite``).  Returns the path."""
+    """Write ``model`` (shipped name, safetensors path, or a ReshuffleNet / FastReshuffleNet
+    object) as an ONNX file at ``path`` (atomically; an existing file is kept unless
+    ``overwrite``).  Returns the path."""
     try:
         import onnx
     except ImportError:
@@ -52,7 +53,13 @@ def export_onnx(model: Union[str, os.PathLike] = "jpeg", path: Union[str, os.Pat
     if path.exists() and not overwrite:
         from ..errors import OutputExistsError
         raise OutputExistsError(path)
-    net = _Clipped(load_model(model, "cpu", fast=False)).eval()
+    if isinstance(model, torch.nn.Module):
+        from ..nn.reference import ReshuffleNet
+        ref = ReshuffleNet(model.config)            # the plain-PyTorch graph, float32 on CPU
+        ref.load_state_dict({k: v.float().cpu() for k, v in model.state_dict().items()})
+    else:
+        ref = load_model(model, "cpu", fast=False)
+    net = _Clipped(ref).eval()
     x = torch.rand(1, 3, 45, 67)
     dyn = {"x": {0: "batch", 2: "height", 3: "width"}}
     with tempfile.TemporaryDirectory() as tmp:

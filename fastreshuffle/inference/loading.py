@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..backends import resolve_device
+from ..backends import resolve_device, resolve_precision
 from ..errors import WeightsError
 from ..io.weights import load_state_checked, read_weights
 from ..nn.config import ReshuffleNetConfig
@@ -126,13 +126,15 @@ def build_model(config: ReshuffleNetConfig, device=None, *, training: bool = Fal
 
 
 def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
-               fast: Optional[bool] = None, half: bool = False,
+               fast: Optional[bool] = None, half: bool = False, precision: Optional[str] = "fp32",
                config: Optional[ReshuffleNetConfig] = None) -> torch.nn.Module:
     """Load a shipped model ("jpeg", "hevc") or a safetensors weights file, in eval mode.
 
     The class comes from :func:`model_class` (``fast=False`` forces the reference
     ``ReshuffleNet``).  The architecture comes from the file's metadata unless ``config`` is
-    given.  Weights are stored as fp16 and loaded as fp32 unless ``half=True`` (CUDA only).
+    given.  Weights are stored as fp16 and loaded in the dtype of ``precision``
+    (:func:`fastreshuffle.backends.resolve_precision`: "fp32" (default), "bf16", "auto", or
+    "fp16" on CUDA; ``half=True`` is "fp16").  A bf16 / fp16 FastReshuffleNet takes float32 input.
     """
     path = resolve_weights(name_or_path)
     cfg, state, _ = read_weights(path)
@@ -141,10 +143,10 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
                            "fastreshuffle.io.weights.save_weights?); pass config=")
     dev = resolve_device(device)
+    dtype = resolve_precision("fp16" if half else precision, dev)
     model = model_class(dev, fast=fast)(cfg)
     load_state_checked(model, state, source=str(path))
-    model = model.to(dev)
-    return (model.half() if half else model).eval()
+    return model.to(dev, dtype).eval()
 
 
 load_pretrained = load_model
@@ -154,24 +156,28 @@ _CACHE: Dict[Tuple, torch.nn.Module] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _cached_model(name_or_path, device: torch.device, half: bool) -> torch.nn.Module:
+def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     path = resolve_weights(name_or_path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(device), half)
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, str(device), dtype)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
             if len(_CACHE) >= 4:
                 _CACHE.clear()
-            model = _CACHE[key] = load_model(path, device, half=half)
+            model = load_model(path, device, precision="fp32")
+            model = _CACHE[key] = model.to(dtype) if dtype != torch.float32 else model
         return model
 
 
-def get_model(model: ModelArg, device=None, half: bool = False) -> torch.nn.Module:
-    """A model object as given (moved to ``device`` if one is named), or a name / path loaded
-    once and cached while the file is unchanged."""
+def get_model(model: ModelArg, device=None, half: bool = False,
+              precision: Optional[str] = "fp32") -> torch.nn.Module:
+    """A model object as given (moved to ``device`` if one is named; its dtype is the caller's),
+    or a name / path loaded in ``precision`` (see :func:`load_model`) once and cached while the
+    file is unchanged."""
     if isinstance(model, torch.nn.Module):
         if device is not None and device != "auto":
             model = model.to(resolve_device(device))
         return model.eval()
-    return _cached_model(model, resolve_device(device), half)
+    dev = resolve_device(device)
+    return _cached_model(model, dev, resolve_precision("fp16" if half else precision, dev))

@@ -108,15 +108,17 @@ class SelfEnsemble(torch.nn.Module):
 
 def _prepare(model: torch.nn.Module, tile: Optional[int], ensemble: bool):
     """-> (model, maybe wrapped in the self-ensemble; its device; its dtype; the tile size)."""
+    dev, dt = _model_device_dtype(model)
     if ensemble:
         model = SelfEnsemble(model)
-    dev, dt = _model_device_dtype(model)
     return model, dev, dt, (default_tile(dev) if tile is None else tile)
 
 
 def _model_device_dtype(model: torch.nn.Module):
+    """The model's device and the dtype its input is fed in (``input_dtype`` where the model has
+    one: a bfloat16 FastReshuffleNet takes float32 and adds its residual in float32)."""
     for p in model.parameters():
-        return p.device, p.dtype
+        return p.device, getattr(model, "input_dtype", p.dtype)
     return torch.device("cpu"), torch.float32
 
 

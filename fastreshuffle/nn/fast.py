@@ -23,6 +23,11 @@ Inference (grad disabled or nothing requires grad):
   all three share one allocation the size of the last block: block 0 occupies the start,
   block 1 the second half (dead before the last block writes its new channels there).
 
+A bfloat16 or float16 model (``.to(torch.bfloat16)``) takes an input of its own dtype, or a
+float32 input: then it computes in its own dtype and adds the residual in float32, returning
+float32 (the input image keeps its full precision; what ``restore --precision bf16`` runs).  On
+CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel.
+
 Training (grad enabled and the input or a parameter requires grad) uses
 :func:`fastreshuffle.ops.dense_block`, which builds each block in one buffer as well and
 recomputes the bottleneck intermediates in its backward.
@@ -39,10 +44,18 @@ from ..ops.block import dense_block
 from ..ops.dense import dense_layer_, dense_layer_reshuffle_, traced as _tracing, use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
-from .config import DOWN_STEPS, ReshuffleNetConfig
+from .config import DOWN_STEPS, IN_CHANNELS, ReshuffleNetConfig
 from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
 
 __all__ = ["FastReshuffleNet", "subpixel_tail_weight"]
+
+_REDUCED = (torch.bfloat16, torch.float16)
+# A float32 input to a reduced-precision model enters the network as x * 255: the 8-bit pixel
+# values k / 255 then become the integers k, which bfloat16 (8 significant bits) holds exactly,
+# where x itself would be rounded by up to half an 8-bit level (measured: -0.006 dB at JPEG q90
+# on Kodak24 with the shipped model).  The weights that read the input's channels are divided
+# by the same factor (_scaled_params), so the network computes the same function.
+_INPUT_SCALE = 255.0
 
 
 def subpixel_tail_weight(weight: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -73,6 +86,8 @@ class FastReshuffleNet(ReshuffleNet):
         super().__init__(config)
         self._buf_key = None
         self._buf_cache: Optional[Tuple[torch.Tensor, ...]] = None
+        self._scaled_key = None
+        self._scaled_cache = None
 
     # --------------------------------------------------------------- buffers
     def _block_buffers(self, xp: torch.Tensor, fused_reshuffle: bool) -> List[torch.Tensor]:
@@ -85,9 +100,11 @@ class FastReshuffleNet(ReshuffleNet):
         return list(self._buf_cache)
 
     def clear_cache(self) -> None:
-        """Release the cached block buffers."""
+        """Release the cached block buffers (and the scaled weights of mixed-precision calls)."""
         self._buf_key = None
         self._buf_cache = None
+        self._scaled_key = None
+        self._scaled_cache = None
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()          # .to()/.half()/.cuda(): the cached buffers are stale
@@ -109,16 +126,69 @@ class FastReshuffleNet(ReshuffleNet):
             return self._forward_autograd(x)
         return self._forward_inference(x)
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype to feed: float32 for a float32, bfloat16 or float16 model (a reduced-precision
+        model computes in its own dtype and adds the residual in float32, see :meth:`forward`),
+        else the model's dtype."""
+        wdt = self.tail.weight.dtype
+        return torch.float32 if wdt in _REDUCED else wdt
+
+    def _network_input(self, xp: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """(the input in the model's dtype, whether it is a mixed-precision call: a float32 input
+        to a bfloat16 / float16 model, fed as x * _INPUT_SCALE, its residual added in float32)."""
+        wdt = self.tail.weight.dtype
+        if xp.dtype == wdt:
+            return xp, False
+        if xp.dtype == torch.float32 and wdt in _REDUCED:
+            return (xp * _INPUT_SCALE).to(wdt), True
+        raise TypeError(f"input dtype {xp.dtype} does not match the model dtype {wdt} (a bfloat16 or "
+                        "float16 model also takes float32 input)")
+
+    def _params(self, mixed: bool, cache: bool):
+        """Per block, each layer's (w1, b1, w3, b3), and the tail's (weight, bias).  For a
+        mixed-precision call the columns that read the input's channels (the first 3 * 4^k of a
+        prefix at 1/2^k resolution: reshuffles keep them in front) are divided by _INPUT_SCALE;
+        cached per parameter version when ``cache``."""
+        if not mixed:
+            return [[self._layer_params(layer) for layer in block.layers] for block in self.blocks], \
+                (self.tail.weight, self.tail.bias)
+        # inference tensors (made under torch.inference_mode) keep no version counter
+        key = tuple((p.data_ptr(), None if p.is_inference() else p._version)
+                    for p in self.parameters()) if cache else None
+        if cache and self._scaled_key == key:
+            return self._scaled_cache
+
+        def scaled(w: torch.Tensor, n: int) -> torch.Tensor:
+            return torch.cat([(w[:, :n].float() / _INPUT_SCALE).to(w.dtype), w[:, n:]], dim=1)
+
+        n_in = IN_CHANNELS * 4 ** DOWN_STEPS
+        blocks = []
+        for block in self.blocks:
+            layers = []
+            for layer in block.layers:
+                w1, b1, w3, b3 = self._layer_params(layer)
+                layers.append((scaled(w1, n_in), b1, w3, b3))
+            blocks.append(layers)
+            n_in //= 4
+        out = blocks, (scaled(self.tail.weight, n_in), self.tail.bias)
+        if cache:
+            self._scaled_key, self._scaled_cache = key, out
+        return out
+
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)
-        y = xp
+        y, mixed = self._network_input(xp)
+        params, (tw, tb) = self._params(mixed, cache=False)
         for _ in range(DOWN_STEPS):
             y = reshuffle_down(y, 2)
-        for block in self.blocks:
+        for block, layer_params in zip(self.blocks, params):
             if len(block.layers):
-                y = dense_block(y, [self._layer_params(layer) for layer in block.layers])
+                y = dense_block(y, layer_params)
             y = reshuffle_up(y, 2)
-        y = self.tail(y)
+        y = F.conv2d(y, tw, tb, padding=1)
+        if mixed:
+            y = y.float()
         if self.config.residual:
             y = y + xp
         return y[..., :h, :w]
@@ -142,8 +212,7 @@ class FastReshuffleNet(ReshuffleNet):
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)
-        if xp.dtype != self.tail.weight.dtype:
-            raise TypeError(f"input dtype {xp.dtype} does not match the model dtype {self.tail.weight.dtype}")
+        y, mixed = self._network_input(xp)
         fused = use_triton(xp)
         traced = _tracing(xp)
         if traced and not fused:
@@ -151,10 +220,10 @@ class FastReshuffleNet(ReshuffleNet):
             # outputs within float rounding), which the compiler traces like any torch op; the
             # in-place ops' preallocated buffers are an eager optimisation
             return self._forward_autograd(x)
-        bufs = list(separate_block_buffers(self.config, xp, fused)) if traced else self._block_buffers(xp, fused)
+        bufs = list(separate_block_buffers(self.config, y, fused)) if traced else self._block_buffers(y, fused)
         channels = self.config.block_channels()
+        params, (tw, tb) = self._params(mixed, cache=not traced)
 
-        y = xp
         for _ in range(DOWN_STEPS - 1):
             y = reshuffle_down(y, 2)
         reshuffle_down(y, 2, out=bufs[0][:, :channels[0][0]])
@@ -163,23 +232,25 @@ class FastReshuffleNet(ReshuffleNet):
         for i, block in enumerate(self.blocks):
             buf = bufs[i]
             c = channels[i][0]
-            layers = list(block.layers)
+            layers = list(zip(block.layers, params[i]))
             if i > 0:
                 src = bufs[i - 1]
                 if layers and fused:
-                    dense_layer_reshuffle_(buf, src, *self._layer_params(layers[0]))
-                    c += layers[0].growth
+                    dense_layer_reshuffle_(buf, src, *layers[0][1])
+                    c += layers[0][0].growth
                     layers = layers[1:]
                 elif not traced and starts_inside(src, buf):
                     reshuffle_up_rows(src, buf[:, :c])
                 else:
                     reshuffle_up(src, 2, out=buf[:, :c])
-            for layer in layers:
-                dense_layer_(buf, c, *self._layer_params(layer))
+            for layer, p in layers:
+                dense_layer_(buf, c, *p)
                 c += layer.growth
 
-        wt, bt = subpixel_tail_weight(self.tail.weight, self.tail.bias)
+        wt, bt = subpixel_tail_weight(tw, tb)
         out = F.pixel_shuffle(self._strip_conv(bufs[-1], wt, bt), 2)
+        if mixed:
+            out = out.float()
         if self.config.residual:
             out += xp
         return out[..., :h, :w]

@@ -15,7 +15,11 @@ import torch.nn.functional as F
 from .. import backends
 from . import _extension  # noqa: F401  (torch.ops.fastreshuffle.bias_elu_ / dense_layer_cpu_)
 
-__all__ = ["reference_dense_layer", "torch_into", "layer_backward"]
+__all__ = ["reference_dense_layer", "torch_into", "layer_backward", "BF16_ALGO"]
+
+# The 3x3 algorithm of the bfloat16 CPU kernel (dense_layer_cpu_'s ``algo``; see
+# benchmarks/bench_cpu_details.py for the measurement behind it).
+BF16_ALGO = 0
 
 
 def reference_dense_layer(x, w1, b1, w3, b3):
@@ -41,12 +45,16 @@ def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
     """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
-    if x.dtype == torch.float32 and x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
-        isa = backends.cpu_kernel_isa()
-        if isa:
-            # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
-            # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
-            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa)
+    if x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
+        # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
+        # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
+        if x.dtype == torch.float32:
+            isa = backends.cpu_kernel_isa()
+            if isa:
+                torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa)
+                return
+        elif x.dtype == torch.bfloat16 and backends.cpu_bf16_kernel():
+            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, 0, BF16_ALGO)
             return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride
