@@ -180,7 +180,7 @@ def cuda_peak(model, x, device):
     return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
 
 
-def measured_peaks(repeats=5):
+def measured_peaks(repeats=10):
     """This machine's practical peak per precision at the current thread count: the best GFLOP/s
     of a 2048^3 ``torch.mm`` and of a 1024 -> 1024 channel 1x1 convolution on a channels-last
     64x64 image (oneDNN; MKL's GEMM, which torch.mm uses in float32, runs AVX2 code on AMD CPUs)."""
@@ -190,12 +190,12 @@ def measured_peaks(repeats=5):
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         n = 2048
         a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
-        best = 2 * n ** 3 / min(call_times(lambda: torch.mm(a, b), warmup=1, repeats=repeats))
+        best = 2 * n ** 3 / min(call_times(lambda: torch.mm(a, b), warmup=2, repeats=repeats))
         c, hw = 1024, 64
         x = torch.randn(1, c, hw, hw, dtype=dt).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 1, 1, dtype=dt).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            t = min(call_times(lambda: F.conv2d(x, w), warmup=1, repeats=repeats))
+            t = min(call_times(lambda: F.conv2d(x, w), warmup=2, repeats=repeats))
         out[name] = max(best, 2 * c * c * hw * hw / t) / 1e9
     return out
 
