@@ -145,6 +145,59 @@ def test_bench_reshuffle_fails_on_a_wrong_result(monkeypatch, capsys, which):
     assert "FAILED" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------ bench_train_step
+def test_bench_train_step_smoke(capsys, tmp_path):
+    import json
+
+    from benchmarks import bench_train_step
+
+    assert bench_train_step.main(["--tiny", *FAST, "--json", str(tmp_path / "step.json")]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "train --precision auto` here runs:" in out and "FAILED" not in out
+    doc = json.loads((tmp_path / "step.json").read_text())
+    rows = doc["results"][0]["variants"]
+    assert set(rows) == set(bench_train_step.VARIANTS) and doc["failures"] == []
+    for v, r in rows.items():
+        want = "bfloat16" if v.startswith("bf16") else "float32"
+        assert set(r["op_dtypes"]) == {want}, (v, r["op_dtypes"])
+        assert r["median"] > 0 and r["speedup_vs_fp32"] > 0
+
+
+def test_bench_train_step_fails_when_autocast_misses_the_fused_blocks(monkeypatch, capsys):
+    """Without the explicit cast of its fused dense blocks, FastReshuffleNet under autocast runs
+    them in float32: the dtype audit must catch it (the loss alone stays close)."""
+    from benchmarks import bench_train_step
+    import fastreshuffle.nn.fast as fast
+
+    monkeypatch.setattr(fast, "_autocast_dtype", lambda t: None)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "bf16_fast" in out and "FAILED" in out and "expected all in bfloat16" in out
+
+
+def test_bench_train_step_fails_on_a_wrong_loss_or_a_raise(monkeypatch, capsys):
+    from benchmarks import bench_train_step
+
+    real = bench_train_step.Step.loss
+
+    def off(self):
+        loss = real(self)
+        return loss * 1.001 if self.variant == "fp32_cl" else loss       # 100x the fp32 tolerance
+
+    monkeypatch.setattr(bench_train_step.Step, "loss", off)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    assert "fp32_cl: loss" in capsys.readouterr().out
+
+    def broken(self):
+        if self.variant == "bf16_cl":
+            raise RuntimeError("oneDNN bf16 unsupported")
+        return real(self)
+
+    monkeypatch.setattr(bench_train_step.Step, "loss", broken)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    assert "bf16_cl: raised RuntimeError: oneDNN bf16 unsupported" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ gpu_check.sh
 def _python_snippets(script: str):
     """The Python code gpu_check.sh hands to ``python -c "..."`` and ``python - <<'PY'``."""
