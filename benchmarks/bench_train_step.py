@@ -105,7 +105,7 @@ class Step:
         with DtypeAudit() as audit:
             loss = self.loss()
             loss.backward()
-        g = torch.cat([p.grad.reshape(-1).float() for p in self.model.parameters()])
+        g = torch.cat([p.grad.reshape(-1).double() for p in self.model.parameters()])
         self.opt.zero_grad(set_to_none=True)
         return float(loss.detach()), g, dict(audit.counts)
 

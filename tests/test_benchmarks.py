@@ -198,6 +198,25 @@ def test_bench_train_step_fails_on_a_wrong_loss_or_a_raise(monkeypatch, capsys):
     assert "bf16_cl: raised RuntimeError: oneDNN bf16 unsupported" in capsys.readouterr().out
 
 
+def test_bf16_curves_smoke(tmp_path, capsys):
+    """The script behind docs/bf16_training.md: two tiny runs, CSV + table (+ plot)."""
+    import csv
+
+    from benchmarks import bf16_curves
+    from helpers import make_images
+
+    data = make_images(tmp_path / "imgs", n=3, size=40)
+    assert bf16_curves.main(["--preset", "tiny", "--steps", "4", "--val-every", "2", "--log-every", "2", "--batch", "2",
+                             "--patch", "32", "--val-images", "2", "--workers", "0", "--data", str(data), "--val",
+                             str(data), "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "| 4 |" in out and "bf16 - fp32" in out
+    with open(tmp_path / "docs" / "bf16_training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert all(r["val_psnr_fp32"] and r["val_psnr_bf16"] and r["loss_fp32"] and r["loss_bf16"] for r in rows)
+
+
 # ------------------------------------------------------------------ gpu_check.sh
 def _python_snippets(script: str):
     """The Python code gpu_check.sh hands to ``python -c "..."`` and ``python - <<'PY'``."""
