@@ -1,9 +1,10 @@
 """The model factory: every model the package runs is built here.
 
 * :func:`model_class` makes the one decision of which network class runs (``FastReshuffleNet``,
-  the fused-kernel drop-in, unless the reference is asked for; for training on CUDA the
-  reference ``ReshuffleNet``, whose cuDNN backward is the faster one there);
-* :func:`build_model` builds a fresh one from a config (training);
+  the fused-kernel drop-in, unless the reference is asked for; for training on CUDA, and for
+  bf16 training on CPU, the reference ``ReshuffleNet``);
+* :func:`build_model` builds a fresh one from a config (training: in the layout of
+  :func:`training_memory_format`);
 * :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc") or a
   safetensors weights file, in eval mode, on a device resolved by
   :func:`fastreshuffle.backends.resolve_device`;
@@ -108,7 +109,7 @@ def model_class(device=None, *, training: bool = False, fast: Optional[bool] = N
     ``fast=False``: the reference ``ReshuffleNet``.  ``fast=True``: ``FastReshuffleNet``.
     ``fast=None`` (default): ``FastReshuffleNet`` -- same parameters and ``state_dict``, its
     dense layers on the fused kernels -- except for training on CUDA, where the reference runs
-    (its cuDNN backward is the faster one there; the fused blocks are not timed on CUDA yet), and
+    (cuDNN's backward; the fused blocks are not timed in training on CUDA yet), and
     for training in bf16 on CPU (``precision="bf16"``, see
     :func:`fastreshuffle.backends.resolve_precision`), where the reference in channels-last
     under autocast is the fastest step (``benchmarks/bench_train_step.py``: the fused blocks'
