@@ -29,8 +29,8 @@ import os
 from typing import Iterator, Optional
 
 __all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
-           "cpu_kernel_isa", "cpu_bf16_kernel", "CPU_KERNEL_ISAS", "resolve_device",
-           "PRECISIONS", "resolve_precision"]
+           "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_has_bf16", "CPU_KERNEL_ISAS", "resolve_device",
+           "PRECISIONS", "resolve_precision", "TRAINING_PRECISIONS", "training_precision"]
 
 TRITON_ENV = "FASTRESHUFFLE_TRITON"
 CPU_KERNEL_ENV = "FASTRESHUFFLE_CPU_KERNEL"
@@ -171,3 +171,42 @@ def resolve_precision(precision: Optional[str], device):
     if p == "fp16" and device.type != "cuda":
         raise ValueError("fp16 runs on CUDA only; on CPU use bf16 or fp32")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+
+
+TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo``), where oneDNN runs bf16 convolutions and GEMMs natively; elsewhere bf16
+    is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def training_precision(precision: Optional[str], device) -> str:
+    """The one decision of the training precision: "fp32", or "bf16" (``torch.autocast`` to
+    bfloat16 over float32 master weights and optimizer state).  (Inference has its own,
+    :func:`resolve_precision`: its bf16 needs our kernel, training's autocast only oneDNN.)
+
+    ``"auto"``/None: bf16 on a CUDA GPU with bf16 support and on a CPU with bf16 arithmetic
+    (:func:`cpu_has_bf16`), else fp32.  ``"fp32"`` and ``"bf16"`` are taken as asked."""
+    import torch
+
+    p = "auto" if precision is None else str(precision).strip().lower()
+    if p not in TRAINING_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(TRAINING_PRECISIONS)}")
+    if p != "auto":
+        return p
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"

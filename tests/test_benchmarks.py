@@ -145,6 +145,78 @@ def test_bench_reshuffle_fails_on_a_wrong_result(monkeypatch, capsys, which):
     assert "FAILED" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------ bench_train_step
+def test_bench_train_step_smoke(capsys, tmp_path):
+    import json
+
+    from benchmarks import bench_train_step
+
+    assert bench_train_step.main(["--tiny", *FAST, "--json", str(tmp_path / "step.json")]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "train --precision auto` here runs:" in out and "FAILED" not in out
+    doc = json.loads((tmp_path / "step.json").read_text())
+    rows = doc["results"][0]["variants"]
+    assert set(rows) == set(bench_train_step.VARIANTS) and doc["failures"] == []
+    for v, r in rows.items():
+        want = "bfloat16" if v.startswith("bf16") else "float32"
+        assert set(r["op_dtypes"]) == {want}, (v, r["op_dtypes"])
+        assert r["median"] > 0 and r["speedup_vs_fp32"] > 0
+
+
+def test_bench_train_step_fails_when_autocast_misses_the_fused_blocks(monkeypatch, capsys):
+    """Without the explicit cast of its fused dense blocks, FastReshuffleNet under autocast runs
+    them in float32: the dtype audit must catch it (the loss alone stays close)."""
+    from benchmarks import bench_train_step
+    import fastreshuffle.nn.fast as fast
+
+    monkeypatch.setattr(fast, "_autocast_dtype", lambda t: None)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "bf16_fast" in out and "FAILED" in out and "expected all in bfloat16" in out
+
+
+def test_bench_train_step_fails_on_a_wrong_loss_or_a_raise(monkeypatch, capsys):
+    from benchmarks import bench_train_step
+
+    real = bench_train_step.Step.loss
+
+    def off(self):
+        loss = real(self)
+        return loss * 1.001 if self.variant == "fp32_cl" else loss       # 100x the fp32 tolerance
+
+    monkeypatch.setattr(bench_train_step.Step, "loss", off)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    assert "fp32_cl: loss" in capsys.readouterr().out
+
+    def broken(self):
+        if self.variant == "bf16_cl":
+            raise RuntimeError("oneDNN bf16 unsupported")
+        return real(self)
+
+    monkeypatch.setattr(bench_train_step.Step, "loss", broken)
+    assert bench_train_step.main(["--tiny", *FAST]) == 1
+    assert "bf16_cl: raised RuntimeError: oneDNN bf16 unsupported" in capsys.readouterr().out
+
+
+def test_bf16_curves_smoke(tmp_path, capsys):
+    """The script behind docs/bf16_training.md: two tiny runs, CSV + table (+ plot)."""
+    import csv
+
+    from benchmarks import bf16_curves
+    from helpers import make_images
+
+    data = make_images(tmp_path / "imgs", n=3, size=40)
+    assert bf16_curves.main(["--preset", "tiny", "--steps", "4", "--val-every", "2", "--log-every", "2", "--batch", "2",
+                             "--patch", "32", "--val-images", "2", "--workers", "0", "--data", str(data), "--val",
+                             str(data), "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "| 4 |" in out and "bf16 - fp32" in out
+    with open(tmp_path / "docs" / "bf16_training.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert all(r["val_psnr_fp32"] and r["val_psnr_bf16"] and r["loss_fp32"] and r["loss_bf16"] for r in rows)
+
+
 # ------------------------------------------------------------------ gpu_check.sh
 def _python_snippets(script: str):
     """The Python code gpu_check.sh hands to ``python -c "..."`` and ``python - <<'PY'``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import TRAINING_PRECISIONS
 from ..nn.config import PRESETS
 
 
@@ -58,7 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto]")
-    g.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on GPU")
+    g.add_argument("--precision", choices=TRAINING_PRECISIONS, default="auto",
+                   help="bf16: autocast to bfloat16 over float32 master weights and Adam state; auto: bf16 "
+                        "on a CUDA GPU and on a CPU with AVX512-BF16 or AMX, else fp32 [auto]")
+    g.add_argument("--no-amp", dest="precision", action="store_const", const="fp32",
+                   help="same as --precision fp32 (older spelling)")
+    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop with a checkpoint after this many seconds of training, keeping the --steps "
+                        "schedule; continue with --resume")
+    g.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help="also checkpoint (last.safetensors + training state) every this many seconds")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
     g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
 

@@ -1,9 +1,10 @@
 """The model factory: every model the package runs is built here.
 
 * :func:`model_class` makes the one decision of which network class runs (``FastReshuffleNet``,
-  the fused-kernel drop-in, unless the reference is asked for; for training on CUDA the
-  reference ``ReshuffleNet``, whose cuDNN backward is the faster one there);
-* :func:`build_model` builds a fresh one from a config (training);
+  the fused-kernel drop-in, unless the reference is asked for; for training on CUDA, and for
+  bf16 training on CPU, the reference ``ReshuffleNet``);
+* :func:`build_model` builds a fresh one from a config (training: in the layout of
+  :func:`training_memory_format`);
 * :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc") or a
   safetensors weights file, in eval mode, on a device resolved by
   :func:`fastreshuffle.backends.resolve_device`;
@@ -34,7 +35,7 @@ SHIPPED_MODELS = ("jpeg", "hevc")
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
 __all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "available_models", "resolve_weights", "auto_model_name",
-           "model_codec", "model_class", "build_model", "load_model", "load_pretrained", "get_model"]
+           "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
 
 
 # --------------------------------------------------------------------------- weights
@@ -101,16 +102,22 @@ def model_codec(name_or_path: Union[str, os.PathLike]) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------- models
-def model_class(device=None, *, training: bool = False, fast: Optional[bool] = None) -> type:
+def model_class(device=None, *, training: bool = False, fast: Optional[bool] = None,
+                precision: str = "fp32") -> type:
     """The network class to run on ``device``.
 
     ``fast=False``: the reference ``ReshuffleNet``.  ``fast=True``: ``FastReshuffleNet``.
     ``fast=None`` (default): ``FastReshuffleNet`` -- same parameters and ``state_dict``, its
     dense layers on the fused kernels -- except for training on CUDA, where the reference runs
-    (on CPU the fused blocks make a training step 1.27x faster; on CUDA they are not timed yet).
+    (cuDNN's backward; the fused blocks are not timed in training on CUDA yet), and
+    for training in bf16 on CPU (``precision="bf16"``, see
+    :func:`fastreshuffle.backends.training_precision`), where the reference in channels-last
+    under autocast is the fastest step (``benchmarks/bench_train_step.py``: the fused blocks'
+    float32 kernel has no bf16 form, and in bf16 they run on torch ops one image at a time).
+    In float32 on CPU the fused blocks are the faster step.
     """
     if fast is None:
-        fast = not (training and resolve_device(device).type == "cuda")
+        fast = not (training and (resolve_device(device).type == "cuda" or precision == "bf16"))
     if fast:
         from ..nn.fast import FastReshuffleNet
         return FastReshuffleNet
@@ -118,11 +125,26 @@ def model_class(device=None, *, training: bool = False, fast: Optional[bool] = N
     return ReshuffleNet
 
 
+def training_memory_format(model: torch.nn.Module, device=None) -> torch.memory_format:
+    """The layout a training model's weights and input batches take: channels-last for the
+    reference network on CPU (oneDNN's fastest convolutions there, float32 and bf16 alike), else
+    contiguous (``FastReshuffleNet`` lays out its own block buffers)."""
+    from ..nn.fast import FastReshuffleNet
+
+    if resolve_device(device).type == "cpu" and not isinstance(model, FastReshuffleNet):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def build_model(config: ReshuffleNetConfig, device=None, *, training: bool = False,
-                fast: Optional[bool] = None) -> torch.nn.Module:
-    """A freshly initialised network of :func:`model_class` on ``device``."""
+                fast: Optional[bool] = None, precision: str = "fp32") -> torch.nn.Module:
+    """A freshly initialised network of :func:`model_class` on ``device`` (for training, in
+    :func:`training_memory_format`)."""
     dev = resolve_device(device)
-    return model_class(dev, training=training, fast=fast)(config).to(dev)
+    model = model_class(dev, training=training, fast=fast, precision=precision)(config).to(dev)
+    if training:
+        model = model.to(memory_format=training_memory_format(model, dev))
+    return model
 
 
 def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,

@@ -79,6 +79,25 @@ def subpixel_tail_weight(weight: torch.Tensor, bias: Optional[torch.Tensor]):
     return w, bb
 
 
+def _autocast_dtype(t: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast runs convolutions on ``t`` in (``torch.autocast`` active for its device
+    and ``t`` a 16/32-bit float of another dtype), else None."""
+    dev = t.device.type
+    if not torch.is_autocast_enabled(dev):
+        return None
+    dtype = torch.get_autocast_dtype(dev)
+    return dtype if t.dtype in (torch.float32, torch.float16, torch.bfloat16) and t.dtype != dtype else None
+
+
+def _dense_block_autocast(y: torch.Tensor, params, dtype: torch.dtype) -> torch.Tensor:
+    """``dense_block`` under autocast: autocast does not reach into the fused block (a custom
+    autograd function over custom ops), so cast as autocast does for a convolution -- the input
+    and the (float32 master) weights to ``dtype``; the gradients flow back through the casts
+    into the float32 parameters -- and run the block in ``dtype`` with autocast off inside."""
+    with torch.autocast(y.device.type, enabled=False):
+        return dense_block(y.to(dtype), [tuple(p.to(dtype) for p in ps) for ps in params])
+
+
 class FastReshuffleNet(ReshuffleNet):
     """:class:`ReshuffleNet` with a forward on the fused dense-layer ops (see module docs)."""
 
@@ -182,9 +201,13 @@ class FastReshuffleNet(ReshuffleNet):
         params, (tw, tb) = self._params(mixed, cache=False)
         for _ in range(DOWN_STEPS):
             y = reshuffle_down(y, 2)
+        cast = _autocast_dtype(y)
         for block, layer_params in zip(self.blocks, params):
             if len(block.layers):
-                y = dense_block(y, layer_params)
+                if cast is None:
+                    y = dense_block(y, layer_params)
+                else:
+                    y = _dense_block_autocast(y, layer_params, cast)
             y = reshuffle_up(y, 2)
         y = F.conv2d(y, tw, tb, padding=1)
         if mixed:

@@ -60,14 +60,16 @@ def load_state(run: Path, model, opt) -> Dict:
         load_state_checked(model, model_sd, source=str(st))
     except WeightsError as e:
         raise UserError(f"--resume: {e}") from None
-    names = [n for n, _ in model.named_parameters()]
+    params = list(model.named_parameters())
     state = {}
-    for i, n in enumerate(names):
+    for i, (n, p) in enumerate(params):
         entry = {}
         for k, v in tensors.items():
             if k.startswith("optim.") and k.endswith("." + n) and k.count(".") >= 2:
                 key = k[len("optim."):-(len(n) + 1)]
                 if "." not in key:
+                    if v.shape == p.shape:   # Adam moments: in the parameter's layout (channels-last
+                        v = torch.empty_like(p, dtype=v.dtype, device="cpu").copy_(v)  # too), as before the save
                     entry[key] = v
         if entry:
             state[i] = entry

@@ -1,5 +1,5 @@
 """Process group for data-parallel training (``torchrun``): rank, world size, this process's
-device (through :func:`fastreshuffle.backends.resolve_device`), barrier, mean, broadcast."""
+device (through :func:`fastreshuffle.backends.resolve_device`), barrier, mean, any, broadcast."""
 from __future__ import annotations
 
 import os
@@ -42,6 +42,15 @@ class Dist:
             torch.distributed.all_reduce(value)
             value /= self.world
         return value
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true in any process (the same answer everywhere): decisions taken
+        on a process's own clock, such as stopping at a time budget, made collectively."""
+        if not self.enabled:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     def broadcast_obj(self, obj):
         if not self.enabled:

@@ -12,7 +12,19 @@ Run folder: ``log.csv``, ``last.safetensors`` / ``best.safetensors`` (weights + 
 metadata, loadable with ``fastreshuffle.load_model``), ``state.safetensors`` (fp32 weights and Adam
 moments, tensors only) + ``state.json`` (step, schedule, best PSNR, arguments).  ``--resume``
 continues from them; the data pipeline is a pure function of (seed, sample index), so a resumed
-run sees the same batches and ends in the same state as an uninterrupted one.
+run sees the same batches and ends in the same state as an uninterrupted one (in float32 and in
+bf16 alike).
+
+Precision (``--precision``, decided once by :func:`fastreshuffle.backends.training_precision`):
+``bf16`` runs forward and backward under ``torch.autocast`` to bfloat16 with float32 master
+weights and Adam state (default on CUDA and on CPUs with AVX512-BF16 / AMX); the network class
+and its layout for training come from :func:`fastreshuffle.inference.loading.model_class` and
+:func:`~fastreshuffle.inference.loading.training_memory_format`.  Validation always runs the
+float32 weights in float32: it measures the model as it is exported.
+
+Wall-time limits: ``--time-budget S`` stops (with a checkpoint, keeping the ``--steps``
+schedule) once S seconds of training have passed; ``--checkpoint-every S`` also writes the
+checkpoint every S seconds.  Both are decided collectively under DDP.
 """
 from __future__ import annotations
 
@@ -27,6 +39,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..backends import cpu_has_bf16, training_precision
 from ..errors import CodecError, DataError, UserError, WeightsError
 from ..nn.config import ReshuffleNetConfig
 from .checkpoint import CsvLog, load_state, save_state
@@ -54,7 +67,8 @@ def lr_at(step: int, args) -> float:
 
 # ------------------------------------------------------------------ validation
 @torch.no_grad()
-def validate(model, valset, device, amp: bool) -> Dict[str, float]:
+def validate(model, valset, device) -> Dict[str, float]:
+    """PSNR of ``model`` (float32, no autocast) on ``valset``, and of the codec alone."""
     from ..io.images import to_tensor, to_uint8
     from ..metrics import PSNRAccumulator
 
@@ -63,8 +77,7 @@ def validate(model, valset, device, amp: bool) -> Dict[str, float]:
     acc, acc_c = PSNRAccumulator(), PSNRAccumulator()
     for _q, comp, orig in valset.items:
         x = to_tensor(comp)[None].to(device)
-        with _autocast(device, amp):
-            y = model(x)
+        y = model(x)
         out = to_uint8(y[0].float())
         acc.add(out, orig)
         acc_c.add(comp, orig)
@@ -72,9 +85,10 @@ def validate(model, valset, device, amp: bool) -> Dict[str, float]:
     return {"val_psnr": acc.psnr(), "val_psnr_codec": acc_c.psnr()}
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device: torch.device, precision: str):
+    """The forward's context for a resolved ``precision`` ("fp32" or "bf16")."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -98,6 +112,10 @@ def _check_args(args) -> None:
         raise UserError("--lr must be positive")
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
+    for name in ("time_budget", "checkpoint_every"):
+        v = getattr(args, name, None)
+        if v is not None and not v > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds, got {v}")
 
 
 def _codec_and_qualities(args):
@@ -154,13 +172,13 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
     return images, valset
 
 
-def _build_model(args, cfg, device):
+def _build_model(args, cfg, device, precision: str):
     """Fresh model from the package's factory (zero tail, optional --init)."""
     from ..inference.loading import build_model
     from ..io.weights import load_state_checked, read_weights
 
     torch.manual_seed(args.seed)
-    model = build_model(cfg, device, training=True)
+    model = build_model(cfg, device, training=True, precision=precision)
     if args.zero_tail and cfg.residual:
         with torch.no_grad():
             model.tail.weight.zero_()
@@ -190,7 +208,7 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
     say(f"resuming {run_dir} at step {start}")
     for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
                      ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
-                     ("schedule", args.schedule), ("steps", args.steps)):
+                     ("schedule", args.schedule), ("steps", args.steps), ("precision", args.precision_used)):
         if key in meta and meta[key] != now:
             warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
@@ -214,6 +232,10 @@ def train(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     device = dist.device
+    try:
+        args.precision_used = training_precision(getattr(args, "precision", "auto"), device)
+    except ValueError as e:
+        raise UserError(f"--precision: {e}") from None
     if args.batch_size % dist.world:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the {dist.world} processes")
     run_dir = Path(args.out)
@@ -227,7 +249,10 @@ def train(args) -> int:
     warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
 
     images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
-    model = _build_model(args, cfg, device)
+    model = _build_model(args, cfg, device, args.precision_used)
+    say(_precision_line(args.precision_used, model, device))
+    if args.precision_used == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        warn("--precision bf16 on a CPU without AVX512-BF16 / AMX: bf16 is emulated there, slower than fp32")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, best, loss_acc = 0, -float("inf"), (0.0, 0)
     if args.resume:
@@ -245,6 +270,14 @@ def train(args) -> int:
     return loop.run(start, end, best, loss_acc)
 
 
+def _precision_line(precision: str, model, device) -> str:
+    from ..inference.loading import training_memory_format
+
+    cl = training_memory_format(model, device) == torch.channels_last
+    what = ("bf16 (autocast, float32 master weights and Adam state)" if precision == "bf16" else "fp32")
+    return f"precision: {what}; network {type(model).__name__}{', channels-last' if cl else ''} on {device}"
+
+
 class _Loop:
     """The optimisation loop of one run, with its log, checkpoints and progress bar."""
 
@@ -254,7 +287,8 @@ class _Loop:
         self.qualities, self.images = qualities, images
         self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": args.preset,
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
-                           "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps}
+                           "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
+                           "precision": args.precision_used}
         self.best = -float("inf")
         self.loss_sum, self.loss_n = 0.0, 0
 
@@ -287,7 +321,7 @@ class _Loop:
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
         is_best, last_val = False, None
         if self.valset is not None:
-            v = validate(self.model, self.valset, self.dist.device, self.args.amp)
+            v = validate(self.model, self.valset, self.dist.device)
             last_val = v["val_psnr"]
             is_best = v["val_psnr"] > self.best
             if is_best:
@@ -328,14 +362,18 @@ class _Loop:
         self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
         last_val = None
         interrupted = False
+        from ..inference.loading import training_memory_format
+        fmt = training_memory_format(model, device)
+        budget, every = getattr(args, "time_budget", None), getattr(args, "checkpoint_every", None)
+        t_ckpt = t0
         try:
             for comp, orig, _q in loader:
                 lr = lr_at(step, args)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                comp = comp.to(device, non_blocking=True)
+                comp = comp.to(device, non_blocking=True).contiguous(memory_format=fmt)
                 orig = orig.to(device, non_blocking=True)
-                with _autocast(device, args.amp):
+                with _autocast(device, args.precision_used):
                     out = net(comp)
                 loss = F.l1_loss(out.float(), orig)
                 opt.zero_grad(set_to_none=True)
@@ -364,6 +402,7 @@ class _Loop:
                         self.loss_sum, self.loss_n = 0.0, 0
                     if bar is not None:
                         bar.update(1)
+                saved = True
                 if step % args.val_every == 0 or step == args.steps:
                     if dist.main:
                         v = self._validate_and_save(step, lr, lval, t0, log, bar)
@@ -374,6 +413,22 @@ class _Loop:
                         self.checkpoint(step, False)
                         say(f"stopped at step {step} (--stop-at); continue with --resume")
                     dist.barrier()
+                else:
+                    saved = False
+                if (budget or every) and step < end:
+                    now = time.time()
+                    over = dist.any(budget is not None and now - t0 >= budget)
+                    due = dist.any(every is not None and now - t_ckpt >= every)
+                    if (over or due) and not saved:
+                        if dist.main:
+                            self.checkpoint(step, False)
+                            say(f"checkpoint: step {step} after {now - t0:.0f} s")
+                        dist.barrier()
+                    if over:
+                        say(f"stopped at step {step} (--time-budget {budget:g} s); continue with --resume")
+                        break
+                    if due or saved:
+                        t_ckpt = now
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -33,7 +33,11 @@ def test_two_processes_match_one(tmp_path):
     data = make_images(tmp_path / "imgs")
     common = ["train", "--data", str(data), "--val", "none", "--preset", "tiny", "--batch-size", "4",
               "--patch", "32", "--quality", "5-30", "--steps", "8", "--log-every", "1", "--workers", "0",
-              "--no-progress", "--threads", "1", "--no-zero-tail", "--device", "cpu"]
+              "--no-progress", "--threads", "1", "--no-zero-tail", "--device", "cpu",
+              # fp32: the same arithmetic split over two processes (in bf16 the per-process weight
+              # gradients are rounded to bf16 before the all-reduce, and after 8 Adam steps a few
+              # near-zero weights differ by more than these tolerances, while the losses still agree)
+              "--precision", "fp32"]
     _run(common + ["--out", str(tmp_path / "one")], 1, tmp_path)
     _run(common + ["--out", str(tmp_path / "two")], 2, tmp_path)
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")

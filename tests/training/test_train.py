@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fastreshuffle.backends import cpu_has_bf16
 from fastreshuffle.cli import main
 from fastreshuffle.errors import DataError
 from fastreshuffle.training.data import PatchPairs, StepBatchSampler, load_folder, parse_quality_range
@@ -49,12 +50,18 @@ def test_smoke_loss_decreases_and_checkpoints(tmp_path):
     assert modes and all(m == 0o666 & ~umask for m in modes.values()), modes
 
 
-def test_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("precision", [
+    "fp32",
+    pytest.param("bf16", marks=pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without AVX512-BF16 / AMX"))])
+def test_resume_matches_uninterrupted(tmp_path, precision):
+    """N steps == N/2 + --resume N/2, up to 1e-6, in float32 and under bf16 autocast (where
+    training runs the channels-last reference network on CPU)."""
     from safetensors.torch import load_file
     data = make_images(tmp_path / "imgs")
     a, b = tmp_path / "a", tmp_path / "b"
-    base = ["train", "--data", str(data), "--val", str(data)] + COMMON
+    base = ["train", "--data", str(data), "--val", str(data), "--precision", precision] + COMMON
     assert main(base + ["--out", str(a), "--workers", "0", "--log-every", "3"]) == 0
+    assert json.loads((a / "state.json").read_text())["precision"] == precision
     assert main(base + ["--out", str(b), "--workers", "0", "--stop-at", "7", "--log-every", "3"]) == 0
     assert json.loads((b / "state.json").read_text())["step"] == 7
     # resumed with a different number of workers: batches only depend on (seed, sample index)

@@ -1,0 +1,74 @@
+"""tools/gpu_train.sh, the prepared GPU training run, dry-run on CPU with a tiny budget: it trains
+on the packed data for its time budget, checkpoints on the clock, stops with a checkpoint, and a
+second call continues the run it is given (as a device call would with the folder brought back)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import make_images
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "gpu_train.sh"
+TINY = ("--preset tiny --patch 32 --batch-size 2 --steps 100000 --val-every 100000 --workers 0 --threads 1 "
+        "--val-images 2 --log-every 5")
+
+
+def run_script(tmp_path, out, seconds, resume):
+    env = dict(os.environ, OUT=str(out), GPU_TRAIN_DATA=str(tmp_path / "gpu_data"), GPU_TRAIN_DEVICE="cpu",
+               GPU_TRAIN_SKIP_BUILD="1", GPU_TRAIN_SECONDS=str(seconds), GPU_TRAIN_CKPT_EVERY="1.5",
+               GPU_TRAIN_ARGS=TINY, GPU_TRAIN_RESUME=str(resume),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    r = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    return r.stdout
+
+
+def test_gpu_train_script_parses():
+    r = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_gpu_train_dry_run_checkpoints_and_resumes(tmp_path):
+    make_images(tmp_path / "gpu_data" / "train", n=3, size=48)
+    make_images(tmp_path / "gpu_data" / "val", n=2, size=40, seed=1)
+    out1 = tmp_path / "out1"
+    log = run_script(tmp_path, out1, 6, tmp_path / "nothing")
+    run = out1 / "run"
+    assert {"last.safetensors", "state.json", "state.safetensors", "log.csv"} <= {p.name for p in run.iterdir()}
+    ckpts = [int(s) for s in re.findall(r"checkpoint: step (\d+)", log)]
+    assert len(ckpts) >= 2 and ckpts == sorted(ckpts), log[-2000:]      # on the clock, more than once
+    step1 = json.loads((run / "state.json").read_text())["step"]
+    assert f"stopped at step {step1} (--time-budget 6 s)" in log
+    assert step1 == ckpts[-1] and 0 < step1 < 100000
+    assert json.loads((run / "state.json").read_text())["precision"] == "bf16"
+
+    # a second call continues the run brought back from the first
+    back = tmp_path / "gpu_resume"
+    shutil.copytree(run, back)
+    out2 = tmp_path / "out2"
+    log2 = run_script(tmp_path, out2, 3, back)
+    assert f"resuming {out2 / 'run'} at step {step1}" in log2
+    step2 = json.loads((out2 / "run" / "state.json").read_text())["step"]
+    assert step2 > step1
+    steps = [int(r.split(",")[0]) for r in (out2 / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert min(steps) <= step1 < max(steps)                                # the first call's rows are kept
+
+
+def test_pack_copies_data_within_its_cap(tmp_path):
+    from tools import gpu_train_pack
+
+    train = make_images(tmp_path / "train", n=4, size=48)
+    val = make_images(tmp_path / "val", n=3, size=40, seed=1)
+    sizes = [p.stat().st_size for p in sorted(train.iterdir())]
+    cap = (sizes[0] + sizes[1] + sizes[2] / 2) / 2 ** 20                 # room for two files and a half
+    out = tmp_path / "gpu_data"
+    assert gpu_train_pack.main(["--train", str(train), "--val", str(val), "--val-images", "2", "--max-mib",
+                                str(cap), "--no-wheel", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["img0.png", "img1.png"]
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["img0.png", "img1.png"]
+    assert (out / "train" / "img1.png").read_bytes() == (train / "img1.png").read_bytes()
+    assert "train: 2 files" in (out / "MANIFEST.txt").read_text() and not (out / "wheels").exists()
