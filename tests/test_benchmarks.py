@@ -73,10 +73,19 @@ def test_bench_network_smoke(capsys, tmp_path):
     assert "FAILED" not in capsys.readouterr().out
     doc = json.loads((tmp_path / "net.json").read_text())
     rows = doc["results"][0]["variants"]
-    assert set(rows) == {"eager", "eager_cl", "fast"} and doc["failures"] == []
+    from benchmarks import peers
+
+    want = {"eager", "eager_cl", "fast", "fast_bf16"} | {p for p in peers.PEERS if peers.available(p)}
+    assert set(rows) == want and doc["failures"] == []
     for v, r in rows.items():
         assert r["peak_mib"] is not None, v                  # the memory subprocess ran
-        assert r["max_abs_err_vs_reference"] <= bench_network.ABS_TOL["cpu-float32"], v
+        tol = (bench_network.MIXED_BF16_TOL if v in bench_network.BF16_VARIANTS
+               else bench_network.ABS_TOL["cpu-float32"])
+        assert r["max_abs_err_vs_reference"] <= tol, v
+        assert r["gflops"] > 0 and r["peak_share"] > 0, v
+    if want & set(peers.PEERS):
+        assert doc["results"][0]["fastest_peer"] in peers.PEERS
+        assert doc["results"][0]["ours_best"] in bench_network.OURS
 
 
 @pytest.mark.parametrize("fault", ["wrong", "raises"])

@@ -271,7 +271,16 @@ class FastReshuffleNet(ReshuffleNet):
                 c += layer.growth
 
         wt, bt = subpixel_tail_weight(tw, tb)
-        out = F.pixel_shuffle(self._strip_conv(bufs[-1], wt, bt), 2)
+        t = self._strip_conv(bufs[-1], wt, bt)                  # [n, 4 * 3, H / 2, W / 2]
+        if mixed and self.config.residual and xp.is_contiguous():
+            # pixel_shuffle, the cast to float32 and the residual in one pass (the same values)
+            n, c4, hh, ww = t.shape
+            out = torch.empty_like(xp)
+            torch.add(xp.view(n, c4 // 4, hh, 2, ww, 2),
+                      t.view(n, c4 // 4, 2, 2, hh, ww).permute(0, 1, 4, 2, 5, 3),
+                      out=out.view(n, c4 // 4, hh, 2, ww, 2))
+            return out[..., :h, :w]
+        out = F.pixel_shuffle(t, 2)
         if mixed:
             out = out.float()
         if self.config.residual:

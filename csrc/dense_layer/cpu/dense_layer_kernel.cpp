@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 #include "dense_layer/cpu/elu_f32.h"
@@ -83,7 +84,6 @@ struct WinoStrip {
   int64_t panels;
   const float* bias;              // [N]
   const T* zero_row;              // >= 4 K zeros (a row of E outside the image)
-  const float* zero_bias;         // >= panels NR zeros (the products' bias)
   T* out;
   int64_t out_sb, out_sy, out_sx;
 };
@@ -132,6 +132,7 @@ struct Ops {
   static inline V load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void store(float* p, V v) { _mm512_store_ps(p, v); }
   static inline void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static inline void store_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v); }
   static inline B loadb(const float* p) { return _mm512_loadu_ps(p); }
   static inline B bcast(const float* p) { return _mm512_set1_ps(*p); }
   static inline B bcast1(const float* p) { return _mm512_set1_ps(*p); }
@@ -164,6 +165,9 @@ struct Ops {
   static inline V load(const float* p) { return _mm256_loadu_ps(p); }
   static inline void store(float* p, V v) { _mm256_store_ps(p, v); }
   static inline void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static inline void store_n(float* p, V v, int n) {
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+  }
   static inline B loadb(const float* p) { return _mm256_loadu_ps(p); }
   static inline B bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static inline B bcast1(const float* p) { return _mm256_broadcast_ss(p); }
@@ -200,6 +204,7 @@ struct Ops {
   static inline V load(const float* p) { return _mm512_loadu_ps(p); }
   static inline void store(float* p, V v) { _mm512_store_ps(p, v); }
   static inline void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static inline void store_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v); }
   static inline B loadb(const bf16_t* p) { return (B)_mm512_loadu_si512(p); }
   static inline B bcast(const bf16_t* p) {
     uint32_t v;
@@ -233,6 +238,60 @@ struct Ops {
 #include "dense_layer/cpu/dense_tile.inc"
 }  // namespace avx512bf16
 #pragma GCC pop_options
+
+// The same with 256-bit vectors (8 lanes), for layers of at most 8 output channels (the `small`
+// preset's last block: N = 8), where a 16-lane panel would be half padding.  On Zen 4, which
+// executes a 512-bit vdpbf16ps as two 256-bit halves, it does the same useful work per cycle.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+namespace avx512bf16_ymm {
+struct Ops {
+  using T = bf16_t;
+  using V = __m256;
+  using B = __m256bh;
+  static constexpr int kW = 8;
+  static constexpr int kK = 2;
+  static constexpr int kMaxNV = 4;
+  // 32 ymm registers with AVX-512VL
+  static constexpr int mr_for(int nv) { return nv == 1 ? 14 : nv == 2 ? 14 : nv == 3 ? 8 : 6; }
+  static inline V zero() { return _mm256_setzero_ps(); }
+  static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, V v) { _mm256_store_ps(p, v); }
+  static inline void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static inline void store_n(float* p, V v, int n) { _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << n) - 1), v); }
+  static inline B loadb(const bf16_t* p) { return (B)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static inline B bcast(const bf16_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return (B)_mm256_set1_epi32(static_cast<int>(v));
+  }
+  static inline B bcast1(const bf16_t* p) { return (B)_mm256_set1_epi32(*p); }
+  static inline V dot(B a, B b, V c) { return _mm256_dpbf16_ps(c, a, b); }
+  static inline V lde(const bf16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static inline float lde1(const bf16_t* p) { return bf16_float(*p); }
+  static inline void ste(bf16_t* p, V v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), (__m128i)_mm256_cvtneps_pbh(v));
+  }
+  static inline void ste1(bf16_t* p, float x) { *p = bf16_round(x); }
+  static inline void store_row(float* __restrict__ o, const float* __restrict__ r, int n) {
+    for (int i = 0; i < n; ++i) o[i] = r[i];
+  }
+  static inline void store_row(bf16_t* o, const float* r, int n) {
+    int i = 0;
+    for (; i + kW <= n; i += kW) ste(o + i, _mm256_loadu_ps(r + i));
+    if (i < n) {
+      const __mmask8 m = static_cast<__mmask8>((1u << (n - i)) - 1);
+      const __m128i h = (__m128i)_mm256_cvtneps_pbh(_mm256_maskz_loadu_ps(m, r + i));
+      _mm_mask_storeu_epi16(o + i, m, h);
+    }
+  }
+};
+#include "dense_layer/cpu/dense_tile.inc"
+}  // namespace avx512bf16_ymm
+#pragma GCC pop_options
 #endif
 
 enum Isa : int64_t { kNone = 0, kAvx2 = 1, kAvx512 = 2 };
@@ -261,16 +320,13 @@ int64_t best_isa() {
   return best;
 }
 
-int lanes(int64_t isa) { return isa == kAvx512 ? 16 : 8; }
-int max_nv(int64_t isa) { return isa == kAvx512 ? 4 : 3; }
-
-// Vectors per panel for `ncols` output channels: the fewest padded columns, then the widest
-// (e.g. AVX2, 64 channels: 4 panels of 2 vectors, not 3 of 3 with 8 columns wasted).
-int pick_nv(int64_t isa, int64_t ncols) {
-  const int64_t w = lanes(isa);
+// Vectors per panel for `ncols` output channels, with vectors of `w` lanes and at most `max_nv`
+// per panel: the fewest padded columns, then the widest (e.g. AVX2, 64 channels: 4 panels of 2
+// vectors, not 3 of 3 with 8 columns wasted).
+int pick_nv(int w, int max_nv, int64_t ncols) {
   int best = 1;
   int64_t best_cols = (ncols + w - 1) / w * w;
-  for (int nv = 2; nv <= max_nv(isa); ++nv) {
+  for (int nv = 2; nv <= max_nv; ++nv) {
     const int64_t nr = nv * w, cols = (ncols + nr - 1) / nr * nr;
     if (cols <= best_cols) { best = nv; best_cols = cols; }
   }
@@ -335,7 +391,8 @@ at::Tensor pad_bias(const at::Tensor& b, int64_t panels, int nr) {
 // The tile kernel's entry points for one element type and instruction set.
 template <class T>
 struct Kernels {
-  int64_t isa;  // for the panel widths (lanes)
+  int lanes;    // float lanes per vector
+  int max_nv;   // vectors per panel at most
   int kk;       // channels per dot step
   void (*conv_row)(const RowConv<T>&, int64_t, int64_t);
   void (*winograd_strip)(const WinoStrip<T>&, const T* const*, int64_t, int64_t, int64_t, int64_t, T*, float*);
@@ -344,18 +401,22 @@ struct Kernels {
 
 Kernels<float> f32_kernels(int64_t isa) {
 #ifdef FR_DENSE_X86
-  if (isa == kAvx512) return {isa, 1, &avx512::conv_row, &avx512::winograd_strip, &avx512::fused_strips};
-  return {isa, 1, &avx2::conv_row, &avx2::winograd_strip, &avx2::fused_strips};
+  if (isa == kAvx512) return {16, 4, 1, &avx512::conv_row, &avx512::winograd_strip, &avx512::fused_strips};
+  return {8, 3, 1, &avx2::conv_row, &avx2::winograd_strip, &avx2::fused_strips};
 #else
-  return {isa, 1, nullptr, nullptr, nullptr};  // unreachable: isa_supported() is false
+  return {8, 3, 1, nullptr, nullptr, nullptr};  // unreachable: isa_supported() is false
 #endif
 }
 
-Kernels<bf16_t> bf16_kernels() {
+// 512-bit vectors, or 256-bit ones for a layer of at most 8 output channels (see avx512bf16_ymm).
+Kernels<bf16_t> bf16_kernels(int64_t n_out) {
 #ifdef FR_DENSE_X86
-  return {kAvx512, 2, &avx512bf16::conv_row, &avx512bf16::winograd_strip, &avx512bf16::fused_strips};
+  if (n_out <= 8)
+    return {8, 4, 2, &avx512bf16_ymm::conv_row, &avx512bf16_ymm::winograd_strip, &avx512bf16_ymm::fused_strips};
+  return {16, 4, 2, &avx512bf16::conv_row, &avx512bf16::winograd_strip, &avx512bf16::fused_strips};
 #else
-  return {kAvx512, 2, nullptr, nullptr, nullptr};  // unreachable: bf16_supported() is false
+  (void)n_out;
+  return {16, 4, 2, nullptr, nullptr, nullptr};  // unreachable: bf16_supported() is false
 #endif
 }
 
@@ -439,7 +500,7 @@ void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Te
   // E: image column x at E column x + 1; column 0 and columns W + 1 .. Wp - 1 are zeros (the
   // 3x3 conv's padding; Winograd tiles of an odd width read one column more).
   const int64_t Wp = 2 * ((W + 1) / 2) + 2;
-  const int nv1 = pick_nv(kern.isa, K), nr1 = nv1 * lanes(kern.isa);
+  const int nv1 = pick_nv(kern.lanes, kern.max_nv, K), nr1 = nv1 * kern.lanes;
   const at::Tensor p1 = pack_weight(w1, nr1, kern.kk, dt);
   const at::Tensor q1 = pad_bias(b1, p1.size(0), nr1);
   RowConv<T> c1{};
@@ -452,16 +513,15 @@ void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Te
   c1.out_sx = K;
   c1.elu = true;
 
-  const int nv3 = pick_nv(kern.isa, N), nr3 = nv3 * lanes(kern.isa);
+  const int nv3 = pick_nv(kern.lanes, kern.max_nv, N), nr3 = nv3 * kern.lanes;
   const at::Tensor bias3 = b3.to(at::kFloat).contiguous();
   const at::Tensor u = algo >= 2 ? pack_winograd_weight(w3, nr3, kern.kk, dt) : pack_weight(w3, nr3, kern.kk, dt);
   const at::Tensor zero_row = at::zeros({4 * K}, x.options());
-  const at::Tensor zero_bias = at::zeros({u.size(0) * nr3}, x.options().dtype(at::kFloat));
   WinoStrip<T> ws{};
   ws.H = H; ws.W = W; ws.K = K; ws.N = N;
   ws.packed = cptr<T>(u); ws.nv = nv3; ws.panels = u.size(0);
   ws.bias = bias3.const_data_ptr<float>();
-  ws.zero_row = cptr<T>(zero_row); ws.zero_bias = zero_bias.const_data_ptr<float>();
+  ws.zero_row = cptr<T>(zero_row);
   ws.out = mptr<T>(y);
   ws.out_sb = y.stride(0); ws.out_sy = y.stride(2); ws.out_sx = y.stride(3);
   if (algo == 2) {
@@ -548,7 +608,7 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
     // (then computing it whole avoids the ring's halo rows).
     algo = B * H * W * K * x.element_size() > (8 << 20) ? 2 : 3;
   }
-  if (dt == at::kBFloat16) dense_layer_tiles(bf16_kernels(), x, y, w1, b1, w3, b3, algo);
+  if (dt == at::kBFloat16) dense_layer_tiles(bf16_kernels(N), x, y, w1, b1, w3, b3, algo);
   else dense_layer_tiles(f32_kernels(isa), x, y, w1, b1, w3, b3, algo);
 }
 
