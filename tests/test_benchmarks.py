@@ -63,14 +63,19 @@ def test_bench_dense_layer_fails_when_a_variant_raises(monkeypatch, capsys):
 NET = ["--preset", "tiny", "--sizes", "24x16", "--no-compile", *FAST]
 
 
-def test_bench_network_smoke(capsys, tmp_path):
-    """Every non-compile variant, with the per-variant memory subprocesses."""
+def test_bench_network_smoke(tmp_path):
+    """Every non-compile variant, with the per-variant memory subprocesses.  In a fresh process, as
+    users run it: in this one, after tests/training's runs, an in-process OpenVINO / ONNX Runtime
+    peer has crashed the interpreter (SIGSEGV; not isolated further)."""
     import json
+    import sys
 
     from benchmarks import bench_network
 
-    assert bench_network.main(NET + ["--json", str(tmp_path / "net.json")]) == 0
-    assert "FAILED" not in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_network", *NET, "--json", str(tmp_path / "net.json")],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "FAILED" not in r.stdout
     doc = json.loads((tmp_path / "net.json").read_text())
     rows = doc["results"][0]["variants"]
     from benchmarks import peers
