@@ -113,7 +113,7 @@ def model_class(device=None, *, training: bool = False, fast: Optional[bool] = N
     for training in bf16 on CPU (``precision="bf16"``, see
     :func:`fastreshuffle.backends.training_precision`), where the reference in channels-last
     under autocast is the fastest step (``benchmarks/bench_train_step.py``: the fused blocks'
-    float32 kernel has no bf16 form, and in bf16 they run on torch ops one image at a time).
+    float32 kernel had no bf16 form when this was measured; re-measure with the bf16 kernel).
     In float32 on CPU the fused blocks are the faster step.
     """
     if fast is None:

@@ -47,7 +47,7 @@ from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffe
 from .config import DOWN_STEPS, IN_CHANNELS, ReshuffleNetConfig
 from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
 
-__all__ = ["FastReshuffleNet", "subpixel_tail_weight"]
+__all__ = ["FastReshuffleNet", "subpixel_tail_weight", "subpixel_tail"]
 
 _REDUCED = (torch.bfloat16, torch.float16)
 # A float32 input to a reduced-precision model enters the network as x * 255: the 8-bit pixel
@@ -59,24 +59,47 @@ _INPUT_SCALE = 255.0
 
 
 def subpixel_tail_weight(weight: torch.Tensor, bias: Optional[torch.Tensor]):
-    """Kernel ``W'`` with ``pixel_shuffle(conv3x3(Z, W'), 2) == conv3x3(pixel_shuffle(Z, 2), W)``.
+    """2x2 kernel ``K`` with ``conv3x3(pixel_shuffle(Z, 2), W)[o, 2i+a, 2j+b] ==
+    conv2d(Z, K, padding=1)[4o + 2a + b, i+a, j+b]`` (:func:`subpixel_tail` interleaves the phases).
 
-    ``weight``: ``[O, C, 3, 3]`` (padding 1).  Returns ``[4*O, 4*C, 3, 3]`` and a ``[4*O]`` bias.
-    Output phase ``(a, b)`` at tap ``(dy, dx)`` reads the full-resolution row ``2i + a + dy``,
-    i.e. half-resolution row ``i + floor((a + dy)/2)`` of input phase ``(a + dy) mod 2``.
+    ``weight``: ``[O, C, 3, 3]`` (padding 1).  Returns ``[4*O, 4*C, 2, 2]`` and a ``[4*O]`` bias.
+    Output phase ``(a, b)`` at tap ``ky`` reads the full-resolution row ``2i + a + ky - 1``, i.e.
+    half-resolution row ``i + d`` of input phase ``r`` (``a + ky - 1 = 2d + r``); for a fixed phase
+    ``d`` takes two values, at kernel row ``d + 1 - a``.  Every entry of ``K`` is one entry of
+    ``W`` or zero: 16 C multiply-adds per output pixel and channel, where the 3x3 kernel on ``Z``
+    needs 36 C (three quarters zeros).
     """
     o, c = weight.shape[:2]
-    w = weight.new_zeros((o, 4, c, 4, 3, 3))
+    k = weight.new_zeros((o, 2, 2, c, 2, 2, 2, 2))       # [o, a, b, c, r, s, ty, tx]
     for a in range(2):
         for b in range(2):
             for ky in range(3):
                 for kx in range(3):
-                    ry, rx = a + ky - 1, b + kx - 1
-                    p, q = ry % 2, rx % 2
-                    w[:, 2 * a + b, :, 2 * p + q, ry // 2 + 1, rx // 2 + 1] = weight[:, :, ky, kx]
-    w = w.reshape(4 * o, 4 * c, 3, 3)
+                    u, v = a + ky - 1, b + kx - 1
+                    k[:, a, b, :, u % 2, v % 2, u // 2 + 1 - a, v // 2 + 1 - b] = weight[:, :, ky, kx]
     bb = None if bias is None else bias.repeat_interleave(4)
-    return w, bb
+    return k.reshape(4 * o, 4 * c, 2, 2), bb
+
+
+def subpixel_tail(t: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The full-resolution ``[N, O, 2H, 2W]`` output from ``t = conv2d(Z, K, padding=1)``
+    (``[N, 4 O, H + 1, W + 1]``, ``K`` from :func:`subpixel_tail_weight`): the four phases
+    interleaved, plus ``residual`` (contiguous, ``[N, O, 2H, 2W]``) when given, in one pass, in
+    the residual's dtype."""
+    n, c4, h1, w1 = t.shape
+    h, w, o = h1 - 1, w1 - 1, c4 // 4
+    out = torch.empty((n, o, h, 2, w, 2), dtype=t.dtype if residual is None else residual.dtype,
+                      device=t.device)
+    t6 = t.view(n, o, 2, 2, h1, w1)
+    r6 = None if residual is None else residual.view(n, o, h, 2, w, 2)
+    for a in range(2):
+        for b in range(2):
+            src = t6[:, :, a, b, a:a + h, b:b + w]
+            if r6 is None:
+                out[:, :, :, a, :, b] = src
+            else:
+                torch.add(r6[:, :, :, a, :, b], src, out=out[:, :, :, a, :, b])
+    return out.view(n, o, 2 * h, 2 * w)
 
 
 def _autocast_dtype(t: torch.Tensor) -> Optional[torch.dtype]:
@@ -219,17 +242,21 @@ class FastReshuffleNet(ReshuffleNet):
     @staticmethod
     def _strip_conv(z: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor],
                     strip_bytes: int = 16 << 20) -> torch.Tensor:
-        """3x3 conv (padding 1) of ``z`` in horizontal strips, so that backends that reorder
-        their input (oneDNN on CPU) copy one strip at a time instead of the whole buffer."""
+        """conv2d(z, w, b, padding=1) (any kernel height) in horizontal strips, so that backends that
+        reorder their input (oneDNN on CPU) copy one strip at a time instead of the whole buffer."""
         n, c, h, wd = z.shape
+        kh, pad = w.shape[2], 1
         rows = max(1, strip_bytes // max(1, n * c * wd * z.element_size()))
         if z.device.type != "cpu" or rows >= h:
-            return F.conv2d(z, w, b, padding=1)
-        out = torch.empty((n, w.shape[0], h, wd), dtype=z.dtype, device=z.device)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            lo, hi = max(0, r0 - 1), min(h, r1 + 1)
-            part = F.conv2d(z[:, :, lo:hi], w, b, padding=1)      # rows lo..hi-1; keep r0..r1-1
+            return F.conv2d(z, w, b, padding=pad)
+        h_out, w_out = h + 2 * pad - kh + 1, wd + 2 * pad - w.shape[3] + 1
+        out = torch.empty((n, w.shape[0], h_out, w_out), dtype=z.dtype, device=z.device)
+        for r0 in range(0, h_out, rows):
+            r1 = min(h_out, r0 + rows)
+            # output row r reads input rows r - pad .. r - pad + kh - 1; a strip's own padding
+            # rows are zeros, which is right only at the image's edges, so take one halo more
+            lo, hi = max(0, r0 - pad), min(h, r1 - pad + kh - 1)
+            part = F.conv2d(z[:, :, lo:hi], w, b, padding=pad)    # output rows lo .. ; keep r0..r1-1
             out[:, :, r0:r1].copy_(part[:, :, r0 - lo:r1 - lo])
         return out
 
@@ -270,17 +297,12 @@ class FastReshuffleNet(ReshuffleNet):
                 dense_layer_(buf, c, *p)
                 c += layer.growth
 
-        wt, bt = subpixel_tail_weight(tw, tb)
-        t = self._strip_conv(bufs[-1], wt, bt)                  # [n, 4 * 3, H / 2, W / 2]
-        if mixed and self.config.residual and xp.is_contiguous():
-            # pixel_shuffle, the cast to float32 and the residual in one pass (the same values)
-            n, c4, hh, ww = t.shape
-            out = torch.empty_like(xp)
-            torch.add(xp.view(n, c4 // 4, hh, 2, ww, 2),
-                      t.view(n, c4 // 4, 2, 2, hh, ww).permute(0, 1, 4, 2, 5, 3),
-                      out=out.view(n, c4 // 4, hh, 2, ww, 2))
-            return out[..., :h, :w]
-        out = F.pixel_shuffle(t, 2)
+        kt, bt = subpixel_tail_weight(tw, tb)
+        t = self._strip_conv(bufs[-1], kt, bt)                  # [n, 4 * 3, H/2 + 1, W/2 + 1]
+        if self.config.residual and xp.is_contiguous():
+            # the phases interleaved, the cast to float32 (mixed) and the residual in one pass
+            return subpixel_tail(t, residual=xp)[..., :h, :w]
+        out = subpixel_tail(t)
         if mixed:
             out = out.float()
         if self.config.residual:

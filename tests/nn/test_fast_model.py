@@ -6,7 +6,7 @@ import torch
 from helpers import model_pair
 
 from fastreshuffle import FastReshuffleNet, ReshuffleNet
-from fastreshuffle.nn.fast import subpixel_tail_weight
+from fastreshuffle.nn.fast import subpixel_tail, subpixel_tail_weight
 
 
 def pair(preset, seed=0, dtype=torch.float32, device="cpu"):
@@ -99,10 +99,18 @@ def test_subpixel_tail_equivalence():
     w = torch.randn(3, 5, 3, 3, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64)
     z = torch.randn(2, 20, 4, 7, dtype=torch.float64)
-    wt, bt = subpixel_tail_weight(w, b)
+    kt, bt = subpixel_tail_weight(w, b)
+    assert kt.shape == (12, 20, 2, 2)
     expect = torch.nn.functional.conv2d(torch.nn.functional.pixel_shuffle(z, 2), w, b, padding=1)
-    got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(z, wt, bt, padding=1), 2)
-    assert torch.allclose(got, expect, atol=1e-12)
+    t = torch.nn.functional.conv2d(z, kt, bt, padding=1)
+    assert torch.allclose(subpixel_tail(t), expect, atol=1e-12)
+    r = torch.randn_like(expect)
+    assert torch.allclose(subpixel_tail(t, residual=r), expect + r, atol=1e-12)
+    # the strip-wise convolution (any kernel height) equals the whole one
+    zz = torch.randn(1, 20, 37, 5, dtype=torch.float64)
+    for k in (kt, torch.randn(12, 20, 3, 3, dtype=torch.float64)):
+        whole = torch.nn.functional.conv2d(zz, k, bt, padding=1)
+        assert torch.allclose(FastReshuffleNet._strip_conv(zz, k, bt, strip_bytes=20 * 5 * 8 * 3), whole, atol=1e-12)
 
 
 def test_input_errors():
