@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from typing import Dict
-
 import torch
 
 PEERS = ("ort", "ov", "ov_bf16")
@@ -24,18 +22,12 @@ def available(kind: str) -> bool:
     return importlib.util.find_spec(_MODULE[kind]) is not None and importlib.util.find_spec("onnx") is not None
 
 
-_EXPORTS: Dict[int, str] = {}
-
-
 def onnx_file(model: torch.nn.Module) -> str:
-    """``model`` exported once per process (cached by object) into a temporary folder."""
-    key = id(model)
-    if key not in _EXPORTS:
-        from fastreshuffle.inference.export import export_onnx
+    """``model`` exported into a fresh temporary folder; returns the file's path."""
+    from fastreshuffle.inference.export import export_onnx
 
-        folder = tempfile.mkdtemp(prefix="fastreshuffle-peers-")
-        _EXPORTS[key] = str(export_onnx(model, os.path.join(folder, "model.onnx")))
-    return _EXPORTS[key]
+    folder = tempfile.mkdtemp(prefix="fastreshuffle-peers-")
+    return str(export_onnx(model, os.path.join(folder, "model.onnx")))
 
 
 class Peer:

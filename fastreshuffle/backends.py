@@ -154,6 +154,13 @@ def resolve_device(device=None):
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _parse_precision(precision: Optional[str], allowed) -> str:
+    p = "auto" if precision is None else str(precision).strip().lower()
+    if p not in allowed:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(allowed)}")
+    return p
+
+
 def resolve_precision(precision: Optional[str], device):
     """``precision`` (one of :data:`PRECISIONS`; None = "auto") on the torch.device ``device`` ->
     the model's dtype.  "auto": bfloat16 on a CPU whose dense-layer kernel runs it (AVX512-BF16,
@@ -163,9 +170,7 @@ def resolve_precision(precision: Optional[str], device):
     Raises ValueError for an unknown name or fp16 on CPU."""
     import torch
 
-    p = "auto" if precision is None else str(precision).strip().lower()
-    if p not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    p = _parse_precision(precision, PRECISIONS)
     if p == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_bf16_kernel() else torch.float32
     if p == "fp16" and device.type != "cuda":
@@ -201,9 +206,7 @@ def training_precision(precision: Optional[str], device) -> str:
     (:func:`cpu_has_bf16`), else fp32.  ``"fp32"`` and ``"bf16"`` are taken as asked."""
     import torch
 
-    p = "auto" if precision is None else str(precision).strip().lower()
-    if p not in TRAINING_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use {', '.join(TRAINING_PRECISIONS)}")
+    p = _parse_precision(precision, TRAINING_PRECISIONS)
     if p != "auto":
         return p
     dev = torch.device(device)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..backends import PRECISIONS
 from ..errors import UserError
 from ._common import add_device_argument, device_from_args
 
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--fast", dest="fast", action="store_true", default=None,
                    help="use FastReshuffleNet (default: when available)")
     f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="arithmetic of the network (default: fp32, the reference figures; auto = what "
                         "restore picks: bf16 on CPUs with AVX512-BF16)")
     p.add_argument("--self-ensemble", action="store_true",

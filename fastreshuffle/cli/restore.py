@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Dict
 
+from ..backends import PRECISIONS
 from ..errors import UserError
 from ._common import add_device_argument, device_from_args
 
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0 = whole image at once)")
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="context pixels around each tile, a multiple of 8 (default: 32)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16, "
                         "within 0.01 dB of fp32 and faster; fp32 elsewhere); fp16: CUDA only")
     p.add_argument("--half", action="store_true", help="same as --precision fp16 (CUDA only; ignored on CPU)")

@@ -112,8 +112,8 @@ def model_class(device=None, *, training: bool = False, fast: Optional[bool] = N
     (cuDNN's backward; the fused blocks are not timed in training on CUDA yet), and
     for training in bf16 on CPU (``precision="bf16"``, see
     :func:`fastreshuffle.backends.training_precision`), where the reference in channels-last
-    under autocast is the fastest step (``benchmarks/bench_train_step.py``: the fused blocks'
-    float32 kernel had no bf16 form when this was measured; re-measure with the bf16 kernel).
+    under autocast is the fastest step (``benchmarks/bench_train_step.py``, with the fused
+    blocks on the bf16 kernel: 1.44x / 1.53x over fp32, the reference 1.77x / 1.64x, small / paper).
     In float32 on CPU the fused blocks are the faster step.
     """
     if fast is None:
@@ -187,8 +187,7 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
         if model is None:
             if len(_CACHE) >= 4:
                 _CACHE.clear()
-            model = load_model(path, device, precision="fp32")
-            model = _CACHE[key] = model.to(dtype) if dtype != torch.float32 else model
+            model = _CACHE[key] = load_model(path, device).to(dtype)
         return model
 
 

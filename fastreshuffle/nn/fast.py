@@ -54,7 +54,7 @@ _REDUCED = (torch.bfloat16, torch.float16)
 # values k / 255 then become the integers k, which bfloat16 (8 significant bits) holds exactly,
 # where x itself would be rounded by up to half an 8-bit level (measured: -0.006 dB at JPEG q90
 # on Kodak24 with the shipped model).  The weights that read the input's channels are divided
-# by the same factor (_scaled_params), so the network computes the same function.
+# by the same factor (FastReshuffleNet._params), so the network computes the same function.
 _INPUT_SCALE = 255.0
 
 

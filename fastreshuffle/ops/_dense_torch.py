@@ -15,11 +15,7 @@ import torch.nn.functional as F
 from .. import backends
 from . import _extension  # noqa: F401  (torch.ops.fastreshuffle.bias_elu_ / dense_layer_cpu_)
 
-__all__ = ["reference_dense_layer", "torch_into", "layer_backward", "BF16_ALGO"]
-
-# The 3x3 algorithm of the bfloat16 CPU kernel (dense_layer_cpu_'s ``algo``; see
-# benchmarks/bench_cpu_details.py for the measurement behind it).
-BF16_ALGO = 0
+__all__ = ["reference_dense_layer", "torch_into", "layer_backward"]
 
 
 def reference_dense_layer(x, w1, b1, w3, b3):
@@ -54,7 +50,7 @@ def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
                 torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa)
                 return
         elif x.dtype == torch.bfloat16 and backends.cpu_bf16_kernel():
-            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, 0, BF16_ALGO)
+            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3)
             return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride
