@@ -12,7 +12,13 @@ TORCH_LIBRARY_FRAGMENT(fastreshuffle, m) {
   // written into y (e.g. the channel slice after the prefix x of a channels-last block buffer).
   // isa: 0 = best available, 1 = AVX2 + FMA, 2 = AVX-512; algo (3x3): 0 = auto, 1 = direct,
   // 2 = Winograd F(2x2, 3x3) with the intermediate in a row ring, 3 = Winograd on the whole intermediate.
-  m.def("dense_layer_cpu_(Tensor x, Tensor(a!) y, Tensor w1, Tensor b1, Tensor w3, Tensor b3, int isa=0, int algo=0) -> ()");
+  // packed: the weights in the kernel's layout from dense_cpu_pack (for the same dtype, isa and
+  // Winograd-or-direct), so a model can pack once instead of per call; checked against the
+  // shapes, not the values: the caller keeps them in step with w1, b1, w3, b3.
+  m.def("dense_layer_cpu_(Tensor x, Tensor(a!) y, Tensor w1, Tensor b1, Tensor w3, Tensor b3, int isa=0, int algo=0, "
+        "Tensor[]? packed=None) -> ()");
+  // [p1, q1, u, q3, meta]: w1/b1/w3/b3 packed for dense_layer_cpu_ (same isa and algo arguments).
+  m.def("dense_cpu_pack(Tensor w1, Tensor b1, Tensor w3, Tensor b3, int isa=0, int algo=0) -> Tensor[]");
   // Best instruction set of that kernel on this CPU: 0 none (use the torch composition), 1, 2 as above.
   // It takes no tensor, so its kernel (cpu/dense_layer_kernel.cpp) is registered for
   // CompositeImplicitAutograd, where a def() with a function puts it.

@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop with a checkpoint after this many seconds of training, keeping the --steps "
                         "schedule; continue with --resume")
+    g.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                   help="what --time-budget counts: wall-clock seconds, or this process's CPU seconds "
+                        "(all its threads; for runs that get paused or share the machine) [wall]")
     g.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help="also checkpoint (last.safetensors + training state) every this many seconds")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")

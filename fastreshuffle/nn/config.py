@@ -113,6 +113,9 @@ class ReshuffleNetConfig:
 PRESETS: Dict[str, ReshuffleNetConfig] = {
     # Table 1 of the paper: 192 -> 1280 at 1/8, 320 -> 640 at 1/4, 160 -> 320 at 1/2, 80 at full resolution.
     "paper": ReshuffleNetConfig(growth=(64, 32, 16), layers=(17, 10, 10), bottleneck=4, residual=True),
+    # Between the two: about 3x small's and 1/3 of paper's multiply-adds per pixel (their geometric
+    # mean); the third point of the preset study (tools/preset_study.py, docs/preset_study.md).
+    "medium": ReshuffleNetConfig(growth=(48, 24, 12), layers=(8, 8, 8), bottleneck=4, residual=True),
     # About 10x cheaper; trainable on a laptop CPU.
     "small": ReshuffleNetConfig(growth=(32, 16, 8), layers=(6, 6, 6), bottleneck=4, residual=True),
     # Tiny: for tests.

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 
 from ..ops.block import dense_block
-from ..ops.dense import dense_layer_, dense_layer_reshuffle_, traced as _tracing, use_triton
+from ..ops.dense import dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, IN_CHANNELS, ReshuffleNetConfig
@@ -128,8 +128,8 @@ class FastReshuffleNet(ReshuffleNet):
         super().__init__(config)
         self._buf_key = None
         self._buf_cache: Optional[Tuple[torch.Tensor, ...]] = None
-        self._scaled_key = None
-        self._scaled_cache = None
+        self._params_key = None
+        self._params_cache = None
 
     # --------------------------------------------------------------- buffers
     def _block_buffers(self, xp: torch.Tensor, fused_reshuffle: bool) -> List[torch.Tensor]:
@@ -142,15 +142,21 @@ class FastReshuffleNet(ReshuffleNet):
         return list(self._buf_cache)
 
     def clear_cache(self) -> None:
-        """Release the cached block buffers (and the scaled weights of mixed-precision calls)."""
+        """Release the cached block buffers and the cached weights (scaled for mixed-precision
+        calls, packed for the CPU kernel)."""
         self._buf_key = None
         self._buf_cache = None
-        self._scaled_key = None
-        self._scaled_cache = None
+        self._params_key = None
+        self._params_cache = None
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()          # .to()/.half()/.cuda(): the cached buffers are stale
         return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        # parameters made under torch.inference_mode keep no version counter for the cache key
+        self.clear_cache()
+        return super().load_state_dict(*args, **kwargs)
 
     # --------------------------------------------------------------- forward
     def _needs_autograd(self, x: torch.Tensor) -> bool:
@@ -188,18 +194,31 @@ class FastReshuffleNet(ReshuffleNet):
                         "float16 model also takes float32 input)")
 
     def _params(self, mixed: bool, cache: bool):
-        """Per block, each layer's (w1, b1, w3, b3), and the tail's (weight, bias).  For a
+        """Per block, each layer's (w1, b1, w3, b3), the tail's (weight, bias), and the tail's
+        sub-pixel kernel (:func:`subpixel_tail_weight`) or None.  For a
         mixed-precision call the columns that read the input's channels (the first 3 * 4^k of a
-        prefix at 1/2^k resolution: reshuffles keep them in front) are divided by _INPUT_SCALE;
-        cached per parameter version when ``cache``."""
+        prefix at 1/2^k resolution: reshuffles keep them in front) are divided by _INPUT_SCALE.
+        With ``cache`` (eager inference) each layer's tuple also carries its weights packed for
+        the CPU kernel (or None), the sub-pixel kernel is made, and the result is cached per
+        parameter version: weights
+        changed in place (optimizer steps, ``copy_``) are scaled and packed again; for inference
+        tensors, which keep no version counter, only ``load_state_dict`` / ``.to()`` /
+        :meth:`clear_cache` renew them."""
+        if not cache:
+            return (*self._scaled_params(mixed), None)
+        key = (mixed, tuple((p.data_ptr(), None if p.is_inference() else p._version)
+                            for p in self.parameters()))
+        if self._params_key == key:
+            return self._params_cache
+        blocks, tail = self._scaled_params(mixed)
+        out = [[(*p, pack_dense_weights(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
+        self._params_key, self._params_cache = key, out
+        return out
+
+    def _scaled_params(self, mixed: bool):
         if not mixed:
             return [[self._layer_params(layer) for layer in block.layers] for block in self.blocks], \
                 (self.tail.weight, self.tail.bias)
-        # inference tensors (made under torch.inference_mode) keep no version counter
-        key = tuple((p.data_ptr(), None if p.is_inference() else p._version)
-                    for p in self.parameters()) if cache else None
-        if cache and self._scaled_key == key:
-            return self._scaled_cache
 
         def scaled(w: torch.Tensor, n: int) -> torch.Tensor:
             return torch.cat([(w[:, :n].float() / _INPUT_SCALE).to(w.dtype), w[:, n:]], dim=1)
@@ -213,15 +232,12 @@ class FastReshuffleNet(ReshuffleNet):
                 layers.append((scaled(w1, n_in), b1, w3, b3))
             blocks.append(layers)
             n_in //= 4
-        out = blocks, (scaled(self.tail.weight, n_in), self.tail.bias)
-        if cache:
-            self._scaled_key, self._scaled_cache = key, out
-        return out
+        return blocks, (scaled(self.tail.weight, n_in), self.tail.bias)
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)
         y, mixed = self._network_input(xp)
-        params, (tw, tb) = self._params(mixed, cache=False)
+        params, (tw, tb), _ = self._params(mixed, cache=False)
         for _ in range(DOWN_STEPS):
             y = reshuffle_down(y, 2)
         cast = _autocast_dtype(y)
@@ -272,7 +288,7 @@ class FastReshuffleNet(ReshuffleNet):
             return self._forward_autograd(x)
         bufs = list(separate_block_buffers(self.config, y, fused)) if traced else self._block_buffers(y, fused)
         channels = self.config.block_channels()
-        params, (tw, tb) = self._params(mixed, cache=not traced)
+        params, (tw, tb), sub = self._params(mixed, cache=not traced)
 
         for _ in range(DOWN_STEPS - 1):
             y = reshuffle_down(y, 2)
@@ -286,7 +302,7 @@ class FastReshuffleNet(ReshuffleNet):
             if i > 0:
                 src = bufs[i - 1]
                 if layers and fused:
-                    dense_layer_reshuffle_(buf, src, *layers[0][1])
+                    dense_layer_reshuffle_(buf, src, *layers[0][1][:4])
                     c += layers[0][0].growth
                     layers = layers[1:]
                 elif not traced and starts_inside(src, buf):
@@ -297,7 +313,7 @@ class FastReshuffleNet(ReshuffleNet):
                 dense_layer_(buf, c, *p)
                 c += layer.growth
 
-        kt, bt = subpixel_tail_weight(tw, tb)
+        kt, bt = sub if sub is not None else subpixel_tail_weight(tw, tb)
         t = self._strip_conv(bufs[-1], kt, bt)                  # [n, 4 * 3, H/2 + 1, W/2 + 1]
         if self.config.residual and xp.is_contiguous():
             # the phases interleaved, the cast to float32 (mixed) and the residual in one pass

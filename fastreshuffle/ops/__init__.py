@@ -18,6 +18,7 @@ import importlib
 _EXPORTS = {
     "reshuffle_down": ".reshuffle", "reshuffle_up": ".reshuffle", "built_with_cuda": "._extension",
     "dense_layer_": ".dense", "dense_layer_reshuffle_": ".dense", "dense_layer": ".dense",
+    "pack_dense_weights": ".dense",
     "dense_block": ".block",
 }
 __all__ = list(_EXPORTS)

@@ -9,13 +9,15 @@ the slice.
 """
 from __future__ import annotations
 
+from typing import List, Optional
+
 import torch
 import torch.nn.functional as F
 
 from .. import backends
 from . import _extension  # noqa: F401  (torch.ops.fastreshuffle.bias_elu_ / dense_layer_cpu_)
 
-__all__ = ["reference_dense_layer", "torch_into", "layer_backward"]
+__all__ = ["reference_dense_layer", "torch_into", "cpu_pack", "layer_backward"]
 
 
 def reference_dense_layer(x, w1, b1, w3, b3):
@@ -37,20 +39,40 @@ def _unit_channel_stride(t: torch.Tensor) -> bool:
     return t.shape[1] <= 1 or t.stride(1) == 1
 
 
-def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3) -> None:
-    """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer)."""
+def _kernel_isa(dtype: torch.dtype) -> int:
+    """The instruction set the extension's kernel runs ``dtype`` with here (0: it does not)."""
+    if dtype == torch.float32:
+        return backends.cpu_kernel_isa()
+    if dtype == torch.bfloat16 and backends.cpu_bf16_kernel():
+        return 2    # AVX-512 with AVX512-BF16
+    return 0
+
+
+def cpu_pack(w1, b1, w3, b3) -> Optional[List[torch.Tensor]]:
+    """The layer's weights in the CPU kernel's layout (``dense_cpu_pack``), for
+    :func:`torch_into`'s ``packed``, or None where that kernel does not run them (another device
+    or dtype, a CPU without the instructions).  The result stands for these weight *values*: the
+    caller packs again after changing them (FastReshuffleNet keys its cache on the parameters'
+    versions)."""
+    isa = _kernel_isa(w1.dtype) if w1.device.type == "cpu" else 0
+    return list(torch.ops.fastreshuffle.dense_cpu_pack(w1, b1, w3, b3, isa, 0)) if isa else None
+
+
+def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3,
+               packed: Optional[List[torch.Tensor]] = None) -> None:
+    """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer).
+    ``packed``: :func:`cpu_pack` of the same weights (used where the CPU kernel runs, unless the
+    instruction set changed since it was packed; ignored elsewhere)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
     if x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
         # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
         # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
-        if x.dtype == torch.float32:
-            isa = backends.cpu_kernel_isa()
-            if isa:
-                torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa)
-                return
-        elif x.dtype == torch.bfloat16 and backends.cpu_bf16_kernel():
-            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3)
+        isa = _kernel_isa(x.dtype)
+        if isa:
+            if packed is not None and int(packed[4][2]) != isa:   # meta: [tag, dtype, isa, ...]
+                packed = None
+            torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa, 0, packed)
             return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):
         # channels_last buffer: every pixel row of the prefix is [m] contiguous with row stride

@@ -27,15 +27,15 @@ This module also registers the fake kernels of the extension's dense-layer helpe
 from __future__ import annotations
 
 import functools
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from .. import backends
-from ._dense_torch import layer_backward, torch_into
+from ._dense_torch import cpu_pack, layer_backward, torch_into
 from ._extension import ops as _ops
 
-__all__ = ["dense_layer_", "dense_layer_reshuffle_", "dense_layer", "use_triton", "traced"]
+__all__ = ["dense_layer_", "dense_layer_reshuffle_", "dense_layer", "pack_dense_weights", "use_triton", "traced"]
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CPU_DTYPES = _TRITON_DTYPES + (torch.float64,)
@@ -141,7 +141,13 @@ def _check_functional(x, w1, b1, w3, b3, op="dense_layer"):
 
 # -------------------------------------------------------------------------- op bodies
 def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
-                       w3: torch.Tensor, b3: torch.Tensor) -> None:
+                  w3: torch.Tensor, b3: torch.Tensor) -> None:
+    _inplace(buf, c_in, w1, b1, w3, b3, None)
+
+
+def _inplace(buf, c_in, w1, b1, w3, b3, packed: Optional[List[torch.Tensor]]) -> None:
+    # the op's body, plus the CPU kernel's packed weights on the eager path (custom ops take
+    # no optional tensor list)
     n = w3.shape[0]
     x = buf[:, :c_in]
     y = buf[:, c_in:c_in + n]
@@ -149,7 +155,7 @@ def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tens
         _triton_kernels().launch_dense_layer(x, y, w1, b1, w3, b3, allow_tf32=_allow_tf32(),
                                       wrap=torch.library.wrap_triton)
     else:
-        torch_into(x, y, w1, b1, w3, b3)
+        torch_into(x, y, w1, b1, w3, b3, packed)
 
 
 def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
@@ -222,7 +228,7 @@ def _bias_elu_fake(x, bias):
 
 
 @torch.library.register_fake("fastreshuffle::dense_layer_cpu_")
-def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0, algo=0):
+def _dense_layer_cpu_fake(x, y, w1, b1, w3, b3, isa=0, algo=0, packed=None):
     # writes into y, allocates nothing visible; shape rules as in the CPU kernel
     if x.dim() != 4 or y.dim() != 4 or w1.dim() != 4 or w3.dim() != 4:
         raise RuntimeError("dense_layer_cpu_: x, y, w1 and w3 must be 4-D")
@@ -256,17 +262,28 @@ def _no_grad_guard(op: str, *tensors):
 
 # ------------------------------------------------------------------- public functions
 def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
-                 w3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+                 w3: torch.Tensor, b3: torch.Tensor, packed: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
     """Compute the dense layer on ``buf[:, :c_in]`` and write it into ``buf[:, c_in:c_in+N]``.
 
     Returns ``buf``.  ``w1``: ``[K, c_in, 1, 1]``, ``b1``: ``[K]``, ``w3``: ``[N, K, 3, 3]``,
     ``b3``: ``[N]`` with the dtype and device of ``buf``.  ``buf`` may have any strides
-    (NCHW, channels_last, a view).
+    (NCHW, channels_last, a view).  ``packed``: :func:`pack_dense_weights` of these weights,
+    so that the CPU kernel does not pack them on every call (used when called eagerly).
     """
     _check_inplace(buf, c_in, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
-    (_inplace_body if _direct(buf) else _inplace_op)(buf, int(c_in), w1, b1, w3, b3)
+    if _direct(buf):
+        _inplace(buf, int(c_in), w1, b1, w3, b3, packed)
+    else:
+        _inplace_op(buf, int(c_in), w1, b1, w3, b3)
     return buf
+
+
+def pack_dense_weights(w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
+                       b3: torch.Tensor) -> Optional[List[torch.Tensor]]:
+    """The weights in the CPU kernel's layout for :func:`dense_layer_`'s ``packed``, or None
+    where that kernel does not run them.  Pack again after changing the weights."""
+    return cpu_pack(w1, b1, w3, b3)
 
 
 def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,

@@ -328,7 +328,8 @@ class _Loop:
                 self.best = v["val_psnr"]
             log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr,
                     val_psnr=v["val_psnr"], val_psnr_codec=v["val_psnr_codec"],
-                    val_gain=v["val_psnr"] - v["val_psnr_codec"], seconds=time.time() - t0)
+                    val_gain=v["val_psnr"] - v["val_psnr_codec"], seconds=time.time() - t0,
+                    cpu_seconds=time.process_time() - self.cpu0)
             if bar is not None:
                 bar.set_postfix({"loss": f"{lval:.4f}", "psnr": f"{last_val:.2f}"}, refresh=True)
             else:
@@ -356,7 +357,7 @@ class _Loop:
             except ImportError:  # pragma: no cover
                 bar = None
         step = start
-        t0 = time.time()
+        t0, self.cpu0 = time.time(), time.process_time()
         t_last, step_last = t0, start
         # partial log interval carried over a resume
         self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
@@ -365,6 +366,9 @@ class _Loop:
         from ..inference.loading import training_memory_format
         fmt = training_memory_format(model, device)
         budget, every = getattr(args, "time_budget", None), getattr(args, "checkpoint_every", None)
+        # --budget-clock cpu: the budget counts this process's CPU time, so a run paused (SIGSTOP)
+        # or slowed by other work on the machine still gets its full share (the preset study).
+        cpu_clock = getattr(args, "budget_clock", "wall") == "cpu"
         t_ckpt = t0
         try:
             for comp, orig, _q in loader:
@@ -392,7 +396,8 @@ class _Loop:
                         now = time.time()
                         ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
                         log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
-                                loss=self.loss_sum / self.loss_n, seconds=now - t0, images_per_s=ips)
+                                loss=self.loss_sum / self.loss_n, seconds=now - t0,
+                                cpu_seconds=time.process_time() - self.cpu0, images_per_s=ips)
                         t_last, step_last = now, step
                         if bar is not None:
                             post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
@@ -417,7 +422,8 @@ class _Loop:
                     saved = False
                 if (budget or every) and step < end:
                     now = time.time()
-                    over = dist.any(budget is not None and now - t0 >= budget)
+                    spent = time.process_time() - self.cpu0 if cpu_clock else now - t0
+                    over = dist.any(budget is not None and spent >= budget)
                     due = dist.any(every is not None and now - t_ckpt >= every)
                     if (over or due) and not saved:
                         if dist.main:
@@ -425,7 +431,8 @@ class _Loop:
                             say(f"checkpoint: step {step} after {now - t0:.0f} s")
                         dist.barrier()
                     if over:
-                        say(f"stopped at step {step} (--time-budget {budget:g} s); continue with --resume")
+                        say(f"stopped at step {step} (--time-budget {budget:g} s"
+                            f"{' of CPU time' if cpu_clock else ''}); continue with --resume")
                         break
                     if due or saved:
                         t_ckpt = now

@@ -142,3 +142,27 @@ def test_val_split_holds_out_training_images(tmp_path, capsys):
     assert "training on 2" in err
     assert main(["train", "--data", str(data), "--val", "split", "--val-images", "3", "--steps", "1",
                  "--out", str(tmp_path / "r2")]) == 2
+
+
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_budget_clock(tmp_path, capsys, monkeypatch, clock):
+    """--budget-clock cpu counts the process's CPU time (here a fake clock that runs 10 s per
+    reading), so the budget stops the run early; the wall clock, over the same short run, does not.
+    The log carries both clocks."""
+    import itertools
+    import time
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "process_time", lambda: 10.0 * next(ticks))
+    data = make_images(tmp_path / "imgs")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "0",
+                 "--time-budget", "30", "--budget-clock", clock] + COMMON) == 0
+    err = capsys.readouterr().err
+    step = json.loads((out / "state.json").read_text())["step"]
+    rows = read_log(out / "log.csv")
+    assert all(r["cpu_seconds"] and r["seconds"] for r in rows)
+    if clock == "cpu":
+        assert step < 12 and "--time-budget 30 s of CPU time" in err
+        assert float(rows[-1]["cpu_seconds"]) > float(rows[-1]["seconds"])
+    else:
+        assert step == 12 and "--time-budget" not in err

@@ -36,8 +36,10 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "dense_layer/cpu/elu_f32.h"
 
@@ -485,6 +487,31 @@ void run_fused(const Kernels<T>& k, const RowConv<T>& c1, const WinoStrip<T>& ws
   });
 }
 
+// A layer's weights in the tile kernels' layout (dense_cpu_pack, or packed per call).  meta
+// (int64): kPackTag, dtype (0 float32, 1 bfloat16), isa, Winograd (1) or direct 3x3 (0), M, K, N,
+// nr1, nr3, kk: what a call checks the packed weights against.
+constexpr int64_t kPackTag = 0x46525044;  // "FRPD"
+constexpr int64_t kPackFields = 10;
+struct Packed {
+  at::Tensor p1, q1, u, q3, meta;
+};
+
+template <class T>
+Packed pack_all(const Kernels<T>& kern, int64_t isa, const at::Tensor& w1, const at::Tensor& b1,
+                const at::Tensor& w3, const at::Tensor& b3, bool winograd, at::ScalarType dt) {
+  const int64_t M = w1.size(1), K = w1.size(0), N = w3.size(0);
+  const int nr1 = pick_nv(kern.lanes, kern.max_nv, K) * kern.lanes;
+  const int nr3 = pick_nv(kern.lanes, kern.max_nv, N) * kern.lanes;
+  Packed pk;
+  pk.p1 = pack_weight(w1, nr1, kern.kk, dt);
+  pk.q1 = pad_bias(b1, pk.p1.size(0), nr1);
+  pk.u = winograd ? pack_winograd_weight(w3, nr3, kern.kk, dt) : pack_weight(w3, nr3, kern.kk, dt);
+  pk.q3 = pad_bias(b3, pk.u.size(0), nr3);
+  pk.meta = at::tensor(std::vector<int64_t>{kPackTag, dt == at::kBFloat16 ? 1 : 0, isa, winograd ? 1 : 0,
+                                            M, K, N, nr1, nr3, kern.kk});
+  return pk;
+}
+
 template <class T>
 const T* cptr(const at::Tensor& t) { return reinterpret_cast<const T*>(t.const_data_ptr()); }
 template <class T>
@@ -492,17 +519,15 @@ T* mptr(const at::Tensor& t) { return reinterpret_cast<T*>(t.mutable_data_ptr())
 
 // The layer on the tile kernels of element type T (shapes checked by dense_layer_cpu).
 template <class T>
-void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1,
-                       const at::Tensor& b1, const at::Tensor& w3, const at::Tensor& b3, int64_t algo) {
+void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Tensor& y, const Packed& pk,
+                       int64_t algo) {
   const int64_t B = x.size(0), M = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t K = w1.size(0), N = w3.size(0);
-  const at::ScalarType dt = x.scalar_type();
+  const int64_t K = pk.meta.const_data_ptr<int64_t>()[5], N = pk.meta.const_data_ptr<int64_t>()[6];
   // E: image column x at E column x + 1; column 0 and columns W + 1 .. Wp - 1 are zeros (the
   // 3x3 conv's padding; Winograd tiles of an odd width read one column more).
   const int64_t Wp = 2 * ((W + 1) / 2) + 2;
-  const int nv1 = pick_nv(kern.lanes, kern.max_nv, K), nr1 = nv1 * kern.lanes;
-  const at::Tensor p1 = pack_weight(w1, nr1, kern.kk, dt);
-  const at::Tensor q1 = pad_bias(b1, p1.size(0), nr1);
+  const int nv1 = pick_nv(kern.lanes, kern.max_nv, K);
+  const at::Tensor &p1 = pk.p1, &q1 = pk.q1, &u = pk.u, &q3 = pk.q3;
   RowConv<T> c1{};
   c1.H = H; c1.W = W;
   c1.in = cptr<T>(x);
@@ -513,14 +538,12 @@ void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Te
   c1.out_sx = K;
   c1.elu = true;
 
-  const int nv3 = pick_nv(kern.lanes, kern.max_nv, N), nr3 = nv3 * kern.lanes;
-  const at::Tensor bias3 = b3.to(at::kFloat).contiguous();
-  const at::Tensor u = algo >= 2 ? pack_winograd_weight(w3, nr3, kern.kk, dt) : pack_weight(w3, nr3, kern.kk, dt);
+  const int nv3 = pick_nv(kern.lanes, kern.max_nv, N);
   const at::Tensor zero_row = at::zeros({4 * K}, x.options());
   WinoStrip<T> ws{};
   ws.H = H; ws.W = W; ws.K = K; ws.N = N;
   ws.packed = cptr<T>(u); ws.nv = nv3; ws.panels = u.size(0);
-  ws.bias = bias3.const_data_ptr<float>();
+  ws.bias = q3.const_data_ptr<float>();
   ws.zero_row = cptr<T>(zero_row);
   ws.out = mptr<T>(y);
   ws.out_sb = y.stride(0); ws.out_sy = y.stride(2); ws.out_sx = y.stride(3);
@@ -542,7 +565,6 @@ void dense_layer_tiles(const Kernels<T>& kern, const at::Tensor& x, const at::Te
     run_winograd(kern, ws, pe, Wp, B);
     return;
   }
-  const at::Tensor q3 = pad_bias(b3, u.size(0), nr3);
   RowConv<T> c3{};
   c3.H = H; c3.W = W;
   c3.in = c1.out;
@@ -567,49 +589,114 @@ void check_pixels(const at::Tensor& t, const char* name) {
               "of one), got strides ", t.strides());
 }
 
+// Checks of the weights and of isa / algo shared by the layer and dense_cpu_pack; resolves isa
+// (float32: 0 -> the best; bfloat16: always 2).
+void check_weights(const char* op, at::ScalarType dt, int64_t M, const at::Tensor& w1, const at::Tensor& b1,
+                   const at::Tensor& w3, const at::Tensor& b3, int64_t& isa, int64_t algo) {
+  TORCH_CHECK(w1.dim() == 4 && w1.size(1) == M && w1.size(2) == 1 && w1.size(3) == 1,
+              op, ": w1 must have shape [K, ", M, ", 1, 1], got ", w1.sizes());
+  const int64_t K = w1.size(0);
+  TORCH_CHECK(w3.dim() == 4 && w3.size(1) == K && w3.size(2) == 3 && w3.size(3) == 3,
+              op, ": w3 must have shape [N, ", K, ", 3, 3], got ", w3.sizes());
+  const int64_t N = w3.size(0);
+  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == K, op, ": b1 must have shape [", K, "], got ", b1.sizes());
+  TORCH_CHECK(b3.dim() == 1 && b3.size(0) == N, op, ": b3 must have shape [", N, "], got ", b3.sizes());
+  for (const at::Tensor* t : {&w1, &b1, &w3, &b3}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == dt, op, ": weights must be ", dt,
+                " CPU tensors like x, got ", t->scalar_type(), " on ", t->device());
+  }
+  TORCH_CHECK(K > 0 && N > 0 && M > 0, op, ": empty weights (M=", M, ", K=", K, ", N=", N, ")");
+  TORCH_CHECK(algo >= 0 && algo <= 3, op, ": algo must be 0 (auto), 1 (direct 3x3), 2 (Winograd, "
+              "fused row ring) or 3 (Winograd, whole intermediate), got ", algo);
+  if (dt == at::kBFloat16) {
+    TORCH_CHECK(isa == kNone || isa == kAvx512, op, ": bfloat16 runs on AVX-512 with BF16 only: isa "
+                "must be 0 (best) or 2, got ", isa);
+    TORCH_CHECK(bf16_supported(), op, ": bfloat16 needs a CPU with AVX512-BF16 (vdpbf16ps); "
+                "this one has none (the Python side falls back to torch's bfloat16 convolutions)");
+    isa = kAvx512;
+  } else {
+    TORCH_CHECK(dt == at::kFloat, op, ": float32 or bfloat16 weights, got ", dt);
+    if (isa == kNone) isa = best_isa();
+    TORCH_CHECK(isa == kAvx2 || isa == kAvx512, op, ": isa must be 0 (best), 1 (AVX2) or 2 (AVX-512), got ",
+                isa, best_isa() == kNone ? " (this CPU has neither)" : "");
+    TORCH_CHECK(isa_supported(isa), op, ": this CPU does not support ", isa == kAvx512 ? "AVX-512" : "AVX2 + FMA");
+  }
+}
+
+Packed pack_for(at::ScalarType dt, int64_t isa, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
+                const at::Tensor& b3, bool winograd) {
+  if (dt == at::kBFloat16) return pack_all(bf16_kernels(w3.size(0)), isa, w1, b1, w3, b3, winograd, dt);
+  return pack_all(f32_kernels(isa), isa, w1, b1, w3, b3, winograd, dt);
+}
+
+// The layer's weights packed once for dense_layer_cpu_(..., packed=): [p1, q1, u, q3, meta].
+// The packing depends on the dtype, the instruction set and whether the 3x3 runs as Winograd
+// (algo 0, 2, 3) or directly (algo 1); a call checks all three and the shapes against meta.
+std::vector<at::Tensor> dense_cpu_pack(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
+                                       const at::Tensor& b3, int64_t isa, int64_t algo) {
+  TORCH_CHECK(w1.dim() == 4, "dense_cpu_pack: w1 must be 4-D [K, M, 1, 1], got shape ", w1.sizes());
+  const at::ScalarType dt = w1.scalar_type();
+  check_weights("dense_cpu_pack", dt, w1.size(1), w1, b1, w3, b3, isa, algo);
+  Packed pk = pack_for(dt, isa, w1, b1, w3, b3, algo != 1);
+  return {pk.p1, pk.q1, pk.u, pk.q3, pk.meta};
+}
+
 void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w1, const at::Tensor& b1,
-                     const at::Tensor& w3, const at::Tensor& b3, int64_t isa, int64_t algo) {
+                     const at::Tensor& w3, const at::Tensor& b3, int64_t isa, int64_t algo,
+                     std::optional<at::TensorList> packed) {
   check_pixels(x, "x");
   check_pixels(y, "y");
   const at::ScalarType dt = x.scalar_type();
   TORCH_CHECK(y.scalar_type() == dt, "dense_layer_cpu_: y has dtype ", y.scalar_type(), " but x has ", dt);
   const int64_t B = x.size(0), M = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(w1.dim() == 4 && w1.size(1) == M && w1.size(2) == 1 && w1.size(3) == 1,
-              "dense_layer_cpu_: w1 must have shape [K, ", M, ", 1, 1], got ", w1.sizes());
-  const int64_t K = w1.size(0);
-  TORCH_CHECK(w3.dim() == 4 && w3.size(1) == K && w3.size(2) == 3 && w3.size(3) == 3,
-              "dense_layer_cpu_: w3 must have shape [N, ", K, ", 3, 3], got ", w3.sizes());
-  const int64_t N = w3.size(0);
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == K, "dense_layer_cpu_: b1 must have shape [", K, "], got ", b1.sizes());
-  TORCH_CHECK(b3.dim() == 1 && b3.size(0) == N, "dense_layer_cpu_: b3 must have shape [", N, "], got ", b3.sizes());
+  check_weights("dense_layer_cpu_", dt, M, w1, b1, w3, b3, isa, algo);
+  const int64_t K = w1.size(0), N = w3.size(0);
   TORCH_CHECK(y.size(0) == B && y.size(1) == N && y.size(2) == H && y.size(3) == W,
               "dense_layer_cpu_: y must have shape [", B, ", ", N, ", ", H, ", ", W, "], got ", y.sizes());
-  for (const at::Tensor* t : {&w1, &b1, &w3, &b3}) {
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == dt, "dense_layer_cpu_: weights must be ", dt,
-                " CPU tensors like x, got ", t->scalar_type(), " on ", t->device());
-  }
-  TORCH_CHECK(K > 0 && N > 0 && M > 0, "dense_layer_cpu_: empty weights (M=", M, ", K=", K, ", N=", N, ")");
-  TORCH_CHECK(algo >= 0 && algo <= 3, "dense_layer_cpu_: algo must be 0 (auto), 1 (direct 3x3), 2 (Winograd, "
-              "fused row ring) or 3 (Winograd, whole intermediate), got ", algo);
-  if (dt == at::kBFloat16) {
-    TORCH_CHECK(isa == kNone || isa == kAvx512, "dense_layer_cpu_: bfloat16 runs on AVX-512 with BF16 only: isa "
-                "must be 0 (best) or 2, got ", isa);
-    TORCH_CHECK(bf16_supported(), "dense_layer_cpu_: bfloat16 needs a CPU with AVX512-BF16 (vdpbf16ps); "
-                "this one has none (the Python side falls back to torch's bfloat16 convolutions)");
+  Packed pk;
+  if (packed.has_value()) {
+    const auto& list = *packed;
+    TORCH_CHECK(list.size() == 5, "dense_layer_cpu_: packed must be the 5 tensors dense_cpu_pack returns, got ",
+                list.size());
+    std::array<at::Tensor, 5> t;
+    for (size_t i = 0; i < 5; ++i) {
+      t[i] = list[i];
+      TORCH_CHECK(t[i].defined() && t[i].is_contiguous() && t[i].device().is_cpu(),
+                  "dense_layer_cpu_: packed[", i, "] must be a contiguous CPU tensor from dense_cpu_pack");
+    }
+    const at::Tensor& meta = t[4];
+    TORCH_CHECK(meta.scalar_type() == at::kLong && meta.numel() == kPackFields &&
+                meta.const_data_ptr<int64_t>()[0] == kPackTag,
+                "dense_layer_cpu_: packed[4] is not the metadata of dense_cpu_pack");
+    const int64_t* m = meta.const_data_ptr<int64_t>();
+    const int64_t want[] = {kPackTag, dt == at::kBFloat16 ? 1 : 0, isa, algo == 1 ? 0 : 1, M, K, N};
+    static const char* names[] = {"tag", "dtype", "isa", "algorithm (Winograd or direct)", "M", "K", "N"};
+    for (int i = 1; i < 7; ++i)
+      TORCH_CHECK(m[i] == want[i], "dense_layer_cpu_: the packed weights were made for another ", names[i], " (",
+                  m[i], ", this call: ", want[i], "); pack again with dense_cpu_pack");
+    const int64_t kp1 = padded_rows(M, static_cast<int>(m[9])), kp3 = padded_rows(K, static_cast<int>(m[9]));
+    const int64_t pan1 = (K + m[7] - 1) / m[7], pan3 = (N + m[8] - 1) / m[8];
+    const at::ScalarType pdt = dt;
+    TORCH_CHECK(t[0].scalar_type() == pdt && t[0].numel() == pan1 * kp1 * m[7] && t[0].size(0) == pan1 &&
+                t[1].scalar_type() == at::kFloat && t[1].numel() == pan1 * m[7] &&
+                t[2].scalar_type() == pdt && t[2].numel() == pan3 * (algo == 1 ? 9 : 16) * kp3 * m[8] &&
+                t[2].size(0) == pan3 && t[3].scalar_type() == at::kFloat && t[3].numel() == pan3 * m[8],
+                "dense_layer_cpu_: the packed weight tensors do not have the sizes their metadata gives");
+    pk = Packed{t[0], t[1], t[2], t[3], meta};
   } else {
-    if (isa == kNone) isa = best_isa();
-    TORCH_CHECK(isa == kAvx2 || isa == kAvx512, "dense_layer_cpu_: isa must be 0 (best), 1 (AVX2) or 2 (AVX-512), got ",
-                isa, best_isa() == kNone ? " (this CPU has neither)" : "");
-    TORCH_CHECK(isa_supported(isa), "dense_layer_cpu_: this CPU does not support ", isa == kAvx512 ? "AVX-512" : "AVX2 + FMA");
+    pk = pack_for(dt, isa, w1, b1, w3, b3, algo != 1);
   }
   if (B == 0 || H == 0 || W == 0) return;
   if (algo == 0) {
     // Winograd; E in a ring unless it is small enough to stay in the last-level cache anyway
-    // (then computing it whole avoids the ring's halo rows).
-    algo = B * H * W * K * x.element_size() > (8 << 20) ? 2 : 3;
+    // (then computing it whole avoids the ring's halo rows).  Measured at the paper preset's
+    // shapes (768x512, 2 threads, Zen 4): float32 even at 6 MiB, ring faster from 12 MiB;
+    // bfloat16 ring faster already at 3 and 6 MiB (8 of 9 layers, by 2-10%).
+    const int64_t whole_max = dt == at::kBFloat16 ? (2 << 20) : (8 << 20);
+    algo = B * H * W * K * x.element_size() > whole_max ? 2 : 3;
   }
-  if (dt == at::kBFloat16) dense_layer_tiles(bf16_kernels(N), x, y, w1, b1, w3, b3, algo);
-  else dense_layer_tiles(f32_kernels(isa), x, y, w1, b1, w3, b3, algo);
+  if (dt == at::kBFloat16) dense_layer_tiles(bf16_kernels(N), x, y, pk, algo);
+  else dense_layer_tiles(f32_kernels(isa), x, y, pk, algo);
 }
 
 int64_t dense_cpu_isa() { return best_isa(); }
@@ -619,6 +706,7 @@ bool dense_cpu_bf16() { return bf16_supported(); }
 
 TORCH_LIBRARY_IMPL(fastreshuffle, CPU, m) {
   m.impl("dense_layer_cpu_", &dense_layer_cpu);
+  m.impl("dense_cpu_pack", &dense_cpu_pack);
 }
 
 // dense_cpu_isa() takes no tensor to dispatch on: CompositeImplicitAutograd, as the kernel of
