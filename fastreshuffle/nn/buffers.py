@@ -91,20 +91,30 @@ def starts_inside(src: torch.Tensor, buf: torch.Tensor) -> bool:
     span = sum((n - 1) * st for n, st in zip(buf.shape, buf.stride())) + 1
     return buf.storage_offset() <= src.storage_offset() < buf.storage_offset() + span
 
-def reshuffle_up_rows(src: torch.Tensor, dst: torch.Tensor) -> None:
+
+def reshuffle_up_rows(src: torch.Tensor, dst: torch.Tensor, clone_rows: int = 32) -> None:
     """``reshuffle_up(src, 2, out=dst)`` where ``src`` (batch 1, channels_last) lies at the
     end of the allocation whose start ``dst`` (channels_last, twice the rows) begins.
 
-    Rows go top to bottom: writing output rows 2r, 2r+1 only touches memory below the
-    start of input row r, plus (near the end) input row r itself, which is then read from
-    a copy first.  Input rows below r are all consumed by then: an input row k is
-    overwritten only once output rows reach its address, i.e. after rows 2k, 2k+1.
+    Rows go top to bottom in chunks: writing output rows up to 2 r1 only touches memory below
+    the start of input row r1 (``src`` sits at the end: the gap between the two shrinks by
+    2 row_dst - row_src >= 0 per input row and reaches 0 at the last row).  A chunk of input
+    rows [r0, r1) whose output ends before the start of input row r0 is reshuffled straight
+    from the buffer; the largest such chunk is taken (early chunks are long, the gap is wide
+    there); where not even one row fits, up to ``clone_rows`` rows are copied out first (input
+    rows below r1 are all consumed by then).  One op call per chunk instead of per row (the
+    ``small`` preset at 1920x1080: 270 rows, a few dozen chunks).
     """
     rows = src.shape[2]
-    row_dst = dst.stride(2)  # elements per output row (all channels: channels_last)
-    for r in range(rows):
-        s = src[:, :, r:r + 1]
-        d = dst[:, :, 2 * r:2 * r + 2]
-        if dst.storage_offset() + (2 * r + 2) * row_dst > s.storage_offset():
-            s = s.clone()
-        reshuffle_up(s, 2, out=d)
+    row_dst = 2 * dst.stride(2)              # elements per pair of output rows (all channels)
+    row_src = src.stride(2)
+    gap = src.storage_offset() - dst.storage_offset()
+    r0 = 0
+    while r0 < rows:
+        r1 = min(rows, (gap + r0 * row_src) // row_dst)   # output of rows < r1 ends before input row r0
+        s_ = src[:, :, r0:max(r1, r0 + 1)]
+        if r1 <= r0:
+            r1 = min(rows, r0 + clone_rows)
+            s_ = src[:, :, r0:r1].clone()
+        reshuffle_up(s_, 2, out=dst[:, :, 2 * r0:2 * r1])
+        r0 = r1

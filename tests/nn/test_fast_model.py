@@ -136,9 +136,10 @@ def test_cuda_matches_reference(preset, dtype, tol, monkeypatch):
     assert (out.double() - expect).abs().max().item() <= tol
 
 
-@pytest.mark.parametrize("c1, c2", [(16, 8), (16, 4), (12, 3), (12, 7), (4, 9)])
-@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (4, 2)])
-def test_inplace_row_reshuffle_into_the_shared_allocation(c1, c2, h, w):
+@pytest.mark.parametrize("c1, c2", [(16, 8), (16, 4), (12, 3), (12, 7), (4, 9), (64, 40)])
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (4, 2), (37, 11), (70, 3)])
+@pytest.mark.parametrize("clone_rows", [1, 5, 32])
+def test_inplace_row_reshuffle_into_the_shared_allocation(c1, c2, h, w, clone_rows):
     # block 1 (c1 channels, h x w) at the end of the allocation of block 2 (c2 channels, 2h x 2w),
     # both channels_last: the row-wise reshuffle must equal pixel_shuffle of the original block 1
     import torch.nn.functional as F
@@ -151,7 +152,7 @@ def test_inplace_row_reshuffle_into_the_shared_allocation(c1, c2, h, w):
     src.copy_(torch.randn(1, c1, h, w, generator=torch.Generator().manual_seed(c1 * 100 + c2 + h)))
     expect = F.pixel_shuffle(src.clone(), 2)
     assert starts_inside(src, dst)
-    reshuffle_up_rows(src, dst[:, :c1 // 4])
+    reshuffle_up_rows(src, dst[:, :c1 // 4], clone_rows=clone_rows)
     assert torch.equal(dst[:, :c1 // 4], expect)
 
 
