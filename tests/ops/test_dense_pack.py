@@ -126,3 +126,17 @@ def test_model_repacks_when_weights_change(dtype):
         sd = {k: v * 0.5 for k, v in net.state_dict().items()}
         inf.load_state_dict(sd)
         assert torch.equal(inf(x), fresh(sd)(x))
+
+
+@pytest.mark.parametrize("dtype,isa", _isas())
+@pytest.mark.parametrize("n", [8, 16, 40])
+def test_ring_and_whole_intermediate_agree_bitwise(dtype, isa, n):
+    """The Winograd layer with E in a row ring (algo 2) or whole (algo 3) computes every value the
+    same way, so the automatic choice between them (a size threshold per dtype) cannot change a
+    result: same bits, odd sizes, batch 2."""
+    buf, wts = _layer(dtype, n=n, h=23, w=31)
+    m = buf.shape[1] - n
+    a, b = _fresh_out(buf, m, n), _fresh_out(buf, m, n)
+    OPS.dense_layer_cpu_(buf[:, :m], a, *wts, isa, 2)
+    OPS.dense_layer_cpu_(buf[:, :m], b, *wts, isa, 3)
+    assert not a.isnan().any() and torch.equal(a, b)
