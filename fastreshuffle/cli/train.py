@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "count twice) [10]")
     g.add_argument("--patch", type=int, default=96, help="patch size, multiple of 8 [96]")
     g.add_argument("--rot90", action="store_true", help="also augment with 90-degree rotations")
+    g.add_argument("--mix", default=None, metavar="NAME=P,...",
+                   help="full-range variations per sample, with probabilities: none (uncompressed, "
+                        "target = input), 444 (JPEG 4:4:4 chroma), offset (coding grid off the 8-pixel "
+                        "grid), double (compressed twice), e.g. none=0.1,444=0.25,offset=0.5,double=0.15")
     g.add_argument("--small-images", choices=["pad", "skip"], default="pad",
                    help="what to do with images smaller than the patch [pad]")
     g.add_argument("--workers", type=int, default=None, help="DataLoader worker processes [min(2, cpus)]")

@@ -141,16 +141,60 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
     return images, names, rep
 
 
+@dataclasses.dataclass(frozen=True)
+class Mix:
+    """Per-sample probabilities of the full-range variations (``train --mix``):
+
+    * ``none``: no compression at all (the target is the input: a never-compressed photo must
+      come back unchanged); the sample's quality is reported as 100;
+    * ``444``: JPEG with 4:4:4 chroma instead of the codec's 4:2:0 (JPEG only);
+    * ``offset``: the patch cut from a larger compressed crop at a random offset (1..7, 1..7),
+      so the coding grid is not aligned with the network's 8-pixel grid (a cropped photo);
+    * ``double``: compressed twice, first at another quality drawn from the same list (a
+      re-saved photo).
+
+    All zero: exactly the samples of a run without ``--mix`` (no extra random draws)."""
+    none: float = 0.0
+    s444: float = 0.0
+    offset: float = 0.0
+    double: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return any((self.none, self.s444, self.offset, self.double))
+
+
+def parse_mix(text: Optional[str]) -> Mix:
+    """``"none=0.1,444=0.25,offset=0.5,double=0.15"`` -> :class:`Mix` (omitted items are 0)."""
+    if not text:
+        return Mix()
+    names = {"none": "none", "444": "s444", "offset": "offset", "double": "double"}
+    kw = {}
+    for item in str(text).split(","):
+        k, eq, v = item.strip().partition("=")
+        if k not in names or not eq:
+            raise ValueError(f"bad --mix item {item!r}: use NAME=P with NAME one of {sorted(names)}")
+        try:
+            p = float(v)
+        except ValueError:
+            raise ValueError(f"bad --mix item {item!r}: {v!r} is not a probability") from None
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"bad --mix item {item!r}: a probability must be in [0, 1]")
+        kw[names[k]] = p
+    return Mix(**kw)
+
+
 class PatchPairs(Dataset):
     """Random (compressed, original) patch pairs; ``dataset[i]`` is a pure function of (seed, i).
 
     Returns ``(compressed, original, quality)``: two float32 tensors (3, P, P) in [0, 1]
-    and the codec quality (float tensor) used for that sample.
+    and the codec quality (float tensor) used for that sample (100 for an uncompressed one).
+    ``mix``: the full-range variations, see :class:`Mix`.
     """
 
     def __init__(self, images: List[np.ndarray], patch: int = 128, codec: Union[str, CodecSpec] = "jpeg",
                  qualities: Sequence[int] = (10,), seed: int = 0, flips: bool = True, rot90: bool = False,
-                 length: int = 2 ** 62):
+                 length: int = 2 ** 62, mix: Optional[Mix] = None):
         if patch <= 0 or patch % 8:
             raise ValueError(f"patch size must be a positive multiple of 8, got {patch}")
         if not images:
@@ -163,6 +207,11 @@ class PatchPairs(Dataset):
         self.flips = flips
         self.rot90 = rot90
         self.length = int(length)
+        self.mix = mix or Mix()
+        if self.mix.s444 and self.codec.name != "jpeg":
+            raise ValueError(f"--mix 444 is for JPEG (the codec is {self.codec.name})")
+        # the offset variation cuts the patch from a crop 8 pixels larger
+        self.images = [_pad_to(im, patch + 8, patch + 8) for im in self.images] if self.mix.offset else self.images
 
     def __len__(self) -> int:
         return self.length
@@ -171,6 +220,8 @@ class PatchPairs(Dataset):
         rng = np.random.default_rng([self.seed, int(index)])
         img = self.images[int(rng.integers(len(self.images)))]
         p = self.patch
+        if self.mix.active:
+            return self._sample_mixed(rng, img)
         y = int(rng.integers(img.shape[0] - p + 1))
         x = int(rng.integers(img.shape[1] - p + 1))
         crop = img[y:y + p, x:x + p]
@@ -185,6 +236,41 @@ class PatchPairs(Dataset):
         crop = np.ascontiguousarray(crop)
         coded = self.codec.with_quality(q)(crop)
         return coded.image, crop, q
+
+    def _sample_mixed(self, rng, img: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int]:
+        m, p = self.mix, self.patch
+        # draws in a fixed order, every one taken whatever the outcome (reproducible)
+        none, s444, offset, double = (rng.random() < m.none, rng.random() < m.s444,
+                                      rng.random() < m.offset, rng.random() < m.double)
+        dy, dx = (int(v) for v in rng.integers(1, 8, size=2))
+        if not offset:
+            dy = dx = 0
+        size = p + 8 if m.offset else p
+        y = int(rng.integers(img.shape[0] - size + 1))
+        x = int(rng.integers(img.shape[1] - size + 1))
+        crop = img[y:y + size, x:x + size]
+        flip_v, flip_h, rot = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4))
+        if self.flips:
+            crop = crop[::-1] if flip_v else crop
+            crop = crop[:, ::-1] if flip_h else crop
+        if self.rot90:
+            crop = np.rot90(crop, rot)
+        q = self.qualities[int(rng.integers(len(self.qualities)))]
+        q0 = self.qualities[int(rng.integers(len(self.qualities)))]
+        crop = np.ascontiguousarray(crop)
+        if none:
+            coded, q = crop, 100
+        else:
+            spec = self.codec
+            if s444:
+                spec = dataclasses.replace(spec, options=tuple(o for o in spec.options
+                                                               if o[0] not in ("420", "422", "444")) + (("444", ""),))
+            coded = crop
+            if double:
+                coded = spec.with_quality(q0)(coded).image
+            coded = spec.with_quality(q)(coded).image
+        return (np.ascontiguousarray(coded[dy:dy + p, dx:dx + p]),
+                np.ascontiguousarray(crop[dy:dy + p, dx:dx + p]), q)
 
     def __getitem__(self, index: int):
         comp, orig, q = self.sample(index)

@@ -112,6 +112,11 @@ def _check_args(args) -> None:
         raise UserError("--lr must be positive")
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
+    from .data import parse_mix
+    try:
+        parse_mix(getattr(args, "mix", None))
+    except ValueError as e:
+        raise UserError(str(e)) from None
     for name in ("time_budget", "checkpoint_every"):
         v = getattr(args, name, None)
         if v is not None and not v > 0:
@@ -293,11 +298,14 @@ class _Loop:
         self.loss_sum, self.loss_n = 0.0, 0
 
     def _loader(self, start: int, end: int):
-        from .data import PatchPairs, StepBatchSampler, worker_init
+        from .data import PatchPairs, StepBatchSampler, parse_mix, worker_init
 
         args, dist = self.args, self.dist
-        dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
-                             seed=args.seed, rot90=args.rot90)
+        try:
+            dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
+                                 seed=args.seed, rot90=args.rot90, mix=parse_mix(getattr(args, "mix", None)))
+        except ValueError as e:
+            raise UserError(str(e)) from None
         sampler = StepBatchSampler(start, end, args.batch_size, dist.rank, dist.world)
         workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
         return torch.utils.data.DataLoader(

@@ -166,3 +166,48 @@ def test_budget_clock(tmp_path, capsys, monkeypatch, clock):
         assert float(rows[-1]["cpu_seconds"]) > float(rows[-1]["seconds"])
     else:
         assert step == 12 and "--time-budget" not in err
+
+
+def test_full_range_mix(tmp_path, capsys):
+    """--mix: uncompressed samples come back as their own target; 4:4:4 and double compression
+    are what the codec gives for them; offset patches have their coding grid off the 8-pixel grid
+    (found by the blockiness phase); no mix draws nothing extra (old runs reproduce)."""
+    from fastreshuffle.io.codecs import jpeg
+    from fastreshuffle.training.data import Mix, parse_mix
+    images, _, _ = load_folder(make_images(tmp_path / "imgs", n=3, size=64), min_size=32)
+    kw = dict(patch=32, codec="jpeg", qualities=[8], seed=5)
+    plain, zero = PatchPairs(images, **kw), PatchPairs(images, mix=Mix(), **kw)
+    for i in range(4):
+        assert all(np.array_equal(a, b) for a, b in zip(plain.sample(i)[:2], zero.sample(i)[:2]))
+    none = PatchPairs(images, mix=parse_mix("none=1"), **kw)
+    for i in range(4):
+        c, o, q = none.sample(i)
+        assert q == 100 and np.array_equal(c, o)
+    s444 = PatchPairs(images, mix=parse_mix("444=1"), **kw)
+    c, o, q = s444.sample(0)
+    assert np.array_equal(c, jpeg(o, 8, "444").image) and not np.array_equal(c, jpeg(o, 8).image)
+    double = PatchPairs(images, mix=parse_mix("double=1"), **{**kw, "qualities": [8, 50]})
+    differs = 0
+    for i in range(6):
+        c, o, q = double.sample(i)
+        assert any(np.array_equal(c, jpeg(jpeg(o, q0).image, q).image) for q0 in (8, 50))
+        differs += not np.array_equal(c, jpeg(o, q).image)
+    assert differs >= 2
+
+    def grid_phase(img):  # column phase of the largest mean jump between neighbours
+        d = np.abs(np.diff(img.astype(np.float64).mean(axis=2), axis=1)).mean(axis=0)
+        return int(np.argmax([d[k::8].mean() for k in range(8)]))
+
+    off = PatchPairs(images, mix=parse_mix("offset=1"), **kw)
+    al = PatchPairs(images, mix=parse_mix("offset=0.000001"), **kw)   # crops of p + 8, aligned
+    assert sum(grid_phase(al.sample(i)[0]) == 7 for i in range(12)) >= 10
+    assert sum(grid_phase(off.sample(i)[0]) != 7 for i in range(12)) >= 8
+    for bad in ("none", "none=2", "foo=0.1", "none=x"):
+        with pytest.raises(ValueError, match="bad --mix"):
+            parse_mix(bad)
+    data = make_images(tmp_path / "imgs2")
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"),
+                 "--mix", "offset=3"] + COMMON) == 2
+    assert "bad --mix item 'offset=3'" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r2"), "--workers", "0",
+                 "--mix", "none=0.2,444=0.3,offset=0.5,double=0.2"] + COMMON) == 0
