@@ -82,3 +82,5 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
     with torch.no_grad():
         for k, p in own.items():
             p.copy_(state[k].to(p.dtype))
+    if hasattr(model, "clear_cache"):   # FastReshuffleNet: weights cached per version (none for inference tensors)
+        model.clear_cache()

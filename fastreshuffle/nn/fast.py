@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 
+from .. import backends
 from ..ops.block import dense_block
 from ..ops.dense import dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton
 from ..ops.reshuffle import reshuffle_down, reshuffle_up
@@ -128,8 +129,7 @@ class FastReshuffleNet(ReshuffleNet):
         super().__init__(config)
         self._buf_key = None
         self._buf_cache: Optional[Tuple[torch.Tensor, ...]] = None
-        self._params_key = None
-        self._params_cache = None
+        self._params_cache: dict = {}      # mixed (bool) -> (key, params)
 
     # --------------------------------------------------------------- buffers
     def _block_buffers(self, xp: torch.Tensor, fused_reshuffle: bool) -> List[torch.Tensor]:
@@ -146,17 +146,17 @@ class FastReshuffleNet(ReshuffleNet):
         calls, packed for the CPU kernel)."""
         self._buf_key = None
         self._buf_cache = None
-        self._params_key = None
-        self._params_cache = None
+        self._params_cache = {}
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()          # .to()/.half()/.cuda(): the cached buffers are stale
         return super()._apply(fn, *args, **kwargs)
 
-    def load_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, *args, **kwargs):
+        # runs for this module on any load_state_dict reaching it (also through a parent module);
         # parameters made under torch.inference_mode keep no version counter for the cache key
         self.clear_cache()
-        return super().load_state_dict(*args, **kwargs)
+        return super()._load_from_state_dict(*args, **kwargs)
 
     # --------------------------------------------------------------- forward
     def _needs_autograd(self, x: torch.Tensor) -> bool:
@@ -199,20 +199,23 @@ class FastReshuffleNet(ReshuffleNet):
         mixed-precision call the columns that read the input's channels (the first 3 * 4^k of a
         prefix at 1/2^k resolution: reshuffles keep them in front) are divided by _INPUT_SCALE.
         With ``cache`` (eager inference) each layer's tuple also carries its weights packed for
-        the CPU kernel (or None), the sub-pixel kernel is made, and the result is cached per
-        parameter version: weights
-        changed in place (optimizer steps, ``copy_``) are scaled and packed again; for inference
-        tensors, which keep no version counter, only ``load_state_dict`` / ``.to()`` /
-        :meth:`clear_cache` renew them."""
+        the CPU kernel (or None), the sub-pixel kernel is made, and the result is cached (one
+        slot per ``mixed``) per parameter version and instruction-set choice: weights changed
+        in place (optimizer steps, ``copy_``) are scaled and packed again.  Changes that leave
+        no version behind -- through ``p.data``, or to inference tensors (made under
+        ``torch.inference_mode``) other than by ``load_state_dict`` /
+        :func:`~fastreshuffle.io.weights.load_state_checked` / ``.to()`` -- need
+        :meth:`clear_cache`."""
         if not cache:
             return (*self._scaled_params(mixed), None)
-        key = (mixed, tuple((p.data_ptr(), None if p.is_inference() else p._version)
-                            for p in self.parameters()))
-        if self._params_key == key:
-            return self._params_cache
+        key = (backends.cpu_kernel_isa(), backends.cpu_bf16_kernel(),
+               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in self.parameters()))
+        hit = self._params_cache.get(mixed)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         blocks, tail = self._scaled_params(mixed)
         out = [[(*p, pack_dense_weights(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
-        self._params_key, self._params_cache = key, out
+        self._params_cache[mixed] = (key, out)
         return out
 
     def _scaled_params(self, mixed: bool):

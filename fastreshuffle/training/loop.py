@@ -200,12 +200,13 @@ def _build_model(args, cfg, device, precision: str):
     return model
 
 
-def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, Tuple[float, int]]:
-    """-> (start step, best PSNR, partial loss accumulator) of the saved run."""
+def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, Tuple[float, int], float]:
+    """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far) of the saved run."""
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
     loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))
+    cpu_seconds = float(meta.get("cpu_seconds") or 0.0)
     saved_cfg = meta.get("config")
     if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
         raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
@@ -217,7 +218,7 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
         if key in meta and meta[key] != now:
             warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
-    return start, best, loss_acc
+    return start, best, loss_acc, cpu_seconds
 
 
 def train(args) -> int:
@@ -259,9 +260,9 @@ def train(args) -> int:
     if args.precision_used == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warn("--precision bf16 on a CPU without AVX512-BF16 / AMX: bf16 is emulated there, slower than fp32")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start, best, loss_acc = 0, -float("inf"), (0.0, 0)
+    start, best, loss_acc, cpu_seconds = 0, -float("inf"), (0.0, 0), 0.0
     if args.resume:
-        start, best, loss_acc = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
+        start, best, loss_acc, cpu_seconds = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
         if start >= args.steps:
             say(f"nothing to do: the run is already at step {start} >= --steps {args.steps}")
             dist.close()
@@ -272,7 +273,7 @@ def train(args) -> int:
         dist.close()
         return 0
     loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say)
-    return loop.run(start, end, best, loss_acc)
+    return loop.run(start, end, best, loss_acc, cpu_seconds)
 
 
 def _precision_line(precision: str, model, device) -> str:
@@ -324,7 +325,7 @@ class _Loop:
             save_weights(self.model, self.run_dir / "best.safetensors", metadata=wmeta)
         save_state(self.run_dir, self.model, self.opt, step,
                    {**self.extra_meta, "best_psnr": best, "args": vars(args),
-                    "loss_acc": [self.loss_sum, self.loss_n]})
+                    "loss_acc": [self.loss_sum, self.loss_n], "cpu_seconds": self.cpu_total()})
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
         is_best, last_val = False, None
@@ -337,7 +338,7 @@ class _Loop:
             log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr,
                     val_psnr=v["val_psnr"], val_psnr_codec=v["val_psnr_codec"],
                     val_gain=v["val_psnr"] - v["val_psnr_codec"], seconds=time.time() - t0,
-                    cpu_seconds=time.process_time() - self.cpu0)
+                    cpu_seconds=self.cpu_total())
             if bar is not None:
                 bar.set_postfix({"loss": f"{lval:.4f}", "psnr": f"{last_val:.2f}"}, refresh=True)
             else:
@@ -346,7 +347,11 @@ class _Loop:
         self.checkpoint(step, is_best or self.valset is None)
         return last_val
 
-    def run(self, start: int, end: int, best: float, loss_acc) -> int:
+    def cpu_total(self) -> float:
+        """CPU seconds of this process's training so far, plus those of the runs it resumed."""
+        return self.cpu_base + time.process_time() - self.cpu0
+
+    def run(self, start: int, end: int, best: float, loss_acc, cpu_base: float = 0.0) -> int:
         args, dist, model, opt, say = self.args, self.dist, self.model, self.opt, self.say
         device = dist.device
         self.best = best
@@ -365,7 +370,7 @@ class _Loop:
             except ImportError:  # pragma: no cover
                 bar = None
         step = start
-        t0, self.cpu0 = time.time(), time.process_time()
+        t0, self.cpu0, self.cpu_base = time.time(), time.process_time(), float(cpu_base)
         t_last, step_last = t0, start
         # partial log interval carried over a resume
         self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
@@ -405,7 +410,7 @@ class _Loop:
                         ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
                         log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
                                 loss=self.loss_sum / self.loss_n, seconds=now - t0,
-                                cpu_seconds=time.process_time() - self.cpu0, images_per_s=ips)
+                                cpu_seconds=self.cpu_total(), images_per_s=ips)
                         t_last, step_last = now, step
                         if bar is not None:
                             post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}

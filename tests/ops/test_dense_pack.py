@@ -85,6 +85,11 @@ def test_packed_mismatch_is_refused():
         call(x, y, *wts, ISA, 0, p[:4])
     with pytest.raises(RuntimeError, match="not the metadata"):
         call(x, y, *wts, ISA, 0, [*p[:4], torch.zeros(10, dtype=torch.long)])
+    for field, what in ((7, "1x1 panel width"), (8, "3x3 panel width"), (9, "dot step")):
+        meta = p[4].clone()
+        meta[field] = 0 if field != 8 else 8     # forged: a division by zero / narrower panels
+        with pytest.raises(RuntimeError, match=f"another {what}"):
+            call(x, y, *wts, ISA, 0, [*p[:4], meta])
     with pytest.raises(RuntimeError, match="do not have the sizes"):
         call(x, y, *wts, ISA, 0, [p[0][:-1].contiguous(), *p[1:]])
     with pytest.raises(RuntimeError, match="w3 must have shape"):
@@ -94,38 +99,69 @@ def test_packed_mismatch_is_refused():
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
     not backends.cpu_bf16_kernel(), reason="CPU lacks AVX512-BF16"))])
-def test_model_repacks_when_weights_change(dtype):
-    """FastReshuffleNet caches the packed weights per parameter version: after an in-place change
-    (an optimizer step, ``copy_``), a ``load_state_dict`` (also of a model made under
-    inference_mode, whose tensors keep no version) or ``.to()`` its output is that of a fresh
-    model with the new weights, bit for bit."""
+def test_model_repacks_when_weights_change(dtype, monkeypatch):
+    """FastReshuffleNet packs each layer once and hands the packed weights to the kernel; it packs
+    again after an in-place change (an optimizer step, ``copy_``), a ``load_state_dict`` (also
+    through a parent module, and of a model made under inference_mode, whose tensors keep no
+    version), ``load_state_checked`` or ``.to()``: its output is then that of a fresh model with
+    the new weights, bit for bit."""
+    from fastreshuffle.io.weights import load_state_checked
     from fastreshuffle.nn.config import PRESETS
     from fastreshuffle.nn.fast import FastReshuffleNet
+    from fastreshuffle.ops import _dense_torch
+
+    packs, calls = [], []
+    real_pack, real_layer = OPS.dense_cpu_pack, OPS.dense_layer_cpu_
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(OPS, name)
+
+        def dense_cpu_pack(self, *a):
+            packs.append(1)
+            return real_pack(*a)
+
+        def dense_layer_cpu_(self, *a):
+            calls.append(a[8] if len(a) > 8 else None)
+            return real_layer(*a)
+
+    monkeypatch.setattr(_dense_torch.torch.ops, "fastreshuffle", Spy())
+    cfg = PRESETS["tiny"]
+    n_layers = sum(cfg.layers)
 
     def fresh(sd):
-        net = FastReshuffleNet(PRESETS["tiny"]).eval().to(dtype)
+        net = FastReshuffleNet(cfg).eval().to(dtype)
         net.load_state_dict(sd)
         return net
 
     torch.manual_seed(0)
-    net = FastReshuffleNet(PRESETS["tiny"]).eval().to(dtype)
+    net = FastReshuffleNet(cfg).eval().to(dtype)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.2)
     x = torch.rand(1, 3, 40, 56)
     with torch.no_grad():
         y0 = net(x)
-        assert net._params_cache is not None and net._params_cache[0][0][0][4] is not None
+        assert len(packs) == n_layers and len(calls) == n_layers and all(c is not None for c in calls)
+        assert torch.equal(net(x), y0) and len(packs) == n_layers and len(calls) == 2 * n_layers
         next(net.blocks[1].layers[0].parameters()).mul_(1.5)     # in place: version bump
         y1 = net(x)
+        assert len(packs) == 2 * n_layers
         assert not torch.equal(y0, y1)
         assert torch.equal(y1, fresh(net.state_dict())(x))
+        net.to(torch.float64).to(dtype)                           # .to(): cache dropped, same values
+        assert torch.equal(net(x), y1)
     with torch.inference_mode():
-        inf = FastReshuffleNet(PRESETS["tiny"]).eval().to(dtype)
+        inf = FastReshuffleNet(cfg).eval().to(dtype)
         inf.load_state_dict(net.state_dict())
         assert torch.equal(inf(x), y1)
         sd = {k: v * 0.5 for k, v in net.state_dict().items()}
         inf.load_state_dict(sd)
-        assert torch.equal(inf(x), fresh(sd)(x))
+        y2 = fresh(sd)(x)
+        assert torch.equal(inf(x), y2)
+        load_state_checked(inf, net.state_dict())
+        assert torch.equal(inf(x), y1)
+        torch.nn.Sequential(inf).load_state_dict({"0." + k: v for k, v in sd.items()})
+        assert torch.equal(inf(x), y2)
 
 
 @pytest.mark.parametrize("dtype,isa", _isas())

@@ -669,9 +669,19 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
                 meta.const_data_ptr<int64_t>()[0] == kPackTag,
                 "dense_layer_cpu_: packed[4] is not the metadata of dense_cpu_pack");
     const int64_t* m = meta.const_data_ptr<int64_t>();
-    const int64_t want[] = {kPackTag, dt == at::kBFloat16 ? 1 : 0, isa, algo == 1 ? 0 : 1, M, K, N};
-    static const char* names[] = {"tag", "dtype", "isa", "algorithm (Winograd or direct)", "M", "K", "N"};
-    for (int i = 1; i < 7; ++i)
+    // the panel widths and dot step this build's kernels use for this layer
+    int64_t nr1, nr3, kk;
+    if (dt == at::kBFloat16) {
+      const Kernels<bf16_t> k = bf16_kernels(N);
+      nr1 = pick_nv(k.lanes, k.max_nv, K) * k.lanes; nr3 = pick_nv(k.lanes, k.max_nv, N) * k.lanes; kk = k.kk;
+    } else {
+      const Kernels<float> k = f32_kernels(isa);
+      nr1 = pick_nv(k.lanes, k.max_nv, K) * k.lanes; nr3 = pick_nv(k.lanes, k.max_nv, N) * k.lanes; kk = k.kk;
+    }
+    const int64_t want[] = {kPackTag, dt == at::kBFloat16 ? 1 : 0, isa, algo == 1 ? 0 : 1, M, K, N, nr1, nr3, kk};
+    static const char* names[] = {"tag", "dtype", "isa", "algorithm (Winograd or direct)", "M", "K", "N",
+                                  "1x1 panel width", "3x3 panel width", "dot step"};
+    for (int i = 1; i < kPackFields; ++i)
       TORCH_CHECK(m[i] == want[i], "dense_layer_cpu_: the packed weights were made for another ", names[i], " (",
                   m[i], ", this call: ", want[i], "); pack again with dense_cpu_pack");
     const int64_t kp1 = padded_rows(M, static_cast<int>(m[9])), kp3 = padded_rows(K, static_cast<int>(m[9]));
