@@ -64,8 +64,13 @@ def test_resume_matches_uninterrupted(tmp_path, precision):
     assert json.loads((a / "state.json").read_text())["precision"] == precision
     assert main(base + ["--out", str(b), "--workers", "0", "--stop-at", "7", "--log-every", "3"]) == 0
     assert json.loads((b / "state.json").read_text())["step"] == 7
+    cpu1 = json.loads((b / "state.json").read_text())["cpu_seconds"]
     # resumed with a different number of workers: batches only depend on (seed, sample index)
     assert main(base + ["--out", str(b), "--workers", "1", "--resume", "--log-every", "3"]) == 0
+    # the CPU-time count continues over the resume (state.json and the log)
+    assert json.loads((b / "state.json").read_text())["cpu_seconds"] > cpu1 > 0
+    cpu_log = [float(r["cpu_seconds"]) for r in read_log(b / "log.csv")]
+    assert cpu_log == sorted(cpu_log) and cpu_log[-1] > cpu1
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys()
     for k in sa:
