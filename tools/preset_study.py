@@ -42,24 +42,21 @@ def val_every(preset: str, budget: float) -> int:
 
 
 def spent(run: Path) -> float:
-    """CPU seconds a run has trained so far: the checkpoint's count (``state.json``, which
-    continues over resumes); for runs from before it was kept there, the log's, summed over
-    resumed segments (whose clocks restarted)."""
+    """CPU seconds a run has trained so far: the checkpoint's count (``state.json``; it and the
+    log's ``cpu_seconds`` continue over resumes), else the log's last."""
     state = run / "state.json"
-    if state.exists():
-        cpu = json.loads(state.read_text()).get("cpu_seconds")
-        if cpu is not None:
-            return float(cpu)
-    total, last = 0.0, 0.0
-    if (run / "log.csv").exists():
-        with open(run / "log.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                if r.get("cpu_seconds"):
-                    t = float(r["cpu_seconds"])
-                    if t + 1e-9 < last:
-                        total += last
-                    last = t
-    return total + last
+    cpu = json.loads(state.read_text()).get("cpu_seconds") if state.exists() else None
+    if cpu is not None:
+        return float(cpu)
+    rows = read_rows(run)
+    return max((float(r["cpu_seconds"]) for r in rows if r.get("cpu_seconds")), default=0.0)
+
+
+def read_rows(run: Path):
+    if not (run / "log.csv").exists():
+        return []
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def train(preset: str, budget: float, out: Path) -> None:
@@ -78,25 +75,13 @@ def train(preset: str, budget: float, out: Path) -> None:
 
 
 def read_val(run: Path):
-    """-> [(cpu_seconds, step, val_gain, val_psnr)] of the run's validation rows (cpu time summed
-    over resumed segments, whose clocks restart at zero)."""
-    rows, offset, last = [], 0.0, 0.0
-    with open(run / "log.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            if not r.get("cpu_seconds"):
-                continue
-            t = float(r["cpu_seconds"])
-            if t + 1e-9 < last:  # a resumed segment
-                offset += last
-            last = t
-            if r.get("val_gain"):
-                rows.append((offset + t, int(r["step"]), float(r["val_gain"]), float(r["val_psnr"])))
-    return rows
+    """-> [(cpu_seconds, step, val_gain, val_psnr)] of the run's validation rows."""
+    return [(float(r["cpu_seconds"]), int(r["step"]), float(r["val_gain"]), float(r["val_psnr"]))
+            for r in read_rows(run) if r.get("val_gain") and r.get("cpu_seconds")]
 
 
 def last_step(run: Path) -> int:
-    with open(run / "log.csv", newline="") as f:
-        return max((int(r["step"]) for r in csv.DictReader(f) if r.get("step")), default=0)
+    return max((int(r["step"]) for r in read_rows(run) if r.get("step")), default=0)
 
 
 def report(out: Path, marks) -> str:

@@ -114,9 +114,10 @@ def reshuffle_up_rows(src: torch.Tensor, dst: torch.Tensor, clone_rows: int = 32
     r0 = 0
     while r0 < rows:
         r1 = min(rows, (gap + r0 * row_src) // row_dst)   # output of rows < r1 ends before input row r0
-        s_ = src[:, :, r0:max(r1, r0 + 1)]
-        if r1 <= r0:
+        if r1 > r0:
+            chunk = src[:, :, r0:r1]
+        else:
             r1 = min(rows, r0 + clone_rows)
-            s_ = src[:, :, r0:r1].clone()
-        reshuffle_up(s_, 2, out=dst[:, :, 2 * r0:2 * r1])
+            chunk = src[:, :, r0:r1].clone()
+        reshuffle_up(chunk, 2, out=dst[:, :, 2 * r0:2 * r1])
         r0 = r1

@@ -61,8 +61,8 @@ def cpu_pack(w1, b1, w3, b3) -> Optional[List[torch.Tensor]]:
 def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3,
                packed: Optional[List[torch.Tensor]] = None) -> None:
     """``y.copy_(dense(x))`` without copying ``x`` (a channel-prefix view of a buffer).
-    ``packed``: :func:`cpu_pack` of the same weights (used where the CPU kernel runs, unless the
-    instruction set changed since it was packed; ignored elsewhere)."""
+    ``packed``: :func:`cpu_pack` of the same weights, made for the instruction set chosen now
+    (used where the CPU kernel runs, which refuses panels made for another; ignored elsewhere)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
     if x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
@@ -70,8 +70,6 @@ def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3,
         # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)
         isa = _kernel_isa(x.dtype)
         if isa:
-            if packed is not None and int(packed[4][2]) != isa:   # meta: [tag, dtype, isa, ...]
-                packed = None
             torch.ops.fastreshuffle.dense_layer_cpu_(x, y, w1, b1, w3, b3, isa, 0, packed)
             return
     if m > 1 and h * w > 1 and x.stride(1) == 1 and x.stride(3) >= m and x.stride(2) == w * x.stride(3):

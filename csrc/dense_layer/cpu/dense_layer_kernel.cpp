@@ -496,12 +496,25 @@ struct Packed {
   at::Tensor p1, q1, u, q3, meta;
 };
 
+// The kernels of a layer of n_out output channels in dtype dt (isa: resolved, see check_weights),
+// handed to f (a generic lambda): the one place that picks them.
+template <class F>
+decltype(auto) with_kernels(at::ScalarType dt, int64_t isa, int64_t n_out, F&& f) {
+  if (dt == at::kBFloat16) return f(bf16_kernels(n_out));
+  return f(f32_kernels(isa));
+}
+
+// Panel widths of the 1x1 (K columns) and the 3x3 (N columns) for these kernels.
+template <class T>
+std::array<int64_t, 2> panel_widths(const Kernels<T>& kern, int64_t K, int64_t N) {
+  return {pick_nv(kern.lanes, kern.max_nv, K) * kern.lanes, pick_nv(kern.lanes, kern.max_nv, N) * kern.lanes};
+}
+
 template <class T>
 Packed pack_all(const Kernels<T>& kern, int64_t isa, const at::Tensor& w1, const at::Tensor& b1,
                 const at::Tensor& w3, const at::Tensor& b3, bool winograd, at::ScalarType dt) {
   const int64_t M = w1.size(1), K = w1.size(0), N = w3.size(0);
-  const int nr1 = pick_nv(kern.lanes, kern.max_nv, K) * kern.lanes;
-  const int nr3 = pick_nv(kern.lanes, kern.max_nv, N) * kern.lanes;
+  const auto [nr1, nr3] = panel_widths(kern, K, N);
   Packed pk;
   pk.p1 = pack_weight(w1, nr1, kern.kk, dt);
   pk.q1 = pad_bias(b1, pk.p1.size(0), nr1);
@@ -625,8 +638,8 @@ void check_weights(const char* op, at::ScalarType dt, int64_t M, const at::Tenso
 
 Packed pack_for(at::ScalarType dt, int64_t isa, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
                 const at::Tensor& b3, bool winograd) {
-  if (dt == at::kBFloat16) return pack_all(bf16_kernels(w3.size(0)), isa, w1, b1, w3, b3, winograd, dt);
-  return pack_all(f32_kernels(isa), isa, w1, b1, w3, b3, winograd, dt);
+  return with_kernels(dt, isa, w3.size(0),
+                      [&](const auto& kern) { return pack_all(kern, isa, w1, b1, w3, b3, winograd, dt); });
 }
 
 // The layer's weights packed once for dense_layer_cpu_(..., packed=): [p1, q1, u, q3, meta].
@@ -670,14 +683,8 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
                 "dense_layer_cpu_: packed[4] is not the metadata of dense_cpu_pack");
     const int64_t* m = meta.const_data_ptr<int64_t>();
     // the panel widths and dot step this build's kernels use for this layer
-    int64_t nr1, nr3, kk;
-    if (dt == at::kBFloat16) {
-      const Kernels<bf16_t> k = bf16_kernels(N);
-      nr1 = pick_nv(k.lanes, k.max_nv, K) * k.lanes; nr3 = pick_nv(k.lanes, k.max_nv, N) * k.lanes; kk = k.kk;
-    } else {
-      const Kernels<float> k = f32_kernels(isa);
-      nr1 = pick_nv(k.lanes, k.max_nv, K) * k.lanes; nr3 = pick_nv(k.lanes, k.max_nv, N) * k.lanes; kk = k.kk;
-    }
+    const auto [nr1, nr3] = with_kernels(dt, isa, N, [&](const auto& kern) { return panel_widths(kern, K, N); });
+    const int64_t kk = with_kernels(dt, isa, N, [](const auto& kern) { return int64_t{kern.kk}; });
     const int64_t want[] = {kPackTag, dt == at::kBFloat16 ? 1 : 0, isa, algo == 1 ? 0 : 1, M, K, N, nr1, nr3, kk};
     static const char* names[] = {"tag", "dtype", "isa", "algorithm (Winograd or direct)", "M", "K", "N",
                                   "1x1 panel width", "3x3 panel width", "dot step"};
@@ -686,10 +693,9 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
                   m[i], ", this call: ", want[i], "); pack again with dense_cpu_pack");
     const int64_t kp1 = padded_rows(M, static_cast<int>(m[9])), kp3 = padded_rows(K, static_cast<int>(m[9]));
     const int64_t pan1 = (K + m[7] - 1) / m[7], pan3 = (N + m[8] - 1) / m[8];
-    const at::ScalarType pdt = dt;
-    TORCH_CHECK(t[0].scalar_type() == pdt && t[0].numel() == pan1 * kp1 * m[7] && t[0].size(0) == pan1 &&
+    TORCH_CHECK(t[0].scalar_type() == dt && t[0].numel() == pan1 * kp1 * m[7] && t[0].size(0) == pan1 &&
                 t[1].scalar_type() == at::kFloat && t[1].numel() == pan1 * m[7] &&
-                t[2].scalar_type() == pdt && t[2].numel() == pan3 * (algo == 1 ? 9 : 16) * kp3 * m[8] &&
+                t[2].scalar_type() == dt && t[2].numel() == pan3 * (algo == 1 ? 9 : 16) * kp3 * m[8] &&
                 t[2].size(0) == pan3 && t[3].scalar_type() == at::kFloat && t[3].numel() == pan3 * m[8],
                 "dense_layer_cpu_: the packed weight tensors do not have the sizes their metadata gives");
     pk = Packed{t[0], t[1], t[2], t[3], meta};
@@ -705,8 +711,7 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
     const int64_t whole_max = dt == at::kBFloat16 ? (2 << 20) : (8 << 20);
     algo = B * H * W * K * x.element_size() > whole_max ? 2 : 3;
   }
-  if (dt == at::kBFloat16) dense_layer_tiles(bf16_kernels(N), x, y, pk, algo);
-  else dense_layer_tiles(f32_kernels(isa), x, y, pk, algo);
+  with_kernels(dt, isa, N, [&](const auto& kern) { dense_layer_tiles(kern, x, y, pk, algo); });
 }
 
 int64_t dense_cpu_isa() { return best_isa(); }
