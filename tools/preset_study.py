@@ -118,9 +118,11 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", nargs="+", default=list(PRESET_ORDER), choices=PRESET_ORDER)
     ap.add_argument("--report", type=Path, default=None,
                     help="only write the table (markdown) from the runs' logs to this file ('-': stdout)")
+    ap.add_argument("--marks", type=float, nargs="+", default=None, metavar="MIN",
+                    help="report columns, minutes of CPU [a quarter, half, three quarters and all of --budget]")
     a = ap.parse_args(argv)
     if a.report is not None:
-        marks = [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)]
+        marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
         text = report(a.out, marks)
         if str(a.report) == "-":
             print(text, end="")

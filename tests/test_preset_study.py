@@ -1,0 +1,32 @@
+"""tools.preset_study's report: the gain at each CPU-time mark, '-' where a run did not get there."""
+from tools import preset_study
+
+HEADER = "step,epoch_images,lr,loss,val_psnr,val_psnr_codec,val_gain,seconds,cpu_seconds,images_per_s\n"
+
+
+def write_log(run, rows):
+    run.mkdir(parents=True)
+    lines = [HEADER] + [f"{s},0,0.0005,,30,29,{g},{c * 1.5},{c},\n" for s, c, g in rows]
+    lines.insert(2, f"{rows[0][0] + 1},0,0.0005,0.03,,,,1,{rows[0][1] + 1},40\n")   # a training row
+    (run / "log.csv").write_text("".join(lines))
+
+
+def test_report_marks(tmp_path, capsys):
+    write_log(tmp_path / "small", [(100, 600, 0.30), (200, 1200, 0.40), (300, 1790, 0.50), (400, 3000, 0.60)])
+    write_log(tmp_path / "medium", [(50, 610, 0.20), (100, 1210, 0.35)])
+    assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--marks", "10", "20", "30", "50"]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 10 min | 20 min | 30 min | 50 min |" in rows["preset"]
+    # each cell: the last validation at or before the mark (2% slack), '-' past the run's end
+    assert "| +0.300 | +0.400 | +0.500 | +0.600 | 400 |" in rows["small"]
+    assert "| +0.200 | +0.350 | - | - | 100 |" in rows["medium"]
+    assert "paper" not in rows
+
+
+def test_report_default_marks_are_quarters_of_budget(tmp_path, capsys):
+    write_log(tmp_path / "small", [(100, 450, 0.30), (200, 900, 0.40), (300, 1350, 0.50), (400, 1800, 0.60)])
+    assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--budget", "1800"]) == 0
+    table = capsys.readouterr().out
+    assert "| 7.5 min | 15 min | 22.5 min | 30 min |" in table
+    assert "| +0.300 | +0.400 | +0.500 | +0.600 |" in table
