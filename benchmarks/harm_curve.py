@@ -51,8 +51,12 @@ def _encode(a, q, sub):
     return im, np.asarray(im.convert("RGB")), len(buf.getvalue())
 
 
-def _stats(v):
-    return {"mean": float(np.mean(v)), "worst": float(np.min(v))}
+def _stats(v, names=None):
+    out = {"mean": float(np.mean(v)), "worst": float(np.min(v))}
+    if names is not None:   # which image is the worst, and every image's value
+        out["worst_image"] = names[int(np.argmin(v))]
+        out["per_image"] = dict(zip(names, map(float, v)))
+    return out
 
 
 def main(argv=None) -> int:
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
     folder = Path(args.data) if args.data else eval_dir()
     images, names, _ = load_eval_images(folder)
     images = images[::args.every][:args.limit]
+    names = list(names)[::args.every][:args.limit]
     net = get_model(args.model, "cpu")
     dy, dx = (int(v) for v in args.crop.split(","))
 
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
             rows.append({"quality": q, **{f"strength_{s}": _stats(v) for s, v in strengths.items()}})
             continue
         row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"]))}
-        row.update({k: _stats(rec[k]) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
+        row.update({k: _stats(rec[k], names) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
         rows.append(row)
         if len(rows) == 1:
             print(f"{'q':>4} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15} | "
@@ -128,6 +133,10 @@ def main(argv=None) -> int:
         print(f"{q:4d} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
+        harmed = [f"{k} {row[k]['worst_image']} {row[k]['worst']:+.3f}" for k in ("guarded", "blind", "blind_crop")
+                  if row[k]["worst"] < 0]
+        if harmed:
+            print(f"     worse at q{q}: " + "; ".join(harmed), flush=True)
     doc = {"data": str(folder), "images": len(images), "model": args.model, "subsampling": args.subsampling,
            "cpu_flags": cpu_flags(), "rows": rows}
     if not args.strengths:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_images
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--rounds", "1", "--repeats", "1", "--warmup", "1"]
@@ -298,3 +300,27 @@ def test_every_script_the_docs_name_exists():
     assert {"bench_cpu_details", "eval_photos", "bench_network", "bench_reshuffle"} <= named
     for name in named:
         assert (ROOT / "benchmarks" / f"{name}.py").is_file(), name
+
+
+def test_harm_curve_names_each_image(tmp_path, capsys):
+    """harm_curve's JSON keeps every image's gain under its name, and the worst one's name, so a
+    harmed photo can be found (photos are not in the repo: the check on them is by name)."""
+    from benchmarks import harm_curve
+    make_images(tmp_path / "photos", n=3, size=64)
+    out = tmp_path / "harm.json"
+    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--qualities", "10", "90",
+                            "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["quality"] for r in rows] == [10, 90]
+    for r in rows:
+        for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop"):
+            per = r[k]["per_image"]
+            assert sorted(per) == ["img0.png", "img1.png", "img2.png"]
+            assert r[k]["worst"] == min(per.values()) and r[k]["worst_image"] == min(per, key=per.get)
+            assert abs(r[k]["mean"] - sum(per.values()) / 3) < 1e-12
+        harmed = [k for k in ("guarded", "blind", "blind_crop") if r[k]["worst"] < 0]
+        line = [s for s in printed.splitlines() if s.strip().startswith(f"worse at q{r['quality']}:")]
+        assert bool(line) == bool(harmed)
+        for k in harmed:
+            assert f"{k} {r[k]['worst_image']}" in line[0]
