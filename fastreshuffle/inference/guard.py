@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ..io.jpeg_tables import JpegTables, ijg_quality, ijg_table
+from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import project
 
 __all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
@@ -41,8 +41,8 @@ class Guard(NamedTuple):
     tables: JpegTables
     quality: float            # IJG-equivalent quality of the luma table
     strength: float           # 0 = the input is returned unchanged
-    offset: tuple = (0, 0)    # where the 8x8 grid starts (blind detection of a crop)
-    blind: bool = False       # tables estimated from the pixels (luma only), not read from a file
+    offset: tuple = (0, 0)    # where the coding units start (blind detection of a crop)
+    blind: bool = False       # tables estimated from the pixels, not read from a file
 
 
 def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
@@ -55,14 +55,20 @@ def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
 
 def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
     """The guard of pixels without a file (a PNG, an array): from :func:`.jpeg_history.detect_jpeg`;
-    None when no JPEG history is found (then nothing should be changed)."""
+    None when no JPEG history is found (then nothing should be changed).  The IJG tables of the
+    quality found; the chroma ones only where the chroma sampling was established too (else only
+    the luma is projected)."""
     from .jpeg_history import detect_jpeg
     h = detect_jpeg(rgb)
     if h is None:
         return None
-    luma = ijg_table(h.quality).reshape(8, 8)
-    tables = JpegTables(luma.T if h.transposed else luma, None, (1, 1))
-    return Guard(tables, float(h.quality), strength(h.quality), h.offset, True)
+
+    def table(base):
+        t = ijg_table(h.quality, base).reshape(8, 8)
+        return t.T if h.transposed else t
+    chroma = (table(IJG_CHROMA), table(IJG_CHROMA)) if h.sampling else None
+    tables = JpegTables(table(IJG_LUMA), chroma, h.sampling or (1, 1))
+    return Guard(tables, float(h.quality), strength(h.quality), h.mcu_offset, True)
 
 
 def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.ndarray:
@@ -74,12 +80,14 @@ def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.n
 
 
 def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, guard: Guard) -> np.ndarray:
-    """Restore ``decoded`` with ``run`` under ``guard``: the grid moved to (0, 0) by reflecting
-    rows/columns at the top/left (so the network's 8x8 cells sit on the codec's blocks), the
-    guard applied, the padding cropped again.  Strength 0: ``run`` is not called."""
+    """Restore ``decoded`` with ``run`` under ``guard``: the coding units moved to (0, 0) by
+    reflecting rows/columns at the top/left (so the network's 8x8 cells sit on the codec's blocks,
+    and the chroma's coding units on the projection's), the guard applied, the padding cropped
+    again.  Strength 0: ``run`` is not called."""
     if guard.strength <= 0:
         return decoded.copy()
-    py, px = (-guard.offset[0]) % 8, (-guard.offset[1]) % 8
+    fv, fw = guard.tables.subsampling
+    py, px = (-guard.offset[0]) % (8 * fv), (-guard.offset[1]) % (8 * fw)
     padded = decoded
     if py or px:
         padded = np.pad(decoded, ((py, 0), (px, 0), (0, 0)), mode="symmetric")

@@ -9,14 +9,18 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["JpegTables", "tables_from_pil", "ijg_quality", "ijg_table"]
+__all__ = ["JpegTables", "tables_from_pil", "ijg_quality", "ijg_table", "IJG_LUMA", "IJG_CHROMA"]
 
 # IJG (libjpeg) base luminance table, natural order (quality 50).
-_IJG_LUMA = np.array([
+IJG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+# IJG base chrominance table (the JPEG standard's Annex K example), natural order.
+IJG_CHROMA = np.array([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, np.float64)
 
 
 class JpegTables(NamedTuple):
@@ -46,9 +50,9 @@ def tables_from_pil(im) -> Optional[JpegTables]:
         return None
 
 
-def ijg_table(quality: int, base: np.ndarray = _IJG_LUMA) -> np.ndarray:
+def ijg_table(quality: int, base: np.ndarray = IJG_LUMA) -> np.ndarray:
     """libjpeg's ``jpeg_quality_scaling`` of a base table (flat, natural order)."""
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality   # integer, as libjpeg
     return np.clip(np.floor((base * scale + 50) / 100), 1, 255)
 
 

@@ -145,3 +145,64 @@ def test_no_detection_in_synthetic_graphics():
     for name, img in cases.items():
         a = np.clip(np.round(img), 0, 255).astype(np.uint8)
         assert detect_jpeg(a) is None, name
+
+
+def test_ijg_tables_equal_pillows():
+    """ijg_table is libjpeg's own scaling (integer scale factor), luma and chroma, every quality."""
+    from fastreshuffle.io.jpeg_tables import IJG_CHROMA, ijg_table
+    for q in range(1, 101):
+        t = tables_from_pil(encode(np.zeros((16, 16, 3), np.uint8), q)[0])
+        np.testing.assert_array_equal(t.luma.ravel(), ijg_table(q), err_msg=f"luma q{q}")
+        for c in t.chroma:
+            np.testing.assert_array_equal(c.ravel(), ijg_table(q, IJG_CHROMA), err_msg=f"chroma q{q}")
+
+
+SAMPLING = {0: (1, 1), 1: (1, 2), 2: (2, 2)}   # Pillow's subsampling= -> (vertical, horizontal)
+
+
+def test_blind_detection_finds_chroma_sampling_and_coding_units():
+    """Off-grid crops of JPEGs: a claimed chroma sampling and coding-unit offset are always the
+    right ones (at q10 the hypotheses are close and no claim is the expected answer), and most
+    q50-85 crops get one."""
+    dy, dx = 5, 3
+    claimed = tried = 0
+    for a in photos(size=192):
+        for q in (10, 50, 75, 85):
+            for sub, (fv, fw) in SAMPLING.items():
+                h = detect_jpeg(encode(a, q, sub)[1][dy:, dx:])
+                if h is None:
+                    continue
+                assert h.offset == ((-dy) % 8, (-dx) % 8)
+                if h.sampling is None:
+                    assert h.mcu_offset == h.offset
+                else:
+                    assert h.sampling == (fv, fw) and h.mcu_offset == ((-dy) % (8 * fv), (-dx) % (8 * fw)), (q, sub, h)
+                if q >= 50:
+                    tried += 1
+                    claimed += h.sampling is not None
+    assert claimed >= 0.8 * tried, (claimed, tried)
+    # turned by 90 degrees: 4:2:2 becomes 2:1 vertically, the tables transposed
+    h = detect_jpeg(np.ascontiguousarray(np.rot90(encode(photos(n=1, size=192)[0], 75, 1)[1])[3:, 5:]))
+    assert h.transposed and h.sampling == (2, 1) and h.mcu_offset == (13, 3), h
+
+
+def test_blind_guard_uses_chroma_tables_and_coding_unit_padding():
+    """The blind guard projects chroma with the IJG tables of the quality found, and moves the
+    chroma's coding units (16 px for 4:2:0), not only the 8x8 blocks, onto (0, 0)."""
+    from fastreshuffle.inference.guard import run_guarded
+    from fastreshuffle.io.jpeg_tables import IJG_CHROMA, ijg_table
+    a = photos(n=1, size=192)[0]
+    im, dec = encode(a, 75, 2)
+    crop = np.ascontiguousarray(dec[13:, 11:])          # luma grid at (3, 5), coding units at (3, 5) too
+    g = blind_guard(crop)
+    assert g.blind and g.offset == (3, 5) and g.tables.subsampling == (2, 2)
+    for c in g.tables.chroma:
+        np.testing.assert_array_equal(c.ravel(), ijg_table(int(g.quality), IJG_CHROMA))
+    seen = []
+
+    def spy(x):
+        seen.append(x.shape)
+        return x
+    out = run_guarded(spy, crop, g)
+    assert seen == [(crop.shape[0] + 13, crop.shape[1] + 11, 3)]   # padded to the 16-px coding units
+    assert out.shape == crop.shape and np.abs(out.astype(int) - crop).max() <= 3
