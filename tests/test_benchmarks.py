@@ -294,6 +294,26 @@ def test_eval_photos_cli(capsys):
     assert "chelsea" in capsys.readouterr().out
 
 
+def test_eval_photos_save(tmp_path, capsys):
+    """--save writes the outside photos (pixels exactly scikit-image's) and never into a folder
+    that has files (no user file is overwritten)."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import eval_photos
+    assert eval_photos.main(["--save", str(tmp_path / "out")]) == 0
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == sorted(f"{n}.png" for n in eval_photos.OUTSIDE) and "colorwheel.png" in files
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "chelsea.png")),
+                                  eval_photos.photo("chelsea"))
+    keep = tmp_path / "full"
+    keep.mkdir()
+    (keep / "mine.png").write_bytes(b"user data")
+    assert eval_photos.main(["--save", str(keep)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in keep.iterdir()] == ["mine.png"] and (keep / "mine.png").read_bytes() == b"user data"
+
+
 def test_every_script_the_docs_name_exists():
     text = "".join((ROOT / f).read_text() for f in ("README.md", "docs/dense_layer.md", "docs/restore.md"))
     named = set(re.findall(r"benchmarks[./](\w+)", text)) - {"gpu_check"}
