@@ -82,7 +82,7 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> 
     if g is not None:
         return run_guarded(run, coded.image, g)
     if guard and codec == "hevc":
-        return hevc_guarded(run, coded.image, coded.nbytes)[0]
+        return hevc_guarded(run, coded.image, coded.nbytes, coded.qp)[0]
     return run(coded.image)
 
 

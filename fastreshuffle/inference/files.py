@@ -145,10 +145,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
-        restored, s, ratio = hevc_guarded(run, pixels, src.stat().st_size)
-        if s < 1:
-            notes.append(f"HEIF at {ratio:.2f}x the size of a JPEG q90 of it: "
-                         + (f"{s:.0%} of the correction" if s > 0 else "little to remove; pixels written unchanged"))
+        from ..io.heif_qp import heif_qp
+        restored, d = hevc_guarded(run, pixels, src.stat().st_size, heif_qp(src.read_bytes()))
+        if d.strength < 1:
+            how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
+                   else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
+            notes.append(f"{how}: " + (f"{d.strength:.0%} of the correction" if d.strength > 0
+                                       else "little to remove; pixels written unchanged"))
     elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels)
         if bg is None:

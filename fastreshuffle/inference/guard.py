@@ -26,7 +26,8 @@ from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_
 from .jpeg_consistency import project
 
 __all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
-           "hevc_size_ratio", "hevc_strength", "hevc_guarded", "blend"]
+           "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
+           "hevc_guarded", "blend"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -120,13 +121,20 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
 
 
 # ---------------------------------------------------------------------------------- HEVC
-# A HEIF file does not say its quantiser.  Its size against the size of its own decoded pixels
-# coded as JPEG q90 does, fairly independently of the content: on 8 CBSD432 photos, HEVC
-# quality 10/20/30/40/50/60 gave ratios 0.07-0.09 / 0.11-0.15 / 0.18-0.31 / 0.31-0.51 /
-# 0.52-0.71 / 0.76-0.94.  The shipped HEVC model (trained on quality 8-30) gains there up to
-# quality 30 and harms from 40 (raw mean/worst: q40 -0.05/-0.40, q50 -0.97/-1.84, q60
-# -2.70/-4.12 dB); the strengths below are, per quality, the one of 1 / 0.5 / 0.25 / 0 with the
-# best worst-image gain on those photos, placed at the quality's median ratio.
+# The HEVC model (trained on quality 8-30) gains up to quality 30 and harms above (raw mean /
+# worst image on 8 CBSD432 photos: quality 40 -0.05/-0.40, 50 -0.97/-1.84, 60 -2.70/-4.12 dB).
+# Per quality, the strength of 1 / 0.5 / 0.25 / 0 with the best worst-image gain on those photos:
+# up to quality 20: 1, 30: 0.5, 40 and 50: 0.25, 60: 0.
+#
+# What the guard keys this on: the quantiser the file was coded with, read from its slice headers
+# (io.heif_qp: x265 at libheif quality 10/15/20/30/40/50/60 codes slice QP 42/39/37/32/27/22/17,
+# whatever the picture).  Files it cannot read fall back to a proxy: the file's size against a
+# JPEG q90 of its own decoded pixels (on 8 CBSD432 photos, quality 10/20/30/40/50/60 gave ratios
+# 0.07-0.09 / 0.11-0.15 / 0.18-0.31 / 0.31-0.51 / 0.52-0.71 / 0.76-0.94; the breakpoints sit at
+# each quality's median).  The proxy depends on the content: a smooth picture compresses far better
+# in HEVC than in JPEG and looks like a low quality (a colour wheel at quality 40: ratio 0.16,
+# strength 0.92 instead of 0.25, -0.55 dB; a fundus photo -0.13 dB), which the QP does not.
+_HEVC_QP_SCHEDULE = ((17.0, 0.0), (22.0, 0.25), (27.0, 0.25), (32.0, 0.5), (37.0, 1.0))
 _HEVC_SCHEDULE = ((0.14, 1.0), (0.24, 0.5), (0.39, 0.25), (0.60, 0.25), (0.85, 0.0))
 
 
@@ -141,16 +149,37 @@ def hevc_size_ratio(nbytes: int, decoded: np.ndarray) -> float:
 
 
 def hevc_strength(ratio: float) -> float:
-    """Share of the HEVC model's correction kept at this :func:`hevc_size_ratio`."""
+    """Share of the HEVC model's correction kept at this :func:`hevc_size_ratio` (the fallback)."""
     return float(np.interp(ratio, [r for r, _ in _HEVC_SCHEDULE], [s for _, s in _HEVC_SCHEDULE]))
 
 
-def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, nbytes: int):
-    """Restore a HEIF file's ``decoded`` pixels (``nbytes`` = the file's size) with the strength of
-    :func:`hevc_strength`; ``run`` is not called at strength 0.  -> (result, strength, ratio)."""
+def hevc_qp_strength(qp: float) -> float:
+    """Share of the HEVC model's correction kept for a file coded at slice QP ``qp``."""
+    return float(np.interp(qp, [q for q, _ in _HEVC_QP_SCHEDULE], [s for _, s in _HEVC_QP_SCHEDULE]))
+
+
+class HevcDecision(NamedTuple):
+    strength: float
+    qp: Optional[float]       # read from the file; None: the size ratio was used
+    ratio: Optional[float]
+
+
+def hevc_decision(decoded: np.ndarray, nbytes: int, qp: Optional[float] = None) -> HevcDecision:
+    """How much of the HEVC model's correction a HEIF file gets: from its QP when known, else from
+    :func:`hevc_size_ratio`."""
+    if qp is not None:
+        return HevcDecision(hevc_qp_strength(qp), float(qp), None)
     ratio = hevc_size_ratio(nbytes, decoded)
-    s = hevc_strength(ratio)
-    return (blend(decoded, run(decoded), s) if s > 0 else decoded.copy()), s, ratio
+    return HevcDecision(hevc_strength(ratio), None, ratio)
+
+
+def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, nbytes: int,
+                 qp: Optional[float] = None):
+    """Restore a HEIF file's ``decoded`` pixels (``nbytes`` = the file's size, ``qp`` = its slice
+    QP if read) with the strength of :func:`hevc_decision`; ``run`` is not called at strength 0.
+    -> (result, :class:`HevcDecision`)."""
+    d = hevc_decision(decoded, nbytes, qp)
+    return (blend(decoded, run(decoded), d.strength) if d.strength > 0 else decoded.copy()), d
 
 
 def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:

@@ -34,6 +34,7 @@ class Coded:
     image: np.ndarray  # decoded RGB uint8 (H, W, 3)
     nbytes: int        # compressed size in bytes
     tables: Optional["JpegTables"] = None  # JPEG: quantisation tables and chroma sampling
+    qp: Optional[float] = None             # HEVC: mean slice QP read from the file (io.heif_qp)
 
     @property
     def bpp(self) -> float:
@@ -120,7 +121,8 @@ def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None,
         # left-aligned 16-bit -> 8 bits
         arr = np.clip(np.round(arr.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
     arr = np.ascontiguousarray(arr[..., :3])
-    return Coded(arr, len(data))
+    from .heif_qp import heif_qp
+    return Coded(arr, len(data), qp=heif_qp(data))
 
 
 # ------------------------------------------------------------------ WebP

@@ -206,3 +206,17 @@ def test_blind_guard_uses_chroma_tables_and_coding_unit_padding():
     out = run_guarded(spy, crop, g)
     assert seen == [(crop.shape[0] + 13, crop.shape[1] + 11, 3)]   # padded to the 16-px coding units
     assert out.shape == crop.shape and np.abs(out.astype(int) - crop).max() <= 3
+
+
+def test_hevc_strength_from_qp_and_fallback():
+    """HEIF: the strength follows the QP read from the file (monotone: more correction for a
+    coarser quantiser), the size ratio only when no QP is known."""
+    from fastreshuffle.inference.guard import hevc_decision, hevc_qp_strength, hevc_size_ratio, hevc_strength
+    assert [hevc_qp_strength(q) for q in (10, 17, 22, 27, 32, 37, 42, 51)] == [0, 0, 0.25, 0.25, 0.5, 1, 1, 1]
+    s = [hevc_qp_strength(q) for q in np.arange(0, 52, 0.5)]
+    assert (np.diff(s) >= 0).all()
+    dec = photos(n=1, size=64)[0]
+    d = hevc_decision(dec, 1000, qp=27.0)
+    assert d == (0.25, 27.0, None)
+    d = hevc_decision(dec, 1000)
+    assert d.qp is None and d.ratio == hevc_size_ratio(1000, dec) and d.strength == hevc_strength(d.ratio)
