@@ -119,6 +119,50 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None):
     return _restore_pil(net, img.convert("RGB"), tile, overlap, guard).convert(mode)
 
 
+def _heif_bytes(img) -> Optional[bytes]:
+    """The file a PIL image was opened from (its path, else its still-open file object), or None."""
+    import os
+    name = getattr(img, "filename", None)
+    try:
+        if name and os.path.isfile(name):
+            with open(name, "rb") as f:
+                return f.read()
+        fp = getattr(img, "fp", None)
+        if fp is not None and hasattr(fp, "seek"):
+            pos = fp.tell()
+            fp.seek(0)
+            data = fp.read()
+            fp.seek(pos)
+            return data if isinstance(data, bytes) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _restore_heif(net, img, tile, overlap):
+    """A PIL image opened from a HEIF file, with the HEVC model: the guard of ``restore`` on the
+    file (:func:`.guard.hevc_guarded`: the strength of its QP).  None when the file's bytes are
+    no longer reachable (the caller then restores without a guard, as for an array)."""
+    from PIL import Image
+
+    from ..io.heif_qp import heif_qp
+    from .guard import hevc_guarded
+    from .tiling import restore_uint8, too_small
+
+    data = _heif_bytes(img)
+    if data is None or img.mode not in ("RGB", "RGBA"):
+        return None
+    arr = np.asarray(img)
+    rgb = np.ascontiguousarray(arr[..., :3])
+    if too_small(*rgb.shape[:2]):
+        return img.copy()
+    out, _ = hevc_guarded(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, len(data),
+                          heif_qp(data))
+    if img.mode == "RGBA":
+        out = np.concatenate([out, arr[..., 3:]], axis=2)
+    return Image.fromarray(out, img.mode)
+
+
 def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False) -> torch.Tensor:
     from .tiling import restore_tensor
 
@@ -170,8 +214,10 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     AVX512-BF16, within 0.01 dB of fp32, else fp32), "fp32", "bf16", or "fp16" on CUDA
     (``half=True`` is "fp16").  A model object runs in its own dtype.
 
-    ``guard`` (default: on for JPEG models given by name or path, off for a model object):
-    do no harm (:mod:`fastreshuffle.inference.guard`).  An image is restored only where JPEG
+    ``guard`` (default: on for JPEG models given by name or path, and for the HEVC model on a PIL
+    image opened from a HEIF file; off for a model object): do no harm
+    (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
+    QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
     compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``),
     else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
     its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
@@ -185,11 +231,18 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
                                 else None)
     net = get_model(model, device, half, precision)
-    if guard is None:
+    codec = None
+    if not isinstance(model, torch.nn.Module):
         from .loading import model_codec
-        guard = not isinstance(model, torch.nn.Module) and model_codec(model) == "jpeg"
+        codec = model_codec(model)
     if self_ensemble:
         net = SelfEnsemble(net)
+    if guard is not False and codec == "hevc" and getattr(image, "format", None) == "HEIF":
+        out = _restore_heif(net, image, tile, overlap)
+        if out is not None:
+            return out
+    if guard is None:
+        guard = codec == "jpeg"
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard)
     if isinstance(image, np.ndarray):

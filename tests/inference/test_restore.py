@@ -453,3 +453,34 @@ def test_restore_api_self_ensemble_is_the_mean_of_the_eight_outputs():
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
     plain = fastreshuffle.restore(img, "jpeg", device="cpu", guard=False, precision="fp32")
     assert (plain != out).any()                 # the ensemble did run
+
+
+def test_restore_guards_a_heif_image_by_its_qp(tmp_path):
+    """restore() on a PIL image opened from a HEIF file (path or file object) uses the file's QP,
+    as the CLI does: quality 70 (QP 12) comes back unchanged, quality 10 is restored; guard=False
+    gives the raw network."""
+    import io
+
+    from PIL import Image
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    from skimage import data
+    a = np.ascontiguousarray(data.astronaut()[120:248, 160:288])
+    Image.fromarray(a).save(tmp_path / "high.heic", quality=70)
+    Image.fromarray(a).save(tmp_path / "low.heic", quality=10)
+    high = Image.open(tmp_path / "high.heic")
+    dec = np.asarray(high.convert("RGB"))
+    out = fastreshuffle.restore(high, device="cpu")            # auto: HEIF -> hevc
+    assert out.mode == "RGB" and np.array_equal(np.asarray(out), dec)
+    raw = np.asarray(fastreshuffle.restore(Image.open(tmp_path / "high.heic"), device="cpu", guard=False))
+    assert not np.array_equal(raw, dec)                       # the raw network would have changed it
+    blob = (tmp_path / "high.heic").read_bytes()
+    out = fastreshuffle.restore(Image.open(io.BytesIO(blob)), device="cpu")
+    assert np.array_equal(np.asarray(out), dec)
+    low = Image.open(tmp_path / "low.heic")
+    dec = np.asarray(low.convert("RGB"))
+    out = np.asarray(fastreshuffle.restore(low, device="cpu"))
+
+    def psnr(x):
+        return 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - a) ** 2))
+    assert psnr(out) > psnr(dec) + 0.05
