@@ -5,6 +5,7 @@
     python -m benchmarks.harm_curve --data DIR --strengths         # fixed strengths (how the
                                                                    # guard's schedule was chosen)
     python -m benchmarks.harm_curve --plot docs/harm_curve.png --json harm.json
+    python -m benchmarks.harm_curve --codec hevc --model hevc       # HEIF: raw vs guarded (QP)
 
 For each JPEG quality (Pillow, ``--subsampling``), per image: PSNR(original, decoded) and the
 change in RGB PSNR after
@@ -20,6 +21,10 @@ against the input; "inf" = unchanged), and the guarded restore's time per megapi
 ``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
 0.5 / 0.25 (each then projected): the guard's schedule takes, at each breakpoint, the strength
 with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
+
+``--codec hevc`` (with ``--model hevc``): per HEVC quality (pillow-heif/x265, 4:2:0), ``raw`` and
+``guarded`` -- what ``fastreshuffle restore`` does with the HEIF file: the strength of the QP read
+from it (:func:`fastreshuffle.inference.guard.hevc_guarded`) -- and the mean QP read.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import numpy as np
 from benchmarks.common import cpu_flags
 
 DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
+DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
 
 
 def _psnr(a, b) -> float:
@@ -63,7 +69,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of photos (default: the eval set, Kodak24)")
     ap.add_argument("--model", default="jpeg")
-    ap.add_argument("--qualities", type=int, nargs="+", default=list(DEFAULT_QUALITIES))
+    ap.add_argument("--codec", default="jpeg", choices=("jpeg", "hevc"))
+    ap.add_argument("--qualities", type=int, nargs="+", default=None,
+                    help=f"[JPEG: {' '.join(map(str, DEFAULT_QUALITIES))}; HEVC: "
+                         f"{' '.join(map(str, DEFAULT_HEVC_QUALITIES))}]")
     ap.add_argument("--subsampling", type=int, default=2, choices=(0, 1, 2), help="Pillow: 2 = 4:2:0")
     ap.add_argument("--crop", default="3,5", help="off-grid crop offset dy,dx for the blind check")
     ap.add_argument("--limit", type=int, default=None)
@@ -92,6 +101,10 @@ def main(argv=None) -> int:
 
     def raw(x):
         return restore_uint8(net, x, tile=0)
+
+    if args.codec == "hevc":
+        return _hevc(args, folder, images, names, raw)
+    args.qualities = args.qualities or list(DEFAULT_QUALITIES)
 
     print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, JPEG subsampling "
           f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
@@ -176,6 +189,61 @@ def main(argv=None) -> int:
         ax.set_xlabel("JPEG quality (Pillow, 4:2:0)")
         ax.set_ylabel("PSNR change (dB)")
         ax.set_title(f"{folder.name}: gain vs JPEG quality, model {args.model}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _hevc(args, folder, images, names, raw) -> int:
+    """The HEVC curve: raw network vs the HEIF guard, per quality."""
+    import torch
+
+    from fastreshuffle.inference.guard import hevc_guarded
+    from fastreshuffle.io import codecs
+
+    print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
+    print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
+    rows = []
+    for q in args.qualities or DEFAULT_HEVC_QUALITIES:
+        rec = {"bpp": [], "codec": [], "raw": [], "guarded": [], "qp": []}
+        for a in images:
+            c = codecs.hevc(a, q)
+            base = _psnr(a, c.image)
+            rec["bpp"].append(c.bpp)
+            rec["codec"].append(base)
+            rec["qp"].append(np.nan if c.qp is None else c.qp)
+            rec["raw"].append(_psnr(a, raw(c.image)) - base)
+            rec["guarded"].append(_psnr(a, hevc_guarded(raw, c.image, c.nbytes, c.qp)[0]) - base)
+        row = {"quality": q, "qp_mean": float(np.mean(rec["qp"])), "bpp": float(np.mean(rec["bpp"])),
+               "codec_psnr_mean": float(np.mean(rec["codec"])),
+               **{k: _stats(rec[k], names) for k in ("raw", "guarded")}}
+        rows.append(row)
+        print(f"{q:4d} {row['qp_mean']:5.1f} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
+              + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}" for k in ("raw", "guarded")), flush=True)
+        if row["guarded"]["worst"] < 0:
+            print(f"     worse at q{q}: guarded {row['guarded']['worst_image']} {row['guarded']['worst']:+.3f}",
+                  flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
+                                               "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        qs = [r["quality"] for r in rows]
+        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+        ax.plot(qs, [r["raw"]["mean"] for r in rows], "o-", label="network as is (--no-guard)")
+        ax.plot(qs, [r["guarded"]["mean"] for r in rows], "o-", label="restore (guarded by the file's QP)")
+        ax.plot(qs, [r["guarded"]["worst"] for r in rows], ":", color="C1", label="restore, worst image")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylim(max(-5, min(r["raw"]["mean"] for r in rows) - 0.3), None)
+        ax.set_xlabel("HEVC quality (pillow-heif/x265, 4:2:0)")
+        ax.set_ylabel("PSNR change (dB)")
+        ax.set_title(f"{folder.name}: gain vs HEVC quality, model {args.model}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

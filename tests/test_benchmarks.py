@@ -344,3 +344,19 @@ def test_harm_curve_names_each_image(tmp_path, capsys):
         assert bool(line) == bool(harmed)
         for k in harmed:
             assert f"{k} {r[k]['worst_image']}" in line[0]
+
+
+def test_harm_curve_hevc(tmp_path, capsys):
+    """--codec hevc: raw vs guarded per quality, with the QP read from each file; at quality 70
+    (QP 12) the guard passes every image through (gain exactly 0)."""
+    pytest.importorskip("pillow_heif")
+    from benchmarks import harm_curve
+    make_images(tmp_path / "photos", n=2, size=64)
+    out = tmp_path / "harm.json"
+    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--codec", "hevc", "--model", "hevc",
+                            "--qualities", "10", "70", "--json", str(out), "--plot", str(tmp_path / "h.png")]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["quality"] for r in rows] == [10, 70] and rows[0]["qp_mean"] > rows[1]["qp_mean"]
+    assert rows[1]["guarded"]["per_image"] == {"img0.png": 0.0, "img1.png": 0.0}
+    assert rows[1]["raw"]["worst"] != 0.0           # the raw network does change them
+    assert (tmp_path / "h.png").stat().st_size > 0
