@@ -175,26 +175,32 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))
     if args.plot and not args.strengths:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        qs = [r["quality"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-        for k, lab in (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded)"),
-                       ("blind_crop", "decoded pixels, off-grid crop")):
-            ax.plot(qs, [r[k]["mean"] for r in rows], "o-", label=lab)
-        ax.plot(qs, [r["guarded"]["worst"] for r in rows], ":", color="C1", label="restore, worst image")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_ylim(max(-5, min(r["raw"]["mean"] for r in rows) - 0.3), None)
-        ax.set_xlabel("JPEG quality (Pillow, 4:2:0)")
-        ax.set_ylabel("PSNR change (dB)")
-        ax.set_title(f"{folder.name}: gain vs JPEG quality, model {args.model}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot)
-        print(f"wrote {args.plot}")
+        _plot(args.plot, rows, (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded)"),
+                                ("blind_crop", "decoded pixels, off-grid crop")),
+              "JPEG quality (Pillow, 4:2:0)", f"{folder.name}: gain vs JPEG quality, model {args.model}")
     return 0
+
+
+def _plot(path, rows, series, xlabel: str, title: str) -> None:
+    """Mean gain per quality of each ``(key, label)`` series, the guarded worst image dotted."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    qs = [r["quality"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    for k, lab in series:
+        ax.plot(qs, [r[k]["mean"] for r in rows], "o-", label=lab)
+    ax.plot(qs, [r["guarded"]["worst"] for r in rows], ":", color="C1", label="restore, worst image")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylim(max(-5, min(r["raw"]["mean"] for r in rows) - 0.3), None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("PSNR change (dB)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
 
 
 def _hevc(args, folder, images, names, raw) -> int:
@@ -231,24 +237,8 @@ def _hevc(args, folder, images, names, raw) -> int:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
                                                "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        qs = [r["quality"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-        ax.plot(qs, [r["raw"]["mean"] for r in rows], "o-", label="network as is (--no-guard)")
-        ax.plot(qs, [r["guarded"]["mean"] for r in rows], "o-", label="restore (guarded by the file's QP)")
-        ax.plot(qs, [r["guarded"]["worst"] for r in rows], ":", color="C1", label="restore, worst image")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_ylim(max(-5, min(r["raw"]["mean"] for r in rows) - 0.3), None)
-        ax.set_xlabel("HEVC quality (pillow-heif/x265, 4:2:0)")
-        ax.set_ylabel("PSNR change (dB)")
-        ax.set_title(f"{folder.name}: gain vs HEVC quality, model {args.model}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot)
-        print(f"wrote {args.plot}")
+        _plot(args.plot, rows, (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded by the file's QP)")),
+              "HEVC quality (pillow-heif/x265, 4:2:0)", f"{folder.name}: gain vs HEVC quality, model {args.model}")
     return 0
 
 

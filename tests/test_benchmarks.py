@@ -329,7 +329,8 @@ def test_harm_curve_names_each_image(tmp_path, capsys):
     make_images(tmp_path / "photos", n=3, size=64)
     out = tmp_path / "harm.json"
     assert harm_curve.main(["--data", str(tmp_path / "photos"), "--qualities", "10", "90",
-                            "--json", str(out)]) == 0
+                            "--json", str(out), "--plot", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").stat().st_size > 0
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     assert [r["quality"] for r in rows] == [10, 90]
