@@ -30,3 +30,19 @@ def test_report_default_marks_are_quarters_of_budget(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| 7.5 min | 15 min | 22.5 min | 30 min |" in table
     assert "| +0.300 | +0.400 | +0.500 | +0.600 |" in table
+
+
+def test_resume_that_restarted_the_cpu_count(tmp_path, capsys):
+    """A run checkpointed before the cumulative count was kept restarts cpu_seconds at its resume:
+    the report and spent() continue it (else the resumed part would be filed under the first
+    minutes, and the tool would train the run again)."""
+    run = tmp_path / "small"
+    write_log(run, [(100, 900, 0.30), (200, 1800, 0.40)])
+    with open(run / "log.csv", "a") as f:                     # resumed: the count starts again at 0
+        f.write("300,0,0.0005,,30,29,0.5,10,900,\n400,0,0.0005,,30,29,0.6,20,1790,\n")
+    (run / "state.json").write_text('{"cpu_seconds": 1790}')
+    assert preset_study.cumulative_cpu([{"cpu_seconds": "5"}, {}, {"cpu_seconds": "9"}, {"cpu_seconds": "2"}]) \
+        == [5.0, None, 9.0, 11.0]
+    assert preset_study.spent(run) == 1800 + 1790
+    assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--marks", "15", "30", "45", "60"]) == 0
+    assert "| +0.300 | +0.400 | +0.500 | +0.600 | 400 |" in capsys.readouterr().out

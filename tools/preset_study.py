@@ -42,14 +42,30 @@ def val_every(preset: str, budget: float) -> int:
 
 
 def spent(run: Path) -> float:
-    """CPU seconds a run has trained so far: the checkpoint's count (``state.json``; it and the
-    log's ``cpu_seconds`` continue over resumes), else the log's last."""
+    """CPU seconds a run has trained so far: the larger of the checkpoint's count (``state.json``;
+    it and the log's ``cpu_seconds`` continue over resumes) and the log's, made cumulative
+    (:func:`cumulative_cpu`: runs checkpointed before the count was kept restart it at a resume)."""
     state = run / "state.json"
     cpu = json.loads(state.read_text()).get("cpu_seconds") if state.exists() else None
-    if cpu is not None:
-        return float(cpu)
-    rows = read_rows(run)
-    return max((float(r["cpu_seconds"]) for r in rows if r.get("cpu_seconds")), default=0.0)
+    logged = [t for t in cumulative_cpu(read_rows(run)) if t is not None]
+    return max([float(cpu or 0.0)] + logged)
+
+
+def cumulative_cpu(rows):
+    """The rows' ``cpu_seconds`` (None where a row has none), continued across a resume that
+    restarted the count: a drop adds the last value before it to everything after."""
+    out, offset, last = [], 0.0, 0.0
+    for r in rows:
+        v = r.get("cpu_seconds")
+        if not v:
+            out.append(None)
+            continue
+        v = float(v)
+        if v + offset < last - 1.0:      # the count restarted
+            offset = last
+        last = v + offset
+        out.append(last)
+    return out
 
 
 def read_rows(run: Path):
@@ -76,8 +92,9 @@ def train(preset: str, budget: float, out: Path) -> None:
 
 def read_val(run: Path):
     """-> [(cpu_seconds, step, val_gain, val_psnr)] of the run's validation rows."""
-    return [(float(r["cpu_seconds"]), int(r["step"]), float(r["val_gain"]), float(r["val_psnr"]))
-            for r in read_rows(run) if r.get("val_gain") and r.get("cpu_seconds")]
+    rows = read_rows(run)
+    return [(t, int(r["step"]), float(r["val_gain"]), float(r["val_psnr"]))
+            for r, t in zip(rows, cumulative_cpu(rows)) if r.get("val_gain") and t is not None]
 
 
 def last_step(run: Path) -> int:
