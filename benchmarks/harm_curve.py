@@ -222,8 +222,9 @@ def _hevc(args, folder, images, names, raw) -> int:
             rec["bpp"].append(c.bpp)
             rec["codec"].append(base)
             rec["qp"].append(np.nan if c.qp is None else c.qp)
-            rec["raw"].append(_psnr(a, raw(c.image)) - base)
-            rec["guarded"].append(_psnr(a, hevc_guarded(raw, c.image, c.nbytes, c.qp)[0]) - base)
+            out = raw(c.image)
+            rec["raw"].append(_psnr(a, out) - base)
+            rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp)[0]) - base)
         row = {"quality": q, "qp_mean": float(np.mean(rec["qp"])), "bpp": float(np.mean(rec["bpp"])),
                "codec_psnr_mean": float(np.mean(rec["codec"])),
                **{k: _stats(rec[k], names) for k in ("raw", "guarded")}}
