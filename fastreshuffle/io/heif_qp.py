@@ -21,6 +21,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 __all__ = ["heif_qp"]
 
 
+# A slice header up to slice_qp_delta takes a few dozen bits; only this much of a slice NAL is
+# unescaped and read (a phone photo's slices are megabytes).
+_SLICE_HEADER_BYTES = 128
+
+
 class _Bad(Exception):
     """Anything this parser does not understand."""
 
@@ -236,7 +241,7 @@ def _slice_qp(nal: bytes, sps: Dict[int, dict], pps: Dict[int, dict]) -> Optiona
     kind = (nal[0] >> 1) & 63
     if kind not in (19, 20):                  # IDR_W_RADL, IDR_N_LP: what still images are
         raise _Bad(f"slice NAL type {kind} is not IDR")
-    b = _Bits(_rbsp(nal))
+    b = _Bits(_rbsp(nal[:_SLICE_HEADER_BYTES]))
     first = b.u(1)
     b.u(1)                                    # no_output_of_prior_pics_flag
     p = pps.get(b.ue())
@@ -261,14 +266,14 @@ def _slice_qp(nal: bytes, sps: Dict[int, dict], pps: Dict[int, dict]) -> Optiona
     return p["init_qp"] + b.se()
 
 
-def _nals(data: bytes, start: int, end: int, length_size: int) -> Iterator[bytes]:
+def _nals(data: memoryview, start: int, end: int, length_size: int) -> Iterator[memoryview]:
     pos = start
     while pos + length_size <= end:
         n = int.from_bytes(data[pos:pos + length_size], "big")
         pos += length_size
         if n < 2 or pos + n > end:
             raise _Bad("bad NAL length")
-        yield data[pos:pos + n]
+        yield data[pos:pos + n]      # a view of the file, not a copy
         pos += n
 
 
@@ -294,7 +299,7 @@ def heif_qp(data: bytes) -> Optional[float]:
     """Mean slice QP of the primary image of the HEIF file ``data`` (all tiles of a grid), or None
     when it cannot be read (not HEVC, an unsupported feature, a damaged file)."""
     try:
-        data = memoryview(data).tobytes()
+        data = data if isinstance(data, bytes) else bytes(data)
         ms, me = _child(data, 0, len(data), b"meta")
         r = _Reader(data, ms, me)
         r.full()
@@ -324,7 +329,7 @@ def heif_qp(data: bytes) -> Optional[float]:
                     raise _Bad(f"iloc construction method {method}")
                 if n == 0 or off + n > len(data):
                     raise _Bad("item data outside the file")
-                for nal in _nals(data, off, off + n, length_size):
+                for nal in _nals(memoryview(data), off, off + n, length_size):
                     if ((nal[0] >> 1) & 63) < 32:          # a slice segment (VCL NAL)
                         qp = _slice_qp(nal, sps, pps)
                         if qp is not None:
