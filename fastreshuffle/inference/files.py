@@ -111,7 +111,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
-    from .guard import guard_for, guard_pixels, hevc_guarded, run_guarded
+    from .guard import guard_for, guard_pixels, hevc_guarded_file, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -145,8 +145,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
-        from ..io.heif_qp import heif_qp
-        restored, d = hevc_guarded(run, pixels, src.stat().st_size, heif_qp(src.read_bytes()))
+        restored, d = hevc_guarded_file(run, pixels, src.read_bytes())
         if d.strength < 1:
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")

@@ -27,7 +27,7 @@ from .jpeg_consistency import project
 
 __all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
-           "hevc_guarded", "blend"]
+           "hevc_guarded", "hevc_guarded_file", "blend"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -180,6 +180,12 @@ def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, n
     -> (result, :class:`HevcDecision`)."""
     d = hevc_decision(decoded, nbytes, qp)
     return (blend(decoded, run(decoded), d.strength) if d.strength > 0 else decoded.copy()), d
+
+
+def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, data: bytes):
+    """:func:`hevc_guarded` for a HEIF file's bytes ``data``: its size and the QP read from it."""
+    from ..io.heif_qp import heif_qp
+    return hevc_guarded(run, decoded, len(data), heif_qp(data))
 
 
 def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:

@@ -141,12 +141,11 @@ def _heif_bytes(img) -> Optional[bytes]:
 
 def _restore_heif(net, img, tile, overlap):
     """A PIL image opened from a HEIF file, with the HEVC model: the guard of ``restore`` on the
-    file (:func:`.guard.hevc_guarded`: the strength of its QP).  None when the file's bytes are
+    file (:func:`.guard.hevc_guarded_file`: the strength of its QP).  None when the file's bytes are
     no longer reachable (the caller then restores without a guard, as for an array)."""
     from PIL import Image
 
-    from ..io.heif_qp import heif_qp
-    from .guard import hevc_guarded
+    from .guard import hevc_guarded_file
     from .tiling import restore_uint8, too_small
 
     data = _heif_bytes(img)
@@ -156,8 +155,7 @@ def _restore_heif(net, img, tile, overlap):
     rgb = np.ascontiguousarray(arr[..., :3])
     if too_small(*rgb.shape[:2]):
         return img.copy()
-    out, _ = hevc_guarded(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, len(data),
-                          heif_qp(data))
+    out, _ = hevc_guarded_file(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, data)
     if img.mode == "RGBA":
         out = np.concatenate([out, arr[..., 3:]], axis=2)
     return Image.fromarray(out, img.mode)
