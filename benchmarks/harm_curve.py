@@ -146,10 +146,7 @@ def main(argv=None) -> int:
         print(f"{q:4d} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
-        harmed = [f"{k} {row[k]['worst_image']} {row[k]['worst']:+.3f}" for k in ("guarded", "blind", "blind_crop")
-                  if row[k]["worst"] < 0]
-        if harmed:
-            print(f"     worse at q{q}: " + "; ".join(harmed), flush=True)
+        _say_harmed(q, row, ("guarded", "blind", "blind_crop"))
     doc = {"data": str(folder), "images": len(images), "model": args.model, "subsampling": args.subsampling,
            "cpu_flags": cpu_flags(), "rows": rows}
     if not args.strengths:
@@ -179,6 +176,13 @@ def main(argv=None) -> int:
                                 ("blind_crop", "decoded pixels, off-grid crop")),
               "JPEG quality (Pillow, 4:2:0)", f"{folder.name}: gain vs JPEG quality, model {args.model}")
     return 0
+
+
+def _say_harmed(q, row, keys) -> None:
+    """A line naming the worst image of each of ``keys`` that made some image worse, if any."""
+    harmed = [f"{k} {row[k]['worst_image']} {row[k]['worst']:+.3f}" for k in keys if row[k]["worst"] < 0]
+    if harmed:
+        print(f"     worse at q{q}: " + "; ".join(harmed), flush=True)
 
 
 def _plot(path, rows, series, xlabel: str, title: str) -> None:
@@ -231,9 +235,7 @@ def _hevc(args, folder, images, names, raw) -> int:
         rows.append(row)
         print(f"{q:4d} {row['qp_mean']:5.1f} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}" for k in ("raw", "guarded")), flush=True)
-        if row["guarded"]["worst"] < 0:
-            print(f"     worse at q{q}: guarded {row['guarded']['worst_image']} {row['guarded']['worst']:+.3f}",
-                  flush=True)
+        _say_harmed(q, row, ("guarded",))
     if args.json:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
                                                "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
