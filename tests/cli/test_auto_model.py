@@ -54,3 +54,14 @@ def test_explicit_model_and_no_guard(tmp_path):
                  "--device", "cpu"]) == 0
     out = np.asarray(Image.open(tmp_path / "clean_restored.png"))
     assert np.abs(out.astype(int) - a).max() > 0   # the raw network changes a clean photo (why the guard exists)
+
+
+def test_hevc_model_on_decoded_pixels_says_it_is_unguarded(tmp_path, capsys):
+    a = photo(64)
+    Image.fromarray(a).save(tmp_path / "decoded.png")
+    assert main(["restore", str(tmp_path / "decoded.png"), "--model", "hevc", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "decoded.png: not a HEIF file, so its HEVC QP is unknown" in err and "unguarded" in err
+    assert main(["restore", str(tmp_path / "decoded.png"), "--model", "hevc", "--no-guard", "--overwrite",
+                 "--device", "cpu"]) == 0
+    assert "QP is unknown" not in capsys.readouterr().err   # --no-guard asked for it: nothing to say
