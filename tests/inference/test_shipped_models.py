@@ -105,6 +105,27 @@ def test_readme_tables_are_the_pinned_figures():
     assert f"model gains {gains} dB" in " ".join(section.split())
 
 
+def test_readme_pins_tool_prints_readme_rows(tmp_path, capsys):
+    """tools/readme_pins.py, fed the pinned figures as an eval JSON, prints README's rows verbatim."""
+    import json
+
+    from tools import readme_pins
+    text = (ROOT / "README.md").read_text()
+    for codec in README_FIGURES:
+        results = []
+        for q, (bpp, cs, cm, rs, rm, worst) in MEASURED[codec].items():
+            results.append({"quality": q, "bpp": bpp, "psnr_codec": cs, "psnr_codec_mean": cm,
+                            "psnr_restored": rs, "psnr_restored_mean": rm,
+                            "gain_mean": README_FIGURES[codec][q][5], "gain_worst": worst})
+        f = tmp_path / f"{codec}.json"
+        f.write_text(json.dumps({"results": results}))
+        assert readme_pins.main([str(f), codec]) == 0
+        rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+        assert len(rows) == len(results)
+        for row in rows:
+            assert row + "\n" in text, f"tools/readme_pins.py printed a row README lacks: {row}"
+
+
 @pytest.fixture(scope="module")
 def kodak24():
     from fastreshuffle.inference.evaluate import load_eval_images
