@@ -36,8 +36,8 @@ def main(argv=None) -> int:
         fine.append(f"{q}: ({r['bpp']:.5f}, {r['psnr_codec']:.4f}, {r['psnr_codec_mean']:.4f}, "
                     f"{r['psnr_restored']:.4f}, {r['psnr_restored_mean']:.4f}, {r['gain_worst']:.4f})")
     print("\n".join(rows))
-    print(f'"{args.codec}": {{' + ",\n        ".join(pins) + "},")
-    print(f'"{args.codec}": {{' + ",\n        ".join(fine) + "},")
+    for block in (pins, fine):   # indented as in the test file's dicts, ready to paste
+        print(f'    "{args.codec}": {{' + ",\n             ".join(block) + "},")
     return 0
 
 
