@@ -71,11 +71,11 @@ def run(args) -> int:
     except ImportError as e:
         raise UserError(str(e)) from None
 
-    from ..inference.loading import load_model
+    from ..inference.loading import band_model, load_model
     from ..inference.tiling import restore_uint8
     device = device_from_args(args)
     try:
-        model = load_model(args.model, device)
+        model = load_model(band_model(args.model, args.quality), device)   # the model of that quality
     except WeightsError as e:
         raise UserError(str(e)) from None
 

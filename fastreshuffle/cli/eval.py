@@ -47,12 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_model(args, device):
-    """-> (model or None, description dict), through the package's model factory."""
+    """-> (model or None, its quality bands or None, description dict), through the package's
+    model factory."""
     from ..errors import WeightsError
-    from ..inference.loading import load_model
+    from ..inference.loading import Bands, band_model, load_model
 
     if args.no_model or (not args.weights and not args.model):
-        return None, None
+        return None, None, None
     if args.weights and not Path(args.weights).is_file():
         raise UserError(f"weights file not found: {args.weights}")
     try:
@@ -66,7 +67,15 @@ def _resolve_model(args, device):
     desc.update({"class": type(model).__name__, "fast": type(model).__name__ == "FastReshuffleNet",
                  "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                  "config": cfg.to_dict()})
-    return model, desc
+    bands = None
+    if not args.weights:
+        bands = Bands(args.model, lambda m: model if m == args.model else
+                      load_model(m, device, fast=args.fast, precision=args.precision))
+        low = band_model(args.model, 0)
+        if low != args.model:
+            from ..inference.loading import JPEG_LOW_MAX
+            desc["bands"] = {str(low): f"JPEG quality <= {JPEG_LOW_MAX:g}"}
+    return model, bands, desc
 
 
 def run(args) -> int:
@@ -106,7 +115,7 @@ def run(args) -> int:
     device = device_from_args(args)
     folder = Path(args.data) if args.data else eval_dir(args.data_root)
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)
-    model, mdesc = _resolve_model(args, device)
+    model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:
         print("note: no --weights/--model given: codec only", file=sys.stderr)
 
@@ -119,7 +128,7 @@ def run(args) -> int:
         import dataclasses
         spec = dataclasses.replace(spec, quality=None)
     results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
-                       per_image=args.per_image, ensemble=args.self_ensemble, guard=args.guard)
+                       per_image=args.per_image, ensemble=args.self_ensemble, guard=args.guard, bands=bands)
     if mdesc is not None:
         mdesc["self_ensemble"] = bool(args.self_ensemble)
         mdesc["guard"] = bool(args.guard)

@@ -181,7 +181,7 @@ def run(args) -> int:
     if precision == "bf16" and device.type == "cpu" and not cpu_bf16_kernel() and not args.quiet:
         _say("note: this CPU has no AVX512-BF16 (or the kernel is capped): bf16 runs on torch's "
              "bfloat16 convolutions, slower than --precision fp32")
-    from ..inference.loading import auto_model_name, model_codec
+    from ..inference.loading import Bands, auto_model_name, model_codec
     models: Dict[str, tuple] = {}
 
     def model_for(name: str):
@@ -237,7 +237,8 @@ def run(args) -> int:
                 with _TileBar(src.name, args.quiet) as tiles:
                     notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
                                          overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
-                                         progress=tiles.update, guard=args.guard, codec=codec)
+                                         progress=tiles.update, guard=args.guard, codec=codec,
+                                         bands=Bands(name, lambda m: model_for(m)[0]))
                 if not args.quiet:
                     for note in ([fmt_note] if fmt_note else []) + notes:
                         _say(f"note: {src}: {note}", bar)

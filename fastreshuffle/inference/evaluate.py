@@ -70,9 +70,10 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(model(x)[0])
 
 
-def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> np.ndarray:
+def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg",
+                     for_quality=None) -> np.ndarray:
     """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for a coded image; ``guard=False``:
-    the raw network."""
+    the raw network.  ``for_quality(q)``: the network for a JPEG of quality ``q`` (the bands)."""
     from .guard import guard_for, hevc_guarded, run_guarded
 
     def run(img):
@@ -80,6 +81,9 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg") -> 
 
     g = guard_for(coded.tables) if guard else None
     if g is not None:
+        if for_quality is not None:
+            net = for_quality(g.quality)
+            return run_guarded(lambda img: _restore(net, img, device), coded.image, g)
         return run_guarded(run, coded.image, g)
     if guard and codec == "hevc":
         return hevc_guarded(run, coded.image, coded.nbytes, coded.qp)[0]
@@ -96,15 +100,20 @@ def _fmt(v, nd=2):
 
 def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Dict], model=None,
              device=torch.device("cpu"), progress=None, per_image: bool = True,
-             ensemble: bool = False, guard: bool = True) -> List[Dict]:
+             ensemble: bool = False, guard: bool = True, bands=None) -> List[Dict]:
     """Run the codec (and model) over ``images`` for each setting (``{"quality": q}`` or ``{"qp": n}``).
 
     ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``).
     ``guard``: JPEG results go through :mod:`.guard` as ``fastreshuffle restore`` does (the
-    strength for the file's quality, consistency with its tables); False: the raw network."""
+    strength for the file's quality, consistency with its tables); False: the raw network.
+    ``bands`` (:class:`.loading.Bands`): a guarded JPEG is restored by the network of its quality
+    band (as ``restore`` does with the shipped "jpeg"), ``model`` otherwise."""
+    for_quality = bands.net if bands is not None else None
     if ensemble and model is not None:
         from .tiling import SelfEnsemble
         model = SelfEnsemble(model)
+        if bands is not None:
+            for_quality = lambda q: SelfEnsemble(bands.net(q))  # noqa: E731
     from ..metrics import PSNRAccumulator, psnr_b, ssim
 
     results = []
@@ -127,7 +136,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _guarded_restore(model, coded, device, guard, s.name)
+                out = _guarded_restore(model, coded, device, guard, s.name, for_quality)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

@@ -98,7 +98,7 @@ def sniff_format(src: Path) -> Optional[str]:
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
                  tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
                  overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
-                 guard: bool = True, codec: Optional[str] = "jpeg") -> List[str]:
+                 guard: bool = True, codec: Optional[str] = "jpeg", bands=None) -> List[str]:
     """Read ``src`` once, restore it with ``model`` and write ``out`` as ``fmt`` atomically.
 
     16-bit samples are restored at 16 bits (and kept where ``fmt`` holds them); ICC, EXIF and
@@ -106,7 +106,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     orientation (its block grid on the network's) and, with ``guard``, given the share of the
     correction its quality warrants and kept consistent with its quantisation tables
     (:mod:`.guard`); other images restored by a JPEG model (``codec="jpeg"``) are restored only
-    where JPEG compression is found in their pixels.  ``progress(done, total)`` is called in pixels after each tile.  Returns
+    where JPEG compression is found in their pixels.  ``bands`` (:class:`.loading.Bands`): a
+    JPEG is restored by the network for its quality instead of ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns
     notes for the user (conversions, dropped frames, the JPEG guard's decision).
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
@@ -125,9 +126,17 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         done[0] += n
         progress(done[0], total)
 
-    def run(img):
-        return restore_pixels(model, img, tile=tile, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                              ensemble=ensemble, progress=tick if progress is not None else None)
+    def runner(net):
+        return lambda img: restore_pixels(net, img, tile=tile,
+                                          overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                                          ensemble=ensemble, progress=tick if progress is not None else None)
+    run = runner(model)
+
+    def for_quality(q):
+        if bands is None or bands.name(q) == bands.model:
+            return run
+        notes.append(f"JPEG quality ~{q:.0f}: restored by {bands.name(q)}, the model of that quality band")
+        return runner(bands.net(q))
 
     small = too_small(*pixels.shape[:2])
     g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
@@ -140,7 +149,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             restored = pixels.copy()
         else:
             stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
-            restored = orient_array(run_guarded(run, stored, g), f.orientation)
+            restored = orient_array(run_guarded(for_quality(g.quality), stored, g), f.orientation)
             if g.strength < 1:
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
@@ -152,7 +161,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             notes.append(f"{how}: " + (f"{d.strength:.0%} of the correction" if d.strength > 0
                                        else "little to remove; pixels written unchanged"))
     elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
-        restored, bg = guard_pixels(run, pixels)
+        restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
         if bg is None:
             notes.append("no JPEG compression found in the pixels: written unchanged (--no-guard restores it anyway)")
         elif bg.strength <= 0:

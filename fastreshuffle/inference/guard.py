@@ -97,11 +97,13 @@ def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, gu
 
 
 def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
-                 tables: Optional[JpegTables] = None):
+                 tables: Optional[JpegTables] = None, *,
+                 for_quality: Optional[Callable[[float], Callable[[np.ndarray], np.ndarray]]] = None):
     """The guard for an H x W x 3 image of any dtype (uint8, uint16, float in [0, 1]) with the
     block grid at (0, 0) when ``tables`` are given: the file's tables, else JPEG compression
-    detected in the 8-bit pixels.  ``run`` restores a uint8 image.  -> (result in ``rgb``'s
-    dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged (a copy)."""
+    detected in the 8-bit pixels.  ``run`` restores a uint8 image; ``for_quality(q)``, if given,
+    is the ``run`` for the guard's quality instead (the shipped JPEG model's bands).  -> (result
+    in ``rgb``'s dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged (a copy)."""
     dtype = rgb.dtype
     if dtype == np.uint8:
         u8 = np.ascontiguousarray(rgb)
@@ -112,7 +114,7 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
     g = guard_for(tables) or blind_guard(u8)
     if g is None or g.strength <= 0:
         return rgb.copy(), g
-    out = run_guarded(run, u8, g)
+    out = run_guarded(for_quality(g.quality) if for_quality is not None else run, u8, g)
     if dtype == np.uint16:
         out = out.astype(np.uint16) * 257
     elif dtype != np.uint8:

@@ -8,7 +8,10 @@
 * :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc") or a
   safetensors weights file, in eval mode, on a device resolved by
   :func:`fastreshuffle.backends.resolve_device`;
-* :func:`get_model` is the cached form ``restore`` uses.
+* :func:`get_model` is the cached form ``restore`` uses;
+* :func:`band_model` decides which network restores a JPEG of a given quality (the shipped
+  "jpeg" hands quality <= :data:`JPEG_LOW_MAX` to its low-quality band "jpeg-low"), and
+  :class:`Bands` loads each band once for ``restore``, ``eval`` and the CLI.
 
 >>> import fastreshuffle
 >>> model = fastreshuffle.load_pretrained("jpeg")            # or "hevc", or a .safetensors path
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -31,10 +34,17 @@ from ..nn.config import ReshuffleNetConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_MODELS = ("jpeg", "hevc")
+# The shipped JPEG model's low-quality band: a JPEG whose quality (from its tables, or detected
+# in its pixels) is at most JPEG_LOW_MAX is restored by "jpeg-low", a specialist fine-tuned on
+# quality 5-20 from the general model, when it is installed.  The bound is where the two
+# models' gains cross (fastreshuffle/weights/README.md, "Quality bands").
+JPEG_LOW = "jpeg-low"
+JPEG_LOW_MAX = 20.0
 
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
-__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "available_models", "resolve_weights", "auto_model_name",
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "available_models", "resolve_weights",
+           "auto_model_name", "band_model", "Bands",
            "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
 
 
@@ -79,6 +89,34 @@ def auto_model_name(input_format: Optional[str]) -> str:
     HEIF files, ``jpeg`` for everything else (a JPEG through its tables, other images only where
     JPEG compression is found in their pixels: see :mod:`fastreshuffle.inference.guard`)."""
     return "hevc" if input_format == "HEIF" else "jpeg"
+
+
+def band_model(model, quality: Optional[float]):
+    """The model that restores a JPEG of (IJG-equivalent) ``quality`` when ``model`` is asked for:
+    the low-quality specialist for the shipped "jpeg" up to :data:`JPEG_LOW_MAX` (where installed),
+    else ``model`` itself (any other name, a weights file, a model object, no quality known)."""
+    if (isinstance(model, str) and model == "jpeg" and quality is not None and quality <= JPEG_LOW_MAX
+            and weights_path(JPEG_LOW).is_file()):
+        return JPEG_LOW
+    return model
+
+
+class Bands:
+    """The networks of one model argument per JPEG quality (:func:`band_model`), each loaded once
+    by ``load`` (a name or path -> a network).  ``net(q)``: the network for quality ``q`` (None:
+    the model itself); ``name(q)``: its name."""
+
+    def __init__(self, model, load: Callable[[object], torch.nn.Module]):
+        self.model, self._load, self._nets = model, load, {}
+
+    def name(self, quality: Optional[float]):
+        return band_model(self.model, quality)
+
+    def net(self, quality: Optional[float] = None) -> torch.nn.Module:
+        key = self.name(quality)
+        if key not in self._nets:
+            self._nets[key] = self._load(key)
+        return self._nets[key]
 
 
 def model_codec(name_or_path: Union[str, os.PathLike]) -> Optional[str]:

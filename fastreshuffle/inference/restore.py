@@ -39,17 +39,23 @@ def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     return y[0].permute(1, 2, 0).numpy()
 
 
-def _guarded(net, rgb: np.ndarray, tile, overlap, tables) -> np.ndarray:
-    """The do-no-harm path (:func:`.guard.guard_pixels`) for an H x W x 3 array."""
+def _guarded(net, rgb: np.ndarray, tile, overlap, tables, bands=None) -> np.ndarray:
+    """The do-no-harm path (:func:`.guard.guard_pixels`) for an H x W x 3 array; ``bands``
+    (:class:`.loading.Bands`): the network for the JPEG quality found, instead of ``net``."""
     from .guard import guard_pixels
     from .tiling import restore_uint8, too_small
 
     if too_small(*rgb.shape[:2]):
         return rgb.copy()
-    return guard_pixels(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, tables)[0]
+
+    def runner(n):
+        return lambda x: restore_uint8(n, x, tile=tile, overlap=overlap)
+    pick = (lambda q: runner(bands.net(q))) if bands is not None else None
+    return guard_pixels(runner(net), rgb, tables, for_quality=pick)[0]
 
 
-def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None) -> np.ndarray:
+def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None,
+                   bands=None) -> np.ndarray:
     from .tiling import restore_uint8
 
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
@@ -67,7 +73,7 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
     if guard:
-        out = _guarded(net, rgb, tile, overlap, tables)
+        out = _guarded(net, rgb, tile, overlap, tables, bands)
     elif dtype == np.uint8:
         out = restore_uint8(net, np.ascontiguousarray(rgb), tile=tile, overlap=overlap)
     elif dtype == np.uint16:
@@ -87,11 +93,11 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     return out
 
 
-def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None):
+def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, bands=None):
     from PIL import Image
 
     def numpy_path(a, t=None):
-        return _restore_numpy(net, a, tile, overlap, guard, t)
+        return _restore_numpy(net, a, tile, overlap, guard, t, bands)
 
     mode = img.mode
     if mode in ("RGB", "L"):
@@ -109,14 +115,14 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None):
         # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
         has_alpha = mode == "PA" or "transparency" in img.info
         target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
-        return _restore_pil(net, img.convert(target), tile, overlap, guard)
+        return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
         scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
         out = numpy_path(np.clip(arr / scale, 0, 1))
         return Image.fromarray(np.round(out * scale).astype(np.uint16 if mode.startswith("I;16") else np.int32))
     # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
-    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard).convert(mode)
+    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands).convert(mode)
 
 
 def _heif_bytes(img) -> Optional[bytes]:
@@ -161,13 +167,13 @@ def _restore_heif(net, img, tile, overlap):
     return Image.fromarray(out, img.mode)
 
 
-def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False) -> torch.Tensor:
+def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, bands=None) -> torch.Tensor:
     from .tiling import restore_tensor
 
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
     if x.dim() == 3:
-        return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard)[0]
+        return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard, bands)[0]
     if x.numel():
         finite = bool(torch.isfinite(x).all())
         check_float_range(float(x.min()) if finite else 0.0, float(x.max()) if finite else 0.0, finite)
@@ -178,7 +184,7 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False) -> 
         for img in x.detach():
             a = img.float().permute(1, 2, 0).cpu().numpy()
             a = a[..., 0] if a.shape[2] == 1 else a
-            o = torch.from_numpy(np.ascontiguousarray(_restore_numpy(net, a, tile, overlap, True)))
+            o = torch.from_numpy(np.ascontiguousarray(_restore_numpy(net, a, tile, overlap, True, bands=bands)))
             outs.append((o[None] if o.dim() == 2 else o.permute(2, 0, 1)).to(device=x.device, dtype=x.dtype))
         return torch.stack(outs)
     if x.shape[1] == 1:
@@ -205,7 +211,10 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
       [0, 1], on any device; the result has the same shape, dtype and device.
 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
-    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
+    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
+    shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
+    its pixels) with its low-quality specialist ``jpeg-low``
+    (:func:`fastreshuffle.inference.loading.band_model`).  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
     ``precision`` (for a model given by name or path): "auto" (default: bf16 on a CPU with
@@ -228,13 +237,17 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         from .loading import auto_model_name
         model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
                                 else None)
-    net = get_model(model, device, half, precision)
+    from .loading import Bands
+
+    def load(m):
+        n = get_model(m, device, half, precision)
+        return SelfEnsemble(n) if self_ensemble else n
+    bands = Bands(model, load)   # a JPEG's network by its quality (the shipped "jpeg": two bands)
+    net = bands.net()
     codec = None
     if not isinstance(model, torch.nn.Module):
         from .loading import model_codec
         codec = model_codec(model)
-    if self_ensemble:
-        net = SelfEnsemble(net)
     if guard is not False and codec == "hevc" and getattr(image, "format", None) == "HEIF":
         out = _restore_heif(net, image, tile, overlap)
         if out is not None:
@@ -242,13 +255,13 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if guard is None:
         guard = codec == "jpeg"
     if isinstance(image, torch.Tensor):
-        return _restore_torch(net, image, tile, overlap, guard)
+        return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):
-        return _restore_numpy(net, image, tile, overlap, guard)
+        return _restore_numpy(net, image, tile, overlap, guard, bands=bands)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return _restore_pil(net, image, tile, overlap, guard)
+        return _restore_pil(net, image, tile, overlap, guard, bands=bands)
     raise TypeError(f"restore() takes a numpy array, a PIL image or a torch tensor, got {type(image).__name__}")
