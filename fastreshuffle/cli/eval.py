@@ -50,7 +50,7 @@ def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
     from ..errors import WeightsError
-    from ..inference.loading import Bands, band_model, load_model
+    from ..inference.loading import JPEG_LOW_MAX, Bands, band_model, load_model
 
     if args.no_model or (not args.weights and not args.model):
         return None, None, None
@@ -73,7 +73,6 @@ def _resolve_model(args, device):
                       load_model(m, device, fast=args.fast, precision=args.precision))
         low = band_model(args.model, 0)
         if low != args.model:
-            from ..inference.loading import JPEG_LOW_MAX
             desc["bands"] = {str(low): f"JPEG quality <= {JPEG_LOW_MAX:g}"}
     return model, bands, desc
 

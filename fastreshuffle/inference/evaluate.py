@@ -76,15 +76,13 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg",
     the raw network.  ``for_quality(q)``: the network for a JPEG of quality ``q`` (the bands)."""
     from .guard import guard_for, hevc_guarded, run_guarded
 
-    def run(img):
-        return _restore(model, img, device)
+    def runner(net):
+        return lambda img: _restore(net, img, device)
+    run = runner(model)
 
     g = guard_for(coded.tables) if guard else None
     if g is not None:
-        if for_quality is not None:
-            net = for_quality(g.quality)
-            return run_guarded(lambda img: _restore(net, img, device), coded.image, g)
-        return run_guarded(run, coded.image, g)
+        return run_guarded(runner(for_quality(g.quality)) if for_quality is not None else run, coded.image, g)
     if guard and codec == "hevc":
         return hevc_guarded(run, coded.image, coded.nbytes, coded.qp)[0]
     return run(coded.image)

@@ -11,9 +11,8 @@ Two pins per row
 * README's figures (what users read), +-0.02 dB on every PSNR (codec and restored; set and
   mean; the gain of the means) and +-0.001 bpp.  README prints two (bpp: three) decimals, so
   rounding takes up to 0.005 dB of that; the rest is margin.
-* The same run's figures at four decimals (``fastreshuffle eval``, JPEG 2026-12-02, HEVC
-  2026-12-03, torch 2.13.0 CPU, Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and
-  +-0.0002 bpp.  Derivation: the
+* The same run's figures at four decimals (``fastreshuffle eval``, 2026-12-03, torch 2.13.0 CPU,
+  Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
   them: the AVX-512 kernel, the AVX2 kernel, the torch composition (``FASTRESHUFFLE_CPU_KERNEL=off``)
   and the reference ``ReshuffleNet`` gave the same restored PSNR to 1e-6 dB (JPEG q10, HEVC
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fastreshuffle.inference.loading import SHIPPED_MODELS, WEIGHTS_DIR, load_pretrained
+from fastreshuffle.inference.loading import SHIPPED_MODELS, WEIGHTS_DIR, Bands, load_pretrained
 
 ROOT = Path(__file__).resolve().parents[2]
 PSNR_TOL = 0.02
@@ -153,10 +152,8 @@ def _evaluate(codec, kodak24):
         from fastreshuffle.inference.evaluate import evaluate
         from fastreshuffle.io.codecs import parse_spec
 
-        from fastreshuffle.inference.loading import Bands
-
-        model = load_pretrained(codec, "cpu")       # by name: the file in fastreshuffle/weights/
-        bands = Bands(codec, lambda m: load_pretrained(m, "cpu"))   # "jpeg": and its low-quality band
+        bands = Bands(codec, lambda m: load_pretrained(m, "cpu"))   # by name: "jpeg" and its low band
+        model = bands.net()                         # the file in fastreshuffle/weights/
         qualities = list(README_FIGURES[codec])
         images, names = kodak24
         spec = parse_spec(codec, qualities[0])
