@@ -24,7 +24,9 @@ with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 
 ``--codec hevc`` (with ``--model hevc``): per HEVC quality (pillow-heif/x265, 4:2:0), ``raw`` and
 ``guarded`` -- what ``fastreshuffle restore`` does with the HEIF file: the strength of the QP read
-from it (:func:`fastreshuffle.inference.guard.hevc_guarded`) -- and the mean QP read.
+from it (:func:`fastreshuffle.inference.guard.hevc_guarded`), by the network of its QP's band
+(``hevc-low`` at QP >= 37 for the shipped ``hevc``) -- and the mean QP read.  ``raw`` is the
+model asked for, as ``--no-guard``.
 """
 from __future__ import annotations
 
@@ -212,7 +214,15 @@ def _hevc(args, folder, images, names, raw) -> int:
     import torch
 
     from fastreshuffle.inference.guard import hevc_guarded
+    from fastreshuffle.inference.loading import Bands, get_model
+    from fastreshuffle.inference.tiling import restore_uint8
     from fastreshuffle.io import codecs
+
+    bands = Bands(args.model, lambda m: get_model(m, "cpu"))   # the network of the file's QP, as restore picks it
+
+    def for_qp(qp):
+        net = bands.net(qp=qp)
+        return lambda x: restore_uint8(net, x, tile=0)
 
     print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
@@ -228,7 +238,9 @@ def _hevc(args, folder, images, names, raw) -> int:
             rec["qp"].append(np.nan if c.qp is None else c.qp)
             out = raw(c.image)
             rec["raw"].append(_psnr(a, out) - base)
-            rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp)[0]) - base)
+            same = bands.name(qp=c.qp) == bands.model   # no band of its own: reuse the raw output
+            rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp,
+                                                        None if same else for_qp)[0]) - base)
         row = {"quality": q, "qp_mean": float(np.mean(rec["qp"])), "bpp": float(np.mean(rec["bpp"])),
                "codec_psnr_mean": float(np.mean(rec["codec"])),
                **{k: _stats(rec[k], names) for k in ("raw", "guarded")}}

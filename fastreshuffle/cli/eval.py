@@ -50,7 +50,7 @@ def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
     from ..errors import WeightsError
-    from ..inference.loading import JPEG_LOW_MAX, Bands, band_model, load_model
+    from ..inference.loading import HEVC_LOW_MIN_QP, JPEG_LOW_MAX, Bands, band_model, load_model
 
     if args.no_model or (not args.weights and not args.model):
         return None, None, None
@@ -71,9 +71,11 @@ def _resolve_model(args, device):
     if not args.weights:
         bands = Bands(args.model, lambda m: model if m == args.model else
                       load_model(m, device, fast=args.fast, precision=args.precision))
-        low = band_model(args.model, 0)
+        low, low_hevc = band_model(args.model, quality=0), band_model(args.model, qp=51)
         if low != args.model:
             desc["bands"] = {str(low): f"JPEG quality <= {JPEG_LOW_MAX:g}"}
+        if low_hevc != args.model:
+            desc["bands"] = {str(low_hevc): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
     return model, bands, desc
 
 

@@ -70,10 +70,10 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(model(x)[0])
 
 
-def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg",
-                     for_quality=None) -> np.ndarray:
+def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pick=None) -> np.ndarray:
     """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for a coded image; ``guard=False``:
-    the raw network.  ``for_quality(q)``: the network for a JPEG of quality ``q`` (the bands)."""
+    the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that quality or a HEIF
+    file of that QP (the bands, :class:`.loading.Bands`)."""
     from .guard import guard_for, hevc_guarded, run_guarded
 
     def runner(net):
@@ -82,9 +82,10 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg",
 
     g = guard_for(coded.tables) if guard else None
     if g is not None:
-        return run_guarded(runner(for_quality(g.quality)) if for_quality is not None else run, coded.image, g)
+        return run_guarded(runner(pick(quality=g.quality)) if pick is not None else run, coded.image, g)
     if guard and codec == "hevc":
-        return hevc_guarded(run, coded.image, coded.nbytes, coded.qp)[0]
+        for_qp = (lambda qp: runner(pick(qp=qp))) if pick is not None else None
+        return hevc_guarded(run, coded.image, coded.nbytes, coded.qp, for_qp)[0]
     return run(coded.image)
 
 
@@ -104,14 +105,14 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
     ``ensemble``: restore with the x8 geometric self-ensemble (``tiling.SelfEnsemble``).
     ``guard``: JPEG results go through :mod:`.guard` as ``fastreshuffle restore`` does (the
     strength for the file's quality, consistency with its tables); False: the raw network.
-    ``bands`` (:class:`.loading.Bands`): a guarded JPEG is restored by the network of its quality
-    band (as ``restore`` does with the shipped "jpeg"), ``model`` otherwise."""
-    for_quality = bands.net if bands is not None else None
+    ``bands`` (:class:`.loading.Bands`): a guarded JPEG or HEIF file is restored by the network of
+    its quality band (as ``restore`` does with the shipped "jpeg" and "hevc"), ``model`` otherwise."""
+    pick = bands.net if bands is not None else None
     if ensemble and model is not None:
         from .tiling import SelfEnsemble
         model = SelfEnsemble(model)
         if bands is not None:
-            for_quality = lambda q: SelfEnsemble(bands.net(q))  # noqa: E731
+            pick = lambda **key: SelfEnsemble(bands.net(**key))  # noqa: E731
     from ..metrics import PSNRAccumulator, psnr_b, ssim
 
     results = []
@@ -134,7 +135,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _guarded_restore(model, coded, device, guard, s.name, for_quality)
+                out = _guarded_restore(model, coded, device, guard, s.name, pick)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

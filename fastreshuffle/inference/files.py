@@ -107,7 +107,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     correction its quality warrants and kept consistent with its quantisation tables
     (:mod:`.guard`); other images restored by a JPEG model (``codec="jpeg"``) are restored only
     where JPEG compression is found in their pixels.  ``bands`` (:class:`.loading.Bands`): a
-    JPEG is restored by the network for its quality instead of ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns
+    JPEG is restored by the network for its quality, a HEIF file by the one for its QP, instead of
+    ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns
     notes for the user (conversions, dropped frames, the JPEG guard's decision).
     """
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
@@ -138,6 +139,12 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"JPEG quality ~{q:.0f}: restored by {bands.name(q)}, the model of that quality band")
         return runner(bands.net(q))
 
+    def for_qp(qp):
+        if bands is None or bands.name(qp=qp) == bands.model:
+            return run
+        notes.append(f"HEIF coded at QP {qp:.0f}: restored by {bands.name(qp=qp)}, the model of that quality band")
+        return runner(bands.net(qp=qp))
+
     small = too_small(*pixels.shape[:2])
     g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
     if small:
@@ -154,7 +161,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
-        restored, d = hevc_guarded_file(run, pixels, src.read_bytes())
+        restored, d = hevc_guarded_file(run, pixels, src.read_bytes(), for_qp)
         if d.strength < 1:
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")

@@ -176,18 +176,24 @@ def hevc_decision(decoded: np.ndarray, nbytes: int, qp: Optional[float] = None) 
 
 
 def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, nbytes: int,
-                 qp: Optional[float] = None):
+                 qp: Optional[float] = None,
+                 for_qp: Optional[Callable[[float], Callable[[np.ndarray], np.ndarray]]] = None):
     """Restore a HEIF file's ``decoded`` pixels (``nbytes`` = the file's size, ``qp`` = its slice
     QP if read) with the strength of :func:`hevc_decision`; ``run`` is not called at strength 0.
-    -> (result, :class:`HevcDecision`)."""
+    ``for_qp(qp)``, if given, restores instead of ``run`` when the QP is known (the model of that
+    band, :func:`fastreshuffle.inference.loading.band_model`).  -> (result, :class:`HevcDecision`)."""
     d = hevc_decision(decoded, nbytes, qp)
-    return (blend(decoded, run(decoded), d.strength) if d.strength > 0 else decoded.copy()), d
+    if d.strength <= 0:
+        return decoded.copy(), d
+    r = for_qp(d.qp) if (for_qp is not None and d.qp is not None) else run
+    return blend(decoded, r(decoded), d.strength), d
 
 
-def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, data: bytes):
+def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, data: bytes,
+                      for_qp: Optional[Callable[[float], Callable[[np.ndarray], np.ndarray]]] = None):
     """:func:`hevc_guarded` for a HEIF file's bytes ``data``: its size and the QP read from it."""
     from ..io.heif_qp import heif_qp
-    return hevc_guarded(run, decoded, len(data), heif_qp(data))
+    return hevc_guarded(run, decoded, len(data), heif_qp(data), for_qp)
 
 
 def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:

@@ -9,8 +9,9 @@
   safetensors weights file, in eval mode, on a device resolved by
   :func:`fastreshuffle.backends.resolve_device`;
 * :func:`get_model` is the cached form ``restore`` uses;
-* :func:`band_model` decides which network restores a JPEG of a given quality (the shipped
-  "jpeg" hands quality <= :data:`JPEG_LOW_MAX` to its low-quality band "jpeg-low"), and
+* :func:`band_model` decides which network restores a JPEG of a given quality or a HEIF file of
+  a given QP (the shipped "jpeg" hands quality <= :data:`JPEG_LOW_MAX` to its low-quality band
+  "jpeg-low", the shipped "hevc" QP >= :data:`HEVC_LOW_MIN_QP` to "hevc-low"), and
   :class:`Bands` loads each band once for ``restore``, ``eval`` and the CLI.
 
 >>> import fastreshuffle
@@ -40,10 +41,19 @@ SHIPPED_MODELS = ("jpeg", "hevc")
 # models' gains cross (fastreshuffle/weights/README.md, "Quality bands").
 JPEG_LOW = "jpeg-low"
 JPEG_LOW_MAX = 20.0
+# The shipped HEVC model's low-quality band, keyed on the slice QP read from a HEIF file (the
+# guard's key, :mod:`.guard`): QP >= HEVC_LOW_MIN_QP (libheif quality 10 and below with x265)
+# goes to "hevc-low", fine-tuned on HEVC quality 10-20 from the general model.  A file whose QP
+# cannot be read keeps "hevc".  At QP 42 and 44 "hevc-low" was ahead on CBSD432 and on the outside
+# photos of benchmarks/eval_photos.py; at QP 39 ahead on CBSD432 (its training photos) but behind
+# on all seven outside photos, so the band stops at 42 (fastreshuffle/weights/README.md).
+HEVC_LOW = "hevc-low"
+HEVC_LOW_MIN_QP = 42.0
 
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
-__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "available_models", "resolve_weights",
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "HEVC_LOW", "HEVC_LOW_MIN_QP",
+           "available_models", "resolve_weights",
            "auto_model_name", "band_model", "Bands",
            "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
 
@@ -91,29 +101,32 @@ def auto_model_name(input_format: Optional[str]) -> str:
     return "hevc" if input_format == "HEIF" else "jpeg"
 
 
-def band_model(model, quality: Optional[float]):
-    """The model that restores a JPEG of (IJG-equivalent) ``quality`` when ``model`` is asked for:
-    the low-quality specialist for the shipped "jpeg" up to :data:`JPEG_LOW_MAX` (where installed),
-    else ``model`` itself (any other name, a weights file, a model object, no quality known)."""
-    if (isinstance(model, str) and model == "jpeg" and quality is not None and quality <= JPEG_LOW_MAX
-            and weights_path(JPEG_LOW).is_file()):
-        return JPEG_LOW
-    return model
+def band_model(model, quality: Optional[float] = None, qp: Optional[float] = None):
+    """The model that restores an image when ``model`` is asked for: the shipped "jpeg" hands a
+    JPEG of (IJG-equivalent) ``quality`` <= :data:`JPEG_LOW_MAX` to "jpeg-low"; the shipped "hevc"
+    hands a HEIF file coded at slice ``qp`` >= :data:`HEVC_LOW_MIN_QP` to "hevc-low" (each where
+    installed); else ``model`` itself (any other name, a weights file, a model object, no key)."""
+    low = None
+    if isinstance(model, str) and model == "jpeg" and quality is not None and quality <= JPEG_LOW_MAX:
+        low = JPEG_LOW
+    elif isinstance(model, str) and model == "hevc" and qp is not None and qp >= HEVC_LOW_MIN_QP:
+        low = HEVC_LOW
+    return low if low is not None and weights_path(low).is_file() else model
 
 
 class Bands:
-    """The networks of one model argument per JPEG quality (:func:`band_model`), each loaded once
-    by ``load`` (a name or path -> a network).  ``net(q)``: the network for quality ``q`` (None:
-    the model itself); ``name(q)``: its name."""
+    """The networks of one model argument per band (:func:`band_model`: a JPEG's quality, a HEIF
+    file's QP), each loaded once by ``load`` (a name or path -> a network).  ``net(quality=,
+    qp=)``: the network for that key (none: the model itself); ``name(...)``: its name."""
 
     def __init__(self, model, load: Callable[[object], torch.nn.Module]):
         self.model, self._load, self._nets = model, load, {}
 
-    def name(self, quality: Optional[float]):
-        return band_model(self.model, quality)
+    def name(self, quality: Optional[float] = None, qp: Optional[float] = None):
+        return band_model(self.model, quality, qp)
 
-    def net(self, quality: Optional[float] = None) -> torch.nn.Module:
-        key = self.name(quality)
+    def net(self, quality: Optional[float] = None, qp: Optional[float] = None) -> torch.nn.Module:
+        key = self.name(quality, qp)
         if key not in self._nets:
             self._nets[key] = self._load(key)
         return self._nets[key]

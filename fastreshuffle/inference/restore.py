@@ -145,10 +145,11 @@ def _heif_bytes(img) -> Optional[bytes]:
     return None
 
 
-def _restore_heif(net, img, tile, overlap):
+def _restore_heif(net, img, tile, overlap, bands=None):
     """A PIL image opened from a HEIF file, with the HEVC model: the guard of ``restore`` on the
-    file (:func:`.guard.hevc_guarded_file`: the strength of its QP).  None when the file's bytes are
-    no longer reachable (the caller then restores without a guard, as for an array)."""
+    file (:func:`.guard.hevc_guarded_file`: the strength of its QP; ``bands``: the network of its
+    QP).  None when the file's bytes are no longer reachable (the caller then restores without a
+    guard, as for an array)."""
     from PIL import Image
 
     from .guard import hevc_guarded_file
@@ -161,7 +162,10 @@ def _restore_heif(net, img, tile, overlap):
     rgb = np.ascontiguousarray(arr[..., :3])
     if too_small(*rgb.shape[:2]):
         return img.copy()
-    out, _ = hevc_guarded_file(lambda x: restore_uint8(net, x, tile=tile, overlap=overlap), rgb, data)
+    def runner(n):
+        return lambda x: restore_uint8(n, x, tile=tile, overlap=overlap)
+    for_qp = (lambda qp: runner(bands.net(qp=qp))) if bands is not None else None
+    out, _ = hevc_guarded_file(runner(net), rgb, data, for_qp)
     if img.mode == "RGBA":
         out = np.concatenate([out, arr[..., 3:]], axis=2)
     return Image.fromarray(out, img.mode)
@@ -213,7 +217,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
-    its pixels) with its low-quality specialist ``jpeg-low``
+    its pixels) with its low-quality specialist ``jpeg-low``, the shipped ``hevc`` a HEIF file
+    coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
@@ -242,14 +247,14 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     def load(m):
         n = get_model(m, device, half, precision)
         return SelfEnsemble(n) if self_ensemble else n
-    bands = Bands(model, load)   # a JPEG's network by its quality (the shipped "jpeg": two bands)
+    bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (two bands each)
     net = bands.net()
     codec = None
     if not isinstance(model, torch.nn.Module):
         from .loading import model_codec
         codec = model_codec(model)
     if guard is not False and codec == "hevc" and getattr(image, "format", None) == "HEIF":
-        out = _restore_heif(net, image, tile, overlap)
+        out = _restore_heif(net, image, tile, overlap, bands)
         if out is not None:
             return out
     if guard is None:

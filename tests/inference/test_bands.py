@@ -1,6 +1,8 @@
-"""The shipped JPEG model's quality bands (#14 item 1): a JPEG of quality <= JPEG_LOW_MAX, read from
+"""The shipped models' quality bands (#14 item 1): a JPEG of quality <= JPEG_LOW_MAX, read from
 its tables or detected in its pixels, is restored by the low-quality specialist "jpeg-low"; above,
-by "jpeg"; every entry point (restore(), the CLI's restore and eval) takes the same decision."""
+by "jpeg".  A HEIF file coded at QP >= HEVC_LOW_MIN_QP (read from its slice headers) is restored by
+"hevc-low"; below, or with no QP, by "hevc".  Every entry point (restore(), the CLI's restore and
+eval) takes the same decision."""
 import io
 import json
 
@@ -10,12 +12,13 @@ from PIL import Image
 
 import fastreshuffle
 from fastreshuffle.cli import main
-from fastreshuffle.inference.loading import (JPEG_LOW, JPEG_LOW_MAX, WEIGHTS_DIR, Bands, available_models,
-                                             band_model)
+from fastreshuffle.inference.loading import (HEVC_LOW, HEVC_LOW_MIN_QP, JPEG_LOW, JPEG_LOW_MAX, WEIGHTS_DIR,
+                                             Bands, available_models, band_model)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GENERAL = str(WEIGHTS_DIR / "jpeg.safetensors")   # the general network by path: no bands
+GENERAL_HEVC = str(WEIGHTS_DIR / "hevc.safetensors")
 
 
 def photo(size=96):
@@ -88,3 +91,62 @@ def test_cli_restore_and_eval_use_the_bands(tmp_path, capsys):
         if model == "jpeg":
             assert doc["model"]["bands"] == {JPEG_LOW: f"JPEG quality <= {JPEG_LOW_MAX:g}"}
     assert out["jpeg"] == out[JPEG_LOW] != out[GENERAL]
+
+
+# ------------------------------------------------------------------------------------ HEVC
+def test_hevc_band_decision():
+    assert HEVC_LOW in available_models()                     # shipped with the package
+    assert band_model("hevc", qp=HEVC_LOW_MIN_QP) == band_model("hevc", qp=51) == HEVC_LOW
+    assert band_model("hevc", qp=HEVC_LOW_MIN_QP - 1) == "hevc"
+    assert band_model("hevc") == band_model("hevc", quality=10) == "hevc"   # no QP: the model asked for
+    assert band_model("jpeg", qp=51) == "jpeg" and band_model(GENERAL_HEVC, qp=51) == GENERAL_HEVC
+    loads = []
+    b = Bands("hevc", lambda m: loads.append(m) or m)
+    assert [b.net(qp=44), b.net(qp=42), b.net(qp=41), b.net()] == [HEVC_LOW, HEVC_LOW, "hevc", "hevc"]
+    assert loads == [HEVC_LOW, "hevc"]
+
+
+def heif(tmp_path, a, quality):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / f"q{quality}.heic"
+    Image.fromarray(a).save(path, quality=quality)
+    return path
+
+
+def test_low_quality_heif_goes_to_the_hevc_specialist(tmp_path):
+    from fastreshuffle.io.heif_qp import heif_qp
+    a = photo(128)
+    low, mid = heif(tmp_path, a, 10), heif(tmp_path, a, 15)   # QP 42 and 39
+    assert heif_qp(low.read_bytes()) >= HEVC_LOW_MIN_QP > heif_qp(mid.read_bytes())
+
+    def run(path, model):
+        return np.asarray(fastreshuffle.restore(Image.open(path), model, device="cpu", precision="fp32"))
+    got = run(low, "hevc")
+    np.testing.assert_array_equal(got, run(low, HEVC_LOW))
+    assert np.abs(got.astype(int) - run(low, GENERAL_HEVC)).max() > 0   # so the check above tells them apart
+    np.testing.assert_array_equal(run(mid, "hevc"), run(mid, GENERAL_HEVC))   # QP below the band
+
+
+def test_cli_restore_and_eval_use_the_hevc_band(tmp_path, capsys):
+    a = photo(128)
+    low = heif(tmp_path, a, 10)
+    assert main(["restore", str(low), "--device", "cpu", "--precision", "fp32"]) == 0
+    assert f"restored by {HEVC_LOW}" in capsys.readouterr().err
+    want = np.asarray(fastreshuffle.restore(Image.open(low), HEVC_LOW, device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "q10_restored.png")), want)
+
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(photo(64)).save(data / "p.png")
+    out = {}
+    for model in ("hevc", HEVC_LOW, GENERAL_HEVC):
+        j = tmp_path / "e.json"
+        args = ["--model", model] if model != GENERAL_HEVC else ["--weights", model]
+        assert main(["eval", "--data", str(data), "--codec", "hevc", "--quality", "10", "--device", "cpu", "-q",
+                     "--json", str(j), *args]) == 0
+        doc = json.loads(j.read_text())
+        out[model] = doc["results"][0]["psnr_restored"]
+        if model == "hevc":
+            assert doc["model"]["bands"] == {HEVC_LOW: f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
+    assert out["hevc"] == out[HEVC_LOW] != out[GENERAL_HEVC]
