@@ -68,29 +68,35 @@ def test_higher_quality_jpeg_keeps_the_general_model():
                                                                          device="cpu")))
 
 
-def test_cli_restore_and_eval_use_the_bands(tmp_path, capsys):
-    a = photo()
-    (tmp_path / "low.jpg").write_bytes(jpeg(a, 10).getvalue())
-    assert main(["restore", str(tmp_path / "low.jpg"), "--device", "cpu", "--precision", "fp32"]) == 0
-    assert f"restored by {JPEG_LOW}" in capsys.readouterr().err
-    want = np.asarray(fastreshuffle.restore(Image.open(tmp_path / "low.jpg"), JPEG_LOW, device="cpu",
-                                            precision="fp32"))
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "low_restored.png")), want)
+def cli_restore_and_eval(tmp_path, capsys, src, model, low, general, codec_args, band):
+    """``fastreshuffle restore`` of ``src`` (a file of the low band) writes what restore() with
+    ``low`` gives and says so; ``eval --model model`` records the band and scores like ``--model
+    low``, unlike the general file by path (no bands)."""
+    assert main(["restore", str(src), "--device", "cpu", "--precision", "fp32"]) == 0
+    assert f"restored by {low}" in capsys.readouterr().err
+    want = np.asarray(fastreshuffle.restore(Image.open(src), low, device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(np.asarray(Image.open(src.with_name(src.stem + "_restored.png"))), want)
 
     data = tmp_path / "set"
     data.mkdir()
     Image.fromarray(photo(64)).save(data / "p.png")
     out = {}
-    for model in ("jpeg", JPEG_LOW, GENERAL):
+    for m in (model, low, general):
         j = tmp_path / "e.json"
-        args = ["--model", model] if model != GENERAL else ["--weights", model]
-        assert main(["eval", "--data", str(data), "--quality", "10", "--device", "cpu", "-q",
+        args = ["--model", m] if m != general else ["--weights", m]
+        assert main(["eval", "--data", str(data), *codec_args, "--quality", "10", "--device", "cpu", "-q",
                      "--json", str(j), *args]) == 0
         doc = json.loads(j.read_text())
-        out[model] = doc["results"][0]["psnr_restored"]
-        if model == "jpeg":
-            assert doc["model"]["bands"] == {JPEG_LOW: f"JPEG quality <= {JPEG_LOW_MAX:g}"}
-    assert out["jpeg"] == out[JPEG_LOW] != out[GENERAL]
+        out[m] = doc["results"][0]["psnr_restored"]
+        if m == model:
+            assert doc["model"]["bands"] == {low: band}
+    assert out[model] == out[low] != out[general]
+
+
+def test_cli_restore_and_eval_use_the_bands(tmp_path, capsys):
+    src = tmp_path / "low.jpg"
+    src.write_bytes(jpeg(photo(), 10).getvalue())
+    cli_restore_and_eval(tmp_path, capsys, src, "jpeg", JPEG_LOW, GENERAL, [], f"JPEG quality <= {JPEG_LOW_MAX:g}")
 
 
 # ------------------------------------------------------------------------------------ HEVC
@@ -129,24 +135,5 @@ def test_low_quality_heif_goes_to_the_hevc_specialist(tmp_path):
 
 
 def test_cli_restore_and_eval_use_the_hevc_band(tmp_path, capsys):
-    a = photo(128)
-    low = heif(tmp_path, a, 10)
-    assert main(["restore", str(low), "--device", "cpu", "--precision", "fp32"]) == 0
-    assert f"restored by {HEVC_LOW}" in capsys.readouterr().err
-    want = np.asarray(fastreshuffle.restore(Image.open(low), HEVC_LOW, device="cpu", precision="fp32"))
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "q10_restored.png")), want)
-
-    data = tmp_path / "set"
-    data.mkdir()
-    Image.fromarray(photo(64)).save(data / "p.png")
-    out = {}
-    for model in ("hevc", HEVC_LOW, GENERAL_HEVC):
-        j = tmp_path / "e.json"
-        args = ["--model", model] if model != GENERAL_HEVC else ["--weights", model]
-        assert main(["eval", "--data", str(data), "--codec", "hevc", "--quality", "10", "--device", "cpu", "-q",
-                     "--json", str(j), *args]) == 0
-        doc = json.loads(j.read_text())
-        out[model] = doc["results"][0]["psnr_restored"]
-        if model == "hevc":
-            assert doc["model"]["bands"] == {HEVC_LOW: f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
-    assert out["hevc"] == out[HEVC_LOW] != out[GENERAL_HEVC]
+    cli_restore_and_eval(tmp_path, capsys, heif(tmp_path, photo(128), 10), "hevc", HEVC_LOW, GENERAL_HEVC,
+                         ["--codec", "hevc"], f"HEVC QP >= {HEVC_LOW_MIN_QP:g}")
