@@ -25,7 +25,7 @@ with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 ``--codec hevc`` (with ``--model hevc``): per HEVC quality (pillow-heif/x265, 4:2:0), ``raw`` and
 ``guarded`` -- what ``fastreshuffle restore`` does with the HEIF file: the strength of the QP read
 from it (:func:`fastreshuffle.inference.guard.hevc_guarded`), by the network of its QP's band
-(``hevc-low`` at QP >= 37 for the shipped ``hevc``) -- and the mean QP read.  ``raw`` is the
+(``hevc-low`` from QP ``loading.HEVC_LOW_MIN_QP`` for the shipped ``hevc``) -- and the mean QP read.  ``raw`` is the
 model asked for, as ``--no-guard``.
 """
 from __future__ import annotations

@@ -71,11 +71,11 @@ def _resolve_model(args, device):
     if not args.weights:
         bands = Bands(args.model, lambda m: model if m == args.model else
                       load_model(m, device, fast=args.fast, precision=args.precision))
-        low, low_hevc = band_model(args.model, quality=0), band_model(args.model, qp=51)
-        if low != args.model:
-            desc["bands"] = {str(low): f"JPEG quality <= {JPEG_LOW_MAX:g}"}
-        if low_hevc != args.model:
-            desc["bands"] = {str(low_hevc): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
+        found = {band_model(args.model, quality=0): f"JPEG quality <= {JPEG_LOW_MAX:g}",
+                 band_model(args.model, qp=51): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
+        found = {str(name): why for name, why in found.items() if name != args.model}
+        if found:
+            desc["bands"] = found
     return model, bands, desc
 
 
