@@ -50,7 +50,7 @@ def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
     from ..errors import WeightsError
-    from ..inference.loading import HEVC_LOW_MIN_QP, JPEG_LOW_MAX, Bands, band_model, load_model
+    from ..inference.loading import Bands, bands_of, load_model
 
     if args.no_model or (not args.weights and not args.model):
         return None, None, None
@@ -71,11 +71,8 @@ def _resolve_model(args, device):
     if not args.weights:
         bands = Bands(args.model, lambda m: model if m == args.model else
                       load_model(m, device, fast=args.fast, precision=args.precision))
-        found = {band_model(args.model, quality=0): f"JPEG quality <= {JPEG_LOW_MAX:g}",
-                 band_model(args.model, qp=51): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
-        found = {str(name): why for name, why in found.items() if name != args.model}
-        if found:
-            desc["bands"] = found
+        if bands_of(args.model):
+            desc["bands"] = bands_of(args.model)
     return model, bands, desc
 
 

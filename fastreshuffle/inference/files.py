@@ -133,17 +133,17 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                                           ensemble=ensemble, progress=tick if progress is not None else None)
     run = runner(model)
 
-    def for_quality(q):
-        if bands is None or bands.name(q) == bands.model:
+    def band_run(what, **key):   # the run of the band for this key (a JPEG quality, a HEIF QP)
+        if bands is None or bands.name(**key) == bands.model:
             return run
-        notes.append(f"JPEG quality ~{q:.0f}: restored by {bands.name(q)}, the model of that quality band")
-        return runner(bands.net(q))
+        notes.append(f"{what}: restored by {bands.name(**key)}, the model of that quality band")
+        return runner(bands.net(**key))
+
+    def for_quality(q):
+        return band_run(f"JPEG quality ~{q:.0f}", quality=q)
 
     def for_qp(qp):
-        if bands is None or bands.name(qp=qp) == bands.model:
-            return run
-        notes.append(f"HEIF coded at QP {qp:.0f}: restored by {bands.name(qp=qp)}, the model of that quality band")
-        return runner(bands.net(qp=qp))
+        return band_run(f"HEIF coded at QP {qp:.0f}", qp=qp)
 
     small = too_small(*pixels.shape[:2])
     g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None

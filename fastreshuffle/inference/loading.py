@@ -54,7 +54,7 @@ ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
 __all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "HEVC_LOW", "HEVC_LOW_MIN_QP",
            "available_models", "resolve_weights",
-           "auto_model_name", "band_model", "Bands",
+           "auto_model_name", "band_model", "bands_of", "Bands",
            "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
 
 
@@ -112,6 +112,14 @@ def band_model(model, quality: Optional[float] = None, qp: Optional[float] = Non
     elif isinstance(model, str) and model == "hevc" and qp is not None and qp >= HEVC_LOW_MIN_QP:
         low = HEVC_LOW
     return low if low is not None and weights_path(low).is_file() else model
+
+
+def bands_of(model) -> Dict[str, str]:
+    """The installed bands of ``model`` (:func:`band_model`), each with the inputs it takes:
+    ``{"jpeg-low": "JPEG quality <= 20"}`` for "jpeg", ``{}`` for a model without bands."""
+    found = {band_model(model, quality=0): f"JPEG quality <= {JPEG_LOW_MAX:g}",
+             band_model(model, qp=51): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
+    return {str(name): why for name, why in found.items() if name != model}
 
 
 class Bands:

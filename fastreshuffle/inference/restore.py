@@ -39,17 +39,25 @@ def _restore_float_hwc(net, arr: np.ndarray, tile, overlap) -> np.ndarray:
     return y[0].permute(1, 2, 0).numpy()
 
 
+def _uint8_runner(tile, overlap):
+    """-> runner(net): a function restoring a uint8 image with ``net`` (the guards' ``run``)."""
+    from .tiling import restore_uint8
+
+    def runner(net):
+        return lambda x: restore_uint8(net, x, tile=tile, overlap=overlap)
+    return runner
+
+
 def _guarded(net, rgb: np.ndarray, tile, overlap, tables, bands=None) -> np.ndarray:
     """The do-no-harm path (:func:`.guard.guard_pixels`) for an H x W x 3 array; ``bands``
     (:class:`.loading.Bands`): the network for the JPEG quality found, instead of ``net``."""
     from .guard import guard_pixels
-    from .tiling import restore_uint8, too_small
+    from .tiling import too_small
 
     if too_small(*rgb.shape[:2]):
         return rgb.copy()
 
-    def runner(n):
-        return lambda x: restore_uint8(n, x, tile=tile, overlap=overlap)
+    runner = _uint8_runner(tile, overlap)
     pick = (lambda q: runner(bands.net(q))) if bands is not None else None
     return guard_pixels(runner(net), rgb, tables, for_quality=pick)[0]
 
@@ -153,7 +161,7 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     from PIL import Image
 
     from .guard import hevc_guarded_file
-    from .tiling import restore_uint8, too_small
+    from .tiling import too_small
 
     data = _heif_bytes(img)
     if data is None or img.mode not in ("RGB", "RGBA"):
@@ -162,8 +170,7 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     rgb = np.ascontiguousarray(arr[..., :3])
     if too_small(*rgb.shape[:2]):
         return img.copy()
-    def runner(n):
-        return lambda x: restore_uint8(n, x, tile=tile, overlap=overlap)
+    runner = _uint8_runner(tile, overlap)
     for_qp = (lambda qp: runner(bands.net(qp=qp))) if bands is not None else None
     out, _ = hevc_guarded_file(runner(net), rgb, data, for_qp)
     if img.mode == "RGBA":
