@@ -46,3 +46,32 @@ def test_resume_that_restarted_the_cpu_count(tmp_path, capsys):
     assert preset_study.spent(run) == 1800 + 1790
     assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--marks", "15", "30", "45", "60"]) == 0
     assert "| +0.300 | +0.400 | +0.500 | +0.600 | 400 |" in capsys.readouterr().out
+
+
+def test_train_command(tmp_path, monkeypatch):
+    """What the tool runs: the shared recipe, the CPU budget left (a resumed run gets only the
+    rest), the validation cadence spread over the whole budget, and checkpoints when asked."""
+    cmds = []
+    monkeypatch.setattr(preset_study.subprocess, "run", lambda cmd, check: cmds.append(cmd))
+    assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "small",
+                              "--validations", "20", "--checkpoint-every", "300"]) == 0
+    write_log(tmp_path / "medium", [(100, 400, 0.3)])
+    (tmp_path / "medium" / "state.json").write_text('{"cpu_seconds": 400}')
+    assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "medium"]) == 0
+    small, medium = cmds
+
+    def arg(cmd, flag):
+        return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+    assert small[small.index("--preset") + 1] == "small" and "--resume" not in small
+    assert arg(small, "--time-budget") == "1000" and arg(small, "--checkpoint-every") == "300"
+    assert arg(small, "--val-every") == str(preset_study.val_every("small", 1000, 20)) == "100"
+    assert all(x in small for x in preset_study.RECIPE)
+    # spent: the log's latest count (write_log's training row, at 401 s) beats state.json's 400
+    assert "--resume" in medium and arg(medium, "--time-budget") == "599"
+    assert arg(medium, "--checkpoint-every") is None
+    assert arg(medium, "--val-every") == str(preset_study.val_every("medium", 1000))
+    # a finished run is not trained again
+    (tmp_path / "medium" / "state.json").write_text('{"cpu_seconds": 995}')
+    assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "medium"]) == 0
+    assert len(cmds) == 2

@@ -8,10 +8,11 @@ Each preset runs ``fastreshuffle train`` at 1 thread, no data workers (so the pr
 is the whole cost of a step, data included), ``--time-budget B --budget-clock cpu``: a run paused
 with SIGSTOP for a benchmark, or slowed by work on the other core, still gets B seconds of CPU.
 Validation is on held-out *training-set* images (``--val split``), never on Kodak24; it runs about
-ten times per run (``--val-every`` scaled by the preset's multiply-adds), and its CPU time is part
-of the budget (about 3.5 training steps' worth per validation, ten validations per run: 0.5%
-of ``small``'s steps, ~5% of ``paper``'s).  Running the command again continues unfinished
-runs (``--resume``) and skips finished ones.
+``--validations`` (10) times per run (``--val-every`` scaled by the preset's multiply-adds), and
+its CPU time is part of the budget (about 3.5 training steps' worth per validation: with ten
+validations in 30 minutes 0.5% of ``small``'s steps, ~5% of ``paper``'s).  Running the command
+again continues unfinished runs (``--resume``) and skips finished ones; ``--checkpoint-every``
+keeps what a killed run had done.
 """
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ RECIPE = ["--codec", "jpeg", "--quality", "5-50", "--batch-size", "16", "--patch
           "--seed", "1", "--budget-clock", "cpu", "--no-progress"]
 
 
-def val_every(preset: str, budget: float) -> int:
-    """Steps between validations: ~10 per run, from the step cost relative to ``small``'s
+def val_every(preset: str, budget: float, count: int = 10) -> int:
+    """Steps between validations: ~``count`` per run, from the step cost relative to ``small``'s
     (measured: ~0.5 s per step at 1 thread, bf16 autocast, data included, on the Zen 4 VM; the cost scales with the
     multiply-adds per pixel)."""
     from fastreshuffle.nn.config import PRESETS
     ratio = PRESETS[preset].macs_per_pixel() / PRESETS["small"].macs_per_pixel()
-    return max(10, int(budget / 10 / (0.5 * ratio)))
+    return max(10, int(budget / count / (0.5 * ratio)))
 
 
 def spent(run: Path) -> float:
@@ -75,7 +76,7 @@ def read_rows(run: Path):
         return list(csv.DictReader(f))
 
 
-def train(preset: str, budget: float, out: Path) -> None:
+def train(preset: str, budget: float, out: Path, validations: int = 10, checkpoint_every: float | None = None) -> None:
     run = out / preset
     resume = (run / "state.json").exists()
     left = budget - spent(run) if resume else budget
@@ -83,7 +84,9 @@ def train(preset: str, budget: float, out: Path) -> None:
         print(f"{preset}: done ({budget - left:.0f} s of {budget:g})", flush=True)
         return
     cmd = [sys.executable, "-m", "fastreshuffle.cli", "train", "--preset", preset, *RECIPE,
-           "--time-budget", f"{left:.0f}", "--val-every", str(val_every(preset, budget)), "--out", str(run)]
+           "--time-budget", f"{left:.0f}", "--val-every", str(val_every(preset, budget, validations)), "--out", str(run)]
+    if checkpoint_every:
+        cmd += ["--checkpoint-every", f"{checkpoint_every:g}"]
     if resume:
         cmd.append("--resume")
     print("$", " ".join(cmd), flush=True)
@@ -137,6 +140,10 @@ def main(argv=None) -> int:
                     help="only write the table (markdown) from the runs' logs to this file ('-': stdout)")
     ap.add_argument("--marks", type=float, nargs="+", default=None, metavar="MIN",
                     help="report columns, minutes of CPU [a quarter, half, three quarters and all of --budget]")
+    ap.add_argument("--validations", type=int, default=10, metavar="N",
+                    help="validations per run, spread over --budget (their CPU time is in the budget) [10]")
+    ap.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                    help="also checkpoint every SECONDS of training, for runs that may be killed [off]")
     a = ap.parse_args(argv)
     if a.report is not None:
         marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
@@ -147,7 +154,7 @@ def main(argv=None) -> int:
             a.report.write_text(text)
         return 0
     for p in a.presets:
-        train(p, a.budget, a.out)
+        train(p, a.budget, a.out, a.validations, a.checkpoint_every)
     return 0
 
 
