@@ -75,3 +75,11 @@ def test_train_command(tmp_path, monkeypatch):
     (tmp_path / "medium" / "state.json").write_text('{"cpu_seconds": 995}')
     assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "medium"]) == 0
     assert len(cmds) == 2
+
+
+def test_window_means(tmp_path, capsys):
+    write_log(tmp_path / "small", [(100, 300, 0.30), (200, 600, 0.40), (300, 1000, 0.50), (400, 1700, 0.70)])
+    assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--window", "10", "--marks", "30"]) == 0
+    table = capsys.readouterr().out
+    assert "| preset | 0-10 min | 10-20 min | 20-30 min |" in table
+    assert "| small | +0.350 (2) | +0.500 (1) | +0.700 (1) |" in table

@@ -131,6 +131,24 @@ def report(out: Path, marks) -> str:
     return "\n".join(lines) + "\n"
 
 
+def window_means(out: Path, width: float, until: float) -> str:
+    """The mean of each run's validations in consecutive windows of ``width`` CPU seconds up to
+    ``until``: steadier than one validation per mark (consecutive ones differ by ~0.02 dB)."""
+    edges = [width * i for i in range(int(until // width) + 1)]
+    lines = ["| preset | " + " | ".join(f"{a / 60:g}-{b / 60:g} min" for a, b in zip(edges, edges[1:])) + " |",
+             "|---|" + "---|" * (len(edges) - 1)]
+    for p in PRESET_ORDER:
+        rows = read_val(out / p)
+        if not rows:
+            continue
+        cells = []
+        for a, b in zip(edges, edges[1:]):
+            g = [gain for t, _, gain, _ in rows if a < t <= b]
+            cells.append(f"{sum(g) / len(g):+.3f} ({len(g)})" if g else "-")
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=1800, help="CPU seconds per preset [1800]")
@@ -144,10 +162,13 @@ def main(argv=None) -> int:
                     help="validations per run, spread over --budget (their CPU time is in the budget) [10]")
     ap.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                     help="also checkpoint every SECONDS of training, for runs that may be killed [off]")
+    ap.add_argument("--window", type=float, default=None, metavar="MIN",
+                    help="with --report: instead, the mean validation gain in windows of MIN minutes of CPU, "
+                         "up to the last mark (or --budget); each cell gives the number of validations averaged")
     a = ap.parse_args(argv)
     if a.report is not None:
         marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
-        text = report(a.out, marks)
+        text = window_means(a.out, a.window * 60, marks[-1]) if a.window else report(a.out, marks)
         if str(a.report) == "-":
             print(text, end="")
         else:
