@@ -77,6 +77,14 @@ def test_train_command(tmp_path, monkeypatch):
     assert len(cmds) == 2
 
 
+def test_bad_arguments(tmp_path):
+    import pytest
+    for bad in (["--validations", "0"], ["--budget", "0"], ["--report", "-", "--window", "0"]):
+        with pytest.raises(SystemExit) as e:
+            preset_study.main(["--out", str(tmp_path), *bad])
+        assert e.value.code == 2
+
+
 def test_window_means(tmp_path, capsys):
     write_log(tmp_path / "small", [(100, 300, 0.30), (200, 600, 0.40), (300, 1000, 0.50), (400, 1700, 0.70)])
     assert preset_study.main(["--out", str(tmp_path), "--report", "-", "--window", "10", "--marks", "30"]) == 0

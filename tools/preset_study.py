@@ -166,6 +166,8 @@ def main(argv=None) -> int:
                     help="with --report: instead, the mean validation gain in windows of MIN minutes of CPU, "
                          "up to the last mark (or --budget); each cell gives the number of validations averaged")
     a = ap.parse_args(argv)
+    if a.validations < 1 or not a.budget > 0 or (a.window is not None and not a.window > 0):
+        ap.error("--validations must be at least 1, --budget and --window positive")
     if a.report is not None:
         marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
         text = window_means(a.out, a.window * 60, marks[-1]) if a.window else report(a.out, marks)
