@@ -1,4 +1,6 @@
 """tools.preset_study's report: the gain at each CPU-time mark, '-' where a run did not get there."""
+import pytest
+
 from tools import preset_study
 
 HEADER = "step,epoch_images,lr,loss,val_psnr,val_psnr_codec,val_gain,seconds,cpu_seconds,images_per_s\n"
@@ -78,7 +80,6 @@ def test_train_command(tmp_path, monkeypatch):
 
 
 def test_bad_arguments(tmp_path):
-    import pytest
     for bad in (["--validations", "0"], ["--budget", "0"], ["--report", "-", "--window", "0"]):
         with pytest.raises(SystemExit) as e:
             preset_study.main(["--out", str(tmp_path), *bad])
