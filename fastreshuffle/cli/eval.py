@@ -71,8 +71,9 @@ def _resolve_model(args, device):
     if not args.weights:
         bands = Bands(args.model, lambda m: model if m == args.model else
                       load_model(m, device, fast=args.fast, precision=args.precision))
-        if bands_of(args.model):
-            desc["bands"] = bands_of(args.model)
+        found = bands_of(args.model)
+        if found:
+            desc["bands"] = found
     return model, bands, desc
 
 
