@@ -9,7 +9,8 @@ skipped when not installed -- inference under ``torch.inference_mode``.
 
 On CPU it also reports GFLOP/s (2 x the multiply-adds of the direct convolutions,
 ``ReshuffleNetConfig.macs_per_pixel``) and its share of this machine's measured peak for the
-variant's precision (the best of a large square ``torch.mm`` in float32 / bfloat16), and the
+variant's precision (the best of a large square ``torch.mm`` in float32 / bfloat16; bfloat16
+only on a CPU that computes it natively), and the
 ratio of ours at its best precision to the fastest peer.
 
 Time: median and 20th/80th percentiles.  Peak memory: on CUDA ``max_memory_allocated`` minus
@@ -180,25 +181,39 @@ def cuda_peak(model, x, device):
     return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
 
 
-def measured_peaks(repeats=10, rounds=3):
+PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def peak_precisions(dtype: str, variants, native_bf16: bool):
+    """The precisions whose peak :func:`measured_peaks` takes for a run: the run's ``--dtype`` and
+    bfloat16 where a variant computes in it, each only if :data:`PEAK_DTYPES` has it.  bfloat16
+    only on a CPU that computes it natively (``backends.cpu_has_bf16``): elsewhere torch emulates
+    it, the 2048^3 ``torch.mm`` takes about a minute (0.27 GFLOP/s, measured on a 2-core AVX2-only
+    VM), and a share of an emulated "peak" would mean nothing."""
+    wanted = [dtype] + ["bfloat16"] * any(v in BF16_VARIANTS for v in variants)
+    return [p for p in dict.fromkeys(wanted) if p in PEAK_DTYPES and (p != "bfloat16" or native_bf16)]
+
+
+def measured_peaks(precisions=tuple(PEAK_DTYPES), repeats=10, rounds=3, warmup=2):
     """This machine's practical peak per precision at the current thread count: the best GFLOP/s
     over ``rounds`` rounds of a 2048^3 ``torch.mm`` and of a 1024 -> 1024 channel 1x1 convolution
     on a channels-last 64x64 image (oneDNN; MKL's GEMM, which torch.mm uses in float32, runs AVX2
     code on AMD CPUs; single samples of the convolution on this shared VM read 108-212 GFLOP/s
-    float32, hence the rounds)."""
+    float32, hence the rounds).  ``repeats`` / ``warmup``: timed and untimed calls per round."""
     import torch.nn.functional as F
 
     out = {}
-    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    for name in precisions:
+        dt = PEAK_DTYPES[name]
         n, c, hw = 2048, 1024, 64
         a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
         x = torch.randn(1, c, hw, hw, dtype=dt).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 1, 1, dtype=dt).contiguous(memory_format=torch.channels_last)
         best = 0.0
         for _ in range(rounds):
-            best = max(best, 2 * n ** 3 / min(call_times(lambda: torch.mm(a, b), warmup=2, repeats=repeats)))
+            best = max(best, 2 * n ** 3 / min(call_times(lambda: torch.mm(a, b), warmup=warmup, repeats=repeats)))
             with torch.inference_mode():
-                t = min(call_times(lambda: F.conv2d(x, w), warmup=2, repeats=repeats))
+                t = min(call_times(lambda: F.conv2d(x, w), warmup=warmup, repeats=repeats))
             best = max(best, 2 * c * c * hw * hw / t)
         out[name] = best / 1e9
     return out
@@ -252,7 +267,15 @@ def main(argv=None):
           f"threads={torch.get_num_threads()} repeats={repeats}")
     if device.type == "cpu":
         print(f"cpu flags: {cpu_flags()}; bf16 kernel: {backends.cpu_bf16_kernel()}")
-    peaks = measured_peaks() if device.type == "cpu" else {}
+    peaks = {}
+    if device.type == "cpu":
+        precs = peak_precisions(args.dtype, variants, backends.cpu_has_bf16())
+        # the peak's own defaults (10 calls after 2 warm-ups per round) unless the run asks for fewer
+        peaks = measured_peaks(precs, repeats=min(args.repeats or 10, 10), rounds=args.rounds,
+                               warmup=min(args.warmup or 2, 2))
+        if "bfloat16" in peak_precisions(args.dtype, variants, True) and "bfloat16" not in peaks:
+            print("bfloat16: no peak measured (this CPU has no AVX512-BF16 / AMX: torch emulates bfloat16), "
+                  "so no share of peak in bfloat16")
     if peaks:
         print("measured peak (best of torch.mm and a 1x1 conv): " +
               ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
