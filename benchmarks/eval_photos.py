@@ -39,7 +39,7 @@ def gains(photos: Sequence[str] = PHOTOS, model="jpeg", quality: int = 10, devic
           precision: str = "auto") -> List[Dict]:
     """One row per photo: JPEG ``quality`` through ``fastreshuffle.io.codecs.jpeg``, then
     ``fastreshuffle.restore`` (whole image, no tiles) in ``precision`` (``restore``'s: "auto" is
-    bf16 on a CPU with AVX512-BF16 / AMX, fp32 on others, so its gains differ by ~0.002 dB from
+    bf16 where the AVX512-BF16 kernel runs, fp32 elsewhere, so its gains differ by ~0.002 dB from
     one kind of CPU to the other)."""
     import fastreshuffle
     from fastreshuffle.io import codecs
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", default=",".join(PHOTOS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,
-                    help="restore's precision [auto: bf16 where the CPU has AVX512-BF16 / AMX, else fp32]")
+                    help="restore's precision [auto: bf16 where the AVX512-BF16 kernel runs, else fp32]")
     ap.add_argument("--json", default=None)
     ap.add_argument("--save", default=None, metavar="DIR",
                     help="only write the OUTSIDE photos as PNG into DIR (a new or empty folder) and exit")
