@@ -50,11 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="context pixels around each tile, a multiple of 8 (default: 32)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16, "
-                        "within 0.01 dB of fp32 and faster; fp32 elsewhere); fp16: CUDA only")
+                        "within 0.002 dB of fp32 on Kodak24 and faster; fp32 elsewhere); fp16: CUDA only")
     p.add_argument("--half", action="store_true", help="same as --precision fp16 (CUDA only; ignored on CPU)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the model over the 8 flips/rotations of each tile (8x slower, "
-                        "+0.03-0.05 dB on Kodak24 JPEG)")
+                        "+0.05-0.06 dB on Kodak24 JPEG q10-30)")
     p.add_argument("--no-guard", dest="guard", action="store_false",
                    help="JPEG inputs: the network's full correction, without the quality-dependent strength "
                         "and the consistency with the file's quantisation tables (can make high-quality "
