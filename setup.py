@@ -83,8 +83,9 @@ setup(
         "openvino": ["openvino"],      # the exported file in OpenVINO (benchmarks' peer)
         "plot": ["matplotlib"],
         "demo": ["scikit-image"],
-        # triton too: the tests run the Triton kernels on CPU through its interpreter
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "pillow-heif>=0.16", "matplotlib",
+        # triton too: the tests run the Triton kernels on CPU through its interpreter;
+        # pytest-xdist for benchmarks/gpu_check.sh's parallel CUDA tests (-n 8)
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "hypothesis", "scikit-image", "pillow-heif>=0.16", "matplotlib",
                  "tifffile", "triton>=3.0", "onnx", "onnxscript", "onnxruntime", "openvino"],
         # everything a CPU machine uses; add [gpu] on a CUDA machine
         "all": ["pillow-heif>=0.16", "matplotlib", "scikit-image", "tifffile"],

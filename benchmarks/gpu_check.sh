@@ -48,11 +48,7 @@ want tests_reshuffle && tests+=(tests/ops/test_reshuffle.py)
 want tests_dense && tests+=(tests/ops/test_dense_layer.py tests/nn/test_fast_model.py)
 if [ "${#tests[@]}" -gt 0 ]; then
   step "CUDA tests (${tests[*]}): reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference"
-  # 8 pytest-xdist workers where it is installed (the GPU machine's image has it; the package's
-  # extras do not), else one process.
-  xdist=()
-  python -c "import xdist" 2>/dev/null && xdist=(-n 8)
-  run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider "${xdist[@]}" --tb=short \
+  run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 --tb=short \
     "${tests[@]}"
 fi
 

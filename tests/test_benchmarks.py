@@ -289,7 +289,7 @@ def test_gpu_check_script_parses_and_its_python_names_are_defined():
     r = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     snippets = list(_python_snippets(path.read_text()))
-    assert len(snippets) == 4, snippets
+    assert len(snippets) == 3, snippets
     for code in snippets:
         compile(code, "gpu_check.sh", "exec")
         assert _undefined_names(code) == [], (_undefined_names(code), code[:200])
