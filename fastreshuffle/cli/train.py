@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "continue later with --resume")
     g.add_argument("--warmup", type=int, default=0, help="linear warmup steps [0]")
     g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--grad-clip", type=float, default=0.0, help="clip gradient norm (0: off)")
+    g.add_argument("--grad-clip", type=float, default=0.0,
+                   help="clip the global gradient norm to this (0: off); the log's grad_norm column gives the norms")
     g.add_argument("--seed", type=int, default=0, help="seed for init and data [0]")
     g = p.add_argument_group("validation and output")
     g.add_argument("--out", required=True, help="run folder (created)")

@@ -112,6 +112,8 @@ def _check_args(args) -> None:
         raise UserError("--lr must be positive")
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
+    if not math.isfinite(args.grad_clip) or args.grad_clip < 0:
+        raise UserError(f"--grad-clip must be a positive norm, or 0 for no clipping, got {args.grad_clip}")
     from .data import parse_mix
     try:
         parse_mix(getattr(args, "mix", None))
@@ -200,12 +202,12 @@ def _build_model(args, cfg, device, precision: str):
     return model
 
 
-def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, Tuple[float, int], float]:
+def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, tuple, float]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far) of the saved run."""
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
-    loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))
+    loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))     # (sum, count[, largest gradient norm])
     cpu_seconds = float(meta.get("cpu_seconds") or 0.0)
     saved_cfg = meta.get("config")
     if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
@@ -296,7 +298,7 @@ class _Loop:
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used}
         self.best = -float("inf")
-        self.loss_sum, self.loss_n = 0.0, 0
+        self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
 
     def _loader(self, start: int, end: int):
         from .data import PatchPairs, StepBatchSampler, parse_mix, worker_init
@@ -325,7 +327,7 @@ class _Loop:
             save_weights(self.model, self.run_dir / "best.safetensors", metadata=wmeta)
         save_state(self.run_dir, self.model, self.opt, step,
                    {**self.extra_meta, "best_psnr": best, "args": vars(args),
-                    "loss_acc": [self.loss_sum, self.loss_n], "cpu_seconds": self.cpu_total()})
+                    "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
         is_best, last_val = False, None
@@ -374,6 +376,7 @@ class _Loop:
         t_last, step_last = t0, start
         # partial log interval carried over a resume
         self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
+        self.grad_max = float(loss_acc[2]) if len(loss_acc) > 2 else 0.0
         last_val = None
         interrupted = False
         from ..inference.loading import training_memory_format
@@ -395,8 +398,12 @@ class _Loop:
                 loss = F.l1_loss(out.float(), orig)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                # the global gradient norm before clipping: the log keeps the largest of each interval,
+                # so a spike that precedes a divergence shows, and --grad-clip can be set from it
                 if args.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                else:
+                    gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
                 opt.step()
                 step += 1
                 lval = float(dist.mean(loss.detach()))
@@ -404,20 +411,21 @@ class _Loop:
                     raise RuntimeError(f"loss became {lval} at step {step}; lower --lr or use --grad-clip")
                 self.loss_sum += lval
                 self.loss_n += 1
+                self.grad_max = max(self.grad_max, float(gnorm))
                 if dist.main:
                     if step % args.log_every == 0 or step == args.steps:
                         now = time.time()
                         ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
                         log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
                                 loss=self.loss_sum / self.loss_n, seconds=now - t0,
-                                cpu_seconds=self.cpu_total(), images_per_s=ips)
+                                cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max)
                         t_last, step_last = now, step
                         if bar is not None:
                             post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
                             if last_val is not None:
                                 post["psnr"] = f"{last_val:.2f}"
                             bar.set_postfix(post, refresh=False)
-                        self.loss_sum, self.loss_n = 0.0, 0
+                        self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
                     if bar is not None:
                         bar.update(1)
                 saved = True

@@ -75,12 +75,42 @@ def test_resume_matches_uninterrupted(tmp_path, precision):
     assert sa.keys() == sb.keys()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=k)
-    la = [(r["step"], r["loss"], r["val_psnr"]) for r in read_log(a / "log.csv")]
-    lb = [(r["step"], r["loss"], r["val_psnr"]) for r in read_log(b / "log.csv")]
+    la = [(r["step"], r["loss"], r["val_psnr"], r["grad_norm"]) for r in read_log(a / "log.csv")]
+    lb = [(r["step"], r["loss"], r["val_psnr"], r["grad_norm"]) for r in read_log(b / "log.csv")]
     assert la == lb  # including the loss row whose 3-step interval spans the interruption
     assert [r[0] for r in la if r[1]] == ["3", "6", "9", "12"]
     # running again without --resume refuses to overwrite
     assert main(base + ["--out", str(b), "--workers", "0"]) == 2
+
+
+def test_grad_norm_column(tmp_path):
+    """The log's grad_norm is the largest global gradient norm of its interval, taken before
+    --grad-clip: runs that differ only in --log-every or a clip agree on it where their
+    trajectories agree (step 1: the same weights and batch)."""
+    data = make_images(tmp_path / "imgs")
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON[:-1] + ["6"]
+
+    def norms(name, *extra):
+        assert main(base + ["--out", str(tmp_path / name), *extra]) == 0
+        return {int(r["step"]): float(r["grad_norm"]) for r in read_log(tmp_path / name / "log.csv")
+                if r["grad_norm"]}
+
+    every1, every3 = norms("a"), norms("b", "--log-every", "3")
+    clipped = norms("c", "--grad-clip", "1e-4")
+    assert sorted(every1) == list(range(1, 7)) and sorted(every3) == [3, 6]
+    assert every3[3] == max(every1[s] for s in (1, 2, 3)) and every3[6] == max(every1[s] for s in (4, 5, 6))
+    assert clipped[1] == every1[1] > 1e-3      # before clipping, not the clipped 1e-4
+    # independent reference for step 4: the weights saved after step 3, the 4th batch of indices
+    # (the data are a pure function of seed and index), L1, the float64 norm of all gradients
+    from fastreshuffle.inference.loading import load_model
+    assert main(base + ["--out", str(tmp_path / "d"), "--stop-at", "3"]) == 0
+    model = load_model(tmp_path / "d" / "last.safetensors")
+    images, _, _ = load_folder(data, min_size=32)
+    ds = PatchPairs(images, patch=32, codec="jpeg", qualities=parse_quality_range("5-30"), seed=0)
+    comp, orig, _ = (torch.stack(t) for t in zip(*(ds[i] for i in next(iter(StepBatchSampler(3, 4, 4))))))
+    torch.nn.functional.l1_loss(model(comp), orig).backward()
+    ref = torch.cat([p.grad.double().flatten() for p in model.parameters()]).norm().item()
+    assert every1[4] == pytest.approx(ref, rel=1e-4)
 
 
 def test_dataset_is_reproducible_and_augments(tmp_path):
@@ -122,6 +152,9 @@ def test_bad_data(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["train", "--data", str(empty), "--out", str(tmp_path / "r"), "--patch", "30"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
+    for clip in ("-1", "nan", "inf"):
+        assert main(["train", "--data", str(empty), "--out", str(tmp_path / "r"), "--grad-clip", clip]) == 2
+        assert "--grad-clip must be" in capsys.readouterr().err
     # corrupt and too-small files: named and counted
     data = make_images(tmp_path / "imgs", n=2, size=40)
     (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
