@@ -73,6 +73,12 @@ def test_train_command(tmp_path, monkeypatch):
     assert "--resume" in medium and arg(medium, "--time-budget") == "599"
     assert arg(medium, "--checkpoint-every") is None
     assert arg(medium, "--val-every") == str(preset_study.val_every("medium", 1000))
+    # a deviation from the recipe, for a preset that diverges at its settings: its own --lr, a clip
+    assert preset_study.main(["--out", str(tmp_path / "dev"), "--budget", "1000", "--presets", "paper",
+                              "--lr", "2.5e-4", "--grad-clip", "0.5"]) == 0
+    dev = cmds.pop()
+    assert arg(dev, "--lr") == "0.00025" and dev.count("--lr") == 1 and arg(dev, "--grad-clip") == "0.5"
+    assert "--grad-clip" not in small and arg(small, "--lr") == "5e-4"
     # a finished run is not trained again
     (tmp_path / "medium" / "state.json").write_text('{"cpu_seconds": 995}')
     assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "medium"]) == 0
@@ -80,7 +86,8 @@ def test_train_command(tmp_path, monkeypatch):
 
 
 def test_bad_arguments(tmp_path):
-    for bad in (["--validations", "0"], ["--budget", "0"], ["--report", "-", "--window", "0"]):
+    for bad in (["--validations", "0"], ["--budget", "0"], ["--report", "-", "--window", "0"], ["--lr", "0"],
+                ["--grad-clip", "-1"], ["--lr", "nan"]):
         with pytest.raises(SystemExit) as e:
             preset_study.main(["--out", str(tmp_path), *bad])
         assert e.value.code == 2

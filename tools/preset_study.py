@@ -76,14 +76,26 @@ def read_rows(run: Path):
         return list(csv.DictReader(f))
 
 
-def train(preset: str, budget: float, out: Path, validations: int = 10, checkpoint_every: float | None = None) -> None:
+def recipe(lr: float | None = None, grad_clip: float | None = None) -> list:
+    """RECIPE, with a deviation where asked (a run that would diverge at the shared settings:
+    it is then a different recipe, and its table says so)."""
+    cmd = list(RECIPE)
+    if lr is not None:
+        cmd[cmd.index("--lr") + 1] = f"{lr:g}"
+    if grad_clip:
+        cmd += ["--grad-clip", f"{grad_clip:g}"]
+    return cmd
+
+
+def train(preset: str, budget: float, out: Path, validations: int = 10, checkpoint_every: float | None = None,
+          lr: float | None = None, grad_clip: float | None = None) -> None:
     run = out / preset
     resume = (run / "state.json").exists()
     left = budget - spent(run) if resume else budget
     if left < 0.02 * budget:
         print(f"{preset}: done ({budget - left:.0f} s of {budget:g})", flush=True)
         return
-    cmd = [sys.executable, "-m", "fastreshuffle.cli", "train", "--preset", preset, *RECIPE,
+    cmd = [sys.executable, "-m", "fastreshuffle.cli", "train", "--preset", preset, *recipe(lr, grad_clip),
            "--time-budget", f"{left:.0f}", "--val-every", str(val_every(preset, budget, validations)), "--out", str(run)]
     if checkpoint_every:
         cmd += ["--checkpoint-every", f"{checkpoint_every:g}"]
@@ -165,9 +177,15 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=float, default=None, metavar="MIN",
                     help="with --report: instead, the mean validation gain in windows of MIN minutes of CPU, "
                          "up to the last mark (or --budget); each cell gives the number of validations averaged")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="a learning rate other than the recipe's constant 5e-4 (a deviation: use its own --out)")
+    ap.add_argument("--grad-clip", type=float, default=None,
+                    help="clip the gradient norm (train --grad-clip; a deviation: use its own --out) [off]")
     a = ap.parse_args(argv)
     if a.validations < 1 or not a.budget > 0 or (a.window is not None and not a.window > 0):
         ap.error("--validations must be at least 1, --budget and --window positive")
+    if (a.lr is not None and not a.lr > 0) or (a.grad_clip is not None and not a.grad_clip > 0):
+        ap.error("--lr and --grad-clip must be positive")
     if a.report is not None:
         marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
         text = window_means(a.out, a.window * 60, marks[-1]) if a.window else report(a.out, marks)
@@ -177,7 +195,7 @@ def main(argv=None) -> int:
             a.report.write_text(text)
         return 0
     for p in a.presets:
-        train(p, a.budget, a.out, a.validations, a.checkpoint_every)
+        train(p, a.budget, a.out, a.validations, a.checkpoint_every, a.lr, a.grad_clip)
     return 0
 
 
