@@ -78,7 +78,7 @@ def read_rows(run: Path):
 
 def recipe(lr: float | None = None, grad_clip: float | None = None) -> list:
     """RECIPE, with a deviation where asked (a run that would diverge at the shared settings:
-    it is then a different recipe, and its table says so)."""
+    it is then a different recipe, so give it its own --out)."""
     cmd = list(RECIPE)
     if lr is not None:
         cmd[cmd.index("--lr") + 1] = f"{lr:g}"

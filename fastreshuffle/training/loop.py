@@ -408,7 +408,8 @@ class _Loop:
                 step += 1
                 lval = float(dist.mean(loss.detach()))
                 if not math.isfinite(lval):
-                    raise RuntimeError(f"loss became {lval} at step {step}; lower --lr or use --grad-clip")
+                    raise RuntimeError(f"loss became {lval} at step {step}; lower --lr "
+                                       "(the log's grad_norm shows the spike)")
                 self.loss_sum += lval
                 self.loss_n += 1
                 self.grad_max = max(self.grad_max, float(gnorm))
