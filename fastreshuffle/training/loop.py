@@ -399,7 +399,7 @@ class _Loop:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # the global gradient norm before clipping: the log keeps the largest of each interval,
-                # so a spike that precedes a divergence shows, and --grad-clip can be set from it
+                # so a spike that precedes a divergence shows
                 if args.grad_clip > 0:
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                 else:
