@@ -26,7 +26,8 @@ with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 ``guarded`` -- what ``fastreshuffle restore`` does with the HEIF file: the strength of the QP read
 from it (:func:`fastreshuffle.inference.guard.hevc_guarded`), by the network of its QP's band
 (``hevc-low`` from QP ``loading.HEVC_LOW_MIN_QP`` for the shipped ``hevc``) -- and the mean QP read.  ``raw`` is the
-model asked for, as ``--no-guard``.
+model asked for, as ``--no-guard``.  Then the never-compressed originals given as pixels, which
+have no QP: PSNR of the network's output against its input.
 """
 from __future__ import annotations
 
@@ -248,9 +249,15 @@ def _hevc(args, folder, images, names, raw) -> int:
         print(f"{q:4d} {row['qp_mean']:5.1f} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}" for k in ("raw", "guarded")), flush=True)
         _say_harmed(q, row, ("guarded",))
+    # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
+    # by -- what ``restore --model hevc`` does to it is the raw network's full correction.
+    never = [_psnr(a, raw(a)) for a in images]
+    print(f"never compressed, as pixels (no QP: the full correction): output vs input PSNR mean "
+          f"{np.mean(never):.2f} dB, worst {np.min(never):.2f} dB")
     if args.json:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
-                                               "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
+                                               "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
+                                               "never_compressed_pixels": _stats(never, names)}, indent=1))
     if args.plot:
         _plot(args.plot, rows, (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded by the file's QP)")),
               "HEVC quality (pillow-heif/x265, 4:2:0)", f"{folder.name}: gain vs HEVC quality, model {args.model}")

@@ -381,3 +381,17 @@ def test_harm_curve_hevc(tmp_path, capsys):
     assert rows[1]["guarded"]["per_image"] == {"img0.png": 0.0, "img1.png": 0.0}
     assert rows[1]["raw"]["worst"] != 0.0           # the raw network does change them
     assert (tmp_path / "h.png").stat().st_size > 0
+    # never compressed, as pixels: what restore(array, "hevc") returns, measured here independently
+    import numpy as np
+    from PIL import Image
+
+    import fastreshuffle
+    never = json.loads(out.read_text())["never_compressed_pixels"]["per_image"]
+    assert sorted(never) == ["img0.png", "img1.png"]
+    for name, got in never.items():
+        x = np.asarray(Image.open(tmp_path / "photos" / name).convert("RGB"))
+        y = np.asarray(fastreshuffle.restore(x, "hevc", device="cpu", precision="fp32"))
+        assert (y != x).any()
+        want = 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - y) ** 2))
+        assert abs(got - want) < 1e-9, (name, got, want)
+    assert "never compressed, as pixels" in capsys.readouterr().out
