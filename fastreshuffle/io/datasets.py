@@ -3,7 +3,7 @@
 
 A data root holds ``eval/Kodak24`` (the 24 Kodak PhotoCD photos, public: r0k.us/graphics/kodak,
 768x512 PNG; the project's copy is cropped to 500x500) and ``train/CBSD432`` (the 432 colour
-BSD500 train+val photos used by denoising papers, 481x321).  Any folder of PNG/JPEG/... photos
+BSDS500 photos outside CBSD68, used by denoising papers, 481x321).  Any folder of PNG/JPEG/... photos
 works in their place (``--data``, ``--val``).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def missing_folder_message(folder: Path, what: str) -> str:
     """The error for a data folder that does not exist: what to pass instead."""
     return (f"{what} folder not found: {folder}. Pass --data FOLDER (any folder of PNG/JPEG images), "
             f"or --data-root / ${ENV_VAR} pointing at a folder with eval/Kodak24 and train/CBSD432 "
-            "(public sets: Kodak24 from r0k.us/graphics/kodak, CBSD432 = the BSD500 train+val photos)")
+            "(public sets: Kodak24 from r0k.us/graphics/kodak, CBSD432 = BSDS500 minus CBSD68)")
 
 
 def train_dir(override=None) -> Path:
