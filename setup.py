@@ -2,7 +2,7 @@
 
 CPU kernels are always built.  CUDA kernels are built when torch has CUDA and nvcc is
 found, or when ``FORCE_CUDA=1`` (no visible GPU is needed to build).  ``FORCE_CUDA=0``
-disables them.  ``TORCH_CUDA_ARCH_LIST`` defaults to ``9.0`` (H100) when no GPU is visible.
+disables them.  ``TORCH_CUDA_ARCH_LIST`` defaults to ``9.0`` (H100/H200) for every CUDA build; set it for other cards.
 """
 import glob
 import os
