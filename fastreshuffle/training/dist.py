@@ -17,8 +17,8 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         dev = resolve_device(device_arg)
-        if dev.type == "cuda" and dev.index is None and (self.world > 1 or device_arg in (None, "auto")):
-            dev = torch.device(f"cuda:{self.local_rank}")
+        if dev.type == "cuda" and dev.index is None:  # torch.cuda.set_device needs an index
+            dev = torch.device("cuda", self.local_rank)
         self.device = dev
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
