@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from helpers import make_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,8 +19,8 @@ TINY = ("--preset tiny --patch 32 --batch-size 2 --steps 100000 --val-every 1000
         "--val-images 2 --log-every 5")
 
 
-def run_script(tmp_path, out, seconds, resume):
-    env = dict(os.environ, OUT=str(out), GPU_TRAIN_DATA=str(tmp_path / "gpu_data"), GPU_TRAIN_DEVICE="cpu",
+def run_script(tmp_path, out, seconds, resume, **extra):
+    env = dict(os.environ, **extra, OUT=str(out), GPU_TRAIN_DATA=str(tmp_path / "gpu_data"), GPU_TRAIN_DEVICE="cpu",
                GPU_TRAIN_SKIP_BUILD="1", GPU_TRAIN_SECONDS=str(seconds), GPU_TRAIN_CKPT_EVERY="1.5",
                GPU_TRAIN_ARGS=TINY, GPU_TRAIN_RESUME=str(resume),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
@@ -45,13 +47,27 @@ def test_gpu_train_dry_run_checkpoints_and_resumes(tmp_path):
     assert f"stopped at step {step1} (--time-budget 6 s)" in log
     assert step1 == ckpts[-1] and 0 < step1 < 100000
     assert json.loads((run / "state.json").read_text())["precision"] == "bf16"
+    # the last step's weights, exported as a shipped model file (what comes back of a paper run)
+    from fastreshuffle.io.weights import read_weights
+    exported = out1 / "weights_fp16.safetensors"
+    (cfg, state, meta), (cfg_last, state_last, _) = read_weights(exported), read_weights(run / "last.safetensors")
+    assert cfg == cfg_last and state.keys() == state_last.keys()
+    for name, t in state.items():
+        assert t.dtype == torch.float16 and torch.equal(t, state_last[name].half()), name
+    assert meta["steps"] == str(step1)
 
     # a second call continues the run brought back from the first
     back = tmp_path / "gpu_resume"
     shutil.copytree(run, back)
     out2 = tmp_path / "out2"
-    log2 = run_script(tmp_path, out2, 3, back)
+    park = tmp_path / "park"
+    state_kib = (back / "state.safetensors").stat().st_size / 1024
+    log2 = run_script(tmp_path, out2, 3, back, GPU_TRAIN_PARK=str(park), GPU_TRAIN_RETURN_KIB=str(int(state_kib) - 1))
     assert f"resuming {out2 / 'run'} at step {step1}" in log2
+    # files over the return limit leave $OUT (the device tool would not bring them back); the rest stay
+    assert (park / "state.safetensors").is_file() and not (out2 / "run" / "state.safetensors").exists()
+    assert f"parked {out2 / 'run' / 'state.safetensors'}" in log2
+    assert (out2 / "weights_fp16.safetensors").is_file() and (out2 / "run" / "state.json").is_file()
     step2 = json.loads((out2 / "run" / "state.json").read_text())["step"]
     assert step2 > step1
     steps = [int(r.split(",")[0]) for r in (out2 / "run" / "log.csv").read_text().splitlines()[1:]]

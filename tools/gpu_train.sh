@@ -15,8 +15,14 @@
 #   GPU_TRAIN_SKIP_BUILD=1    do not build (the tests; an installed checkout)
 #   GPU_TRAIN_CUDA_EXT=0|1    build the CUDA kernels too [0: training on CUDA runs the reference
 #                             network on torch ops, so only the CPU extension is built: ~1 min less]
-# Output in $OUT (default ./out/gpu_train): run/ (log.csv, last/best.safetensors, state.json,
-# state.safetensors: at most 8 files come back from a device call), train.log, gpu.txt.
+#   GPU_TRAIN_RETURN_KIB=N    files in $OUT larger than this are moved to GPU_TRAIN_PARK, since the
+#                             device tool brings back no file over 16 MiB [16384]
+#   GPU_TRAIN_PARK=DIR        where they go [/tmp/gpu_train_parked]
+# Output in $OUT (default ./out/gpu_train): weights_fp16.safetensors (the last step's weights as a
+# shipped model file: the paper preset's 6.8 M parameters are 12.9 MiB in fp16 but 26 MiB in fp32,
+# its Adam state 78 MiB), run/ (log.csv, last/best.safetensors, state.json, state.safetensors:
+# those over the limit are parked; a later call continues from the fp16 file with --init), train.log,
+# gpu.txt: at most 8 files come back from a device call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out/gpu_train}"
@@ -71,5 +77,15 @@ echo "=== log (last rows of $RUN/log.csv)"
 tail -5 "$RUN/log.csv" 2>/dev/null
 python -c "import json, sys; m = json.load(open(sys.argv[1])); print('state: step', m['step'], 'of', m['steps'], 'best val PSNR', m.get('best_psnr'))" \
   "$RUN/state.json" 2>/dev/null
+if [ -f "$RUN/last.safetensors" ] && [ -f "$RUN/state.json" ]; then
+  step=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['step'])" "$RUN/state.json")
+  python -m tools.export_weights "$RUN/last.safetensors" "$OUT/weights_fp16.safetensors" --overwrite \
+    --meta steps="$step" --meta date="$(date -u +%Y-%m-%d)" --meta hardware="$(head -1 "$OUT/gpu.txt")" \
+    --meta "command=tools/gpu_train.sh, GPU_TRAIN_ARGS=$ARGS" || rc=2
+fi
+PARK="${GPU_TRAIN_PARK:-/tmp/gpu_train_parked}"
+while IFS= read -r -d '' big; do
+  mkdir -p "$PARK" && mv "$big" "$PARK"/ && echo "parked $big in $PARK: over ${GPU_TRAIN_RETURN_KIB:-16384} KiB, it would not come back"
+done < <(find "$OUT" -type f -size +"${GPU_TRAIN_RETURN_KIB:-16384}"k -print0)
 echo "gpu_train finished with status $rc after $((SECONDS - T0)) s; run folder $RUN"
 exit "$rc"
