@@ -26,6 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full-range variations per sample, with probabilities: none (uncompressed, "
                         "target = input), 444 (JPEG 4:4:4 chroma), offset (coding grid off the 8-pixel "
                         "grid), double (compressed twice), e.g. none=0.1,444=0.25,offset=0.5,double=0.15")
+    g.add_argument("--encode", choices=["patch", "whole"], default="patch",
+                   help="patch: code every patch on its own; whole: cut patches (at multiples of 8) from "
+                        "--versions coded versions of each whole image, as photos are coded [patch]")
+    g.add_argument("--versions", type=int, default=4,
+                   help="--encode whole: coded versions per image, each its own orientation and quality [4]")
+    g.add_argument("--coded-cache", default=None, metavar="DIR",
+                   help="--encode whole: keep the coded versions in DIR (.npy) and reuse them [memory only]")
     g.add_argument("--small-images", choices=["pad", "skip"], default="pad",
                    help="what to do with images smaller than the patch [pad]")
     g.add_argument("--workers", type=int, default=None, help="DataLoader worker processes [min(2, cpus)]")

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -275,6 +275,129 @@ class PatchPairs(Dataset):
     def __getitem__(self, index: int):
         comp, orig, q = self.sample(index)
         return to_tensor(comp), to_tensor(orig), torch.tensor(float(q))
+
+
+class _Version(NamedTuple):
+    image: int        # index into the training images
+    flip_v: bool
+    flip_h: bool
+    rot: int          # quarter turns (np.rot90), after the flips
+    quality: int
+
+
+def _orient(img: np.ndarray, v: _Version) -> np.ndarray:
+    img = img[::-1] if v.flip_v else img
+    img = img[:, ::-1] if v.flip_h else img
+    return np.ascontiguousarray(np.rot90(img, v.rot) if v.rot else img)
+
+
+def _encode_version(job) -> np.ndarray:
+    """Worker of :class:`WholeImagePairs`: one oriented image, coded whole (module-level: pickled)."""
+    img, version, spec = job
+    return spec.with_quality(version.quality)(_orient(img, version)).image
+
+
+class WholeImagePairs(Dataset):
+    """Patch pairs cut from *whole* coded images (``train --encode whole``), as photos are coded.
+
+    :class:`PatchPairs` codes each patch on its own, so every patch sits at an image border of
+    the codec: intra prediction (HEVC) has no neighbours above and to the left, and block
+    decisions see only the patch.  Here each training image gets ``versions`` coded versions,
+    each with its own orientation (flips / 90-degree turns, applied *before* coding, so the
+    codec's prediction directions stay those of real files) and quality drawn from
+    ``qualities``, all fixed by ``seed``.  They are coded once (``processes`` at a time; cached
+    as ``.npy`` in ``cache_dir`` when given, keyed by image content, orientation and codec), and
+    sample ``i`` is a ``patch x patch`` crop at a multiple of 8 from the origin -- the coding grid
+    stays on the network's 8-pixel grid, as for tiles of a whole photo -- drawn from
+    ``default_rng([seed, i])``.  Returns ``(compressed, original, quality)`` like PatchPairs.
+    """
+
+    def __init__(self, images: List[np.ndarray], patch: int = 96, codec: Union[str, CodecSpec] = "hevc",
+                 qualities: Sequence[int] = (15,), seed: int = 0, versions: int = 4, flips: bool = True,
+                 rot90: bool = False, cache_dir=None, processes: int = 1, length: int = 2 ** 62, say=None):
+        if patch <= 0 or patch % 8:
+            raise ValueError(f"patch size must be a positive multiple of 8, got {patch}")
+        if versions < 1:
+            raise ValueError(f"--versions must be at least 1, got {versions}")
+        if not images:
+            raise DataError("no training images")
+        self.images = [_pad_to(im, patch, patch) for im in images]
+        self.patch, self.seed, self.length = int(patch), int(seed), int(length)
+        self.codec = parse_spec(codec)
+        qualities = [int(q) for q in qualities]
+        self.versions = []
+        for i in range(len(self.images)):
+            for k in range(int(versions)):
+                rng = np.random.default_rng([self.seed, 0x5EED, i, k])
+                fv, fh, rot, qi = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4)), int(rng.integers(len(qualities)))
+                self.versions.append(_Version(i, bool(fv and flips), bool(fh and flips), rot if rot90 else 0,
+                                              qualities[qi]))
+        self.coded = self._code_all(cache_dir, max(1, int(processes)), say)
+
+    def _cache_path(self, cache_dir: Path, v: _Version) -> Path:
+        import hashlib
+        h = hashlib.sha1(self.images[v.image].tobytes())
+        h.update(repr((self.images[v.image].shape, str(self.codec.with_quality(v.quality)),
+                       v.flip_v, v.flip_h, v.rot)).encode())
+        return cache_dir / f"{h.hexdigest()}.npy"
+
+    def _code_all(self, cache_dir, processes: int, say) -> List[np.ndarray]:
+        coded: List[Optional[np.ndarray]] = [None] * len(self.versions)
+        paths = None
+        if cache_dir is not None:
+            cache_dir = Path(cache_dir)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            paths = [self._cache_path(cache_dir, v) for v in self.versions]
+            for j, path in enumerate(paths):
+                if path.is_file():
+                    coded[j] = np.load(path)
+        todo = [j for j, c in enumerate(coded) if c is None]
+        if todo and say:
+            say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "
+                f"process(es){'; cached in ' + str(cache_dir) if cache_dir is not None else ''}")
+        jobs = ((self.images[self.versions[j].image], self.versions[j], self.codec) for j in todo)
+        if processes > 1 and len(todo) > 1:
+            import multiprocessing
+            with multiprocessing.get_context("fork").Pool(processes, initializer=worker_init, initargs=(0,)) as pool:
+                results = pool.imap(_encode_version, jobs, chunksize=4)
+                for j, c in zip(todo, results):
+                    coded[j] = c
+                    if paths is not None:
+                        _save_npy(paths[j], c)
+        else:
+            for j, job in zip(todo, jobs):
+                coded[j] = _encode_version(job)
+                if paths is not None:
+                    _save_npy(paths[j], coded[j])
+        return coded
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Tuple[np.ndarray, np.ndarray, int]:
+        rng = np.random.default_rng([self.seed, int(index)])
+        j = int(rng.integers(len(self.versions)))
+        v, coded = self.versions[j], self.coded[j]
+        h, w = coded.shape[:2]
+        p = self.patch
+        y = 8 * int(rng.integers((h - p) // 8 + 1))
+        x = 8 * int(rng.integers((w - p) // 8 + 1))
+        orig = _orient(self.images[v.image], v)
+        return (np.ascontiguousarray(coded[y:y + p, x:x + p]), np.ascontiguousarray(orig[y:y + p, x:x + p]),
+                v.quality)
+
+    def __getitem__(self, index: int):
+        comp, orig, q = self.sample(index)
+        return to_tensor(comp), to_tensor(orig), torch.tensor(float(q))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """Write atomically (a run stopped mid-write leaves no truncated cache file)."""
+    from ..io.safe_write import atomic_write_bytes
+    import io
+    b = io.BytesIO()
+    np.save(b, arr)
+    atomic_write_bytes(path, b.getvalue(), overwrite=True)
 
 
 class StepBatchSampler(Sampler):

@@ -116,9 +116,14 @@ def _check_args(args) -> None:
         raise UserError(f"--grad-clip must be a positive norm, or 0 for no clipping, got {args.grad_clip}")
     from .data import parse_mix
     try:
-        parse_mix(getattr(args, "mix", None))
+        mix = parse_mix(getattr(args, "mix", None))
     except ValueError as e:
         raise UserError(str(e)) from None
+    if getattr(args, "encode", "patch") == "whole":
+        if mix.active:
+            raise UserError("--mix is for --encode patch (its variations code each patch on its own)")
+        if getattr(args, "versions", 4) < 1:
+            raise UserError(f"--versions must be at least 1, got {args.versions}")
     for name in ("time_budget", "checkpoint_every"):
         v = getattr(args, name, None)
         if v is not None and not v > 0:
@@ -216,7 +221,8 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
     say(f"resuming {run_dir} at step {start}")
     for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
                      ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
-                     ("schedule", args.schedule), ("steps", args.steps), ("precision", args.precision_used)):
+                     ("schedule", args.schedule), ("steps", args.steps), ("precision", args.precision_used),
+                     ("encode", getattr(args, "encode", "patch"))):
         if key in meta and meta[key] != now:
             warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
@@ -296,21 +302,30 @@ class _Loop:
         self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": args.preset,
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
-                           "precision": args.precision_used}
+                           "precision": args.precision_used, "encode": getattr(args, "encode", "patch")}
         self.best = -float("inf")
         self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
+        self.whole = None
 
     def _loader(self, start: int, end: int):
-        from .data import PatchPairs, StepBatchSampler, parse_mix, worker_init
+        from .data import PatchPairs, StepBatchSampler, WholeImagePairs, parse_mix, worker_init
 
         args, dist = self.args, self.dist
+        workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
         try:
-            dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
-                                 seed=args.seed, rot90=args.rot90, mix=parse_mix(getattr(args, "mix", None)))
+            if getattr(args, "encode", "patch") == "whole":
+                if self.whole is None:      # coded once per run (the loader is rebuilt after validation)
+                    self.whole = WholeImagePairs(
+                        self.images, patch=args.patch, codec=self.spec, qualities=self.qualities, seed=args.seed,
+                        versions=args.versions, rot90=args.rot90, cache_dir=args.coded_cache,
+                        processes=max(1, workers), say=self.say)
+                dataset = self.whole
+            else:
+                dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
+                                     seed=args.seed, rot90=args.rot90, mix=parse_mix(getattr(args, "mix", None)))
         except ValueError as e:
             raise UserError(str(e)) from None
         sampler = StepBatchSampler(start, end, args.batch_size, dist.rank, dist.world)
-        workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
         return torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=worker_init if workers else None,
             pin_memory=dist.device.type == "cuda", persistent_workers=False,

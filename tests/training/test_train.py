@@ -88,7 +88,9 @@ def test_grad_norm_column(tmp_path):
     --grad-clip: runs that differ only in --log-every or a clip agree on it where their
     trajectories agree (step 1: the same weights and batch)."""
     data = make_images(tmp_path / "imgs")
-    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON[:-1] + ["6"]
+    # fp32: the reference below runs in float32 (on a CPU with AVX512-BF16, "auto" would train
+    # under bf16 autocast, and step 4's norm would differ by ~0.5% from the reference's)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0", "--precision", "fp32"] + COMMON[:-1] + ["6"]
 
     def norms(name, *extra):
         assert main(base + ["--out", str(tmp_path / name), *extra]) == 0
@@ -249,3 +251,57 @@ def test_full_range_mix(tmp_path, capsys):
     assert "bad --mix item 'offset=3'" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r2"), "--workers", "0",
                  "--mix", "none=0.2,444=0.3,offset=0.5,double=0.2"] + COMMON) == 0
+
+
+def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
+    """--encode whole: every pair is an 8-aligned crop of (one orientation of a training image, that
+    oriented image coded whole), checked against an independent search and coding; the versions are
+    fixed by the seed; the cache is reused without coding again; a pool codes the same arrays."""
+    from fastreshuffle.io.codecs import jpeg
+    from fastreshuffle.training import data as data_mod
+    from fastreshuffle.training.data import WholeImagePairs
+    images, _, _ = load_folder(make_images(tmp_path / "imgs", n=3, size=72), min_size=32)
+    images = [np.ascontiguousarray(im[:, :56]) for im in images]    # 72 x 56: orientation is visible
+    kw = dict(patch=32, codec="jpeg", qualities=[8, 30], seed=5, versions=3, rot90=True)
+    ds = WholeImagePairs(images, **kw)
+    assert len(ds.versions) == 9 and {v.quality for v in ds.versions} == {8, 30}
+    assert len({(v.flip_v, v.flip_h, v.rot) for v in ds.versions}) >= 3
+    orients = [np.rot90(f, k) for im in images for f in (im, im[::-1], im[:, ::-1], im[::-1, ::-1])
+               for k in range(4)]
+    seen = set()
+    for i in range(24):
+        c, o, q = ds.sample(i)
+        assert c.shape == o.shape == (32, 32, 3)
+        hits = [(ori, y, x) for ori in orients for y in range(0, ori.shape[0] - 31, 8)
+                for x in range(0, ori.shape[1] - 31, 8) if np.array_equal(ori[y:y + 32, x:x + 32], o)]
+        assert hits, i
+        assert any(np.array_equal(jpeg(np.ascontiguousarray(ori), q).image[y:y + 32, x:x + 32], c)
+                   for ori, y, x in hits), i
+        seen.add((hits[0][1], hits[0][2]))
+    assert len(seen) >= 3                                        # crops at several positions
+    plain = WholeImagePairs(images, **{**kw, "rot90": False}, flips=False)
+    assert all(not (v.flip_v or v.flip_h or v.rot) for v in plain.versions)
+    assert not WholeImagePairs(images, **{**kw, "seed": 6}).versions == ds.versions
+
+    cache = tmp_path / "cache"
+    first = WholeImagePairs(images, **kw, cache_dir=cache, processes=2)
+    assert len(list(cache.glob("*.npy"))) == 9
+    monkeypatch.setattr(data_mod, "_encode_version", lambda job: pytest.fail("coded again"))
+    again = WholeImagePairs(images, **kw, cache_dir=cache)
+    for a, b, c in zip(ds.coded, first.coded, again.coded):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    for i in (0, 5):
+        assert all(np.array_equal(a, b) for a, b in zip(ds.sample(i)[:2], again.sample(i)[:2]))
+    monkeypatch.undo()
+
+    data = make_images(tmp_path / "imgs2")
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"),
+                 "--encode", "whole", "--mix", "none=0.5"] + COMMON) == 2
+    assert "--mix is for --encode patch" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r1"),
+                 "--encode", "whole", "--versions", "0"] + COMMON) == 2
+    assert "--versions must be at least 1" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r2"), "--workers", "0",
+                 "--encode", "whole", "--versions", "2", "--coded-cache", str(tmp_path / "c2")] + COMMON) == 0
+    assert "coding 8 of 8 whole-image versions" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r2" / "state.json").read_text())["encode"] == "whole"
