@@ -356,19 +356,19 @@ class WholeImagePairs(Dataset):
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "
                 f"process(es){'; cached in ' + str(cache_dir) if cache_dir is not None else ''}")
         jobs = ((self.images[self.versions[j].image], self.versions[j], self.codec) for j in todo)
+        pool = None
         if processes > 1 and len(todo) > 1:
             import multiprocessing
-            with multiprocessing.get_context("fork").Pool(processes, initializer=worker_init, initargs=(0,)) as pool:
-                results = pool.imap(_encode_version, jobs, chunksize=4)
-                for j, c in zip(todo, results):
-                    coded[j] = c
-                    if paths is not None:
-                        _save_npy(paths[j], c)
-        else:
-            for j, job in zip(todo, jobs):
-                coded[j] = _encode_version(job)
+            pool = multiprocessing.get_context("fork").Pool(processes, initializer=worker_init, initargs=(0,))
+        try:
+            results = pool.imap(_encode_version, jobs, chunksize=4) if pool else map(_encode_version, jobs)
+            for j, c in zip(todo, results):
+                coded[j] = c
                 if paths is not None:
-                    _save_npy(paths[j], coded[j])
+                    _save_npy(paths[j], c)
+        finally:
+            if pool:
+                pool.terminate()
         return coded
 
     def __len__(self) -> int:

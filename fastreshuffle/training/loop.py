@@ -119,11 +119,8 @@ def _check_args(args) -> None:
         mix = parse_mix(getattr(args, "mix", None))
     except ValueError as e:
         raise UserError(str(e)) from None
-    if getattr(args, "encode", "patch") == "whole":
-        if mix.active:
-            raise UserError("--mix is for --encode patch (its variations code each patch on its own)")
-        if getattr(args, "versions", 4) < 1:
-            raise UserError(f"--versions must be at least 1, got {args.versions}")
+    if getattr(args, "encode", "patch") == "whole" and mix.active:
+        raise UserError("--mix is for --encode patch (its variations code each patch on its own)")
     for name in ("time_budget", "checkpoint_every"):
         v = getattr(args, name, None)
         if v is not None and not v > 0:
