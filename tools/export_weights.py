@@ -3,9 +3,14 @@
     python -m tools.export_weights RUN/last.safetensors fastreshuffle/weights/jpeg.safetensors \
         --meta command="fastreshuffle train ..." --meta steps=3000 --meta hardware="2-core CPU"
 
+With ``--average SRC2 [SRC3 ...]`` the file written holds the parameter-wise mean of ``src`` and
+those files (a "weight soup" of runs fine-tuned from one network; all must share one config),
+computed in float64 before the fp16 rounding.
+
 Refuses to overwrite an existing file unless --overwrite is given.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -14,19 +19,38 @@ from fastreshuffle.inference.loading import load_model
 from fastreshuffle.io.weights import save_weights
 
 
+def average_into(model: torch.nn.Module, others) -> None:
+    """Replace ``model``'s parameters and buffers by their mean with those of ``others``."""
+    states = [model.state_dict()] + [o.state_dict() for o in others]
+    mean = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+            for k, v in states[0].items()}
+    model.load_state_dict(mean)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("dst")
+    p.add_argument("--average", nargs="+", default=[], metavar="SRC",
+                   help="also these weights files: write the parameter-wise mean of all")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    import os
     if os.path.exists(args.dst) and not args.overwrite:
         print(f"export_weights: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     meta = dict(kv.split("=", 1) for kv in args.meta)
     model = load_model(args.src)
+    if args.average:
+        others = [load_model(f) for f in args.average]
+        for f, o in zip(args.average, others):
+            if o.config != model.config:
+                print(f"export_weights: {f} has config {o.config.to_json()}, {args.src} has "
+                      f"{model.config.to_json()}; only networks of one config can be averaged",
+                      file=sys.stderr)
+                return 2
+        average_into(model, others)
+        meta.setdefault("averaged", " ".join([args.src] + args.average))
     save_weights(model, args.dst, dtype=torch.float16, metadata=meta)
     print(f"wrote {args.dst} ({model.config.to_json()})")
     return 0

@@ -1,0 +1,54 @@
+"""tools.export_weights: fp16 export with metadata, and --average (parameter-wise mean of runs)."""
+import torch
+
+from fastreshuffle.io.weights import read_weights, save_weights
+from fastreshuffle.nn import ReshuffleNet, ReshuffleNetConfig
+from tools import export_weights
+
+TINY = ReshuffleNetConfig(growth=(4, 4, 4), layers=(4, 3, 1), bottleneck=2)
+
+
+def _run(path, cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    net = ReshuffleNet(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()          # the last conv starts at zero: give every tensor distinct values
+    save_weights(net, path)
+    return net.state_dict()
+
+
+def test_export_is_fp16_of_source_with_meta(tmp_path):
+    src = _run(tmp_path / "a.safetensors")
+    assert export_weights.main([str(tmp_path / "a.safetensors"), str(tmp_path / "out.safetensors"),
+                                "--meta", "steps=12"]) == 0
+    cfg, state, meta = read_weights(tmp_path / "out.safetensors")
+    assert cfg == TINY and meta["steps"] == "12" and "averaged" not in meta
+    for k, v in src.items():
+        assert state[k].dtype == torch.float16
+        assert torch.equal(state[k], v.half())
+
+
+def test_average_is_fp16_of_the_float64_mean(tmp_path):
+    files = [tmp_path / f"{n}.safetensors" for n in "abc"]
+    states = [_run(f, seed=i) for i, f in enumerate(files)]
+    out = tmp_path / "soup.safetensors"
+    assert export_weights.main([str(files[0]), str(out), "--average", str(files[1]), str(files[2])]) == 0
+    _, state, meta = read_weights(out)
+    assert meta["averaged"].split() == [str(f) for f in files]
+    for k in states[0]:
+        want = ((states[0][k].double() + states[1][k].double() + states[2][k].double()) / 3).half()
+        assert torch.equal(state[k], want), k
+        assert not torch.equal(state[k], states[0][k].half()), k   # it is not just the first file
+
+
+def test_average_refuses_other_config_and_overwrite(tmp_path, capsys):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    _run(a)
+    _run(b, cfg=ReshuffleNetConfig(growth=(4, 4, 4), layers=(4, 3, 2), bottleneck=2))
+    out = tmp_path / "out.safetensors"
+    assert export_weights.main([str(a), str(out), "--average", str(b)]) == 2
+    assert "one config" in capsys.readouterr().err and not out.exists()
+    out.write_bytes(b"mine")
+    assert export_weights.main([str(a), str(out)]) == 2
+    assert out.read_bytes() == b"mine"
