@@ -16,7 +16,7 @@ from ..io.weights import load_state_checked
 
 STATE_VERSION = 1
 LOG_FIELDS = ["step", "epoch_images", "lr", "loss", "val_psnr", "val_psnr_codec", "val_gain", "seconds",
-              "cpu_seconds", "images_per_s", "grad_norm"]
+              "cpu_seconds", "images_per_s", "grad_norm", "data_wait"]
 
 __all__ = ["save_state", "load_state", "CsvLog", "STATE_VERSION", "LOG_FIELDS"]
 

@@ -289,6 +289,26 @@ def _precision_line(precision: str, model, device) -> str:
     return f"precision: {what}; network {type(model).__name__}{', channels-last' if cl else ''} on {device}"
 
 
+class _TimedBatches:
+    """Iterate ``loader``, adding the time spent waiting for each batch to ``waited`` (seconds).
+    Every step ends in a host sync (the loss is read), so this is the time the device sat idle
+    for want of data: the log's ``data_wait`` share says whether the data workers set the pace."""
+
+    def __init__(self, loader):
+        self.loader, self.waited = loader, 0.0
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - t
+            yield batch
+
+
 class _Loop:
     """The optimisation loop of one run, with its log, checkpoints and progress bar."""
 
@@ -374,7 +394,7 @@ class _Loop:
             from torch.nn.parallel import DistributedDataParallel as DDP
             net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         model.train()
-        loader = self._loader(start, end)
+        loader = _TimedBatches(self._loader(start, end))
         log = CsvLog(self.run_dir / "log.csv", keep_upto=start if args.resume else None) if dist.main else None
         bar = None
         if dist.main and args.progress:
@@ -431,7 +451,9 @@ class _Loop:
                         ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
                         log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
                                 loss=self.loss_sum / self.loss_n, seconds=now - t0,
-                                cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max)
+                                cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
+                                data_wait=min(1.0, loader.waited / max(1e-9, now - t_last)))
+                        loader.waited = 0.0
                         t_last, step_last = now, step
                         if bar is not None:
                             post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}

@@ -305,3 +305,27 @@ def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
                  "--encode", "whole", "--versions", "2", "--coded-cache", str(tmp_path / "c2")] + COMMON) == 0
     assert "coding 8 of 8 whole-image versions" in capsys.readouterr().err
     assert json.loads((tmp_path / "r2" / "state.json").read_text())["encode"] == "whole"
+
+
+def test_data_wait_column(tmp_path, monkeypatch):
+    """The log's data_wait is the share of each interval spent waiting for batches: with every
+    sample sleeping 0.1 s (4 per step), each step's interval holds at least 0.4 s of waiting and
+    the share is near 1; with the real (fast) data, far less."""
+    import time as _time
+    data = make_images(tmp_path / "imgs")
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0", "--precision", "fp32"] + COMMON[:-1] + ["6"]
+
+    def waits(name):
+        assert main(base + ["--out", str(tmp_path / name)]) == 0
+        rows = [r for r in read_log(tmp_path / name / "log.csv") if r["loss"]]
+        ends = [float(r["seconds"]) for r in rows]
+        spans = [b - a for a, b in zip([0.0] + ends, ends)]
+        return [float(r["data_wait"]) for r in rows], [float(r["data_wait"]) * s for r, s in zip(rows, spans)]
+
+    fast, fast_s = waits("fast")
+    sample = PatchPairs.sample
+    monkeypatch.setattr(PatchPairs, "sample", lambda self, i: (_time.sleep(0.1), sample(self, i))[1])
+    slow, slow_s = waits("slow")
+    assert len(fast) == len(slow) == 6 and all(0 <= w <= 1 for w in fast + slow)
+    assert min(slow_s) >= 0.4 - 1e-3 and min(slow) > 0.5, (slow, slow_s)
+    assert max(fast_s) < 0.4 and np.mean(fast) < np.mean(slow) - 0.3, (fast, slow)
