@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError, ImageReadError
-from ..io.codecs import CodecSpec, parse_spec
+from ..io.codecs import CodecSpec, one_thread, parse_spec
 from ..io.images import list_images, read_image, to_tensor
 
 
@@ -201,7 +201,7 @@ class PatchPairs(Dataset):
             raise DataError("no training images")
         self.images = [_pad_to(im, patch, patch) for im in images]
         self.patch = int(patch)
-        self.codec = parse_spec(codec)
+        self.codec = one_thread(parse_spec(codec))   # one data worker per core
         self.qualities = [int(q) for q in qualities]
         self.seed = int(seed)
         self.flips = flips
@@ -355,7 +355,8 @@ class WholeImagePairs(Dataset):
         if todo and say:
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "
                 f"process(es){'; cached in ' + str(cache_dir) if cache_dir is not None else ''}")
-        jobs = ((self.images[self.versions[j].image], self.versions[j], self.codec) for j in todo)
+        spec = one_thread(self.codec)   # one coding process per core
+        jobs = ((self.images[self.versions[j].image], self.versions[j], spec) for j in todo)
         pool = None
         if processes > 1 and len(todo) > 1:
             import multiprocessing

@@ -130,6 +130,39 @@ def test_parse_spec():
             codecs.compress(_photo(16, 16), bad)
 
 
+def test_hevc_threads_same_bitstream_and_passed_to_x265(monkeypatch):
+    """threads=N sizes x265's pool: the same file bytes as the default pool (several CTU rows, so
+    wavefront threads have work), and the parameter really reaches the encoder."""
+    import pillow_heif
+    seen = []
+    save = pillow_heif.HeifFile.save
+
+    def spy(self, fp, **kw):
+        seen.append(dict(kw.get("enc_params") or {}))
+        return save(self, fp, **kw)
+
+    monkeypatch.setattr(pillow_heif.HeifFile, "save", spy)
+    for (h, w), q in [((200, 152), 15), ((96, 96), 30), ((37, 51), 8)]:
+        img = _photo(h, w, seed=h)
+        default, one, four = (codecs.compress(img, f"hevc:{q}{t}") for t in ("", ":threads=1", ":threads=4"))
+        assert default.nbytes == one.nbytes == four.nbytes
+        assert np.array_equal(default.image, one.image) and np.array_equal(default.image, four.image)
+    assert [p.get("x265:pools") for p in seen[-3:]] == [None, "1", "4"]
+    for bad in ["hevc:15:threads=0", "hevc:15:threads=x", "jpeg:15:threads=1"]:
+        with pytest.raises(codecs.CodecError):
+            codecs.compress(_photo(16, 16), bad)
+
+
+def test_one_thread():
+    assert str(codecs.one_thread(codecs.parse_spec("hevc:15:444"))) == "hevc:15:444:threads=1"
+    assert str(codecs.one_thread(codecs.parse_spec("hevc:threads=3"))) == "hevc:threads=3"
+    assert codecs.one_thread(codecs.parse_spec("jpeg:15")) == codecs.parse_spec("jpeg:15")
+    # training data workers code HEVC with one thread each
+    from fastreshuffle.training.data import PatchPairs
+    assert str(PatchPairs([_photo(32, 32)], patch=32, codec="hevc").codec) == "hevc:threads=1"
+    assert str(PatchPairs([_photo(32, 32)], patch=32, codec="jpeg").codec) == "jpeg"
+
+
 def test_rejects_non_rgb():
     with pytest.raises(codecs.CodecError):
         codecs.jpeg(np.zeros((8, 8), np.uint8))
