@@ -20,11 +20,11 @@ from fastreshuffle.io.weights import save_weights
 
 
 def average_into(model: torch.nn.Module, others) -> None:
-    """Replace ``model``'s parameters and buffers by their mean with those of ``others``."""
+    """Make ``model`` float64 and set its parameters and buffers to their mean with those of
+    ``others`` (so the export rounds the float64 mean to fp16 once)."""
     states = [model.state_dict()] + [o.state_dict() for o in others]
-    mean = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
-            for k, v in states[0].items()}
-    model.load_state_dict(mean)
+    mean = {k: sum(s[k].double() for s in states) / len(states) for k in states[0]}
+    model.double().load_state_dict(mean)
 
 
 def main(argv=None) -> int:

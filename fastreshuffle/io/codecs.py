@@ -11,7 +11,7 @@ Codecs are named by spec strings ``"name:quality"`` or ``"name:quality:opt=value
     hevc:15              HEVC intra via pillow-heif/x265, "quality" 15 (x265 CRF, see docs/codecs.md)
     hevc:qp=37           HEVC intra with a fixed QP (like bpgenc -q 37)
     hevc:15:444          4:4:4 chroma;  hevc:15:10bit -> 10-bit coding
-    hevc:15:threads=1    x265 with one thread (the same bitstream; see :func:`one_thread`)
+    hevc:15:threads=1    x265 with one thread (the same bitstream; see :func:`with_threads`)
     webp:20              WebP (lossy) via Pillow/libwebp
 
 See ``docs/codecs.md`` for how the HEVC settings relate to bpgenc and what bpp they give.
@@ -83,9 +83,10 @@ def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None,
     ``-q`` does.  ``nbytes`` is the size of the whole ``.heic`` file (the container adds a few
     hundred bytes; see ``docs/codecs.md``).  ``bit_depth`` 10 codes the image at 10 bits
     (Main 10 profile); the decoded image is rounded back to 8 bits.  ``threads`` sizes x265's
-    thread pool (default: one thread per CPU); the bitstream is the same for any value (tested),
-    only the cost changes: a pool is made for every image, and on a 96x96 patch a pool of 16
-    threads takes twice the CPU time of one (see :func:`one_thread`).
+    thread pool (``x265:pools``; default one thread per CPU) and sets ``x265:frame-threads`` to 1;
+    the bitstream is the same for any value (tested), only the cost changes: a pool is made for
+    every image, and on a 96x96 patch a pool of 16 threads took twice the CPU time of one
+    (2-core VM; see :func:`with_threads`).
     """
     import pillow_heif
 
@@ -183,10 +184,9 @@ class CodecSpec:
             elif k in ("method", "bit_depth"):
                 kw[k] = int(v)
             elif k == "threads" and self.name == "hevc":
-                try:
-                    kw[k] = int(v)
-                except ValueError:
-                    raise CodecError(f"threads must be a whole number, got {v!r}") from None
+                if not v.isdigit() or int(v) < 1:
+                    raise CodecError(f"HEVC encoder threads must be a whole number >= 1, got {v!r}")
+                kw[k] = int(v)
             else:
                 raise CodecError(f"unknown option {k!r} for codec {self.name!r}")
         return kw
@@ -205,14 +205,16 @@ class CodecSpec:
         return ":".join(parts + opts)
 
 
-def one_thread(spec: CodecSpec) -> CodecSpec:
-    """``spec`` with its encoder held to one thread, for processes that already run one per core
-    (training's data workers): the same bitstream, at half the CPU time of x265's default pool on
-    a 16-core machine for 96x96 patches.  Codecs without threads (JPEG, WebP) are unchanged, as
-    is a spec that already sets them."""
-    if spec.name != "hevc" or any(k == "threads" for k, _ in spec.options):
+def with_threads(spec: CodecSpec, threads: Optional[int]) -> CodecSpec:
+    """``spec`` with x265's thread count set to ``threads`` (None: removed, so x265 decides).
+    The coded bytes are the same for any count, so training names its runs and keys its caches
+    by the spec without it.  Codecs without threads (JPEG, WebP) are returned unchanged."""
+    if spec.name != "hevc":
         return spec
-    return dataclasses.replace(spec, options=spec.options + (("threads", "1"),))
+    opts = tuple(o for o in spec.options if o[0] != "threads")
+    if threads is not None:
+        opts += (("threads", str(int(threads))),)
+    return dataclasses.replace(spec, options=opts)
 
 
 def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError, ImageReadError
-from ..io.codecs import CodecSpec, one_thread, parse_spec
+from ..io.codecs import CodecSpec, parse_spec, with_threads
 from ..io.images import list_images, read_image, to_tensor
 
 
@@ -194,14 +194,14 @@ class PatchPairs(Dataset):
 
     def __init__(self, images: List[np.ndarray], patch: int = 128, codec: Union[str, CodecSpec] = "jpeg",
                  qualities: Sequence[int] = (10,), seed: int = 0, flips: bool = True, rot90: bool = False,
-                 length: int = 2 ** 62, mix: Optional[Mix] = None):
+                 length: int = 2 ** 62, mix: Optional[Mix] = None, threads: Optional[int] = None):
         if patch <= 0 or patch % 8:
             raise ValueError(f"patch size must be a positive multiple of 8, got {patch}")
         if not images:
             raise DataError("no training images")
         self.images = [_pad_to(im, patch, patch) for im in images]
         self.patch = int(patch)
-        self.codec = one_thread(parse_spec(codec))   # one data worker per core
+        self.codec = with_threads(parse_spec(codec), threads)   # threads: see encoder_threads
         self.qualities = [int(q) for q in qualities]
         self.seed = int(seed)
         self.flips = flips
@@ -314,7 +314,8 @@ class WholeImagePairs(Dataset):
 
     def __init__(self, images: List[np.ndarray], patch: int = 96, codec: Union[str, CodecSpec] = "hevc",
                  qualities: Sequence[int] = (15,), seed: int = 0, versions: int = 4, flips: bool = True,
-                 rot90: bool = False, cache_dir=None, processes: int = 1, length: int = 2 ** 62, say=None):
+                 rot90: bool = False, cache_dir=None, processes: int = 1, length: int = 2 ** 62, say=None,
+                 threads: Optional[int] = None):
         if patch <= 0 or patch % 8:
             raise ValueError(f"patch size must be a positive multiple of 8, got {patch}")
         if versions < 1:
@@ -323,7 +324,8 @@ class WholeImagePairs(Dataset):
             raise DataError("no training images")
         self.images = [_pad_to(im, patch, patch) for im in images]
         self.patch, self.seed, self.length = int(patch), int(seed), int(length)
-        self.codec = parse_spec(codec)
+        self.codec = with_threads(parse_spec(codec), None)   # the cache key: the same bytes for any threads
+        self.threads = threads
         qualities = [int(q) for q in qualities]
         self.versions = []
         for i in range(len(self.images)):
@@ -355,7 +357,7 @@ class WholeImagePairs(Dataset):
         if todo and say:
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "
                 f"process(es){'; cached in ' + str(cache_dir) if cache_dir is not None else ''}")
-        spec = one_thread(self.codec)   # one coding process per core
+        spec = with_threads(self.codec, self.threads)
         jobs = ((self.images[self.versions[j].image], self.versions[j], spec) for j in todo)
         pool = None
         if processes > 1 and len(todo) > 1:
@@ -418,6 +420,18 @@ class StepBatchSampler(Sampler):
         for s in range(self.start, self.steps):
             base = s * self.gb + self.rank * self.local
             yield list(range(base, base + self.local))
+
+
+def encoder_threads(processes: int) -> int:
+    """x265 threads for each of ``processes`` coding processes (0: the main process codes): the
+    CPUs shared out among them.  x265's default is one per CPU in *every* process, and it builds
+    that pool for every image: with 15 data workers on 16 CPUs, 15 x 16 threads, twice the CPU
+    time per 96x96 patch of one thread (docs/gpu_runs.md)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, int(processes)))
 
 
 def worker_init(_worker_id: int) -> None:

@@ -43,6 +43,14 @@ class Dist:
             value /= self.world
         return value
 
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the processes (the same answer everywhere)."""
+        if not self.enabled:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return float(t.item())
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true in any process (the same answer everywhere): decisions taken
         on a process's own clock, such as stopping at a time budget, made collectively."""

@@ -128,12 +128,13 @@ def _check_args(args) -> None:
 
 
 def _codec_and_qualities(args):
-    from ..io.codecs import parse_spec
+    from ..io.codecs import parse_spec, with_threads
     from .data import parse_quality_range
 
     try:
         qualities = parse_quality_range(args.quality)
-        spec = parse_spec(args.codec)
+        # a run is named by what is coded; x265's thread count changes the cost, not the bytes
+        spec = with_threads(parse_spec(args.codec), None)
         if spec.quality is not None:  # "jpeg:10" given as codec: that is the quality
             if args.quality == "10":
                 qualities = [spec.quality]
@@ -290,23 +291,36 @@ def _precision_line(precision: str, model, device) -> str:
 
 
 class _TimedBatches:
-    """Iterate ``loader``, adding the time spent waiting for each batch to ``waited`` (seconds).
-    Every step ends in a host sync (the loss is read), so this is the time the device sat idle
-    for want of data: the log's ``data_wait`` share says whether the data workers set the pace."""
+    """Iterate ``loader`` and time both sides: ``waited``, the seconds spent waiting for batches
+    (the DataLoader's start-up included), and ``busy``, the seconds from receiving a batch to
+    :meth:`stepped` (the training step, which ends in a host sync: the loss is read).
+    Validation and checkpoints count in neither.  :meth:`share` is the data's part of the time."""
 
     def __init__(self, loader):
-        self.loader, self.waited = loader, 0.0
+        self.loader, self.waited, self.busy, self._got = loader, 0.0, 0.0, None
 
     def __iter__(self):
+        t = time.perf_counter()
         it = iter(self.loader)
         while True:
-            t = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
                 return
-            self.waited += time.perf_counter() - t
+            self._got = time.perf_counter()
+            self.waited += self._got - t
             yield batch
+            t = time.perf_counter()
+
+    def stepped(self) -> None:
+        self.busy += time.perf_counter() - self._got
+
+    def share(self) -> float:
+        """waited / (waited + busy) since the last call, which starts a new count."""
+        total = self.waited + self.busy
+        out = self.waited / total if total > 0 else 0.0
+        self.waited = self.busy = 0.0
+        return out
 
 
 class _Loop:
@@ -325,7 +339,7 @@ class _Loop:
         self.whole = None
 
     def _loader(self, start: int, end: int):
-        from .data import PatchPairs, StepBatchSampler, WholeImagePairs, parse_mix, worker_init
+        from .data import PatchPairs, StepBatchSampler, WholeImagePairs, encoder_threads, parse_mix, worker_init
 
         args, dist = self.args, self.dist
         workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
@@ -335,11 +349,12 @@ class _Loop:
                     self.whole = WholeImagePairs(
                         self.images, patch=args.patch, codec=self.spec, qualities=self.qualities, seed=args.seed,
                         versions=args.versions, rot90=args.rot90, cache_dir=args.coded_cache,
-                        processes=max(1, workers), say=self.say)
+                        processes=max(1, workers), say=self.say, threads=encoder_threads(max(1, workers)))
                 dataset = self.whole
             else:
                 dataset = PatchPairs(self.images, patch=args.patch, codec=self.spec, qualities=self.qualities,
-                                     seed=args.seed, rot90=args.rot90, mix=parse_mix(getattr(args, "mix", None)))
+                                     seed=args.seed, rot90=args.rot90, mix=parse_mix(getattr(args, "mix", None)),
+                                     threads=encoder_threads(workers))
         except ValueError as e:
             raise UserError(str(e)) from None
         sampler = StepBatchSampler(start, end, args.batch_size, dist.rank, dist.world)
@@ -439,21 +454,24 @@ class _Loop:
                 opt.step()
                 step += 1
                 lval = float(dist.mean(loss.detach()))
+                loader.stepped()
                 if not math.isfinite(lval):
                     raise RuntimeError(f"loss became {lval} at step {step}; lower --lr "
                                        "(the log's grad_norm shows the spike)")
                 self.loss_sum += lval
                 self.loss_n += 1
                 self.grad_max = max(self.grad_max, float(gnorm))
+                log_now = step % args.log_every == 0 or step == args.steps
+                # every rank counts its own wait; the log takes the most starved one
+                data_wait = dist.max(loader.share()) if log_now else None
                 if dist.main:
-                    if step % args.log_every == 0 or step == args.steps:
+                    if log_now:
                         now = time.time()
                         ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
                         log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
                                 loss=self.loss_sum / self.loss_n, seconds=now - t0,
                                 cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
-                                data_wait=min(1.0, loader.waited / max(1e-9, now - t_last)))
-                        loader.waited = 0.0
+                                data_wait=data_wait)
                         t_last, step_last = now, step
                         if bar is not None:
                             post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}

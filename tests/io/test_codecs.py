@@ -131,36 +131,37 @@ def test_parse_spec():
 
 
 def test_hevc_threads_same_bitstream_and_passed_to_x265(monkeypatch):
-    """threads=N sizes x265's pool: the same file bytes as the default pool (several CTU rows, so
-    wavefront threads have work), and the parameter really reaches the encoder."""
+    """threads=N sizes x265's pool: the same file, byte for byte, as the default pool (several
+    CTU rows, so wavefront threads have work), and the parameter really reaches the encoder."""
     import pillow_heif
     seen = []
     save = pillow_heif.HeifFile.save
 
     def spy(self, fp, **kw):
-        seen.append(dict(kw.get("enc_params") or {}))
-        return save(self, fp, **kw)
+        params = dict(kw.get("enc_params") or {})
+        out = save(self, fp, **kw)
+        seen.append((params.get("x265:pools"), fp.getvalue()))
+        return out
 
     monkeypatch.setattr(pillow_heif.HeifFile, "save", spy)
     for (h, w), q in [((200, 152), 15), ((96, 96), 30), ((37, 51), 8)]:
         img = _photo(h, w, seed=h)
-        default, one, four = (codecs.compress(img, f"hevc:{q}{t}") for t in ("", ":threads=1", ":threads=4"))
-        assert default.nbytes == one.nbytes == four.nbytes
-        assert np.array_equal(default.image, one.image) and np.array_equal(default.image, four.image)
-    assert [p.get("x265:pools") for p in seen[-3:]] == [None, "1", "4"]
-    for bad in ["hevc:15:threads=0", "hevc:15:threads=x", "jpeg:15:threads=1"]:
+        coded = [codecs.compress(img, f"hevc:{q}{t}") for t in ("", ":threads=1", ":threads=4")]
+        (p0, f0), (p1, f1), (p4, f4) = seen[-3:]
+        assert (p0, p1, p4) == (None, "1", "4")
+        assert f0 == f1 == f4 and len(f0) == coded[0].nbytes
+        assert all(np.array_equal(coded[0].image, c.image) for c in coded[1:])
+    for bad in ["hevc:15:threads=0", "hevc:15:threads=x", "hevc:15:threads=", "jpeg:15:threads=1"]:
         with pytest.raises(codecs.CodecError):
-            codecs.compress(_photo(16, 16), bad)
+            codecs.parse_spec(bad)
 
 
-def test_one_thread():
-    assert str(codecs.one_thread(codecs.parse_spec("hevc:15:444"))) == "hevc:15:444:threads=1"
-    assert str(codecs.one_thread(codecs.parse_spec("hevc:threads=3"))) == "hevc:threads=3"
-    assert codecs.one_thread(codecs.parse_spec("jpeg:15")) == codecs.parse_spec("jpeg:15")
-    # training data workers code HEVC with one thread each
-    from fastreshuffle.training.data import PatchPairs
-    assert str(PatchPairs([_photo(32, 32)], patch=32, codec="hevc").codec) == "hevc:threads=1"
-    assert str(PatchPairs([_photo(32, 32)], patch=32, codec="jpeg").codec) == "jpeg"
+def test_with_threads():
+    spec = codecs.parse_spec("hevc:15:444")
+    assert str(codecs.with_threads(spec, 1)) == "hevc:15:444:threads=1"
+    assert str(codecs.with_threads(codecs.parse_spec("hevc:threads=3"), 2)) == "hevc:threads=2"
+    assert codecs.with_threads(codecs.parse_spec("hevc:15:threads=3:444"), None) == spec
+    assert codecs.with_threads(codecs.parse_spec("jpeg:15"), 1) == codecs.parse_spec("jpeg:15")
 
 
 def test_rejects_non_rgb():
