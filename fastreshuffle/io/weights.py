@@ -44,8 +44,12 @@ def read_weights(path) -> Tuple[Optional[ReshuffleNetConfig], Dict[str, torch.Te
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header.  Its first byte
+    # can be 0x80 like a pickle's (a header of 128 + 256k bytes), so test the format first.
+    size = path.stat().st_size
+    safetensors_like = len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
+    if not safetensors_like and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise WeightsError(f"{path}: looks like a pickle/torch.save file; only safetensors weights are accepted")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

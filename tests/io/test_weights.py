@@ -132,6 +132,22 @@ def test_pickle_is_refused_and_never_executed(model, tmp_path, protocol):
     assert not marker.exists()
 
 
+def test_header_length_starting_like_a_pickle_loads(model, tmp_path):
+    """A safetensors file whose header length's first byte is 0x80 (a pickle's first byte) is
+    still a safetensors file (it was refused as a pickle before)."""
+    from safetensors.torch import save_file
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    p = tmp_path / "w.safetensors"
+    for pad in range(0, 2048, 8):
+        save_file(state, str(p), metadata={"format": "fastreshuffle/1", "config": model.config.to_json(),
+                                           "pad": "x" * pad})
+        if p.read_bytes()[0] == 0x80:
+            break
+    assert p.read_bytes()[0] == 0x80
+    cfg, loaded, _ = read_weights(p)
+    assert cfg == model.config and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
 def test_torch_save_is_refused(model, tmp_path):
     p = tmp_path / "model.pt"
     torch.save(model.state_dict(), p)
