@@ -82,8 +82,13 @@ def test_pack_copies_data_within_its_cap(tmp_path):
     sizes = [p.stat().st_size for p in sorted(train.iterdir())]
     cap = (sizes[0] + sizes[1] + sizes[2] / 2) / 2 ** 20                 # room for two files and a half
     out = tmp_path / "gpu_data"
+    from fastreshuffle.io.weights import save_weights
+    from fastreshuffle.nn import ReshuffleNet, ReshuffleNetConfig
+    init = tmp_path / "grown.safetensors"
+    save_weights(ReshuffleNet(ReshuffleNetConfig.preset("tiny")), init)
     assert gpu_train_pack.main(["--train", str(train), "--val", str(val), "--val-images", "2", "--max-mib",
-                                str(cap), "--no-wheel", "--out", str(out)]) == 0
+                                str(cap), "--no-wheel", "--out", str(out), "--init", str(init)]) == 0
+    assert (out / "init.safetensors").read_bytes() == init.read_bytes()
     assert sorted(p.name for p in (out / "train").iterdir()) == ["img0.png", "img1.png"]
     assert sorted(p.name for p in (out / "val").iterdir()) == ["img0.png", "img1.png"]
     assert (out / "train" / "img1.png").read_bytes() == (train / "img1.png").read_bytes()

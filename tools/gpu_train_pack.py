@@ -69,8 +69,14 @@ def main(argv=None) -> int:
     ap.add_argument("--val-images", type=int, default=8, help="validation images to pack [8]")
     ap.add_argument("--max-mib", type=float, default=40.0, help="size cap of the training images [40]")
     ap.add_argument("--no-wheel", dest="wheel", action="store_false", help="leave out the pillow-heif wheel")
+    ap.add_argument("--init", default=None, metavar="WEIGHTS",
+                    help="also carry these weights as <out>/init.safetensors, for GPU_TRAIN_ARGS=\"... --init "
+                         "gpu_data/init.safetensors\" (e.g. a network grown with tools.grow_weights)")
     ap.add_argument("--out", default=str(DEST), help=f"folder to fill (replaced) [{DEST}]")
     args = ap.parse_args(argv)
+    if args.init:
+        from fastreshuffle.io.weights import read_weights
+        read_weights(args.init)          # a clear error here rather than on the device
 
     out = Path(args.out)
     if out.exists():
@@ -81,6 +87,9 @@ def main(argv=None) -> int:
     nv = copy_images(val, out / "val", 2 ** 40, max_count=args.val_images)
     lines = [f"train: {len(list((out / 'train').iterdir()))} files, {nt / 2 ** 20:.1f} MiB, from {train}",
              f"val: {len(list((out / 'val').iterdir()))} files, {nv / 2 ** 20:.1f} MiB, from {val}"]
+    if args.init:
+        shutil.copyfile(args.init, out / "init.safetensors")
+        lines.append(f"init: {args.init}, {(out / 'init.safetensors').stat().st_size / 2 ** 20:.1f} MiB")
     if args.wheel:
         w = download_wheel(out / "wheels")
         lines.append(f"wheel: {w.name}, {w.stat().st_size / 2 ** 20:.1f} MiB")
