@@ -27,17 +27,29 @@ def average_into(model: torch.nn.Module, others) -> None:
     model.double().load_state_dict(mean)
 
 
+def output_args(p: argparse.ArgumentParser) -> None:
+    """The options every weights-writing tool shares (also tools.grow_weights)."""
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def refuse_overwrite(tool: str, args) -> bool:
+    """True (with the message) when ``args.dst`` exists and --overwrite was not given."""
+    if os.path.exists(args.dst) and not args.overwrite:
+        print(f"{tool}: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
+        return True
+    return False
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--average", nargs="+", default=[], metavar="SRC",
                    help="also these weights files: write the parameter-wise mean of all")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p)
     args = p.parse_args(argv)
-    if os.path.exists(args.dst) and not args.overwrite:
-        print(f"export_weights: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
+    if refuse_overwrite("export_weights", args):
         return 2
     meta = dict(kv.split("=", 1) for kv in args.meta)
     model = load_model(args.src)

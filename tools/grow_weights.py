@@ -9,7 +9,6 @@ source on a random 61x83 image in float64; a difference over 1e-9 is an error.
 Refuses to overwrite an existing file unless --overwrite is given.
 """
 import argparse
-import os
 import sys
 
 import torch
@@ -19,6 +18,7 @@ from fastreshuffle.io.weights import save_weights
 from fastreshuffle.nn import ReshuffleNet
 from fastreshuffle.nn.config import PRESETS
 from fastreshuffle.nn.grow import grow_state_dict
+from tools.export_weights import output_args, refuse_overwrite
 
 
 def main(argv=None) -> int:
@@ -28,11 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=0, help="initialisation of the new weights [0]")
     p.add_argument("--half", action="store_true", help="store fp16 (a paper network: 13 instead of 26 MiB)")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p)
     args = p.parse_args(argv)
-    if os.path.exists(args.dst) and not args.overwrite:
-        print(f"grow_weights: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
+    if refuse_overwrite("grow_weights", args):
         return 2
     small = load_model(args.src, fast=False).double()
     torch.manual_seed(args.seed)
