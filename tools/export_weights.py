@@ -33,6 +33,11 @@ def output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+def meta_of(args) -> dict:
+    """The --meta KEY=VALUE pairs as a dict."""
+    return dict(kv.split("=", 1) for kv in args.meta)
+
+
 def refuse_overwrite(tool: str, args) -> bool:
     """True (with the message) when ``args.dst`` exists and --overwrite was not given."""
     if os.path.exists(args.dst) and not args.overwrite:
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if refuse_overwrite("export_weights", args):
         return 2
-    meta = dict(kv.split("=", 1) for kv in args.meta)
+    meta = meta_of(args)
     model = load_model(args.src)
     if args.average:
         others = [load_model(f) for f in args.average]

@@ -18,7 +18,7 @@ from fastreshuffle.io.weights import save_weights
 from fastreshuffle.nn import ReshuffleNet
 from fastreshuffle.nn.config import PRESETS
 from fastreshuffle.nn.grow import grow_state_dict
-from tools.export_weights import output_args, refuse_overwrite
+from tools.export_weights import meta_of, output_args, refuse_overwrite
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     if diff > 1e-9:
         print(f"grow_weights: the grown network differs from the source by {diff:.3g}", file=sys.stderr)
         return 1
-    meta = {"grown_from": args.src, "grown_seed": str(args.seed), **dict(kv.split("=", 1) for kv in args.meta)}
+    meta = {"grown_from": args.src, "grown_seed": str(args.seed), **meta_of(args)}
     save_weights(big, args.dst, dtype=torch.float16 if args.half else torch.float32, metadata=meta)
     print(f"wrote {args.dst}: {args.preset} {big.config.to_json()}, grown from {small.config.to_json()}; "
           f"max difference on a test image {diff:.2g}")

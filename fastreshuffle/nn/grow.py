@@ -23,8 +23,9 @@ them gets the small network's weights for it.  That works when every small outpu
 a big position congruent to its own modulo 4 ** (up-reshuffles still to come), which the layer
 placement ensures, and is checked at every reshuffle.
 
-Works for ``tiny`` -> ``small`` -> ``paper`` and ``medium`` -> ``paper``; a pair without such a
-placement (e.g. ``small`` -> ``medium``), or a big network smaller anywhere, raises ``ValueError``.
+Works for ``tiny`` -> ``small`` -> ``paper`` and ``tiny`` -> ``medium``; a pair without such a
+placement (``small`` -> ``medium``, ``medium`` -> ``paper``), or a big network smaller anywhere,
+raises ``ValueError``.
 """
 from __future__ import annotations
 

@@ -325,7 +325,6 @@ class WholeImagePairs(Dataset):
         self.images = [_pad_to(im, patch, patch) for im in images]
         self.patch, self.seed, self.length = int(patch), int(seed), int(length)
         self.codec = with_threads(parse_spec(codec), None)   # the cache key: the same bytes for any threads
-        self.threads = threads
         qualities = [int(q) for q in qualities]
         self.versions = []
         for i in range(len(self.images)):
@@ -334,7 +333,7 @@ class WholeImagePairs(Dataset):
                 fv, fh, rot, qi = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4)), int(rng.integers(len(qualities)))
                 self.versions.append(_Version(i, bool(fv and flips), bool(fh and flips), rot if rot90 else 0,
                                               qualities[qi]))
-        self.coded = self._code_all(cache_dir, max(1, int(processes)), say)
+        self.coded = self._code_all(cache_dir, max(1, int(processes)), say, with_threads(self.codec, threads))
 
     def _cache_path(self, cache_dir: Path, v: _Version) -> Path:
         import hashlib
@@ -343,7 +342,7 @@ class WholeImagePairs(Dataset):
                        v.flip_v, v.flip_h, v.rot)).encode())
         return cache_dir / f"{h.hexdigest()}.npy"
 
-    def _code_all(self, cache_dir, processes: int, say) -> List[np.ndarray]:
+    def _code_all(self, cache_dir, processes: int, say, coder: CodecSpec) -> List[np.ndarray]:
         coded: List[Optional[np.ndarray]] = [None] * len(self.versions)
         paths = None
         if cache_dir is not None:
@@ -357,8 +356,7 @@ class WholeImagePairs(Dataset):
         if todo and say:
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "
                 f"process(es){'; cached in ' + str(cache_dir) if cache_dir is not None else ''}")
-        spec = with_threads(self.codec, self.threads)
-        jobs = ((self.images[self.versions[j].image], self.versions[j], spec) for j in todo)
+        jobs = ((self.images[self.versions[j].image], self.versions[j], coder) for j in todo)
         pool = None
         if processes > 1 and len(todo) > 1:
             import multiprocessing

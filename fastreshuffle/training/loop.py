@@ -301,12 +301,7 @@ class _TimedBatches:
 
     def __iter__(self):
         t = time.perf_counter()
-        it = iter(self.loader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
+        for batch in self.loader:
             self._got = time.perf_counter()
             self.waited += self._got - t
             yield batch
