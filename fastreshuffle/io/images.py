@@ -172,10 +172,28 @@ def _xmp_upright(xmp) -> Optional[bytes]:
     return re.sub(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)", rb"\g<1>1\g<2>", xmp)
 
 
+# The tags of a TIFF's first directory that describe the photo rather than how its pixels are
+# stored.  A TIFF's "EXIF" as Pillow gives it is that whole directory: size, bits, photometric,
+# colour map, strips, ICC (34675) and XMP (700, both carried on their own) and possibly megabytes
+# of private data.  Written into another TIFF those tags override the real ones (a palette or
+# CMYK source made the output unreadable, an oriented one a wrong size), so only these travel.
+_TIFF_DESCRIPTIVE = frozenset({
+    0x010D, 0x010E, 0x010F, 0x0110, 0x0112,   # DocumentName ImageDescription Make Model Orientation
+    0x011A, 0x011B, 0x011D, 0x0128,           # X/YResolution PageName ResolutionUnit
+    0x0131, 0x0132, 0x013B, 0x013C,           # Software DateTime Artist HostComputer
+    0x4746, 0x4749, 0x8298,                   # Rating RatingPercent Copyright
+    0x8769, 0x8825,                           # the EXIF and GPS sub-directories
+    0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F,   # Windows XPTitle ... XPSubject
+})
+
+
 def _exif_upright(im) -> Tuple[int, Optional[bytes]]:
     """-> (orientation, EXIF bytes without the orientation tag, or None when the file has none)."""
     try:
         exif = im.getexif()
+        if im.format == "TIFF":
+            for tag in [t for t in exif if t not in _TIFF_DESCRIPTIVE]:
+                del exif[tag]
     except Exception:  # broken EXIF: dropped, pixels kept as stored
         return 1, None
     orientation = exif.get(ORIENTATION, 1)

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 import fastreshuffle as fr
 from fastreshuffle.cli import main
@@ -241,3 +241,43 @@ def test_orient_array_is_pillows_exif_transpose(orientation):
         np.testing.assert_array_equal(ref, np.rot90(a, -1))
     if orientation == 8:   # 90 degrees counter-clockwise
         np.testing.assert_array_equal(ref, np.rot90(a, 1))
+
+
+@pytest.mark.parametrize("kind", ["orientation6", "palette", "cmyk", "grey"])
+@pytest.mark.parametrize("fmt", ["tiff", "png"])
+def test_tiff_input_structure_tags_never_copied(tmp_path, kind, fmt):
+    """A TIFF's own tag block (size, bits, photometric, colour map, strips) is not EXIF: only its
+    descriptive tags may travel.  Copied whole, a palette or CMYK TIFF's tags made the restored
+    TIFF unreadable and an oriented one a wrong size -- with exit code 0."""
+    stored = photo(40, 64)
+    im = Image.fromarray(stored)
+    ex = Image.Exif()
+    ex[0x010F] = "TestCam"
+    if kind == "orientation6":
+        ex[0x0112] = 6
+    elif kind == "palette":
+        im = im.quantize(64)
+    elif kind == "cmyk":
+        im = im.convert("CMYK")
+    else:
+        im = im.convert("L")
+    src = tmp_path / "in.tif"
+    im.save(src, exif=ex)
+    want = load_image_file(src)          # upright pixels, as restore reads them
+    with Image.open(src) as ref:         # read independently: dropping the tags broke no decoding
+        ref_rgb = np.asarray(ImageOps.exif_transpose(ref).convert("RGB"))
+    if kind != "cmyk":                   # (CMYK goes through a colour-managed conversion)
+        np.testing.assert_array_equal(want.rgb, ref_rgb)
+    assert main(["restore", "-q", str(src), "--format", fmt, "--device", "cpu", "--no-guard"]) == 0
+    out = Image.open(tmp_path / f"in_restored{EXT[fmt]}")
+    out.load()
+    h, w = want.rgb.shape[:2]
+    assert out.size == (w, h)
+    assert out.mode == ("L" if kind == "grey" else "RGB")
+    got = np.asarray(out.convert("RGB")).astype(np.float64)
+    assert np.abs(got - want.rgb).mean() < 4          # the restored photo, not garbage
+    oex = out.getexif()
+    assert oex.get(0x010F) == "TestCam"               # the descriptive tag is kept
+    assert oex.get(0x0112, 1) == 1
+    if fmt == "png":                                  # no structure tag smuggled into EXIF
+        assert not {0x0100, 0x0101, 0x0102, 0x0106, 0x0111, 0x0140} & set(oex)
