@@ -395,3 +395,27 @@ def test_harm_curve_hevc(tmp_path, capsys):
         want = 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - y) ** 2))
         assert abs(got - want) < 1e-9, (name, got, want)
     assert "never compressed, as pixels" in capsys.readouterr().out
+
+
+def test_same_format_rows(tmp_path, capsys):
+    """same_format's columns are changes over the JPEG input: recomputed here image by image."""
+    import numpy as np
+    from PIL import Image
+
+    import fastreshuffle as fr
+    from benchmarks import same_format as sf
+    make_images(tmp_path / "photos", n=2, size=64)
+    out = tmp_path / "same.json"
+    assert sf.main(["--data", str(tmp_path / "photos"), "--quality", "50", "95", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["quality"] for r in rows] == [50, 95]
+    assert rows[1]["mean"][0] == 0.0                  # q95 is passed through: png column unchanged
+    want = []
+    for name in ("img0.png", "img1.png"):
+        img = np.asarray(Image.open(tmp_path / "photos" / name))
+        im, dec = sf.jpeg_roundtrip(img, 50)
+        restored = np.asarray(fr.restore(im, "jpeg", device="cpu"))
+        base = sf.psnr(dec, img)
+        want.append([sf.psnr(restored, img) - base, sf.psnr(sf.jpeg_roundtrip(restored, 95, 0)[1], img) - base])
+    assert rows[0]["worst"][:2] == [round(min(a, b), 3) for a, b in zip(*want)]
+    assert rows[0]["mean"][:2] == [round((a + b) / 2, 3) for a, b in zip(*want)]

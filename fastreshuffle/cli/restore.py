@@ -3,7 +3,10 @@
 Output: ``OUTDIR/<stem><suffix>.<ext>`` (default OUTDIR: next to each input; with
 ``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR), in
 ``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
-format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default 95).
+format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default 95;
+without it a file written back into its own lossy format is copied where its pixels stay
+unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
+:mod:`fastreshuffle.inference.files`).
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
@@ -38,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output format (default: png, lossless; same = the input's format where it can be "
                         "written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
-                   help="quality 1-100 of JPEG/WebP outputs (default: 95)")
+                   help="quality 1-100 of JPEG/WebP outputs (default: 95; without it, --format same copies a "
+                        "JPEG of quality >= 85 and any file whose pixels stay unchanged as they are)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|hevc|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
                         "HEIF files, jpeg for everything else; said per file)")

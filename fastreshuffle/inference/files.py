@@ -95,6 +95,14 @@ def sniff_format(src: Path) -> Optional[str]:
         return None
 
 
+# From this JPEG quality on, a JPEG written back as JPEG at the default quality (95, 4:4:4) is
+# copied instead: on 24 CBSD432 photos (Pillow 4:2:0 inputs, restored as `restore` does), the
+# re-encode left quality 83 at +0.32 dB mean / +0.22 worst over the input, but quality 85 at
+# -0.00 / -0.10, 88 at -0.12 / -0.33, 92 at -1.6 / -2.0 and 95 at -3.4 / -5.2 dB
+# (benchmarks/same_format.py).
+KEEP_JPEG_FROM = 85
+
+
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
                  tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
                  overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
@@ -111,8 +119,11 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns
     notes for the user (conversions, dropped frames, the JPEG guard's decision).
     """
+    import numpy as np
+
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, write_restored
+    from ..io.safe_write import atomic_write_bytes
     from .guard import guard_for, guard_pixels, hevc_guarded_file, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
@@ -147,12 +158,22 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
 
     small = too_small(*pixels.shape[:2])
     g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
+    # Written back into its own lossy format at the default quality, a file whose pixels stay as
+    # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
+    # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
+    keep_file = quality is None and f.n_frames == 1 and (
+        (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP"))
     if small:
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
         restored = pixels.copy()
     elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
         if g.strength <= 0:
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
+            restored = pixels.copy()
+        elif keep_file and g.quality >= KEEP_JPEG_FROM:
+            notes.append(f"JPEG quality ~{g.quality:.0f}: re-encoded as JPEG, the restored pixels would lose more "
+                         "than restoring gains; file copied unchanged (--format png keeps the restoration, "
+                         "--output-quality Q re-encodes anyway)")
             restored = pixels.copy()
         else:
             stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
@@ -187,6 +208,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if keep_file and np.array_equal(restored, pixels):
+        atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
+        return notes
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)
     return notes
