@@ -30,7 +30,7 @@ import numpy as np
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
 from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc
 
-__all__ = ["JpegHistory", "detect_jpeg"]
+__all__ = ["JpegHistory", "detect_jpeg", "tables_fit"]
 
 _MIN_STEP, _MAX_STEP = 3, 96
 _MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
@@ -112,6 +112,30 @@ def detect_jpeg(rgb: np.ndarray, probe_blocks: int = 400, max_blocks: int = 4000
     offset = (i // _N, i % _N)
     sampling, mcu = _chroma_sampling(region, offset, quality, transposed)
     return JpegHistory(offset, step, quality, score, transposed, sampling, mcu if sampling else offset)
+
+
+def tables_fit(rgb: np.ndarray, luma_table: np.ndarray, max_blocks: int = 4000) -> bool:
+    """Whether an image said to be a JPEG with this luma table still looks like one: the block
+    means of its luma on the grid from (0, 0) sit on the lattice of the table's DC step, clearly
+    more than on the 63 other grids (``_CONTRAST`` times their mean score; the absolute score at
+    fine steps is only 0.3-0.9 on real JPEGs).  A PIL JPEG resized or painted in place keeps the
+    file's tables, which then describe other pixels.  No verdict without evidence (steps under 3,
+    which 8-bit pixels hide, or too few textured blocks): True."""
+    step = float(np.asarray(luma_table, np.float64).reshape(-1)[0])
+    if step < _MIN_STEP or rgb.ndim != 3 or min(rgb.shape[:2]) < 4 * _N:
+        return True
+    y = _luma(rgb[:1024, :1024]) - 128
+    rng = np.random.default_rng(0)
+    scores = []
+    for i in range(_N * _N):
+        b = _blocks(y, i // _N, i % _N)
+        b = b[b.std(axis=(1, 2)) > 1.5]
+        if i == 0 and len(b) < _MIN_BLOCKS:
+            return True
+        if len(b) > max_blocks:
+            b = b[rng.choice(len(b), max_blocks, replace=False)]
+        scores.append(_score(b.mean(axis=(1, 2)) * _N, np.array([step]))[0] if len(b) else 0.0)
+    return bool(scores[0] >= _CONTRAST * max(float(np.mean(scores[1:])), 0.05))
 
 
 def _chroma_fit(rgb: np.ndarray, start, quality: int, sampling, transposed: bool) -> float:

@@ -109,10 +109,14 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
 
     mode = img.mode
     if mode in ("RGB", "L"):
+        arr = np.asarray(img)
         if guard and tables is None and getattr(img, "format", None) in ("JPEG", "MPO"):
             from ..io.jpeg_tables import tables_from_pil
-            tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation)
-        return Image.fromarray(numpy_path(np.asarray(img), tables), mode)
+            from .jpeg_history import tables_fit
+            tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation) ...
+            if tables is not None and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma):
+                tables = None               # ... unless resized or painted in place: then as an array
+        return Image.fromarray(numpy_path(arr, tables), mode)
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img)
         color = numpy_path(arr[..., :-1] if mode == "RGBA" else arr[..., 0])
@@ -124,6 +128,8 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         has_alpha = mode == "PA" or "transparency" in img.info
         target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
         return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands)
+    if mode == "F":   # 32-bit float grey: as a float array (through RGB it would be cut to 0 / 1)
+        return Image.fromarray(numpy_path(np.asarray(img, dtype=np.float32)).astype(np.float32), "F")
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
         scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
@@ -216,8 +222,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
       (floats outside it, e.g. 0-255 floats, or NaN, are refused with ValueError, never
       clipped); the result has the same shape and dtype;
     * a PIL image: RGB, L, RGBA and LA come back in the same mode; palette ("P") images come
-      back as RGB/RGBA (re-quantising would undo the restoration); other modes (CMYK, ...)
-      are restored through RGB and converted back;
+      back as RGB/RGBA (re-quantising would undo the restoration); "F" (float grey) as a float
+      array in [0, 1]; other modes (CMYK, ...) are restored through RGB and converted back;
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device.
 
@@ -237,8 +243,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     image opened from a HEIF file; off for a model object): do no harm
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
     QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
-    compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``),
-    else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
+    compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``,
+    while its pixels fit them: not after an in-place ``thumbnail``), else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
     its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.

@@ -220,3 +220,37 @@ def test_hevc_strength_from_qp_and_fallback():
     assert d == (0.25, 27.0, None)
     d = hevc_decision(dec, 1000)
     assert d.qp is None and d.ratio == hevc_size_ratio(1000, dec) and d.strength == hevc_strength(d.ratio)
+
+
+def test_tables_fit_tells_an_opened_jpeg_from_one_changed_in_place():
+    """A PIL JPEG keeps its file's tables after ``thumbnail`` (in place); restored through them,
+    a q80 photo lost 0.2 dB where the array path leaves it alone.  ``tables_fit`` must accept the
+    file as opened at every quality with a DC step >= 3 and refuse it resized."""
+    from fastreshuffle.inference.jpeg_history import tables_fit
+    for a in photos(n=4, size=256):
+        for q in (10, 50, 80, 85):
+            im, dec = encode(a, q)
+            assert tables_fit(dec, tables_from_pil(im).luma), q
+            for side in (192, 128):
+                im, _ = encode(a, q)
+                im.thumbnail((side, side))
+                assert not tables_fit(np.asarray(im), tables_from_pil(im).luma), (q, side)
+
+
+def test_restore_pil_jpeg_changed_in_place_goes_the_array_way(monkeypatch):
+    from fastreshuffle.inference import restore as api
+    seen = []
+    numpy_path = api._restore_numpy
+    monkeypatch.setattr(api, "_restore_numpy", lambda *a, **k: seen.append(a[5] if len(a) > 5 else k.get("tables"))
+                        or numpy_path(*a, **k))
+    a = photos(n=1, size=256)[0]
+    im, _ = encode(a, 80)
+    im.thumbnail((192, 192))
+    assert tables_from_pil(im) is not None                     # the stale tables are still there
+    got = np.asarray(fr.restore(im, "jpeg", device="cpu", precision="fp32"))
+    assert seen == [None]                                      # ... and not used
+    np.testing.assert_array_equal(got, fr.restore(np.asarray(im), "jpeg", device="cpu", precision="fp32"))
+    seen.clear()
+    im, _ = encode(a, 80)                                      # as opened: its own tables
+    fr.restore(im, "jpeg", device="cpu", precision="fp32")
+    assert len(seen) == 1 and np.array_equal(seen[0].luma, tables_from_pil(im).luma)

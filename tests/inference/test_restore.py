@@ -484,3 +484,15 @@ def test_restore_guards_a_heif_image_by_its_qp(tmp_path):
     def psnr(x):
         return 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - a) ** 2))
     assert psnr(out) > psnr(dec) + 0.05
+
+
+def test_restore_pil_float_image_is_the_float_array_path(tiny_model):
+    """Mode F (32-bit float grey) used to go through RGB, which cut it to 0 and 1."""
+    g = _rand_img(20, 28)[..., 0].astype(np.float32) / 255
+    out = fastreshuffle.restore(Image.fromarray(g, "F"), model=tiny_model)
+    assert out.mode == "F" and out.size == (28, 20)
+    want = fastreshuffle.restore(g, model=tiny_model)
+    np.testing.assert_array_equal(np.asarray(out), want)
+    assert len(np.unique(np.asarray(out))) > 2
+    with pytest.raises(ValueError, match="0-255"):
+        fastreshuffle.restore(Image.fromarray(g * 255, "F"), model=tiny_model)
