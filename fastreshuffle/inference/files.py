@@ -35,7 +35,7 @@ class Collected(NamedTuple):
 def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
     """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
 
-    In folders, hidden files, other extensions and our own earlier outputs (by name or by
+    In folders, hidden files and folders, other extensions and our own earlier outputs (by name or by
     their EXIF mark, whatever suffix they were written with) are left out and counted."""
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
@@ -50,8 +50,9 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 if not recursive and f.is_dir() and not f.name.startswith("."):
                     skipped_folders += 1
                     continue
-                if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in FOLDER_EXTENSIONS:
-                    continue
+                if not f.is_file() or f.suffix.lower() not in FOLDER_EXTENSIONS or \
+                        any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue   # hidden files and everything in hidden folders are left out
                 if _is_earlier_output(f, suffix):
                     skipped_outputs += 1
                     continue
@@ -61,6 +62,8 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 if key not in seen:
                     seen.add(key)
                     files.append((f, p))
+        elif p.exists() and not p.is_file():   # a FIFO would block the first read for ever
+            errors.append(f"error: {item}: not a regular file (a pipe, socket or device)")
         elif p.exists():
             key = os.path.realpath(p)
             if key not in seen:

@@ -124,6 +124,8 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
+    if not path.is_file():   # a FIFO would block the read forever, a device never end
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")

@@ -307,3 +307,22 @@ def test_corrupt_weights_file_is_a_usage_error(tmp_path, weights, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "bad.safetensors" in err[0]
     assert not (tmp_path / "good1_restored.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_named_pipe_is_refused_not_waited_on(tmp_path, weights, capsys):
+    """Opening a FIFO blocks until a writer comes: it used to hang restore for ever."""
+    import threading
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    rc = []
+    t = threading.Thread(target=lambda: rc.append(cli_main(["restore", "-q", str(fifo), "--model", str(weights)])),
+                         daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():                       # unblock the reader so the thread can end
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("restore waited on a named pipe")
+    assert rc == [1]
+    assert "not a regular file" in capsys.readouterr().err

@@ -270,6 +270,9 @@ def test_cli_names_and_outdir(tmp_path, tiny_weights, capsys):
     Image.fromarray(_rand_img(24, 40, seed=1)).save(src / "sub" / "b.webp", quality=30)
     Image.fromarray(_rand_img(24, 40, seed=2)).save(src / "c.bmp")
     Image.fromarray(_rand_img(24, 40, seed=3)).save(src / "d.tiff")
+    (src / ".cache").mkdir()                                   # hidden: never entered, even with -r
+    Image.fromarray(_rand_img(24, 40, seed=4)).save(src / ".cache" / "e.jpg", quality=30)
+    Image.fromarray(_rand_img(24, 40, seed=5)).save(src / ".f.jpg", quality=30)
     assert _run_cli(src, "--model", tiny_weights) == 0
     assert (src / "a_restored.png").is_file() and (src / "c_restored.png").is_file()
     assert (src / "d_restored.png").is_file()
