@@ -10,7 +10,7 @@ unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
-Exit codes: 0 all files restored (or skipped because the output exists), 1 some files
+Exit codes: 0 all files restored (or skipped because the output exists or would clash), 1 some files
 failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
 folder cannot be created), 130 interrupted (Ctrl-C / SIGINT).
 
@@ -202,6 +202,7 @@ def run(args) -> int:
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
     n_ok = n_skip = n_fail = 0
+    used: Dict[str, int] = {}   # --model auto: files per model, said per file up to 20, else at the end
 
     try:
         from tqdm import tqdm
@@ -236,6 +237,7 @@ def run(args) -> int:
                     model, codec = model_for(name)
                 except WeightsError as e:
                     raise UserError(str(e)) from None
+                used[name] = used.get(name, 0) + 1
                 if args.model == "auto" and len(files) <= 20 and not args.quiet:
                     _say(f"note: {src}: model {name} ({str(dtype).replace('torch.', '')})", bar)
                 with _TileBar(src.name, args.quiet) as tiles:
@@ -266,4 +268,7 @@ def run(args) -> int:
     if not args.quiet or n_fail:
         _say(f"done in {time.time() - t0:.1f}s: {n_ok} restored, {n_skip} skipped, {n_fail} failed"
              + (f", {len(errors)} input path(s) not found" if errors else ""))
+    if args.model == "auto" and len(files) > 20 and used and not args.quiet:
+        _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "
+             + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))
     return 1 if (n_fail or errors) else 0

@@ -184,7 +184,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             if g.strength < 1:
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
-    elif guard and codec == "hevc" and f.format == "HEIF" and f.rgb16 is None:
+    elif guard and codec == "hevc" and f.format == "HEIF":   # (decoded at 8 bits, 10-bit files too)
         restored, d = hevc_guarded_file(run, pixels, src.read_bytes(), for_qp)
         if d.strength < 1:
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
@@ -202,11 +202,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {bg.strength:.0%} of the "
                          "correction, kept consistent with the quantisation")
     else:
-        if guard and codec == "hevc":  # no QP guard: decoded pixels (a PNG from bpgdec, ...), or a >8-bit HEIF
-            why = ("a HEIF of more than 8 bits, which the QP guard does not cover" if f.format == "HEIF"
-                   else "not a HEIF file, so its HEVC QP is unknown")
-            notes.append(f"{why}: the full correction is applied, unguarded (a never-compressed image is "
-                         "changed too)")
+        if guard and codec == "hevc":  # no QP guard: decoded pixels (a PNG from bpgdec, ...)
+            notes.append("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, "
+                         "unguarded (a never-compressed image is changed too)")
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)

@@ -270,6 +270,10 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         out = _restore_heif(net, image, tile, overlap, bands)
         if out is not None:
             return out
+    if codec == "hevc" and guard is not False:
+        import warnings
+        warnings.warn("HEVC model on an image that is not an opened HEIF file: its QP is unknown, so the full "
+                      "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=2)
     if guard is None:
         guard = codec == "jpeg"
     if isinstance(image, torch.Tensor):

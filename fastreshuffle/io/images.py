@@ -280,6 +280,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 if n_frames > 1:
                     notes.append(f"has {n_frames} frames; only the first is restored")
                 transparent = "A" in im.getbands() or "transparency" in im.info
+                depth = im.info.get("bit_depth") if fmt in ("HEIF", "AVIF") else None
+                if isinstance(depth, int) and depth > 8:
+                    notes.append(f"{depth}-bit {fmt} decoded at 8 bits")
                 icc = im.info.get("icc_profile")
                 icc = icc if isinstance(icc, bytes) and icc else None
                 xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")

@@ -312,3 +312,34 @@ def test_same_lossy_format_never_reencodes_what_it_would_make_worse(tmp_path, ca
     assert main(["restore", "-q", str(src["q90"]), "-o", str(png), "--device", "cpu"]) == 0
     restored = np.asarray(Image.open(png / "q90_restored.png"))
     assert (restored != np.asarray(Image.open(src["q90"]))).any()
+
+
+def test_auto_says_the_models_for_more_than_20_files(tmp_path, capsys):
+    for i in range(21):
+        Image.fromarray(photo(16, 16)).save(tmp_path / f"p{i:02d}.png")
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "model jpeg" not in err                              # not said per file ...
+    assert "note: models chosen (--model auto" in err and "jpeg for 21 file(s)" in err   # ... but once
+
+
+def test_ten_bit_heif_is_said_and_guarded_by_its_qp(tmp_path, capsys):
+    import pillow_heif
+    a = photo(64, 96)
+    hf = pillow_heif.from_bytes(mode="RGB;16", size=(96, 64), data=((a.astype(np.uint16) << 2) << 6).tobytes())
+    src = tmp_path / "deep.heic"
+    hf.save(src, quality=60, save_to_12bit=False)
+    assert main(["restore", str(src), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "10-bit HEIF decoded at 8 bits" in err and "QP 17" in err and "unguarded" not in err
+
+
+def test_hevc_model_on_pixels_warns_in_the_api():
+    a = photo(32, 48)
+    with pytest.warns(UserWarning, match="QP is unknown"):
+        fr.restore(a, "hevc", device="cpu")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fr.restore(a, "hevc", device="cpu", guard=False)       # asked for the raw network: no warning
+        fr.restore(a, "jpeg", device="cpu")
