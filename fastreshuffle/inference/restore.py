@@ -74,6 +74,8 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     alpha = arr[..., 3:] if (arr.ndim == 3 and arr.shape[2] == 4) else None
     rgb = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., :3] if not gray else \
         np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
+    if not arr.dtype.isnative:   # e.g. big-endian uint16 from a file: the same values, native order
+        return _restore_numpy(net, arr.astype(arr.dtype.newbyteorder("=")), tile, overlap, guard, tables, bands)
     dtype = arr.dtype
     if np.issubdtype(dtype, np.floating) and rgb.size:
         finite = bool(np.isfinite(rgb).all())
@@ -189,6 +191,9 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, ban
 
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    x = x.detach()   # inference: no graph (and no warning from reading the range of a leaf)
+    if x.dim() == 4 and x.shape[0] == 0 and x.shape[1] in (1, 3):
+        return x.clone()   # an empty batch
     if x.dim() == 3:
         return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard, bands)[0]
     if x.numel():
@@ -249,8 +254,14 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
-    from .tiling import DEFAULT_OVERLAP, SelfEnsemble
+    import os
+
+    from .tiling import DEFAULT_OVERLAP, SelfEnsemble, check_tile_args
     overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if not isinstance(model, (str, os.PathLike, torch.nn.Module)):
+        raise TypeError("model must be a shipped model name (e.g. 'jpeg'), a weights file path or a loaded "
+                        f"network, got {type(model).__name__} {model!r}")
+    check_tile_args(0 if tile is None else tile, overlap)
     if isinstance(model, str) and model == "auto":
         from .loading import auto_model_name
         model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))

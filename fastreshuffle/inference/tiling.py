@@ -43,6 +43,10 @@ def default_tile(device) -> int:
 
 
 def check_tile_args(tile: int, overlap: int) -> None:
+    import numbers
+    for name, v in (("tile size", tile), ("tile overlap", overlap)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int (a multiple of {PAD_MULTIPLE}), got {type(v).__name__} {v!r}")
     if tile < 0 or tile % PAD_MULTIPLE:
         raise ValueError(f"tile size must be 0 (no tiling) or a positive multiple of {PAD_MULTIPLE}, got {tile}")
     if overlap < 0 or overlap % PAD_MULTIPLE:

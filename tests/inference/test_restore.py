@@ -499,3 +499,28 @@ def test_restore_pil_float_image_is_the_float_array_path(tiny_model):
     assert len(np.unique(np.asarray(out))) > 2
     with pytest.raises(ValueError, match="0-255"):
         fastreshuffle.restore(Image.fromarray(g * 255, "F"), model=tiny_model)
+
+
+def test_restore_api_bad_arguments_are_named(tiny_model):
+    img = _rand_img(16, 24)
+    for bad in (None, 3):
+        with pytest.raises(TypeError, match="model must be"):
+            fastreshuffle.restore(img, model=bad)
+    for bad in ("512", 64.0, True):
+        with pytest.raises(TypeError, match="tile size must be an int"):
+            fastreshuffle.restore(img, model=tiny_model, tile=bad)
+    with pytest.raises(TypeError, match="tile overlap must be an int"):
+        fastreshuffle.restore(img, model=tiny_model, tile=64, overlap=8.0)
+    # big-endian samples are the same values: the same result as native ones
+    u16 = (_rand_img(16, 24).astype(np.uint16) * 257)
+    np.testing.assert_array_equal(fastreshuffle.restore(u16.astype(">u2"), model=tiny_model),
+                                  fastreshuffle.restore(u16, model=tiny_model))
+    # an empty batch comes back empty; a leaf that requires grad is restored without a warning
+    empty = torch.zeros(0, 3, 16, 16)
+    assert fastreshuffle.restore(empty, model=tiny_model).shape == (0, 3, 16, 16)
+    import warnings
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fastreshuffle.restore(x, model=tiny_model)
+    assert not y.requires_grad and y.shape == x.shape
