@@ -125,6 +125,7 @@ class _TileBar:
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
     from ..inference.files import collect_inputs, output_path_for, restore_file, sniff_format
+    from ..io.safe_write import check_writable
     from ..io.output import EXTENSIONS, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
@@ -202,6 +203,7 @@ def run(args) -> int:
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
     n_ok = n_skip = n_fail = 0
+    writable = set()            # output folders a file could be created in
     used: Dict[str, int] = {}   # --model auto: files per model, said per file up to 20, else at the end
 
     try:
@@ -233,6 +235,10 @@ def run(args) -> int:
                     _say(f"skipped: {src}: output exists: {out} (use --overwrite)", bar)
                     n_skip += 1
                     continue
+                if out.parent not in writable:   # once per output folder, before any image work
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    check_writable(out.parent)
+                    writable.add(out.parent)
                 try:
                     model, codec = model_for(name)
                 except WeightsError as e:

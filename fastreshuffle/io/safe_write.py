@@ -59,7 +59,10 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
     folder = path.parent if str(path.parent) else Path(".")
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", suffix=TEMP_SUFFIX, dir=str(folder))
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", suffix=TEMP_SUFFIX, dir=str(folder))
+    except OSError as e:   # name the output, not the temporary file's made-up name
+        raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -74,7 +77,10 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
         except OSError:
             pass
         if overwrite:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:   # e.g. the output path is a folder: name it, not the temporary file
+                raise OSError(e.errno, e.strerror, str(path)) from None
         else:
             try:
                 os.link(tmp, path)
@@ -90,6 +96,19 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
         _fsync_dir(folder)
     finally:  # also runs on KeyboardInterrupt / SystemExit
         _remove_quietly(tmp)
+
+
+def check_writable(folder: PathLike) -> None:
+    """Raise OSError naming ``folder`` unless a file can be created in it (created and removed:
+    permissions, read-only mounts and immutable folders all show), so that a batch learns it
+    before spending time on the first image."""
+    folder = Path(folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX + "probe.", suffix=TEMP_SUFFIX, dir=str(folder))
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror} (cannot write in this folder)", str(folder)) from None
+    os.close(fd)
+    _remove_quietly(Path(name))
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:

@@ -326,3 +326,28 @@ def test_named_pipe_is_refused_not_waited_on(tmp_path, weights, capsys):
         pytest.fail("restore waited on a named pipe")
     assert rc == [1]
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_read_only_output_folder_is_named_before_any_image_work(tmp_path, weights, capsys, monkeypatch):
+    """A folder no file can be created in (read-only mount, immutable: injected, root ignores
+    chmod) is found before the network runs, and the error names it, not a temporary file."""
+    import tempfile
+
+    from fastreshuffle.inference import files
+    _good_files(tmp_path)
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **kw):
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **kw)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    ran = []
+    monkeypatch.setattr(files, "restore_file", lambda *a, **k: ran.append(a))
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), str(tmp_path / "good2.jpg"), "-o", str(out),
+                   "--model", str(weights)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and not ran
+    assert len(err) == 2 and all("Read-only file system" in ln and str(out) in ln and ".part" not in ln for ln in err)
