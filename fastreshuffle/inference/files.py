@@ -194,7 +194,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
         if bg is None:
-            notes.append("no JPEG compression found in the pixels: written unchanged (--no-guard restores it anyway)")
+            why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
+                   "RGB pixels" if f.format in ("JPEG", "MPO") else "no JPEG compression found in the pixels")
+            notes.append(f"{why}: written unchanged (--no-guard restores it anyway)")
         elif bg.strength <= 0:
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
                          "written unchanged")

@@ -343,3 +343,10 @@ def test_hevc_model_on_pixels_warns_in_the_api():
         warnings.simplefilter("error")
         fr.restore(a, "hevc", device="cpu", guard=False)       # asked for the raw network: no warning
         fr.restore(a, "jpeg", device="cpu")
+
+
+def test_cmyk_jpeg_note_says_why_its_tables_are_not_used(tmp_path, capsys):
+    src = tmp_path / "c.jpg"
+    Image.fromarray(photo(64, 96)).convert("CMYK").save(src, quality=15)
+    assert main(["restore", str(src), "--device", "cpu"]) == 0
+    assert "a JPEG whose tables cannot be used (CMYK or RGB-coded)" in capsys.readouterr().err
