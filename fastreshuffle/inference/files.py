@@ -164,8 +164,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
     # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
     # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
-    keep_file = quality is None and f.n_frames == 1 and (
-        (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP"))
+    # (A phone's MPO -- a JPEG with a second image -- is copied whole; an animated WebP is not.)
+    keep_file = quality is None and (
+        (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP" and f.n_frames == 1))
     if small:
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
         restored = pixels.copy()

@@ -294,10 +294,13 @@ def test_same_lossy_format_never_reencodes_what_it_would_make_worse(tmp_path, ca
         Image.fromarray(a).save(src[name], quality=q)
     src["w"] = tmp_path / "w.webp"                     # no JPEG history: left unchanged
     Image.fromarray(a).save(src["w"], quality=60)
+    src["m"] = tmp_path / "m.jpg"                      # a phone's MPO (JPEG + a second image), q95
+    Image.fromarray(a).save(src["m"], format="MPO", save_all=True, append_images=[Image.fromarray(a[::-1].copy())],
+                            quality=95)
     out = tmp_path / "out"
     assert main(["restore", str(tmp_path), "--format", "same", "-o", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr()
-    for name in ("q95", "q90", "w"):
+    for name in ("q95", "q90", "w", "m"):
         got = out / f"{src[name].stem}_restored{src[name].suffix}"
         assert got.read_bytes() == src[name].read_bytes(), name
     assert "file copied unchanged" in said.out + said.err          # q90: why the restoration was not kept
