@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-ensemble", action="store_true",
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
     p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="JPEG: evaluate the raw network, without the quality-dependent strength and the "
-                        "consistency with the quantisation tables that restore applies")
+                   help="evaluate the raw network: without the strength from the JPEG tables or the HEIF QP, "
+                        "the consistency with the quantisation and the pixel search for JPEG compression that "
+                        "restore applies")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: 95; without it, --format same copies a "
                         "JPEG of quality >= 85 and any file whose pixels stay unchanged as they are)")
-    p.add_argument("--model", default="auto", metavar="auto|jpeg|hevc|PATH",
+    p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|hevc|hevc-low|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
                         "HEIF files, jpeg for everything else; said per file)")
     add_device_argument(p)
@@ -54,15 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="context pixels around each tile, a multiple of 8 (default: 32)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16, "
-                        "within 0.002 dB of fp32 on Kodak24 and faster; fp32 elsewhere); fp16: CUDA only")
+                        "within 0.003 dB of fp32 on Kodak24 and faster; fp32 elsewhere); fp16: CUDA only")
     p.add_argument("--half", action="store_true", help="same as --precision fp16 (CUDA only; ignored on CPU)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the model over the 8 flips/rotations of each tile (8x slower, "
                         "+0.05-0.06 dB on Kodak24 JPEG q10-30)")
     p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="JPEG inputs: the network's full correction, without the quality-dependent strength "
-                        "and the consistency with the file's quantisation tables (can make high-quality "
-                        "JPEGs worse; for experiments)")
+                   help="the network's full correction on every image: no strength from a JPEG's tables or a "
+                        "HEIF file's QP, no consistency with the quantisation, no search for JPEG compression "
+                        "in other images' pixels (can make high-quality and never-compressed images worse; "
+                        "for experiments)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--suffix", default="_restored", help="added to each output's stem (default: _restored)")

@@ -11,7 +11,8 @@ Two pins per row
 * README's figures (what users read), +-0.02 dB on every PSNR (codec and restored; set and
   mean; the gain of the means) and +-0.001 bpp.  README prints two (bpp: three) decimals, so
   rounding takes up to 0.005 dB of that; the rest is margin.
-* The same run's figures at four decimals (``fastreshuffle eval``, 2026-12-03, torch 2.13.0 CPU,
+* The same runs' figures at four decimals (``fastreshuffle eval``, 2026-12-03; the HEVC rows
+  2026-12-04, with the weights shipped then; torch 2.13.0 CPU,
   Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
   them: the AVX-512 kernel, the AVX2 kernel, the torch composition (``FASTRESHUFFLE_CPU_KERNEL=off``)
