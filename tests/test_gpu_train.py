@@ -93,3 +93,36 @@ def test_pack_copies_data_within_its_cap(tmp_path):
     assert sorted(p.name for p in (out / "val").iterdir()) == ["img0.png", "img1.png"]
     assert (out / "train" / "img1.png").read_bytes() == (train / "img1.png").read_bytes()
     assert "train: 2 files" in (out / "MANIFEST.txt").read_text() and not (out / "wheels").exists()
+
+
+def test_pack_never_removes_what_is_not_a_pack(tmp_path, capsys):
+    """--out used to be deleted first, whatever it held: a user's folder, the images to pack."""
+    from tools import gpu_train_pack
+
+    train = make_images(tmp_path / "train", n=2, size=32)
+    val = make_images(tmp_path / "val", n=2, size=32, seed=1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("keep")
+    base = ["--val", str(val), "--no-wheel"]
+    for argv, said in ((["--train", str(train), "--out", str(mine)], "not a previous pack"),
+                       (["--train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")], "holds no images"),
+                       (["--train", str(train), "--out", str(train)], "not a previous pack"),
+                       (["--train", str(train), "--out", str(tmp_path)], "not a previous pack"),
+                       (["--train", str(train), "--out", str(a_file)], "not a folder"),
+                       (["--train", str(train), "--out", str(tmp_path / "p"), "--init", str(a_file)], "--init"),
+                       (["--train", str(train), "--out", str(tmp_path / "p"), "--max-mib", "0"], "--max-mib")):
+        assert gpu_train_pack.main(base + argv) == 2, argv
+        assert said in capsys.readouterr().err, argv
+    assert (mine / "notes.txt").read_text() == "keep" and a_file.read_text() == "keep"
+    assert len(list(train.iterdir())) == 2 and not (tmp_path / "p").exists()
+    out = tmp_path / "pack"                                # a previous pack is replaced
+    assert gpu_train_pack.main(base + ["--train", str(train), "--out", str(out)]) == 0
+    (out / "train" / "stale.png").write_bytes(b"x")
+    assert gpu_train_pack.main(base + ["--train", str(train), "--out", str(out)]) == 0
+    assert not (out / "train" / "stale.png").exists()
+    empty = tmp_path / "empty"                             # ... and an empty folder filled
+    empty.mkdir()
+    assert gpu_train_pack.main(base + ["--train", str(train), "--out", str(empty)]) == 0

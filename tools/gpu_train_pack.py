@@ -59,6 +59,40 @@ def download_wheel(dst: Path) -> Path:
     return wheels[-1]
 
 
+def _checked(args, train_dir, eval_dir):
+    """-> (out, train, val) once every input is known good and ``out`` may be replaced: it must be
+    missing, an empty folder or a previous pack (its MANIFEST.txt), and hold neither image folder.
+    Raises ValueError / OSError naming the problem; nothing is touched before."""
+    from fastreshuffle.io.weights import read_weights
+    if args.val_images < 1:
+        raise ValueError(f"--val-images must be at least 1, got {args.val_images}")
+    if not args.max_mib > 0:
+        raise ValueError(f"--max-mib must be positive, got {args.max_mib}")
+    train = Path(args.train) if args.train else train_dir(args.data_root)
+    val = Path(args.val) if args.val else eval_dir(args.data_root)
+    for what, folder in (("training", train), ("validation", val)):
+        if not folder.is_dir() or not _images(folder):
+            raise ValueError(f"{what} folder {folder} is missing or holds no images")
+    if args.init:
+        try:
+            read_weights(args.init)      # a clear error here rather than on the device
+        except Exception as e:
+            raise ValueError(f"--init {args.init}: {e}") from None
+    out = Path(args.out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise ValueError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / "MANIFEST.txt").is_file():
+            raise ValueError(f"--out {out} is a folder that is not a previous pack (no MANIFEST.txt); "
+                             "refusing to replace it")
+    o = out.resolve()
+    for folder in (train, val):
+        f = folder.resolve()
+        if f == o or o in f.parents or f in o.parents:
+            raise ValueError(f"--out {out} and the image folder {folder} overlap")
+    return out, train, val
+
+
 def main(argv=None) -> int:
     from fastreshuffle.io.datasets import eval_dir, train_dir
 
@@ -74,17 +108,19 @@ def main(argv=None) -> int:
                          "gpu_data/init.safetensors\" (e.g. a network grown with tools.grow_weights)")
     ap.add_argument("--out", default=str(DEST), help=f"folder to fill (replaced) [{DEST}]")
     args = ap.parse_args(argv)
-    if args.init:
-        from fastreshuffle.io.weights import read_weights
-        read_weights(args.init)          # a clear error here rather than on the device
-
-    out = Path(args.out)
+    try:
+        out, train, val = _checked(args, train_dir, eval_dir)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if out.exists():
-        shutil.rmtree(out)
-    train = Path(args.train) if args.train else train_dir(args.data_root)
-    val = Path(args.val) if args.val else eval_dir(args.data_root)
+        shutil.rmtree(out)            # a previous pack (checked above), nothing else
     nt = copy_images(train, out / "train", int(args.max_mib * 2 ** 20))
     nv = copy_images(val, out / "val", 2 ** 40, max_count=args.val_images)
+    if not nt:
+        print(f"error: no training image of {train} fits in --max-mib {args.max_mib:g}", file=sys.stderr)
+        shutil.rmtree(out)
+        return 2
     lines = [f"train: {len(list((out / 'train').iterdir()))} files, {nt / 2 ** 20:.1f} MiB, from {train}",
              f"val: {len(list((out / 'val').iterdir()))} files, {nv / 2 ** 20:.1f} MiB, from {val}"]
     if args.init:
