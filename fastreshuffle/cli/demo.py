@@ -1,5 +1,8 @@
 """``fastreshuffle demo``: JPEG-compress a real photo, restore it, print PSNR, save a side-by-side PNG.
 
+Restored exactly as ``fastreshuffle restore`` restores a JPEG file (``fastreshuffle.restore`` on the
+opened JPEG: its tables, the do-no-harm guard, the network of its quality band, precision auto).
+
 The photo is scikit-image's ``astronaut`` (``pip install scikit-image``, an optional extra).
 The saved image shows, left to right: the JPEG-compressed input, the restored image and
 the original.  An existing output file is never replaced without ``--overwrite``.
@@ -38,9 +41,14 @@ def demo_photo() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[..., :3], dtype=np.uint8)
 
 
-def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    from ..io.codecs import jpeg
-    return jpeg(img, quality=quality).image
+def jpeg_file(img: np.ndarray, quality: int):
+    """The photo as a JPEG file (Pillow, 4:2:0), opened: a PIL image that keeps its tables."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    return Image.open(io.BytesIO(buf.getvalue()))
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
@@ -71,16 +79,14 @@ def run(args) -> int:
     except ImportError as e:
         raise UserError(str(e)) from None
 
-    from ..inference.loading import band_model, load_model
-    from ..inference.tiling import restore_uint8
+    import fastreshuffle
     device = device_from_args(args)
-    try:
-        model = load_model(band_model(args.model, args.quality), device)   # the model of that quality
+    jpeg = jpeg_file(original, args.quality)
+    compressed = np.asarray(jpeg.convert("RGB"))
+    try:   # what `fastreshuffle restore photo.jpg` does: its tables, the guard, the network of its quality
+        restored = np.asarray(fastreshuffle.restore(jpeg, args.model, device=str(device)))
     except WeightsError as e:
         raise UserError(str(e)) from None
-
-    compressed = jpeg_roundtrip(original, args.quality)
-    restored = restore_uint8(model, compressed)
     p_in, p_out = psnr(compressed, original), psnr(restored, original)
     print(f"photo: scikit-image astronaut, {original.shape[1]}x{original.shape[0]}")
     print(f"JPEG q{args.quality}:  PSNR {p_in:.2f} dB")
