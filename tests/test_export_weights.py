@@ -1,4 +1,5 @@
 """tools.export_weights: fp16 export with metadata, and --average (parameter-wise mean of runs)."""
+import pytest
 import torch
 
 from fastreshuffle.io.weights import read_weights, save_weights
@@ -52,3 +53,18 @@ def test_average_refuses_other_config_and_overwrite(tmp_path, capsys):
     out.write_bytes(b"mine")
     assert export_weights.main([str(a), str(out)]) == 2
     assert out.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("tool", ["export_weights", "grow_weights"])
+def test_tools_say_bad_inputs_in_one_line(tool, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(f"tools.{tool}").main
+    extra = ["--preset", "paper"] if tool == "grow_weights" else []
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    for argv, said in (([str(tmp_path / "missing.safetensors")], "missing.safetensors"),
+                       ([str(text)], "notes.txt")):
+        assert main(argv + [str(tmp_path / "out.safetensors")] + extra) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.safetensors").exists()

@@ -34,8 +34,22 @@ def output_args(p: argparse.ArgumentParser) -> None:
 
 
 def meta_of(args) -> dict:
-    """The --meta KEY=VALUE pairs as a dict."""
+    """The --meta KEY=VALUE pairs as a dict (ValueError naming a pair without '=')."""
+    bad = [kv for kv in args.meta if "=" not in kv]
+    if bad:
+        raise ValueError(f"--meta takes KEY=VALUE, got {bad[0]!r}")
     return dict(kv.split("=", 1) for kv in args.meta)
+
+
+def one_line_errors(tool: str, body) -> int:
+    """``body()``, with a bad input (unreadable or foreign weights, a bad option, a file that
+    cannot be written) said in one line and exit status 2 instead of a traceback."""
+    from fastreshuffle.errors import WeightsError
+    try:
+        return body()
+    except (WeightsError, ValueError, OSError) as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def refuse_overwrite(tool: str, args) -> bool:
@@ -54,6 +68,10 @@ def main(argv=None) -> int:
                    help="also these weights files: write the parameter-wise mean of all")
     output_args(p)
     args = p.parse_args(argv)
+    return one_line_errors("export_weights", lambda: _export(args))
+
+
+def _export(args) -> int:
     if refuse_overwrite("export_weights", args):
         return 2
     meta = meta_of(args)

@@ -18,7 +18,7 @@ from fastreshuffle.io.weights import save_weights
 from fastreshuffle.nn import ReshuffleNet
 from fastreshuffle.nn.config import PRESETS
 from fastreshuffle.nn.grow import grow_state_dict
-from tools.export_weights import meta_of, output_args, refuse_overwrite
+from tools.export_weights import meta_of, one_line_errors, output_args, refuse_overwrite
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--half", action="store_true", help="store fp16 (a paper network: 13 instead of 26 MiB)")
     output_args(p)
     args = p.parse_args(argv)
+    return one_line_errors("grow_weights", lambda: _grow(args))
+
+
+def _grow(args) -> int:
     if refuse_overwrite("grow_weights", args):
         return 2
+    meta = meta_of(args)
     small = load_model(args.src, fast=False).double()
     torch.manual_seed(args.seed)
     big = ReshuffleNet(PRESETS[args.preset]).double()
@@ -46,7 +51,7 @@ def main(argv=None) -> int:
     if diff > 1e-9:
         print(f"grow_weights: the grown network differs from the source by {diff:.3g}", file=sys.stderr)
         return 1
-    meta = {"grown_from": args.src, "grown_seed": str(args.seed), **meta_of(args)}
+    meta = {"grown_from": args.src, "grown_seed": str(args.seed), **meta}
     save_weights(big, args.dst, dtype=torch.float16 if args.half else torch.float32, metadata=meta)
     print(f"wrote {args.dst}: {args.preset} {big.config.to_json()}, grown from {small.config.to_json()}; "
           f"max difference on a test image {diff:.2g}")

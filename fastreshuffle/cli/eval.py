@@ -39,12 +39,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "restore applies")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json / --plot files")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--no-per-image", dest="per_image", action="store_false", help="leave per_image out of the JSON")
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _check_output(opt: str, path: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists (without --overwrite), is a folder, or
+    whose folder cannot be made or written in."""
+    from ..io.safe_write import check_writable
+    if path.is_dir():
+        raise UserError(f"{opt} {path} is a folder; name a file")
+    if path.exists() and not overwrite:
+        raise UserError(f"{opt} {path} exists; use --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(path.parent)
+    except OSError as e:
+        raise UserError(f"{opt} {path}: cannot write there: {e.strerror or e}") from None
 
 
 def _resolve_model(args, device):
@@ -81,7 +97,7 @@ def _resolve_model(args, device):
 def run(args) -> int:
     from ..errors import CodecError
     from ..inference.evaluate import METRIC_NOTES, evaluate, load_eval_images, plot_rd, print_table
-    from ..io.codecs import parse_spec
+    from ..io.codecs import fixed_qp, parse_spec
     from ..io.datasets import eval_dir
 
     warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -89,6 +105,11 @@ def run(args) -> int:
         spec = parse_spec(args.codec)
     except CodecError as e:
         raise UserError(str(e)) from None
+    if fixed_qp(spec) is not None:   # "hevc:qp=45" is --qp 45: labelled by its QP, not by a quality
+        if args.qp or args.quality or spec.quality is not None:
+            raise UserError(f"--codec {args.codec} fixes the QP: give no quality and no --qp beside it")
+        args.qp = [fixed_qp(spec)]
+        spec = parse_spec(spec.name + "".join(f":{k}={v}" if v else f":{k}" for k, v in spec.options if k != "qp"))
     if args.qp:
         if spec.name != "hevc":
             raise UserError("--qp is only for --codec hevc")
@@ -107,6 +128,15 @@ def run(args) -> int:
             raise UserError(str(e)) from None
         settings = [{"quality": q} for q in quals]
         spec = parse_spec(spec, quals[0])
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after
+        if path:
+            _check_output(opt, Path(path), args.overwrite)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise UserError(f"--plot writes a PNG: name it .png, got {args.plot}")
     if args.plot and len(settings) < 2:
         warn("--plot with a single quality draws a single point")
     if args.threads:
@@ -138,12 +168,13 @@ def run(args) -> int:
     print_table(results)
     doc = {"data": str(folder), "images": len(images), "skipped": bad, "model": mdesc,
            "metrics": METRIC_NOTES, "seconds": time.time() - t0, "results": results}
+    from ..io.safe_write import atomic_write_bytes, atomic_write_with
     if args.json:
         p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(doc, indent=1))
+        atomic_write_bytes(p, json.dumps(doc, indent=1).encode(), overwrite=args.overwrite)
         print(f"wrote {p}")
     if args.plot:
         title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
-        print(f"wrote {plot_rd(results, args.plot, title)}")
+        atomic_write_with(Path(args.plot), lambda f: plot_rd(results, f, title), overwrite=args.overwrite)
+        print(f"wrote {args.plot}")
     return 0

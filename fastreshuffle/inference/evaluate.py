@@ -191,13 +191,16 @@ def print_table(results: List[Dict], out=None) -> None:
         print("  ".join(v.rjust(w) for v, w in zip(x, widths)), file=out)
 
 
-def plot_rd(results: List[Dict], path, title: str = "") -> Path:
+def plot_rd(results: List[Dict], path, title: str = ""):
+    """Rate-distortion plot of ``results`` as a PNG into ``path`` (a file name or a binary file
+    object); returns ``path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not hasattr(path, "write"):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     rs = sorted(results, key=lambda r: r["bpp"])
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     bpp = [r["bpp"] for r in rs]
@@ -214,7 +217,7 @@ def plot_rd(results: List[Dict], path, title: str = "") -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return path
 

@@ -36,6 +36,10 @@ class _Clipped(torch.nn.Module):
         return self.net(x).clamp(0.0, 1.0)
 
 
+# The oldest opset torch's exporter writes this graph in (asked for less, it falls back to 18).
+MIN_OPSET = 18
+
+
 def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: Union[str, os.PathLike] = "model.onnx", *,
                 opset: int = 18, overwrite: bool = False) -> Path:
     """Write ``model`` (shipped name, safetensors path, or a ReshuffleNet / FastReshuffleNet
@@ -50,9 +54,14 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
     from .loading import load_model
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; name the .onnx file to write")
     if path.exists() and not overwrite:
         from ..errors import OutputExistsError
         raise OutputExistsError(path)
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= int(opset) <= newest:   # below 18 the exporter falls back to 18 with a warning
+        raise UserError(f"opset must be in {MIN_OPSET}..{newest} (the exporter's range for this graph), got {opset}")
     if isinstance(model, torch.nn.Module):
         from ..nn.reference import ReshuffleNet
         ref = ReshuffleNet(model.config)            # the plain-PyTorch graph, float32 on CPU
@@ -72,6 +81,15 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
         if custom:
             raise RuntimeError(f"the exported graph uses non-standard operator domains {custom}")
         onnx.checker.check_model(proto)
+        got = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+        if got != [int(opset)]:
+            raise UserError(f"the exporter wrote opset {got}, not the {opset} asked for")
         data = proto.SerializeToString()
-    atomic_write_bytes(path, data, overwrite=overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, overwrite=overwrite)
+    except FileExistsError:      # OutputExistsError: the caller says it
+        raise
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path

@@ -176,6 +176,8 @@ class CodecSpec:
             elif k == "8bit":
                 kw["bit_depth"] = 8
             elif k == "qp":
+                if not v.isdigit() or not 0 <= int(v) <= 51:
+                    raise CodecError(f"HEVC QP must be a whole number in 0..51, got {v!r}")
                 kw["qp"] = int(v)
                 if self.quality is None:
                     kw["quality"] = None
@@ -220,7 +222,8 @@ def with_threads(spec: CodecSpec, threads: Optional[int]) -> CodecSpec:
 def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
     """Parse ``"jpeg"``, ``"jpeg:10"``, ``"hevc:15:444"``, ``"hevc:qp=37"``, ``"webp:20:method=6"``."""
     if isinstance(spec, CodecSpec):
-        return spec if quality is None else spec.with_quality(quality)
+        s = spec if quality is None else spec.with_quality(quality)
+        return _checked(s)
     parts = [p.strip() for p in str(spec).strip().lower().split(":")]
     name = ALIASES.get(parts[0], parts[0])
     if name not in CODECS:
@@ -238,12 +241,24 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
             opts.append((k.strip(), v.strip()))
     if quality is not None:
         q = int(quality)
-    s = CodecSpec(name, q, tuple(opts))
+    return _checked(CodecSpec(name, q, tuple(opts)))
+
+
+def fixed_qp(spec: "CodecSpec") -> Optional[int]:
+    """The QP an ``hevc:qp=N`` spec fixes (its quality, if any, is then not what is coded), else None."""
+    for k, v in spec.options:
+        if k == "qp":
+            return int(v)
+    return None
+
+
+def _checked(s: "CodecSpec") -> "CodecSpec":
+    """``s`` once its options and quality are valid (CodecError naming the first that is not)."""
     s.kwargs()  # validate options early
-    if q is not None:
-        lo, hi = QUALITY_RANGE[name]
-        if not lo <= q <= hi:
-            raise CodecError(f"{name} quality must be in {lo}..{hi}, got {q}")
+    if s.quality is not None:
+        lo, hi = QUALITY_RANGE[s.name]
+        if not lo <= s.quality <= hi:
+            raise CodecError(f"{s.name} quality must be in {lo}..{hi}, got {s.quality}")
     return s
 
 

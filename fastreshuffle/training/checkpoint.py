@@ -44,14 +44,26 @@ def save_state(run: Path, model, opt, step: int, extra: Dict) -> None:
     atomic_write_bytes(run / "state.json", json.dumps(meta, indent=1, default=str).encode(), overwrite=True)
 
 
-def load_state(run: Path, model, opt) -> Dict:
-    from safetensors.torch import load_file
-
+def read_state_meta(run: Path) -> Dict:
+    """The saved run's ``state.json``, checked to be one (UserError naming what is wrong)."""
     sj, st = run / "state.json", run / "state.safetensors"
     if not sj.is_file() or not st.is_file():
         raise UserError(f"--resume: no training state in {run} (state.json / state.safetensors missing)")
     try:
         meta = json.loads(sj.read_text())
+    except Exception as e:
+        raise UserError(f"--resume: cannot read training state in {run}: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("param_groups"), list) or "step" not in meta:
+        raise UserError(f"--resume: {sj} is not a training state (no step / param_groups)")
+    return meta
+
+
+def load_state(run: Path, model, opt) -> Dict:
+    from safetensors.torch import load_file
+
+    meta = read_state_meta(run)
+    st = run / "state.safetensors"
+    try:
         tensors = load_file(str(st))
     except Exception as e:
         raise UserError(f"--resume: cannot read training state in {run}: {e}") from None
@@ -74,7 +86,10 @@ def load_state(run: Path, model, opt) -> Dict:
         if entry:
             state[i] = entry
     groups = meta["param_groups"]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--resume: the saved optimizer state does not fit this network: {e}") from None
     return meta
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..backends import cpu_has_bf16, training_precision
 from ..errors import CodecError, DataError, UserError, WeightsError
 from ..nn.config import ReshuffleNetConfig
-from .checkpoint import CsvLog, load_state, save_state
+from .checkpoint import CsvLog, load_state, read_state_meta, save_state
 from .dist import Dist
 
 __all__ = ["train", "lr_at", "validate"]
@@ -101,6 +101,10 @@ def _resolve_config(args) -> ReshuffleNetConfig:
     return ReshuffleNetConfig.preset(args.preset)
 
 
+# What a run writes into --out: a folder holding any of them is not written into without --resume.
+RUN_FILES = ("state.json", "state.safetensors", "log.csv", "last.safetensors", "best.safetensors")
+
+
 def _check_args(args) -> None:
     if args.patch <= 0 or args.patch % 8:
         raise UserError(f"--patch must be a positive multiple of 8, got {args.patch}")
@@ -108,8 +112,15 @@ def _check_args(args) -> None:
         raise UserError("--steps must be positive")
     if args.batch_size <= 0:
         raise UserError("--batch-size must be positive")
-    if args.lr <= 0:
-        raise UserError("--lr must be positive")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
+    min_lr = getattr(args, "min_lr", None)
+    if min_lr is not None and not (math.isfinite(min_lr) and 0 <= min_lr <= args.lr):
+        raise UserError(f"--min-lr must be in [0, --lr], got {min_lr}")
+    for name, least in (("warmup", 0), ("workers", 0), ("threads", 1), ("stop_at", 1), ("val_crop", 0)):
+        v = getattr(args, name, None)
+        if v is not None and v < least:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
     if not math.isfinite(args.grad_clip) or args.grad_clip < 0:
@@ -121,6 +132,12 @@ def _check_args(args) -> None:
         raise UserError(str(e)) from None
     if getattr(args, "encode", "patch") == "whole" and mix.active:
         raise UserError("--mix is for --encode patch (its variations code each patch on its own)")
+    cache = getattr(args, "coded_cache", None)
+    if cache is not None:
+        if getattr(args, "encode", "patch") != "whole":
+            raise UserError("--coded-cache is for --encode whole")
+        if Path(cache).exists() and not Path(cache).is_dir():
+            raise UserError(f"--coded-cache {cache} exists and is not a folder")
     for name in ("time_budget", "checkpoint_every"):
         v = getattr(args, name, None)
         if v is not None and not v > 0:
@@ -128,16 +145,20 @@ def _check_args(args) -> None:
 
 
 def _codec_and_qualities(args):
-    from ..io.codecs import parse_spec, with_threads
+    from ..io.codecs import fixed_qp, parse_spec, with_threads
     from .data import parse_quality_range
 
     try:
         qualities = parse_quality_range(args.quality)
         # a run is named by what is coded; x265's thread count changes the cost, not the bytes
         spec = with_threads(parse_spec(args.codec), None)
-        if spec.quality is not None:  # "jpeg:10" given as codec: that is the quality
-            if args.quality == "10":
-                qualities = [spec.quality]
+        if fixed_qp(spec) is not None:   # every sample coded at that QP: a quality would be a false label
+            if args.quality != "10" or spec.quality is not None:
+                raise ValueError(f"--codec {args.codec} fixes the QP: give no --quality beside it")
+        elif spec.quality is not None:  # "jpeg:10" given as codec: that is the quality
+            if args.quality != "10":
+                raise ValueError(f"--codec {args.codec} names the quality; give no --quality beside it")
+            qualities = [spec.quality]
         for q in qualities:
             parse_spec(spec, q)
     except (ValueError, CodecError) as e:
@@ -207,16 +228,25 @@ def _build_model(args, cfg, device, precision: str):
 
 def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, tuple, float]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far) of the saved run."""
+    saved_cfg = read_state_meta(run_dir).get("config")   # checked before any tensor is loaded
+    if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
+        raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
+                        "pass the same --preset/--config")
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
     loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))     # (sum, count[, largest gradient norm])
     cpu_seconds = float(meta.get("cpu_seconds") or 0.0)
-    saved_cfg = meta.get("config")
-    if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
-        raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
-                        "pass the same --preset/--config")
     say(f"resuming {run_dir} at step {start}")
+    saved_wd = meta["param_groups"][0].get("weight_decay") if meta["param_groups"] else None
+    if saved_wd is not None and saved_wd != args.weight_decay:
+        warn(f"--resume: --weight-decay {args.weight_decay} is not used: the saved optimizer's {saved_wd} is kept")
+    saved_args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
+    for key in ("mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
+                "small_images"):
+        if key in saved_args and hasattr(args, key) and saved_args[key] != getattr(args, key):
+            warn(f"--resume: --{key.replace('_', '-')} was {saved_args[key]!r} in the saved run, now "
+                 f"{getattr(args, key)!r}; the result will differ from an uninterrupted run")
     for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
                      ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
                      ("schedule", args.schedule), ("steps", args.steps), ("precision", args.precision_used),
@@ -233,6 +263,12 @@ def train(args) -> int:
     _check_args(args)
     spec, qualities = _codec_and_qualities(args)
     val_qualities = args.val_quality or [min(qualities)]
+    from ..io.codecs import parse_spec
+    for q in val_qualities:
+        try:
+            parse_spec(spec, q)
+        except CodecError as e:
+            raise UserError(f"--val-quality: {e}") from None
     cfg = _resolve_config(args)
 
     if args.threads:
@@ -252,8 +288,13 @@ def train(args) -> int:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the {dist.world} processes")
     run_dir = Path(args.out)
     if dist.main:
-        if run_dir.exists() and not args.resume and (run_dir / "state.json").exists():
-            raise UserError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--out {run_dir} exists and is not a folder")
+        if args.resume:
+            read_state_meta(run_dir)          # a clear error before anything is created
+        elif any((run_dir / n).exists() for n in RUN_FILES):
+            raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
+                            "use --resume to continue it or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
 
@@ -522,7 +563,8 @@ class _Loop:
             log.close()
         if dist.main:
             best_txt = f"best val PSNR {self.best:.3f} dB; " if math.isfinite(self.best) else ""
-            say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in "
-                f"{self.run_dir / 'best.safetensors'}")
+            best_file = self.run_dir / "best.safetensors"
+            weights = best_file if best_file.is_file() else self.run_dir / "last.safetensors"
+            say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in {weights}")
         dist.close()
         return 0

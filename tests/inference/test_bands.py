@@ -85,7 +85,7 @@ def cli_restore_and_eval(tmp_path, capsys, src, model, low, general, codec_args,
         j = tmp_path / "e.json"
         args = ["--model", m] if m != general else ["--weights", m]
         assert main(["eval", "--data", str(data), *codec_args, "--quality", "10", "--device", "cpu", "-q",
-                     "--json", str(j), *args]) == 0
+                     "--json", str(j), "--overwrite", *args]) == 0
         doc = json.loads(j.read_text())
         out[m] = doc["results"][0]["psnr_restored"]
         if m == model:

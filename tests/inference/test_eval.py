@@ -149,3 +149,45 @@ def test_read_image_palette_alpha_and_48bit(tmp_path):
     (tmp_path / "48.png").write_bytes(png)
     out = read_image(tmp_path / "48.png")
     assert out.shape == (4, 5, 3) and out.dtype == np.uint8 and int(out[0, 0, 0]) == round(40000 / 65535 * 255)
+
+
+def test_eval_fixed_qp_spec_is_labelled_by_its_qp(tmp_path):
+    """``--codec hevc:qp=45`` was labelled quality 10 (the default) while coding at QP 45."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["eval", "--data", str(data), "--codec", "hevc:qp=45", "--json", str(a), "-q"]) == 0
+    assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", "45", "--json", str(b), "-q"]) == 0
+    ra, rb = json.loads(a.read_text())["results"][0], json.loads(b.read_text())["results"][0]
+    assert ra == rb and ra["qp"] == 45 and "quality" not in ra    # the same row as --qp 45, labels too
+    assert main(["eval", "--data", str(data), "--codec", "hevc:qp=45", "--quality", "10", "-q"]) == 2
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--quality", "0"], "quality must be in 1..100, got 0"),
+    (["--quality", "101"], "quality must be in 1..100, got 101"),
+    (["--codec", "hevc", "--quality", "101"], "hevc quality must be in"),
+    (["--codec", "hevc:qp=99"], "HEVC QP must be a whole number in 0..51"),
+    (["--limit", "-1"], "--limit must be at least 1"),
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--threads", "-1"], "--threads must be at least 1"),
+    (["--plot", "rd.txt", "--quality", "10", "20"], "name it .png"),
+])
+def test_eval_bad_options_are_one_line_errors(tmp_path, capsys, extra, said):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    assert main(["eval", "--data", str(data), "-q"] + extra) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_eval_outputs_are_never_replaced_unasked(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    mine = tmp_path / "mine.json"
+    mine.write_text("keep")
+    assert main(["eval", "--data", str(data), "--json", str(mine), "-q"]) == 2
+    assert "exists; use --overwrite" in capsys.readouterr().err and mine.read_text() == "keep"
+    assert main(["eval", "--data", str(data), "--json", str(data), "-q"]) == 2      # a folder
+    assert "is a folder" in capsys.readouterr().err
+    plot = tmp_path / "rd.png"
+    assert main(["eval", "--data", str(data), "--quality", "10", "30", "--json", str(mine), "--plot", str(plot),
+                 "--overwrite", "-q"]) == 0
+    assert json.loads(mine.read_text())["results"] and Image.open(plot).format == "PNG"

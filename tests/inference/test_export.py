@@ -45,6 +45,17 @@ def test_export_refuses_to_overwrite(jpeg_onnx, capsys):
     assert main(["export", "-o", str(jpeg_onnx)]) == 2
     assert "exists" in capsys.readouterr().err
     assert jpeg_onnx.read_bytes() == before
+    assert onnx.load(str(jpeg_onnx)).opset_import[0].version == 18
+
+
+def test_export_opset_and_paths_it_cannot_honour(tmp_path, capsys):
+    """--opset 17 (or 5) used to print the exporter's traceback as a warning and write opset 18."""
+    for opset in ("17", "5"):
+        assert main(["export", "-o", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
+        assert "opset must be in 18.." in capsys.readouterr().err
+    assert main(["export", "-o", str(tmp_path), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("hint", ["f32", "bf16"])

@@ -364,3 +364,58 @@ def test_training_codes_hevc_with_shared_out_threads(tmp_path, monkeypatch):
     many = WholeImagePairs(images, **{**kw, "codec": "hevc:30:threads=3"})
     assert np.array_equal(one.coded[0], many.coded[0])
     assert one._cache_path(tmp_path, one.versions[0]) == many._cache_path(tmp_path, many.versions[0])
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--quality", "0-5"], "quality must be in 1..100, got 0"),
+    (["--quality", "5-101"], "quality must be in 1..100, got 101"),
+    (["--quality=-5"], "quality must be in 1..100, got -5"),
+    (["--val-quality", "150"], "--val-quality: jpeg quality must be in 1..100, got 150"),
+    (["--codec", "hevc:qp=99"], "HEVC QP must be a whole number in 0..51"),
+    (["--codec", "hevc:qp=45", "--quality", "20"], "fixes the QP"),
+    (["--codec", "jpeg:15", "--quality", "20"], "names the quality"),
+    (["--min-lr", "-1"], "--min-lr must be in [0, --lr]"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--warmup", "-3"], "--warmup must be at least 0"),
+    (["--workers", "-1"], "--workers must be at least 0"),
+    (["--coded-cache", "x"], "--coded-cache is for --encode whole"),
+])
+def test_bad_training_options_are_refused_up_front(tmp_path, capsys, extra, said):
+    """Each used to be a traceback from deep inside (a DataLoader worker, the codec), or, worse,
+    accepted: 101 crashed only when drawn, a negative --min-lr trained uphill."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--steps", "2"] + extra) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not out.exists()                              # refused before anything was created
+
+
+def test_out_is_never_a_file_or_a_folder_with_run_files(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--steps", "2"] + COMMON[:4]
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("mine")
+    assert main(base + ["--out", str(a_file)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err and a_file.read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "log.csv").write_text("my own log")
+    assert main(base + ["--out", str(mine)]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (mine / "log.csv").read_text() == "my own log"
+    assert main(base + ["--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "no training state" in capsys.readouterr().err and not (tmp_path / "nothing").exists()
+
+
+def test_resume_says_what_it_cannot_change(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    out = tmp_path / "r"
+    base = ["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "0"] + COMMON
+    assert main(base + ["--stop-at", "3"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--resume", "--weight-decay", "0.1", "--stop-at", "4", "--rot90"]) == 0
+    err = capsys.readouterr().err
+    assert "--weight-decay 0.1 is not used" in err and "--rot90 was False" in err
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--resume"]
+                + COMMON[:1] + ["small"] + COMMON[2:]) == 2
+    assert "pass the same --preset/--config" in capsys.readouterr().err   # the config, not a tensor list
