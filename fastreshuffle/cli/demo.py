@@ -70,6 +70,8 @@ def run(args) -> int:
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be in 1..100, got {args.quality}")
     out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"the demo writes a PNG: name the output .png, got {out}")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; use --overwrite to replace it or -o to pick another name")
     if out.parent != Path("") and not out.parent.is_dir():

@@ -393,6 +393,8 @@ def test_demo(tmp_path, tiny_weights, capsys):
     assert cli_main(["demo", "-o", str(out), "--model", str(tiny_weights)]) == 2  # never overwrites
     assert out.stat().st_mtime_ns == stamp
     assert "exists" in capsys.readouterr().err
+    assert cli_main(["demo", "-o", str(tmp_path / "demo.txt"), "--model", str(tiny_weights)]) == 2
+    assert "name the output .png" in capsys.readouterr().err and not (tmp_path / "demo.txt").exists()
 
 
 def test_self_ensemble_is_the_mean_over_the_eight_transforms():
