@@ -351,7 +351,11 @@ class WholeImagePairs(Dataset):
             paths = [self._cache_path(cache_dir, v) for v in self.versions]
             for j, path in enumerate(paths):
                 if path.is_file():
-                    coded[j] = np.load(path)
+                    try:
+                        coded[j] = np.load(path, allow_pickle=False)
+                    except (ValueError, OSError, EOFError) as e:   # a damaged entry is coded again
+                        if say:
+                            say(f"coded cache {path} unreadable ({e}); coding it again")
         todo = [j for j, c in enumerate(coded) if c is None]
         if todo and say:
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "

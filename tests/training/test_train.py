@@ -293,6 +293,13 @@ def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
     for i in (0, 5):
         assert all(np.array_equal(a, b) for a, b in zip(ds.sample(i)[:2], again.sample(i)[:2]))
     monkeypatch.undo()
+    damaged = sorted(cache.glob("*.npy"))[0]            # a damaged entry is coded again, and said
+    damaged.write_bytes(b"\x93NUMPY garbage")
+    said = []
+    healed = WholeImagePairs(images, **kw, cache_dir=cache, say=said.append)
+    assert any(str(damaged) in m and "coding it again" in m for m in said)
+    assert all(np.array_equal(a, b) for a, b in zip(ds.coded, healed.coded))
+    assert any(np.array_equal(np.load(damaged), c) for c in ds.coded)   # and stored again
 
     data = make_images(tmp_path / "imgs2")
     assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"),
