@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS),
+                   help="the larger preset (tiny grows into small, medium or paper; small into paper)")
     p.add_argument("--seed", type=int, default=0, help="initialisation of the new weights [0]")
     p.add_argument("--half", action="store_true", help="store fp16 (a paper network: 13 instead of 26 MiB)")
     output_args(p)
