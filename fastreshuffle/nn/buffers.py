@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 import torch
 
-from ..ops.reshuffle import reshuffle_up
+from ..ops.reshuffle import reshuffle_into
 from .config import DOWN_STEPS, ReshuffleNetConfig
 
 __all__ = ["block_shapes", "block_buffers_plan", "separate_block_buffers", "starts_inside",
@@ -119,5 +119,5 @@ def reshuffle_up_rows(src: torch.Tensor, dst: torch.Tensor, clone_rows: int = 32
         else:
             r1 = min(rows, r0 + clone_rows)
             chunk = src[:, :, r0:r1].clone()
-        reshuffle_up(chunk, 2, out=dst[:, :, 2 * r0:2 * r1])
+        reshuffle_into(chunk, 2, dst[:, :, 2 * r0:2 * r1], down=False)
         r0 = r1

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from .. import backends
 from ..ops.block import dense_block
 from ..ops.dense import dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton
-from ..ops.reshuffle import reshuffle_down, reshuffle_up
+from ..ops.reshuffle import reshuffle_down, reshuffle_into, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, IN_CHANNELS, ReshuffleNetConfig
 from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
@@ -295,7 +295,7 @@ class FastReshuffleNet(ReshuffleNet):
 
         for _ in range(DOWN_STEPS - 1):
             y = reshuffle_down(y, 2)
-        reshuffle_down(y, 2, out=bufs[0][:, :channels[0][0]])
+        reshuffle_into(y, 2, bufs[0][:, :channels[0][0]], down=True)
         del y
 
         for i, block in enumerate(self.blocks):
@@ -311,7 +311,7 @@ class FastReshuffleNet(ReshuffleNet):
                 elif not traced and starts_inside(src, buf):
                     reshuffle_up_rows(src, buf[:, :c])
                 else:
-                    reshuffle_up(src, 2, out=buf[:, :c])
+                    reshuffle_into(src, 2, buf[:, :c], down=False)
             for layer, p in layers:
                 dense_layer_(buf, c, *p)
                 c += layer.growth

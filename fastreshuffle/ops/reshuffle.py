@@ -29,7 +29,9 @@ def _check(x, scale, op: str, four_d: bool = True):
     wrappers, which take ``(*, C, H, W)``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{op}: expected a torch.Tensor, got {type(x).__name__}")
-    if isinstance(scale, bool) or not isinstance(scale, int):
+    if isinstance(scale, bool):   # operator.index(True) is 1: refused as torch refuses it
+        raise TypeError(f"{op}: scale must be an int, not bool")
+    if not isinstance(scale, int):
         try:
             import operator
             scale = operator.index(scale)
@@ -43,6 +45,10 @@ def _check(x, scale, op: str, four_d: bool = True):
                          f"{x.dim()}-D tensor of shape {list(x.shape)}")
     if scale < 1:
         raise ValueError(f"{op}: scale must be >= 1, got {scale}")
+    if not four_d and not torch.compiler.is_compiling() and \
+            torch.autograd.forward_ad.unpack_dual(x).tangent is not None:   # it would give zero tangents
+        raise NotImplementedError(f"{op}: forward-mode AD (jvp) is not supported; use torch.nn.functional."
+                                  f"pixel_{'un' if op.endswith('down') else ''}shuffle there")
     return int(scale)
 
 
@@ -74,6 +80,12 @@ def _check_out(x: torch.Tensor, out, s: int, down: bool):
         raise TypeError(f"{op}: out has dtype {out.dtype} but input has dtype {x.dtype}")
     if out.device != x.device:
         raise ValueError(f"{op}: out is on {out.device} but input is on {x.device}")
+    if not torch.compiler.is_compiling() and (out.is_conj() or out.is_neg()):   # torch's conj/neg
+        # fallback would run before our kernel's own check, and fail inside (dynamo traces no is_conj)
+        raise ValueError(f"{op}: out must not be a lazily conjugated or negated view; pass a plain tensor")
+    if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+        raise RuntimeError(f"{op}(): functions with out=... arguments don't support automatic "
+                           "differentiation, but one of the arguments requires grad")
 
 
 # ------------------------------------------------------------ (*, C, H, W) <-> 4-D
@@ -102,7 +114,21 @@ def _as_4d(t: torch.Tensor, copy_ok: bool) -> Optional[torch.Tensor]:
     return t.reshape(n, c, h, w) if copy_ok else None
 
 
-def _apply(x: torch.Tensor, scale: int, out: Optional[torch.Tensor], down: bool) -> torch.Tensor:
+def _may_overlap_undetected(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether ``out`` may share memory with ``x`` where the kernel's own check cannot tell: it
+    rejects overlap between dense tensors exactly, but passes non-dense ones ("too hard" for
+    torch), and writing then reads what it has already written.  Conservative (a disjoint
+    strided slice of the same buffer also counts): those go through a temporary, correctly."""
+    if torch.compiler.is_compiling() or x.device != out.device or out.numel() == 0 or x.numel() == 0:
+        return False
+    if x.untyped_storage().data_ptr() != out.untyped_storage().data_ptr():
+        return False
+    return not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)) or \
+        not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last))
+
+
+def _apply(x: torch.Tensor, scale: int, out: Optional[torch.Tensor], down: bool,
+           guard_overlap: bool = True) -> torch.Tensor:
     shape = _out_shape(x, scale, down)
     x4 = _as_4d(x, copy_ok=True)
     if out is None:
@@ -111,9 +137,10 @@ def _apply(x: torch.Tensor, scale: int, out: Optional[torch.Tensor], down: bool)
     _check_out(x, out, scale, down)
     out_op = _ops.reshuffle_down_out if down else _ops.reshuffle_up_out
     o4 = _as_4d(out, copy_ok=False)
-    if o4 is not None:
+    if o4 is not None and not (guard_overlap and _may_overlap_undetected(x4, o4)):
         out_op(x4, scale, o4)
-    else:   # out's leading dims do not merge (e.g. a strided batch slice): via a temporary
+    else:   # out's leading dims do not merge (e.g. a strided batch slice), or out may share memory
+            # with the input in a way the kernel's check cannot rule out: via a temporary
         out.copy_((_ops.reshuffle_down if down else _ops.reshuffle_up)(x4, scale).view(shape))
     return out
 
@@ -135,6 +162,15 @@ def reshuffle_up(x: torch.Tensor, scale: int, *, out: Optional[torch.Tensor] = N
     tensor or view to write into (returned)."""
     scale = _check(x, scale, "reshuffle_up", four_d=False)
     return _apply(x, scale, out, False)
+
+
+def reshuffle_into(x: torch.Tensor, scale: int, out: torch.Tensor, down: bool) -> torch.Tensor:
+    """``reshuffle_down/up(x, scale, out=out)`` without the guard against ``out`` sharing memory
+    with ``x`` in ways the kernel's check cannot see: for callers whose buffers overlap by design
+    and order the writes so that nothing is read after it is overwritten (FastReshuffleNet's
+    shared row buffers, :mod:`fastreshuffle.nn.buffers`).  Not public."""
+    scale = _check(x, scale, "reshuffle_down" if down else "reshuffle_up", four_d=False)
+    return _apply(x, scale, out, down, guard_overlap=False)
 
 
 # ------------------------------------------------------------- fake (meta) kernels

@@ -383,3 +383,46 @@ def test_large_outputs_on_huge_pages_behave_like_tensors():
     assert arr[0, 5, 7, 9] == y[0, 5, 7, 9].item()
     y.resize_(2, 3, 4, 5).fill_(1.0)
     assert y.sum().item() == 120
+
+
+def test_out_sharing_memory_in_ways_the_kernel_cannot_check_is_still_right():
+    """A non-dense ``out`` overlapping a non-dense input passed the kernel's check ("too hard" for
+    torch) and was written while being read: a silently wrong result."""
+    buf = torch.randn(2, 8, 4, 4)
+    x = buf[:, 4:8]
+    ref = F.pixel_shuffle(x.clone(), 2)
+    out = buf[:, 2:6].view(2, 1, 8, 8)                    # shares channels 4-5 with x
+    assert torch.equal(reshuffle_up(x, 2, out=out), ref)
+    buf = torch.randn(2, 12, 4, 4)
+    x = buf[:, 2:6]
+    ref = F.pixel_unshuffle(x.clone(), 2)
+    out = torch.zeros(2, 32, 2, 2)[:, 8:24]                # a slice of another buffer
+    assert torch.equal(reshuffle_down(x, 2, out=out), ref)
+    buf = torch.randn(2, 20, 4, 4)                          # disjoint slices of one buffer
+    x, before = buf[:, 0:4], buf[:, 0:4].clone()
+    out = buf[:, 4:20, :2, :2]
+    assert torch.equal(reshuffle_down(x, 2, out=out), F.pixel_unshuffle(before, 2))
+    assert torch.equal(buf[:, 0:4], before)
+
+
+def test_out_rules_as_torch_has_them():
+    x = torch.randn(1, 4, 3, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+        reshuffle_up(x, 2, out=torch.empty(1, 1, 6, 6))
+    with torch.no_grad():                                   # no graph wanted: fine
+        reshuffle_up(x, 2, out=torch.empty(1, 1, 6, 6))
+    with pytest.raises(TypeError, match="not bool"):
+        reshuffle_up(x.detach(), True)
+    for bad in (torch.empty(1, 1, 6, 6, dtype=torch.complex64).conj(), torch.empty(1, 1, 6, 6)._neg_view()):
+        src = torch.randn(1, 4, 3, 3, dtype=bad.dtype)
+        with pytest.raises(ValueError, match="lazily conjugated or negated"):
+            reshuffle_up(src, 2, out=bad)
+
+
+def test_forward_mode_ad_is_refused_not_zero():
+    x, t = torch.randn(1, 4, 3, 3, dtype=torch.float64), torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        torch.func.jvp(lambda z: reshuffle_up(z, 2), (x,), (t,))
+    import torch.autograd.forward_ad as fwad
+    with fwad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        reshuffle_down(fwad.make_dual(x, t), 1)
