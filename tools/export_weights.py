@@ -41,23 +41,20 @@ def meta_of(args) -> dict:
     return dict(kv.split("=", 1) for kv in args.meta)
 
 
-def one_line_errors(tool: str, body) -> int:
-    """``body()``, with a bad input (unreadable or foreign weights, a bad option, a file that
-    cannot be written) said in one line and exit status 2 instead of a traceback."""
+def run_tool(tool: str, args, body) -> int:
+    """What every weights-writing tool does around its work: refuse an existing ``args.dst``
+    without --overwrite, parse --meta, then ``body(meta)``, with a bad input (unreadable or
+    foreign weights, a bad option, a file that cannot be written) said in one line and exit
+    status 2 instead of a traceback."""
     from fastreshuffle.errors import WeightsError
+    if os.path.exists(args.dst) and not args.overwrite:
+        print(f"{tool}: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     try:
-        return body()
+        return body(meta_of(args))
     except (WeightsError, ValueError, OSError) as e:
         print(f"{tool}: error: {e}", file=sys.stderr)
         return 2
-
-
-def refuse_overwrite(tool: str, args) -> bool:
-    """True (with the message) when ``args.dst`` exists and --overwrite was not given."""
-    if os.path.exists(args.dst) and not args.overwrite:
-        print(f"{tool}: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
-        return True
-    return False
 
 
 def main(argv=None) -> int:
@@ -68,13 +65,10 @@ def main(argv=None) -> int:
                    help="also these weights files: write the parameter-wise mean of all")
     output_args(p)
     args = p.parse_args(argv)
-    return one_line_errors("export_weights", lambda: _export(args))
+    return run_tool("export_weights", args, lambda meta: _export(args, meta))
 
 
-def _export(args) -> int:
-    if refuse_overwrite("export_weights", args):
-        return 2
-    meta = meta_of(args)
+def _export(args, meta: dict) -> int:
     model = load_model(args.src)
     if args.average:
         others = [load_model(f) for f in args.average]

@@ -18,7 +18,7 @@ from fastreshuffle.io.weights import save_weights
 from fastreshuffle.nn import ReshuffleNet
 from fastreshuffle.nn.config import PRESETS
 from fastreshuffle.nn.grow import grow_state_dict
-from tools.export_weights import meta_of, one_line_errors, output_args, refuse_overwrite
+from tools.export_weights import output_args, run_tool
 
 
 def main(argv=None) -> int:
@@ -31,13 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--half", action="store_true", help="store fp16 (a paper network: 13 instead of 26 MiB)")
     output_args(p)
     args = p.parse_args(argv)
-    return one_line_errors("grow_weights", lambda: _grow(args))
+    return run_tool("grow_weights", args, lambda meta: _grow(args, meta))
 
 
-def _grow(args) -> int:
-    if refuse_overwrite("grow_weights", args):
-        return 2
-    meta = meta_of(args)
+def _grow(args, meta: dict) -> int:
     small = load_model(args.src, fast=False).double()
     torch.manual_seed(args.seed)
     big = ReshuffleNet(PRESETS[args.preset]).double()
