@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -109,7 +110,7 @@ def run(args) -> int:
         if args.qp or args.quality or spec.quality is not None:
             raise UserError(f"--codec {args.codec} fixes the QP: give no quality and no --qp beside it")
         args.qp = [fixed_qp(spec)]
-        spec = parse_spec(spec.name + "".join(f":{k}={v}" if v else f":{k}" for k, v in spec.options if k != "qp"))
+        spec = dataclasses.replace(spec, options=tuple(o for o in spec.options if o[0] != "qp"))
     if args.qp:
         if spec.name != "hevc":
             raise UserError("--qp is only for --codec hevc")
@@ -155,7 +156,6 @@ def run(args) -> int:
             print(f"\r{msg}   ", end="", file=sys.stderr, flush=True)
     t0 = time.time()
     if "qp" in settings[0]:
-        import dataclasses
         spec = dataclasses.replace(spec, quality=None)
     results = evaluate(images, names, spec, settings, model=model, device=device, progress=progress,
                        per_image=args.per_image, ensemble=args.self_ensemble, guard=args.guard, bands=bands)

@@ -66,6 +66,8 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
                    bands=None) -> np.ndarray:
     from .tiling import restore_uint8
 
+    if not arr.dtype.isnative:   # e.g. big-endian uint16 from a file: the same values, native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image array, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -74,8 +76,6 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     alpha = arr[..., 3:] if (arr.ndim == 3 and arr.shape[2] == 4) else None
     rgb = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., :3] if not gray else \
         np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
-    if not arr.dtype.isnative:   # e.g. big-endian uint16 from a file: the same values, native order
-        return _restore_numpy(net, arr.astype(arr.dtype.newbyteorder("=")), tile, overlap, guard, tables, bands)
     dtype = arr.dtype
     if np.issubdtype(dtype, np.floating) and rgb.size:
         finite = bool(np.isfinite(rgb).all())
