@@ -242,17 +242,16 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
     if saved_wd is not None and saved_wd != args.weight_decay:
         warn(f"--resume: --weight-decay {args.weight_decay} is not used: the saved optimizer's {saved_wd} is kept")
     saved_args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
-    for key in ("mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
-                "small_images"):
-        if key in saved_args and hasattr(args, key) and saved_args[key] != getattr(args, key):
-            warn(f"--resume: --{key.replace('_', '-')} was {saved_args[key]!r} in the saved run, now "
-                 f"{getattr(args, key)!r}; the result will differ from an uninterrupted run")
-    for key, now in (("codec", str(spec)), ("quality", args.quality), ("seed", args.seed),
-                     ("batch_size", args.batch_size), ("patch", args.patch), ("lr", args.lr),
-                     ("schedule", args.schedule), ("steps", args.steps), ("precision", args.precision_used),
-                     ("encode", getattr(args, "encode", "patch"))):
-        if key in meta and meta[key] != now:
-            warn(f"--resume: {key} was {meta[key]!r} in the saved run, now {now!r}; "
+    changed = [(key, meta[key], now) for key, now in (
+        ("codec", str(spec)), ("quality", args.quality), ("seed", args.seed), ("batch_size", args.batch_size),
+        ("patch", args.patch), ("lr", args.lr), ("schedule", args.schedule), ("steps", args.steps),
+        ("precision", args.precision_used), ("encode", getattr(args, "encode", "patch"))) if key in meta]
+    changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
+        "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
+        "small_images") if key in saved_args and hasattr(args, key)]
+    for key, was, now in changed:
+        if was != now:
+            warn(f"--resume: {key} was {was!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
     return start, best, loss_acc, cpu_seconds
 
