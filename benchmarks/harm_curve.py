@@ -27,7 +27,10 @@ with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 from it (:func:`fastreshuffle.inference.guard.hevc_guarded`), by the network of its QP's band
 (``hevc-low`` from QP ``loading.HEVC_LOW_MIN_QP`` for the shipped ``hevc``) -- and the mean QP read.  ``raw`` is the
 model asked for, as ``--no-guard``.  Then the never-compressed originals given as pixels, which
-have no QP: PSNR of the network's output against its input.
+have no QP: PSNR of the network's output against its input, and the guarded restore's time per
+megapixel of a HEIF file of quality 15.  With ``--strengths``: per quality,
+the raw output blended at fixed strengths 1 / 0.75 / 0.5 / 0.25 (how the QP schedule of
+:mod:`fastreshuffle.inference.guard` was chosen).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import io
 import json
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +55,23 @@ def _psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
+def _save(a, fmt: str, **options) -> bytes:
+    """``a`` written as a ``fmt`` file (Pillow; HEIF through pillow-heif), its bytes."""
+    from PIL import Image
+    if fmt == "HEIF":
+        import pillow_heif
+        pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
 def _encode(a, q, sub):
     from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="JPEG", quality=q, subsampling=sub)
-    im = Image.open(io.BytesIO(buf.getvalue()))
+    data = _save(a, "JPEG", quality=q, subsampling=sub)
+    im = Image.open(io.BytesIO(data))
     im.load()
-    return im, np.asarray(im.convert("RGB")), len(buf.getvalue())
+    return im, np.asarray(im.convert("RGB")), len(data)
 
 
 def _stats(v, names=None):
@@ -136,9 +150,7 @@ def main(argv=None) -> int:
             rec["blind_crop"].append(_psnr(ca, fr.restore(cd, args.model, device="cpu")) - cbase)
             rec["raw_crop"].append(_psnr(ca, raw(cd)) - cbase)
         if args.strengths:
-            print(f"q{q:3d}  " + "  ".join(f"s={s:.2f} {np.mean(v):+.3f}/{np.min(v):+.3f}"
-                                          for s, v in strengths.items()) + "   (mean/worst dB)", flush=True)
-            rows.append({"quality": q, **{f"strength_{s}": _stats(v) for s, v in strengths.items()}})
+            _say_strengths(q, strengths, rows)
             continue
         row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"]))}
         row.update({k: _stats(rec[k], names) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
@@ -160,18 +172,8 @@ def main(argv=None) -> int:
               f"({sum(np.isinf(never_guarded))}/{len(images)} unchanged)")
         doc["never_compressed"] = {"raw": _stats(never_raw), "guarded_worst": float(np.min(never_guarded)),
                                    "guarded_unchanged": int(sum(np.isinf(never_guarded)))}
-        big = np.tile(images[0], (2, 2, 1))[:1024, :1024]
-        im, dec, _ = _encode(big, 30, args.subsampling)
-        fr.restore(im, args.model, device="cpu")  # warm-up
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fr.restore(im, args.model, device="cpu")
-            times.append(time.perf_counter() - t0)
-        mp = big.shape[0] * big.shape[1] / 1e6
-        print(f"guarded restore, JPEG q30 {big.shape[1]}x{big.shape[0]}: {np.median(times) / mp:.2f} s per "
-              f"megapixel (median of 3, {torch.get_num_threads()} threads)")
-        doc["seconds_per_megapixel"] = float(np.median(times) / mp)
+        doc["seconds_per_megapixel"] = _seconds_per_megapixel(
+            images, args.model, "JPEG q30", lambda a: _save(a, "JPEG", quality=30, subsampling=args.subsampling))
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))
     if args.plot and not args.strengths:
@@ -179,6 +181,35 @@ def main(argv=None) -> int:
                                 ("blind_crop", "decoded pixels, off-grid crop")),
               "JPEG quality (Pillow, 4:2:0)", f"{folder.name}: gain vs JPEG quality, model {args.model}")
     return 0
+
+
+def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray], bytes]) -> float:
+    """Median time of 3 guarded restores (after a warm-up) of the file ``data(a)`` coded from the
+    first image tiled to about 1 megapixel, each opened afresh as restore gets it; in seconds per
+    megapixel."""
+    import torch
+    from PIL import Image
+
+    import fastreshuffle as fr
+    big = np.tile(images[0], (2, 2, 1))[:1024, :1024]
+    coded = data(big)
+    times = []
+    for i in range(4):   # the first is a warm-up
+        im = Image.open(io.BytesIO(coded))
+        t0 = time.perf_counter()
+        fr.restore(im, model, device="cpu")
+        times.append(time.perf_counter() - t0)
+    per_mp = float(np.median(times[1:])) / (big.shape[0] * big.shape[1] / 1e6)
+    print(f"guarded restore, {label} {big.shape[1]}x{big.shape[0]}: {per_mp:.2f} s per megapixel "
+          f"(median of 3, {torch.get_num_threads()} threads)", flush=True)
+    return per_mp
+
+
+def _say_strengths(q, strengths, rows) -> None:
+    """Print and keep (in ``rows``) one quality's mean / worst gain at each fixed strength."""
+    print(f"q{q:3d}  " + "  ".join(f"s={s:.2f} {np.mean(v):+.3f}/{np.min(v):+.3f}"
+                                  for s, v in strengths.items()) + "   (mean/worst dB)", flush=True)
+    rows.append({"quality": q, **{f"strength_{s}": _stats(v) for s, v in strengths.items()}})
 
 
 def _say_harmed(q, row, keys) -> None:
@@ -214,7 +245,7 @@ def _hevc(args, folder, images, names, raw) -> int:
     """The HEVC curve: raw network vs the HEIF guard, per quality."""
     import torch
 
-    from fastreshuffle.inference.guard import hevc_guarded
+    from fastreshuffle.inference.guard import blend, hevc_guarded
     from fastreshuffle.inference.loading import Bands, get_model
     from fastreshuffle.inference.tiling import restore_uint8
     from fastreshuffle.io import codecs
@@ -227,10 +258,12 @@ def _hevc(args, folder, images, names, raw) -> int:
 
     print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
-    print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
+    if not args.strengths:
+        print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
     rows = []
     for q in args.qualities or DEFAULT_HEVC_QUALITIES:
         rec = {"bpp": [], "codec": [], "raw": [], "guarded": [], "qp": []}
+        strengths = {st: [] for st in (1.0, 0.75, 0.5, 0.25)} if args.strengths else {}
         for a in images:
             c = codecs.hevc(a, q)
             base = _psnr(a, c.image)
@@ -239,9 +272,16 @@ def _hevc(args, folder, images, names, raw) -> int:
             rec["qp"].append(np.nan if c.qp is None else c.qp)
             out = raw(c.image)
             rec["raw"].append(_psnr(a, out) - base)
+            for st in strengths:
+                strengths[st].append(_psnr(a, blend(c.image, out, st)) - base)
+            if args.strengths:
+                continue
             same = bands.name(qp=c.qp) == bands.model   # no band of its own: reuse the raw output
             rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp,
                                                         None if same else for_qp)[0]) - base)
+        if args.strengths:
+            _say_strengths(q, strengths, rows)
+            continue
         row = {"quality": q, "qp_mean": float(np.mean(rec["qp"])), "bpp": float(np.mean(rec["bpp"])),
                "codec_psnr_mean": float(np.mean(rec["codec"])),
                **{k: _stats(rec[k], names) for k in ("raw", "guarded")}}
@@ -249,15 +289,22 @@ def _hevc(args, folder, images, names, raw) -> int:
         print(f"{q:4d} {row['qp_mean']:5.1f} {row['bpp']:6.3f} {row['codec_psnr_mean']:6.2f} | "
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}" for k in ("raw", "guarded")), flush=True)
         _say_harmed(q, row, ("guarded",))
+    if args.strengths:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
+                                                   "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
+        return 0
     # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
     # by -- what ``restore --model hevc`` does to it is the raw network's full correction.
     never = [_psnr(a, raw(a)) for a in images]
     print(f"never compressed, as pixels (no QP: the full correction): output vs input PSNR mean "
           f"{np.mean(never):.2f} dB, worst {np.min(never):.2f} dB")
+    per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: _save(a, "HEIF", quality=15))
     if args.json:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
                                                "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
-                                               "never_compressed_pixels": _stats(never, names)}, indent=1))
+                                               "never_compressed_pixels": _stats(never, names),
+                                               "seconds_per_megapixel": per_mp}, indent=1))
     if args.plot:
         _plot(args.plot, rows, (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded by the file's QP)")),
               "HEVC quality (pillow-heif/x265, 4:2:0)", f"{folder.name}: gain vs HEVC quality, model {args.model}")

@@ -374,8 +374,12 @@ def test_harm_curve_hevc(tmp_path, capsys):
     from benchmarks import harm_curve
     make_images(tmp_path / "photos", n=2, size=64)
     out = tmp_path / "harm.json"
-    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--codec", "hevc", "--model", "hevc",
-                            "--qualities", "10", "70", "--json", str(out), "--plot", str(tmp_path / "h.png")]) == 0
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:   # the timed restores are of opened HEIF files
+        warnings.simplefilter("always")
+        assert harm_curve.main(["--data", str(tmp_path / "photos"), "--codec", "hevc", "--model", "hevc",
+                                "--qualities", "10", "70", "--json", str(out), "--plot", str(tmp_path / "h.png")]) == 0
+    assert not [w for w in caught if "not an opened HEIF file" in str(w.message)]
     rows = json.loads(out.read_text())["rows"]
     assert [r["quality"] for r in rows] == [10, 70] and rows[0]["qp_mean"] > rows[1]["qp_mean"]
     assert rows[1]["guarded"]["per_image"] == {"img0.png": 0.0, "img1.png": 0.0}
@@ -394,7 +398,38 @@ def test_harm_curve_hevc(tmp_path, capsys):
         assert (y != x).any()
         want = 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - y) ** 2))
         assert abs(got - want) < 1e-9, (name, got, want)
-    assert "never compressed, as pixels" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "never compressed, as pixels" in printed and "HEIF quality 15 128x128:" in printed
+    assert json.loads(out.read_text())["seconds_per_megapixel"] > 0
+
+
+def test_harm_curve_hevc_strengths(tmp_path, capsys):
+    """--codec hevc --strengths: per quality, the raw output blended at fixed strengths, each
+    recomputed here from restore()'s unguarded output and the blend written out."""
+    pytest.importorskip("pillow_heif")
+    import numpy as np
+    from PIL import Image
+
+    import fastreshuffle
+    from benchmarks import harm_curve
+    from fastreshuffle.io import codecs
+    make_images(tmp_path / "photos", n=2, size=64)
+    out = tmp_path / "strengths.json"
+    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--codec", "hevc", "--model", "hevc",
+                            "--strengths", "--qualities", "30", "--json", str(out)]) == 0
+    row, = json.loads(out.read_text())["rows"]
+    assert row["quality"] == 30
+    for s in (1.0, 0.75, 0.5, 0.25):
+        gains = []
+        for name in ("img0.png", "img1.png"):
+            a = np.asarray(Image.open(tmp_path / "photos" / name).convert("RGB"))
+            dec = codecs.hevc(a, 30).image
+            y = np.asarray(fastreshuffle.restore(dec, "hevc", device="cpu", precision="fp32", guard=False, tile=0))
+            mixed = np.clip(np.round(dec + s * (y.astype(np.float64) - dec)), 0, 255)
+            gains.append(harm_curve._psnr(a, mixed.astype(np.uint8)) - harm_curve._psnr(a, dec))
+        got = row[f"strength_{s}"]
+        assert abs(got["mean"] - np.mean(gains)) < 1e-9 and abs(got["worst"] - min(gains)) < 1e-9, (s, got, gains)
+    assert "q 30  s=1.00" in capsys.readouterr().out
 
 
 def test_same_format_rows(tmp_path, capsys):

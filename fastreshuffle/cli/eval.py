@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qp", type=int, nargs="+", default=None, help="HEVC: fixed QPs instead of --quality")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--weights", help="model weights (safetensors) to restore with")
-    m.add_argument("--model", help="shipped model name (jpeg, hevc) or weights file")
+    m.add_argument("--model", help="shipped model name (jpeg, hevc, hevc-paper, ...) or weights file")
     m.add_argument("--no-model", action="store_true", help="codec only (the default without --weights/--model)")
     f = p.add_mutually_exclusive_group()
     f.add_argument("--fast", dest="fast", action="store_true", default=None,

@@ -7,7 +7,7 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|PATH",
+    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: jpeg)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")

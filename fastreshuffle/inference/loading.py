@@ -5,8 +5,9 @@
   bf16 training on CPU, the reference ``ReshuffleNet``);
 * :func:`build_model` builds a fresh one from a config (training: in the layout of
   :func:`training_memory_format`);
-* :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc") or a
-  safetensors weights file, in eval mode, on a device resolved by
+* :func:`load_model` (alias :func:`load_pretrained`) loads a shipped model ("jpeg", "hevc"; also
+  the bands below and "hevc-paper", the `paper` preset for HEVC, used only when asked for by
+  name) or a safetensors weights file, in eval mode, on a device resolved by
   :func:`fastreshuffle.backends.resolve_device`;
 * :func:`get_model` is the cached form ``restore`` uses;
 * :func:`band_model` decides which network restores a JPEG of a given quality or a HEIF file of

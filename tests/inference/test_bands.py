@@ -137,3 +137,22 @@ def test_low_quality_heif_goes_to_the_hevc_specialist(tmp_path):
 def test_cli_restore_and_eval_use_the_hevc_band(tmp_path, capsys):
     cli_restore_and_eval(tmp_path, capsys, heif(tmp_path, photo(128), 10), "hevc", HEVC_LOW, GENERAL_HEVC,
                          ["--codec", "hevc"], f"HEVC QP >= {HEVC_LOW_MIN_QP:g}")
+
+
+def test_hevc_paper_has_no_band_and_the_hevc_guard(tmp_path):
+    """"hevc-paper" (the paper preset, asked for by name only) restores every QP itself, under the
+    HEIF guard of its codec: a low-QP file passes through, a high-QP one gets its full output."""
+    from fastreshuffle.inference.loading import bands_of, load_model, model_codec
+    from fastreshuffle.inference.tiling import restore_uint8
+    assert "hevc-paper" in available_models() and model_codec("hevc-paper") == "hevc"
+    assert band_model("hevc-paper", qp=51) == "hevc-paper" and bands_of("hevc-paper") == {}
+    net = load_model("hevc-paper", "cpu")
+    assert net.config.layers == (17, 10, 10) and tuple(net.config.growth) == (64, 32, 16)   # Table 1
+    a = photo(64)
+    high, low = heif(tmp_path, a, 80), heif(tmp_path, a, 10)      # QP 7: strength 0; QP 42: strength 1
+    dec_high, dec_low = (np.asarray(Image.open(p).convert("RGB")) for p in (high, low))
+    out_high = np.asarray(fastreshuffle.restore(Image.open(high), "hevc-paper", device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(out_high, dec_high)
+    out_low = np.asarray(fastreshuffle.restore(Image.open(low), "hevc-paper", device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(out_low, restore_uint8(net, dec_low, tile=0))
+    assert (out_low != dec_low).any()

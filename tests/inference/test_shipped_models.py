@@ -12,7 +12,7 @@ Two pins per row
   mean; the gain of the means) and +-0.001 bpp.  README prints two (bpp: three) decimals, so
   rounding takes up to 0.005 dB of that; the rest is margin.
 * The same runs' figures at four decimals (``fastreshuffle eval``, 2026-12-03; the HEVC rows
-  2026-12-04, with the weights shipped then; torch 2.13.0 CPU,
+  2026-12-04, with the weights shipped then, ``hevc-paper`` in session 24; torch 2.13.0 CPU,
   Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
   them: the AVX-512 kernel, the AVX2 kernel, the torch composition (``FASTRESHUFFLE_CPU_KERNEL=off``)
@@ -36,6 +36,11 @@ from pathlib import Path
 import pytest
 
 from fastreshuffle.inference.loading import SHIPPED_MODELS, WEIGHTS_DIR, Bands, load_pretrained
+from tools.readme_pins import CODEC, LABEL
+
+# README's table of each pinned model starts with a header row beginning with this
+TABLE = {"jpeg": "| JPEG (Pillow, 4:2:0) |", "hevc": "| HEVC (pillow-heif/x265, 4:2:0) |",
+         "hevc-paper": "| HEVC, `hevc-paper` ("}
 
 ROOT = Path(__file__).resolve().parents[2]
 PSNR_TOL = 0.02
@@ -60,6 +65,11 @@ README_FIGURES = {
              20: (0.193, 27.90, 28.47, 28.28, 28.88, 0.41, 0.19),
              40: (0.743, 33.82, 34.14, 34.09, 34.41, 0.28, 0.18),
              60: (2.120, 39.45, 39.70, 39.45, 39.70, 0.00, 0.00)},
+    "hevc-paper": {10: (0.090, 25.34, 26.02, 25.65, 26.38, 0.36, 0.13),
+                   15: (0.143, 26.85, 27.46, 27.23, 27.87, 0.41, 0.19),
+                   20: (0.193, 27.90, 28.47, 28.30, 28.90, 0.43, 0.20),
+                   40: (0.743, 33.82, 34.14, 34.10, 34.43, 0.29, 0.18),
+                   60: (2.120, 39.45, 39.70, 39.45, 39.70, 0.00, 0.00)},
 }
 # The same run at four decimals: setting -> (bpp, codec PSNR set, mean, restored PSNR set, mean, worst gain)
 MEASURED = {
@@ -77,6 +87,11 @@ MEASURED = {
              20: (0.19331, 27.9032, 28.4672, 28.2766, 28.8778, 0.1948),
              40: (0.74291, 33.8205, 34.1367, 34.0907, 34.4141, 0.1797),
              60: (2.11953, 39.4492, 39.6954, 39.4492, 39.6954, 0.0000)},
+    "hevc-paper": {10: (0.08993, 25.3354, 26.0215, 25.6530, 26.3801, 0.1342),
+                   15: (0.14313, 26.8479, 27.4577, 27.2251, 27.8709, 0.1904),
+                   20: (0.19331, 27.9032, 28.4672, 28.2984, 28.9015, 0.2041),
+                   40: (0.74291, 33.8205, 34.1367, 34.1038, 34.4275, 0.1849),
+                   60: (2.11953, 39.4492, 39.6954, 39.4492, 39.6954, 0.0000)},
 }
 # README: "On photos outside Kodak24 (scikit-image's astronaut / coffee / chelsea / rocket, JPEG
 # q10) the JPEG model gains +1.63 / +1.62 / +1.15 / +1.27 dB" (benchmarks/eval_photos.py)
@@ -94,20 +109,35 @@ FINE_FIELDS = FIELDS[:5] + ("gain_worst",)
 
 
 def test_every_shipped_model_is_installed():
-    for name in SHIPPED_MODELS:
+    for name in set(SHIPPED_MODELS) | set(CODEC):
         assert (WEIGHTS_DIR / f"{name}.safetensors").is_file(), f"shipped model {name!r} missing from {WEIGHTS_DIR}"
-    assert set(README_FIGURES) == set(MEASURED) == set(SHIPPED_MODELS)
+    assert set(README_FIGURES) == set(MEASURED) == set(CODEC) == set(TABLE) >= set(SHIPPED_MODELS)
+
+
+def _readme_table(section: str, header: str) -> str:
+    """The rows of the README table whose header row starts with ``header``."""
+    assert section.count("\n" + header) == 1, f"README's Shipped models section has no one table headed {header!r}"
+    lines = section.split("\n" + header, 1)[1].splitlines()[2:]   # past the header and the --- row
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return "\n".join(rows)
 
 
 def test_readme_tables_are_the_pinned_figures():
     """The README rows and this file's figures are the same numbers (change both or neither)."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Shipped models", 1)[1].split("\n## ", 1)[0]
-    for codec, label in (("jpeg", "q{}"), ("hevc", "quality {}")):
-        for q, (bpp, cs, cm, rs, rm, gain, worst) in README_FIGURES[codec].items():
+    for name, codec in CODEC.items():
+        label = LABEL[codec]
+        table = _readme_table(section, TABLE[name])
+        assert table.count("\n") + 1 == len(README_FIGURES[name]), f"README's {name} table has other rows"
+        for q, (bpp, cs, cm, rs, rm, gain, worst) in README_FIGURES[name].items():
             row = (rf"\| {label.format(q)} \| {bpp:.3f} \| {cs:.2f} / {cm:.2f} \| {rs:.2f} / {rm:.2f} "
                    rf"\| (\*\*)?\+{gain:.2f}(\*\*)? / \+{worst:.2f} dB")
-            assert re.search(row, section), f"README row for {codec} {q} differs from {README_FIGURES[codec][q]}"
+            assert re.search(row, table), f"README row for {name} {q} differs from {README_FIGURES[name][q]}"
     gains = " / ".join(f"+{g:.2f}" for g in README_PHOTO_GAINS.values())
     assert f"model gains {gains} dB" in " ".join(section.split())
 
@@ -118,19 +148,20 @@ def test_readme_pins_tool_prints_readme_rows(tmp_path, capsys):
 
     from tools import readme_pins
     text = (ROOT / "README.md").read_text()
-    for codec in README_FIGURES:
+    section = text.split("## Shipped models", 1)[1].split("\n## ", 1)[0]
+    for name in README_FIGURES:
         results = []
-        for q, (bpp, cs, cm, rs, rm, worst) in MEASURED[codec].items():
+        for q, (bpp, cs, cm, rs, rm, worst) in MEASURED[name].items():
             results.append({"quality": q, "bpp": bpp, "psnr_codec": cs, "psnr_codec_mean": cm,
                             "psnr_restored": rs, "psnr_restored_mean": rm,
-                            "gain_mean": README_FIGURES[codec][q][5], "gain_worst": worst})
-        f = tmp_path / f"{codec}.json"
+                            "gain_mean": README_FIGURES[name][q][5], "gain_worst": worst})
+        f = tmp_path / f"{name}.json"
         f.write_text(json.dumps({"results": results}))
-        assert readme_pins.main([str(f), codec]) == 0
-        rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-        assert len(rows) == len(results)
-        for row in rows:
-            assert row + "\n" in text, f"tools/readme_pins.py printed a row README lacks: {row}"
+        assert readme_pins.main([str(f), name]) == 0
+        out = capsys.readouterr().out
+        rows = [line for line in out.splitlines() if line.startswith("| ")]
+        assert "\n".join(rows) == _readme_table(section, TABLE[name]), f"{name}: printed rows differ from README's"
+        assert f'    "{name}": {{' in out
 
 
 @pytest.fixture(scope="module")
@@ -150,43 +181,43 @@ def kodak24():
 _RESULTS = {}
 
 
-def _evaluate(codec, kodak24):
-    """``fastreshuffle eval --codec <codec> --quality <README's> --model <codec> --device cpu``, once per
-    module (with the guard, as README's tables and ``restore``)."""
-    if codec not in _RESULTS:
+def _evaluate(name, kodak24):
+    """``fastreshuffle eval --codec <its codec> --quality <README's> --model <name> --device cpu``,
+    once per module (with the guard, as README's tables and ``restore``)."""
+    if name not in _RESULTS:
         import torch
 
         from fastreshuffle.inference.evaluate import evaluate
         from fastreshuffle.io.codecs import parse_spec
 
-        bands = Bands(codec, lambda m: load_pretrained(m, "cpu"))   # by name: the model and its low band
+        bands = Bands(name, lambda m: load_pretrained(m, "cpu"))   # by name: the model and its low band
         model = bands.net()                         # the file in fastreshuffle/weights/
-        qualities = list(README_FIGURES[codec])
+        qualities = list(README_FIGURES[name])
         images, names = kodak24
-        spec = parse_spec(codec, qualities[0])
+        spec = parse_spec(CODEC[name], qualities[0])
         rows = evaluate(images, names, spec, [{"quality": q} for q in qualities], model=model,
                         device=torch.device("cpu"), per_image=False, bands=bands)
-        _RESULTS[codec] = {r["quality"]: r for r in rows}
-    return _RESULTS[codec]
+        _RESULTS[name] = {r["quality"]: r for r in rows}
+    return _RESULTS[name]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("codec,quality", [(c, q) for c in README_FIGURES for q in README_FIGURES[c]],
+@pytest.mark.parametrize("name,quality", [(m, q) for m in README_FIGURES for q in README_FIGURES[m]],
                          ids=lambda v: str(v))
-def test_kodak24_matches_readme(codec, quality, kodak24):
-    r = _evaluate(codec, kodak24)[quality]
+def test_kodak24_matches_readme(name, quality, kodak24):
+    r = _evaluate(name, kodak24)[quality]
     got = dict(bpp=r["bpp"], psnr_codec=r["psnr_codec"], psnr_codec_mean=r["psnr_codec_mean"],
                psnr_restored=r["psnr_restored"], psnr_restored_mean=r["psnr_restored_mean"],
                gain_mean=r["psnr_restored_mean"] - r["psnr_codec_mean"], gain_worst=r["gain_worst"])
-    want = dict(zip(FIELDS, README_FIGURES[codec][quality]))
-    print(f"{codec} {quality}: " + ", ".join(f"{k} {got[k]:.4f} (README {want[k]})" for k in FIELDS))
+    want = dict(zip(FIELDS, README_FIGURES[name][quality]))
+    print(f"{name} {quality}: " + ", ".join(f"{k} {got[k]:.4f} (README {want[k]})" for k in FIELDS))
     bad = {k: (round(got[k], 4), want[k]) for k in FIELDS
            if abs(got[k] - want[k]) > (BPP_TOL if k == "bpp" else PSNR_TOL)}
-    assert not bad, f"{codec} quality {quality}: measured vs README (field: (measured, README)): {bad}"
-    fine = dict(zip(FINE_FIELDS, MEASURED[codec][quality]))
+    assert not bad, f"{name} quality {quality}: measured vs README (field: (measured, README)): {bad}"
+    fine = dict(zip(FINE_FIELDS, MEASURED[name][quality]))
     bad = {k: (round(got[k], 5), fine[k]) for k in fine
            if abs(got[k] - fine[k]) > (FINE_BPP_TOL if k == "bpp" else FINE_PSNR_TOL)}
-    assert not bad, (f"{codec} quality {quality}: measured vs the pinned four-decimal run "
+    assert not bad, (f"{name} quality {quality}: measured vs the pinned four-decimal run "
                      f"(field: (measured, pinned)): {bad}")
 
 
