@@ -194,7 +194,7 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     big = np.tile(images[0], (2, 2, 1))[:1024, :1024]
     coded = data(big)
     times = []
-    for i in range(4):   # the first is a warm-up
+    for _ in range(4):   # the first is a warm-up
         im = Image.open(io.BytesIO(coded))
         t0 = time.perf_counter()
         fr.restore(im, model, device="cpu")
