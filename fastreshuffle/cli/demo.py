@@ -24,7 +24,7 @@ DEFAULT_OUTPUT = "fastreshuffle_demo.png"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="OUT.png",
                    help=f"side-by-side PNG to write (default: ./{DEFAULT_OUTPUT})")
-    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|hevc-paper|PATH",
+    p.add_argument("--model", default="jpeg", metavar="jpeg|hevc|PATH",
                    help="shipped model name or .safetensors file (default: jpeg)")
     p.add_argument("--quality", type=int, default=10, help="JPEG quality 1-100 (default: 10)")
     add_device_argument(p)

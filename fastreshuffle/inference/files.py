@@ -171,6 +171,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
         restored = pixels.copy()
     elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
+        if codec == "hevc":
+            notes.append("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
+                         "--model auto, is the one trained for JPEG files)")
         if g.strength <= 0:
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
             restored = pixels.copy()

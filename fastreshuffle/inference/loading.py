@@ -91,7 +91,7 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
         raise WeightsError(f"{p} is a folder, not a weights file")
     raise WeightsError(
         f"unknown model {s!r}: not a shipped model name and no such file; "
-        f"shipped names: {', '.join(SHIPPED_MODELS)} (installed: {', '.join(installed) or 'none'}), "
+        f"the shipped models installed: {', '.join(installed) or 'none'}; "
         "or give the path of a .safetensors weights file")
 
 

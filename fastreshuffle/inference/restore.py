@@ -246,8 +246,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     AVX512-BF16, within 0.003 dB of fp32 on Kodak24, else fp32), "fp32", "bf16", or "fp16" on CUDA
     (``half=True`` is "fp16").  A model object runs in its own dtype.
 
-    ``guard`` (default: on for JPEG models given by name or path, and for the HEVC model on a PIL
-    image opened from a HEIF file; off for a model object): do no harm
+    ``guard`` (default: on for JPEG models given by name or path, for any model given by name or
+    path on a PIL image opened from a JPEG file (its tables, as ``fastreshuffle restore``), and for
+    the HEVC model on a PIL image opened from a HEIF file; off for a model object): do no harm
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
     QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
     compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``,
@@ -279,16 +280,20 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if not isinstance(model, torch.nn.Module):
         from .loading import model_codec
         codec = model_codec(model)
-    if guard is not False and codec == "hevc" and getattr(image, "format", None) == "HEIF":
+    fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
+    if guard is not False and codec == "hevc" and fmt == "HEIF":
         out = _restore_heif(net, image, tile, overlap, bands)
         if out is not None:
             return out
-    if codec == "hevc" and guard is not False:
+    jpeg_file = fmt in ("JPEG", "MPO")
+    if codec == "hevc" and guard is not False and not jpeg_file:
         import warnings
         warnings.warn("HEVC model on an image that is not an opened HEIF file: its QP is unknown, so the full "
                       "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=2)
+    # A JPEG file is guarded by its tables whichever model restores it, as `fastreshuffle restore`
+    # guards it (inference.files.restore_file); a model object runs as given.
     if guard is None:
-        guard = codec == "jpeg"
+        guard = codec == "jpeg" or (codec is not None and jpeg_file)
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):
