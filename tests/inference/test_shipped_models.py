@@ -25,8 +25,8 @@ Two pins per row
   model costs 0.07 dB (27.218 -> 27.152 at q10) and fails both pins.  The old test's +0.5 dB
   floor let a 0.6 dB regression of the JPEG model through.
 
-Run time: about 2 minutes on an idle 2-core VM (JPEG 9 qualities, HEVC 5, 24 images each: the
-model forward, SSIM and x265 dominate), more on a loaded one.
+Run time: about 3 minutes on an idle 2-core VM (JPEG 9 qualities, HEVC 5 for ``hevc`` and 5 for
+``hevc-paper``, 24 images each: the model forward, SSIM and x265 dominate), more on a loaded one.
 """
 from __future__ import annotations
 
