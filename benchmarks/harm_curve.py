@@ -55,20 +55,14 @@ def _psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
-def _save(a, fmt: str, **options) -> bytes:
-    """``a`` written as a ``fmt`` file (Pillow; HEIF through pillow-heif), its bytes."""
-    from PIL import Image
-    if fmt == "HEIF":
-        import pillow_heif
-        pillow_heif.register_heif_opener()
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format=fmt, **options)
-    return buf.getvalue()
+SUBSAMPLING = {0: "444", 1: "422", 2: "420"}   # --subsampling (Pillow's numbers) -> codecs'
 
 
 def _encode(a, q, sub):
     from PIL import Image
-    data = _save(a, "JPEG", quality=q, subsampling=sub)
+
+    from fastreshuffle.io.codecs import jpeg_file
+    data = jpeg_file(a, q, SUBSAMPLING[sub])
     im = Image.open(io.BytesIO(data))
     im.load()
     return im, np.asarray(im.convert("RGB")), len(data)
@@ -107,6 +101,7 @@ def main(argv=None) -> int:
     from fastreshuffle.inference.loading import get_model
     from fastreshuffle.inference.tiling import restore_uint8
     from fastreshuffle.io.datasets import eval_dir
+    from fastreshuffle.io.codecs import jpeg_file
     from fastreshuffle.io.jpeg_tables import tables_from_pil
 
     folder = Path(args.data) if args.data else eval_dir()
@@ -173,7 +168,7 @@ def main(argv=None) -> int:
         doc["never_compressed"] = {"raw": _stats(never_raw), "guarded_worst": float(np.min(never_guarded)),
                                    "guarded_unchanged": int(sum(np.isinf(never_guarded)))}
         doc["seconds_per_megapixel"] = _seconds_per_megapixel(
-            images, args.model, "JPEG q30", lambda a: _save(a, "JPEG", quality=30, subsampling=args.subsampling))
+            images, args.model, "JPEG q30", lambda a: jpeg_file(a, 30, SUBSAMPLING[args.subsampling]))
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))
     if args.plot and not args.strengths:
@@ -299,7 +294,9 @@ def _hevc(args, folder, images, names, raw) -> int:
     never = [_psnr(a, raw(a)) for a in images]
     print(f"never compressed, as pixels (no QP: the full correction): output vs input PSNR mean "
           f"{np.mean(never):.2f} dB, worst {np.min(never):.2f} dB")
-    per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: _save(a, "HEIF", quality=15))
+    import pillow_heif
+    pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them
+    per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
     if args.json:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
                                                "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,

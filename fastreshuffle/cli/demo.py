@@ -46,9 +46,9 @@ def jpeg_file(img: np.ndarray, quality: int):
     import io
 
     from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    return Image.open(io.BytesIO(buf.getvalue()))
+
+    from ..io.codecs import jpeg_file as coded
+    return Image.open(io.BytesIO(coded(img, quality)))
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:

@@ -53,8 +53,10 @@ def _check_rgb(img: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ JPEG
-def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
-    """JPEG via Pillow: baseline, standard tables scaled by ``quality`` (1-100)."""
+def jpeg_file(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> bytes:
+    """The bytes of the JPEG file :func:`jpeg` codes (Pillow: baseline, standard tables scaled by
+    ``quality`` 1-100), for callers that need the file itself (its tables, a PIL image opened
+    from it)."""
     from PIL import Image
 
     img = _check_rgb(img)
@@ -66,7 +68,14 @@ def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
         raise CodecError(f"JPEG subsampling must be 420, 422 or 444, got {subsampling!r}")
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=q, subsampling=sub, optimize=False)
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
+    """JPEG via Pillow: baseline, standard tables scaled by ``quality`` (1-100)."""
+    from PIL import Image
+
+    data = jpeg_file(img, quality, subsampling)
     with Image.open(io.BytesIO(data)) as im:
         tables = tables_from_pil(im)
         dec = np.asarray(im.convert("RGB"))
@@ -76,7 +85,23 @@ def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
 # ------------------------------------------------------------------ HEVC
 def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None, subsampling: str = "420",
          bit_depth: int = 8, preset: Optional[str] = None, threads: Optional[int] = None) -> Coded:
-    """HEVC intra (one still image in a HEIF container) via pillow-heif + libheif + x265.
+    """HEVC intra via pillow-heif: :func:`hevc_file`'s file, decoded (see there), with its QP."""
+    import pillow_heif
+
+    data = hevc_file(img, quality, qp, subsampling, bit_depth, preset, threads)
+    dec_file = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    arr = np.asarray(dec_file)
+    if arr.dtype == np.uint16:
+        # left-aligned 16-bit -> 8 bits
+        arr = np.clip(np.round(arr.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    arr = np.ascontiguousarray(arr[..., :3])
+    from .heif_qp import heif_qp
+    return Coded(arr, len(data), qp=heif_qp(data))
+
+
+def hevc_file(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None, subsampling: str = "420",
+              bit_depth: int = 8, preset: Optional[str] = None, threads: Optional[int] = None) -> bytes:
+    """The bytes of a HEIF file: HEVC intra (one still image) via pillow-heif + libheif + x265.
 
     ``quality`` (0-100) is libheif's quality knob, which it maps to x265's constant rate factor
     (CRF).  ``qp`` (0-51) instead fixes x265's quantiser (``x265:qp``), which is what bpgenc's
@@ -124,15 +149,7 @@ def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None,
                   enc_params=enc_params, save_to_12bit=False)
     except (RuntimeError, ValueError) as e:
         raise CodecError(f"HEVC encoder failed: {e}") from None
-    data = buf.getvalue()
-    dec_file = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
-    arr = np.asarray(dec_file)
-    if arr.dtype == np.uint16:
-        # left-aligned 16-bit -> 8 bits
-        arr = np.clip(np.round(arr.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
-    arr = np.ascontiguousarray(arr[..., :3])
-    from .heif_qp import heif_qp
-    return Coded(arr, len(data), qp=heif_qp(data))
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------ WebP
