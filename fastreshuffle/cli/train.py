@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop (with a checkpoint) after this step, keeping the --steps schedule; "
                         "continue later with --resume")
     g.add_argument("--warmup", type=int, default=0, help="linear warmup steps [0]")
+    g.add_argument("--loss", choices=("l1", "mse"), default="l1",
+                   help="training loss: l1 (the paper's) or mse (what PSNR measures; for a last, "
+                        "low-LR phase) [l1]")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--grad-clip", type=float, default=0.0,
                    help="clip the global gradient norm to this (0: off); the log's grad_norm column gives the norms")

@@ -1,4 +1,4 @@
-"""Training: L1 loss + Adam on (compressed, original) patch pairs (``fastreshuffle train``).
+"""Training: L1 (or, by option, MSE) loss + Adam on (compressed, original) patch pairs (``fastreshuffle train``).
 
 Single process::
 
@@ -247,7 +247,7 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
         ("patch", args.patch), ("lr", args.lr), ("schedule", args.schedule), ("steps", args.steps),
         ("precision", args.precision_used), ("encode", getattr(args, "encode", "patch"))) if key in meta]
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
-        "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
+        "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
         "small_images") if key in saved_args and hasattr(args, key)]
     for key, was, now in changed:
         if was != now:
@@ -468,6 +468,7 @@ class _Loop:
         # or slowed by other work on the machine still gets its full share (the preset study).
         cpu_clock = getattr(args, "budget_clock", "wall") == "cpu"
         t_ckpt = t0
+        loss_fn = F.mse_loss if getattr(args, "loss", "l1") == "mse" else F.l1_loss
         try:
             for comp, orig, _q in loader:
                 lr = lr_at(step, args)
@@ -477,7 +478,7 @@ class _Loop:
                 orig = orig.to(device, non_blocking=True)
                 with _autocast(device, args.precision_used):
                     out = net(comp)
-                loss = F.l1_loss(out.float(), orig)
+                loss = loss_fn(out.float(), orig)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 # the global gradient norm before clipping: the log keeps the largest of each interval,

@@ -426,3 +426,21 @@ def test_resume_says_what_it_cannot_change(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--resume"]
                 + COMMON[:1] + ["small"] + COMMON[2:]) == 2
     assert "pass the same --preset/--config" in capsys.readouterr().err   # the config, not a tensor list
+
+
+def test_loss_option(tmp_path, capsys):
+    """--loss mse trains on the squared error: with the zero tail the first step's network is the
+    identity, so the same seed's first batch logs L1 = mean|e| and MSE = mean e^2 of the same errors
+    (|e| < 1, so L1^2 <= MSE < L1); a resume with another --loss says so."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    first = {}
+    for loss in ("l1", "mse"):
+        out = tmp_path / loss
+        assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "0",
+                     "--loss", loss] + COMMON[:-1] + ["2"]) == 0
+        first[loss] = float(read_log(out / "log.csv")[0]["loss"])
+    assert first["l1"] ** 2 <= first["mse"] < 0.5 * first["l1"], first
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "l1"), "--workers", "0",
+                 "--resume", "--loss", "mse"] + COMMON[:-1] + ["3"]) == 0
+    assert "--loss was 'l1'" in capsys.readouterr().err
