@@ -34,7 +34,7 @@ recomputes the bottleneck intermediates in its backward.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -127,25 +127,40 @@ class FastReshuffleNet(ReshuffleNet):
 
     def __init__(self, config: Optional[ReshuffleNetConfig] = None):
         super().__init__(config)
-        self._buf_key = None
-        self._buf_cache: Optional[Tuple[torch.Tensor, ...]] = None
-        self._params_cache: dict = {}      # mixed (bool) -> (key, params)
+        # eager inference's block buffers: at most one set kept between calls, {key: buffers}.
+        # A call takes the set out (dict.pop is atomic) and puts it back when done, so calls from
+        # several threads never share buffers: one that finds none allocates its own.
+        self._buf_pool: dict = {}
+        self._params_cache: dict = {}      # mixed (bool) -> (key, params); whole entries swapped
 
     # --------------------------------------------------------------- buffers
-    def _block_buffers(self, xp: torch.Tensor, fused_reshuffle: bool) -> List[torch.Tensor]:
+    @staticmethod
+    def _buffers_key(xp: torch.Tensor, fused_reshuffle: bool) -> tuple:
         b, _, h, w = xp.shape
-        key = (b, h, w, xp.dtype, xp.device, fused_reshuffle)
-        if self._buf_key != key:
-            self._buf_cache = None                      # free the old buffers first
-            self._buf_cache = block_buffers_plan(self.config, xp, fused_reshuffle)
-            self._buf_key = key
-        return list(self._buf_cache)
+        return (b, h, w, xp.dtype, xp.device, fused_reshuffle)
+
+    def _take_block_buffers(self, key: tuple, xp: torch.Tensor, fused_reshuffle: bool) -> Tuple[torch.Tensor, ...]:
+        """The kept buffer set for ``key``, now owned by this call (:meth:`_keep_block_buffers`
+        returns it), or a new one -- the kept set of another shape freed first."""
+        pool = self._buf_pool
+        bufs = pool.pop(key, None)
+        if bufs is None:
+            pool.clear()                                # free the old buffers first
+            bufs = block_buffers_plan(self.config, xp, fused_reshuffle)
+        return bufs
+
+    def _keep_block_buffers(self, key: tuple, bufs: Tuple[torch.Tensor, ...]) -> None:
+        self._buf_pool = {key: bufs}                    # one set kept: the last call's
+
+    @property
+    def _buf_cache(self) -> Optional[Tuple[torch.Tensor, ...]]:
+        """The buffer set kept for the next call, or None (for tests and introspection)."""
+        return next(iter(self._buf_pool.values()), None)
 
     def clear_cache(self) -> None:
         """Release the cached block buffers and the cached weights (scaled for mixed-precision
         calls, packed for the CPU kernel)."""
-        self._buf_key = None
-        self._buf_cache = None
+        self._buf_pool = {}
         self._params_cache = {}
 
     def _apply(self, fn, *args, **kwargs):
@@ -289,7 +304,12 @@ class FastReshuffleNet(ReshuffleNet):
             # outputs within float rounding), which the compiler traces like any torch op; the
             # in-place ops' preallocated buffers are an eager optimisation
             return self._forward_autograd(x)
-        bufs = list(separate_block_buffers(self.config, y, fused)) if traced else self._block_buffers(y, fused)
+        if traced:
+            key, kept = None, separate_block_buffers(self.config, y, fused)
+        else:
+            key = self._buffers_key(y, fused)
+            kept = self._take_block_buffers(key, y, fused)
+        bufs = list(kept)
         channels = self.config.block_channels()
         params, (tw, tb), sub = self._params(mixed, cache=not traced)
 
@@ -318,6 +338,8 @@ class FastReshuffleNet(ReshuffleNet):
 
         kt, bt = sub if sub is not None else subpixel_tail_weight(tw, tb)
         t = self._strip_conv(bufs[-1], kt, bt)                  # [n, 4 * 3, H/2 + 1, W/2 + 1]
+        if key is not None:
+            self._keep_block_buffers(key, kept)          # the next call may take them
         if self.config.residual and xp.is_contiguous():
             # the phases interleaved, the cast to float32 (mixed) and the residual in one pass
             return subpixel_tail(t, residual=xp)[..., :h, :w]

@@ -176,3 +176,34 @@ def test_cpu_batch1_buffers_share_one_allocation(preset):
             assert bufs[2].untyped_storage().nbytes() == bufs[2].numel() * bufs[2].element_size()
         else:                                                      # tiny: blocks 0 and 2 share
             assert len(ptrs) == 2 and bufs[0].untyped_storage().data_ptr() == bufs[2].untyped_storage().data_ptr()
+
+
+def test_threads_sharing_one_model_get_their_own_buffers():
+    """Calls from several threads on one model (as ``restore()``'s cached model gets them) must
+    not share the kept block buffers: each output equals the same call made alone, bit for bit."""
+    import threading
+    _, fast = pair("tiny")
+    xs = [torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        alone = [fast(x) for x in xs]
+    got, errors = {}, []
+    start = threading.Barrier(len(xs))
+
+    def work(i):
+        try:
+            start.wait()
+            with torch.no_grad():
+                for r in range(20):
+                    got[i, r] = fast(xs[i])
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(got) == 20 * len(xs)
+    bad = [(i, r) for (i, r), y in got.items() if not torch.equal(y, alone[i])]
+    assert not bad, f"{len(bad)} of {len(got)} outputs differ from the same call made alone"
+    assert fast._buf_cache is not None                   # a set is still kept for the next call
