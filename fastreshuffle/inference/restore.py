@@ -247,7 +247,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     (``half=True`` is "fp16").  A model object runs in its own dtype.
 
     ``guard`` (default: on for JPEG models given by name or path, for any model given by name or
-    path on a PIL image opened from a JPEG file (its tables, as ``fastreshuffle restore``), and for
+    path -- also a weights file that names no codec -- on a PIL image opened from a JPEG file (its
+    tables, as ``fastreshuffle restore``), and for
     the HEVC model on a PIL image opened from a HEIF file; off for a model object): do no harm
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
     QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
@@ -290,10 +291,11 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         import warnings
         warnings.warn("HEVC model on an image that is not an opened HEIF file: its QP is unknown, so the full "
                       "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=2)
-    # A JPEG file is guarded by its tables whichever model restores it, as `fastreshuffle restore`
-    # guards it (inference.files.restore_file); a model object runs as given.
+    # A JPEG file is guarded by its tables whichever model (name or path, whatever codec its file
+    # names, if any) restores it, as `fastreshuffle restore` guards it
+    # (inference.files.restore_file); a model object runs as given.
     if guard is None:
-        guard = codec == "jpeg" or (codec is not None and jpeg_file)
+        guard = codec == "jpeg" or (not isinstance(model, torch.nn.Module) and jpeg_file)
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):

@@ -348,28 +348,37 @@ def test_hevc_model_on_pixels_warns_in_the_api():
         fr.restore(a, "jpeg", device="cpu")
 
 
-def test_hevc_model_on_a_jpeg_file_is_guarded_by_its_tables_in_the_api_as_in_the_cli(tmp_path, capsys):
-    """An HEVC model given a JPEG: restore() on the opened file guards it by its tables, as the
-    CLI does (same pixels); a q95 JPEG comes back unchanged instead of 3 dB worse; the CLI says
-    which model kind met which file."""
+@pytest.mark.parametrize("kind", ["hevc", "own weights without a codec"])
+def test_hevc_model_on_a_jpeg_file_is_guarded_by_its_tables_in_the_api_as_in_the_cli(tmp_path, capsys, kind):
+    """An HEVC model, or a user's own weights file that names no codec, given a JPEG: restore()
+    on the opened file guards it by its tables, as the CLI does (same pixels); a q95 JPEG comes
+    back unchanged instead of 3 dB worse; the CLI says which model kind met which file."""
     import warnings
+
+    from fastreshuffle.io.weights import save_weights
+    model = "hevc"
+    if kind != "hevc":
+        model = str(tmp_path / "mine.safetensors")      # metadata: format and config only
+        save_weights(fr.load_model("jpeg", "cpu"), model)
     a = photo(96, 128)
     for q in (30, 95):
         src = tmp_path / f"q{q}.jpg"
         Image.fromarray(a).save(src, quality=q)
         with warnings.catch_warnings():
             warnings.simplefilter("error")        # guarded: no "unguarded" warning either
-            api = np.asarray(fr.restore(Image.open(src), "hevc", device="cpu", precision="fp32"))
-        assert main(["restore", str(src), "--model", "hevc", "--device", "cpu", "--precision", "fp32"]) == 0
+            api = np.asarray(fr.restore(Image.open(src), model, device="cpu", precision="fp32"))
+        assert main(["restore", str(src), "--model", model, "--device", "cpu", "--precision", "fp32",
+                     "--overwrite"]) == 0
         cli = np.asarray(Image.open(tmp_path / f"q{q}_restored.png"))
         np.testing.assert_array_equal(api, cli)
-        assert "a JPEG file given to an HEVC model: restored under the JPEG guard" in capsys.readouterr().err
+        if kind == "hevc":
+            assert "a JPEG file given to an HEVC model: restored under the JPEG guard" in capsys.readouterr().err
         decoded = np.asarray(Image.open(src).convert("RGB"))
         if q == 95:
             np.testing.assert_array_equal(api, decoded)   # passed through, as for the jpeg model
         else:
             assert (api != decoded).any()
-    raw = np.asarray(fr.restore(Image.open(tmp_path / "q95.jpg"), "hevc", device="cpu", guard=False))
+    raw = np.asarray(fr.restore(Image.open(tmp_path / "q95.jpg"), model, device="cpu", guard=False))
     assert (raw != decoded).any()                          # what the guard keeps from it
 
 
