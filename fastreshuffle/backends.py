@@ -144,7 +144,7 @@ def resolve_device(device=None):
         raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("CUDA was requested but no CUDA GPU is available (use --device cpu or auto)")
+            raise ValueError("CUDA was requested but no CUDA GPU is available (ask for the device 'cpu' or 'auto')")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return dev

@@ -253,12 +253,19 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
 
 def get_model(model: ModelArg, device=None, half: bool = False,
               precision: Optional[str] = "fp32") -> torch.nn.Module:
-    """A model object as given (moved to ``device`` if one is named; its dtype is the caller's),
-    or a name / path loaded in ``precision`` (see :func:`load_model`) once and cached while the
-    file is unchanged."""
+    """A model object as given -- its device and dtype are the caller's: a ``device`` named that
+    is not the model's raises ValueError rather than moving the caller's model --, or a name /
+    path loaded in ``precision`` (see :func:`load_model`) once and cached while the file is
+    unchanged."""
     if isinstance(model, torch.nn.Module):
         if device is not None and device != "auto":
-            model = model.to(resolve_device(device))
-        return model.eval()
+            want = resolve_device(device)
+            if want.type == "cuda" and want.index is None:
+                want = torch.device("cuda", torch.cuda.current_device())
+            have = next((p.device for p in model.parameters()), want)
+            if have != want:
+                raise ValueError(f"the model is on {have}, not on the device asked for ({device!r}): "
+                                 "move it first (model.to(...)) or leave device unset")
+        return model
     dev = resolve_device(device)
     return _cached_model(model, dev, resolve_precision("fp16" if half else precision, dev))

@@ -132,11 +132,12 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands)
     if mode == "F":   # 32-bit float grey: as a float array (through RGB it would be cut to 0 / 1)
         return Image.fromarray(numpy_path(np.asarray(img, dtype=np.float32)).astype(np.float32), "F")
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img).astype(np.float32)
-        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        out = numpy_path(np.clip(arr / scale, 0, 1))
-        return Image.fromarray(np.round(out * scale).astype(np.uint16 if mode.startswith("I;16") else np.int32))
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        from ..io.images import int_gray_scale
+        arr = np.asarray(img)
+        scale = int_gray_scale(mode, arr)            # as the CLI reads such a file
+        out = numpy_path(arr.astype(np.uint16 if scale > 255 else np.uint8))   # as that array would be
+        return Image.fromarray(out.astype(np.uint16 if mode.startswith("I;16") else np.int32))
     # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
     return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands).convert(mode)
 
@@ -194,13 +195,14 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, ban
     x = x.detach()   # inference: no graph (and no warning from reading the range of a leaf)
     if x.dim() == 4 and x.shape[0] == 0 and x.shape[1] in (1, 3):
         return x.clone()   # an empty batch
+    if x.dim() not in (3, 4) or x.shape[-3] not in (1, 3):
+        raise ValueError(f"expected a tensor of shape (3, H, W) or (N, 3, H, W) (1 channel for grey), "
+                         f"got {tuple(x.shape)}")
     if x.dim() == 3:
         return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard, bands)[0]
     if x.numel():
         finite = bool(torch.isfinite(x).all())
         check_float_range(float(x.min()) if finite else 0.0, float(x.max()) if finite else 0.0, finite)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
     if guard:  # image by image through the numpy path (the guard works on 8-bit pixels)
         outs = []
         for img in x.detach():
@@ -227,8 +229,11 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
       (floats outside it, e.g. 0-255 floats, or NaN, are refused with ValueError, never
       clipped); the result has the same shape and dtype;
     * a PIL image: RGB, L, RGBA and LA come back in the same mode; palette ("P") images come
-      back as RGB/RGBA (re-quantising would undo the restoration); "F" (float grey) as a float
-      array in [0, 1]; other modes (CMYK, ...) are restored through RGB and converted back;
+      back as RGB/RGBA (re-quantising would undo the restoration); "F" (float grey, values in
+      [0, 1], else refused like a float array) as an "F" image; 16-bit grey ("I;16*", full
+      scale 65535) as "I;16" and "I" (32-bit: full scale 255 when every value is 0..255, else
+      65535; values outside 0..65535 refused with ValueError) as "I"; other modes (CMYK, ...)
+      are restored through RGB and converted back;
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device.
 
@@ -244,7 +249,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
     ``precision`` (for a model given by name or path): "auto" (default: bf16 on a CPU with
     AVX512-BF16, within 0.003 dB of fp32 on Kodak24, else fp32), "fp32", "bf16", or "fp16" on CUDA
-    (``half=True`` is "fp16").  A model object runs in its own dtype.
+    (``half=True`` is "fp16").  A model object runs as it is: in its own dtype, on its own device
+    (a ``device`` given must be that one: it is not moved), in eval mode (its modules' training
+    flags are put back afterwards).
 
     ``guard`` (default: on for JPEG models given by name or path, for any model given by name or
     path -- also a weights file that names no codec -- on a PIL image opened from a JPEG file (its
@@ -258,6 +265,18 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
+    if isinstance(model, torch.nn.Module):      # run in eval mode; the caller's modes are put back
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
+        finally:
+            for m, training in modes:
+                m.training = training
+    return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
+
+
+def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision):
     import os
 
     from .tiling import DEFAULT_OVERLAP, SelfEnsemble, check_tile_args

@@ -55,6 +55,18 @@ def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> Lis
                   and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def int_gray_scale(mode: str, a: np.ndarray) -> float:
+    """The full scale of an integer grey image's samples (Pillow mode ``I;16*`` or ``I``): 65535
+    for the 16-bit modes; for ``I`` (32-bit) 255 when every sample is 0..255 (what
+    ``convert("I")`` makes of an 8-bit image), else 65535.  Samples outside 0..65535 raise
+    ValueError: never clipped."""
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"mode {mode} samples span {a.min()}..{a.max()}, outside 0..65535")
+    if mode.startswith("I;16"):
+        return 65535.0
+    return 65535.0 if a.size and a.max() > 255 else 255.0
+
+
 def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
     alpha = None
@@ -67,11 +79,11 @@ def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
             return np.asarray(im.convert("RGB")), None
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        if mode.startswith("I;16"):
-            a = a / 65535.0
-        else:
+        if mode == "F":
             hi = a.max() if a.size else 1.0
             a = a / (65535.0 if hi > 255 else 255.0)
+        else:
+            a = a / int_gray_scale(mode, a)
         g = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2), None
     if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR

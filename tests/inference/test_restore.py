@@ -82,8 +82,9 @@ def test_cuda_request_without_gpu_is_clear():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     from fastreshuffle.backends import resolve_device
-    with pytest.raises(ValueError, match="CUDA"):
+    with pytest.raises(ValueError, match="CUDA") as e:
         resolve_device("cuda")
+    assert "--device" not in str(e.value)          # the library's words, not the CLI's
     assert resolve_device("auto").type == "cpu"
 
 
@@ -168,6 +169,43 @@ def test_restore_torch_kinds(tiny_model):
         fastreshuffle.restore((x * 255).to(torch.uint8), model=tiny_model)
     with pytest.raises(ValueError):
         fastreshuffle.restore(torch.rand(2, 20, 28, 3), model=tiny_model)
+    with pytest.raises(ValueError, match=r"got \(32, 32, 4\)"):     # the shape given, not an unsqueezed one
+        fastreshuffle.restore(torch.rand(32, 32, 4), model=tiny_model)
+
+
+def test_restore_leaves_a_model_object_as_it_was(tiny_model):
+    """restore(model=obj) runs the caller's model in eval mode and puts its modes back; a device
+    that is not the model's is refused, not moved to."""
+    model = ReshuffleNet(ReshuffleNetConfig.preset("tiny"))
+    model.load_state_dict(tiny_model.state_dict())
+    model.train()
+    model.blocks[0].eval()                                # a mixed state, kept as it was
+    before = {n: m.training for n, m in model.named_modules()}
+    x = torch.rand(1, 3, 16, 24)
+    y = fastreshuffle.restore(x, model=model, device="cpu")
+    assert {n: m.training for n, m in model.named_modules()} == before
+    torch.testing.assert_close(y, fastreshuffle.restore(x, model=tiny_model), rtol=0, atol=0)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="move it first"):
+            fastreshuffle.restore(x, model=model, device="cuda")
+        assert next(model.parameters()).device.type == "cpu"
+
+
+def test_restore_16bit_grey_pil_scales_as_the_array_and_the_cli(tiny_model, tmp_path):
+    """An I;16 image is 16-bit whatever its largest value (a dark 16-bit photo is not 8-bit data),
+    as the same samples as a uint16 array and as the CLI read them; mode I outside 0..65535 is
+    refused, not clipped."""
+    from fastreshuffle.io.images import int_gray_scale
+    dark = np.random.default_rng(3).integers(0, 200, (24, 32)).astype(np.uint16)
+    img = Image.fromarray(dark)
+    assert img.mode == "I;16"
+    pil = np.asarray(fastreshuffle.restore(img, model=tiny_model)).astype(np.uint16)
+    np.testing.assert_array_equal(pil, fastreshuffle.restore(dark, model=tiny_model))
+    assert int_gray_scale("I;16", dark) == int_gray_scale("I;16B", dark) == 65535.0
+    assert int_gray_scale("I", dark.astype(np.int32)) == 255.0      # convert("I") of an 8-bit image
+    for bad in (dark.astype(np.int32) - 100, dark.astype(np.int32) * 1000):
+        with pytest.raises(ValueError, match="outside 0..65535"):
+            fastreshuffle.restore(Image.fromarray(bad), model=tiny_model)
 
 
 def test_restore_by_path_and_bad_input(tiny_weights):
