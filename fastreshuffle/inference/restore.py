@@ -187,6 +187,11 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     return Image.fromarray(out, img.mode)
 
 
+# keys Pillow's JPEG decoder puts in Image.info (JFIF / Adobe markers, progressive coding): they
+# survive .convert() and .transpose(), the file's quantisation tables do not
+_JPEG_INFO_KEYS = frozenset({"jfif", "jfif_version", "adobe", "adobe_transform", "progressive", "progression"})
+
+
 def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, bands=None) -> torch.Tensor:
     from .tiling import restore_tensor
 
@@ -309,7 +314,14 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     if codec == "hevc" and guard is not False and not jpeg_file:
         import warnings
         warnings.warn("HEVC model on an image that is not an opened HEIF file: its QP is unknown, so the full "
-                      "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=2)
+                      "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=3)
+    if (guard is not False and codec == "jpeg" and fmt is None
+            and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
+        import warnings
+        warnings.warn("this image was decoded from a JPEG file (its info says so) but no longer carries the "
+                      "file's quantisation tables (.convert(), ImageOps.exif_transpose() and copies drop "
+                      "them): it is restored only where JPEG compression is found in its pixels; pass the "
+                      "image Image.open returned, as it is", stacklevel=3)
     # A JPEG file is guarded by its tables whichever model (name or path, whatever codec its file
     # names, if any) restores it, as `fastreshuffle restore` guards it
     # (inference.files.restore_file); a model object runs as given.

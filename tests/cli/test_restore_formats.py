@@ -339,8 +339,9 @@ def test_ten_bit_heif_is_said_and_guarded_by_its_qp(tmp_path, capsys):
 
 def test_hevc_model_on_pixels_warns_in_the_api():
     a = photo(32, 48)
-    with pytest.warns(UserWarning, match="QP is unknown"):
+    with pytest.warns(UserWarning, match="QP is unknown") as rec:
         fr.restore(a, "hevc", device="cpu")
+    assert rec[0].filename == __file__                     # pointed at the caller's line
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -387,3 +388,23 @@ def test_cmyk_jpeg_note_says_why_its_tables_are_not_used(tmp_path, capsys):
     Image.fromarray(photo(64, 96)).convert("CMYK").save(src, quality=15)
     assert main(["restore", str(src), "--device", "cpu"]) == 0
     assert "a JPEG whose tables cannot be used (CMYK or RGB-coded)" in capsys.readouterr().err
+
+
+def test_a_converted_jpeg_says_its_tables_are_gone(tmp_path):
+    """.convert("RGB") / ImageOps.exif_transpose() of an opened JPEG keep its JFIF info but drop its
+    tables: restore() says so (at the caller's line) instead of silently falling back to what the
+    pixels show; the opened image itself, a PNG, and guard=False raise no warning."""
+    import warnings
+    src = tmp_path / "q50.jpg"
+    Image.fromarray(photo(64, 96)).save(src, quality=50)
+    for copy in (Image.open(src).convert("RGB"), ImageOps.exif_transpose(Image.open(src))):
+        with pytest.warns(UserWarning, match="no longer carries the file's quantisation tables") as rec:
+            fr.restore(copy, device="cpu")
+        assert rec[0].filename == __file__
+    png = tmp_path / "a.png"
+    Image.fromarray(photo(64, 96)).save(png)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fr.restore(Image.open(src), device="cpu")
+        fr.restore(Image.open(png).convert("RGB"), device="cpu")
+        fr.restore(Image.open(src).convert("RGB"), device="cpu", guard=False)
