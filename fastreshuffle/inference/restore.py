@@ -116,7 +116,8 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
             from ..io.jpeg_tables import tables_from_pil
             from .jpeg_history import tables_fit
             tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation) ...
-            if tables is not None and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma):
+            if (tables is not None and not _pixels_are_the_files(img, arr)
+                    and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma)):
                 tables = None               # ... unless resized or painted in place: then as an array
         return Image.fromarray(numpy_path(arr, tables), mode)
     if mode in ("RGBA", "LA"):
@@ -142,7 +143,26 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
     return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands).convert(mode)
 
 
-def _heif_bytes(img) -> Optional[bytes]:
+def _pixels_are_the_files(img, arr: np.ndarray) -> bool:
+    """Whether a PIL JPEG's pixels are still its file's, decoded again and compared exactly (so
+    the file's tables describe them); False when the file is out of reach, or changed, or the
+    image resized or painted in place (then :func:`.jpeg_history.tables_fit` judges)."""
+    data = _file_bytes(img)
+    if data is None:
+        return False
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as f:
+            if f.size != img.size or f.mode != img.mode:
+                return False
+            return bool(np.array_equal(np.asarray(f), arr))
+    except Exception:   # not decodable any more: no evidence either way
+        return False
+
+
+def _file_bytes(img) -> Optional[bytes]:
     """The file a PIL image was opened from (its path, else its still-open file object), or None."""
     import os
     name = getattr(img, "filename", None)
@@ -172,7 +192,7 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     from .guard import hevc_guarded_file
     from .tiling import too_small
 
-    data = _heif_bytes(img)
+    data = _file_bytes(img)
     if data is None or img.mode not in ("RGB", "RGBA"):
         return None
     arr = np.asarray(img)
@@ -265,7 +285,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
     QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
     compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``,
-    while its pixels fit them: not after an in-place ``thumbnail``), else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
+    while its pixels are the file's -- decoded again and compared -- or, the file out of reach,
+    still fit its tables: not after an in-place ``thumbnail``), else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
     its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.

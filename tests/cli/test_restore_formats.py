@@ -408,3 +408,27 @@ def test_a_converted_jpeg_says_its_tables_are_gone(tmp_path):
         fr.restore(Image.open(src), device="cpu")
         fr.restore(Image.open(png).convert("RGB"), device="cpu")
         fr.restore(Image.open(src).convert("RGB"), device="cpu", guard=False)
+
+
+def test_an_untouched_opened_jpeg_uses_its_tables_even_where_tables_fit_doubts(tmp_path, monkeypatch):
+    """restore(Image.open(f)) checks the pixels against the file itself (decoded again), so the
+    statistical tables_fit -- which doubted 7 of 24 Kodak24 128x128 crops at q90 -- only judges
+    images changed in place or whose file is gone: the API gives the CLI's pixels."""
+    from fastreshuffle.inference import jpeg_history
+    from fastreshuffle.inference.restore import _pixels_are_the_files
+    src = tmp_path / "q90.jpg"                  # noise at q90: its pixels alone show no JPEG
+    noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3)).astype(np.uint8)
+    Image.fromarray(noise).save(src, quality=90)
+    assert main(["restore", str(src), "--device", "cpu", "--precision", "fp32"]) == 0
+    cli = np.asarray(Image.open(tmp_path / "q90_restored.png"))
+    assert (cli != np.asarray(Image.open(src))).any()          # the guard restores this one
+    monkeypatch.setattr(jpeg_history, "tables_fit", lambda *a, **k: False)   # the doubting case
+    api = np.asarray(fr.restore(Image.open(src), device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(api, cli)
+    im = Image.open(src)
+    assert _pixels_are_the_files(im, np.asarray(im))
+    im.paste((0, 0, 0), (0, 0, 8, 8))                          # painted in place: the file no longer says
+    assert not _pixels_are_the_files(im, np.asarray(im))
+    im2 = Image.open(src)
+    im2.thumbnail((48, 64))
+    assert not _pixels_are_the_files(im2, np.asarray(im2))
