@@ -118,7 +118,10 @@ def _ssim_channel(a: np.ndarray, b: np.ndarray, peak: float, k: np.ndarray) -> f
     return float(np.mean(num / den))
 
 
-def ssim(a, b, peak: float = 255.0, window: int = 11, sigma: float = 1.5) -> float:
+SSIM_WINDOW = 11   # the Gaussian window's side (Wang et al. 2004); smaller images have no SSIM
+
+
+def ssim(a, b, peak: float = 255.0, window: int = SSIM_WINDOW, sigma: float = 1.5) -> float:
     """Mean SSIM, Gaussian window; for colour images the mean over the R, G, B channels."""
     a, b = _check_pair(a, b)
     k = _gaussian_kernel(window, sigma)

@@ -89,11 +89,17 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pic
     return run(coded.image)
 
 
+def _gain(restored: float, codec: float) -> float:
+    """restored - codec PSNR in dB; 0 where both are infinite (an image decoded exactly and
+    returned unchanged), -inf where the restore changed such an image."""
+    return 0.0 if restored == codec else restored - codec
+
+
 def _fmt(v, nd=2):
     if v is None:
         return "-"
     if isinstance(v, float) and math.isinf(v):
-        return "inf"
+        return "inf" if v > 0 else "-inf"
     return f"{v:.{nd}f}"
 
 
@@ -113,7 +119,10 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
         model = SelfEnsemble(model)
         if bands is not None:
             pick = lambda **key: SelfEnsemble(bands.net(**key))  # noqa: E731
-    from ..metrics import PSNRAccumulator, psnr_b, ssim
+    from ..metrics import SSIM_WINDOW, PSNRAccumulator, psnr_b, ssim
+
+    def _ssim(a, b):        # None (left out of the mean) for an image smaller than SSIM's window
+        return ssim(a, b) if min(a.shape[:2]) >= SSIM_WINDOW else None
 
     results = []
     for setting in settings:
@@ -132,11 +141,11 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
             row = {"name": name, "height": img.shape[0], "width": img.shape[1], "bytes": coded.nbytes,
                    "bpp": coded.bpp,
                    "psnr_codec": acc_c.add(coded.image, img),
-                   "ssim_codec": ssim(img, coded.image),
+                   "ssim_codec": _ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
                 out = _guarded_restore(model, coded, device, guard, s.name, pick)
-                row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": ssim(img, out),
+                row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": _ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:
                 row.update({"psnr_restored": None, "ssim_restored": None, "psnrb_restored": None})
@@ -154,7 +163,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                "ssim_codec": mean("ssim_codec"), "ssim_restored": mean("ssim_restored"),
                "psnrb_codec": mean("psnrb_codec"), "psnrb_restored": mean("psnrb_restored")}
         res["gain"] = (res["psnr_restored"] - res["psnr_codec"]) if model is not None else None
-        per = [r["psnr_restored"] - r["psnr_codec"] for r in rows if r["psnr_restored"] is not None]
+        per = [_gain(r["psnr_restored"], r["psnr_codec"]) for r in rows if r["psnr_restored"] is not None]
         res["gain_mean"] = float(np.mean(per)) if per else None
         res["gain_worst"] = float(np.min(per)) if per else None
         if per_image:

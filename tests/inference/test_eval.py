@@ -191,3 +191,30 @@ def test_eval_outputs_are_never_replaced_unasked(tmp_path, capsys):
     assert main(["eval", "--data", str(data), "--quality", "10", "30", "--json", str(mine), "--plot", str(plot),
                  "--overwrite", "-q"]) == 0
     assert json.loads(mine.read_text())["results"] and Image.open(plot).format == "PNG"
+
+
+def test_eval_tiny_and_exactly_coded_images(tmp_path, weights, capsys):
+    """An image under SSIM's 11-px window is evaluated (its SSIM left out, not a traceback); a
+    flat black image decodes exactly (PSNR inf): unchanged it gains 0 (not inf - inf = NaN),
+    changed it gains -inf, printed as "-inf"."""
+    import math
+
+    from fastreshuffle.inference.evaluate import _gain, print_table
+    data = tmp_path / "imgs"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 40, 3)).astype(np.uint8)).save(data / "tiny.png")
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(data / "black.png")
+    out = tmp_path / "res.json"
+    assert main(["eval", "--data", str(data), "--codec", "jpeg", "--quality", "10", "--weights", str(weights),
+                 "--no-guard", "--json", str(out), "-q"]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"][0]["per_image"]}
+    assert rows["tiny.png"]["ssim_codec"] is None and rows["tiny.png"]["ssim_restored"] is None
+    assert math.isfinite(rows["tiny.png"]["psnr_codec"]) and rows["black.png"]["psnr_codec"] == math.inf
+    assert _gain(math.inf, math.inf) == 0.0 and _gain(38.5, math.inf) == -math.inf and _gain(30.0, 29.5) == 0.5
+    capsys.readouterr()
+    print_table([{"codec": "jpeg", "quality": 10, "images": 1, "bpp": 1.0, "psnr_codec": math.inf,
+                  "psnr_codec_mean": math.inf, "ssim_codec": 1.0, "psnrb_codec": math.inf,
+                  "psnr_restored": 40.0, "psnr_restored_mean": 40.0, "ssim_restored": 0.9, "psnrb_restored": 40.0,
+                  "gain": -math.inf, "gain_mean": -math.inf, "gain_worst": -math.inf}])
+    table = capsys.readouterr().out
+    assert "-inf" in table and "+inf" not in table
