@@ -2,8 +2,40 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from ..errors import UserError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP, raised as an interrupt so that every ``finally`` (temporary files,
+    checkpoints) runs as on Ctrl-C; ``exit_code`` is 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        import signal
+        self.exit_code = 128 + signum
+        self.name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def signals_as_interrupts():
+    """While a command runs (in the main thread): SIGTERM and SIGHUP raise :class:`Terminated`."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+    sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    old = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:

@@ -72,6 +72,8 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise UserError(f"the demo writes a PNG: name the output .png, got {out}")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; name a .png file with -o")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; use --overwrite to replace it or -o to pick another name")
     if out.parent != Path("") and not out.parent.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ def _check_output(opt: str, path: Path, overwrite: bool) -> None:
     from ..io.safe_write import check_writable
     if path.is_dir():
         raise UserError(f"{opt} {path} is a folder; name a file")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:     # a link too, dangling or not
         raise UserError(f"{opt} {path} exists; use --overwrite to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,8 @@ def run(args) -> int:
     for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after
         if path:
             _check_output(opt, Path(path), args.overwrite)
+    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
+        raise UserError(f"--json and --plot name the same file ({args.plot}); the plot would replace the results")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG: name it .png, got {args.plot}")
     if args.plot and len(settings) < 2:
@@ -168,13 +171,26 @@ def run(args) -> int:
     print_table(results)
     doc = {"data": str(folder), "images": len(images), "skipped": bad, "model": mdesc,
            "metrics": METRIC_NOTES, "seconds": time.time() - t0, "results": results}
+    from ..errors import OutputExistsError
     from ..io.safe_write import atomic_write_bytes, atomic_write_with
+    outputs = []
     if args.json:
-        p = Path(args.json)
-        atomic_write_bytes(p, json.dumps(doc, indent=1).encode(), overwrite=args.overwrite)
-        print(f"wrote {p}")
+        outputs.append(("--json", Path(args.json),
+                        lambda p: atomic_write_bytes(p, json.dumps(doc, indent=1).encode(), overwrite=args.overwrite)))
     if args.plot:
         title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
-        atomic_write_with(Path(args.plot), lambda f: plot_rd(results, f, title), overwrite=args.overwrite)
-        print(f"wrote {args.plot}")
-    return 0
+        outputs.append(("--plot", Path(args.plot),
+                        lambda p: atomic_write_with(p, lambda f: plot_rd(results, f, title), overwrite=args.overwrite)))
+    failed = False
+    for opt, p, write in outputs:     # each output on its own: one that fails does not lose the other
+        try:
+            write(p)
+            print(f"wrote {p}")
+        except OutputExistsError:
+            print(f"fastreshuffle eval: error: {opt} {p} appeared during the run; kept it, nothing written "
+                  "(use --overwrite)", file=sys.stderr)
+            failed = True
+        except OSError as e:
+            print(f"fastreshuffle eval: error: {opt} {p}: cannot write: {e.strerror or e}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0

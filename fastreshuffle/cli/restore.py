@@ -233,6 +233,10 @@ def run(args) -> int:
                     n_skip += 1
                     continue
                 planned[key] = src
+                if out.is_dir():
+                    _say(f"skipped: {src}: output {out} is a folder (change --suffix or -o)", bar)
+                    n_skip += 1
+                    continue
                 if os.path.lexists(out) and not args.overwrite:
                     _say(f"skipped: {src}: output exists: {out} (use --overwrite)", bar)
                     n_skip += 1
@@ -265,17 +269,18 @@ def run(args) -> int:
             finally:
                 if bar is not None:
                     bar.update(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
-        _say(f"interrupted: {n_ok + n_skip + n_fail} of {len(files)} file(s) finished "
+        what = f"terminated ({e.name})" if getattr(e, "name", None) else "interrupted"
+        _say(f"{what}: {n_ok + n_skip + n_fail} of {len(files)} file(s) finished "
              f"({n_ok} restored, {n_skip} skipped, {n_fail} failed); no partial output left behind")
-        return 130
+        return getattr(e, "exit_code", 130)
     if bar is not None:
         bar.close()
     if not args.quiet or n_fail:
         _say(f"done in {time.time() - t0:.1f}s: {n_ok} restored, {n_skip} skipped, {n_fail} failed"
-             + (f", {len(errors)} input path(s) not found" if errors else ""))
+             + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:
         _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "
              + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))

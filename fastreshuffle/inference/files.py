@@ -27,9 +27,27 @@ def _is_earlier_output(path: Path, suffix: str) -> bool:
 
 class Collected(NamedTuple):
     files: List[Tuple[Path, Optional[Path]]]  # (file, the folder it was found in, or None)
-    errors: List[str]                         # one line per input path that does not exist
+    errors: List[str]                         # one line per input path or folder that cannot be read
     skipped_outputs: int                      # files in folders that are our own earlier outputs
     skipped_folders: int                      # sub-folders not entered (no --recursive)
+
+
+def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Path]:
+    """The entries of ``folder`` (with ``recursive``, of its sub-folders too: not through links to
+    folders, hidden ones left out), each folder that cannot be read added to ``errors``."""
+    def unreadable(e: OSError) -> None:
+        errors.append(f"error: {e.filename or folder}: cannot read the folder: {e.strerror or e}")
+    if not recursive:
+        try:
+            return list(folder.iterdir())
+        except OSError as e:
+            unreadable(e)
+            return []
+    out: List[Path] = []
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out.extend(Path(root) / n for n in names)
+    return out
 
 
 def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
@@ -44,9 +62,8 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
             found = []
-            for f in it:
+            for f in _folder_entries(p, recursive, errors):
                 if not recursive and f.is_dir() and not f.name.startswith("."):
                     skipped_folders += 1
                     continue

@@ -47,6 +47,14 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
+def _short(name: str, limit: int = 120) -> str:
+    """``name`` cut to at most ``limit`` bytes (a character split at the cut dropped), so that the
+    temporary file's name -- prefix, name, random part, suffix -- stays under the usual 255-byte
+    limit for any output name that is itself legal."""
+    b = os.fsencode(name)
+    return name if len(b) <= limit else b[:limit].decode("utf-8", "ignore")
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Open a binary file for writing that appears at ``path`` only if the block succeeds.
@@ -60,7 +68,8 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", suffix=TEMP_SUFFIX, dir=str(folder))
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + _short(path.name) + ".", suffix=TEMP_SUFFIX,
+                                        dir=str(folder))
     except OSError as e:   # name the output, not the temporary file's made-up name
         raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
     tmp = Path(tmp_name)

@@ -460,7 +460,7 @@ class _Loop:
         self.loss_sum, self.loss_n = float(loss_acc[0]), int(loss_acc[1])
         self.grad_max = float(loss_acc[2]) if len(loss_acc) > 2 else 0.0
         last_val = None
-        interrupted = False
+        interrupted = None          # the KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP from the CLI)
         from ..inference.loading import training_memory_format
         fmt = training_memory_format(model, device)
         budget, every = getattr(args, "time_budget", None), getattr(args, "checkpoint_every", None)
@@ -546,19 +546,19 @@ class _Loop:
                         break
                     if due or saved:
                         t_ckpt = now
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = e
         finally:
             if bar is not None:
                 bar.close()
-        if interrupted:
+        if interrupted is not None:
             if dist.main and step > start:
                 self.checkpoint(step, False)
                 say(f"interrupted: saved step {step} to {self.run_dir}; continue with --resume")
             if log:
                 log.close()
             dist.close()
-            raise KeyboardInterrupt
+            raise interrupted           # its exit code (130, or 128 + the signal) goes with it
         if log:
             log.close()
         if dist.main:

@@ -260,8 +260,87 @@ def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatc
     assert not leftover_temp_files(out)
 
 
-def test_sigint_mid_run(tmp_path, weights):
-    """A real SIGINT to a running ``fastreshuffle restore`` after its first output appears."""
+def test_sigterm_during_write_in_process(tmp_path, weights, capsys, monkeypatch):
+    """SIGTERM (timeout, docker stop, systemd) while a file is being written cleans up as Ctrl-C
+    does: exit 143, temp file removed, earlier output kept, the old handler back afterwards."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(_img(seed=i)).save(src / f"f{i}.png")
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def terminated_save(self, fp, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            fp.write(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)                      # the handler raises here, at once
+            raise AssertionError("SIGTERM was not turned into an interrupt")
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", terminated_save)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    rc = cli_main(["restore", "-q", str(src), "-o", str(out), "--model", str(weights)])
+    assert rc == 128 + signal.SIGTERM
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["f0_restored.png"]
+    assert not leftover_temp_files(out)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_unreadable_folders_are_named_not_skipped(tmp_path, weights, capsys, monkeypatch):
+    """A folder that cannot be listed (given, or met with -r) is one error line and exit 1, the
+    readable files still restored -- not a traceback, not silently left out."""
+    good = tmp_path / "good.png"
+    Image.fromarray(_img()).save(good)
+    tree = tmp_path / "tree"
+    (tree / "locked").mkdir(parents=True)
+    Image.fromarray(_img(seed=1)).save(tree / "a.png")
+    Image.fromarray(_img(seed=2)).save(tree / "locked" / "b.png")
+    locked = {str(tree / "locked"), str(tmp_path / "shut")}
+    (tmp_path / "shut").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):            # permissions do not bind root: refuse these two by name
+        if os.fspath(path) in locked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: (scandir(self), real_iterdir(self))[1])
+    out = tmp_path / "out"
+    rc = cli_main(["restore", str(good), str(tmp_path / "shut"), str(tree), "-r", "-o", str(out),
+                   "--model", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert f"error: {tree / 'locked'}: cannot read the folder: Permission denied" in err
+    assert f"error: {tmp_path / 'shut'}: cannot read the folder" in err
+    assert "2 restored" in err and "2 input path(s) not read" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_restored.png", "good_restored.png"]
+
+
+def test_long_but_legal_output_names_are_written(tmp_path, weights):
+    """An output name near the 255-byte limit is written: the temporary name is cut, not the output."""
+    stem = "z" * 226
+    Image.fromarray(_img()).save(tmp_path / f"{stem}.png")
+    assert cli_main(["restore", "-q", str(tmp_path / f"{stem}.png"), "--model", str(weights)]) == 0
+    assert (tmp_path / f"{stem}_restored.png").is_file()
+    assert not leftover_temp_files(tmp_path)
+
+
+def test_output_that_is_a_folder_is_named_as_such(tmp_path, weights, capsys):
+    Image.fromarray(_img()).save(tmp_path / "a.png")
+    (tmp_path / "a_restored.png").mkdir()
+    assert cli_main(["restore", str(tmp_path / "a.png"), "--model", str(weights), "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "use --overwrite" not in err and (tmp_path / "a_restored.png").is_dir()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run(tmp_path, weights, sig):
+    """A real SIGINT / SIGTERM to a running ``fastreshuffle restore`` after its first output appears."""
     src = tmp_path / "in"
     src.mkdir()
     n = 8
@@ -281,7 +360,7 @@ def test_sigint_mid_run(tmp_path, weights):
                 break
             time.sleep(0.02)
         assert p.poll() is None, "finished before it could be interrupted"
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
@@ -289,9 +368,9 @@ def test_sigint_mid_run(tmp_path, weights):
             p.wait()
     done = sorted(out.glob("*_restored.png"))
     if p.returncode == 0:  # pragma: no cover - the machine was too fast
-        pytest.skip("all files finished before SIGINT arrived")
-    assert p.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+        pytest.skip("all files finished before the signal arrived")
+    assert p.returncode == 128 + sig, err
+    assert ("interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)") in err and "Traceback" not in err
     assert 1 <= len(done) < n
     for f in done:  # every output that exists is complete
         Image.open(f).load()

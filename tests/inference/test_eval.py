@@ -191,6 +191,29 @@ def test_eval_outputs_are_never_replaced_unasked(tmp_path, capsys):
     assert main(["eval", "--data", str(data), "--quality", "10", "30", "--json", str(mine), "--plot", str(plot),
                  "--overwrite", "-q"]) == 0
     assert json.loads(mine.read_text())["results"] and Image.open(plot).format == "PNG"
+    # the same file twice: refused before the run, even with --overwrite (the plot would replace the JSON)
+    assert main(["eval", "--data", str(data), "--quality", "10", "30", "--json", str(plot), "--plot", str(plot),
+                 "--overwrite", "-q"]) == 2
+    assert "name the same file" in capsys.readouterr().err and Image.open(plot).format == "PNG"
+    dangling = tmp_path / "link.json"
+    dangling.symlink_to(tmp_path / "nowhere.json")   # a link is an existing output: kept, said up front
+    assert main(["eval", "--data", str(data), "--json", str(dangling), "-q"]) == 2
+    assert "exists; use --overwrite" in capsys.readouterr().err and dangling.is_symlink()
+
+
+def test_eval_write_errors_are_one_line_and_keep_the_other_output(tmp_path, capsys, monkeypatch):
+    from fastreshuffle.io import safe_write
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+
+    def full(path, data, **kw):
+        raise OSError(27, "File too large", str(path))
+    monkeypatch.setattr(safe_write, "atomic_write_bytes", full)
+    plot = tmp_path / "rd.png"
+    assert main(["eval", "--data", str(data), "--quality", "10", "30", "--json", str(tmp_path / "r.json"),
+                 "--plot", str(plot), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "--json" in err and "cannot write: File too large" in err and "Traceback" not in err
+    assert Image.open(plot).format == "PNG" and not (tmp_path / "r.json").exists()
 
 
 def test_eval_tiny_and_exactly_coded_images(tmp_path, weights, capsys):

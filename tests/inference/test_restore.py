@@ -433,6 +433,9 @@ def test_demo(tmp_path, tiny_weights, capsys):
     assert "exists" in capsys.readouterr().err
     assert cli_main(["demo", "-o", str(tmp_path / "demo.txt"), "--model", str(tiny_weights)]) == 2
     assert "name the output .png" in capsys.readouterr().err and not (tmp_path / "demo.txt").exists()
+    (tmp_path / "dir.png").mkdir()                   # refused before the work, even with --overwrite
+    assert cli_main(["demo", "-o", str(tmp_path / "dir.png"), "--model", str(tiny_weights), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_self_ensemble_is_the_mean_over_the_eight_transforms():

@@ -444,3 +444,31 @@ def test_loss_option(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "l1"), "--workers", "0",
                  "--resume", "--loss", "mse"] + COMMON[:-1] + ["3"]) == 0
     assert "--loss was 'l1'" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_like_ctrl_c(tmp_path, capsys, monkeypatch):
+    """SIGTERM (timeout, a batch scheduler, docker stop) mid-run: the step reached is saved as on
+    Ctrl-C, the exit code is 143, and --resume continues from there."""
+    import os
+    import signal
+
+    import torch.nn.functional as F
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    out = tmp_path / "r"
+    real, calls = F.l1_loss, {"n": 0}
+
+    def l1(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)     # the handler raises at the next bytecode
+        return real(*a, **k)
+    monkeypatch.setattr(F, "l1_loss", l1)
+    base = ["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "0"] + COMMON
+    assert main(base) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "interrupted: saved step" in err and "terminated (SIGTERM)" in err
+    step = json.loads((out / "state.json").read_text())["step"]
+    assert 3 <= step <= 4
+    monkeypatch.setattr(F, "l1_loss", real)
+    assert main(base + ["--resume"]) == 0
+    assert json.loads((out / "state.json").read_text())["step"] == 12
