@@ -217,6 +217,7 @@ def run(args) -> int:
     t0 = time.time()
     try:
         for src, base in files:
+            key = None
             try:
                 in_fmt = sniff_format(src)
                 fmt, fmt_note = resolve_format(args.format, in_fmt)
@@ -266,6 +267,8 @@ def run(args) -> int:
             except Exception as e:  # one bad file never stops the batch
                 n_fail += 1
                 _say(f"error: {src}: {_describe(e)}", bar)
+                if key is not None and planned.get(key) == src:
+                    del planned[key]    # nothing written: the name is free for the next input
             finally:
                 if bar is not None:
                     bar.update(1)

@@ -430,3 +430,14 @@ def test_read_only_output_folder_is_named_before_any_image_work(tmp_path, weight
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert rc == 1 and not ran
     assert len(err) == 2 and all("Read-only file system" in ln and str(out) in ln and ".part" not in ln for ln in err)
+
+
+def test_a_failed_input_does_not_keep_its_output_name(tmp_path, weights, capsys):
+    """x.jpg (corrupt) and x.png share the output name x_restored.png: the failed one wrote
+    nothing, so x.png takes the name instead of being skipped for a file that never came."""
+    (tmp_path / "x.jpg").write_bytes(b"not a jpeg at all")
+    Image.fromarray(_img()).save(tmp_path / "x.png")
+    assert cli_main(["restore", str(tmp_path / "x.jpg"), str(tmp_path / "x.png"), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "is also the output of" not in err
+    assert (tmp_path / "x_restored.png").is_file()
