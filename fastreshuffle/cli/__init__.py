@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "restore": ("fastreshuffle.cli.restore", "remove compression artifacts from image files or folders"),
     "export": ("fastreshuffle.cli.export", "write a model as an ONNX file (standard operators, dynamic sizes)"),
     "eval": ("fastreshuffle.cli.eval", "measure codec and restored PSNR/SSIM/PSNR-B/bpp on a folder of images"),
-    "train": ("fastreshuffle.cli.train", "train a model on (compressed, original) pairs with L1 loss + Adam"),
+    "train": ("fastreshuffle.cli.train", "train a model on (compressed, original) pairs with L1 (or MSE) loss + Adam"),
 }
 
 

@@ -29,7 +29,10 @@ def signals_as_interrupts():
 
     def handler(signum, frame):
         raise Terminated(signum)
-    sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    # a signal ignored when we start (SIGHUP under nohup) stays ignored; one whose handler was set
+    # outside Python (getsignal: None) is left alone, as it could not be put back
+    sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+            if s is not None and signal.getsignal(s) not in (signal.SIG_IGN, None)]
     old = {s: signal.signal(s, handler) for s in sigs}
     try:
         yield

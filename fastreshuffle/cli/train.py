@@ -1,4 +1,4 @@
-"""``fastreshuffle train``: arguments of :func:`fastreshuffle.training.loop.train` (L1 loss + Adam
+"""``fastreshuffle train``: arguments of :func:`fastreshuffle.training.loop.train` (L1 or MSE loss + Adam
 on (compressed, original) patch pairs; run folder, resume and DDP described there)."""
 from __future__ import annotations
 

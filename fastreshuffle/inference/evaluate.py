@@ -162,7 +162,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                "psnr_codec_mean": mean("psnr_codec"), "psnr_restored_mean": mean("psnr_restored"),
                "ssim_codec": mean("ssim_codec"), "ssim_restored": mean("ssim_restored"),
                "psnrb_codec": mean("psnrb_codec"), "psnrb_restored": mean("psnrb_restored")}
-        res["gain"] = (res["psnr_restored"] - res["psnr_codec"]) if model is not None else None
+        res["gain"] = _gain(res["psnr_restored"], res["psnr_codec"]) if model is not None else None
         per = [_gain(r["psnr_restored"], r["psnr_codec"]) for r in rows if r["psnr_restored"] is not None]
         res["gain_mean"] = float(np.mean(per)) if per else None
         res["gain_worst"] = float(np.min(per)) if per else None

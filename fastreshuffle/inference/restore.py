@@ -111,13 +111,16 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
 
     mode = img.mode
     if mode in ("RGB", "L"):
+        jpeg = guard and tables is None and getattr(img, "format", None) in ("JPEG", "MPO")
+        source = _file_source(img) if jpeg else None    # before loading the pixels closes an in-memory file
         arr = np.asarray(img)
-        if guard and tables is None and getattr(img, "format", None) in ("JPEG", "MPO"):
+        if jpeg:
             from ..io.jpeg_tables import tables_from_pil
             from .jpeg_history import tables_fit
             tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation) ...
-            if (tables is not None and not _pixels_are_the_files(img, arr)
-                    and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma)):
+            if (tables is not None
+                    and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma)
+                    and not _pixels_are_the_files(img, arr, source)):
                 tables = None               # ... unless resized or painted in place: then as an array
         return Image.fromarray(numpy_path(arr, tables), mode)
     if mode in ("RGBA", "LA"):
@@ -143,18 +146,28 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
     return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands).convert(mode)
 
 
-def _pixels_are_the_files(img, arr: np.ndarray) -> bool:
-    """Whether a PIL JPEG's pixels are still its file's, decoded again and compared exactly (so
-    the file's tables describe them); False when the file is out of reach, or changed, or the
-    image resized or painted in place (then :func:`.jpeg_history.tables_fit` judges)."""
-    data = _file_bytes(img)
-    if data is None:
+def _file_source(img):
+    """What a PIL image was opened from, for reading it again: its path, else the bytes of its
+    still-open file object (an image opened from memory: loading its pixels closes it), or None."""
+    import os
+    name = getattr(img, "filename", None)
+    if name and os.path.isfile(name):
+        return name
+    return _file_bytes(img)
+
+
+def _pixels_are_the_files(img, arr: np.ndarray, source) -> bool:
+    """Whether a PIL JPEG's pixels are still those of its file (``source``, from
+    :func:`_file_source`), decoded again and compared exactly -- the file's tables then describe
+    them, whatever :func:`.jpeg_history.tables_fit` made of them; False when the file is out of
+    reach, changed, or the image was resized or painted in place."""
+    if source is None:
         return False
     import io
 
     from PIL import Image
     try:
-        with Image.open(io.BytesIO(data)) as f:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
             if f.size != img.size or f.mode != img.mode:
                 return False
             return bool(np.array_equal(np.asarray(f), arr))
@@ -173,9 +186,11 @@ def _file_bytes(img) -> Optional[bytes]:
         fp = getattr(img, "fp", None)
         if fp is not None and hasattr(fp, "seek"):
             pos = fp.tell()
-            fp.seek(0)
-            data = fp.read()
-            fp.seek(pos)
+            try:
+                fp.seek(0)
+                data = fp.read()
+            finally:
+                fp.seek(pos)
             return data if isinstance(data, bytes) else None
     except (OSError, ValueError):
         return None
@@ -291,7 +306,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
-    if isinstance(model, torch.nn.Module):      # run in eval mode; the caller's modes are put back
+    if isinstance(model, torch.nn.Module) and any(m.training for m in model.modules()):
+        # run in eval mode and put the caller's modes back (a model already in eval mode, the
+        # usual case, is not touched: threads sharing it never see its flags change)
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:

@@ -137,7 +137,10 @@ class FastReshuffleNet(ReshuffleNet):
     @staticmethod
     def _buffers_key(xp: torch.Tensor, fused_reshuffle: bool) -> tuple:
         b, _, h, w = xp.shape
-        return (b, h, w, xp.dtype, xp.device, fused_reshuffle)
+        # on CUDA the set is put back once its kernels are queued: only a call on the same stream
+        # (which runs after them) may take it
+        stream = torch.cuda.current_stream(xp.device).cuda_stream if xp.is_cuda else None
+        return (b, h, w, xp.dtype, xp.device, fused_reshuffle, stream)
 
     def _take_block_buffers(self, key: tuple, xp: torch.Tensor, fused_reshuffle: bool) -> Tuple[torch.Tensor, ...]:
         """The kept buffer set for ``key``, now owned by this call (:meth:`_keep_block_buffers`

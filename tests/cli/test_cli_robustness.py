@@ -441,3 +441,18 @@ def test_a_failed_input_does_not_keep_its_output_name(tmp_path, weights, capsys)
     err = capsys.readouterr().err
     assert "error:" in err and "is also the output of" not in err
     assert (tmp_path / "x_restored.png").is_file()
+
+
+def test_an_ignored_sighup_stays_ignored(monkeypatch):
+    """Under nohup SIGHUP starts ignored: a command must not start catching it (a closed terminal
+    would stop a training run); SIGTERM is still caught, and both are as before afterwards."""
+    from fastreshuffle.cli._common import signals_as_interrupts
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        term = signal.getsignal(signal.SIGTERM)
+        with signals_as_interrupts():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (term, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == term
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)

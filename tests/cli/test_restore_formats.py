@@ -425,10 +425,12 @@ def test_an_untouched_opened_jpeg_uses_its_tables_even_where_tables_fit_doubts(t
     monkeypatch.setattr(jpeg_history, "tables_fit", lambda *a, **k: False)   # the doubting case
     api = np.asarray(fr.restore(Image.open(src), device="cpu", precision="fp32"))
     np.testing.assert_array_equal(api, cli)
+    in_memory = Image.open(io.BytesIO(src.read_bytes()))       # a server's upload: no file name
+    np.testing.assert_array_equal(np.asarray(fr.restore(in_memory, device="cpu", precision="fp32")), cli)
     im = Image.open(src)
-    assert _pixels_are_the_files(im, np.asarray(im))
+    assert _pixels_are_the_files(im, np.asarray(im), str(src))
     im.paste((0, 0, 0), (0, 0, 8, 8))                          # painted in place: the file no longer says
-    assert not _pixels_are_the_files(im, np.asarray(im))
+    assert not _pixels_are_the_files(im, np.asarray(im), str(src))
     im2 = Image.open(src)
     im2.thumbnail((48, 64))
-    assert not _pixels_are_the_files(im2, np.asarray(im2))
+    assert not _pixels_are_the_files(im2, np.asarray(im2), src.read_bytes())

@@ -181,8 +181,12 @@ def test_restore_leaves_a_model_object_as_it_was(tiny_model):
     model.train()
     model.blocks[0].eval()                                # a mixed state, kept as it was
     before = {n: m.training for n, m in model.named_modules()}
+    seen = []
+    hook = model.tail.register_forward_hook(lambda m, i, o: seen.append(m.training))
     x = torch.rand(1, 3, 16, 24)
     y = fastreshuffle.restore(x, model=model, device="cpu")
+    hook.remove()
+    assert seen and not any(seen)                         # it ran in eval mode
     assert {n: m.training for n, m in model.named_modules()} == before
     torch.testing.assert_close(y, fastreshuffle.restore(x, model=tiny_model), rtol=0, atol=0)
     if torch.cuda.is_available():
