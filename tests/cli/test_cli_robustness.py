@@ -235,8 +235,21 @@ def _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, code, text):
     assert _sha(src) == before
 
 
-def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatch):
-    """KeyboardInterrupt while a file is being written: exit 130, temp removed, earlier output kept."""
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)                      # the handler raises here, at once
+    raise AssertionError("SIGTERM was not turned into an interrupt")
+
+
+@pytest.mark.parametrize("stop,code,said", [(_interrupt, 130, "interrupted"),
+                                            (_sigterm, 128 + signal.SIGTERM, "terminated (SIGTERM)")])
+def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatch, stop, code, said):
+    """Ctrl-C, or SIGTERM (timeout, docker stop, systemd), while a file is being written: exit
+    130 / 143, temp removed, earlier output kept, the old SIGTERM handler back afterwards."""
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):
@@ -248,43 +261,15 @@ def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatc
         calls["n"] += 1
         if calls["n"] == 2:
             fp.write(b"partial")
-            raise KeyboardInterrupt
+            stop()
         return real_save(self, fp, *a, **kw)
 
     monkeypatch.setattr(Image.Image, "save", interrupted_save)
-    out = tmp_path / "out"
-    rc = cli_main(["restore", "-q", str(src), "-o", str(out), "--model", str(weights)])
-    assert rc == 130
-    assert "interrupted" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["f0_restored.png"]
-    assert not leftover_temp_files(out)
-
-
-def test_sigterm_during_write_in_process(tmp_path, weights, capsys, monkeypatch):
-    """SIGTERM (timeout, docker stop, systemd) while a file is being written cleans up as Ctrl-C
-    does: exit 143, temp file removed, earlier output kept, the old handler back afterwards."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(3):
-        Image.fromarray(_img(seed=i)).save(src / f"f{i}.png")
-    real_save = Image.Image.save
-    calls = {"n": 0}
-
-    def terminated_save(self, fp, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            fp.write(b"partial")
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)                      # the handler raises here, at once
-            raise AssertionError("SIGTERM was not turned into an interrupt")
-        return real_save(self, fp, *a, **kw)
-
-    monkeypatch.setattr(Image.Image, "save", terminated_save)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
     rc = cli_main(["restore", "-q", str(src), "-o", str(out), "--model", str(weights)])
-    assert rc == 128 + signal.SIGTERM
-    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert rc == code
+    assert said in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["f0_restored.png"]
     assert not leftover_temp_files(out)
     assert signal.getsignal(signal.SIGTERM) == before
