@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 def _say(msg: str, bar=None) -> None:
+    """One line on stderr per message: a line break inside it (a file named with one) is shown
+    escaped, so that scripts reading the lines see one per file."""
+    msg = msg.replace("\r", "\\r").replace("\n", "\\n")
     if bar is not None:
         bar.write(msg, file=sys.stderr)
     else:

@@ -441,3 +441,12 @@ def test_an_ignored_sighup_stays_ignored(monkeypatch):
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == term
     finally:
         signal.signal(signal.SIGHUP, old_hup)
+
+
+def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weights, capsys):
+    bad = tmp_path / "bad\nname.jpg"
+    bad.write_bytes(b"not an image")
+    assert cli_main(["restore", str(bad), "--model", str(weights)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "bad\\nname.jpg" in errors[0] and not any(line.startswith("name.jpg") for line in lines)
