@@ -206,7 +206,10 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF":   # (decoded at 8 bits, 10-bit files too)
-        restored, d = hevc_guarded_file(run, pixels, src.read_bytes(), for_qp)
+        # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)
+        o = f.coded_orientation
+        restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]), src.read_bytes(), for_qp)
+        restored = orient_array(restored, o)
         if d.strength < 1:
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")

@@ -200,26 +200,43 @@ def _file_bytes(img) -> Optional[bytes]:
 def _restore_heif(net, img, tile, overlap, bands=None):
     """A PIL image opened from a HEIF file, with the HEVC model: the guard of ``restore`` on the
     file (:func:`.guard.hevc_guarded_file`: the strength of its QP; ``bands``: the network of its
-    QP).  None when the file's bytes are no longer reachable (the caller then restores without a
-    guard, as for an array)."""
+    QP), run on the pixels as coded (before the file's rotation, so the codec's blocks lie on the
+    network's cells) and turned upright again.  A file no longer reachable (opened from memory,
+    then loaded: Pillow closes it) has no QP to go by: returned unchanged, with a warning."""
+    import warnings
+
     from PIL import Image
 
+    from ..io.images import INVERSE_ORIENTATION, coded_orientation, orient_array
     from .guard import hevc_guarded_file
     from .tiling import too_small
 
     data = _file_bytes(img)
-    if data is None or img.mode not in ("RGB", "RGBA"):
-        return None
-    arr = np.asarray(img)
-    rgb = np.ascontiguousarray(arr[..., :3])
-    if too_small(*rgb.shape[:2]):
+    if data is None:
+        warnings.warn("a HEIF image whose file can no longer be read (opened from memory and already loaded): "
+                      "its QP is unknown, so it is returned unchanged; pass the image as Image.open returned "
+                      "it, or open it from its path (guard=False restores it anyway)", stacklevel=4)
         return img.copy()
+    o = coded_orientation(img)
+    mode = img.mode
+    if mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    arr = np.asarray(img)
+    grey = img.mode in ("L", "LA")
+    color = arr if not grey else (arr[..., None] if arr.ndim == 2 else arr)
+    rgb = np.ascontiguousarray(np.repeat(color[..., :1], 3, axis=2) if grey else color[..., :3])
+    if too_small(*rgb.shape[:2]):
+        return img.copy() if img.mode == mode else img.convert(mode)
     runner = _uint8_runner(tile, overlap)
     for_qp = (lambda qp: runner(bands.net(qp=qp))) if bands is not None else None
-    out, _ = hevc_guarded_file(runner(net), rgb, data, for_qp)
-    if img.mode == "RGBA":
-        out = np.concatenate([out, arr[..., 3:]], axis=2)
-    return Image.fromarray(out, img.mode)
+    out, _ = hevc_guarded_file(runner(net), orient_array(rgb, INVERSE_ORIENTATION[o]), data, for_qp)
+    out = orient_array(out, o)
+    if grey:
+        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)[..., None]
+    if img.mode in ("RGBA", "LA"):
+        out = np.concatenate([out, color[..., -1:]], axis=2)
+    result = Image.fromarray(out[..., 0] if img.mode == "L" else out, img.mode)
+    return result if result.mode == mode else result.convert(mode)
 
 
 # keys Pillow's JPEG decoder puts in Image.info (JFIF / Adobe markers, progressive coding): they
@@ -345,9 +362,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         codec = model_codec(model)
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
     if guard is not False and codec == "hevc" and fmt == "HEIF":
-        out = _restore_heif(net, image, tile, overlap, bands)
-        if out is not None:
-            return out
+        return _restore_heif(net, image, tile, overlap, bands)
     jpeg_file = fmt in ("JPEG", "MPO")
     if codec == "hevc" and guard is not False and not jpeg_file:
         import warnings

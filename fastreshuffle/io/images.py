@@ -128,6 +128,7 @@ class ImageFile(NamedTuple):
     n_frames: int = 1               # frames / pages in the file; only the first is decoded
     notes: Tuple[str, ...] = ()     # what was done beyond decoding (conversions, dropped frames)
     orientation: int = 1            # EXIF orientation that was applied (1-8)
+    coded_orientation: int = 1      # HEIF: the rotation the decoder applied (see coded_orientation)
     jpeg_tables: Optional["JpegTables"] = None  # a JPEG's quantisation tables and chroma sampling
 
 
@@ -161,6 +162,20 @@ _ORIENT = {
 
 # the orientation that undoes each one (rotations by 90 degrees swap; flips undo themselves)
 INVERSE_ORIENTATION = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+
+
+def coded_orientation(im) -> int:
+    """The orientation (1-8) a HEIF decoder applied to the coded pixels: pillow-heif returns the
+    picture upright (the file's irot/imir boxes, which it writes from the EXIF orientation) and
+    keeps that orientation as ``info["original_orientation"]``, the EXIF tag reset to 1.  The coded
+    pixels are then ``orient_array(upright, INVERSE_ORIENTATION[o])``.  1 for other formats."""
+    if getattr(im, "format", None) != "HEIF":
+        return 1
+    try:
+        o = int(im.info.get("original_orientation") or 1)
+    except (TypeError, ValueError):
+        return 1
+    return o if 1 <= o <= 8 else 1
 
 
 def orient_array(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -299,6 +314,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 icc = icc if isinstance(icc, bytes) and icc else None
                 xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
                 orientation, exif = _exif_upright(im)
+                coded = coded_orientation(im)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 im.load()
                 rgb16, alpha16 = _read_16bit(path, im)
@@ -331,7 +347,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=mode in GRAY_MODES,
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
                      xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,
-                     jpeg_tables=tables)
+                     jpeg_tables=tables, coded_orientation=coded)
 
 
 def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,

@@ -434,3 +434,67 @@ def test_an_untouched_opened_jpeg_uses_its_tables_even_where_tables_fit_doubts(t
     im2 = Image.open(src)
     im2.thumbnail((48, 64))
     assert not _pixels_are_the_files(im2, np.asarray(im2), src.read_bytes())
+
+
+def _heic(path, a, quality, orientation=None, mode=None):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    im = Image.fromarray(a) if mode is None else Image.fromarray(a).convert(mode)
+    kw = {}
+    if orientation:
+        ex = im.getexif()
+        ex[0x0112] = orientation
+        kw["exif"] = ex.tobytes()
+    im.save(path, format="HEIF", quality=quality, **kw)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_rotated_heif_is_restored_as_coded(tmp_path, monkeypatch, orientation):
+    """A HEIF whose decoder turns it upright (irot, written from the EXIF orientation) is restored
+    on the pixels as coded -- the codec's blocks on the network's cells -- and turned upright
+    again, by the API and by the CLI alike (same pixels)."""
+    from fastreshuffle.inference import guard
+    from fastreshuffle.io.images import INVERSE_ORIENTATION, orient_array
+    a = photo(45, 61)
+    turned = _heic(tmp_path / "turned.heic", a, 15, orientation)
+    upright = np.asarray(Image.open(turned))
+    assert upright.shape[:2] == orient_array(a, orientation).shape[:2]    # the decoder turned it
+    real, seen = guard.hevc_guarded_file, []
+
+    def spy(run, pixels, data, for_qp=None):
+        seen.append(pixels)
+        out, d = real(run, pixels, data, for_qp)
+        seen.append(out)
+        return out, d
+    monkeypatch.setattr(guard, "hevc_guarded_file", spy)
+    api = np.asarray(fr.restore(Image.open(turned), device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(seen[0], orient_array(upright, INVERSE_ORIENTATION[orientation]))
+    np.testing.assert_array_equal(api, orient_array(seen[1], orientation))
+    assert (api != upright).any()                                           # quality 15: restored
+    assert main(["restore", str(turned), "--device", "cpu", "--precision", "fp32"]) == 0
+    np.testing.assert_array_equal(seen[2], seen[0])
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "turned_restored.png")), api)
+
+
+def test_grey_and_in_memory_heifs_are_guarded_in_the_api(tmp_path):
+    """A grey HEIF through restore() is guarded by its QP as the CLI guards it (quality 80: QP 7,
+    unchanged, instead of the full correction); a HEIF opened from memory and already loaded has
+    no file to read its QP from: unchanged, with a warning, never the full correction."""
+    a = photo(48, 64)
+    g80 = _heic(tmp_path / "g80.heic", a, 80, mode="L")
+    decoded = np.asarray(Image.open(g80))
+    out = fr.restore(Image.open(g80), device="cpu", precision="fp32")
+    assert out.mode == Image.open(g80).mode
+    np.testing.assert_array_equal(np.asarray(out), decoded)
+    g15 = _heic(tmp_path / "g15.heic", a, 15, mode="L")
+    assert main(["restore", str(g15), "--device", "cpu", "--precision", "fp32"]) == 0
+    api = np.asarray(fr.restore(Image.open(g15), device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(api, np.asarray(Image.open(tmp_path / "g15_restored.png")))
+    q80 = _heic(tmp_path / "q80.heic", a, 80)
+    im = Image.open(io.BytesIO(q80.read_bytes()))
+    im.load()
+    with pytest.warns(UserWarning, match="returned unchanged") as rec:
+        out = fr.restore(im, device="cpu")
+    assert rec[0].filename == __file__
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(im))
