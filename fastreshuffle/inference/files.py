@@ -32,6 +32,11 @@ class Collected(NamedTuple):
     skipped_folders: int                      # sub-folders not entered (no --recursive)
 
 
+def _share(strength: float) -> str:
+    """A guard's strength as a share: "0%" only when it is 0 (under 1%: "<1%")."""
+    return "<1%" if 0 < strength < 0.005 else f"{strength:.0%}"
+
+
 def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Path]:
     """The entries of ``folder`` (with ``recursive``, of its sub-folders too: not through links to
     folders, hidden ones left out), each folder that cannot be read added to ``errors``."""
@@ -203,7 +208,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
             restored = orient_array(run_guarded(for_quality(g.quality), stored, g), f.orientation)
             if g.strength < 1:
-                notes.append(f"JPEG quality ~{g.quality:.0f}: {g.strength:.0%} of the correction, "
+                notes.append(f"JPEG quality ~{g.quality:.0f}: {_share(g.strength)} of the correction, "
                              "kept consistent with the file")
     elif guard and codec == "hevc" and f.format == "HEIF":   # (decoded at 8 bits, 10-bit files too)
         # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)
@@ -213,7 +218,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         if d.strength < 1:
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
-            notes.append(f"{how}: " + (f"{d.strength:.0%} of the correction" if d.strength > 0
+            notes.append(f"{how}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
                                        else "little to remove; pixels written unchanged"))
     elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
@@ -225,7 +230,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
                          "written unchanged")
         else:
-            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {bg.strength:.0%} of the "
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {_share(bg.strength)} of the "
                          "correction, kept consistent with the quantisation")
     else:
         if guard and codec == "hevc":  # no QP guard: decoded pixels (a PNG from bpgdec, ...)

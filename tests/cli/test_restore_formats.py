@@ -498,3 +498,8 @@ def test_grey_and_in_memory_heifs_are_guarded_in_the_api(tmp_path):
         out = fr.restore(im, device="cpu")
     assert rec[0].filename == __file__
     np.testing.assert_array_equal(np.asarray(out), np.asarray(im))
+
+
+def test_a_tiny_share_of_the_correction_is_not_called_none():
+    from fastreshuffle.inference.files import _share
+    assert [_share(s) for s in (0.0, 0.003, 0.006, 0.25, 1.0)] == ["0%", "<1%", "1%", "25%", "100%"]
