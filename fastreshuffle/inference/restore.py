@@ -63,7 +63,9 @@ def _guarded(net, rgb: np.ndarray, tile, overlap, tables, bands=None) -> np.ndar
 
 
 def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None,
-                   bands=None) -> np.ndarray:
+                   bands=None, run_rgb=None) -> np.ndarray:
+    """``arr`` restored (grey and alpha split off and put back); ``run_rgb``: restores the
+    H x W x 3 uint8 colour instead of the network / guard (a HEIF file's QP guard)."""
     from .tiling import restore_uint8
 
     if not arr.dtype.isnative:   # e.g. big-endian uint16 from a file: the same values, native order
@@ -82,7 +84,11 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
         check_float_range(float(rgb.min()) if finite else 0.0, float(rgb.max()) if finite else 0.0, finite)
     if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
-    if guard:
+    if run_rgb is not None:
+        if dtype != np.uint8:
+            raise TypeError(f"a HEIF image decoded as {dtype}: only 8-bit HEIF pixels are restored")
+        out = run_rgb(np.ascontiguousarray(rgb))
+    elif guard:
         out = _guarded(net, rgb, tile, overlap, tables, bands)
     elif dtype == np.uint8:
         out = restore_uint8(net, np.ascontiguousarray(rgb), tile=tile, overlap=overlap)
@@ -103,11 +109,11 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     return out
 
 
-def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, bands=None):
+def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, bands=None, run_rgb=None):
     from PIL import Image
 
     def numpy_path(a, t=None):
-        return _restore_numpy(net, a, tile, overlap, guard, t, bands)
+        return _restore_numpy(net, a, tile, overlap, guard, t, bands, run_rgb)
 
     mode = img.mode
     if mode in ("RGB", "L"):
@@ -133,7 +139,7 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
         has_alpha = mode == "PA" or "transparency" in img.info
         target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
-        return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands)
+        return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands, run_rgb=run_rgb)
     if mode == "F":   # 32-bit float grey: as a float array (through RGB it would be cut to 0 / 1)
         return Image.fromarray(numpy_path(np.asarray(img, dtype=np.float32)).astype(np.float32), "F")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -143,7 +149,7 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         out = numpy_path(arr.astype(np.uint16 if scale > 255 else np.uint8))   # as that array would be
         return Image.fromarray(out.astype(np.uint16 if mode.startswith("I;16") else np.int32))
     # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
-    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands).convert(mode)
+    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands, run_rgb=run_rgb).convert(mode)
 
 
 def _file_source(img):
@@ -205,8 +211,6 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     then loaded: Pillow closes it) has no QP to go by: returned unchanged, with a warning."""
     import warnings
 
-    from PIL import Image
-
     from ..io.images import INVERSE_ORIENTATION, coded_orientation, orient_array
     from .guard import hevc_guarded_file
     from .tiling import too_small
@@ -218,25 +222,15 @@ def _restore_heif(net, img, tile, overlap, bands=None):
                       "it, or open it from its path (guard=False restores it anyway)", stacklevel=4)
         return img.copy()
     o = coded_orientation(img)
-    mode = img.mode
-    if mode not in ("RGB", "RGBA", "L", "LA"):
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    arr = np.asarray(img)
-    grey = img.mode in ("L", "LA")
-    color = arr if not grey else (arr[..., None] if arr.ndim == 2 else arr)
-    rgb = np.ascontiguousarray(np.repeat(color[..., :1], 3, axis=2) if grey else color[..., :3])
-    if too_small(*rgb.shape[:2]):
-        return img.copy() if img.mode == mode else img.convert(mode)
     runner = _uint8_runner(tile, overlap)
     for_qp = (lambda qp: runner(bands.net(qp=qp))) if bands is not None else None
-    out, _ = hevc_guarded_file(runner(net), orient_array(rgb, INVERSE_ORIENTATION[o]), data, for_qp)
-    out = orient_array(out, o)
-    if grey:
-        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)[..., None]
-    if img.mode in ("RGBA", "LA"):
-        out = np.concatenate([out, color[..., -1:]], axis=2)
-    result = Image.fromarray(out[..., 0] if img.mode == "L" else out, img.mode)
-    return result if result.mode == mode else result.convert(mode)
+
+    def run_rgb(rgb: np.ndarray) -> np.ndarray:     # modes, grey and alpha: as for any PIL image
+        if too_small(*rgb.shape[:2]):
+            return rgb.copy()
+        out, _ = hevc_guarded_file(runner(net), orient_array(rgb, INVERSE_ORIENTATION[o]), data, for_qp)
+        return orient_array(out, o)
+    return _restore_pil(net, img, tile, overlap, run_rgb=run_rgb)
 
 
 # keys Pillow's JPEG decoder puts in Image.info (JFIF / Adobe markers, progressive coding): they
