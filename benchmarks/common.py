@@ -60,6 +60,10 @@ def fmt_time(t: float) -> str:
     return f"{t:8.3f} s "
 
 
+# Pillow's JPEG subsampling numbers (the scripts' --subsampling) -> fastreshuffle.io.codecs' names
+SUBSAMPLING = {0: "444", 1: "422", 2: "420"}
+
+
 def cpu_flags() -> str:
     """The SIMD flags of the CPU that matter here (avx2 / avx512*), from /proc/cpuinfo."""
     try:

@@ -20,6 +20,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from benchmarks.common import SUBSAMPLING
+
 OUTPUT_QUALITIES = (95, 97, 98, 99, 100)
 
 
@@ -34,7 +36,7 @@ def jpeg_roundtrip(img: np.ndarray, quality: int, subsampling: int = 2):
     from PIL import Image
 
     from fastreshuffle.io.codecs import jpeg_file
-    im = Image.open(io.BytesIO(jpeg_file(img, quality, {0: "444", 1: "422", 2: "420"}[subsampling])))
+    im = Image.open(io.BytesIO(jpeg_file(img, quality, SUBSAMPLING[subsampling])))
     return im, np.asarray(im.convert("RGB"))
 
 

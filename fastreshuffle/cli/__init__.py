@@ -45,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sub = argparse.ArgumentParser(prog=f"fastreshuffle {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
-        from ._common import signals_as_interrupts
+        from ._common import interrupted, signals_as_interrupts
         try:
             with signals_as_interrupts():     # SIGTERM / SIGHUP clean up as Ctrl-C does
                 return int(module.run(args) or 0)
@@ -53,9 +53,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:
-            name = getattr(e, "name", None)
-            print(f"fastreshuffle {argv[0]}: " + (f"terminated ({name})" if name else "interrupted"), file=sys.stderr)
-            return getattr(e, "exit_code", 130)
+            what, code = interrupted(e)
+            print(f"fastreshuffle {argv[0]}: {what}", file=sys.stderr)
+            return code
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

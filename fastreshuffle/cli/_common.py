@@ -18,6 +18,12 @@ class Terminated(KeyboardInterrupt):
         self.name = signal.Signals(signum).name
 
 
+def interrupted(e: KeyboardInterrupt):
+    """-> (what happened, in words; the exit code) for Ctrl-C or a :class:`Terminated` signal."""
+    name = getattr(e, "name", None)
+    return (f"terminated ({name})" if name else "interrupted"), getattr(e, "exit_code", 130)
+
+
 @contextlib.contextmanager
 def signals_as_interrupts():
     """While a command runs (in the main thread): SIGTERM and SIGHUP raise :class:`Terminated`."""

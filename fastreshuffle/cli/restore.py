@@ -30,7 +30,7 @@ from typing import Dict
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, device_from_args
+from ._common import add_device_argument, device_from_args, interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -278,10 +278,10 @@ def run(args) -> int:
     except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
-        what = f"terminated ({e.name})" if getattr(e, "name", None) else "interrupted"
+        what, code = interrupted(e)
         _say(f"{what}: {n_ok + n_skip + n_fail} of {len(files)} file(s) finished "
              f"({n_ok} restored, {n_skip} skipped, {n_fail} failed); no partial output left behind")
-        return getattr(e, "exit_code", 130)
+        return code
     if bar is not None:
         bar.close()
     if not args.quiet or n_fail:
