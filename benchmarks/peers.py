@@ -22,12 +22,6 @@ def available(kind: str) -> bool:
     return importlib.util.find_spec(_MODULE[kind]) is not None and importlib.util.find_spec("onnx") is not None
 
 
-def onnx_file(model: torch.nn.Module) -> str:
-    """``model`` exported into a fresh temporary folder; returns the file's path."""
-    from fastreshuffle.inference.export import export_onnx
-
-    folder = tempfile.mkdtemp(prefix="fastreshuffle-peers-")
-    return str(export_onnx(model, os.path.join(folder, "model.onnx")))
 
 
 class Peer:
@@ -64,4 +58,9 @@ class Peer:
 
 
 def make_peer(kind: str, model: torch.nn.Module, shape, threads: int) -> Peer:
-    return Peer(kind, onnx_file(model), shape, threads)
+    """``model`` exported into a temporary folder, loaded by the runtime, the folder removed (both
+    runtimes hold the whole graph once loaded)."""
+    from fastreshuffle.inference.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="fastreshuffle-peers-") as folder:
+        return Peer(kind, str(export_onnx(model, os.path.join(folder, "model.onnx"))), shape, threads)

@@ -3,37 +3,57 @@
 >>> from fastreshuffle.inference.export import export_onnx
 >>> export_onnx("jpeg", "jpeg.onnx")
 
-The graph takes ``input``: N x 3 x H x W float32 in [0, 1] (any H, W: the reflect padding to a
-multiple of 8 and the crop back are inside the graph) and gives ``output`` of the same size,
-clipped to [0, 1]: the network of ``fastreshuffle.restore(..., guard=False)`` without tiling.
-The do-no-harm guard (JPEG tables, detection, strengths) is not part of the graph.
+The graph takes ``input``: N x 3 x H x W float32 in [0, 1] (any H, W >= 1: the reflect padding
+to a multiple of 8 and the crop back are inside the graph) and gives ``output`` of the same size,
+clipped to [0, 1]: ``fastreshuffle.restore(..., guard=False)`` without tiling.  As there, an image
+under 8 pixels on a side comes back as it went in (:func:`..tiling.too_small`).  The do-no-harm
+guard (JPEG tables, detection, strengths) is not part of the graph.
 
 The plain-PyTorch ``ReshuffleNet`` is exported (``FastReshuffleNet``'s custom ops are not ONNX
 operators); both hold the same weights.  Needs the ``onnx`` extra (``onnx``, ``onnxscript``).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Union
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import UserError
+from ..nn.config import PAD_MULTIPLE
 
 __all__ = ["export_onnx", "STANDARD_DOMAINS"]
 
 STANDARD_DOMAINS = {"", "ai.onnx"}
 
 
-class _Clipped(torch.nn.Module):
+class _Graph(torch.nn.Module):
+    """What the file computes, written so that one graph serves every size: the exporter fixes
+    a Python ``if`` on a size at the example's value, so the padding and the small-image rule are
+    tensor operations here.  For H, W >= 8 this is ``ReshuffleNet.forward`` clipped to [0, 1]."""
+
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).clamp(0.0, 1.0)
+        m = PAD_MULTIPLE
+        h, w = x.shape[-2], x.shape[-1]
+        # A side under 8 px is first replicated up to 8, so that the reflect padding is valid for
+        # every size (no padding for sides of 8 or more); the network's output for such an image
+        # is then not used.
+        xs = F.pad(x, (0, torch.sym_max(0, m - w), 0, torch.sym_max(0, m - h)), mode="replicate")
+        xp = F.pad(xs, (0, (-xs.shape[-1]) % m, 0, (-xs.shape[-2]) % m), mode="reflect")
+        y = self.net.forward_padded(xp)[..., :h, :w].clamp(0.0, 1.0)
+        small = torch.scalar_tensor(torch.sym_min(h, w)) < m
+        return torch.where(small, x.clamp(0.0, 1.0), y)
 
 
 # The oldest opset torch's exporter writes this graph in (asked for less, it falls back to 18).
@@ -47,18 +67,30 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
     ``overwrite``).  Returns the path."""
     try:
         import onnx
+        import onnxscript  # noqa: F401  (torch's exporter imports it)
     except ImportError:
         raise UserError("ONNX export needs the onnx extra: pip install 'fastreshuffle[onnx]' "
                         "(onnx, onnxscript)") from None
-    from ..io.safe_write import atomic_write_bytes
-    from .loading import load_model
+    from ..errors import OutputExistsError
+    from ..io.safe_write import atomic_write_bytes, check_writable
+    from .loading import load_model, resolve_weights
 
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; name the .onnx file to write")
     if path.exists() and not overwrite:
-        from ..errors import OutputExistsError
         raise OutputExistsError(path)
+    if not isinstance(model, torch.nn.Module) and path.exists():
+        weights = resolve_weights(model)
+        if os.path.samefile(weights, path):
+            raise UserError(f"{path} is the weights file being exported; name another file to write")
+    folder = _first_existing(path.parent)
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+        check_writable(folder)          # before the export's 10-20 s, not after
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e} ({folder})") from None
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= int(opset) <= newest:   # below 18 the exporter falls back to 18 with a warning
         raise UserError(f"opset must be in {MIN_OPSET}..{newest} (the exporter's range for this graph), got {opset}")
@@ -68,12 +100,12 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
         ref.load_state_dict({k: v.float().cpu() for k, v in model.state_dict().items()})
     else:
         ref = load_model(model, "cpu", fast=False)
-    net = _Clipped(ref).eval()
+    net = _Graph(ref).eval()
     x = torch.rand(1, 3, 45, 67)
     dyn = {"x": {0: "batch", 2: "height", 3: "width"}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_file = Path(tmp) / "model.onnx"
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(net, (x,), str(tmp_file), dynamic_shapes=dyn, opset_version=opset,
                               input_names=["input"], output_names=["output"], verbose=False)
         proto = onnx.load(str(tmp_file))
@@ -88,8 +120,32 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data, overwrite=overwrite)
-    except FileExistsError:      # OutputExistsError: the caller says it
+    except OutputExistsError:      # the caller says it
         raise
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path
+
+
+def _first_existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (the folders in between are created)."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Hide the exporter's two kinds of noise that are not about this graph: a line per
+    torchvision operator it skips when torchvision is absent, and a FutureWarning from torch's own
+    pytree code.  Other warnings still show."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        log.setLevel(level)

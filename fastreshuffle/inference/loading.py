@@ -223,7 +223,8 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     cfg = config or cfg
     if cfg is None:
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
-                           "fastreshuffle.io.weights.save_weights?); pass config=")
+                           "fastreshuffle.io.weights.save_weights?); from Python, give "
+                           "load_model(..., config=ReshuffleNetConfig(...))")
     dev = resolve_device(device)
     dtype = resolve_precision("fp16" if half else precision, dev)
     model = model_class(dev, fast=fast)(cfg)

@@ -80,6 +80,11 @@ class ReshuffleNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
         xp, (h, w) = pad_to_multiple(x)
+        return self.forward_padded(xp)[..., :h, :w]
+
+    def forward_padded(self, xp: torch.Tensor) -> torch.Tensor:
+        """The network on an input whose height and width are multiples of 8 (``forward``
+        without the padding and the crop; the ONNX graph pads for itself)."""
         y = xp
         for _ in range(DOWN_STEPS):
             y = F.pixel_unshuffle(y, 2)
@@ -88,4 +93,4 @@ class ReshuffleNet(nn.Module):
         y = self.tail(y)
         if self.config.residual:
             y = y + xp
-        return y[..., :h, :w]
+        return y

@@ -23,7 +23,10 @@ def test_standard_operators_only(jpeg_onnx):
     assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["output"]
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 45, 67), (2, 3, 64, 64), (1, 3, 101, 33), (1, 3, 8, 8)])
+# sides under 8 px (4 and less cannot be reflect-padded to 8: the graph once failed there in
+# ONNX Runtime, and OpenVINO gave back the previous call's output) and 8 px or more
+@pytest.mark.parametrize("shape", [(1, 3, 45, 67), (2, 3, 64, 64), (1, 3, 101, 33), (1, 3, 8, 8), (1, 3, 9, 15),
+                                   (1, 3, 1, 1), (1, 3, 4, 4), (1, 3, 3, 20), (1, 3, 7, 64), (2, 3, 5, 9)])
 def test_onnxruntime_equals_restore(jpeg_onnx, shape):
     sess = ort.InferenceSession(str(jpeg_onnx), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(sum(shape))
@@ -35,9 +38,18 @@ def test_onnxruntime_equals_restore(jpeg_onnx, shape):
     for n in range(shape[0]):
         want = fr.restore(img[n], "jpeg", device="cpu", tile=0, guard=False, precision="fp32")
         assert np.abs(got[n].astype(int) - want).max() <= 1          # within one 8-bit level
+    if min(shape[2:]) < 8:      # restore() gives such an image back as it is, and so does the graph
+        assert np.array_equal(y, x)
+        return
     # and the float outputs agree closely with the PyTorch network itself
     ref = fr.load_pretrained("jpeg")(torch.from_numpy(x)).clamp(0, 1).detach().numpy()
     assert np.abs(y - ref).max() < 1e-4
+
+
+def test_graph_declares_the_output_as_the_input_size(jpeg_onnx):
+    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    proto = onnx.load(str(jpeg_onnx))
+    assert dims(proto.graph.input[0]) == dims(proto.graph.output[0]) == ["batch", 3, "height", "width"]
 
 
 def test_export_refuses_to_overwrite(jpeg_onnx, capsys):
@@ -71,3 +83,34 @@ def test_openvino_reads_the_same_file(jpeg_onnx, hint):
     assert y.shape == x.shape
     ref = fr.load_pretrained("jpeg")(torch.from_numpy(x)).clamp(0, 1).detach().numpy()
     assert np.abs(y - ref).max() < (1e-4 if hint == "f32" else 2e-2)
+    # then a 4x4 image on the same compiled model: once an empty array, or the 45x67 output again
+    small = np.random.default_rng(6).random((1, 3, 4, 4), dtype=np.float32)
+    y = compiled({0: small})[compiled.output(0)]
+    assert y.shape == small.shape and np.array_equal(y, small)
+
+
+def test_export_keeps_the_weights_file_and_says_what_it_cannot_write(tmp_path, capsys):
+    """-o naming the --model file with --overwrite once replaced the weights with the ONNX file;
+    a file where a folder of -o should be gave a traceback (after the whole export)."""
+    import shutil
+    mine = tmp_path / "mine.safetensors"
+    from fastreshuffle.inference.loading import weights_path
+    shutil.copy(weights_path("jpeg"), mine)
+    before = mine.read_bytes()
+    assert main(["export", "--model", str(mine), "-o", str(mine), "--overwrite"]) == 2
+    assert "is the weights file being exported" in capsys.readouterr().err
+    assert mine.read_bytes() == before
+    (tmp_path / "afile").write_bytes(b"x")
+    for out in ("afile/x.onnx", "afile/sub/x.onnx"):
+        assert main(["export", "-o", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert "error: cannot write" in err and "Not a directory" in err and err.count("\n") == 1, err
+    assert (tmp_path / "afile").read_bytes() == b"x"
+
+
+def test_export_without_onnxscript_says_which_extra(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    assert main(["export", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "needs the onnx extra" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
