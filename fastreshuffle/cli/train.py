@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
     g.add_argument("--codec", default="jpeg", help="codec spec without quality: jpeg, jpeg:444, hevc, webp "
                                                    "(see fastreshuffle.io.codecs) [jpeg]")
-    g.add_argument("--quality", default="10", help="quality per sample, drawn uniformly from: N, LO-HI, "
+    g.add_argument("--quality", default=None, help="quality per sample, drawn uniformly from: N, LO-HI, "
                                                    "or a list of them, A,B,C or 5-50,5-30 (overlaps "
                                                    "count twice) [10]")
     g.add_argument("--patch", type=int, default=96, help="patch size, multiple of 8 [96]")

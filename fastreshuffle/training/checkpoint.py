@@ -101,18 +101,29 @@ def _read_log(path: Path, upto: int) -> List[Dict[str, str]]:
 
 
 class CsvLog:
+    """``log.csv``, written from its first row on (so that a run stopped before it has logged
+    anything leaves no file: a folder without a training state is not a half-made run); a resumed
+    run's log keeps the rows up to ``keep_upto``."""
+
     def __init__(self, path: Path, keep_upto: Optional[int]):
-        rows = _read_log(path, keep_upto) if keep_upto is not None else []
-        self.f = open(path, "w", newline="")
+        self.path, self.f, self.resumed = path, None, keep_upto is not None
+        self.kept = _read_log(path, keep_upto) if keep_upto is not None else []
+
+    def _open(self):
+        self.f = open(self.path, "w", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
         self.w.writeheader()
-        for r in rows:
+        for r in self.kept:
             self.w.writerow(r)
-        self.f.flush()
 
     def row(self, **kw):
+        if self.f is None:
+            self._open()
         self.w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in kw.items()})
         self.f.flush()
 
     def close(self):
-        self.f.close()
+        if self.f is None and self.resumed:
+            self._open()          # the resumed run's rows, without those past the step it resumed at
+        if self.f is not None:
+            self.f.close()

@@ -70,7 +70,7 @@ class LoadReport:
     padded: List[str] = dataclasses.field(default_factory=list)
 
     def summary(self, folder) -> str:
-        msg = f"{folder}: {self.loaded} images"
+        msg = f"{folder}: {self.loaded} image{'' if self.loaded == 1 else 's'}"
         extra = []
         if self.unreadable:
             extra.append(f"{len(self.unreadable)} unreadable skipped")

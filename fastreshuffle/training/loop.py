@@ -31,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -63,6 +65,34 @@ def lr_at(step: int, args) -> float:
     span = max(1, args.steps - args.warmup)
     t = min(1.0, (step - args.warmup) / span)
     return min_lr + 0.5 * (base - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+# ------------------------------------------------------------------ interrupts
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C (and SIGTERM / SIGHUP where, as under the CLI, they raise an interrupt) back
+    while the run's state changes as one piece -- an Adam step with its step count, a checkpoint's
+    files -- and deliver it when the block ends.  Otherwise a signal in the middle of
+    ``opt.step()`` (a Python loop over the parameters on CPU) saved half a step under the old step
+    number, and ``--resume`` then differed from the uninterrupted run.  Signals whose handler is
+    not a Python function (default, ignored) are left as they are; outside the main thread
+    nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and callable(signal.getsignal(sig)):
+            old[sig] = signal.signal(sig, lambda signum, _frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
 
 
 # ------------------------------------------------------------------ validation
@@ -101,6 +131,9 @@ def _resolve_config(args) -> ReshuffleNetConfig:
     return ReshuffleNetConfig.preset(args.preset)
 
 
+# --quality when none is given (the CLI's default is None, so that a given 10 can be told apart)
+DEFAULT_QUALITY = "10"
+
 # What a run writes into --out: a folder holding any of them is not written into without --resume.
 RUN_FILES = ("state.json", "state.safetensors", "log.csv", "last.safetensors", "best.safetensors")
 
@@ -123,6 +156,21 @@ def _check_args(args) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
+    wd = getattr(args, "weight_decay", 0.0)
+    if not (math.isfinite(wd) and wd >= 0):
+        raise UserError(f"--weight-decay must be 0 or a positive number, got {wd}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise UserError(f"--seed must be in 0..2^63-1, got {args.seed}")
+    if getattr(args, "step_every", None) is not None and args.step_every < 1:
+        raise UserError(f"--step-every must be at least 1, got {args.step_every}")
+    gamma = getattr(args, "step_gamma", 0.5)
+    if not (math.isfinite(gamma) and 0 < gamma <= 1):
+        raise UserError(f"--step-gamma must be in (0, 1] (the LR is multiplied by it), got {gamma}")
+    if getattr(args, "val_images", 1) < 1:
+        raise UserError(f"--val-images must be at least 1, got {args.val_images}")
+    crop = getattr(args, "val_crop", 0)
+    if crop is not None and 0 < crop < 8:
+        raise UserError(f"--val-crop must be 0 (the whole image) or at least 8 (cropped to a multiple of 8), got {crop}")
     if not math.isfinite(args.grad_clip) or args.grad_clip < 0:
         raise UserError(f"--grad-clip must be a positive norm, or 0 for no clipping, got {args.grad_clip}")
     from .data import parse_mix
@@ -148,15 +196,20 @@ def _codec_and_qualities(args):
     from ..io.codecs import fixed_qp, parse_spec, with_threads
     from .data import parse_quality_range
 
+    given = args.quality is not None
+    if not given:
+        args.quality = DEFAULT_QUALITY
     try:
         qualities = parse_quality_range(args.quality)
         # a run is named by what is coded; x265's thread count changes the cost, not the bytes
         spec = with_threads(parse_spec(args.codec), None)
         if fixed_qp(spec) is not None:   # every sample coded at that QP: a quality would be a false label
-            if args.quality != "10" or spec.quality is not None:
+            if given or spec.quality is not None:
                 raise ValueError(f"--codec {args.codec} fixes the QP: give no --quality beside it")
+            if getattr(args, "val_quality", None):
+                raise ValueError(f"--codec {args.codec} fixes the QP: give no --val-quality beside it")
         elif spec.quality is not None:  # "jpeg:10" given as codec: that is the quality
-            if args.quality != "10":
+            if given:
                 raise ValueError(f"--codec {args.codec} names the quality; give no --quality beside it")
             qualities = [spec.quality]
         for q in qualities:
@@ -226,12 +279,31 @@ def _build_model(args, cfg, device, precision: str):
     return model
 
 
-def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, tuple, float]:
-    """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far) of the saved run."""
-    saved_cfg = read_state_meta(run_dir).get("config")   # checked before any tensor is loaded
+# What best.safetensors and the best PSNR were judged on (and, for --val split, what is held out of
+# training): a resumed run must keep them, or its best would be compared across different images.
+VALIDATION_ARGS = ("val", "val_images", "val_crop", "val_quality", "data_root")
+
+
+def _check_resumable(args, run_dir: Path, cfg) -> None:
+    """Refuse, before anything is loaded, a resume whose architecture or validation differs."""
+    meta = read_state_meta(run_dir)
+    saved_cfg = meta.get("config")
     if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
         raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
                         "pass the same --preset/--config")
+    saved = meta.get("args") if isinstance(meta.get("args"), dict) else {}
+    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in VALIDATION_ARGS
+               if k in saved and hasattr(args, k) and saved[k] != getattr(args, k)]
+    if changed:
+        raise UserError(f"--resume: the run's validation was set up otherwise ({'; '.join(changed)}), and its "
+                        f"best.safetensors was chosen on it; resume with the same options, or start a new run "
+                        f"from {run_dir / 'last.safetensors'} with --init and another --out")
+
+
+def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, tuple, float, bool]:
+    """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far, whether the last
+    step's validation was interrupted) of the saved run."""
+    _check_resumable(args, run_dir, cfg)
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
@@ -247,13 +319,13 @@ def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int,
         ("patch", args.patch), ("lr", args.lr), ("schedule", args.schedule), ("steps", args.steps),
         ("precision", args.precision_used), ("encode", getattr(args, "encode", "patch"))) if key in meta]
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
-        "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions", "val_quality",
+        "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions",
         "small_images") if key in saved_args and hasattr(args, key)]
     for key, was, now in changed:
         if was != now:
             warn(f"--resume: {key} was {was!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
-    return start, best, loss_acc, cpu_seconds
+    return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
 def train(args) -> int:
@@ -290,25 +362,37 @@ def train(args) -> int:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a folder")
         if args.resume:
-            read_state_meta(run_dir)          # a clear error before anything is created
+            _check_resumable(args, run_dir, cfg)     # a clear error before anything is created
+            if args.init:
+                print(f"warning: --init {args.init} is not used: --resume continues from the run's own state",
+                      file=sys.stderr, flush=True)
         elif any((run_dir / n).exists() for n in RUN_FILES):
+            stateless = not (run_dir / "state.json").exists()
             raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
-                            "use --resume to continue it or choose another --out")
+                            + ("it has no training state (it stopped before its first checkpoint): remove "
+                               "those files or choose another --out" if stateless else
+                               "use --resume to continue it or choose another --out"))
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
 
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
 
-    images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
+    try:
+        images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
+    except UserError:
+        if dist.main and created and not any(run_dir.iterdir()):
+            run_dir.rmdir()                  # no empty folder left behind by a run that never started
+        raise
     model = _build_model(args, cfg, device, args.precision_used)
     say(_precision_line(args.precision_used, model, device))
     if args.precision_used == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warn("--precision bf16 on a CPU without AVX512-BF16 / AMX: bf16 is emulated there, slower than fp32")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start, best, loss_acc, cpu_seconds = 0, -float("inf"), (0.0, 0), 0.0
+    start, best, loss_acc, cpu_seconds, val_pending = 0, -float("inf"), (0.0, 0), 0.0, False
     if args.resume:
-        start, best, loss_acc, cpu_seconds = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
+        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
         if start >= args.steps:
             say(f"nothing to do: the run is already at step {start} >= --steps {args.steps}")
             dist.close()
@@ -319,7 +403,7 @@ def train(args) -> int:
         dist.close()
         return 0
     loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say)
-    return loop.run(start, end, best, loss_acc, cpu_seconds)
+    return loop.run(start, end, best, loss_acc, cpu_seconds, val_pending)
 
 
 def _precision_line(precision: str, model, device) -> str:
@@ -370,6 +454,7 @@ class _Loop:
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used, "encode": getattr(args, "encode", "patch")}
         self.best = -float("inf")
+        self.val_pending = False        # a validation under way: an interrupt saves it as still to do
         self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
         self.whole = None
 
@@ -398,23 +483,35 @@ class _Loop:
             pin_memory=dist.device.type == "cuda", persistent_workers=False,
             prefetch_factor=4 if workers else None)
 
-    def checkpoint(self, step: int, is_best: bool) -> None:
+    def checkpoint(self, step: int, is_best: bool, val_psnr: Optional[float] = None) -> None:
+        """last.safetensors (with ``val_psnr``: this step's own validation, if it had one),
+        best.safetensors if ``is_best``, and the training state; all or nothing for a signal."""
         from ..io.weights import save_weights
 
         args, best = self.args, self.best
+        psnr = lambda v: f"{v:.4f}" if v is not None and math.isfinite(v) else ""  # noqa: E731
         wmeta = {"step": str(step), "codec": self.spec.name, "quality": str(args.quality),
-                 "val_psnr": f"{best:.4f}" if math.isfinite(best) else "", "preset": args.preset}
-        save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)
-        if is_best:
-            save_weights(self.model, self.run_dir / "best.safetensors", metadata=wmeta)
-        save_state(self.run_dir, self.model, self.opt, step,
-                   {**self.extra_meta, "best_psnr": best, "args": vars(args),
-                    "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
+                 "val_psnr": psnr(val_psnr), "preset": args.preset}
+        with _signals_held():
+            save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)
+            if is_best:
+                save_weights(self.model, self.run_dir / "best.safetensors", metadata={**wmeta, "val_psnr": psnr(best)})
+            save_state(self.run_dir, self.model, self.opt, step,
+                       {**self.extra_meta, "best_psnr": best, "args": vars(args), "val_pending": self.val_pending,
+                        "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
-        is_best, last_val = False, None
+        v = None
         if self.valset is not None:
+            self.val_pending = True
             v = validate(self.model, self.valset, self.dist.device)
+        with _signals_held():       # the best, its log row and its files change together
+            self.val_pending = False
+            return self._record_validation(step, lr, lval, t0, log, bar, v)
+
+    def _record_validation(self, step: int, lr: float, lval: float, t0: float, log, bar, v) -> Optional[float]:
+        is_best, last_val = False, None
+        if v is not None:
             last_val = v["val_psnr"]
             is_best = v["val_psnr"] > self.best
             if is_best:
@@ -428,14 +525,17 @@ class _Loop:
             else:
                 self.say(f"step {step}: val PSNR {v['val_psnr']:.3f} dB "
                          f"(codec {v['val_psnr_codec']:.3f}, gain {v['val_psnr'] - v['val_psnr_codec']:+.3f})")
-        self.checkpoint(step, is_best or self.valset is None)
+        # with no validation set every checkpoint is the best there is (a resume cannot drop the
+        # validation of a run that had one: _check_resumable)
+        self.checkpoint(step, is_best or self.valset is None, last_val)
         return last_val
 
     def cpu_total(self) -> float:
         """CPU seconds of this process's training so far, plus those of the runs it resumed."""
         return self.cpu_base + time.process_time() - self.cpu0
 
-    def run(self, start: int, end: int, best: float, loss_acc, cpu_base: float = 0.0) -> int:
+    def run(self, start: int, end: int, best: float, loss_acc, cpu_base: float = 0.0,
+            val_pending: bool = False) -> int:
         args, dist, model, opt, say = self.args, self.dist, self.model, self.opt, self.say
         device = dist.device
         self.best = best
@@ -470,6 +570,11 @@ class _Loop:
         t_ckpt = t0
         loss_fn = F.mse_loss if getattr(args, "loss", "l1") == "mse" else F.l1_loss
         try:
+            if val_pending and self.valset is not None:    # the saved step's validation was interrupted
+                if dist.main:
+                    say(f"validating step {start}, whose validation was interrupted")
+                    last_val = self._validate_and_save(start, lr_at(start - 1, args), float("nan"), t0, log, bar)
+                dist.barrier()
             for comp, orig, _q in loader:
                 lr = lr_at(step, args)
                 for g in opt.param_groups:
@@ -487,16 +592,17 @@ class _Loop:
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                 else:
                     gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-                opt.step()
-                step += 1
-                lval = float(dist.mean(loss.detach()))
-                loader.stepped()
-                if not math.isfinite(lval):
-                    raise RuntimeError(f"loss became {lval} at step {step}; lower --lr "
-                                       "(the log's grad_norm shows the spike)")
-                self.loss_sum += lval
-                self.loss_n += 1
-                self.grad_max = max(self.grad_max, float(gnorm))
+                with _signals_held():        # a checkpoint never holds half a step
+                    opt.step()
+                    step += 1
+                    lval = float(dist.mean(loss.detach()))
+                    loader.stepped()
+                    if not math.isfinite(lval):
+                        raise UserError(f"loss became {lval} at step {step}; lower --lr "
+                                        "(the log's grad_norm shows the spike)")
+                    self.loss_sum += lval
+                    self.loss_n += 1
+                    self.grad_max = max(self.grad_max, float(gnorm))
                 log_now = step % args.log_every == 0 or step == args.steps
                 # every rank counts its own wait; the log takes the most starved one
                 data_wait = dist.max(loader.share()) if log_now else None

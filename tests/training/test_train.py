@@ -386,6 +386,16 @@ def test_training_codes_hevc_with_shared_out_threads(tmp_path, monkeypatch):
     (["--warmup", "-3"], "--warmup must be at least 0"),
     (["--workers", "-1"], "--workers must be at least 0"),
     (["--coded-cache", "x"], "--coded-cache is for --encode whole"),
+    # these gave a traceback, or trained without a word on a wrong setting
+    (["--weight-decay=-0.1"], "--weight-decay must be 0 or a positive number"),
+    (["--seed=-1"], "--seed must be in 0..2^63-1"),
+    (["--seed", str(2 ** 70)], "--seed must be in 0..2^63-1"),
+    (["--schedule", "step", "--step-every=-1"], "--step-every must be at least 1"),
+    (["--schedule", "step", "--step-gamma=-1"], "--step-gamma must be in (0, 1]"),
+    (["--val", "split", "--val-images=-1"], "--val-images must be at least 1"),
+    (["--val-crop", "4"], "--val-crop must be 0 (the whole image) or at least 8"),
+    (["--codec", "jpeg:20", "--quality", "10"], "names the quality"),       # a given 10 is not the default
+    (["--codec", "hevc:qp=30", "--val-quality", "50"], "give no --val-quality"),
 ])
 def test_bad_training_options_are_refused_up_front(tmp_path, capsys, extra, said):
     """Each used to be a traceback from deep inside (a DataLoader worker, the codec), or, worse,
@@ -472,3 +482,121 @@ def test_sigterm_checkpoints_like_ctrl_c(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(F, "l1_loss", real)
     assert main(base + ["--resume"]) == 0
     assert json.loads((out / "state.json").read_text())["step"] == 12
+
+
+def _states_equal(a, b):
+    from safetensors.torch import load_file
+    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_an_interrupt_inside_the_adam_step_saves_a_whole_step(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of opt.step() (a Python loop over the parameters on CPU) used to save
+    the half-updated weights under the previous step's number, so --resume applied that step
+    again and ended elsewhere than the uninterrupted run (1 in 10 interrupts)."""
+    import os
+    import signal
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(base + ["--out", str(a)]) == 0
+    real, calls = torch.optim.Adam.step, {"n": 0}
+
+    def step(self, *args, **kw):
+        out = real(self, *args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 4:                 # the update is done, the step count not yet
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert main(base + ["--out", str(b)]) == 130
+    assert json.loads((b / "state.json").read_text())["step"] == 4
+    monkeypatch.setattr(torch.optim.Adam, "step", real)
+    assert main(base + ["--out", str(b), "--resume"]) == 0
+    _states_equal(a, b)
+
+
+def test_an_interrupted_validation_is_done_on_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while step 5 was being validated saved step 5 as validated-and-not-best: its
+    PSNR row never came and best.safetensors could differ from the uninterrupted run's."""
+    from safetensors import safe_open
+    from fastreshuffle.training import loop
+    data = make_images(tmp_path / "imgs")
+    base = ["train", "--data", str(data), "--val", str(data), "--workers", "0"] + COMMON
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(base + ["--out", str(a)]) == 0
+    real = loop.validate
+
+    def validate(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "validate", validate)
+    assert main(base + ["--out", str(b)]) == 130
+    assert json.loads((b / "state.json").read_text())["val_pending"] is True
+    monkeypatch.setattr(loop, "validate", real)
+    capsys.readouterr()
+    assert main(base + ["--out", str(b), "--resume"]) == 0
+    assert "validating step 5, whose validation was interrupted" in capsys.readouterr().err
+    vals = lambda run: [(r["step"], r["val_psnr"]) for r in read_log(run / "log.csv") if r["val_psnr"]]  # noqa: E731
+    assert vals(a) == vals(b) and [s for s, _ in vals(a)] == ["5", "10", "12"]
+    _states_equal(a, b)
+    meta = {}
+    for run in (a, b):
+        for name in ("best", "last"):
+            with safe_open(str(run / f"{name}.safetensors"), "pt") as f:
+                meta[run.name, name] = f.metadata()
+    assert meta["a", "best"] == meta["b", "best"]
+    # last.safetensors (step 12, validated) carries its own PSNR, best.safetensors the best's
+    assert meta["a", "last"]["val_psnr"] == f"{float(vals(a)[-1][1]):.4f}"
+    assert meta["a", "best"]["val_psnr"] == f"{max(float(v) for _, v in vals(a)):.4f}"
+
+
+def test_resume_keeps_the_validation_it_chose_the_best_on(tmp_path, capsys):
+    """Another --val (or none) on --resume compared PSNRs of different images, or replaced the
+    validated best.safetensors with unvalidated weights; it is refused and says what to do."""
+    data = make_images(tmp_path / "imgs")
+    other = make_images(tmp_path / "other", n=2, size=48)
+    out = tmp_path / "r"
+    base = ["train", "--data", str(data), "--workers", "0", "--out", str(out)] + COMMON
+    assert main(base + ["--val", str(data), "--stop-at", "6"]) == 0
+    before = (out / "best.safetensors").read_bytes()
+    for val in (["--val", "none"], ["--val", str(other)], ["--val", str(data), "--val-crop", "16"]):
+        capsys.readouterr()
+        assert main(base + val + ["--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "validation was set up otherwise" in err and "--init" in err, err
+        assert (out / "best.safetensors").read_bytes() == before
+        assert json.loads((out / "state.json").read_text())["step"] == 6
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_a_reusable_folder(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the first step left log.csv alone in --out, which then refused both a new run
+    and --resume."""
+    import os
+    import signal
+
+    import torch.nn.functional as F
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    out = tmp_path / "r"
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0", "--out", str(out)] + COMMON
+    real = F.l1_loss
+
+    def l1(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+    monkeypatch.setattr(F, "l1_loss", l1)
+    assert main(base) == 130
+    assert not out.exists() or not list(out.iterdir())
+    monkeypatch.setattr(F, "l1_loss", real)
+    assert main(base) == 0
+
+
+def test_a_diverging_run_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import torch.nn.functional as F
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    monkeypatch.setattr(F, "l1_loss", lambda out, ref: (out - ref).abs().mean() * float("inf"))
+    assert main(["train", "--data", str(data), "--val", "none", "--workers", "0", "--out", str(tmp_path / "r")]
+                + COMMON) == 2
+    err = capsys.readouterr().err
+    assert "loss became" in err and "lower --lr" in err and "Traceback" not in err
