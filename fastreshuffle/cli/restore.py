@@ -49,10 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "network for HEIF files, slightly better than hevc and about 7x slower)")
     add_device_argument(p)
     p.add_argument("--tile", type=int, default=None, metavar="SIZE",
-                   help="tile size in pixels, a multiple of 8 (default: 512 on CPU, 1024 on CUDA; "
+                   help="tile size in pixels, a multiple of 8 (default: 768 on CPU, 1024 on CUDA; "
                         "0 = whole image at once)")
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
-                   help="context pixels around each tile, a multiple of 8 (default: 32)")
+                   help="context pixels around each tile, a multiple of 8 (default: 64)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16, "
                         "within 0.003 dB of fp32 on Kodak24 and faster; fp32 elsewhere); fp16: CUDA only")

@@ -109,13 +109,16 @@ def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suf
 
 def sniff_format(src: Path) -> Optional[str]:
     """The Pillow format name of ``src`` from its header (None when it cannot be read)."""
+    import warnings
     try:
         from PIL import Image
 
         from ..io.images import _register_heif
         _register_heif()
-        with Image.open(src) as im:
-            return im.format
+        with warnings.catch_warnings():     # a decompression bomb is said once, by the loader
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                return im.format
     except Exception:
         return None
 
@@ -161,7 +164,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
 
     def tick(n):
         done[0] += n
-        progress(done[0], total)
+        progress(min(done[0], total), total)    # the guard's grid padding runs a few more pixels
 
     def runner(net):
         return lambda img: restore_pixels(net, img, tile=tile,

@@ -203,5 +203,12 @@ def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:
     if s <= 0:
         return decoded.copy()
     top = 255 if decoded.dtype == np.uint8 else 65535
-    diff = restored.astype(np.float32) - decoded
-    return np.clip(np.round(decoded + s * diff), 0, top).astype(decoded.dtype)
+    out = np.empty_like(decoded)
+    for a in range(0, decoded.shape[0], _BLEND_ROWS):     # float temporaries of a strip, not the image
+        d = decoded[a:a + _BLEND_ROWS]
+        diff = restored[a:a + _BLEND_ROWS].astype(np.float32) - d
+        out[a:a + _BLEND_ROWS] = np.clip(np.round(d + s * diff), 0, top)
+    return out
+
+
+_BLEND_ROWS = 256

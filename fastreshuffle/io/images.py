@@ -28,8 +28,9 @@ from .jpeg_tables import JpegTables, tables_from_pil
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
                     ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
 
-# Pillow's own default is ~89.5 Mpixel with a warning and an error at twice that; we refuse anything
-# above this many pixels outright (a 16k x 16k image), which is well beyond any photo we restore.
+# Pillow warns above its MAX_IMAGE_PIXELS (~89.5 Mpixel by default), which the loader takes as a
+# refusal; where a program has raised that limit, this many pixels (a 16k x 16k image) is still the
+# most we decode.
 MAX_PIXELS = 16384 * 16384
 
 _heif_registered = False

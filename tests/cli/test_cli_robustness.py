@@ -450,3 +450,19 @@ def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weight
     lines = capsys.readouterr().err.splitlines()
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "bad\\nname.jpg" in errors[0] and not any(line.startswith("name.jpg") for line in lines)
+
+
+def test_a_bomb_between_pillows_two_limits_is_one_line(tmp_path, weights, capsys):
+    """100 Mpixel: above Pillow's warning limit, below its error limit.  The loader refuses it in
+    one line; the format sniffing used to let Pillow's DecompressionBombWarning out as well."""
+    import warnings
+    (tmp_path / "big.png").write_bytes(bomb_png(10_000, 10_000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = cli_main(["restore", "--quiet", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
+                       "--model", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Warning" not in err, err
+    lines = [ln for ln in err.splitlines() if "big.png" in ln]
+    assert len(lines) == 1 and "decompression bomb refused" in lines[0], err
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -91,6 +91,42 @@ def test_projection_moves_towards_the_original(q, sub):
         assert fixed.max() <= 3 and fixed.mean() < 0.01
 
 
+@pytest.mark.parametrize("sub", [2, 1, 0])
+def test_projection_in_strips_equals_the_whole_image(sub):
+    """project() works in overlapping whole-width strips (its float planes for the whole image
+    took 41x the image's memory): every strip height gives the whole image's pixels, on sizes that
+    are not multiples of the coding unit."""
+    from fastreshuffle.inference.jpeg_consistency import STRIP_ROWS
+    a = photos(n=1, size=160)[0]
+    a = np.concatenate([a, a[::-1], a], axis=0)[:-5, :-3]            # 475 x 157
+    im, dec = encode(a, 90, sub)      # narrow intervals: the chroma recovery's reach shows (4:2:0)
+    t = tables_from_pil(im)
+    noisy = np.clip(dec + np.random.default_rng(sub).normal(0, 12, dec.shape), 0, 255).astype(np.uint8)
+    whole = project(dec, noisy, t, strip_rows=0)
+    assert STRIP_ROWS < dec.shape[0] * 4
+    for rows in (16, 32, 48, 100, STRIP_ROWS):
+        assert np.array_equal(project(dec, noisy, t, strip_rows=rows), whole), rows
+
+
+def test_guard_memory_is_a_strips_not_the_images():
+    """The guard's numpy temporaries on a tall image (4096 x 512): under 6x the uint8 image
+    (input, output and strips), where the whole-image projection needed about 41x."""
+    import tracemalloc
+    from fastreshuffle.inference.guard import apply_guard, guard_for
+    a = np.tile(photos(n=1, size=256)[0], (16, 2, 1))
+    im, dec = encode(a, 30, 2)
+    g = guard_for(tables_from_pil(im))
+    restored = np.clip(dec.astype(np.int16) + 2, 0, 255).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        out = apply_guard(dec, restored, g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == dec.shape
+    assert peak < 6 * dec.nbytes, (peak / dec.nbytes)
+
+
 def test_strength_schedule():
     assert strength(5) == strength(50) == 1.0
     assert strength(93) == strength(100) == 0.0
