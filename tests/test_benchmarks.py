@@ -454,3 +454,14 @@ def test_same_format_rows(tmp_path, capsys):
         want.append([sf.psnr(restored, img) - base, sf.psnr(sf.jpeg_roundtrip(restored, 95, 0)[1], img) - base])
     assert rows[0]["worst"][:2] == [round(min(a, b), 3) for a, b in zip(*want)]
     assert rows[0]["mean"][:2] == [round((a + b) / 2, 3) for a, b in zip(*want)]
+
+
+def test_tile_seams_smoke(capsys):
+    """benchmarks/tile_seams.py: one model, two overlaps; the overlap that covers the network's
+    reach gives a smaller difference than the one that does not."""
+    from benchmarks.tile_seams import main as seams
+    assert seams(["--models", "jpeg", "--overlaps", "8", "96", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("jpeg ")]
+    assert [r[1] for r in rows] == ["8", "96"] and "CPU flags:" in out
+    assert float(rows[1][2]) < float(rows[0][2])

@@ -47,6 +47,21 @@ def signals_as_interrupts():
             signal.signal(s, h)
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the network (default: torch's, one per core)")
+
+
+def apply_threads(args) -> None:
+    """``--threads``: checked, then given to torch (before any work)."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+    torch.set_num_threads(args.threads)
+
+
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where to run (default: auto = CUDA if available)")

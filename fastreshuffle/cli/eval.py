@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, device_from_args
+from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--no-per-image", dest="per_image", action="store_false", help="leave per_image out of the JSON")
     add_device_argument(p)
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    add_threads_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -132,8 +132,6 @@ def run(args) -> int:
         spec = parse_spec(spec, quals[0])
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
     for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after
         if path:
             _check_output(opt, Path(path), args.overwrite)
@@ -143,9 +141,7 @@ def run(args) -> int:
         raise UserError(f"--plot writes a PNG: name it .png, got {args.plot}")
     if args.plot and len(settings) < 2:
         warn("--plot with a single quality draws a single point")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = device_from_args(args)
     folder = Path(args.data) if args.data else eval_dir(args.data_root)
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)

@@ -30,7 +30,7 @@ from typing import Dict
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, device_from_args, interrupted
+from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args, interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "HEIF files, jpeg for everything else; said per file; hevc-paper: the paper's "
                         "network for HEIF files, slightly better than hevc and about 7x slower)")
     add_device_argument(p)
+    add_threads_argument(p)
     p.add_argument("--tile", type=int, default=None, metavar="SIZE",
                    help="tile size in pixels, a multiple of 8 (default: 768 on CPU, 1024 on CUDA; "
                         "0 = whole image at once)")
@@ -150,6 +151,7 @@ def run(args) -> int:
             raise UserError(f"--output-quality applies to jpeg/webp outputs, not --format {args.format} "
                             "(lossless)")
 
+    apply_threads(args)
     found = collect_inputs(args.inputs, args.recursive, suffix)
     files, errors = found.files, found.errors
     for line in errors:

@@ -595,3 +595,17 @@ def test_demo_shows_what_restore_gives(tmp_path, capsys):
         panel = np.asarray(Image.open(out))[:, 512 + 8:2 * 512 + 8]
         np.testing.assert_array_equal(panel, want)
         assert abs(said - (psnr(want, original) - psnr(np.asarray(jpeg.convert("RGB")), original))) < 0.006
+
+
+def test_cli_threads_option(tmp_path, tiny_weights, capsys):
+    """restore takes --threads as eval and train do (it was an unrecognised argument)."""
+    import torch
+    Image.fromarray(_rand_img(24, 40)).save(tmp_path / "a.jpg", quality=30)
+    assert _run_cli(tmp_path / "a.jpg", "--model", tiny_weights, "--threads", "0") == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    before = torch.get_num_threads()
+    try:
+        assert _run_cli(tmp_path / "a.jpg", "--model", tiny_weights, "--threads", "1") == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "a_restored.png").is_file()
+    finally:
+        torch.set_num_threads(before)
