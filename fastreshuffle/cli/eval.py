@@ -53,14 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_output(opt: str, path: Path, overwrite: bool) -> None:
     """Refuse, before any work, an output that exists (without --overwrite), is a folder, or
     whose folder cannot be made or written in."""
-    from ..io.safe_write import check_writable
-    if path.is_dir():
-        raise UserError(f"{opt} {path} is a folder; name a file")
-    if os.path.lexists(path) and not overwrite:     # a link too, dangling or not
-        raise UserError(f"{opt} {path} exists; use --overwrite to replace it")
+    from ..errors import OutputExistsError
+    from ..io.safe_write import check_output_file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        check_writable(path.parent)
+        check_output_file(path, overwrite=overwrite)
+    except IsADirectoryError:
+        raise UserError(f"{opt} {path} is a folder; name a file") from None
+    except OutputExistsError:
+        raise UserError(f"{opt} {path} exists; use --overwrite to replace it") from None
     except OSError as e:
         raise UserError(f"{opt} {path}: cannot write there: {e.strerror or e}") from None
 

@@ -15,7 +15,6 @@ operators); both hold the same weights.  Needs the ``onnx`` extra (``onnx``, ``o
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import tempfile
@@ -72,25 +71,22 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
         raise UserError("ONNX export needs the onnx extra: pip install 'fastreshuffle[onnx]' "
                         "(onnx, onnxscript)") from None
     from ..errors import OutputExistsError
-    from ..io.safe_write import atomic_write_bytes, check_writable
+    from ..io.safe_write import atomic_write_bytes, check_output_file
     from .loading import load_model, resolve_weights
 
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; name the .onnx file to write")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
     if not isinstance(model, torch.nn.Module) and path.exists():
         weights = resolve_weights(model)
         if os.path.samefile(weights, path):
             raise UserError(f"{path} is the weights file being exported; name another file to write")
-    folder = _first_existing(path.parent)
     try:
-        if not folder.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-        check_writable(folder)          # before the export's 10-20 s, not after
+        check_output_file(path, overwrite=overwrite)      # before the export's 10-20 s, not after
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; name the .onnx file to write") from None
+    except OutputExistsError:
+        raise
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e} ({folder})") from None
+        raise UserError(f"cannot write {path}: {e.strerror or e} ({e.filename})") from None
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= int(opset) <= newest:   # below 18 the exporter falls back to 18 with a warning
         raise UserError(f"opset must be in {MIN_OPSET}..{newest} (the exporter's range for this graph), got {opset}")
@@ -118,21 +114,12 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
             raise UserError(f"the exporter wrote opset {got}, not the {opset} asked for")
         data = proto.SerializeToString()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data, overwrite=overwrite)
     except OutputExistsError:      # the caller says it
         raise
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path
-
-
-def _first_existing(folder: Path) -> Path:
-    """``folder`` or its nearest ancestor that exists (the folders in between are created)."""
-    folder = folder.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 @contextlib.contextmanager

@@ -120,6 +120,26 @@ def check_writable(folder: PathLike) -> None:
     _remove_quietly(Path(name))
 
 
+def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
+    """Before any work, refuse an output file that could not be written at the end: a folder
+    (IsADirectoryError), an existing entry -- a link too, dangling or not -- without
+    ``overwrite`` (:class:`OutputExistsError`), a file where one of its folders should be
+    (NotADirectoryError), or a folder it cannot be created in (OSError naming it).  Missing
+    folders are created."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; name a file", str(path))
+    if os.path.lexists(path) and not overwrite:
+        raise OutputExistsError(path)
+    folder = path.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path.parent)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, overwrite=overwrite) as f:

@@ -88,11 +88,14 @@ def _signals_held():
             old[sig] = signal.signal(sig, lambda signum, _frame: got.append(signum))
     try:
         yield
-    finally:
-        for sig, handler in old.items():
+    except BaseException:
+        for sig, handler in old.items():     # the block's own error is what is reported
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(got):
-            signal.raise_signal(sig)
+        raise
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+    for sig in dict.fromkeys(got):
+        signal.raise_signal(sig)
 
 
 # ------------------------------------------------------------------ validation
@@ -279,31 +282,46 @@ def _build_model(args, cfg, device, precision: str):
     return model
 
 
-# What best.safetensors and the best PSNR were judged on (and, for --val split, what is held out of
-# training): a resumed run must keep them, or its best would be compared across different images.
-VALIDATION_ARGS = ("val", "val_images", "val_crop", "val_quality", "data_root")
+def validation_setup(args, spec, val_qualities) -> Optional[Dict]:
+    """What the run validates on, as it is (folders resolved, the qualities the codec runs at):
+    best.safetensors and the best PSNR were judged on it (and ``--val split`` holds its images out
+    of training).  None: no validation."""
+    from ..io.datasets import eval_dir, train_dir
+
+    mode = (args.val or "").lower()
+    if mode == "none":
+        return None
+    if mode == "split":
+        data = Path(args.data) if args.data else train_dir(args.data_root)
+        where = f"the last images of {data.resolve()}"
+    else:
+        where = str((Path(args.val) if args.val else eval_dir(args.data_root)).resolve())
+    return {"images": where, "count": args.val_images, "crop": args.val_crop or 0, "codec": str(spec),
+            "qualities": [int(q) for q in val_qualities]}
 
 
-def _check_resumable(args, run_dir: Path, cfg) -> None:
-    """Refuse, before anything is loaded, a resume whose architecture or validation differs."""
+def _check_resumable(args, run_dir: Path, cfg, setup: Optional[Dict]) -> None:
+    """Refuse, before anything is loaded, a resume whose architecture differs, or whose validation
+    differs from the one the run's best was chosen on (runs saved before it was recorded: not
+    checked)."""
     meta = read_state_meta(run_dir)
     saved_cfg = meta.get("config")
     if saved_cfg and ReshuffleNetConfig.from_dict(saved_cfg) != cfg:
         raise UserError(f"--resume: the run was trained with {saved_cfg}, not {cfg.to_dict()}; "
                         "pass the same --preset/--config")
-    saved = meta.get("args") if isinstance(meta.get("args"), dict) else {}
-    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in VALIDATION_ARGS
-               if k in saved and hasattr(args, k) and saved[k] != getattr(args, k)]
-    if changed:
+    saved = meta.get("validation", setup)
+    if saved is not None and saved != setup:
+        changed = ([f"{k} {saved[k]!r} -> {setup[k]!r}" for k in saved if saved[k] != setup.get(k)]
+                   if setup is not None else ["validation -> none"])
         raise UserError(f"--resume: the run's validation was set up otherwise ({'; '.join(changed)}), and its "
                         f"best.safetensors was chosen on it; resume with the same options, or start a new run "
                         f"from {run_dir / 'last.safetensors'} with --init and another --out")
 
 
-def _resume(args, run_dir: Path, model, opt, spec, cfg, say, warn) -> Tuple[int, float, tuple, float, bool]:
+def _resume(args, run_dir: Path, model, opt, spec, cfg, setup, say, warn) -> Tuple[int, float, tuple, float, bool]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far, whether the last
-    step's validation was interrupted) of the saved run."""
-    _check_resumable(args, run_dir, cfg)
+    step's validation and checkpoint were interrupted) of the saved run."""
+    _check_resumable(args, run_dir, cfg, setup)
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
@@ -341,6 +359,7 @@ def train(args) -> int:
         except CodecError as e:
             raise UserError(f"--val-quality: {e}") from None
     cfg = _resolve_config(args)
+    setup = validation_setup(args, spec, val_qualities)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -362,7 +381,7 @@ def train(args) -> int:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a folder")
         if args.resume:
-            _check_resumable(args, run_dir, cfg)     # a clear error before anything is created
+            _check_resumable(args, run_dir, cfg, setup)     # a clear error before anything is created
             if args.init:
                 print(f"warning: --init {args.init} is not used: --resume continues from the run's own state",
                       file=sys.stderr, flush=True)
@@ -392,18 +411,17 @@ def train(args) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, best, loss_acc, cpu_seconds, val_pending = 0, -float("inf"), (0.0, 0), 0.0, False
     if args.resume:
-        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, cfg, say, warn)
-        if start >= args.steps:
-            say(f"nothing to do: the run is already at step {start} >= --steps {args.steps}")
-            dist.close()
-            return 0
+        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, cfg, setup,
+                                                                  say, warn)
     end = min(args.steps, args.stop_at) if args.stop_at else args.steps
-    if end <= start:
-        say(f"nothing to do: the run is at step {start}, --stop-at {args.stop_at}")
+    if end <= start and not val_pending:     # (a pending validation is done even so)
+        say(f"nothing to do: the run is already at step {start}"
+            + (f", --stop-at {args.stop_at}" if args.stop_at and args.stop_at < args.steps else
+               f" >= --steps {args.steps}"))
         dist.close()
         return 0
-    loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say)
-    return loop.run(start, end, best, loss_acc, cpu_seconds, val_pending)
+    loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup)
+    return loop.run(start, max(start, end), best, loss_acc, cpu_seconds, val_pending)
 
 
 def _precision_line(precision: str, model, device) -> str:
@@ -445,16 +463,18 @@ class _TimedBatches:
 class _Loop:
     """The optimisation loop of one run, with its log, checkpoints and progress bar."""
 
-    def __init__(self, args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say):
+    def __init__(self, args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup=None):
         self.args, self.dist, self.model, self.opt, self.spec = args, dist, model, opt, spec
         self.valset, self.run_dir, self.say = valset, run_dir, say
         self.qualities, self.images = qualities, images
         self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": args.preset,
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
-                           "precision": args.precision_used, "encode": getattr(args, "encode", "patch")}
+                           "precision": args.precision_used, "encode": getattr(args, "encode", "patch"),
+                           "validation": setup}
         self.best = -float("inf")
-        self.val_pending = False        # a validation under way: an interrupt saves it as still to do
+        # the step's validation and checkpoint are due but not done: an interrupt saves them as to do
+        self.val_pending = False
         self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
         self.whole = None
 
@@ -570,9 +590,10 @@ class _Loop:
         t_ckpt = t0
         loss_fn = F.mse_loss if getattr(args, "loss", "l1") == "mse" else F.l1_loss
         try:
-            if val_pending and self.valset is not None:    # the saved step's validation was interrupted
+            if val_pending:         # the saved step's validation (and checkpoint) was interrupted
                 if dist.main:
-                    say(f"validating step {start}, whose validation was interrupted")
+                    if self.valset is not None:
+                        say(f"validating step {start}, whose validation was interrupted")
                     last_val = self._validate_and_save(start, lr_at(start - 1, args), float("nan"), t0, log, bar)
                 dist.barrier()
             for comp, orig, _q in loader:
@@ -592,7 +613,8 @@ class _Loop:
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                 else:
                     gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-                with _signals_held():        # a checkpoint never holds half a step
+                # held: a checkpoint never holds half a step, nor a step without its log row
+                with _signals_held():
                     opt.step()
                     step += 1
                     lval = float(dist.mean(loss.detach()))
@@ -603,28 +625,32 @@ class _Loop:
                     self.loss_sum += lval
                     self.loss_n += 1
                     self.grad_max = max(self.grad_max, float(gnorm))
-                log_now = step % args.log_every == 0 or step == args.steps
-                # every rank counts its own wait; the log takes the most starved one
-                data_wait = dist.max(loader.share()) if log_now else None
-                if dist.main:
-                    if log_now:
-                        now = time.time()
-                        ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
-                        log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
-                                loss=self.loss_sum / self.loss_n, seconds=now - t0,
-                                cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
-                                data_wait=data_wait)
-                        t_last, step_last = now, step
+                    log_now = step % args.log_every == 0 or step == args.steps
+                    # every rank counts its own wait; the log takes the most starved one
+                    data_wait = dist.max(loader.share()) if log_now else None
+                    if dist.main:
+                        if log_now:
+                            now = time.time()
+                            ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
+                            log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
+                                    loss=self.loss_sum / self.loss_n, seconds=now - t0,
+                                    cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
+                                    data_wait=data_wait)
+                            t_last, step_last = now, step
+                            if bar is not None:
+                                post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
+                                if last_val is not None:
+                                    post["psnr"] = f"{last_val:.2f}"
+                                bar.set_postfix(post, refresh=False)
+                            self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
                         if bar is not None:
-                            post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
-                            if last_val is not None:
-                                post["psnr"] = f"{last_val:.2f}"
-                            bar.set_postfix(post, refresh=False)
-                        self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
-                    if bar is not None:
-                        bar.update(1)
+                            bar.update(1)
+                    # the step's validation and checkpoint are due from here: an interrupt before
+                    # they are done leaves them to the resume
+                    due = step % args.val_every == 0 or step == args.steps
+                    self.val_pending = due
                 saved = True
-                if step % args.val_every == 0 or step == args.steps:
+                if due:
                     if dist.main:
                         v = self._validate_and_save(step, lr, lval, t0, log, bar)
                         last_val = v if v is not None else last_val

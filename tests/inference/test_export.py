@@ -106,6 +106,13 @@ def test_export_keeps_the_weights_file_and_says_what_it_cannot_write(tmp_path, c
         err = capsys.readouterr().err
         assert "error: cannot write" in err and "Not a directory" in err and err.count("\n") == 1, err
     assert (tmp_path / "afile").read_bytes() == b"x"
+    # a dangling link as -o: refused before the export (it was refused only after it)
+    import time
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "nowhere.onnx")
+    t0 = time.perf_counter()
+    assert main(["export", "-o", str(tmp_path / "link.onnx")]) == 2
+    assert "exists" in capsys.readouterr().err and time.perf_counter() - t0 < 5
+    assert not (tmp_path / "nowhere.onnx").exists()
 
 
 def test_export_without_onnxscript_says_which_extra(tmp_path, capsys, monkeypatch):

@@ -484,6 +484,16 @@ def test_sigterm_checkpoints_like_ctrl_c(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "state.json").read_text())["step"] == 12
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in a terminal: a test run started in the
+    background by a shell (CI) inherits SIGINT ignored, and Python then leaves it so."""
+    import signal
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _states_equal(a, b):
     from safetensors.torch import load_file
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
@@ -492,10 +502,11 @@ def _states_equal(a, b):
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_an_interrupt_inside_the_adam_step_saves_a_whole_step(tmp_path, monkeypatch):
+def test_an_interrupt_inside_the_adam_step_saves_a_whole_step(tmp_path, monkeypatch, ctrl_c):
     """Ctrl-C in the middle of opt.step() (a Python loop over the parameters on CPU) used to save
     the half-updated weights under the previous step's number, so --resume applied that step
-    again and ended elsewhere than the uninterrupted run (1 in 10 interrupts)."""
+    again and ended elsewhere than the uninterrupted run (1 in 10 interrupts); held to the end of
+    the step, it must not cost the step its log row either."""
     import os
     import signal
     data = make_images(tmp_path / "imgs", n=2, size=40)
@@ -516,6 +527,23 @@ def test_an_interrupt_inside_the_adam_step_saves_a_whole_step(tmp_path, monkeypa
     monkeypatch.setattr(torch.optim.Adam, "step", real)
     assert main(base + ["--out", str(b), "--resume"]) == 0
     _states_equal(a, b)
+    rows = lambda run: [(r["step"], r["loss"]) for r in read_log(run / "log.csv") if r["loss"]]  # noqa: E731
+    assert rows(a) == rows(b) and len(rows(a)) == 12
+
+
+def test_an_exception_is_not_turned_into_the_signal_held_meanwhile(ctrl_c):
+    """A diverging step raised its error inside the held block while a Ctrl-C waited: the
+    Ctrl-C came out instead, and the diverged weights were saved to be resumed."""
+    import os
+    import signal
+    from fastreshuffle.training.loop import _signals_held
+    with pytest.raises(ValueError):
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise ValueError("the block's own error")
+    with pytest.raises(KeyboardInterrupt):           # without an error the signal is delivered
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_an_interrupted_validation_is_done_on_resume(tmp_path, monkeypatch, capsys):
@@ -550,6 +578,21 @@ def test_an_interrupted_validation_is_done_on_resume(tmp_path, monkeypatch, caps
     # last.safetensors (step 12, validated) carries its own PSNR, best.safetensors the best's
     assert meta["a", "last"]["val_psnr"] == f"{float(vals(a)[-1][1]):.4f}"
     assert meta["a", "best"]["val_psnr"] == f"{max(float(v) for _, v in vals(a)):.4f}"
+    # the last step's validation interrupted: the resume used to say "nothing to do" without it
+    c = tmp_path / "c"
+    calls = {"n": 0}
+
+    def validate_but_the_last(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(loop, "validate", validate_but_the_last)
+    assert main(base + ["--out", str(c)]) == 130
+    monkeypatch.setattr(loop, "validate", real)
+    assert main(base + ["--out", str(c), "--resume"]) == 0
+    assert vals(c) == vals(a) and not json.loads((c / "state.json").read_text())["val_pending"]
+    _states_equal(a, c)
 
 
 def test_resume_keeps_the_validation_it_chose_the_best_on(tmp_path, capsys):
@@ -561,6 +604,9 @@ def test_resume_keeps_the_validation_it_chose_the_best_on(tmp_path, capsys):
     base = ["train", "--data", str(data), "--workers", "0", "--out", str(out)] + COMMON
     assert main(base + ["--val", str(data), "--stop-at", "6"]) == 0
     before = (out / "best.safetensors").read_bytes()
+    # the quality validation runs at follows --quality when --val-quality is not given
+    implicit = base[:base.index("--quality") + 1] + ["40-60"] + base[base.index("--quality") + 2:]
+    assert main(implicit + ["--val", str(data), "--resume"]) == 2
     for val in (["--val", "none"], ["--val", str(other)], ["--val", str(data), "--val-crop", "16"]):
         capsys.readouterr()
         assert main(base + val + ["--resume"]) == 2
@@ -568,9 +614,11 @@ def test_resume_keeps_the_validation_it_chose_the_best_on(tmp_path, capsys):
         assert "validation was set up otherwise" in err and "--init" in err, err
         assert (out / "best.safetensors").read_bytes() == before
         assert json.loads((out / "state.json").read_text())["step"] == 6
+    # the same folder, however it is written, is the same validation
+    assert main(base + ["--val", str(data) + "/", "--stop-at", "7", "--resume"]) == 0
 
 
-def test_a_run_stopped_before_its_first_checkpoint_leaves_a_reusable_folder(tmp_path, monkeypatch, capsys):
+def test_a_run_stopped_before_its_first_checkpoint_leaves_a_reusable_folder(tmp_path, monkeypatch, capsys, ctrl_c):
     """Ctrl-C in the first step left log.csv alone in --out, which then refused both a new run
     and --resume."""
     import os
