@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
-from .jpeg_consistency import project
+from .jpeg_consistency import STRIP_ROWS, project
 
 __all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
@@ -204,11 +204,8 @@ def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:
         return decoded.copy()
     top = 255 if decoded.dtype == np.uint8 else 65535
     out = np.empty_like(decoded)
-    for a in range(0, decoded.shape[0], _BLEND_ROWS):     # float temporaries of a strip, not the image
-        d = decoded[a:a + _BLEND_ROWS]
-        diff = restored[a:a + _BLEND_ROWS].astype(np.float32) - d
-        out[a:a + _BLEND_ROWS] = np.clip(np.round(d + s * diff), 0, top)
+    for a in range(0, decoded.shape[0], STRIP_ROWS):     # float temporaries of a strip, not the image
+        d = decoded[a:a + STRIP_ROWS]
+        diff = restored[a:a + STRIP_ROWS].astype(np.float32) - d
+        out[a:a + STRIP_ROWS] = np.clip(np.round(d + s * diff), 0, top)
     return out
-
-
-_BLEND_ROWS = 256

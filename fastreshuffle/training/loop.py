@@ -88,13 +88,10 @@ def _signals_held():
             old[sig] = signal.signal(sig, lambda signum, _frame: got.append(signum))
     try:
         yield
-    except BaseException:
-        for sig, handler in old.items():     # the block's own error is what is reported
+    finally:
+        for sig, handler in old.items():
             signal.signal(sig, handler)
-        raise
-    for sig, handler in old.items():
-        signal.signal(sig, handler)
-    for sig in dict.fromkeys(got):
+    for sig in dict.fromkeys(got):     # only when the block ended well: else its error is reported
         signal.raise_signal(sig)
 
 
@@ -222,12 +219,22 @@ def _codec_and_qualities(args):
     return spec, qualities
 
 
+def _data_dir(args) -> Path:
+    from ..io.datasets import train_dir
+    return Path(args.data) if args.data else train_dir(args.data_root)
+
+
+def _val_dir(args) -> Path:
+    """The validation folder (``--val`` other than split / none)."""
+    from ..io.datasets import eval_dir
+    return Path(args.val) if args.val else eval_dir(args.data_root)
+
+
 def _load_data(args, spec, val_qualities, main: bool, say, warn):
     """-> (training images, validation set or None)."""
-    from ..io.datasets import eval_dir, train_dir
     from .data import ValidationSet, load_folder
 
-    data_dir = Path(args.data) if args.data else train_dir(args.data_root)
+    data_dir = _data_dir(args)
     try:
         images, _names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
     except DataError as e:
@@ -248,7 +255,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             say(f"validation: {len(held)} held-out images, {spec.name} quality {val_qualities}, "
                 f"crop {args.val_crop or 'full'}")
     elif main and val_mode != "none":
-        val_dir = Path(args.val) if args.val else eval_dir(args.data_root)
+        val_dir = _val_dir(args)
         try:
             vimgs, _, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
         except DataError as e:
@@ -286,16 +293,11 @@ def validation_setup(args, spec, val_qualities) -> Optional[Dict]:
     """What the run validates on, as it is (folders resolved, the qualities the codec runs at):
     best.safetensors and the best PSNR were judged on it (and ``--val split`` holds its images out
     of training).  None: no validation."""
-    from ..io.datasets import eval_dir, train_dir
-
     mode = (args.val or "").lower()
     if mode == "none":
         return None
-    if mode == "split":
-        data = Path(args.data) if args.data else train_dir(args.data_root)
-        where = f"the last images of {data.resolve()}"
-    else:
-        where = str((Path(args.val) if args.val else eval_dir(args.data_root)).resolve())
+    where = (f"the last images of {_data_dir(args).resolve()}" if mode == "split"
+             else str(_val_dir(args).resolve()))
     return {"images": where, "count": args.val_images, "crop": args.val_crop or 0, "codec": str(spec),
             "qualities": [int(q) for q in val_qualities]}
 
@@ -318,10 +320,10 @@ def _check_resumable(args, run_dir: Path, cfg, setup: Optional[Dict]) -> None:
                         f"from {run_dir / 'last.safetensors'} with --init and another --out")
 
 
-def _resume(args, run_dir: Path, model, opt, spec, cfg, setup, say, warn) -> Tuple[int, float, tuple, float, bool]:
+def _resume(args, run_dir: Path, model, opt, spec, say, warn) -> Tuple[int, float, tuple, float, bool]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far, whether the last
-    step's validation and checkpoint were interrupted) of the saved run."""
-    _check_resumable(args, run_dir, cfg, setup)
+    step's validation and checkpoint were interrupted) of the saved run (checked by
+    :func:`_check_resumable` before anything was created)."""
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
@@ -376,6 +378,8 @@ def train(args) -> int:
         raise UserError(f"--precision: {e}") from None
     if args.batch_size % dist.world:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the {dist.world} processes")
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
+    warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     run_dir = Path(args.out)
     if dist.main:
         if run_dir.exists() and not run_dir.is_dir():
@@ -383,8 +387,7 @@ def train(args) -> int:
         if args.resume:
             _check_resumable(args, run_dir, cfg, setup)     # a clear error before anything is created
             if args.init:
-                print(f"warning: --init {args.init} is not used: --resume continues from the run's own state",
-                      file=sys.stderr, flush=True)
+                warn(f"--init {args.init} is not used: --resume continues from the run's own state")
         elif any((run_dir / n).exists() for n in RUN_FILES):
             stateless = not (run_dir / "state.json").exists()
             raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
@@ -394,9 +397,6 @@ def train(args) -> int:
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
-    warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
 
     try:
         images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
@@ -411,8 +411,7 @@ def train(args) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, best, loss_acc, cpu_seconds, val_pending = 0, -float("inf"), (0.0, 0), 0.0, False
     if args.resume:
-        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, cfg, setup,
-                                                                  say, warn)
+        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, say, warn)
     end = min(args.steps, args.stop_at) if args.stop_at else args.steps
     if end <= start and not val_pending:     # (a pending validation is done even so)
         say(f"nothing to do: the run is already at step {start}"
