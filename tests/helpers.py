@@ -33,3 +33,12 @@ def model_pair(preset, seed=0, dtype=None, device="cpu"):
     fast.load_state_dict(ref.state_dict())
     dtype = dtype or torch.float32
     return ref.to(device, dtype), fast.to(device, dtype)
+
+
+def photo(h=48, w=72):
+    """A smooth asymmetric picture (so a wrong rotation or flip is far from the right one)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 40 + 180 * x / w
+    g = 40 + 180 * y / h
+    b = 128 + 60 * np.sin(x / 7.0) * (y > h / 3)
+    return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)

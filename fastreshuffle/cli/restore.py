@@ -255,16 +255,19 @@ def run(args) -> int:
                     model, codec = model_for(name)
                 except WeightsError as e:
                     raise UserError(str(e)) from None
-                used[name] = used.get(name, 0) + 1
-                if args.model == "auto" and len(files) <= 20 and not args.quiet:
-                    _say(f"note: {src}: model {name} ({str(dtype).replace('torch.', '')})", bar)
                 with _TileBar(src.name, args.quiet) as tiles:
                     notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
                                          overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
                                          progress=tiles.update, guard=args.guard, codec=codec,
                                          bands=Bands(name, lambda m: model_for(m)[0]))
+                used[name] = used.get(name, 0) + 1
+                said = [f"model {name} ({str(dtype).replace('torch.', '')})"] if (
+                    args.model == "auto" and len(files) <= 20) else []
+                said += [fmt_note] if fmt_note else []
+                if args.output_quality is not None and fmt not in ("jpeg", "webp"):
+                    said.append(f"--output-quality does not apply to its {fmt.upper()} output (lossless)")
                 if not args.quiet:
-                    for note in ([fmt_note] if fmt_note else []) + notes:
+                    for note in said + notes:
                         _say(f"note: {src}: {note}", bar)
                 n_ok += 1
             except KeyboardInterrupt:

@@ -150,14 +150,14 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     import numpy as np
 
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
-    from ..io.output import DEFAULT_QUALITY, write_restored
+    from ..io.output import DEFAULT_QUALITY, check_alpha_fits, write_restored
     from ..io.safe_write import atomic_write_bytes
     from .guard import guard_for, guard_pixels, hevc_guarded_file, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
     pixels = f.rgb16 if f.rgb16 is not None else f.rgb
-    alpha = f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha
+    alpha = check_alpha_fits(fmt, f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha)
     total = pixels.shape[0] * pixels.shape[1]
     done = [0]
     notes = list(f.notes)
@@ -245,7 +245,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     out.parent.mkdir(parents=True, exist_ok=True)
     if keep_file and np.array_equal(restored, pixels):
         atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
-        return notes
+        return notes[len(f.notes):]     # the decoding's notes (a CMYK conversion, frames) are not the copy's
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
-                            icc=f.icc_profile, exif=f.exif, xmp=f.xmp, overwrite=overwrite)
+                            icc=f.icc_profile, exif=f.exif, xmp=f.xmp, dpi=f.dpi, text=f.text, comment=f.comment,
+                            overwrite=overwrite)
     return notes

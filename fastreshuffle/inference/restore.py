@@ -233,6 +233,19 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     return _restore_pil(net, img, tile, overlap, run_rgb=run_rgb)
 
 
+# what a restored PIL image keeps of its source's info: the photo's metadata (not how its file was
+# coded), so that getexif() reads the source's EXIF -- orientation included: the pixels come back
+# as stored -- and saving passes on what the caller passes on, as for the source image
+_KEPT_INFO = ("exif", "icc_profile", "dpi", "xmp", "XML:com.adobe.xmp", "comment")
+
+
+def _with_info(out, img):
+    for key in _KEPT_INFO:
+        if key in img.info:
+            out.info[key] = img.info[key]
+    return out
+
+
 # keys Pillow's JPEG decoder puts in Image.info (JFIF / Adobe markers, progressive coding): they
 # survive .convert() and .transpose(), the file's quantisation tables do not
 _JPEG_INFO_KEYS = frozenset({"jfif", "jfif_version", "adobe", "adobe_transform", "progressive", "progression"})
@@ -356,7 +369,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         codec = model_codec(model)
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
     if guard is not False and codec == "hevc" and fmt == "HEIF":
-        return _restore_heif(net, image, tile, overlap, bands)
+        return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
     jpeg_file = fmt in ("JPEG", "MPO")
     if codec == "hevc" and guard is not False and not jpeg_file:
         import warnings
@@ -383,5 +396,5 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     except ImportError:  # pragma: no cover
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return _restore_pil(net, image, tile, overlap, guard, bands=bands)
+        return _with_info(_restore_pil(net, image, tile, overlap, guard, bands=bands), image)
     raise TypeError(f"restore() takes a numpy array, a PIL image or a torch tensor, got {type(image).__name__}")

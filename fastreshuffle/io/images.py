@@ -68,6 +68,15 @@ def int_gray_scale(mode: str, a: np.ndarray) -> float:
     return 65535.0 if a.size and a.max() > 255 else 255.0
 
 
+def float_scale(a: np.ndarray) -> float:
+    """The full scale of float samples read from a file: 1 when every finite sample is at most 1
+    (the usual convention, and what ``restore()`` takes of a float array or a PIL ``F`` image),
+    255 up to 255 (what Pillow's ``convert("F")`` makes of an 8-bit image), else 65535."""
+    finite = a[np.isfinite(a)]
+    hi = float(finite.max()) if finite.size else 1.0
+    return 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else 65535.0)
+
+
 def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
     alpha = None
@@ -78,14 +87,13 @@ def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
             mode = "RGBA"
         else:
             return np.asarray(im.convert("RGB")), None
+    if mode in ("RGB", "L", "1") and "transparency" in im.info:   # a tRNS colour key: its pixels are transparent
+        im = im.convert("RGBA")
+        mode = "RGBA"
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        if mode == "F":
-            hi = a.max() if a.size else 1.0
-            a = a / (65535.0 if hi > 255 else 255.0)
-        else:
-            a = a / int_gray_scale(mode, a)
-        g = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+        a = a / (float_scale(a) if mode == "F" else int_gray_scale(mode, a))
+        g = np.clip(np.round(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2), None
     if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR
         a = np.asarray(im).astype(np.float64) / 65535.0
@@ -131,6 +139,9 @@ class ImageFile(NamedTuple):
     orientation: int = 1            # EXIF orientation that was applied (1-8)
     coded_orientation: int = 1      # HEIF: the rotation the decoder applied (see coded_orientation)
     jpeg_tables: Optional["JpegTables"] = None  # a JPEG's quantisation tables and chroma sampling
+    dpi: Optional[Tuple[float, float]] = None   # resolution (x, y) of the upright pixels
+    text: Tuple[Tuple[str, str], ...] = ()      # a PNG's text chunks (Author, Copyright, ...), XMP aside
+    comment: Optional[bytes] = None             # a JPEG's / GIF's comment
 
 
 def _check_file(path: Path) -> None:
@@ -206,10 +217,11 @@ def _xmp_upright(xmp) -> Optional[bytes]:
 # stored.  A TIFF's "EXIF" as Pillow gives it is that whole directory: size, bits, photometric,
 # colour map, strips, ICC (34675) and XMP (700, both carried on their own) and possibly megabytes
 # of private data.  Written into another TIFF those tags override the real ones (a palette or
-# CMYK source made the output unreadable, an oriented one a wrong size), so only these travel.
+# CMYK source made the output unreadable, an oriented one a wrong size), so only these travel
+# (the resolution travels as ``dpi``, turned with the pixels).
 _TIFF_DESCRIPTIVE = frozenset({
     0x010D, 0x010E, 0x010F, 0x0110, 0x0112,   # DocumentName ImageDescription Make Model Orientation
-    0x011A, 0x011B, 0x011D, 0x0128,           # X/YResolution PageName ResolutionUnit
+    0x011D,                                   # PageName
     0x0131, 0x0132, 0x013B, 0x013C,           # Software DateTime Artist HostComputer
     0x4746, 0x4749, 0x8298,                   # Rating RatingPercent Copyright
     0x8769, 0x8825,                           # the EXIF and GPS sub-directories
@@ -244,6 +256,28 @@ def _exif_upright(im) -> Tuple[int, Optional[bytes]]:
         if stored is not None:
             exif[ORIENTATION] = stored
     return (orientation if 1 <= orientation <= 8 else 1), data
+
+
+def _dpi(value, orientation: int) -> Optional[Tuple[float, float]]:
+    """A file's ``info["dpi"]`` as (x, y) of the upright pixels, or None when absent or not positive."""
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if not (0 < x < 1e6 and 0 < y < 1e6):
+        return None
+    return (y, x) if orientation >= 5 else (x, y)   # 5-8 turn the image by 90 degrees
+
+
+def _png_text(im) -> Tuple[Tuple[str, str], ...]:
+    """A PNG's text chunks, without XMP and ImageMagick's raw profiles (EXIF, ICC, XMP and IPTC
+    as hex text: the first three travel on their own, orientation reset, which a copy would undo)."""
+    try:
+        items = dict(im.text).items()
+    except Exception:
+        return ()
+    return tuple((str(k), str(v)) for k, v in items
+                 if k != "XML:com.adobe.xmp" and not str(k).startswith("Raw profile type"))
 
 
 def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
@@ -304,6 +338,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     raise ImageReadError(path, f"image too large ({w}x{h} = {w * h} pixels > {max_pixels}); "
                                                "possible decompression bomb")
                 mode, fmt = im.mode, im.format
+                gray = mode in GRAY_MODES
                 n_frames = int(getattr(im, "n_frames", 1) or 1)
                 if n_frames > 1:
                     notes.append(f"has {n_frames} frames; only the first is restored")
@@ -318,7 +353,17 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 coded = coded_orientation(im)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 im.load()
+                text = _png_text(im) if fmt == "PNG" else ()
+                comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None
+                dpi = _dpi(im.info.get("dpi"), orientation)
                 rgb16, alpha16 = _read_16bit(path, im)
+                if rgb16 is None and fmt == "PNG" and not mode.startswith("I"):
+                    from .png16 import png_ihdr
+                    ihdr = png_ihdr(path)
+                    if ihdr is not None and ihdr[2] == 16:   # grey with alpha (Pillow: RGBA), or interlaced
+                        gray = gray or ihdr[3] == 4
+                        notes.append(("16-bit grey PNG with alpha" if ihdr[3] == 4 else "interlaced 16-bit PNG")
+                                     + " decoded at 8 bits")
                 try:
                     im = ImageOps.exif_transpose(im)
                 except Exception:  # broken EXIF: keep the pixels as stored
@@ -326,12 +371,17 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 if mode == "CMYK":
                     im, icc, note = _cmyk_to_srgb(im, icc)
                     notes.append(note)
+                if mode == "F":
+                    notes.append("32-bit float grey decoded at 8 bits")
                 rgb, alpha = _to_rgb_array(im)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(path, f"decompression bomb refused: {e}") from None
     except UnidentifiedImageError:
+        f = _float_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        if f is not None:
+            return f
         raise ImageReadError(path, "not a recognised image format (corrupt file or not an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
         msg = str(e) or type(e).__name__
@@ -345,10 +395,52 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         alpha16 = orient_array(alpha16, orientation) if alpha16 is not None else None
         if rgb16.shape[:2] != rgb.shape[:2]:  # should not happen; never risk a mismatch
             rgb16 = alpha16 = None
-    return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=mode in GRAY_MODES,
+    return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=gray,
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
                      xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,
-                     jpeg_tables=tables, coded_orientation=coded)
+                     jpeg_tables=tables, coded_orientation=coded, dpi=dpi, text=text,
+                     comment=comment if isinstance(comment, bytes) and comment else None)
+
+
+def _float_tiff(path: Path) -> Optional[ImageFile]:
+    """A floating-point TIFF Pillow cannot open (colour, or grey with alpha), read through
+    ``tifffile`` when it is installed: 8-bit RGB(A) as :func:`float_scale` takes the samples, its
+    ICC profile kept, not its EXIF (said).  None when it is not such a file."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(str(path)) as t:
+            page = t.pages[0]
+            n_frames = len(t.pages)
+            a = page.asarray()
+            bits = page.bitspersample
+            icc = page.tags.get(34675)
+            icc = bytes(icc.value) if icc is not None else None
+    except Exception:
+        return None
+    if a.dtype.kind != "f" or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
+        return None
+    if a.ndim == 2:
+        a = a[..., None]
+    h, w, c = a.shape
+    if h * w > MAX_PIXELS or h == 0 or w == 0:
+        raise ImageReadError(path, f"image size {w}x{h} refused")
+    a = a.astype(np.float64)
+    colour = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=2)
+    rgb = np.clip(np.round(np.nan_to_num(colour / float_scale(colour)) * 255.0), 0, 255).astype(np.uint8)
+    alpha = None
+    if c in (2, 4):
+        al = a[..., -1]
+        alpha = np.clip(np.round(np.nan_to_num(al / float_scale(al)) * 255.0), 0, 255).astype(np.uint8)
+    notes = [f"{bits}-bit float TIFF read through tifffile, "
+             "decoded at 8 bits (its EXIF is not kept)"]
+    if n_frames > 1:
+        notes.append(f"has {n_frames} frames; only the first is restored")
+    return ImageFile(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=c <= 2, mode="F", format="TIFF",
+                     icc_profile=icc if isinstance(icc, bytes) and icc else None, n_frames=n_frames,
+                     notes=tuple(notes))
 
 
 def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,

@@ -32,6 +32,9 @@ _SAME = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "t
 _HOLDS_16 = {"png", "tiff"}
 SOFTWARE = 0x0131
 XMP_TIFF_TAG = 700
+EXIF_IFD, MAKER_NOTE, PIXEL_X, PIXEL_Y = 0x8769, 0x927C, 0xA002, 0xA003
+JPEG_MARKER_BYTES = 65533                   # the payload of one JPEG APPn / COM marker
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
 _MARK = "fastreshuffle"
 
 
@@ -52,18 +55,69 @@ def resolve_format(requested: str, input_format: Optional[str]) -> Tuple[str, Op
     return fmt, None
 
 
-def _exif_bytes(exif: Optional[bytes], xmp: Optional[bytes] = None) -> bytes:
+def _exif_bytes(exif: Optional[bytes], size: Optional[Tuple[int, int]] = None, xmp: Optional[bytes] = None,
+                drop: Tuple[int, ...] = ()) -> bytes:
+    """The output's EXIF block: the input's (``exif``) with our Software mark, the EXIF
+    PixelX/YDimension set to ``size`` (width, height) where the input has them (a rotation by 90
+    degrees swaps them), ``xmp`` as TIFF tag 700 when given, the EXIF sub-directory's ``drop``
+    tags left out."""
     from PIL import Image
     ex = Image.Exif()
     if exif:
         try:
             ex.load(exif)
+            sub = ex.get_ifd(EXIF_IFD)
+            for tag in drop:
+                sub.pop(tag, None)
+            if size is not None:
+                for tag, v in zip((PIXEL_X, PIXEL_Y), size):
+                    if tag in sub:
+                        sub[tag] = int(v)
         except Exception:
             ex = Image.Exif()
     ex[SOFTWARE] = software_tag()
     if xmp:
         ex[XMP_TIFF_TAG] = xmp
     return ex.tobytes()
+
+
+def _jpeg_fit(exif: Optional[bytes], size, exif_b: bytes, xmp: Optional[bytes], comment: Optional[bytes],
+              notes: List[str]):
+    """EXIF, XMP and comment cut to what a JPEG marker holds (64 KB each), each drop said:
+    the maker note goes first, then the rest of the EXIF (our mark stays)."""
+    if len(exif_b) > JPEG_MARKER_BYTES:
+        exif_b = _exif_bytes(exif, size, drop=(MAKER_NOTE,))
+        what = "its maker note"
+        if len(exif_b) > JPEG_MARKER_BYTES:
+            exif_b, what = _exif_bytes(None), "its EXIF"
+        notes.append(f"EXIF over the 64 KB a JPEG marker holds: written without {what}")
+    if xmp and len(xmp) > JPEG_MARKER_BYTES - len(_XMP_HEADER):
+        notes.append(f"XMP of {len(xmp)} bytes is over the 64 KB a JPEG marker holds: not kept")
+        xmp = None
+    if comment and len(comment) > JPEG_MARKER_BYTES:
+        notes.append(f"comment of {len(comment)} bytes is over the 64 KB a JPEG marker holds: not kept")
+        comment = None
+    return exif_b, xmp, comment
+
+
+def _png_text(text, xmp: Optional[bytes], comment: Optional[bytes]):
+    """A PngInfo with the input's text chunks, its comment (as "Comment") and XMP, or None."""
+    from PIL import PngImagePlugin
+    items = list(text)
+    if comment and "Comment" not in dict(items):
+        items.append(("Comment", comment.decode("utf-8", "replace")))
+    if not items and not xmp:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in items:
+        try:
+            key.encode("latin-1"), str(value).encode("latin-1")
+            info.add_text(key, str(value))
+        except UnicodeEncodeError:
+            info.add_itxt(key, str(value))
+    if xmp:  # Pillow's PNG writer has no xmp= (it reads the iTXt chunk back as info["xmp"])
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+    return info
 
 
 def _pil_image(pixels: np.ndarray, alpha: Optional[np.ndarray], gray: bool):
@@ -86,23 +140,36 @@ def _to8(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return np.round(a.astype(np.float32) / 257.0).astype(np.uint8)
 
 
+def check_alpha_fits(fmt: str, alpha: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """The alpha channel to write as ``fmt``: None for a JPEG when every pixel is opaque (JPEG
+    has no alpha; nothing is lost).  Raises ValueError for real transparency into JPEG, which
+    is never flattened silently -- callers check before restoring."""
+    if fmt != "jpeg" or alpha is None:
+        return alpha
+    if np.all(alpha == np.iinfo(alpha.dtype).max):
+        return None
+    raise ValueError("JPEG cannot hold the image's transparency (alpha channel); "
+                     "use --format png, webp or tiff")
+
+
 def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], gray: bool, fmt: str, *,
                    quality: int = DEFAULT_QUALITY, icc: Optional[bytes] = None, exif: Optional[bytes] = None,
-                   xmp: Optional[bytes] = None, overwrite: bool = False) -> List[str]:
+                   xmp: Optional[bytes] = None, dpi: Optional[Tuple[float, float]] = None,
+                   text: Tuple[Tuple[str, str], ...] = (), comment: Optional[bytes] = None,
+                   overwrite: bool = False) -> List[str]:
     """Write ``pixels`` (H x W x 3, uint8 or uint16) with ``alpha`` as ``fmt`` at ``path``, atomically.
 
-    ``gray``: the source was grey (written as one channel where the format has it).  Returns
-    notes on anything the format could not hold (16 bits in JPEG/WebP, ...).  Raises ValueError
-    for what must not be done silently (transparency into JPEG).
+    ``gray``: the source was grey (written as one channel where the format has it).  ``dpi``,
+    ``text`` (a PNG's text chunks) and ``comment`` (a JPEG's) go where the format has a place
+    for them.  Returns notes on anything the format could not hold (16 bits in JPEG/WebP, ...).
+    Raises ValueError for what must not be done silently (transparency into JPEG).
     """
     notes: List[str] = []
     if fmt not in EXTENSIONS:
         raise ValueError(f"unknown output format {fmt!r}")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"output quality must be 1-100, got {quality}")
-    if fmt == "jpeg" and alpha is not None:
-        raise ValueError("JPEG cannot hold the image's transparency (alpha channel); "
-                         "use --format png, webp or tiff")
+    alpha = check_alpha_fits(fmt, alpha)
     if pixels.dtype == np.uint16 and (fmt not in _HOLDS_16 or (gray and alpha is not None)):
         notes.append(f"16-bit input written at 8 bits ({fmt.upper()} holds 8)" if fmt not in _HOLDS_16
                      else "16-bit grey with transparency written at 8 bits")
@@ -111,33 +178,40 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
         alpha = _to8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
     out_gray = gray and fmt != "webp"  # WebP has no grey mode
     icc_ok = icc if icc_colour_space(icc) == ("GRAY" if out_gray else "RGB") else None
-    exif_b = _exif_bytes(exif)
+    size = (pixels.shape[1], pixels.shape[0])
+    exif_b = _exif_bytes(exif, size)
+    if fmt == "jpeg":
+        exif_b, xmp, comment = _jpeg_fit(exif, size, exif_b, xmp, comment, notes)
     if pixels.dtype == np.uint16 and not gray:
-        data = _encode_16bit_colour(pixels, alpha, fmt, icc_ok, exif_b, xmp, notes)
+        data = _encode_16bit_colour(pixels, alpha, fmt, icc_ok, exif_b, xmp, dpi, text, comment, notes)
     else:
         im = _pil_image(pixels, alpha, gray and out_gray)
         kwargs = {"exif": exif_b}
         if icc_ok:
             kwargs["icc_profile"] = icc_ok
-        if xmp:
-            kwargs["xmp"] = xmp
+        if dpi and fmt != "webp":
+            kwargs["dpi"] = dpi
         if fmt == "png":
             kwargs.update(format="PNG", compress_level=4)
-            if xmp:  # Pillow's PNG writer has no xmp= (it reads the iTXt chunk back as info["xmp"])
-                from PIL import PngImagePlugin
-                info = PngImagePlugin.PngInfo()
-                info.add_itxt("XML:com.adobe.xmp", kwargs.pop("xmp").decode("utf-8", "replace"))
+            info = _png_text(text, xmp, comment)
+            if info is not None:
                 kwargs["pnginfo"] = info
         elif fmt == "jpeg":
             kwargs.update(format="JPEG", quality=int(quality), subsampling=0, optimize=True)
+            if xmp:
+                kwargs["xmp"] = xmp
+            if comment:
+                kwargs["comment"] = comment
         elif fmt == "webp":
             kwargs.update(format="WEBP", quality=int(quality), method=4)
+            if xmp:
+                kwargs["xmp"] = xmp
         else:
             # uncompressed: libtiff's compressors cannot write the EXIF sub-IFD through Pillow;
             # XMP goes in as TIFF tag 700 inside the EXIF block (Pillow's writer has no xmp=)
             kwargs.update(format="TIFF", compression=None)
-            if kwargs.pop("xmp", None):
-                kwargs["exif"] = _exif_bytes(exif, xmp=xmp)
+            if xmp:
+                kwargs["exif"] = _exif_bytes(exif, size, xmp=xmp)
         buf = io.BytesIO()
         im.save(buf, **kwargs)
         data = buf.getvalue()
@@ -146,11 +220,14 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
     return notes
 
 
-def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, notes) -> bytes:
+def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, dpi, text, comment, notes) -> bytes:
     arr = pixels if alpha is None else np.dstack([pixels, alpha])
     if fmt == "png":
         from .png16 import encode_png16
-        return encode_png16(np.ascontiguousarray(arr), icc=icc, exif=exif, xmp=xmp)
+        items = dict(text)
+        if comment and "Comment" not in items:
+            items["Comment"] = comment.decode("utf-8", "replace")
+        return encode_png16(np.ascontiguousarray(arr), icc=icc, exif=exif, xmp=xmp, text=items, dpi=dpi)
     import tifffile
     extratags = []
     if icc:
@@ -161,7 +238,8 @@ def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, notes) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.ascontiguousarray(arr), photometric="rgb", compression="zlib",
                      extrasamples=(2,) if alpha is not None else None, software=software_tag(),
-                     extratags=extratags, metadata=None)
+                     extratags=extratags, metadata=None,
+                     resolution=tuple(dpi) if dpi else None, resolutionunit="INCH" if dpi else None)
     return buf.getvalue()
 
 

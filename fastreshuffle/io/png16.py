@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,8 +20,9 @@ _CHANNELS = {2: 3, 6: 4}  # colour type -> channels
 __all__ = ["png16_header", "read_png16", "encode_png16"]
 
 
-def png16_header(path: Union[str, Path]):
-    """``(width, height, channels)`` if ``path`` is a non-interlaced 16-bit RGB/RGBA PNG, else None."""
+def png_ihdr(path: Union[str, Path]):
+    """A PNG's ``(width, height, bit depth, colour type, interlace)``, or None when ``path`` is not
+    a readable PNG."""
     try:
         with open(path, "rb") as f:
             head = f.read(33)
@@ -30,6 +31,15 @@ def png16_header(path: Union[str, Path]):
     if len(head) < 33 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
         return None
     w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    return w, h, depth, ctype, interlace
+
+
+def png16_header(path: Union[str, Path]):
+    """``(width, height, channels)`` if ``path`` is a non-interlaced 16-bit RGB/RGBA PNG, else None."""
+    ihdr = png_ihdr(path)
+    if ihdr is None:
+        return None
+    w, h, depth, ctype, interlace = ihdr
     if depth != 16 or ctype not in _CHANNELS or interlace != 0:
         return None
     return w, h, _CHANNELS[ctype]
@@ -105,8 +115,9 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 def encode_png16(arr: np.ndarray, *, icc: Optional[bytes] = None, exif: Optional[bytes] = None,
                  xmp: Optional[bytes] = None, text: Optional[Dict[str, str]] = None,
-                 level: int = 6) -> bytes:
-    """(H, W, 3|4) uint16 -> the bytes of a 16-bit RGB/RGBA PNG (Sub filter on every row)."""
+                 dpi: Optional[Tuple[float, float]] = None, level: int = 6) -> bytes:
+    """(H, W, 3|4) uint16 -> the bytes of a 16-bit RGB/RGBA PNG (Sub filter on every row);
+    ``text`` as tEXt chunks (iTXt where not Latin-1), ``dpi`` as pHYs."""
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ValueError(f"expected an (H, W, 3|4) uint16 array, got {arr.dtype} {arr.shape}")
     h, w, ch = arr.shape
@@ -122,8 +133,14 @@ def encode_png16(arr: np.ndarray, *, icc: Optional[bytes] = None, exif: Optional
         out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
     if xmp:
         out.append(_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp))
+    if dpi:
+        ppm = [max(1, int(round(float(d) / 0.0254))) for d in dpi]
+        out.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     for key, value in (text or {}).items():
-        out.append(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1", "replace")))
+        try:
+            out.append(_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
+        except UnicodeEncodeError:
+            out.append(_chunk(b"iTXt", key.encode("latin-1", "replace") + b"\0\0\0\0\0" + value.encode("utf-8")))
     data = zlib.compress(rows.tobytes(), level)
     step = 1 << 20
     out.extend(_chunk(b"IDAT", data[i:i + step]) for i in range(0, len(data), step))

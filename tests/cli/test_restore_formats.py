@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers import photo
 from PIL import Image, ImageCms, ImageOps
 
 import fastreshuffle as fr
@@ -18,15 +19,6 @@ XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.o
        b'xmlns:dc="http://purl.org/dc/elements/1.1/" dc:rights="(c) Someone"/></rdf:RDF></x:xmpmeta>')
 EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 PIL_FMT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}
-
-
-def photo(h=48, w=72):
-    """A smooth asymmetric picture (so a wrong rotation or flip is far from the right one)."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 40 + 180 * x / w
-    g = 40 + 180 * y / h
-    b = 128 + 60 * np.sin(x / 7.0) * (y > h / 3)
-    return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
 
 
 def save_with_metadata(path, a, orientation, fmt="JPEG"):
