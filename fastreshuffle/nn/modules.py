@@ -72,10 +72,10 @@ def _swap(old: nn.Module) -> nn.Module:
     else:
         new = ReshuffleDown(old.downscale_factor)
     new.train(old.training)
-    for attr in _HOOK_ATTRS:
+    for attr in _HOOK_ATTRS:   # the same dictionaries: the user's handles still remove their hooks
         hooks = getattr(old, attr, None)
         if hooks:
-            getattr(new, attr).update(hooks)
+            setattr(new, attr, hooks)
     return new
 
 

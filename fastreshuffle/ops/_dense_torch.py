@@ -65,6 +65,8 @@ def torch_into(x: torch.Tensor, y: torch.Tensor, w1, b1, w3, b3,
     (used where the CPU kernel runs, which refuses panels made for another; ignored elsewhere)."""
     b, m, h, w = x.shape
     k = w1.shape[0]
+    if y.numel() == 0:   # batch 0 or an empty side: nothing to write (conv2d refuses an empty side)
+        return
     if x.device.type == "cpu" and _unit_channel_stride(x) and _unit_channel_stride(y):
         # channels-last prefix -> channels-last slice: the extension's kernel (1x1 GEMM with
         # bias + ELU epilogue, Winograd 3x3 stored into the slice; no copies)

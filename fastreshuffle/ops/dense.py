@@ -27,6 +27,7 @@ This module also registers the fake kernels of the extension's dense-layer helpe
 from __future__ import annotations
 
 import functools
+import operator
 from typing import List, Optional, Tuple
 
 import torch
@@ -101,15 +102,19 @@ def _check_feature(op: str, name: str, t: torch.Tensor):
 
 def _check_inplace(buf, c_in, w1, b1, w3, b3, op="dense_layer_"):
     _check_feature(op, "buf", buf)
-    if isinstance(c_in, bool) or not isinstance(c_in, int):
-        raise TypeError(f"{op}: c_in must be an int, got {type(c_in).__name__}")
+    try:
+        if isinstance(c_in, bool):
+            raise TypeError
+        c_in = operator.index(c_in)     # an int, a numpy integer, ...
+    except TypeError:
+        raise TypeError(f"{op}: c_in must be an int, got {type(c_in).__name__}") from None
     if c_in < 1:
         raise ValueError(f"{op}: c_in must be >= 1, got {c_in}")
     _, n = _check_weights(op, buf, "buf", c_in, w1, b1, w3, b3)
     if c_in + n > buf.shape[1]:
         raise ValueError(f"{op}: c_in + N = {c_in} + {n} = {c_in + n} exceeds the {buf.shape[1]} channels "
                          f"of buf {list(buf.shape)}")
-    return n
+    return c_in, n
 
 
 def _check_reshuffle(buf, src, w1, b1, w3, b3, op="dense_layer_reshuffle_"):
@@ -139,6 +144,28 @@ def _check_functional(x, w1, b1, w3, b3, op="dense_layer"):
     _check_weights(op, x, "x", x.shape[1], w1, b1, w3, b3)
 
 
+def _span(t: torch.Tensor) -> Tuple[int, int]:
+    """The first and one-past-last element ``t`` reaches in its storage."""
+    start = t.storage_offset()
+    return start, start + 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+
+
+def _check_memory(op: str, buf: torch.Tensor, src: Optional[torch.Tensor] = None) -> None:
+    """What the kernels cannot write correctly, refused where memory can be inspected (eagerly,
+    also inside a compiled CPU graph; not while tracing): a ``buf`` whose elements share memory
+    (expanded: its outputs would land on one another), a ``src`` in ``buf``'s memory (read while
+    the prefix is written)."""
+    if traced(buf) or buf.numel() == 0:
+        return
+    if any(st == 0 and n > 1 for n, st in zip(buf.shape, buf.stride())):
+        raise ValueError(f"{op}: buf has internal overlap (an expanded tensor, stride 0): its outputs would "
+                         "land on one another; pass a tensor with memory of its own (e.g. .contiguous())")
+    if (src is not None and src.numel() and src.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+            and max(_span(src)[0], _span(buf)[0]) < min(_span(src)[1], _span(buf)[1])):
+        raise ValueError(f"{op}: src shares memory with buf, which is written while src is read; "
+                         "pass a separate tensor (e.g. src.clone())")
+
+
 # -------------------------------------------------------------------------- op bodies
 def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
                   w3: torch.Tensor, b3: torch.Tensor) -> None:
@@ -148,6 +175,7 @@ def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tens
 def _inplace(buf, c_in, w1, b1, w3, b3, packed: Optional[List[torch.Tensor]]) -> None:
     # the op's body, plus the CPU kernel's packed weights on the eager path (custom ops take
     # no optional tensor list)
+    _check_memory("dense_layer_", buf)
     n = w3.shape[0]
     x = buf[:, :c_in]
     y = buf[:, c_in:c_in + n]
@@ -160,6 +188,7 @@ def _inplace(buf, c_in, w1, b1, w3, b3, packed: Optional[List[torch.Tensor]]) ->
 
 def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
                                  b1: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> None:
+    _check_memory("dense_layer_reshuffle_", buf, src)
     c_in = src.shape[1] // 4
     n = w3.shape[0]
     prefix = buf[:, :c_in]
@@ -270,7 +299,7 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     (NCHW, channels_last, a view).  ``packed``: :func:`pack_dense_weights` of these weights,
     so that the CPU kernel does not pack them on every call (used when called eagerly).
     """
-    _check_inplace(buf, c_in, w1, b1, w3, b3)
+    c_in, _ = _check_inplace(buf, c_in, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
     if _direct(buf):
         _inplace(buf, int(c_in), w1, b1, w3, b3, packed)

@@ -24,6 +24,9 @@ __all__ = ["reshuffle_down", "reshuffle_up", "built_with_cuda"]
 
 
 # --------------------------------------------------------------------------- checks
+MAX_SCALE = 1 << 20   # the kernels' limit (csrc/reshuffle/reshuffle.h): s*s channels must fit
+
+
 def _check(x, scale, op: str, four_d: bool = True):
     """Type/scale/rank checks.  ``four_d``: the registered ops (4-D only); otherwise the public
     wrappers, which take ``(*, C, H, W)``."""
@@ -37,14 +40,17 @@ def _check(x, scale, op: str, four_d: bool = True):
             scale = operator.index(scale)
         except TypeError:
             raise TypeError(f"{op}: scale must be an int, got {type(scale).__name__}") from None
+    if x.is_quantized:
+        raise TypeError(f"{op}: quantized tensors are not supported (torch deprecates them); "
+                        "dequantize first (x.dequantize())")
     if four_d and x.dim() != 4:
         raise ValueError(f"{op}: expected a 4-D (N, C, H, W) tensor, got a {x.dim()}-D tensor "
                          f"of shape {list(x.shape)}")
     if not four_d and x.dim() < 3:
         raise ValueError(f"{op}: expected a (*, C, H, W) tensor with at least 3 dimensions, got a "
                          f"{x.dim()}-D tensor of shape {list(x.shape)}")
-    if scale < 1:
-        raise ValueError(f"{op}: scale must be >= 1, got {scale}")
+    if not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"{op}: scale must be 1..{MAX_SCALE}, got {scale}")
     if not four_d and not torch.compiler.is_compiling() and \
             torch.autograd.forward_ad.unpack_dual(x).tangent is not None:   # it would give zero tangents
         raise NotImplementedError(f"{op}: forward-mode AD (jvp) is not supported; use torch.nn.functional."
@@ -118,8 +124,11 @@ def _may_overlap_undetected(x: torch.Tensor, out: torch.Tensor) -> bool:
     """Whether ``out`` may share memory with ``x`` where the kernel's own check cannot tell: it
     rejects overlap between dense tensors exactly, but passes non-dense ones ("too hard" for
     torch), and writing then reads what it has already written.  Conservative (a disjoint
-    strided slice of the same buffer also counts): those go through a temporary, correctly."""
-    if torch.compiler.is_compiling() or x.device != out.device or out.numel() == 0 or x.numel() == 0:
+    strided slice of the same buffer also counts): those go through a temporary, correctly.
+    Under torch.compile, where memory cannot be inspected, every ``out=`` may."""
+    if torch.compiler.is_compiling():
+        return True
+    if x.device != out.device or out.numel() == 0 or x.numel() == 0:
         return False
     if x.untyped_storage().data_ptr() != out.untyped_storage().data_ptr():
         return False

@@ -109,7 +109,7 @@ def test_replace_pixel_shuffle_keeps_training_mode_and_hooks_and_skips_subclasse
 
     seen = []
     ps = nn.PixelShuffle(2)
-    ps.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    handle = ps.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     model = nn.Sequential(ps, MyShuffle(1)).train()
     model[0].eval()
     changes = replace_pixel_shuffle(model)
@@ -118,6 +118,9 @@ def test_replace_pixel_shuffle_keeps_training_mode_and_hooks_and_skips_subclasse
     assert type(model[1]) is MyShuffle
     model(torch.randn(1, 4, 2, 2))
     assert seen == [torch.Size([1, 1, 4, 4])]
+    handle.remove()                                          # the user's handle still removes it
+    model(torch.randn(1, 4, 2, 2))
+    assert len(seen) == 1
 
 
 def test_replace_pixel_shuffle_argument_errors():

@@ -109,6 +109,33 @@ def test_cpu_reshuffle_variant():
     assert torch.isnan(buf[:, 9:]).all()
 
 
+def test_memory_the_kernels_cannot_write_is_refused():
+    """An expanded buf (outputs landing on one another) and a src inside buf's memory (read while
+    the prefix is written) gave wrong values with no error."""
+    wts = make_weights(4, 8, 4)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="internal overlap"):
+            dense_layer_(torch.zeros(1, 8, 1, 4).expand(1, 8, 4, 4), 4, *wts)
+        buf = torch.zeros(1, 8, 8, 8)
+        src = buf.view(-1)[:16 * 4 * 4].view(1, 16, 4, 4)
+        with pytest.raises(ValueError, match="src shares memory with buf"):
+            dense_layer_reshuffle_(buf, src, *wts)
+        other = torch.randn(1, 16, 4, 4)                 # a separate tensor is fine
+        dense_layer_reshuffle_(buf, other, *wts)
+        assert torch.equal(buf[:, :4], F.pixel_shuffle(other, 2))
+
+
+def test_empty_sides_and_numpy_channel_counts():
+    import numpy as np
+    wts = make_weights(4, 8, 4)
+    assert dense_layer(torch.zeros(1, 4, 0, 5), *wts).shape == (1, 4, 0, 5)
+    buf = torch.randn(1, 8, 5, 6)
+    ref = ref64(buf[:, :4], *wts)
+    with torch.no_grad():
+        dense_layer_(buf, np.int64(4), *wts)
+    assert rel_err(buf[:, 4:], ref) <= 1e-5
+
+
 def test_functional_matches_reference():
     x = torch.randn(2, 6, 7, 5)
     wts = make_weights(6, 8, 4)

@@ -182,8 +182,8 @@ def test_empty_and_unit_sizes(device):
     (lambda: reshuffle_down(torch.zeros(1, 3, 5, 4), 2), r"height 5 and width 4 must both be divisible by scale 2"),
     (lambda: reshuffle_down(torch.zeros(1, 3, 4, 6), 4), r"height 4 and width 6 .* scale 4"),
     (lambda: reshuffle_up(torch.zeros(1, 6, 4, 4), 2), r"channels 6 must be divisible by scale\^2 = 4"),
-    (lambda: reshuffle_up(torch.zeros(1, 4, 4, 4), 0), r"scale must be >= 1, got 0"),
-    (lambda: reshuffle_down(torch.zeros(1, 4, 4, 4), -2), r"scale must be >= 1, got -2"),
+    (lambda: reshuffle_up(torch.zeros(1, 4, 4, 4), 0), r"scale must be 1\.\.1048576, got 0"),
+    (lambda: reshuffle_down(torch.zeros(1, 4, 4, 4), -2), r"scale must be 1\.\.1048576, got -2"),
     (lambda: reshuffle_down(torch.zeros(1, 4, 4, 4), 2.0), r"scale must be an int"),
     (lambda: reshuffle_down([[1.0]], 2), r"expected a torch.Tensor"),
     (lambda: reshuffle_up(torch.zeros(1, 8, 2, 2), 2, out=torch.zeros(1, 2, 4, 5)),
@@ -403,6 +403,28 @@ def test_out_sharing_memory_in_ways_the_kernel_cannot_check_is_still_right():
     out = buf[:, 4:20, :2, :2]
     assert torch.equal(reshuffle_down(x, 2, out=out), F.pixel_unshuffle(before, 2))
     assert torch.equal(buf[:, 0:4], before)
+
+
+def test_out_sharing_memory_under_torch_compile_is_still_right():
+    """Under torch.compile the eager overlap check cannot run (no data pointers while tracing):
+    an aliasing ``out`` got the kernel directly, which passed it as "too hard" and gave wrong
+    values with no error."""
+    def f(buf):
+        reshuffle_up(buf[:, :4], 2, out=buf.view(2, 2, 8, 8)[:, :1])
+        return buf
+    buf = torch.arange(2 * 8 * 4 * 4.).view(2, 8, 4, 4)
+    ref = F.pixel_shuffle(buf[:, :4].clone(), 2)
+    out = torch.compile(f, fullgraph=True)(buf.clone())     # inductor: aot_eager kept it right
+    assert torch.equal(out.view(2, 2, 8, 8)[:, :1], ref)
+
+
+def test_huge_scales_and_quantized_tensors_are_refused_clearly():
+    with pytest.raises(ValueError, match="scale must be 1..1048576"):
+        reshuffle_up(torch.zeros(1, 0, 2, 2), 2 ** 21)
+    with pytest.warns(UserWarning):   # torch deprecates quantized tensors
+        q = torch.quantize_per_tensor(torch.rand(1, 4, 2, 2), 0.1, 0, torch.quint8)
+    with pytest.raises(TypeError, match="quantized tensors are not supported"):
+        reshuffle_up(q, 2)
 
 
 def test_out_rules_as_torch_has_them():
