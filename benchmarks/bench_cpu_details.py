@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import call_times, machine_line, summarize
+from benchmarks.common import call_times, cpu_flags, machine_line, summarize
 
 # paper preset at 768x512: (block, M, N, K, H, W) of each block's middle layer
 LAYERS = [(0, 704, 64, 256, 64, 96), (1, 464, 32, 128, 128, 192), (2, 232, 16, 64, 256, 384)]
@@ -207,8 +207,8 @@ def main(argv=None) -> int:
     n0 = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_line(), time.strftime("%Y-%m-%d"))
-    doc = {"machine": machine_line()}
+    print(machine_line(), time.strftime("%Y-%m-%d"), f"CPU flags: {cpu_flags()}")
+    doc = {"machine": machine_line(), "cpu_flags": cpu_flags()}
     try:
         for part in args.parts.split(","):
             if part == "cache" and not args.threads:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 
-from benchmarks.common import call_times, summarize  # noqa: E402
+from benchmarks.common import call_times, cpu_flags, machine_line, summarize  # noqa: E402
 from fastreshuffle.ops import dense_layer_  # noqa: E402
 
 SHAPES = [  # M, N, K, H, W  (1024x1024 input)
@@ -105,6 +105,7 @@ def main(argv=None):
     tol = REL_TOL[precision(device, dtype)]
     failures = []
     results = []
+    print(f"# {machine_line()}; CPU flags: {cpu_flags()}")
     print(f"device={device} dtype={args.dtype} batch={args.batch} threads={torch.get_num_threads()} "
           f"repeats={repeats} {'channels_last' if args.channels_last else 'NCHW'}")
     hdr = f"{'M':>5} {'N':>3} {'K':>4} {'HxW':>9} | {'variant':<12} {'median':>9} {'p20':>9} {'p80':>9} {'eager/x':>8} {'peakMiB':>8}"

@@ -13,7 +13,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import fmt_time, machine_line, measure  # noqa: E402
+from benchmarks.common import cpu_flags, fmt_time, machine_line, measure  # noqa: E402
 
 import fastreshuffle  # noqa: E402
 
@@ -49,7 +49,7 @@ def make_input(shape, dtype, device, layout):
 def run(args):
     device = args.device
     cases = TINY if getattr(args, "tiny", False) else QUICK if args.quick else CASES
-    print(f"# reshuffle benchmark — {machine_line()}")
+    print(f"# reshuffle benchmark — {machine_line()}; CPU flags: {cpu_flags()}")
     print(f"{'case':<22} {'layout':<13} {'dtype':<8} {'ours':>12} {'torch':>12} {'copy':>12} "
           f"{'ours/torch':>11} {'copy/ours':>10} {'ours out=':>12} {'copy_ out':>12} {'copy/ours':>10} "
           f"{'GB/s ours':>10} {'GB/s copy':>10}")

@@ -47,9 +47,7 @@ def summarize(times: List[float], scale: float = 1.0) -> Dict[str, float]:
 def measure(fn: Callable[[], object], *, device="cpu", warmup: int = 5, repeats: int = 50,
             min_time: float = 0.0) -> Dict[str, float]:
     """Time ``fn`` (seconds): returns median, p20, p80 over ``repeats`` runs after ``warmup``."""
-    times = sorted(call_times(fn, device=device, warmup=warmup, repeats=repeats, min_time=min_time))
-    q = statistics.quantiles(times, n=10) if len(times) >= 10 else [times[0]] * 9
-    return {"median": statistics.median(times), "p20": q[1], "p80": q[7], "n": len(times)}
+    return summarize(call_times(fn, device=device, warmup=warmup, repeats=repeats, min_time=min_time))
 
 
 def fmt_time(t: float) -> str:

@@ -31,7 +31,7 @@ def test_bench_dense_layer_smoke(capsys):
 
     assert bench_dense_layer.main(["--tiny", "--no-compile", *FAST]) == 0
     out = capsys.readouterr().out
-    assert "fused" in out and "prealloc" in out and "FAILED" not in out
+    assert "fused" in out and "prealloc" in out and "FAILED" not in out and "CPU flags:" in out
     assert out.count("max rel err vs float32 reference") == len(bench_dense_layer.TINY)
 
 
@@ -160,7 +160,7 @@ def test_bench_reshuffle_smoke(capsys):
 
     assert bench_reshuffle.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
-    assert out.count("channels_last") >= 6 and "FAILED" not in out
+    assert out.count("channels_last") >= 6 and "FAILED" not in out and "CPU flags:" in out
 
 
 @pytest.mark.parametrize("which", ["allocating", "out="])
@@ -303,8 +303,19 @@ def test_bench_cpu_details_smoke(capsys):
 
     assert bench_cpu_details.main(["--tiny", "--rounds", "1", "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
-    for part in ("GFLOP/s", "one dense layer", "first touch", "GB/s"):
+    for part in ("GFLOP/s", "one dense layer", "first touch", "GB/s", "CPU flags:"):
         assert part in out, part
+
+
+@pytest.mark.parametrize("repeats", [1, 3, 9, 30])
+def test_measure_percentiles_bracket_the_median(repeats, monkeypatch):
+    """With fewer than 10 repeats measure() gave the fastest call as p20 and p80 (p80 < median)."""
+    from benchmarks import common
+    times = [0.001 * (i % 7 + 1) for i in range(repeats)]
+    monkeypatch.setattr(common, "call_times", lambda fn, **kw: list(times))
+    res = common.measure(lambda: None, warmup=0, repeats=repeats)
+    assert res["p20"] <= res["median"] <= res["p80"] and res["n"] == repeats
+    assert repeats < 3 or res["p20"] < res["median"] < res["p80"]
 
 
 def test_eval_photos_cli(capsys):

@@ -74,3 +74,18 @@ def device_from_args(args):
         return resolve_device(args.device)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def check_output_arg(opt: str, path, overwrite: bool) -> None:
+    """Refuse, before any work, an output file named by option ``opt`` that exists (a link too,
+    without --overwrite), is a folder, or whose folder cannot be made or written in."""
+    from ..errors import OutputExistsError, UserError
+    from ..io.safe_write import check_output_file
+    try:
+        check_output_file(path, overwrite=overwrite)
+    except IsADirectoryError:
+        raise UserError(f"{opt} {path} is a folder; name a file") from None
+    except OutputExistsError:
+        raise UserError(f"{opt} {path} exists; use --overwrite to replace it") from None
+    except OSError as e:
+        raise UserError(f"{opt} {path}: cannot write there: {e.strerror or e}") from None

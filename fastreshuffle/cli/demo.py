@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ._common import add_device_argument, device_from_args
+from ._common import add_device_argument, check_output_arg, device_from_args
 
 DEFAULT_OUTPUT = "fastreshuffle_demo.png"
 
@@ -62,6 +62,20 @@ def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
     return canvas
 
 
+def _how(jpeg, model) -> str:
+    """Which network restored the JPEG, as ``restore`` says it: the model of its quality band, or
+    nothing to remove (the guard leaves a high-quality JPEG as it is)."""
+    from ..inference.guard import guard_for
+    from ..inference.loading import band_model
+    from ..io.jpeg_tables import tables_from_pil
+    g = guard_for(tables_from_pil(jpeg))
+    if g is None:
+        return f"model {model}"
+    if g.strength <= 0:
+        return f"(JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; left unchanged)"
+    return f"model {band_model(model, quality=g.quality)}"
+
+
 def run(args) -> int:
     from ..errors import OutputExistsError, WeightsError
     from ..io.safe_write import save_image_atomic
@@ -72,12 +86,7 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise UserError(f"the demo writes a PNG: name the output .png, got {out}")
-    if out.is_dir():
-        raise UserError(f"{out} is a folder; name a .png file with -o")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; use --overwrite to replace it or -o to pick another name")
-    if out.parent != Path("") and not out.parent.is_dir():
-        raise UserError(f"output folder {out.parent} does not exist")
+    check_output_arg("-o", out, args.overwrite)
     try:
         original = demo_photo()
     except ImportError as e:
@@ -94,7 +103,7 @@ def run(args) -> int:
     p_in, p_out = psnr(compressed, original), psnr(restored, original)
     print(f"photo: scikit-image astronaut, {original.shape[1]}x{original.shape[0]}")
     print(f"JPEG q{args.quality}:  PSNR {p_in:.2f} dB")
-    print(f"restored:  PSNR {p_out:.2f} dB  ({p_out - p_in:+.2f} dB)")
+    print(f"restored:  PSNR {p_out:.2f} dB  ({p_out - p_in:+.2f} dB)  {_how(jpeg, args.model)}")
     try:
         save_image_atomic(side_by_side(compressed, restored, original), out, overwrite=args.overwrite)
     except OutputExistsError:

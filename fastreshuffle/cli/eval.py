@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args
+from ._common import add_device_argument, add_threads_argument, apply_threads, check_output_arg, device_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,21 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def _check_output(opt: str, path: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an output that exists (without --overwrite), is a folder, or
-    whose folder cannot be made or written in."""
-    from ..errors import OutputExistsError
-    from ..io.safe_write import check_output_file
-    try:
-        check_output_file(path, overwrite=overwrite)
-    except IsADirectoryError:
-        raise UserError(f"{opt} {path} is a folder; name a file") from None
-    except OutputExistsError:
-        raise UserError(f"{opt} {path} exists; use --overwrite to replace it") from None
-    except OSError as e:
-        raise UserError(f"{opt} {path}: cannot write there: {e.strerror or e}") from None
-
-
 def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
@@ -98,7 +83,7 @@ def _resolve_model(args, device):
 
 def run(args) -> int:
     from ..errors import CodecError
-    from ..inference.evaluate import METRIC_NOTES, evaluate, load_eval_images, plot_rd, print_table
+    from ..inference.evaluate import METRIC_NOTES, evaluate, json_ready, load_eval_images, plot_rd, print_table
     from ..io.codecs import fixed_qp, parse_spec
     from ..io.datasets import eval_dir
 
@@ -122,6 +107,9 @@ def run(args) -> int:
                 raise UserError(f"HEVC QP must be in 0..51, got {q}")
         settings = [{"qp": q} for q in args.qp]
     else:
+        if args.quality and spec.quality is not None and args.quality != [spec.quality]:
+            raise UserError(f"--codec {args.codec} gives the quality {spec.quality} and --quality gives "
+                            f"{' '.join(map(str, args.quality))}: give it once")
         quals = args.quality or ([spec.quality] if spec.quality is not None else [10])
         try:
             for q in quals:
@@ -134,7 +122,7 @@ def run(args) -> int:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after
         if path:
-            _check_output(opt, Path(path), args.overwrite)
+            check_output_arg(opt, Path(path), args.overwrite)
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
         raise UserError(f"--json and --plot name the same file ({args.plot}); the plot would replace the results")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
@@ -172,7 +160,8 @@ def run(args) -> int:
     outputs = []
     if args.json:
         outputs.append(("--json", Path(args.json),
-                        lambda p: atomic_write_bytes(p, json.dumps(doc, indent=1).encode(), overwrite=args.overwrite)))
+                        lambda p: atomic_write_bytes(p, json.dumps(json_ready(doc), indent=1, allow_nan=False).encode(),
+                                                     overwrite=args.overwrite)))
     if args.plot:
         title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
         outputs.append(("--plot", Path(args.plot),

@@ -131,6 +131,7 @@ class _TileBar:
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
     from ..inference.files import collect_inputs, output_path_for, restore_file, sniff_format
+    from ..io.images import IMAGE_EXTENSIONS
     from ..io.safe_write import check_writable
     from ..io.output import EXTENSIONS, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
@@ -170,6 +171,9 @@ def run(args) -> int:
     if outdir is not None:
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"output folder {outdir} exists and is not a folder")
+        if not outdir.exists() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UserError(f"-o names the output folder, and {outdir} looks like a file name; outputs are named "
+                            "after their inputs (see --suffix): give a folder")
         try:
             outdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -28,7 +28,21 @@ METRIC_NOTES = {
             "mean over images",
     "psnrb": "PSNR-B (Yim & Bovik 2011) on BT.601 luma, 8x8 blocks; mean over images",
     "bpp": "8 * compressed file bytes / (H * W), mean over images (HEVC: whole .heic file)",
+    "non-finite": "an infinite PSNR (an exact reconstruction) or gain is the string \"Infinity\" or "
+                  "\"-Infinity\" (strict JSON has no such number; float() and JavaScript's Number() read it)",
 }
+
+
+def json_ready(obj):
+    """``obj`` (the results document) with every non-finite float as the string "Infinity" /
+    "-Infinity" / "NaN", so that ``json.dumps(..., allow_nan=False)`` writes strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
 
 
 def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] = None, warn=None):
@@ -41,7 +55,11 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
         raise UserError(missing_folder_message(folder, "evaluation image"))
     if not folder.is_dir():
         raise UserError(f"not a folder: {folder}")
-    paths = list_images(folder) or list_images(folder, recursive=True)
+    paths = list_images(folder)
+    subs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if paths and subs and warn:
+        warn(f"{len(subs)} sub-folder(s) of {folder} not searched (it has images of its own)")
+    paths = paths or list_images(folder, recursive=True)
     if not paths:
         raise UserError(f"no image files in {folder}")
     if limit:
@@ -65,7 +83,10 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
 @torch.no_grad()
 def _restore(model, img: np.ndarray, device) -> np.ndarray:
     from ..io.images import to_tensor, to_uint8
+    from .tiling import too_small
 
+    if too_small(*img.shape[:2]):   # returned unchanged, as restore() returns it
+        return img.copy()
     x = to_tensor(img)[None].to(device)
     return to_uint8(model(x)[0])
 
@@ -183,15 +204,17 @@ def print_table(results: List[Dict], out=None) -> None:
     restored = any(r["psnr_restored"] is not None for r in results)
     head = ["codec", "setting", "images", "bpp", "PSNR set", "PSNR mean", "SSIM", "PSNR-B"]
     if restored:
-        head += ["| restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "| gain: set", "mean", "worst image"]
+        head += ["|", "restored PSNR set", "PSNR mean", "SSIM", "PSNR-B", "|", "gain: set", "mean", "worst image"]
     rows = []
     for r in results:
         setting = f"qp={r['qp']}" if "qp" in r else f"q={r['quality']}"
-        row = [r["codec"], setting, str(r["images"]), _fmt(r["bpp"], 3), _fmt(r["psnr_codec"]),
+        codec = r.get("spec", r["codec"]).split(":")    # jpeg:444, hevc:10bit: the spec without its quality
+        codec = ":".join(codec[:1] + codec[2:] if len(codec) > 1 and codec[1].isdigit() else codec)
+        row = [codec, setting, str(r["images"]), _fmt(r["bpp"], 3), _fmt(r["psnr_codec"]),
                _fmt(r["psnr_codec_mean"]), _fmt(r["ssim_codec"], 4), _fmt(r["psnrb_codec"])]
         if restored:
-            row += ["| " + _fmt(r["psnr_restored"]), _fmt(r["psnr_restored_mean"]), _fmt(r["ssim_restored"], 4),
-                    _fmt(r["psnrb_restored"]), "| " + _signed(r["gain"]), _signed(r.get("gain_mean")),
+            row += ["|", _fmt(r["psnr_restored"]), _fmt(r["psnr_restored_mean"]), _fmt(r["ssim_restored"], 4),
+                    _fmt(r["psnrb_restored"]), "|", _signed(r["gain"]), _signed(r.get("gain_mean")),
                     _signed(r.get("gain_worst"))]
         rows.append(row)
     widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)]

@@ -62,12 +62,14 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
     With ``overwrite=False`` an existing ``path`` raises :class:`OutputExistsError`, both
     before writing and at the final step (the file is linked into place with ``os.link``,
     which refuses to replace anything, so a file created meanwhile is not clobbered either).
+    Missing folders are created.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + _short(path.name) + ".", suffix=TEMP_SUFFIX,
                                         dir=str(folder))
     except OSError as e:   # name the output, not the temporary file's made-up name
@@ -124,8 +126,9 @@ def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
     """Before any work, refuse an output file that could not be written at the end: a folder
     (IsADirectoryError), an existing entry -- a link too, dangling or not -- without
     ``overwrite`` (:class:`OutputExistsError`), a file where one of its folders should be
-    (NotADirectoryError), or a folder it cannot be created in (OSError naming it).  Missing
-    folders are created."""
+    (NotADirectoryError), or a folder it cannot be created in (OSError naming it).  Nothing is
+    created: missing folders are made when the file is written (:func:`atomic_open`), so a run
+    that fails before then leaves none behind."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; name a file", str(path))
@@ -136,8 +139,7 @@ def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(path.parent)
+    check_writable(folder)     # the output's folder, or the one its missing folders would be made in
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:

@@ -197,6 +197,18 @@ def test_output_dir_is_a_file(tmp_path, weights, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_an_output_folder_named_like_a_file_is_refused(tmp_path, weights, capsys):
+    """``restore photo.jpg -o out.png`` made a folder named out.png, silently."""
+    _good_files(tmp_path)
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "out.png"),
+                   "--model", str(weights)])
+    assert rc == 2 and not (tmp_path / "out.png").exists()
+    assert "looks like a file name" in capsys.readouterr().err
+    (tmp_path / "folder.png").mkdir()       # an existing folder of that name is a folder
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "folder.png"),
+                     "--model", str(weights)]) == 0
+
+
 def test_write_error_per_file(tmp_path, weights, capsys, monkeypatch):
     """An unwritable destination for one file (injected EACCES at write time): reported, rest done."""
     _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, errno.EACCES, "Permission denied")

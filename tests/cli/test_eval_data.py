@@ -19,7 +19,7 @@ def test_eval_any_folder_from_elsewhere(tmp_path, monkeypatch, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     head, row = [x for x in out.splitlines() if "gain" in x or x.strip().startswith("jpeg")][:2]
-    assert "| gain: set" in head and "mean" in head and "worst image" in head
+    assert "|  gain: set" in head and "mean" in head and "worst image" in head
     r = json.loads((work / "r.json").read_text())["results"][0]
     per = [p["psnr_restored"] - p["psnr_codec"] for p in r["per_image"]]
     assert abs(r["gain_mean"] - np.mean(per)) < 1e-9 and abs(r["gain_worst"] - min(per)) < 1e-9

@@ -171,6 +171,7 @@ def test_eval_fixed_qp_spec_is_labelled_by_its_qp(tmp_path):
     (["--limit", "0"], "--limit must be at least 1"),
     (["--threads", "-1"], "--threads must be at least 1"),
     (["--plot", "rd.txt", "--quality", "10", "20"], "name it .png"),
+    (["--codec", "jpeg:10", "--quality", "20"], "gives the quality 10 and --quality gives 20: give it once"),
 ])
 def test_eval_bad_options_are_one_line_errors(tmp_path, capsys, extra, said):
     data = make_images(tmp_path / "imgs", n=2, size=40)
@@ -230,9 +231,13 @@ def test_eval_tiny_and_exactly_coded_images(tmp_path, weights, capsys):
     out = tmp_path / "res.json"
     assert main(["eval", "--data", str(data), "--codec", "jpeg", "--quality", "10", "--weights", str(weights),
                  "--no-guard", "--json", str(out), "-q"]) == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())["results"][0]["per_image"]}
+    def strict(constant):   # Infinity / NaN are not JSON: a strict reader refuses them
+        raise ValueError(f"not JSON: {constant}")
+    rows = {r["name"]: r for r in json.loads(out.read_text(), parse_constant=strict)["results"][0]["per_image"]}
     assert rows["tiny.png"]["ssim_codec"] is None and rows["tiny.png"]["ssim_restored"] is None
-    assert math.isfinite(rows["tiny.png"]["psnr_codec"]) and rows["black.png"]["psnr_codec"] == math.inf
+    assert math.isfinite(rows["tiny.png"]["psnr_codec"]) and rows["black.png"]["psnr_codec"] == "Infinity"
+    assert float(rows["black.png"]["psnr_codec"]) == math.inf
+    assert rows["tiny.png"]["psnr_restored"] == rows["tiny.png"]["psnr_codec"]   # under 8 px: unchanged, as restore()
     assert _gain(math.inf, math.inf) == 0.0 and _gain(38.5, math.inf) == -math.inf and _gain(30.0, 29.5) == 0.5
     capsys.readouterr()
     print_table([{"codec": "jpeg", "quality": 10, "images": 1, "bpp": 1.0, "psnr_codec": math.inf,
@@ -241,3 +246,22 @@ def test_eval_tiny_and_exactly_coded_images(tmp_path, weights, capsys):
                   "gain": -math.inf, "gain_mean": -math.inf, "gain_worst": -math.inf}])
     table = capsys.readouterr().out
     assert "-inf" in table and "+inf" not in table
+
+
+def test_eval_table_columns_line_up_and_name_the_codec_options(tmp_path, weights, capsys):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    assert main(["eval", "--data", str(data), "--codec", "jpeg:444", "--quality", "10", "50", "--weights",
+                 str(weights), "-q"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "|" in ln]
+    assert len(lines) == 3 and len({tuple(i for i, ch in enumerate(ln) if ch == "|") for ln in lines}) == 1
+    assert all("jpeg:444" in ln for ln in lines[1:])
+
+
+def test_eval_says_sub_folders_it_does_not_search_and_leaves_nothing_when_it_fails(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    make_images(data / "more", n=1, size=40)
+    assert main(["eval", "--data", str(data), "-q"]) == 0
+    assert "1 sub-folder(s) of" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--data", str(tmp_path / "empty"), "--json", str(tmp_path / "a" / "b" / "r.json")]) == 2
+    assert not (tmp_path / "a").exists()

@@ -440,6 +440,10 @@ def test_demo(tmp_path, tiny_weights, capsys):
     (tmp_path / "dir.png").mkdir()                   # refused before the work, even with --overwrite
     assert cli_main(["demo", "-o", str(tmp_path / "dir.png"), "--model", str(tiny_weights), "--overwrite"]) == 2
     assert "is a folder" in capsys.readouterr().err
+    (tmp_path / "link.png").symlink_to(tmp_path / "nowhere.png")   # refused before the work, kept
+    assert cli_main(["demo", "-o", str(tmp_path / "link.png"), "--model", str(tiny_weights)]) == 2
+    said = capsys.readouterr()
+    assert "exists" in said.err and "JPEG q10" not in said.out and (tmp_path / "link.png").is_symlink()
 
 
 def test_self_ensemble_is_the_mean_over_the_eight_transforms():
