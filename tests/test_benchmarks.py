@@ -476,3 +476,17 @@ def test_tile_seams_smoke(capsys):
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("jpeg ")]
     assert [r[1] for r in rows] == ["8", "96"] and "CPU flags:" in out
     assert float(rows[1][2]) < float(rows[0][2])
+
+
+def test_small_images_smoke(capsys):
+    """The script behind the uniform-area and mirrored-context figures (inference/guard.py,
+    inference/tiling.py, docs/restore.md): runs its variants and puts the settings back."""
+    pytest.importorskip("skimage")
+    from benchmarks import small_images
+    from fastreshuffle.inference import guard, tiling
+    shipped = guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT
+    assert small_images.main(["--sizes", "8", "24", "--crops", "1", "--qualities", "30", "--photos", "astronaut"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "both r16" in out and "before" in out
+    assert len([ln for ln in out.splitlines() if ln.split()[:1] in (["8"], ["24"])]) == 2
+    assert (guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT) == shipped

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..nn.config import PAD_MULTIPLE
+from .tiling import with_context
 
 __all__ = ["export_onnx", "STANDARD_DOMAINS"]
 
@@ -36,7 +37,8 @@ STANDARD_DOMAINS = {"", "ai.onnx"}
 class _Graph(torch.nn.Module):
     """What the file computes, written so that one graph serves every size: the exporter fixes
     a Python ``if`` on a size at the example's value, so the padding and the small-image rule are
-    tensor operations here.  For H, W >= 8 this is ``ReshuffleNet.forward`` clipped to [0, 1]."""
+    tensor operations here.  For H, W >= 8 this is ``ReshuffleNet.forward`` clipped to [0, 1], an image
+    under :data:`.tiling.MIN_CONTEXT` run inside mirrored context (:func:`.tiling.with_context`)."""
 
     def __init__(self, net: torch.nn.Module):
         super().__init__()
@@ -49,8 +51,9 @@ class _Graph(torch.nn.Module):
         # every size (no padding for sides of 8 or more); the network's output for such an image
         # is then not used.
         xs = F.pad(x, (0, torch.sym_max(0, m - w), 0, torch.sym_max(0, m - h)), mode="replicate")
-        xp = F.pad(xs, (0, (-xs.shape[-1]) % m, 0, (-xs.shape[-2]) % m), mode="reflect")
-        y = self.net.forward_padded(xp)[..., :h, :w].clamp(0.0, 1.0)
+        xc, py, px = with_context(xs)      # a side under MIN_CONTEXT: mirrored context, as restore() runs it
+        xp = F.pad(xc, (0, (-xc.shape[-1]) % m, 0, (-xc.shape[-2]) % m), mode="reflect")
+        y = self.net.forward_padded(xp)[..., py:py + h, px:px + w].clamp(0.0, 1.0)
         small = torch.scalar_tensor(torch.sym_min(h, w)) < m
         return torch.where(small, x.clamp(0.0, 1.0), y)
 

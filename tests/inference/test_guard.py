@@ -290,3 +290,46 @@ def test_restore_pil_jpeg_changed_in_place_goes_the_array_way(monkeypatch):
     im, _ = encode(a, 80)                                      # as opened: its own tables
     fr.restore(im, "jpeg", device="cpu", precision="fp32")
     assert len(seen) == 1 and np.array_equal(seen[0].luma, tables_from_pil(im).luma)
+
+
+def _uniform_reference(img, r):
+    """Per pixel, by brute force: every pixel of its (2r+1)^2 window (cut at the edges) equal to
+    all its 4-neighbours (inside the image)."""
+    h, w = img.shape[:2]
+    flat = np.ones((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            for yy in range(max(0, y - r), min(h, y + r + 1)):
+                for xx in range(max(0, x - r), min(w, x + r + 1)):
+                    for ny, nx in ((yy - 1, xx), (yy + 1, xx), (yy, xx - 1), (yy, xx + 1)):
+                        if 0 <= ny < h and 0 <= nx < w and (img[ny, nx] != img[yy, xx]).any():
+                            flat[y, x] = False
+    return flat
+
+
+@pytest.mark.parametrize("strip", [3, 7, 256])
+def test_keep_uniform_is_the_brute_force_window_rule_in_any_strips(monkeypatch, strip):
+    from fastreshuffle.inference import guard
+    monkeypatch.setattr(guard, "STRIP_ROWS", strip)
+    rng = np.random.default_rng(strip)
+    img = np.full((23, 31, 3), 40, np.uint8)
+    img[2:5, 20:27] = (41, 40, 40)                   # a patch differing in one channel
+    img[15:, :6] = rng.integers(0, 255, (8, 6, 3))   # texture in a corner
+    out = rng.integers(0, 255, img.shape).astype(np.uint8)
+    for r in (1, 3):
+        want = np.where(_uniform_reference(img, r)[..., None], img, out)
+        assert np.array_equal(guard.keep_uniform(img, out.copy(), r), want)
+    assert np.array_equal(guard.keep_uniform(img, out.copy(), -1), out)   # off
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+@pytest.mark.parametrize("size", [16, 64, 256])
+def test_a_flat_jpeg_comes_back_as_decoded(value, size):
+    """A flat picture decodes exactly; the networks put a texture on it (black at q10: values up to
+    6, a grey 64-px square at q10 changed in 92% of its pixels)."""
+    for q in (10, 75):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buf, "JPEG", quality=q)
+        src = Image.open(io.BytesIO(buf.getvalue()))
+        decoded = np.asarray(src.convert("RGB"))
+        assert np.array_equal(np.asarray(fr.restore(src, "jpeg", device="cpu")), decoded)

@@ -91,10 +91,14 @@ def test_cuda_request_without_gpu_is_clear():
 # ----------------------------------------------------------------------------- restore(): kinds
 def _model_float(model, rgb01: np.ndarray) -> np.ndarray:
     """The model applied directly (no restore/tiling code): float32 H x W x 3 in [0, 1] ->
-    float32 output clamped to [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb01, dtype=np.float32)).permute(2, 0, 1)[None]
+    float32 output clamped to [0, 1]; as documented, a side under 128 px inside its mirror image
+    (numpy's "symmetric" padding, ceil((128 - n) / 32) * 16 px on each side)."""
+    h, w = rgb01.shape[:2]
+    py, px = (max(0, -(-(128 - n) // 32) * 16) for n in (h, w))
+    big = np.pad(np.asarray(rgb01, dtype=np.float32), ((py, py), (px, px), (0, 0)), mode="symmetric")
+    x = torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)[None]
     with torch.no_grad():
-        return model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        return model(x)[0, :, py:py + h, px:px + w].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _direct_uint8(model, rgb: np.ndarray) -> np.ndarray:
@@ -230,6 +234,40 @@ def test_iter_tiles_partition(h, w, tile, ov):
         assert wy0 % 8 == 0 and wx0 % 8 == 0  # same 8x8 phase as the full image
         assert cy0 - wy0 in (0, ov) or wy0 == 0
     assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (16, 40), (40, 130), (127, 9), (200, 64)])
+def test_small_images_run_with_mirrored_context(tiny_model, h, w):
+    """A side under MIN_CONTEXT runs inside a mirrored copy (numpy's "symmetric" padding, a
+    multiple of 16 on each side): the result is the padded image's, cropped."""
+    from fastreshuffle.inference.tiling import MIN_CONTEXT, context_pad, restore_pixels
+    img = _rand_img(h, w, seed=h * w)
+    py, px = context_pad(h), context_pad(w)
+    assert py % 16 == 0 and px % 16 == 0 and (h >= MIN_CONTEXT or h + 2 * py >= MIN_CONTEXT)
+    assert (py == 0) == (h >= MIN_CONTEXT) and (px == 0) == (w >= MIN_CONTEXT)
+    big = np.pad(img, ((py, py), (px, px), (0, 0)), mode="symmetric")
+    want = restore_pixels(tiny_model, big, tile=0)[py:py + h, px:px + w]
+    assert np.array_equal(restore_pixels(tiny_model, img, tile=0), want)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    xb = torch.from_numpy(big).permute(2, 0, 1)[None].float() / 255
+    assert torch.equal(restore_tensor(tiny_model, x, tile=0), restore_tensor(tiny_model, xb, tile=0)[..., py:py + h,
+                                                                                                       px:px + w])
+
+
+def test_a_small_image_reports_progress_in_its_own_pixels(tiny_model):
+    """Run inside its context, a thin strip reported nothing until the end."""
+    from fastreshuffle.inference.tiling import restore_pixels
+    calls = []
+    restore_pixels(tiny_model, _rand_img(40, 600), tile=128, overlap=16, progress=calls.append)
+    assert sum(calls) == 40 * 600 and len([c for c in calls if c > 0]) > 1
+
+
+def test_self_ensemble_feeds_the_models_input_dtype():
+    """A bf16 FastReshuffleNet takes float32 input; wrapped for the ensemble it was fed bf16."""
+    from fastreshuffle import FastReshuffleNet
+    from fastreshuffle.inference.tiling import SelfEnsemble
+    fast = FastReshuffleNet(ReshuffleNetConfig.preset("tiny")).to(torch.bfloat16)
+    assert SelfEnsemble(fast).input_dtype == fast.input_dtype == torch.float32
 
 
 def test_tile_arguments_validated(tiny_model):
@@ -472,9 +510,10 @@ def test_self_ensemble_is_the_mean_over_the_eight_transforms():
         assert torch.allclose(got, expect, atol=1e-6)
         # an equivariant "model" (identity) is unchanged by the ensemble
         assert torch.allclose(self_ensemble(lambda t: t, x), x, atol=1e-7)
-        # tiled with the ensemble == untiled with the ensemble, far from tile seams
+        # restore_tensor runs it inside the image's mirrored context (sides under 128 px)
         full = restore_tensor(net, x, tile=0, ensemble=True, clamp=False)
-        assert torch.allclose(full, got, atol=1e-6)
+        big = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (64, 64), (64, 64)), mode="symmetric"))
+        assert torch.allclose(full, self_ensemble(net, big)[..., 64:64 + 21, 64:64 + 30], atol=1e-6)
 
 
 def test_restore_api_self_ensemble_is_the_mean_of_the_eight_outputs():
@@ -491,8 +530,10 @@ def test_restore_api_self_ensemble_is_the_mean_of_the_eight_outputs():
     out = fastreshuffle.restore(img, "jpeg", device="cpu", self_ensemble=True, guard=False, precision="fp32")
     assert out.shape == img.shape and out.dtype == np.uint8
 
-    t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-    t = torch.nn.functional.pad(t, (0, 32 - 26, 0, 24 - 19), mode="reflect")
+    # inside its mirrored context (64 px on each side of a side under 128 px), then to a multiple of 8
+    big = np.pad(img, ((64, 64), (64, 64), (0, 0)), mode="symmetric")        # 147 x 154
+    t = torch.from_numpy(big).permute(2, 0, 1)[None].float() / 255
+    t = torch.nn.functional.pad(t, (0, 160 - 154, 0, 152 - 147), mode="reflect")
     outs = []
     with torch.no_grad():
         for k in range(4):
@@ -501,7 +542,7 @@ def test_restore_api_self_ensemble_is_the_mean_of_the_eight_outputs():
                 v = v.flip(3) if flip else v
                 r = model(v)
                 outs.append(torch.rot90(r.flip(3) if flip else r, -k, (2, 3)))
-    mean = torch.stack(outs).double().mean(0)[0, :, :19, :26]
+    mean = torch.stack(outs).double().mean(0)[0, :, 64:64 + 19, 64:64 + 26]
     expect = mean.float().mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     diff = np.abs(out.astype(int) - expect.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
