@@ -69,12 +69,13 @@ def int_gray_scale(mode: str, a: np.ndarray) -> float:
 
 
 def float_scale(a: np.ndarray) -> float:
-    """The full scale of float samples read from a file: 1 when every finite sample is at most 1
-    (the usual convention, and what ``restore()`` takes of a float array or a PIL ``F`` image),
-    255 up to 255 (what Pillow's ``convert("F")`` makes of an 8-bit image), else 65535."""
+    """The full scale of float samples read from a file: 1 when every finite sample is at most 2
+    (the usual [0, 1] convention, what ``restore()`` takes of a float array or a PIL ``F`` image,
+    with some overshoot, which is clipped; on a 0-255 scale such an image would be black), 255 up
+    to 255 (what Pillow's ``convert("F")`` makes of an 8-bit image), else 65535."""
     finite = a[np.isfinite(a)]
     hi = float(finite.max()) if finite.size else 1.0
-    return 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else 65535.0)
+    return 1.0 if hi <= 2.0 else (255.0 if hi <= 255.0 else 65535.0)
 
 
 def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -280,6 +281,18 @@ def _png_text(im) -> Tuple[Tuple[str, str], ...]:
                  if k != "XML:com.adobe.xmp" and not str(k).startswith("Raw profile type"))
 
 
+def _key_alpha(rgb16: np.ndarray, key) -> Optional[np.ndarray]:
+    """The alpha of a 16-bit PNG's tRNS colour key (an (r, g, b) tuple, or one grey value):
+    transparent exactly where the 16-bit samples equal it; None for a key of another form."""
+    try:
+        k = np.array(key if isinstance(key, tuple) else (key,) * 3, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    if k.shape != (3,):
+        return None
+    return np.where((rgb16 == k).all(axis=2), 0, 65535).astype(np.uint16)
+
+
 def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """16-bit samples -> (H x W x 3 uint16 or None, alpha uint16 or None), before orientation."""
     mode = im.mode
@@ -357,6 +370,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None
                 dpi = _dpi(im.info.get("dpi"), orientation)
                 rgb16, alpha16 = _read_16bit(path, im)
+                key16 = im.info.get("transparency") if (fmt == "PNG" and rgb16 is not None
+                                                        and alpha16 is None) else None
                 if rgb16 is None and fmt == "PNG" and not mode.startswith("I"):
                     from .png16 import png_ihdr
                     ihdr = png_ihdr(path)
@@ -373,13 +388,16 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     notes.append(note)
                 if mode == "F":
                     notes.append("32-bit float grey decoded at 8 bits")
+                if key16 is not None:   # a 16-bit colour key, for the 16-bit samples (Pillow's are 8-bit)
+                    im.info.pop("transparency", None)
+                    alpha16 = _key_alpha(rgb16, key16)
                 rgb, alpha = _to_rgb_array(im)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(path, f"decompression bomb refused: {e}") from None
     except UnidentifiedImageError:
-        f = _float_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else None
+        f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
             return f
         raise ImageReadError(path, "not a recognised image format (corrupt file or not an image)") from None
@@ -393,6 +411,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     if rgb16 is not None:
         rgb16 = orient_array(rgb16, orientation)
         alpha16 = orient_array(alpha16, orientation) if alpha16 is not None else None
+        if key16 is not None and alpha16 is not None:
+            alpha = (alpha16 // 257).astype(np.uint8)
         if rgb16.shape[:2] != rgb.shape[:2]:  # should not happen; never risk a mismatch
             rgb16 = alpha16 = None
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=gray,
@@ -402,10 +422,11 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                      comment=comment if isinstance(comment, bytes) and comment else None)
 
 
-def _float_tiff(path: Path) -> Optional[ImageFile]:
+def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]:
     """A floating-point TIFF Pillow cannot open (colour, or grey with alpha), read through
     ``tifffile`` when it is installed: 8-bit RGB(A) as :func:`float_scale` takes the samples, its
-    ICC profile kept, not its EXIF (said).  None when it is not such a file."""
+    orientation applied, its ICC profile kept, not its EXIF (said).  None when it is not such a
+    file; its size is checked before its pixels are decoded."""
     try:
         import tifffile
     except ImportError:
@@ -413,34 +434,38 @@ def _float_tiff(path: Path) -> Optional[ImageFile]:
     try:
         with tifffile.TiffFile(str(path)) as t:
             page = t.pages[0]
+            if page.dtype is None or page.dtype.kind != "f":
+                return None
+            h, w = int(page.imagelength), int(page.imagewidth)
+            if h * w > max_pixels or h == 0 or w == 0:
+                raise ImageReadError(path, f"image size {w}x{h} refused (more than {max_pixels} pixels, or empty)")
             n_frames = len(t.pages)
             a = page.asarray()
             bits = page.bitspersample
-            icc = page.tags.get(34675)
-            icc = bytes(icc.value) if icc is not None else None
+            tag = page.tags.get(34675)
+            icc = bytes(tag.value) if tag is not None else None
+            tag = page.tags.get(ORIENTATION)
+            orientation = int(tag.value) if tag is not None and 1 <= int(tag.value) <= 8 else 1
+    except ImageReadError:
+        raise
     except Exception:
         return None
-    if a.dtype.kind != "f" or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
         return None
-    if a.ndim == 2:
-        a = a[..., None]
-    h, w, c = a.shape
-    if h * w > MAX_PIXELS or h == 0 or w == 0:
-        raise ImageReadError(path, f"image size {w}x{h} refused")
-    a = a.astype(np.float64)
+    a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)
+    c = a.shape[2]
     colour = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=2)
     rgb = np.clip(np.round(np.nan_to_num(colour / float_scale(colour)) * 255.0), 0, 255).astype(np.uint8)
     alpha = None
     if c in (2, 4):
         al = a[..., -1]
         alpha = np.clip(np.round(np.nan_to_num(al / float_scale(al)) * 255.0), 0, 255).astype(np.uint8)
-    notes = [f"{bits}-bit float TIFF read through tifffile, "
-             "decoded at 8 bits (its EXIF is not kept)"]
+    notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
     if n_frames > 1:
         notes.append(f"has {n_frames} frames; only the first is restored")
     return ImageFile(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=c <= 2, mode="F", format="TIFF",
                      icc_profile=icc if isinstance(icc, bytes) and icc else None, n_frames=n_frames,
-                     notes=tuple(notes))
+                     notes=tuple(notes), orientation=orientation)
 
 
 def read_image(path: Union[str, os.PathLike], return_alpha: bool = False,

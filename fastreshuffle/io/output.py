@@ -178,6 +178,10 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
         alpha = _to8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
     out_gray = gray and fmt != "webp"  # WebP has no grey mode
     icc_ok = icc if icc_colour_space(icc) == ("GRAY" if out_gray else "RGB") else None
+    if text and fmt != "png":
+        notes.append(f"the PNG's text ({', '.join(k for k, _ in text)}) is not kept: {fmt.upper()} has no place for it")
+    if comment and fmt not in ("png", "jpeg"):
+        notes.append(f"the comment is not kept: {fmt.upper()} has no place for it")
     size = (pixels.shape[1], pixels.shape[0])
     exif_b = _exif_bytes(exif, size)
     if fmt == "jpeg":

@@ -150,6 +150,19 @@ def _span(t: torch.Tensor) -> Tuple[int, int]:
     return start, start + 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
 
 
+def _may_self_overlap(t: torch.Tensor) -> bool:
+    """Whether two elements of ``t`` may share memory: false when, its dims sorted by stride
+    (size-1 dims aside), each stride is at least the span of the dims below it -- true for an
+    expanded (stride-0) tensor and for ``as_strided`` views that fold onto themselves."""
+    dims = sorted((abs(st), n) for n, st in zip(t.shape, t.stride()) if n > 1)
+    span = 1
+    for st, n in dims:
+        if st < span:
+            return True
+        span = st * n
+    return False
+
+
 def _check_memory(op: str, buf: torch.Tensor, src: Optional[torch.Tensor] = None) -> None:
     """What the kernels cannot write correctly, refused where memory can be inspected (eagerly,
     also inside a compiled CPU graph; not while tracing): a ``buf`` whose elements share memory
@@ -157,8 +170,8 @@ def _check_memory(op: str, buf: torch.Tensor, src: Optional[torch.Tensor] = None
     the prefix is written)."""
     if traced(buf) or buf.numel() == 0:
         return
-    if any(st == 0 and n > 1 for n, st in zip(buf.shape, buf.stride())):
-        raise ValueError(f"{op}: buf has internal overlap (an expanded tensor, stride 0): its outputs would "
+    if _may_self_overlap(buf):
+        raise ValueError(f"{op}: buf has internal overlap (e.g. an expanded tensor): its outputs would "
                          "land on one another; pass a tensor with memory of its own (e.g. .contiguous())")
     if (src is not None and src.numel() and src.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
             and max(_span(src)[0], _span(buf)[0]) < min(_span(src)[1], _span(buf)[1])):

@@ -199,3 +199,58 @@ def test_a_restored_pil_image_carries_the_source_metadata():
     assert out.getexif()[0x0112] == 6
     assert out.info["icc_profile"] == SRGB and out.info["dpi"] == (300, 300) and out.info["comment"] == b"hi"
     assert "jfif" not in out.info                      # how the file was coded is not the new image's
+
+
+def test_a_float_tiff_with_overshoot_and_a_rotation_tag(tmp_path):
+    """[0, 1] floats with a sample at 1.001 were read on the 0-255 scale (a black image); a float
+    colour TIFF's orientation tag was not applied."""
+    tifffile = pytest.importorskip("tifffile")
+    g = np.full((6, 10), 0.5, np.float32)
+    g[0, 0] = 1.001
+    Image.fromarray(g, "F").save(tmp_path / "g.tif")
+    assert load_image_file(tmp_path / "g.tif").rgb[3, 3, 0] == 128
+    a = np.dstack([ramp(), 1 - ramp(), np.full_like(ramp(), 0.25)])     # 48 x 64, stored
+    tifffile.imwrite(tmp_path / "r.tif", a, photometric="rgb", extratags=[(274, "H", 1, 6, True)])
+    f = load_image_file(tmp_path / "r.tif")
+    want = eight_bits(np.rot90(a, -1))                  # orientation 6: turned 90 degrees clockwise
+    assert f.rgb.shape == (64, 48, 3) and f.orientation == 6
+    np.testing.assert_array_equal(f.rgb, want)
+
+
+def test_a_16bit_png_colour_key_is_matched_at_16_bits(tmp_path):
+    """Pillow reads a 16-bit RGB PNG at 8 bits but keeps its tRNS key at 16: the key matched the
+    wrong pixels (five of six transparent, the keyed one opaque)."""
+    from fastreshuffle.io.png16 import encode_png16
+
+    def chunk(k, p):
+        return struct.pack(">I", len(p)) + k + p + struct.pack(">I", zlib.crc32(k + p))
+    arr = np.full((2, 3, 3), 1000, np.uint16)      # 8-bit view: 3 3 3 everywhere
+    arr[0, 0] = (3, 3, 3)                           # the key, on one pixel only
+    data = encode_png16(arr)
+    i = data.index(b"IDAT") - 4
+    (tmp_path / "k.png").write_bytes(data[:i] + chunk(b"tRNS", struct.pack(">HHH", 3, 3, 3)) + data[i:])
+    f = load_image_file(tmp_path / "k.png")
+    assert f.alpha16.tolist() == [[0, 65535, 65535], [65535] * 3]
+    assert f.alpha.tolist() == [[0, 255, 255], [255] * 3]
+
+
+def test_text_and_comments_a_format_cannot_hold_are_said(tmp_path, capsys):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "me")
+    Image.fromarray(photo()).save(tmp_path / "t.png", pnginfo=info)
+    Image.fromarray(photo()).save(tmp_path / "c.jpg", quality=30, comment=b"hello")
+    assert run(tmp_path / "t.png", tmp_path / "c.jpg", "--format", "webp") == 0
+    err = capsys.readouterr().err
+    assert "t.png: the PNG's text (Author) is not kept: WEBP has no place for it" in err
+    assert "c.jpg: the comment is not kept: WEBP has no place for it" in err
+
+
+def test_a_flat_heif_comes_back_as_decoded(tmp_path):
+    """Uniform areas are kept under the HEVC guard too (its tests passed with the rule off)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    for value in (0, 255):      # without the rule: off by up to 2 / 4 levels at 256 px
+        Image.fromarray(np.full((256, 256, 3), value, np.uint8)).save(tmp_path / "f.heic", format="HEIF", quality=15)
+        src = Image.open(tmp_path / "f.heic")
+        decoded = np.asarray(src.convert("RGB"))
+        assert np.array_equal(np.asarray(fr.restore(src, "hevc", device="cpu")), decoded)

@@ -116,6 +116,8 @@ def test_memory_the_kernels_cannot_write_is_refused():
     with torch.no_grad():
         with pytest.raises(ValueError, match="internal overlap"):
             dense_layer_(torch.zeros(1, 8, 1, 4).expand(1, 8, 4, 4), 4, *wts)
+        with pytest.raises(ValueError, match="internal overlap"):   # channels folded onto each other
+            dense_layer_(torch.zeros(1000).as_strided((1, 8, 6, 6), (1000, 2, 6, 1)), 4, *wts)
         buf = torch.zeros(1, 8, 8, 8)
         src = buf.view(-1)[:16 * 4 * 4].view(1, 16, 4, 4)
         with pytest.raises(ValueError, match="src shares memory with buf"):
