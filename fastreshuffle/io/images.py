@@ -78,6 +78,11 @@ def float_scale(a: np.ndarray) -> float:
     return 1.0 if hi <= 2.0 else (255.0 if hi <= 255.0 else 65535.0)
 
 
+def _float_to_8bit(a: np.ndarray) -> np.ndarray:
+    """Float samples (scale from :func:`float_scale`; NaN as 0) -> uint8, rounded and clipped."""
+    return np.clip(np.round(np.nan_to_num(a / float_scale(a)) * 255.0), 0, 255).astype(np.uint8)
+
+
 def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
     alpha = None
@@ -93,8 +98,10 @@ def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         mode = "RGBA"
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        a = a / (float_scale(a) if mode == "F" else int_gray_scale(mode, a))
-        g = np.clip(np.round(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+        if mode == "F":
+            g = _float_to_8bit(a)
+        else:
+            g = np.clip(np.round(a / int_gray_scale(mode, a) * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2), None
     if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR
         a = np.asarray(im).astype(np.float64) / 65535.0
@@ -455,11 +462,8 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
     a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)
     c = a.shape[2]
     colour = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=2)
-    rgb = np.clip(np.round(np.nan_to_num(colour / float_scale(colour)) * 255.0), 0, 255).astype(np.uint8)
-    alpha = None
-    if c in (2, 4):
-        al = a[..., -1]
-        alpha = np.clip(np.round(np.nan_to_num(al / float_scale(al)) * 255.0), 0, 255).astype(np.uint8)
+    rgb = _float_to_8bit(colour)
+    alpha = _float_to_8bit(a[..., -1]) if c in (2, 4) else None
     notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
     if n_frames > 1:
         notes.append(f"has {n_frames} frames; only the first is restored")

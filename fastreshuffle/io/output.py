@@ -100,12 +100,18 @@ def _jpeg_fit(exif: Optional[bytes], size, exif_b: bytes, xmp: Optional[bytes], 
     return exif_b, xmp, comment
 
 
-def _png_text(text, xmp: Optional[bytes], comment: Optional[bytes]):
-    """A PngInfo with the input's text chunks, its comment (as "Comment") and XMP, or None."""
-    from PIL import PngImagePlugin
+def _text_items(text, comment: Optional[bytes]) -> List[Tuple[str, str]]:
+    """A PNG output's text: the input's text chunks, and a JPEG's comment as "Comment"."""
     items = list(text)
     if comment and "Comment" not in dict(items):
         items.append(("Comment", comment.decode("utf-8", "replace")))
+    return items
+
+
+def _png_text(text, xmp: Optional[bytes], comment: Optional[bytes]):
+    """A PngInfo with :func:`_text_items` and XMP, or None."""
+    from PIL import PngImagePlugin
+    items = _text_items(text, comment)
     if not items and not xmp:
         return None
     info = PngImagePlugin.PngInfo()
@@ -228,10 +234,8 @@ def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, dpi, text, comment,
     arr = pixels if alpha is None else np.dstack([pixels, alpha])
     if fmt == "png":
         from .png16 import encode_png16
-        items = dict(text)
-        if comment and "Comment" not in items:
-            items["Comment"] = comment.decode("utf-8", "replace")
-        return encode_png16(np.ascontiguousarray(arr), icc=icc, exif=exif, xmp=xmp, text=items, dpi=dpi)
+        return encode_png16(np.ascontiguousarray(arr), icc=icc, exif=exif, xmp=xmp, text=dict(_text_items(text, comment)),
+                            dpi=dpi)
     import tifffile
     extratags = []
     if icc:
