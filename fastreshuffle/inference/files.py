@@ -242,8 +242,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if keep_file and np.array_equal(restored, pixels):
+    if keep_file and np.array_equal(restored, pixels):     # (atomic_open makes missing folders)
         atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
         return notes[len(f.notes):]     # the decoding's notes (a CMYK conversion, frames) are not the copy's
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,

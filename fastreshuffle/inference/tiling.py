@@ -211,23 +211,24 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a uint8 or uint16 H x W x 3 array, got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
-    py, px = context_pad(h), context_pad(w)
-    if too_small(h, w) or py or px:
-        if too_small(h, w):
-            out = image.copy()
-        else:   # inside its mirrored context, its progress counted in the image's own pixels
-            big = image[symmetric_index(h, py).numpy()][:, symmetric_index(w, px).numpy()]
-            share = (h * w) / big.shape[0] / big.shape[1]
-            told = [0]
-
-            def tick(n):
-                n = min(h * w - told[0], int(round(n * share)))
-                told[0] += n
-                progress(n)
-            out = restore_pixels(model, big, tile=tile, overlap=overlap, ensemble=ensemble,
-                                 progress=tick if progress is not None else None)[py:py + h, px:px + w]
+    if too_small(h, w):
         if progress is not None:
-            progress(h * w - (0 if too_small(h, w) else told[0]))
+            progress(h * w)
+        return image.copy()
+    py, px = context_pad(h), context_pad(w)
+    if py or px:   # inside its mirrored context, its progress counted in the image's own pixels
+        big = image[symmetric_index(h, py).numpy()][:, symmetric_index(w, px).numpy()]
+        share = (h * w) / big.shape[0] / big.shape[1]
+        told = [0]
+
+        def tick(n):
+            n = min(h * w - told[0], int(round(n * share)))
+            told[0] += n
+            progress(n)
+        out = restore_pixels(model, big, tile=tile, overlap=overlap, ensemble=ensemble,
+                             progress=tick if progress is not None else None)[py:py + h, px:px + w]
+        if progress is not None:
+            progress(h * w - told[0])
         return np.ascontiguousarray(out)
     model, dev, dt, tile = _prepare(model, tile, ensemble)
     top = 255.0 if image.dtype == np.uint8 else 65535.0

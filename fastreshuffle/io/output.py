@@ -81,10 +81,11 @@ def _exif_bytes(exif: Optional[bytes], size: Optional[Tuple[int, int]] = None, x
     return ex.tobytes()
 
 
-def _jpeg_fit(exif: Optional[bytes], size, exif_b: bytes, xmp: Optional[bytes], comment: Optional[bytes],
-              notes: List[str]):
-    """EXIF, XMP and comment cut to what a JPEG marker holds (64 KB each), each drop said:
-    the maker note goes first, then the rest of the EXIF (our mark stays)."""
+def _jpeg_fit(exif: Optional[bytes], size, xmp: Optional[bytes], comment: Optional[bytes], notes: List[str]):
+    """The output's EXIF block (:func:`_exif_bytes`), XMP and comment cut to what a JPEG marker
+    holds (64 KB each), each drop said: the maker note goes first, then the rest of the EXIF (our
+    mark stays)."""
+    exif_b = _exif_bytes(exif, size)
     if len(exif_b) > JPEG_MARKER_BYTES:
         exif_b = _exif_bytes(exif, size, drop=(MAKER_NOTE,))
         what = "its maker note"
@@ -189,9 +190,10 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
     if comment and fmt not in ("png", "jpeg"):
         notes.append(f"the comment is not kept: {fmt.upper()} has no place for it")
     size = (pixels.shape[1], pixels.shape[0])
-    exif_b = _exif_bytes(exif, size)
     if fmt == "jpeg":
-        exif_b, xmp, comment = _jpeg_fit(exif, size, exif_b, xmp, comment, notes)
+        exif_b, xmp, comment = _jpeg_fit(exif, size, xmp, comment, notes)
+    else:
+        exif_b = _exif_bytes(exif, size)
     if pixels.dtype == np.uint16 and not gray:
         data = _encode_16bit_colour(pixels, alpha, fmt, icc_ok, exif_b, xmp, dpi, text, comment, notes)
     else:

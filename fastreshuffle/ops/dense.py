@@ -173,8 +173,10 @@ def _check_memory(op: str, buf: torch.Tensor, src: Optional[torch.Tensor] = None
     if _may_self_overlap(buf):
         raise ValueError(f"{op}: buf has internal overlap (e.g. an expanded tensor): its outputs would "
                          "land on one another; pass a tensor with memory of its own (e.g. .contiguous())")
-    if (src is not None and src.numel() and src.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
-            and max(_span(src)[0], _span(buf)[0]) < min(_span(src)[1], _span(buf)[1])):
+    if src is None or not src.numel() or src.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr():
+        return
+    (a0, a1), (b0, b1) = _span(src), _span(buf)
+    if max(a0, b0) < min(a1, b1):
         raise ValueError(f"{op}: src shares memory with buf, which is written while src is read; "
                          "pass a separate tensor (e.g. src.clone())")
 
