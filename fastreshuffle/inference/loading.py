@@ -225,6 +225,12 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
                            "fastreshuffle.io.weights.save_weights?); from Python, give "
                            "load_model(..., config=ReshuffleNetConfig(...))")
+    stored = sum(v.numel() for v in state.values())
+    if cfg.num_parameters() > 4 * stored + 10 ** 6:
+        # checked before building a network of whatever size the config says (a smaller mismatch
+        # is named tensor by tensor by load_state_checked)
+        raise WeightsError(f"{path}: the file holds {stored:,} weights, the config "
+                           f"({cfg.to_json()}) needs {cfg.num_parameters():,}")
     dev = resolve_device(device)
     dtype = resolve_precision("fp16" if half else precision, dev)
     model = model_class(dev, fast=fast)(cfg)

@@ -24,6 +24,11 @@ __all__ = ["heif_qp"]
 # A slice header up to slice_qp_delta takes a few dozen bits; only this much of a slice NAL is
 # unescaped and read (a phone photo's slices are megabytes).
 _SLICE_HEADER_BYTES = 128
+# Bounds the standard sets (or no real file exceeds), checked before anything is computed from
+# them: a picture side (HEVC levels stop at 16,888), and parameter-set NAL units in one hvcC (a
+# still image has one VPS, SPS and PPS; the ids allow 16 SPS and 64 PPS).
+_MAX_SIDE = 1 << 16
+_MAX_PARAMETER_SETS = 128
 
 
 class _Bad(Exception):
@@ -204,8 +209,12 @@ def _sps(rbsp: bytes) -> dict:
         b.u(88 * profile + 8 * level)
     sps_id = b.ue()
     chroma = b.ue()
+    if sps_id > 15 or chroma > 3:
+        raise _Bad("SPS id or chroma format out of range")
     separate = b.u(1) if chroma == 3 else 0
     width, height = b.ue(), b.ue()
+    if not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
+        raise _Bad("picture size out of range")
     if b.u(1):
         for _ in range(4):
             b.ue()
@@ -215,6 +224,8 @@ def _sps(rbsp: bytes) -> dict:
         b.ue(), b.ue(), b.ue()
     min_cb = b.ue() + 3
     ctb = min_cb + b.ue()
+    if not (3 <= min_cb <= ctb and 4 <= ctb <= 6):     # MinCbLog2SizeY >= 3, CtbLog2SizeY in 4..6
+        raise _Bad("coding block sizes out of range")
     for _ in range(4):
         b.ue()
     if b.u(1) and b.u(1):                     # scaling_list_enabled and sps_scaling_list_data_present
@@ -229,6 +240,8 @@ def _sps(rbsp: bytes) -> dict:
 def _pps(rbsp: bytes) -> dict:
     b = _Bits(rbsp)
     pps_id, sps_id = b.ue(), b.ue()
+    if pps_id > 63 or sps_id > 15:
+        raise _Bad("PPS or SPS id out of range")
     dependent, output, extra = b.u(1), b.u(1), b.u(3)
     b.u(1), b.u(1)
     b.ue(), b.ue()
@@ -287,11 +300,31 @@ def _hvcc(data: bytes, s: int, e: int) -> Tuple[int, List[bytes]]:
             raise _Bad("truncated hvcC")
         count = struct.unpack_from(">H", data, pos + 1)[0]
         pos += 3
+        if len(out) + count > _MAX_PARAMETER_SETS:
+            raise _Bad("too many parameter sets")
         for _ in range(count):
             n = struct.unpack_from(">H", data, pos)[0]
             out.append(bytes(data[pos + 2:pos + 2 + n]))
             pos += 2 + n
     return length_size, out
+
+
+def _parameter_sets(data: bytes, s: int, e: int) -> Tuple[int, Dict[int, dict], Dict[int, dict]]:
+    """(NAL length size, {id: SPS}, {id: PPS}) of the hvcC box payload data[s:e]."""
+    length_size, params = _hvcc(data, s, e)
+    sps: Dict[int, dict] = {}
+    pps: Dict[int, dict] = {}
+    for nal in params:
+        if not nal:
+            raise _Bad("empty parameter set")
+        kind = (nal[0] >> 1) & 63
+        if kind == 33:
+            v = _sps(_rbsp(nal))
+            sps[v["id"]] = v
+        elif kind == 34:
+            v = _pps(_rbsp(nal))
+            pps[v["id"]] = v
+    return length_size, sps, pps
 
 
 # ----------------------------------------------------------------------------- the answer
@@ -307,19 +340,13 @@ def heif_qp(data: bytes) -> Optional[float]:
         primary, types, dimg, hvcc, extents, idat = _items(data, ms, me)
         items = dimg.get(primary, []) if types.get(primary) == b"grid" else [primary]
         qps: List[int] = []
+        parsed: Dict[Tuple[int, int], tuple] = {}     # the tiles of a grid share one hvcC
         for item in items:
             if types.get(item) != b"hvc1" or item not in hvcc or item not in extents:
                 raise _Bad("primary image is not HEVC")
-            length_size, params = _hvcc(data, *hvcc[item])
-            sps, pps = {}, {}
-            for nal in params:
-                kind = (nal[0] >> 1) & 63
-                if kind == 33:
-                    v = _sps(_rbsp(nal))
-                    sps[v["id"]] = v
-                elif kind == 34:
-                    v = _pps(_rbsp(nal))
-                    pps[v["id"]] = v
+            if hvcc[item] not in parsed:
+                parsed[hvcc[item]] = _parameter_sets(data, *hvcc[item])
+            length_size, sps, pps = parsed[hvcc[item]]
             for method, off, n in extents[item]:
                 if method == 1:               # inside the idat box
                     if idat is None:
@@ -337,5 +364,5 @@ def heif_qp(data: bytes) -> Optional[float]:
         if not qps or not all(-12 <= q <= 51 for q in qps):
             return None
         return sum(qps) / len(qps)
-    except (_Bad, struct.error, IndexError, ValueError):
+    except (_Bad, struct.error, IndexError, ValueError, OverflowError, MemoryError):
         return None

@@ -66,6 +66,9 @@ def read_weights(path) -> Tuple[Optional[ReshuffleNetConfig], Dict[str, torch.Te
     return cfg, state, meta
 
 
+_WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source="weights") -> None:
     """Load ``state`` into ``model`` strictly, naming any missing, unexpected or mis-shaped tensor."""
     own = model.state_dict()
@@ -79,8 +82,9 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
         if tuple(v.shape) != tuple(own[k].shape):
             raise WeightsError(f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
                                f"the model expects {tuple(own[k].shape)}")
-        if not v.is_floating_point():
-            raise WeightsError(f"{source}: tensor {k!r} has non-float dtype {v.dtype}")
+        if v.dtype not in _WEIGHT_DTYPES:
+            raise WeightsError(f"{source}: tensor {k!r} has dtype {v.dtype}; weights are "
+                               f"{', '.join(str(d).replace('torch.', '') for d in _WEIGHT_DTYPES)}")
         if not torch.isfinite(v).all():
             raise WeightsError(f"{source}: tensor {k!r} contains NaN or Inf")
     with torch.no_grad():

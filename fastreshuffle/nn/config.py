@@ -3,11 +3,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from typing import Dict, List, Tuple
 
 IN_CHANNELS = 3
 DOWN_STEPS = 3  # three reshuffle-down steps by 2: 3 -> 12 -> 48 -> 192 channels at 1/8 resolution
 PAD_MULTIPLE = 2 ** DOWN_STEPS
+
+
+def _sequence(name: str, v) -> tuple:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"{name} must be a list of 3 integers, got {v!r}")
+    return tuple(v)
+
+
+def _integer(name: str, v) -> int:
+    """``v`` as an int when it is one (a numpy integer, or a float with no fraction from JSON);
+    a string, bool or fraction is refused, not truncated or taken as true."""
+    if isinstance(v, bool) or not isinstance(v, (numbers.Integral, float)) \
+            or (isinstance(v, float) and not v.is_integer()):
+        raise TypeError(f"{name}: expected whole numbers, got {v!r}")
+    return int(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +42,12 @@ class ReshuffleNetConfig:
     residual: bool = True
 
     def __post_init__(self):
-        growth = tuple(int(g) for g in self.growth)
-        layers = tuple(int(n) for n in self.layers)
+        growth = tuple(_integer("growth", g) for g in _sequence("growth", self.growth))
+        layers = tuple(_integer("layers", n) for n in _sequence("layers", self.layers))
+        object.__setattr__(self, "bottleneck", _integer("bottleneck", self.bottleneck))
+        if isinstance(self.residual, (str, bytes, float)) or self.residual not in (True, False):
+            raise TypeError(f"residual must be True or False, got {self.residual!r}")
+        object.__setattr__(self, "residual", bool(self.residual))
         object.__setattr__(self, "growth", growth)
         object.__setattr__(self, "layers", layers)
         if len(growth) != 3 or len(layers) != 3:
@@ -92,6 +112,9 @@ class ReshuffleNetConfig:
 
     @classmethod
     def from_dict(cls, d: Dict) -> "ReshuffleNetConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"a config is a JSON object of {[f.name for f in dataclasses.fields(cls)]}, "
+                            f"got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

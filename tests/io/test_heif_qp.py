@@ -86,10 +86,11 @@ def _parts(data):
     return data[s:e], data[off:off + n]
 
 
-def grid_file(tiles):
+def grid_file(tiles, parts=None):
     """A HEIF file whose primary item is a grid of the given single-image files' coded images
-    (item 1 = the grid, items 2.. = tiles, each with its own hvcC)."""
-    parts = [_parts(t) for t in tiles]
+    (item 1 = the grid, items 2.. = tiles, each with its own hvcC; ``parts``: (hvcC payload, coded
+    bytes) pairs instead of files)."""
+    parts = parts or [_parts(t) for t in tiles]
     n = len(parts)
     infe = b"".join(_full(b"infe", 2, struct.pack(">HH4s", i, 0, kind) + b"\x00")
                     for i, kind in [(1, b"grid")] + [(2 + k, b"hvc1") for k in range(n)])
@@ -134,3 +135,57 @@ def test_grid_of_tiles_averages_its_tiles():
     assert grid.size == (192, 96)
     dec = np.asarray(grid)
     assert np.abs(dec[:, :96].astype(int) - np.asarray(pillow_heif.open_heif(io.BytesIO(t20)))).max() == 0
+
+
+# ------------------------------------------------------------------ out-of-range parameter sets
+def _ue(v):
+    b = bin(v + 1)[2:]
+    return "0" * (len(b) - 1) + b
+
+
+def _nal(kind, bits):
+    """A NAL unit of type ``kind`` carrying ``bits`` (then a stop bit), with emulation prevention."""
+    bits += "1"
+    bits += "0" * (-len(bits) % 8)
+    out, zeros = bytearray([kind << 1, 1]), 0
+    for byte in (int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)):
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _sps_nal(sps_id=1, width=96, log2_ctb_delta=1):
+    """An SPS up to its coding-block sizes: no sub-layers, 4:2:0, 8 bits."""
+    head = "0001" + "000" + "1" + "10" * 48                     # VPS id, sub-layers, flag, profile
+    bits = head + _ue(sps_id) + _ue(1) + _ue(width) + _ue(96) + "0" + _ue(0) * 3 + "1" + _ue(0) * 3
+    return _nal(33, bits + _ue(0) + _ue(log2_ctb_delta) + _ue(0) * 4 + "0" + "0" + "0" + "1" * 8)
+
+
+def _with_params(hvcc, extra):
+    """An hvcC payload with the NAL units ``extra`` added to its parameter-set arrays."""
+    arrays = hvcc[23:]
+    add = b"".join(struct.pack(">BH", nal[0] >> 1, 1) + struct.pack(">H", len(nal)) + nal for nal in extra)
+    return hvcc[:22] + bytes([hvcc[22] + len(extra)]) + arrays + add
+
+
+def test_out_of_range_parameter_sets_are_refused_at_once():
+    """An SPS's sizes are bounded before anything is computed from them (a coding block of 2**33
+    samples once made a 1 GiB integer per SPS: seconds and gigabytes for a 500-byte file), and an
+    hvcC holding more parameter sets than any still image has is not read."""
+    import time
+    ok = hq._sps(hq._rbsp(_sps_nal()))
+    assert ok["id"] == 1 and ok["chroma"] == 1 and ok["address_bits"] == 6     # 16-px CTBs: 6 x 6 = 36
+    for bad in (_sps_nal(log2_ctb_delta=2 ** 30), _sps_nal(log2_ctb_delta=4), _sps_nal(width=0),
+                _sps_nal(width=2 ** 20), _sps_nal(sps_id=16)):
+        with pytest.raises(hq._Bad):
+            hq._sps(hq._rbsp(bad))
+    a = heif(photo(), qp=30, params={"x265:ipratio": "1.0"})
+    hvcc, coded = _parts(a)
+    assert hq.heif_qp(grid_file(None, [(_with_params(hvcc, [_sps_nal()]), coded)])) == 30
+    t = time.perf_counter()
+    for extra in ([_sps_nal(log2_ctb_delta=2 ** 30)] * 20, [_sps_nal()] * 200):
+        assert hq.heif_qp(grid_file(None, [(_with_params(hvcc, extra), coded)])) is None
+    assert time.perf_counter() - t < 5

@@ -88,6 +88,43 @@ def test_tampered_config_metadata(good, tmp_path):
         fastreshuffle.load_pretrained(bad)
 
 
+@pytest.mark.parametrize("config, says", [
+    ("[]", "JSON object"), ("null", "JSON object"), ('"tiny"', "JSON object"),
+    ('{"growth": 16, "layers": [2, 3, 2]}', "growth must be a list"),
+    ('{"growth": [16, 8, 4], "layers": [2, 3, 2], "bottleneck": 2.5}', "bottleneck: expected whole"),
+    ('{"growth": [16, 8, 4], "layers": [2, 3, 2], "bottleneck": "2"}', "bottleneck: expected whole"),
+    ('{"growth": [16, 8, 4], "layers": [2, 3, 2], "bottleneck": 2, "residual": "false"}', "residual"),
+])
+def test_malformed_config_metadata_is_named(good, tmp_path, config, says):
+    """A config of the wrong JSON type, a fractional or string size, or "false" as a string (which
+    once ran as residual=True) is refused with the reason, not a traceback or a silent change."""
+    header, body = _header(good)
+    header["__metadata__"]["config"] = config
+    bad = tmp_path / "cfg.safetensors"
+    _write_with_header(bad, header, body)
+    with pytest.raises(WeightsError, match=f"bad model config.*{says}"):
+        fastreshuffle.load_pretrained(bad)
+
+
+def test_config_of_a_huge_network_is_refused_before_building(good, tmp_path):
+    header, body = _header(good)
+    header["__metadata__"]["config"] = json.dumps({"growth": [4000] * 3, "layers": [4000] * 3,
+                                                   "bottleneck": 64, "residual": True})
+    bad = tmp_path / "huge.safetensors"
+    _write_with_header(bad, header, body)
+    with pytest.raises(WeightsError, match="holds 29,856 weights.*needs"):
+        fastreshuffle.load_pretrained(bad)
+
+
+def test_fp8_weights_are_named(model, tmp_path):
+    from safetensors.torch import save_file
+    p = tmp_path / "fp8.safetensors"
+    save_file({k: v.to(torch.float8_e4m3fn).contiguous() for k, v in model.state_dict().items()}, str(p),
+              metadata={"format": "fastreshuffle/1", "config": model.config.to_json()})
+    with pytest.raises(WeightsError, match="dtype torch.float8_e4m3fn; weights are float16"):
+        fastreshuffle.load_pretrained(p)
+
+
 def test_missing_config_metadata(model, tmp_path):
     from safetensors.torch import save_file
     p = tmp_path / "nometa.safetensors"
