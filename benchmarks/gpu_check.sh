@@ -36,18 +36,20 @@ python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch
 date -u +%Y-%m-%dT%H:%MZ | tee -a "$OUT/gpu.txt"
 
 step "build (FORCE_CUDA=1)"
+t_build=$SECONDS
 if ! FORCE_CUDA=1 MAX_JOBS=16 timeout 200 python -m pip install --no-build-isolation --no-deps -e . >"$OUT/install.log" 2>&1; then
-  echo "install FAILED (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
+  echo "install FAILED after $((SECONDS - t_build)) s (tail of $OUT/install.log):"; tail -40 "$OUT/install.log"; exit 2
 fi
+echo "build took $((SECONDS - t_build)) s" | tee -a "$OUT/gpu.txt"
 python -c "import torch, fastreshuffle, fastreshuffle.backends as b; x = torch.arange(48., device='cuda').view(1, 3, 4, 4); \
 print('fastreshuffle ok, triton path:', b.triton_enabled(), 'cuda op:', torch.equal(fastreshuffle.reshuffle_down(x, 2), torch.nn.functional.pixel_unshuffle(x, 2)))" \
   || { echo "import / first CUDA call FAILED"; exit 3; }
 
 tests=()
 want tests_reshuffle && tests+=(tests/ops/test_reshuffle.py)
-want tests_dense && tests+=(tests/ops/test_dense_layer.py tests/nn/test_fast_model.py)
+want tests_dense && tests+=(tests/ops/test_dense_layer.py tests/nn/test_fast_model.py tests/nn/test_fast_compile.py)
 if [ "${#tests[@]}" -gt 0 ]; then
-  step "CUDA tests (${tests[*]}): reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference"
+  step "CUDA tests (${tests[*]}): reshuffle CUDA kernel, fused Triton kernel natively, FastReshuffleNet vs fp64 reference, compile/export/CUDA graphs"
   run_step pytest_cuda.txt 200 python -m pytest -q -m cuda -o addopts=-ra -p no:cacheprovider -n 8 --tb=short \
     "${tests[@]}"
 fi

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -93,8 +93,9 @@ def main() -> int:
         return p, tag, f"rel err {res['err']:.1e} {ms}"
 
     bad = 0
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for (i, d, cl), tag, info in pool.map(run, probes):
+    with ThreadPoolExecutor(args.jobs) as pool:    # printed as each finishes: a step cut off by its
+        for fut in as_completed([pool.submit(run, p) for p in probes]):   # time box keeps what ran
+            (i, d, cl), tag, info = fut.result()
             c = configs[i]
             bad += tag != "ok"
             print(f"{args.set}[{i}] {c.kwargs} warps={c.num_warps} stages={c.num_stages} {d:<8} "

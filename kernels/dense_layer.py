@@ -28,6 +28,8 @@ prefix on the way, so the first layer of a block also materialises the block inp
 """
 from __future__ import annotations
 
+import contextlib
+
 import triton
 import triton.language as tl
 
@@ -226,6 +228,7 @@ def launch_dense_layer(x, y, w1, b1, w3, b3, *, prefix_out=None, scratch=None, n
     reshuffle = prefix_out is not None
     p = prefix_out if reshuffle else y
     w1v = w1.reshape(K, M)
+    b1, b3 = b1.contiguous(), b3.contiguous()     # the kernel reads the biases with unit stride
     if config is not None:
         cfg = dict(config)
         num_warps = cfg.pop("num_warps", 4)
@@ -250,11 +253,16 @@ def launch_dense_layer(x, y, w1, b1, w3, b3, *, prefix_out=None, scratch=None, n
 
     args = (x, *x.stride(), y, *y.stride(), p, *p.stride(), w1v, *w1v.stride(), b1,
             w3, *w3.stride(), b3, scratch, slot, B, M, K, N, H, W)
-    if config is not None:
-        kern = _dense_layer_kernel if wrap is None else wrap(_dense_layer_kernel)
-        kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec, num_warps=num_warps,
-                   num_stages=num_stages, **cfg)
-    else:
-        kern = _dense_layer_kernel_tuned if wrap is None else wrap(_dense_layer_kernel_tuned)
-        kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec)
+    # Triton launches on the current device and its stream: make that the buffer's (a buffer on
+    # cuda:1 while cuda:0 is current would otherwise run on the wrong device)
+    on_device = (torch.cuda.device(y.device) if y.is_cuda and y.device.index != torch.cuda.current_device()
+                 else contextlib.nullcontext())
+    with on_device:
+        if config is not None:
+            kern = _dense_layer_kernel if wrap is None else wrap(_dense_layer_kernel)
+            kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec, num_warps=num_warps,
+                       num_stages=num_stages, **cfg)
+        else:
+            kern = _dense_layer_kernel_tuned if wrap is None else wrap(_dense_layer_kernel_tuned)
+            kern[grid](*args, RESHUFFLE=reshuffle, PREC=prec)
     return y

@@ -457,6 +457,28 @@ def test_interp_fp32_channels_last():
 
 
 @interp
+@pytest.mark.parametrize("kind", ["strided", "expanded"])
+def test_interp_strided_biases(kind):
+    """Biases as views with a stride (every other element) or expanded (stride 0): the kernel
+    reads them with unit stride, so the launcher makes them contiguous (it once read the wrong
+    elements, and past the end of an expanded one's storage)."""
+    m, n, k = 12, 8, 20
+    w1, b1, w3, b3 = make_weights(m, k, n)
+    if kind == "strided":
+        b1, b3 = torch.stack([b1, -b1], 1)[:, 0], torch.stack([b3, -b3], 1)[:, 0]
+    else:
+        b1, b3 = b1[:1].expand(k), b3[1:2].expand(n)
+    assert b1.stride(0) != 1 and b3.stride(0) != 1
+    buf = make_buf(2, m + n + 3, 7, 13, torch.float32, "cpu", False)
+    ref = ref64(buf[:, :m], w1, b1, w3, b3)
+    buf[:, m:m + n] = float("nan")
+    before = buf.clone()
+    _launch(CFG_A)(buf, m, [w1, b1, w3, b3])
+    assert rel_err(buf[:, m:m + n], ref) <= TOL[torch.float32]
+    assert torch.equal(buf[:, :m], before[:, :m]) and torch.equal(buf[:, m + n:], before[:, m + n:])
+
+
+@interp
 def test_interp_several_n_blocks():
     check_inplace(_launch(CFG_B), 1, 6, 24, 16, 5, 9, torch.float32)
 
