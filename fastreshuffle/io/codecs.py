@@ -173,6 +173,12 @@ def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
 CODECS: Dict[str, Callable[..., Coded]] = {"jpeg": jpeg, "hevc": hevc, "webp": webp}
 ALIASES = {"jpg": "jpeg", "heif": "hevc", "heic": "hevc", "bpg": "hevc", "x265": "hevc"}
 QUALITY_RANGE = {"jpeg": (1, 100), "hevc": (0, 100), "webp": (0, 100)}
+# the options each codec takes in a spec ("hevc:15:444", "webp:20:method=6")
+_OPTIONS = {"jpeg": {"420", "422", "444", "subsampling"},
+            "hevc": {"420", "422", "444", "subsampling", "8bit", "10bit", "bit_depth", "qp", "preset", "threads"},
+            "webp": {"method"}}
+X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,32 +188,51 @@ class CodecSpec:
     options: Tuple[Tuple[str, str], ...] = ()
 
     def kwargs(self) -> Dict:
+        """The codec function's keyword arguments; CodecError naming an option this codec does not
+        take, a value it cannot take, or a setting given twice (``jpeg:420:444``)."""
         kw: Dict = {}
         if self.quality is not None:
             kw["quality"] = self.quality
+
+        def put(key, value, shown):
+            if key in kw:
+                raise CodecError(f"{self.name}: {shown} given twice (or with another option setting it)")
+            kw[key] = value
+
         for k, v in self.options:
+            if k not in _OPTIONS[self.name]:
+                raise CodecError(f"unknown option {k!r} for codec {self.name!r}; it takes "
+                                 f"{', '.join(sorted(_OPTIONS[self.name]))}")
             if k in ("420", "422", "444"):
-                kw["subsampling"] = k
-            elif k == "10bit":
-                kw["bit_depth"] = 10
-            elif k == "8bit":
-                kw["bit_depth"] = 8
+                put("subsampling", k, "the chroma sampling")
+            elif k == "subsampling":
+                if v not in ("420", "422", "444"):
+                    raise CodecError(f"{self.name}: subsampling must be 420, 422 or 444, got {v!r}")
+                put("subsampling", v, "the chroma sampling")
+            elif k in ("10bit", "8bit"):
+                put("bit_depth", int(k[:-3]), "the bit depth")
+            elif k == "bit_depth":
+                if v not in ("8", "10"):
+                    raise CodecError(f"HEVC bit_depth must be 8 or 10, got {v!r}")
+                put("bit_depth", int(v), "the bit depth")
             elif k == "qp":
                 if not v.isdigit() or not 0 <= int(v) <= 51:
                     raise CodecError(f"HEVC QP must be a whole number in 0..51, got {v!r}")
-                kw["qp"] = int(v)
+                put("qp", int(v), "qp")
                 if self.quality is None:
                     kw["quality"] = None
-            elif k in ("subsampling", "preset"):
-                kw[k] = v
-            elif k in ("method", "bit_depth"):
-                kw[k] = int(v)
-            elif k == "threads" and self.name == "hevc":
+            elif k == "preset":
+                if v not in X265_PRESETS:
+                    raise CodecError(f"HEVC preset must be one of {', '.join(X265_PRESETS)}, got {v!r}")
+                put("preset", v, "preset")
+            elif k == "method":
+                if not v.isdigit() or not 0 <= int(v) <= 6:
+                    raise CodecError(f"WebP method must be a whole number in 0..6, got {v!r}")
+                put("method", int(v), "method")
+            else:                                   # threads (HEVC)
                 if not v.isdigit() or int(v) < 1:
                     raise CodecError(f"HEVC encoder threads must be a whole number >= 1, got {v!r}")
-                kw[k] = int(v)
-            else:
-                raise CodecError(f"unknown option {k!r} for codec {self.name!r}")
+                put("threads", int(v), "threads")
         return kw
 
     def with_quality(self, quality: int) -> "CodecSpec":

@@ -1,9 +1,12 @@
-"""Training state on disk: ``state.safetensors`` (fp32 weights and Adam moments, tensors only) +
-``state.json`` (step, schedule, best PSNR, arguments), both published atomically, and the
-``log.csv`` of a run (kept up to the resumed step)."""
+"""Training state on disk: ``state.safetensors`` (fp32 weights and Adam moments, and in its
+metadata the step, schedule, best PSNR and arguments) published atomically -- one file, so a run
+killed while saving leaves either the old checkpoint or the new one, never a mix --, a copy of
+that metadata as ``state.json`` for people and tools, and the ``log.csv`` of a run (kept up to the
+resumed step)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -39,22 +42,44 @@ def save_state(run: Path, model, opt, step: int, extra: Dict) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(opt, names))
     meta = {"step": step, "version": STATE_VERSION, "param_groups": opt.state_dict()["param_groups"], **extra}
+    text = json.dumps(meta, indent=1, default=str)
     atomic_write_bytes(run / "state.safetensors",
-                       save(tensors, metadata={"format": "fastreshuffle-train-state/1"}), overwrite=True)
-    atomic_write_bytes(run / "state.json", json.dumps(meta, indent=1, default=str).encode(), overwrite=True)
+                       save(tensors, metadata={"format": "fastreshuffle-train-state/1", "state": text}),
+                       overwrite=True)
+    atomic_write_bytes(run / "state.json", text.encode(), overwrite=True)
 
 
 def read_state_meta(run: Path) -> Dict:
-    """The saved run's ``state.json``, checked to be one (UserError naming what is wrong)."""
+    """The saved run's state (step, schedule, arguments), checked to be one (UserError naming what
+    is wrong): from ``state.safetensors``' own metadata, so it always belongs to the tensors beside
+    it; from ``state.json`` for runs saved before it was kept there."""
+    from safetensors import safe_open
+
     sj, st = run / "state.json", run / "state.safetensors"
-    if not sj.is_file() or not st.is_file():
-        raise UserError(f"--resume: no training state in {run} (state.json / state.safetensors missing)")
+    if not st.is_file():
+        raise UserError(f"--resume: no training state in {run} (state.safetensors missing)")
     try:
-        meta = json.loads(sj.read_text())
+        with safe_open(str(st), framework="pt") as f:
+            text = (f.metadata() or {}).get("state")
+        if text is None:
+            if not sj.is_file():
+                raise UserError(f"--resume: no training state in {run} (state.json missing)")
+            text, source = sj.read_text(), sj
+        else:
+            source = st
+        meta = json.loads(text)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"--resume: cannot read training state in {run}: {e}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("param_groups"), list) or "step" not in meta:
-        raise UserError(f"--resume: {sj} is not a training state (no step / param_groups)")
+        raise UserError(f"--resume: {source} is not a training state (no step / param_groups)")
+    try:
+        meta["step"] = int(meta["step"])
+        meta["best_psnr"] = float(meta.get("best_psnr", -float("inf")))
+        meta["cpu_seconds"] = float(meta.get("cpu_seconds") or 0.0)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--resume: {source} is not a training state (bad step / best_psnr / cpu_seconds: {e})") from None
     return meta
 
 
@@ -110,11 +135,20 @@ class CsvLog:
         self.kept = _read_log(path, keep_upto) if keep_upto is not None else []
 
     def _open(self):
+        if self.resumed:
+            # the kept rows go to a new file that replaces the old one at once: a run killed here
+            # still has its whole log (it was once truncated first, then rewritten)
+            head = io.StringIO()
+            w = csv.DictWriter(head, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(self.kept)
+            atomic_write_bytes(self.path, head.getvalue().encode(), overwrite=True)
+            self.f = open(self.path, "a", newline="")
+            self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            return
         self.f = open(self.path, "w", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
         self.w.writeheader()
-        for r in self.kept:
-            self.w.writerow(r)
 
     def row(self, **kw):
         if self.f is None:

@@ -50,9 +50,13 @@ def parse_quality_range(text: Union[str, int, Sequence[int]]) -> List[int]:
                 lo, hi = int(item[:k]), int(item[k + 1:])
                 if lo > hi:
                     raise ValueError
+                if hi - lo > 1000:               # before it is made into a list (the codec then
+                    raise OverflowError          # names the qualities out of its range)
                 vals += list(range(lo, hi + 1))
             else:
                 vals.append(int(item))
+    except OverflowError:
+        raise ValueError(f"bad quality {text!r}: qualities lie within 0-100") from None
     except ValueError:
         raise ValueError(f"bad quality {text!r}: use a number (10), a range (5-50) or a list of "
                          f"them (10,20,40 or 5-50,5-30)") from None

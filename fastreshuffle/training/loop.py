@@ -29,6 +29,7 @@ checkpoint every S seconds.  Both are decided collectively under DDP.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import signal
@@ -36,8 +37,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -212,8 +214,17 @@ def _codec_and_qualities(args):
             if given:
                 raise ValueError(f"--codec {args.codec} names the quality; give no --quality beside it")
             qualities = [spec.quality]
-        for q in qualities:
+        for q in sorted(set(qualities)):
             parse_spec(spec, q)
+        # one tiny picture coded before anything is made: a value only the encoder refuses fails here,
+        # with the codec named, not in a data worker at the first sample
+        try:
+            parse_spec(spec, qualities[0])(np.full((16, 16, 3), 128, np.uint8))
+        except CodecError:
+            raise
+        except Exception as e:    # noqa: BLE001  an encoder library's own error, whatever its type
+            raise CodecError(f"--codec {args.codec}: the encoder failed on a test picture: "
+                             f"{type(e).__name__}: {e}") from None
     except (ValueError, CodecError) as e:
         raise UserError(str(e)) from None
     return spec, qualities
@@ -231,12 +242,13 @@ def _val_dir(args) -> Path:
 
 
 def _load_data(args, spec, val_qualities, main: bool, say, warn):
-    """-> (training images, validation set or None)."""
+    """-> (training images, validation set or None, the files they came from: :func:`_files_record`)."""
     from .data import ValidationSet, load_folder
 
     data_dir = _data_dir(args)
+    vnames: List[str] = []
     try:
-        images, _names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
+        images, names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
     except DataError as e:
         raise UserError(str(e)) from None
     say(f"train data: {rep.summary(data_dir)}")
@@ -246,8 +258,8 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
         if len(images) <= args.val_images:
             raise UserError(f"--val split needs more than --val-images {args.val_images} training images, "
                             f"{data_dir} has {len(images)}")
-        held = images[-args.val_images:]
-        images = images[:-args.val_images]
+        held, vnames = images[-args.val_images:], names[-args.val_images:]
+        images, names = images[:-args.val_images], names[:-args.val_images]
         say(f"held out the last {len(held)} images (by name) of {data_dir} for validation; "
             f"training on {len(images)}")
         if main:
@@ -257,13 +269,20 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
     elif main and val_mode != "none":
         val_dir = _val_dir(args)
         try:
-            vimgs, _, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
+            vimgs, vnames, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
         except DataError as e:
             raise UserError(f"validation: {e}") from None
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
         say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
             f"crop {args.val_crop or 'full'}")
-    return images, valset
+    return images, valset, _files_record(names, vnames if valset is not None else [])
+
+
+def _files_record(train: List[str], val: List[str]) -> Dict:
+    """What a run was trained and validated on, as saved in its state: the training files' count
+    and a digest of their names, the validation files' names (a resume compares them)."""
+    digest = hashlib.sha256("\n".join(sorted(str(n) for n in train)).encode()).hexdigest()[:16]
+    return {"train_count": len(train), "train_digest": digest, "val": [str(n) for n in val]}
 
 
 def _build_model(args, cfg, device, precision: str):
@@ -320,10 +339,23 @@ def _check_resumable(args, run_dir: Path, cfg, setup: Optional[Dict]) -> None:
                         f"from {run_dir / 'last.safetensors'} with --init and another --out")
 
 
-def _resume(args, run_dir: Path, model, opt, spec, say, warn) -> Tuple[int, float, tuple, float, bool]:
+def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tuple[int, float, tuple, float, bool]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far, whether the last
     step's validation and checkpoint were interrupted) of the saved run (checked by
-    :func:`_check_resumable` before anything was created)."""
+    :func:`_check_resumable` before anything was created; the files it was trained and validated
+    on, :func:`_files_record`, here: other validation files are refused, other training files said)."""
+    saved_files = read_state_meta(run_dir).get("files")
+    if isinstance(saved_files, dict) and files is not None:
+        if saved_files.get("val") != files["val"]:
+            gone = sorted(set(saved_files.get("val") or []) - set(files["val"]))
+            new = sorted(set(files["val"]) - set(saved_files.get("val") or []))
+            raise UserError(f"--resume: the validation images changed since the run was saved (no longer: "
+                            f"{gone[:3]}, new: {new[:3]}), and its best.safetensors was chosen on them; restore "
+                            f"the folder, or start a new run from {run_dir / 'last.safetensors'} with --init")
+        if (saved_files.get("train_count"), saved_files.get("train_digest")) != (files["train_count"],
+                                                                               files["train_digest"]):
+            warn(f"--resume: the training images changed since the run was saved ({saved_files.get('train_count')} "
+                 f"-> {files['train_count']} files); the result will differ from an uninterrupted run")
     meta = load_state(run_dir, model, opt)
     start = int(meta["step"])
     best = float(meta.get("best_psnr", -float("inf")))
@@ -340,7 +372,7 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn) -> Tuple[int, floa
         ("precision", args.precision_used), ("encode", getattr(args, "encode", "patch"))) if key in meta]
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
         "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions",
-        "small_images") if key in saved_args and hasattr(args, key)]
+        "small_images", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)]
     for key, was, now in changed:
         if was != now:
             warn(f"--resume: {key} was {was!r} in the saved run, now {now!r}; "
@@ -399,7 +431,7 @@ def train(args) -> int:
     dist.barrier()
 
     try:
-        images, valset = _load_data(args, spec, val_qualities, dist.main, say, warn)
+        images, valset, files = _load_data(args, spec, val_qualities, dist.main, say, warn)
     except UserError:
         if dist.main and created and not any(run_dir.iterdir()):
             run_dir.rmdir()                  # no empty folder left behind by a run that never started
@@ -411,7 +443,8 @@ def train(args) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, best, loss_acc, cpu_seconds, val_pending = 0, -float("inf"), (0.0, 0), 0.0, False
     if args.resume:
-        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, say, warn)
+        start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, say, warn,
+                                                                   files if dist.main else None)
     end = min(args.steps, args.stop_at) if args.stop_at else args.steps
     if end <= start and not val_pending:     # (a pending validation is done even so)
         say(f"nothing to do: the run is already at step {start}"
@@ -419,7 +452,7 @@ def train(args) -> int:
                f" >= --steps {args.steps}"))
         dist.close()
         return 0
-    loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup)
+    loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup, files)
     return loop.run(start, max(start, end), best, loss_acc, cpu_seconds, val_pending)
 
 
@@ -462,7 +495,8 @@ class _TimedBatches:
 class _Loop:
     """The optimisation loop of one run, with its log, checkpoints and progress bar."""
 
-    def __init__(self, args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup=None):
+    def __init__(self, args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup=None,
+                 files=None):
         self.args, self.dist, self.model, self.opt, self.spec = args, dist, model, opt, spec
         self.valset, self.run_dir, self.say = valset, run_dir, say
         self.qualities, self.images = qualities, images
@@ -470,7 +504,7 @@ class _Loop:
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used, "encode": getattr(args, "encode", "patch"),
-                           "validation": setup}
+                           "validation": setup, "files": files}
         self.best = -float("inf")
         # the step's validation and checkpoint are due but not done: an interrupt saves them as to do
         self.val_pending = False

@@ -62,9 +62,14 @@ def test_resume_matches_uninterrupted(tmp_path, precision):
     base = ["train", "--data", str(data), "--val", str(data), "--precision", precision] + COMMON
     assert main(base + ["--out", str(a), "--workers", "0", "--log-every", "3"]) == 0
     assert json.loads((a / "state.json").read_text())["precision"] == precision
-    assert main(base + ["--out", str(b), "--workers", "0", "--stop-at", "7", "--log-every", "3"]) == 0
+    assert main(base + ["--out", str(b), "--workers", "0", "--stop-at", "4", "--log-every", "3"]) == 0
+    older = (b / "state.json").read_text()
+    assert main(base + ["--out", str(b), "--workers", "0", "--stop-at", "7", "--log-every", "3", "--resume"]) == 0
     assert json.loads((b / "state.json").read_text())["step"] == 7
     cpu1 = json.loads((b / "state.json").read_text())["cpu_seconds"]
+    # a run killed between a checkpoint's two files: the step-7 tensors beside step 4's state.json;
+    # the state is read from the tensors' own file, so the resume is still exact
+    (b / "state.json").write_text(older)
     # resumed with a different number of workers: batches only depend on (seed, sample index)
     assert main(base + ["--out", str(b), "--workers", "1", "--resume", "--log-every", "3"]) == 0
     # the CPU-time count continues over the resume (state.json and the log)
@@ -396,6 +401,12 @@ def test_training_codes_hevc_with_shared_out_threads(tmp_path, monkeypatch):
     (["--val-crop", "4"], "--val-crop must be 0 (the whole image) or at least 8"),
     (["--codec", "jpeg:20", "--quality", "10"], "names the quality"),       # a given 10 is not the default
     (["--codec", "hevc:qp=30", "--val-quality", "50"], "give no --val-quality"),
+    # bad codec option values: a traceback in a data worker at the first sample; a huge range: out of memory
+    (["--codec", "jpeg:subsampling=411"], "subsampling must be 420, 422 or 444"),
+    (["--codec", "jpeg:420:444"], "chroma sampling given twice"),
+    (["--codec", "jpeg:preset=x"], "unknown option 'preset' for codec 'jpeg'"),
+    (["--codec", "webp:method=9"], "WebP method must be a whole number in 0..6"),
+    (["--quality", "1-1000000000"], "qualities lie within 0-100"),
 ])
 def test_bad_training_options_are_refused_up_front(tmp_path, capsys, extra, said):
     """Each used to be a traceback from deep inside (a DataLoader worker, the codec), or, worse,
@@ -406,6 +417,51 @@ def test_bad_training_options_are_refused_up_front(tmp_path, capsys, extra, said
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
     assert not out.exists()                              # refused before anything was created
+
+
+def test_resume_checks_the_images_it_was_given(tmp_path, capsys):
+    """A resume on other validation images is refused (the run's best was chosen on the old ones);
+    other training images are said (it once went on silently, --val split then holding out
+    another image)."""
+    data = make_images(tmp_path / "imgs", n=4, size=40)
+    out = tmp_path / "r"
+    base = (["train", "--data", str(data), "--val", "split", "--val-images", "1", "--out", str(out), "--workers", "0"]
+            + [a for a in COMMON if a not in ("--val-images", "2")])
+    assert main(base + ["--stop-at", "3"]) == 0
+    last = sorted(data.iterdir())[-1]
+    extra = data / (last.stem + "_z" + last.suffix)           # sorts last: the new held-out image
+    extra.write_bytes(last.read_bytes())
+    capsys.readouterr()
+    assert main(base + ["--resume", "--stop-at", "4"]) == 2
+    assert "the validation images changed" in capsys.readouterr().err
+    extra.unlink()
+    sorted(data.iterdir())[0].unlink()                         # one training image fewer
+    assert main(base + ["--resume", "--stop-at", "4"]) == 0
+    assert "the training images changed since the run was saved (3 -> 2 files)" in capsys.readouterr().err
+
+
+def test_log_rewritten_on_resume_is_never_lost(tmp_path, monkeypatch):
+    """A resumed run's log keeps its rows up to the step it resumed at; they are written to a new
+    file that replaces the old at once (the old one was truncated first: a kill then lost them)."""
+    from fastreshuffle.training import checkpoint
+    path = tmp_path / "log.csv"
+    log = checkpoint.CsvLog(path, keep_upto=None)
+    for step in range(1, 6):
+        log.row(step=step, loss=0.5)
+    log.close()
+    whole = path.read_text()
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.CsvLog(path, keep_upto=3).row(step=4, loss=0.25)
+    assert path.read_text() == whole
+    monkeypatch.undo()
+    log = checkpoint.CsvLog(path, keep_upto=3)
+    log.row(step=4, loss=0.25)
+    log.close()
+    assert [r["step"] for r in read_log(path)] == ["1", "2", "3", "4"] and read_log(path)[-1]["loss"] == "0.25"
 
 
 def test_out_is_never_a_file_or_a_folder_with_run_files(tmp_path, capsys):
@@ -430,9 +486,9 @@ def test_resume_says_what_it_cannot_change(tmp_path, capsys):
     base = ["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "0"] + COMMON
     assert main(base + ["--stop-at", "3"]) == 0
     capsys.readouterr()
-    assert main(base + ["--resume", "--weight-decay", "0.1", "--stop-at", "4", "--rot90"]) == 0
+    assert main(base + ["--resume", "--weight-decay", "0.1", "--stop-at", "4", "--rot90", "--step-gamma", "0.1"]) == 0
     err = capsys.readouterr().err
-    assert "--weight-decay 0.1 is not used" in err and "--rot90 was False" in err
+    assert "--weight-decay 0.1 is not used" in err and "--rot90 was False" in err and "--step-gamma was 0.5" in err
     assert main(["train", "--data", str(data), "--val", "none", "--out", str(out), "--resume"]
                 + COMMON[:1] + ["small"] + COMMON[2:]) == 2
     assert "pass the same --preset/--config" in capsys.readouterr().err   # the config, not a tensor list
