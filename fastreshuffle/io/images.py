@@ -300,6 +300,11 @@ def _key_alpha(rgb16: np.ndarray, key) -> Optional[np.ndarray]:
     return np.where((rgb16 == k).all(axis=2), 0, 65535).astype(np.uint16)
 
 
+def _round_16_to_8(a: np.ndarray) -> np.ndarray:
+    """16-bit samples to the nearest 8-bit ones (65535 / 255 = 257 exactly)."""
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """16-bit samples -> (H x W x 3 uint16 or None, alpha uint16 or None), before orientation."""
     mode = im.mode
@@ -422,6 +427,10 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
             alpha = (alpha16 // 257).astype(np.uint8)
         if rgb16.shape[:2] != rgb.shape[:2]:  # should not happen; never risk a mismatch
             rgb16 = alpha16 = None
+        else:   # the 8-bit picture rounded from the 16-bit samples (Pillow keeps their high bytes)
+            rgb = _round_16_to_8(rgb16)
+            if alpha is not None and alpha16 is not None:
+                alpha = _round_16_to_8(alpha16)
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=gray,
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
                      xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,

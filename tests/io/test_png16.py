@@ -74,3 +74,21 @@ def test_not_png16(tmp_path):
     assert png16_header(p) is None
     with pytest.raises(ValueError):
         read_png16(p)
+
+
+def test_8bit_picture_of_a_16bit_png_is_rounded(tmp_path):
+    """The 8-bit picture read from a 16-bit colour PNG (training data, eval, the guard) is each
+    sample's nearest 8-bit value, as for 16-bit grey; Pillow's own decode keeps the high byte
+    (0.5 level low on average, training targets included)."""
+    from fastreshuffle.io.images import load_image_file
+    a = np.array([[[0, 128, 129], [25850, 25828, 65535], [65407, 65408, 257 * 100 + 129]]], np.uint16)
+    p = tmp_path / "c.png"
+    p.write_bytes(encode_png16(a))
+    f = load_image_file(p)
+    np.testing.assert_array_equal(f.rgb16, a)
+    np.testing.assert_array_equal(f.rgb, np.round(a / 257.0).astype(np.uint8))
+    assert f.rgb[0, 1, 0] == 101 and np.asarray(Image.open(p))[0, 1, 0] == 100
+    rgba = np.concatenate([a, np.full(a.shape[:2] + (1,), 25850, np.uint16)], axis=2)
+    p4 = tmp_path / "a.png"
+    p4.write_bytes(encode_png16(rgba))
+    assert load_image_file(p4).alpha[0, 0] == 101
