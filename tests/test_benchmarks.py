@@ -484,9 +484,25 @@ def test_small_images_smoke(capsys):
     pytest.importorskip("skimage")
     from benchmarks import small_images
     from fastreshuffle.inference import guard, tiling
-    shipped = guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT
-    assert small_images.main(["--sizes", "8", "24", "--crops", "1", "--qualities", "30", "--photos", "astronaut"]) == 0
+    shipped = guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT, guard.PLANAR_STEP
+    assert small_images.main(["--sizes", "8", "24", "--crops", "1", "--qualities", "30", "--photos", "astronaut",
+                              "--planar"]) == 0
     out = capsys.readouterr().out
-    assert "CPU flags:" in out and "both r16" in out and "before" in out
+    assert "CPU flags:" in out and "both r16" in out and "before" in out and "both r16 uniform only" in out
     assert len([ln for ln in out.splitlines() if ln.split()[:1] in (["8"], ["24"])]) == 2
-    assert (guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT) == shipped
+    assert (guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT, guard.PLANAR_STEP) == shipped
+
+
+def test_graphics_smoke(capsys):
+    """The script behind the non-photo figures (docs/restore.md): every picture and quality runs, a
+    never-compressed picture comes back unchanged (else exit 1), the switch is put back."""
+    from benchmarks import graphics
+    from fastreshuffle.inference import guard
+    shipped = guard.PLANAR_STEP
+    for extra in ([], ["--uniform-only"]):
+        assert graphics.main(["--size", "64", "--qualities", "90"] + extra) == 0
+        out = capsys.readouterr().out
+        assert "CPU flags:" in out and all(name in out for name in graphics.PICTURES)
+        assert ("uniform areas only" in out) == bool(extra)
+        assert guard.PLANAR_STEP == shipped
+    assert graphics.main(["--pictures", "nope"]) == 2

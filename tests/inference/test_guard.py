@@ -322,6 +322,58 @@ def test_keep_uniform_is_the_brute_force_window_rule_in_any_strips(monkeypatch, 
     assert np.array_equal(guard.keep_uniform(img, out.copy(), -1), out)   # off
 
 
+def _planar_reference(img, r, step=1):
+    """Per pixel, by brute force: no pixel of its (2r+1)^2 window (cut at the edges) with a second
+    difference along the row or the column (where both neighbours exist) above ``step``."""
+    a = img.astype(int)
+    h, w = a.shape[:2]
+    bend = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            if 0 < x < w - 1 and (abs(a[y, x + 1] - 2 * a[y, x] + a[y, x - 1]) > step).any():
+                bend[y, x] = True
+            if 0 < y < h - 1 and (abs(a[y + 1, x] - 2 * a[y, x] + a[y - 1, x]) > step).any():
+                bend[y, x] = True
+    keep = np.ones((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            keep[y, x] = not bend[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any()
+    return keep
+
+
+@pytest.mark.parametrize("strip", [3, 7, 256])
+def test_keep_planar_is_the_brute_force_window_rule_in_any_strips(monkeypatch, strip):
+    """The JPEG guard's rule: a rounded plane (every second difference within +-1) is kept as
+    decoded, as a uniform area is (which it includes)."""
+    from fastreshuffle.inference import guard
+    monkeypatch.setattr(guard, "STRIP_ROWS", strip)
+    rng = np.random.default_rng(strip)
+    y, x = np.mgrid[0:23, 0:31]
+    img = np.dstack([np.round(0.37 * x + 0.5 * y + 20), np.round(90 - 0.8 * y), np.full((23, 31), 7)])
+    img = img.astype(np.uint8)
+    img[2:5, 20:27, 1] += 3                          # a bump in one channel
+    img[15:, :6] = rng.integers(0, 255, (8, 6, 3))   # texture in a corner
+    out = rng.integers(0, 255, img.shape).astype(np.uint8)
+    for r in (1, 3):
+        want = np.where(_planar_reference(img, r)[..., None], img, out)
+        assert np.array_equal(guard.keep_uniform(img, out.copy(), r, planar=True), want)
+        assert _planar_reference(img, r)[_uniform_reference(img, r)].all()     # uniform is planar
+    assert np.array_equal(guard.keep_uniform(img, out.copy(), -1, planar=True), out)   # off
+
+
+@pytest.mark.parametrize("q", [88, 90])
+def test_a_ramp_jpeg_decodes_exactly_and_comes_back_so(q):
+    """A grey ramp (half a level per pixel) JPEG codes exactly at q88-90; the network put its
+    faint texture on it (99 -> 67 dB) before rounded planes were kept as decoded."""
+    ramp = np.tile(np.round(np.linspace(0, 255, 512)).astype(np.uint8), (96, 1))
+    buf = io.BytesIO()
+    Image.fromarray(np.dstack([ramp] * 3)).save(buf, "JPEG", quality=q)
+    src = Image.open(io.BytesIO(buf.getvalue()))
+    decoded = np.asarray(src.convert("RGB"))
+    assert np.array_equal(decoded[..., 0], ramp)
+    assert np.array_equal(np.asarray(fr.restore(src, "jpeg", device="cpu", precision="fp32")), decoded)
+
+
 @pytest.mark.parametrize("value", [0, 128, 255])
 @pytest.mark.parametrize("size", [16, 64, 256])
 def test_a_flat_jpeg_comes_back_as_decoded(value, size):
