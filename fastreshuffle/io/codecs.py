@@ -89,11 +89,9 @@ def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None,
     import pillow_heif
 
     data = hevc_file(img, quality, qp, subsampling, bit_depth, preset, threads)
-    dec_file = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
-    arr = np.asarray(dec_file)
-    if arr.dtype == np.uint16:
-        # left-aligned 16-bit -> 8 bits
-        arr = np.clip(np.round(arr.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    # decoded as `restore` reads a HEIF file (pillow-heif's own conversion of a 10-bit picture to
+    # 8 bits), so a network trained on these pairs sees what it will be given
+    arr = np.asarray(pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True))
     arr = np.ascontiguousarray(arr[..., :3])
     from .heif_qp import heif_qp
     return Coded(arr, len(data), qp=heif_qp(data))

@@ -112,6 +112,21 @@ def test_odd_sizes_and_options_are_aligned(spec, h, w):
     assert aligned - max(shifted.values()) >= 3, (spec, aligned, shifted)
 
 
+@pytest.mark.parametrize("spec", ["hevc:20", "hevc:20:10bit", "hevc:40:444:10bit", "jpeg:30", "jpeg:30:444"])
+def test_training_decodes_as_restore_reads(tmp_path, spec):
+    """A training pair's input is the picture `restore` reads from the same file: for a 10-bit
+    HEIF file the two once took different roads to 8 bits (up to 2 levels apart)."""
+    from fastreshuffle.io.images import load_image_file
+    img = _photo(48, 64)
+    s = codecs.parse_spec(spec)
+    name = s.name
+    kw = s.kwargs()
+    data = (codecs.hevc_file(img, **kw) if name == "hevc" else codecs.jpeg_file(img, **kw))
+    path = tmp_path / ("x.heic" if name == "hevc" else "x.jpg")
+    path.write_bytes(data)
+    np.testing.assert_array_equal(codecs.compress(img, s).image, load_image_file(path).rgb)
+
+
 def test_hevc_qp_orders_rate():
     img = _photo()
     r = [codecs.compress(img, f"hevc:qp={qp}").bpp for qp in (22, 32, 42)]
