@@ -127,6 +127,13 @@ def test_training_decodes_as_restore_reads(tmp_path, spec):
     np.testing.assert_array_equal(codecs.compress(img, s).image, load_image_file(path).rgb)
 
 
+def test_hevc_fixed_qp_is_read_back_three_lower():
+    """docs/codecs.md: x265 at a fixed QP N codes an intra picture at slice QP N - 3 (its default
+    I-frame offset), as read from the file."""
+    img = _photo()
+    assert [codecs.compress(img, f"hevc:qp={n}").qp for n in (20, 45)] == [17, 42]
+
+
 def test_hevc_qp_orders_rate():
     img = _photo()
     r = [codecs.compress(img, f"hevc:qp={qp}").bpp for qp in (22, 32, 42)]
