@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001  report every failing combination
             failed += 1
             info = f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
-        print(f"config {i} {cfg.kwargs} warps={cfg.num_warps} {dtype} PREC={prec} RESHUFFLE={reshuffle} {ints}: {info}",
+        print(f"config {i} {cfg.kwargs} warps={cfg.num_warps} ints={ints} {dtype} PREC={prec} RESHUFFLE={reshuffle}: {info}",
               flush=True)
     print(f"{len(jobs) - failed}/{len(jobs)} compiled for sm_{args.arch}")
     return 1 if failed else 0

@@ -135,20 +135,15 @@ class CsvLog:
         self.kept = _read_log(path, keep_upto) if keep_upto is not None else []
 
     def _open(self):
-        if self.resumed:
-            # the kept rows go to a new file that replaces the old one at once: a run killed here
-            # still has its whole log (it was once truncated first, then rewritten)
-            head = io.StringIO()
-            w = csv.DictWriter(head, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(self.kept)
-            atomic_write_bytes(self.path, head.getvalue().encode(), overwrite=True)
-            self.f = open(self.path, "a", newline="")
-            self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            return
-        self.f = open(self.path, "w", newline="")
+        # the header (and a resumed run's kept rows) go to a new file that replaces any old one at
+        # once: a run killed here still has its whole log (it was once truncated, then rewritten)
+        head = io.StringIO()
+        w = csv.DictWriter(head, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self.kept)
+        atomic_write_bytes(self.path, head.getvalue().encode(), overwrite=True)
+        self.f = open(self.path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        self.w.writeheader()
 
     def row(self, **kw):
         if self.f is None:

@@ -792,6 +792,8 @@ def test_triton_kernel_compiles_for_sm90():
     for dtype in ("fp32", "fp16", "bf16"):
         for mode in ("False", "True"):
             assert any(f" {dtype} PREC=" in line and f"RESHUFFLE={mode}: ok" in line for line in lines), (dtype, mode)
+    # the signature a launch has: sizes and strides as Python ints, which Triton types i32
+    assert all(" ints=i32 " in line for line in lines if line.startswith("config "))
 
 
 @pytest.mark.parametrize("value,expect", [("off", 0), ("avx2", 1), ("avx512", 2), ("bogus", None)])
