@@ -59,6 +59,7 @@ def test_train_command(tmp_path, monkeypatch):
                               "--validations", "20", "--checkpoint-every", "300"]) == 0
     write_log(tmp_path / "medium", [(100, 400, 0.3)])
     (tmp_path / "medium" / "state.json").write_text('{"cpu_seconds": 400}')
+    (tmp_path / "medium" / "state.safetensors").write_bytes(b"")   # a checkpoint's file: the run resumes
     assert preset_study.main(["--out", str(tmp_path), "--budget", "1000", "--presets", "medium"]) == 0
     small, medium = cmds
 

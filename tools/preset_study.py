@@ -90,7 +90,7 @@ def recipe(lr: float | None = None, grad_clip: float | None = None) -> list:
 def train(preset: str, budget: float, out: Path, validations: int = 10, checkpoint_every: float | None = None,
           lr: float | None = None, grad_clip: float | None = None) -> None:
     run = out / preset
-    resume = (run / "state.json").exists()
+    resume = (run / "state.safetensors").exists()
     left = budget - spent(run) if resume else budget
     if left < 0.02 * budget:
         print(f"{preset}: done ({budget - left:.0f} s of {budget:g})", flush=True)

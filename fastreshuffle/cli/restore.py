@@ -157,10 +157,11 @@ def run(args) -> int:
     files, errors = found.files, found.errors
     for line in errors:
         _say(line)
-    if found.skipped_outputs and not args.quiet:
+    said = not args.quiet or not files       # (with nothing found, they say why, --quiet or not)
+    if found.skipped_outputs and said:
         _say(f"note: skipped {found.skipped_outputs} file(s) that are fastreshuffle outputs "
              f"(named *{suffix}.* or marked as ours in their EXIF)")
-    if found.skipped_folders and not args.quiet:
+    if found.skipped_folders and said:
         _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
     if not files:
         if errors:

@@ -225,12 +225,17 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
                            "fastreshuffle.io.weights.save_weights?); from Python, give "
                            "load_model(..., config=ReshuffleNetConfig(...))")
-    stored = sum(v.numel() for v in state.values())
-    if cfg.num_parameters() > 4 * stored + 10 ** 6:
-        # checked before building a network of whatever size the config says (a smaller mismatch
-        # is named tensor by tensor by load_state_checked)
-        raise WeightsError(f"{path}: the file holds {stored:,} weights, the config "
-                           f"({cfg.to_json()}) needs {cfg.num_parameters():,}")
+    # Checked before building a network of whatever size the config says (a smaller mismatch is
+    # named tensor by tensor by load_state_checked).  Each dense layer holds 4 tensors: a config of
+    # more layers than the file has tensors is refused before its size is counted (the count
+    # loops over the layers the metadata claims).
+    if sum(cfg.layers) > len(state):
+        raise WeightsError(f"{path}: the config ({cfg.to_json()}) has {sum(cfg.layers):,} dense layers, "
+                           f"the file holds {len(state):,} tensors")
+    stored, needed = sum(v.numel() for v in state.values()), cfg.num_parameters()
+    if needed > 4 * stored + 10 ** 6:
+        raise WeightsError(f"{path}: the file holds {stored:,} weights, the config ({cfg.to_json()}) "
+                           f"needs {needed:,}")
     dev = resolve_device(device)
     dtype = resolve_precision("fp16" if half else precision, dev)
     model = model_class(dev, fast=fast)(cfg)

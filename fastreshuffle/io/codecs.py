@@ -105,7 +105,8 @@ def hevc_file(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = 
     (CRF).  ``qp`` (0-51) instead fixes x265's quantiser (``x265:qp``), which is what bpgenc's
     ``-q`` does.  ``nbytes`` is the size of the whole ``.heic`` file (the container adds a few
     hundred bytes; see ``docs/codecs.md``).  ``bit_depth`` 10 codes the image at 10 bits
-    (Main 10 profile); the decoded image is rounded back to 8 bits.  ``threads`` sizes x265's
+    (Main 10 profile); :func:`hevc` brings the decoded image back to 8 bits by pillow-heif's own
+    conversion, as ``restore`` reads a 10-bit HEIF file.  ``threads`` sizes x265's
     thread pool (``x265:pools``; default one thread per CPU) and sets ``x265:frame-threads`` to 1;
     the bitstream is the same for any value (tested), only the cost changes: a pool is made for
     every image, and on a 96x96 patch a pool of 16 threads took twice the CPU time of one

@@ -18,12 +18,13 @@ def _sequence(name: str, v) -> tuple:
 
 
 def _integer(name: str, v) -> int:
-    """``v`` as an int when it is one (a numpy integer, or a float with no fraction from JSON);
-    a string, bool or fraction is refused, not truncated or taken as true."""
-    if isinstance(v, bool) or not isinstance(v, (numbers.Integral, float)) \
-            or (isinstance(v, float) and not v.is_integer()):
+    """``v`` as an int when it is a whole number (a Python, numpy or 0-d torch integer, or a
+    float with no fraction: JSON's 4.0, a float32 array's element); a string, bool or fraction is
+    refused, not truncated or taken as true."""
+    x = v.item() if hasattr(v, "item") and not isinstance(v, (int, float)) else v
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not float(x).is_integer():
         raise TypeError(f"{name}: expected whole numbers, got {v!r}")
-    return int(v)
+    return int(x)
 
 
 @dataclasses.dataclass(frozen=True)

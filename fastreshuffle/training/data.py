@@ -268,7 +268,8 @@ class PatchPairs(Dataset):
             spec = self.codec
             if s444:
                 spec = dataclasses.replace(spec, options=tuple(o for o in spec.options
-                                                               if o[0] not in ("420", "422", "444")) + (("444", ""),))
+                                                               if o[0] not in ("420", "422", "444", "subsampling"))
+                                            + (("444", ""),))
             coded = crop
             if double:
                 coded = spec.with_quality(q0)(coded).image

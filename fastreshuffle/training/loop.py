@@ -10,7 +10,7 @@ Several processes (DDP; gloo on CPU, nccl on GPU); ``--batch-size`` is the *glob
 
 Run folder: ``log.csv``, ``last.safetensors`` / ``best.safetensors`` (weights + config in the
 metadata, loadable with ``fastreshuffle.load_model``), ``state.safetensors`` (fp32 weights and Adam
-moments, tensors only) + ``state.json`` (step, schedule, best PSNR, arguments).  ``--resume``
+moments; in its metadata the step, schedule, best PSNR and arguments, copied to ``state.json``).  ``--resume``
 continues from them; the data pipeline is a pure function of (seed, sample index), so a resumed
 run sees the same batches and ends in the same state as an uninterrupted one (in float32 and in
 bf16 alike).
@@ -216,10 +216,12 @@ def _codec_and_qualities(args):
             qualities = [spec.quality]
         for q in sorted(set(qualities)):
             parse_spec(spec, q)
-        # one tiny picture coded before anything is made: a value only the encoder refuses fails here,
-        # with the codec named, not in a data worker at the first sample
+        # one patch-sized picture coded before anything is made: a value only the encoder refuses
+        # fails here, with the codec named, not in a data worker at the first sample (x265's
+        # placebo preset cannot code 16 px, so not smaller than what the workers code)
         try:
-            parse_spec(spec, qualities[0])(np.full((16, 16, 3), 128, np.uint8))
+            side = max(int(getattr(args, "patch", 0) or 0), 32)
+            parse_spec(spec, qualities[0])(np.full((side, side, 3), 128, np.uint8))
         except CodecError:
             raise
         except Exception as e:    # noqa: BLE001  an encoder library's own error, whatever its type
@@ -346,7 +348,8 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     on, :func:`_files_record`, here: other validation files are refused, other training files said)."""
     saved_files = read_state_meta(run_dir).get("files")
     if isinstance(saved_files, dict) and files is not None:
-        if saved_files.get("val") != files["val"]:
+        if saved_files.get("val") and saved_files["val"] != files["val"]:   # (a run without
+            # validation may be resumed with it: nothing was chosen on any images)
             gone = sorted(set(saved_files.get("val") or []) - set(files["val"]))
             new = sorted(set(files["val"]) - set(saved_files.get("val") or []))
             raise UserError(f"--resume: the validation images changed since the run was saved (no longer: "
@@ -421,7 +424,7 @@ def train(args) -> int:
             if args.init:
                 warn(f"--init {args.init} is not used: --resume continues from the run's own state")
         elif any((run_dir / n).exists() for n in RUN_FILES):
-            stateless = not (run_dir / "state.json").exists()
+            stateless = not (run_dir / "state.safetensors").exists()
             raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
                             + ("it has no training state (it stopped before its first checkpoint): remove "
                                "those files or choose another --out" if stateless else

@@ -177,9 +177,15 @@ def test_own_outputs_skipped_whatever_the_suffix_and_subfolders_counted(tmp_path
     err = capsys.readouterr().err
     assert "skipped 1 file(s) that are fastreshuffle outputs" in err
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.jpg", "a_restored.png", "a_v2.png"]
-    # --quiet: errors only, these notes included
+    # --quiet: errors only, these notes included -- unless nothing was found, which they explain
     assert main(["restore", str(tmp_path), "--suffix", "_v3", "--device", "cpu", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+    only = tmp_path / "only"
+    (only / "sub").mkdir(parents=True)
+    Image.fromarray(photo()).save(only / "sub" / "a.jpg", quality=40)
+    assert main(["restore", str(only), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "1 sub-folder(s) not searched" in err and "no supported image files" in err
 
 
 def test_tiny_images_unchanged(tmp_path):

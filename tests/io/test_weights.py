@@ -106,14 +106,33 @@ def test_malformed_config_metadata_is_named(good, tmp_path, config, says):
         fastreshuffle.load_pretrained(bad)
 
 
-def test_config_of_a_huge_network_is_refused_before_building(good, tmp_path):
+@pytest.mark.parametrize("layers, says", [([2, 3, 2], "holds 29,856 weights.*needs"),
+                                          ([10 ** 7] * 3, "has 30,000,000 dense layers, the file holds 30 tensors")])
+def test_config_of_a_huge_network_is_refused_before_building(good, tmp_path, layers, says):
+    """Wide layers: refused from the weight count (it once allocated 36 GB first); many layers:
+    from the tensor count, before the weights are counted (a loop over 3 x 10^7 layers took 6 s)."""
+    import time
     header, body = _header(good)
-    header["__metadata__"]["config"] = json.dumps({"growth": [4000] * 3, "layers": [4000] * 3,
+    header["__metadata__"]["config"] = json.dumps({"growth": [4000] * 3, "layers": layers,
                                                    "bottleneck": 64, "residual": True})
     bad = tmp_path / "huge.safetensors"
     _write_with_header(bad, header, body)
-    with pytest.raises(WeightsError, match="holds 29,856 weights.*needs"):
+    t = time.perf_counter()
+    with pytest.raises(WeightsError, match=says):
         fastreshuffle.load_pretrained(bad)
+    assert time.perf_counter() - t < 2
+
+
+def test_config_takes_whole_numbers_of_any_kind():
+    """numpy / torch integers and floats with no fraction (a float32 array's elements) are sizes;
+    a fraction, a string or a bool is not."""
+    import numpy as np
+    want = ReshuffleNetConfig.preset("tiny")
+    for growth in (np.array([16, 8, 4]), np.array([16, 8, 4], np.float32), torch.tensor([16, 8, 4]), [16.0, 8, 4]):
+        assert ReshuffleNetConfig(growth, (2, 3, 2), np.float32(2), np.bool_(True)) == want
+    for bad in ([16.5, 8, 4], ["16", 8, 4], [True, 8, 4]):
+        with pytest.raises(TypeError, match="growth: expected whole numbers"):
+            ReshuffleNetConfig(bad, (2, 3, 2), 2, True)
 
 
 def test_fp8_weights_are_named(model, tmp_path):

@@ -213,6 +213,27 @@ def test_budget_clock(tmp_path, capsys, monkeypatch, clock):
         assert step == 12 and "--time-budget" not in err
 
 
+def test_mix_444_replaces_a_chroma_setting_however_written(tmp_path):
+    """--mix 444 on a spec that names its chroma as subsampling=420: the 4:4:4 samples replace it
+    (once 'given twice' in a data worker, mid-run); with 420 written alone, the same."""
+    from fastreshuffle.io.codecs import jpeg
+    from fastreshuffle.training.data import Mix
+    images, _, _ = load_folder(make_images(tmp_path / "imgs", n=2, size=64), min_size=32)
+    for codec in ("jpeg:subsampling=420", "jpeg:420"):
+        c, o, q = PatchPairs(images, patch=32, codec=codec, qualities=[20], mix=Mix(s444=1.0), seed=1).sample(0)
+        assert np.array_equal(c, jpeg(o, 20, subsampling="444").image)
+
+
+def test_the_test_encode_is_patch_sized(tmp_path, capsys):
+    """The codec is tried on one picture before anything is made, at the patch size: x265's
+    placebo preset, which cannot code 16 px, trains on 32-px patches."""
+    pytest.importorskip("pillow_heif")
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"), "--workers", "0",
+                 "--codec", "hevc:preset=placebo", "--quality", "20"] + COMMON[:4] + ["--steps", "1",
+                                                                                       "--no-progress"]) == 0
+
+
 def test_full_range_mix(tmp_path, capsys):
     """--mix: uncompressed samples come back as their own target; 4:4:4 and double compression
     are what the codec gives for them; offset patches have their coding grid off the 8-pixel grid
@@ -438,6 +459,21 @@ def test_resume_checks_the_images_it_was_given(tmp_path, capsys):
     sorted(data.iterdir())[0].unlink()                         # one training image fewer
     assert main(base + ["--resume", "--stop-at", "4"]) == 0
     assert "the training images changed since the run was saved (3 -> 2 files)" in capsys.readouterr().err
+    # a run without validation may be resumed with it (nothing was chosen on any images)
+    quiet = [a for a in base if a not in ("split",)]
+    quiet[quiet.index("--val") + 1:quiet.index("--val") + 1] = ["none"]
+    out2 = tmp_path / "r2"
+    quiet[quiet.index("--out") + 1] = str(out2)
+    assert main(quiet + ["--stop-at", "3"]) == 0
+    val = make_images(tmp_path / "vimgs", n=2, size=40)
+    withval = list(quiet)
+    withval[withval.index("--val") + 1] = str(val)
+    capsys.readouterr()
+    assert main(withval + ["--resume", "--stop-at", "4"]) == 0, capsys.readouterr().err
+    # a run killed between its checkpoint's two files (state.json gone) is still a run to resume
+    (out2 / "state.json").unlink()
+    assert main(withval + ["--stop-at", "5"]) == 2
+    assert "use --resume to continue it" in capsys.readouterr().err
 
 
 def test_log_rewritten_on_resume_is_never_lost(tmp_path, monkeypatch):
