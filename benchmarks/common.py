@@ -62,6 +62,14 @@ def fmt_time(t: float) -> str:
 SUBSAMPLING = {0: "444", 1: "422", 2: "420"}
 
 
+def psnr_or_99(a, b) -> float:
+    """RGB PSNR in dB (:func:`fastreshuffle.metrics.psnr`), 99 for identical images: a finite
+    number, so that a change between two PSNRs is one too."""
+    from fastreshuffle.metrics import psnr
+    p = psnr(a, b)
+    return 99.0 if p == float("inf") else p
+
+
 def cpu_flags() -> str:
     """The SIMD flags of the CPU that matter here (avx2 / avx512*), from /proc/cpuinfo."""
     try:

@@ -21,11 +21,6 @@ import sys
 import numpy as np
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)   # exact: 99, as a finite number
-
-
 def screenshot(size: int, kind: int, seed: int = 0) -> np.ndarray:
     """A window: title bar, a side list, lines of code-like text (``kind`` 1: plus a bar chart and
     a ring; 2: coloured text), on a light background; ``size`` x 3/4 size."""
@@ -88,22 +83,23 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
-    from PIL import Image
-
-    import fastreshuffle
-    from benchmarks.common import cpu_flags, machine_line
     from fastreshuffle.inference import guard
 
     shipped = guard.PLANAR_STEP
     try:
         if args.uniform_only:
             guard.PLANAR_STEP = -1
-        return _run(args, names, Image, fastreshuffle, cpu_flags, machine_line)
+        return _run(args, names)
     finally:
         guard.PLANAR_STEP = shipped
 
 
-def _run(args, names, Image, fastreshuffle, cpu_flags, machine_line) -> int:
+def _run(args, names) -> int:
+    from PIL import Image
+
+    import fastreshuffle
+    from benchmarks.common import cpu_flags, machine_line, psnr_or_99
+
     print(f"# {machine_line()}; CPU flags: {cpu_flags()}")
     print(f"# pictures drawn at width {args.size}; JPEG files restored by fastreshuffle.restore (auto model, "
           f"guarded{', uniform areas only' if args.uniform_only else ''}), fp32; PNG = never compressed")
@@ -125,8 +121,8 @@ def _run(args, names, Image, fastreshuffle, cpu_flags, machine_line) -> int:
                 opened = Image.open(io.BytesIO(buf.getvalue()))
                 data = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
             out = np.asarray(fastreshuffle.restore(opened, device="cpu", precision="fp32").convert("RGB"))
-            before = _psnr(data, img)
-            change = _psnr(out, img) - before
+            before = psnr_or_99(data, img)
+            change = psnr_or_99(out, img) - before
             if q is None and not np.array_equal(out, img):
                 bad += 1                                   # a never-compressed picture must come back as it is
             changes["PNG" if q is None else f"q{q}"].append(change)

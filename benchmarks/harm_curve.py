@@ -45,14 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import SUBSAMPLING, cpu_flags
+from fastreshuffle.metrics import psnr as _psnr
 
 DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
 DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
-
-
-def _psnr(a, b) -> float:
-    mse = np.mean((a.astype(np.float64) - b) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def _encode(a, q, sub):

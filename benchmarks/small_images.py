@@ -26,11 +26,6 @@ import sys
 import numpy as np
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b) ** 2)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)   # exact: 99, as a finite number
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128])
@@ -47,7 +42,7 @@ def main(argv=None) -> int:
     from PIL import Image
 
     import fastreshuffle
-    from benchmarks.common import cpu_flags, machine_line
+    from benchmarks.common import cpu_flags, machine_line, psnr_or_99
     from benchmarks.eval_photos import OUTSIDE, photo
     from fastreshuffle.inference import guard, tiling
 
@@ -85,7 +80,7 @@ def main(argv=None) -> int:
                     guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT, guard.PLANAR_STEP = radius, ctx, planar
                     out = np.asarray(fastreshuffle.restore(Image.open(io.BytesIO(data)), "jpeg", device="cpu",
                                                            precision="fp32"))
-                    res.setdefault((key, q, name), []).append(_psnr(out, img) - _psnr(coded, img))
+                    res.setdefault((key, q, name), []).append(psnr_or_99(out, img) - psnr_or_99(coded, img))
     finally:
         guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT, guard.PLANAR_STEP = shipped
     keys = ["full"] if args.full else args.sizes

@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from ..io.images import round_16_to_8
 from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import STRIP_ROWS, project
 
@@ -186,7 +187,7 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
     if dtype == np.uint8:
         u8 = np.ascontiguousarray(rgb)
     elif dtype == np.uint16:
-        u8 = np.round(rgb / 257.0).astype(np.uint8)
+        u8 = round_16_to_8(rgb)
     else:
         u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
     g = guard_for(tables) or blind_guard(u8)

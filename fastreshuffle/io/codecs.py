@@ -173,8 +173,9 @@ CODECS: Dict[str, Callable[..., Coded]] = {"jpeg": jpeg, "hevc": hevc, "webp": w
 ALIASES = {"jpg": "jpeg", "heif": "hevc", "heic": "hevc", "bpg": "hevc", "x265": "hevc"}
 QUALITY_RANGE = {"jpeg": (1, 100), "hevc": (0, 100), "webp": (0, 100)}
 # the options each codec takes in a spec ("hevc:15:444", "webp:20:method=6")
-_OPTIONS = {"jpeg": {"420", "422", "444", "subsampling"},
-            "hevc": {"420", "422", "444", "subsampling", "8bit", "10bit", "bit_depth", "qp", "preset", "threads"},
+SAMPLINGS = ("420", "422", "444")      # chroma, written alone ("jpeg:444") or as subsampling=444
+_OPTIONS = {"jpeg": {*SAMPLINGS, "subsampling"},
+            "hevc": {*SAMPLINGS, "subsampling", "8bit", "10bit", "bit_depth", "qp", "preset", "threads"},
             "webp": {"method"}}
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
@@ -202,10 +203,10 @@ class CodecSpec:
             if k not in _OPTIONS[self.name]:
                 raise CodecError(f"unknown option {k!r} for codec {self.name!r}; it takes "
                                  f"{', '.join(sorted(_OPTIONS[self.name]))}")
-            if k in ("420", "422", "444"):
+            if k in SAMPLINGS:
                 put("subsampling", k, "the chroma sampling")
             elif k == "subsampling":
-                if v not in ("420", "422", "444"):
+                if v not in SAMPLINGS:
                     raise CodecError(f"{self.name}: subsampling must be 420, 422 or 444, got {v!r}")
                 put("subsampling", v, "the chroma sampling")
             elif k in ("10bit", "8bit"):
@@ -233,6 +234,11 @@ class CodecSpec:
                     raise CodecError(f"HEVC encoder threads must be a whole number >= 1, got {v!r}")
                 put("threads", int(v), "threads")
         return kw
+
+    def with_sampling(self, sampling: str) -> "CodecSpec":
+        """This spec with its chroma sampling set to ``sampling`` ("444"), however it was written."""
+        keep = tuple(o for o in self.options if o[0] not in SAMPLINGS and o[0] != "subsampling")
+        return dataclasses.replace(self, options=keep + ((sampling, ""),))
 
     def with_quality(self, quality: int) -> "CodecSpec":
         return dataclasses.replace(self, quality=int(quality))
@@ -274,7 +280,7 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
     for p in parts[1:]:
         if not p:
             continue
-        if p.lstrip("-").isdigit() and q is None and not opts and p not in ("420", "422", "444"):
+        if p.lstrip("-").isdigit() and q is None and not opts and p not in SAMPLINGS:
             q = int(p)
             continue
         for item in p.split(","):

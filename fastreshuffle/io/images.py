@@ -300,8 +300,8 @@ def _key_alpha(rgb16: np.ndarray, key) -> Optional[np.ndarray]:
     return np.where((rgb16 == k).all(axis=2), 0, 65535).astype(np.uint16)
 
 
-def _round_16_to_8(a: np.ndarray) -> np.ndarray:
-    """16-bit samples to the nearest 8-bit ones (65535 / 255 = 257 exactly)."""
+def round_16_to_8(a: np.ndarray) -> np.ndarray:
+    """16-bit samples to the nearest 8-bit ones (65535 / 255 = 257 exactly; no sample lies halfway)."""
     return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
@@ -423,14 +423,12 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     if rgb16 is not None:
         rgb16 = orient_array(rgb16, orientation)
         alpha16 = orient_array(alpha16, orientation) if alpha16 is not None else None
-        if key16 is not None and alpha16 is not None:
-            alpha = (alpha16 // 257).astype(np.uint8)
         if rgb16.shape[:2] != rgb.shape[:2]:  # should not happen; never risk a mismatch
             rgb16 = alpha16 = None
         else:   # the 8-bit picture rounded from the 16-bit samples (Pillow keeps their high bytes)
-            rgb = _round_16_to_8(rgb16)
-            if alpha is not None and alpha16 is not None:
-                alpha = _round_16_to_8(alpha16)
+            rgb = round_16_to_8(rgb16)
+            if alpha16 is not None and (alpha is not None or key16 is not None):   # (a 16-bit colour key's too)
+                alpha = round_16_to_8(alpha16)
     return ImageFile(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), alpha=alpha, gray=gray,
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
                      xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,

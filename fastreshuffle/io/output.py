@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .images import icc_colour_space
+from .images import icc_colour_space, round_16_to_8
 from .safe_write import atomic_open
 
 __all__ = ["FORMATS", "EXTENSIONS", "DEFAULT_QUALITY", "resolve_format", "write_restored",
@@ -144,7 +144,7 @@ def _pil_image(pixels: np.ndarray, alpha: Optional[np.ndarray], gray: bool):
 def _to8(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
     if a is None or a.dtype == np.uint8:
         return a
-    return np.round(a.astype(np.float32) / 257.0).astype(np.uint8)
+    return round_16_to_8(a)
 
 
 def check_alpha_fits(fmt: str, alpha: Optional[np.ndarray]) -> Optional[np.ndarray]:

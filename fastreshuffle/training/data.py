@@ -267,9 +267,7 @@ class PatchPairs(Dataset):
         else:
             spec = self.codec
             if s444:
-                spec = dataclasses.replace(spec, options=tuple(o for o in spec.options
-                                                               if o[0] not in ("420", "422", "444", "subsampling"))
-                                            + (("444", ""),))
+                spec = spec.with_sampling("444")
             coded = crop
             if double:
                 coded = spec.with_quality(q0)(coded).image

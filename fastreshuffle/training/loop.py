@@ -220,7 +220,7 @@ def _codec_and_qualities(args):
         # fails here, with the codec named, not in a data worker at the first sample (x265's
         # placebo preset cannot code 16 px, so not smaller than what the workers code)
         try:
-            side = max(int(getattr(args, "patch", 0) or 0), 32)
+            side = max(args.patch, 32)
             parse_spec(spec, qualities[0])(np.full((side, side, 3), 128, np.uint8))
         except CodecError:
             raise
@@ -346,12 +346,13 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     step's validation and checkpoint were interrupted) of the saved run (checked by
     :func:`_check_resumable` before anything was created; the files it was trained and validated
     on, :func:`_files_record`, here: other validation files are refused, other training files said)."""
-    saved_files = read_state_meta(run_dir).get("files")
+    meta = load_state(run_dir, model, opt)
+    saved_files = meta.get("files")
     if isinstance(saved_files, dict) and files is not None:
         if saved_files.get("val") and saved_files["val"] != files["val"]:   # (a run without
             # validation may be resumed with it: nothing was chosen on any images)
-            gone = sorted(set(saved_files.get("val") or []) - set(files["val"]))
-            new = sorted(set(files["val"]) - set(saved_files.get("val") or []))
+            gone = sorted(set(saved_files["val"]) - set(files["val"]))
+            new = sorted(set(files["val"]) - set(saved_files["val"]))
             raise UserError(f"--resume: the validation images changed since the run was saved (no longer: "
                             f"{gone[:3]}, new: {new[:3]}), and its best.safetensors was chosen on them; restore "
                             f"the folder, or start a new run from {run_dir / 'last.safetensors'} with --init")
@@ -359,11 +360,9 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
                                                                                files["train_digest"]):
             warn(f"--resume: the training images changed since the run was saved ({saved_files.get('train_count')} "
                  f"-> {files['train_count']} files); the result will differ from an uninterrupted run")
-    meta = load_state(run_dir, model, opt)
-    start = int(meta["step"])
-    best = float(meta.get("best_psnr", -float("inf")))
+    start, best = meta["step"], meta["best_psnr"]         # (numbers: read_state_meta checked them)
     loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))     # (sum, count[, largest gradient norm])
-    cpu_seconds = float(meta.get("cpu_seconds") or 0.0)
+    cpu_seconds = meta["cpu_seconds"]
     say(f"resuming {run_dir} at step {start}")
     saved_wd = meta["param_groups"][0].get("weight_decay") if meta["param_groups"] else None
     if saved_wd is not None and saved_wd != args.weight_decay:
