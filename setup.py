@@ -90,6 +90,6 @@ setup(
         # everything a CPU machine uses; add [gpu] on a CUDA machine
         "all": ["pillow-heif>=0.16", "matplotlib", "scikit-image", "tifffile"],
     },
-    entry_points={"console_scripts": ["fastreshuffle=fastreshuffle.cli:main"]},
+    entry_points={"console_scripts": ["fastreshuffle=fastreshuffle.cli:console"]},
     zip_safe=False,
 )

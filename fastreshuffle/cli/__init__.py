@@ -63,5 +63,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def console():
+    """The ``fastreshuffle`` command (and ``python -m fastreshuffle.cli``): :func:`main`, then the
+    exit.  A training process that joined a torchrun process group ends as
+    :func:`fastreshuffle.training.dist.leave` says (only such a process has imported it)."""
+    code = main()
+    dist = sys.modules.get("fastreshuffle.training.dist")
+    if dist is not None:
+        dist.leave(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

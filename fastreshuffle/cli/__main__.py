@@ -1,6 +1,4 @@
 """``python -m fastreshuffle.cli ...`` (same as the ``fastreshuffle`` command)."""
-import sys
+from . import console
 
-from . import main
-
-sys.exit(main())
+console()

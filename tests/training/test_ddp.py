@@ -49,3 +49,40 @@ def test_two_processes_match_one(tmp_path):
     wb = load_file(str(tmp_path / "two" / "last.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-5)
+
+
+_LEAVE = """
+import atexit, sys
+from fastreshuffle.training import dist
+atexit.register(lambda: print("teardown", flush=True))
+print("written", end="")
+sys.stderr.write("said")
+dist.Dist.joined = {joined}
+dist.leave(3)
+"""
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_leave_skips_teardown_only_after_joining_a_group(joined):
+    # a process that joined a group ends without the interpreter's teardown (where gloo's threads
+    # can abort it, see dist.leave), with its exit status and its buffered output kept
+    p = subprocess.run([sys.executable, "-c", _LEAVE.format(joined=joined)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout == ("written" if joined else "writtenteardown\n")
+    assert p.stderr == "said"
+
+
+def test_console_ends_through_leave_once_training_was_imported(monkeypatch, capsys):
+    from fastreshuffle import cli
+    from fastreshuffle.training import dist
+    seen = []
+
+    def fake_leave(code):
+        seen.append(code)
+        raise SystemExit(code)
+    monkeypatch.setattr(dist, "leave", fake_leave)
+    monkeypatch.setattr(sys, "argv", ["fastreshuffle"])     # no command: help, status 2
+    with pytest.raises(SystemExit) as e:
+        cli.console()
+    assert e.value.code == 2 and seen == [2]
