@@ -68,3 +68,48 @@ def test_tools_say_bad_inputs_in_one_line(tool, tmp_path, capsys):
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_export_keeps_the_source_metadata_under_meta(tmp_path):
+    # a run's codec decides how restore guards a file: an export that dropped it changed a
+    # high-quality HEIF by up to 25 levels where the run's own file left it unchanged
+    _run(tmp_path / "a.safetensors")
+    cfg, state, _ = read_weights(tmp_path / "a.safetensors")
+    net = ReshuffleNet(cfg)
+    net.load_state_dict(state)
+    save_weights(net, tmp_path / "run.safetensors", metadata={"codec": "hevc", "step": "100", "quality": "8-30"})
+    out = tmp_path / "out.safetensors"
+    assert export_weights.main([str(tmp_path / "run.safetensors"), str(out), "--meta", "quality=8-60"]) == 0
+    meta = read_weights(out)[2]
+    assert (meta["codec"], meta["step"], meta["quality"]) == ("hevc", "100", "8-60")
+    from fastreshuffle.inference.loading import model_codec
+    assert model_codec(out) == "hevc"
+
+
+@pytest.mark.parametrize("key", ["config", "format"])
+def test_meta_cannot_replace_the_files_own_keys(key, tmp_path, capsys):
+    _run(tmp_path / "a.safetensors")
+    out = tmp_path / "out.safetensors"
+    assert export_weights.main([str(tmp_path / "a.safetensors"), str(out), "--meta", f"{key}=oops"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and err.count("\n") == 1 and not out.exists()
+    with pytest.raises(ValueError, match=key):
+        save_weights(ReshuffleNet(TINY), out, metadata={key: "x"})
+
+
+def test_export_never_replaces_a_link_or_a_file_made_meanwhile(tmp_path, monkeypatch):
+    _run(tmp_path / "a.safetensors")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(tmp_path / "elsewhere" / "mine.safetensors")      # dangling: still the user's
+    assert export_weights.main([str(tmp_path / "a.safetensors"), str(link)]) == 2
+    assert link.is_symlink()
+    out = tmp_path / "race.safetensors"
+    load = export_weights.load_model
+
+    def slow_load(*a, **k):     # another program writes the output while the tool works
+        m = load(*a, **k)
+        out.write_text("written meanwhile")
+        return m
+    monkeypatch.setattr(export_weights, "load_model", slow_load)
+    assert export_weights.main([str(tmp_path / "a.safetensors"), str(out)]) == 2
+    assert out.read_text() == "written meanwhile"

@@ -7,10 +7,11 @@ With ``--average SRC2 [SRC3 ...]`` the file written holds the parameter-wise mea
 those files (a "weight soup" of runs fine-tuned from one network; all must share one config),
 computed in float64 before the fp16 rounding.
 
-Refuses to overwrite an existing file unless --overwrite is given.
+The file keeps the source's metadata (a run's ``codec``, ``quality``, ``preset``, ``step``; the
+codec decides how ``restore`` guards a file), ``--meta`` adding to it or replacing single keys.
+Refuses to overwrite an existing file (or link) unless --overwrite is given.
 """
 import argparse
-import os
 import sys
 
 import torch
@@ -41,18 +42,27 @@ def meta_of(args) -> dict:
     return dict(kv.split("=", 1) for kv in args.meta)
 
 
+def source_meta(path, keys=None) -> dict:
+    """The metadata of weights file ``path`` to carry into a file made from it (all of it, or
+    only ``keys``), less what :func:`save_weights` writes itself."""
+    from fastreshuffle.inference.loading import resolve_weights
+    from fastreshuffle.io.weights import RESERVED_METADATA, read_weights
+    meta = read_weights(resolve_weights(path))[2]
+    return {k: v for k, v in meta.items() if k not in RESERVED_METADATA and (keys is None or k in keys)}
+
+
 def run_tool(tool: str, args, body) -> int:
-    """What every weights-writing tool does around its work: refuse an existing ``args.dst``
-    without --overwrite, parse --meta, then ``body(meta)``, with a bad input (unreadable or
-    foreign weights, a bad option, a file that cannot be written) said in one line and exit
-    status 2 instead of a traceback."""
-    from fastreshuffle.errors import WeightsError
-    if os.path.exists(args.dst) and not args.overwrite:
-        print(f"{tool}: {args.dst} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+    """What every weights-writing tool does around its work: refuse ``args.dst`` if it exists
+    (a link too) without --overwrite, is a folder or cannot be written, parse --meta, then
+    ``body(meta)``, whose :func:`save_weights` is given ``overwrite=args.overwrite`` (a file
+    made meanwhile is not replaced either); a bad input (unreadable or foreign weights, a bad
+    option, a file that cannot be written) said in one line, exit status 2, no traceback."""
+    from fastreshuffle.cli._common import check_output_arg
+    from fastreshuffle.errors import UserError, WeightsError
     try:
+        check_output_arg("dst", args.dst, args.overwrite)
         return body(meta_of(args))
-    except (WeightsError, ValueError, OSError) as e:
+    except (UserError, WeightsError, ValueError, OSError) as e:
         print(f"{tool}: error: {e}", file=sys.stderr)
         return 2
 
@@ -70,6 +80,7 @@ def main(argv=None) -> int:
 
 def _export(args, meta: dict) -> int:
     model = load_model(args.src)
+    meta = {**source_meta(args.src), **meta}
     if args.average:
         others = [load_model(f) for f in args.average]
         for f, o in zip(args.average, others):
@@ -80,7 +91,7 @@ def _export(args, meta: dict) -> int:
                 return 2
         average_into(model, others)
         meta.setdefault("averaged", " ".join([args.src] + args.average))
-    save_weights(model, args.dst, dtype=torch.float16, metadata=meta)
+    save_weights(model, args.dst, dtype=torch.float16, metadata=meta, overwrite=args.overwrite)
     print(f"wrote {args.dst} ({model.config.to_json()})")
     return 0
 

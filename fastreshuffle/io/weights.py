@@ -13,18 +13,26 @@ from .safe_write import atomic_write_bytes
 FORMAT = "fastreshuffle/1"
 
 
+RESERVED_METADATA = ("format", "config")     # written by save_weights itself
+
+
 def save_weights(model: torch.nn.Module, path, *, dtype: Optional[torch.dtype] = None,
-                 metadata: Optional[Dict[str, str]] = None) -> Path:
-    """Write ``model.state_dict()`` (optionally cast to ``dtype``) atomically to ``path``."""
+                 metadata: Optional[Dict[str, str]] = None, overwrite: bool = True) -> Path:
+    """Write ``model.state_dict()`` (optionally cast to ``dtype``) atomically to ``path``, with
+    ``metadata`` beside the format and the model's config (ValueError if it names either);
+    ``overwrite=False``: never replace an existing file (:class:`~fastreshuffle.errors.OutputExistsError`)."""
     from safetensors.torch import save
 
     path = Path(path)
+    metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+    clash = [k for k in RESERVED_METADATA if k in metadata]
+    if clash:
+        raise ValueError(f"metadata {' and '.join(clash)} cannot be given: the weights file's own")
     cfg = getattr(model, "config", None)
     meta = {"format": FORMAT}
     if isinstance(cfg, ReshuffleNetConfig):
         meta["config"] = cfg.to_json()
-    if metadata:
-        meta.update({str(k): str(v) for k, v in metadata.items()})
+    meta.update(metadata)
     tensors = {}
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
@@ -32,7 +40,7 @@ def save_weights(model: torch.nn.Module, path, *, dtype: Optional[torch.dtype] =
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=True)
+    return atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=overwrite)
 
 
 def read_weights(path) -> Tuple[Optional[ReshuffleNetConfig], Dict[str, torch.Tensor], Dict[str, str]]:

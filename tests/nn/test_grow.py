@@ -75,10 +75,11 @@ def test_grow_weights_tool(tmp_path, capsys):
     from tools import grow_weights
     src, dst = tmp_path / "tiny.safetensors", tmp_path / "small.safetensors"
     small = _trained(PRESETS["tiny"]).float()
-    save_weights(small, src)
+    save_weights(small, src, metadata={"codec": "hevc", "step": "7"})
     assert grow_weights.main([str(src), str(dst), "--preset", "small", "--half"]) == 0
     cfg, state, meta = read_weights(dst)
     assert cfg == PRESETS["small"] and meta["grown_from"] == str(src)
+    assert meta["codec"] == "hevc" and "step" not in meta     # the same function, not the same run
     assert all(v.dtype == torch.float16 for v in state.values())
     big = ReshuffleNet(cfg)
     big.load_state_dict({k: v.float() for k, v in state.items()})
@@ -88,3 +89,6 @@ def test_grow_weights_tool(tmp_path, capsys):
     assert grow_weights.main([str(src), str(dst), "--preset", "small"]) == 2      # exists
     assert grow_weights.main([str(dst), str(tmp_path / "t.safetensors"), "--preset", "tiny"]) == 2
     assert "shrink" in capsys.readouterr().err
+    assert grow_weights.main([str(dst), str(tmp_path / "s.safetensors"), "--preset", "small"]) == 2
+    assert "already is a small network" in capsys.readouterr().err
+    assert not (tmp_path / "s.safetensors").exists() and not (tmp_path / "t.safetensors").exists()
