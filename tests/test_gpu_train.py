@@ -19,13 +19,13 @@ TINY = ("--preset tiny --patch 32 --batch-size 2 --steps 100000 --val-every 1000
         "--val-images 2 --log-every 5")
 
 
-def run_script(tmp_path, out, seconds, resume, **extra):
+def run_script(tmp_path, out, seconds, resume, status=0, **extra):
     env = dict(os.environ, **extra, OUT=str(out), GPU_TRAIN_DATA=str(tmp_path / "gpu_data"), GPU_TRAIN_DEVICE="cpu",
                GPU_TRAIN_SKIP_BUILD="1", GPU_TRAIN_SECONDS=str(seconds), GPU_TRAIN_CKPT_EVERY="1.5",
                GPU_TRAIN_ARGS=TINY, GPU_TRAIN_RESUME=str(resume),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     r = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode == status, r.stdout[-3000:] + r.stderr[-2000:]
     return r.stdout
 
 
@@ -59,6 +59,7 @@ def test_gpu_train_dry_run_checkpoints_and_resumes(tmp_path):
     # a second call continues the run brought back from the first
     back = tmp_path / "gpu_resume"
     shutil.copytree(run, back)
+    (back / "state.json").unlink()        # a copy: train resumes from state.safetensors alone
     out2 = tmp_path / "out2"
     park = tmp_path / "park"
     state_kib = (back / "state.safetensors").stat().st_size / 1024
@@ -72,6 +73,10 @@ def test_gpu_train_dry_run_checkpoints_and_resumes(tmp_path):
     assert step2 > step1
     steps = [int(r.split(",")[0]) for r in (out2 / "run" / "log.csv").read_text().splitlines()[1:]]
     assert min(steps) <= step1 < max(steps)                                # the first call's rows are kept
+    # that run folder, brought back without its (parked) state, cannot be resumed: said before the
+    # build, not after it as a failing train --resume
+    log3 = run_script(tmp_path, tmp_path / "out3", 3, out2 / "run", status=2)
+    assert "holds no state.safetensors" in log3 and "=== train" not in log3
 
 
 def test_pack_copies_data_within_its_cap(tmp_path):
@@ -126,3 +131,45 @@ def test_pack_never_removes_what_is_not_a_pack(tmp_path, capsys):
     empty = tmp_path / "empty"                             # ... and an empty folder filled
     empty.mkdir()
     assert gpu_train_pack.main(base + ["--train", str(train), "--out", str(empty)]) == 0
+
+
+def test_a_failed_pack_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
+    """The previous pack used to be deleted first: a cap nothing fits in, --max-mib inf, a pip
+    failure or --init naming the pack's own init.safetensors left none (and lost that file)."""
+    from tools import gpu_train_pack
+
+    train = make_images(tmp_path / "train", n=2, size=32)
+    val = make_images(tmp_path / "val", n=2, size=32, seed=1)
+    init = tmp_path / "grown.safetensors"
+    from fastreshuffle.io.weights import save_weights
+    from fastreshuffle.nn import ReshuffleNet, ReshuffleNetConfig
+    save_weights(ReshuffleNet(ReshuffleNetConfig.preset("tiny")), init)
+    out = tmp_path / "gpu_data"
+    base = ["--train", str(train), "--val", str(val), "--no-wheel", "--out", str(out)]
+    assert gpu_train_pack.main(base + ["--init", str(init)]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def failing_pip(*a, **k):
+        return subprocess.CompletedProcess(a, 1)
+    for argv, said in ((["--max-mib", "0.0001"], "fits in --max-mib"), (["--max-mib", "inf"], "--max-mib"),
+                       (["--wheel"], "pip download")):
+        if argv == ["--wheel"]:
+            monkeypatch.setattr(gpu_train_pack.subprocess, "run", failing_pip)
+            argv = []
+            args = [a for a in base if a != "--no-wheel"]
+        else:
+            args = base
+        assert gpu_train_pack.main(args + argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+        assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, argv
+    monkeypatch.undo()
+    monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1)    # a pack the device call could not carry
+    assert gpu_train_pack.main(base) == 2
+    assert "exceed" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # the previous pack's own init, named again: read before anything is replaced
+    assert gpu_train_pack.main(base + ["--init", str(out / "init.safetensors")]) == 0
+    assert (out / "init.safetensors").read_bytes() == init.read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".gpu_data")] == []

@@ -8,8 +8,9 @@
 #   GPU_TRAIN_SECONDS=360     training wall time (the build and start-up come on top) [360]
 #   GPU_TRAIN_CKPT_EVERY=60   seconds between checkpoints [60]
 #   GPU_TRAIN_ARGS="..."      fastreshuffle train options [--preset small --codec jpeg --quality 5-95 ...]
-#   GPU_TRAIN_RESUME=DIR      a run folder brought back from an earlier call (state.json +
-#                             state.safetensors + log.csv ...): copied to $OUT/run and continued [gpu_resume]
+#   GPU_TRAIN_RESUME=DIR      a run folder brought back from an earlier call (state.safetensors +
+#                             log.csv ...): copied to $OUT/run and continued [gpu_resume]; a folder
+#                             there without state.safetensors stops the script before the build
 #   GPU_TRAIN_DATA=DIR        the packed data [gpu_data]
 #   GPU_TRAIN_DEVICE=cuda     (cpu for the dry run of the tests)
 #   GPU_TRAIN_SKIP_BUILD=1    do not build (the tests; an installed checkout)
@@ -42,6 +43,13 @@ echo "=== environment ($(date -u +%Y-%m-%dT%H:%MZ))"
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } 2>&1 | tee "$OUT/gpu.txt"
 
 [ -d "$DATA/train" ] || { echo "no training data in $DATA/train: run python -m tools.gpu_train_pack here and carry gpu_data"; exit 2; }
+# what train --resume needs is state.safetensors (state.json is a copy): checked before the build
+if [ -d "$RESUME" ] && [ -n "$(ls -A "$RESUME" 2>/dev/null)" ] && [ ! -f "$RESUME/state.safetensors" ]; then
+  echo "$RESUME holds no state.safetensors (set aside as too large to come back, or the run folder is one level"
+  echo "deeper): nothing to resume. Continue from its weights instead: python -m tools.gpu_train_pack --init FILE,"
+  echo "--init gpu_data/init.safetensors in GPU_TRAIN_ARGS, and $RESUME left out of carry"
+  exit 2
+fi
 if compgen -G "$DATA/wheels/*.whl" >/dev/null; then
   echo "=== wheels from $DATA/wheels"
   python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_train_site \
@@ -59,7 +67,7 @@ if [ "${GPU_TRAIN_SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 resume=()
-if [ -f "$RESUME/state.json" ]; then
+if [ -f "$RESUME/state.safetensors" ]; then
   echo "=== resuming the run in $RESUME"
   mkdir -p "$RUN" && cp "$RESUME"/* "$RUN"/ && resume=(--resume)
 fi

@@ -10,19 +10,29 @@ JPEG files, Kodak24 as PNG), taken in name order until ``--max-mib`` is reached;
 the pillow-heif wheel for the GPU machine's Python (3.12, manylinux x86-64), fetched with ``pip
 download`` (the HEVC codec needs it; JPEG training does not).  ``gpu_data/MANIFEST.txt`` lists
 what was packed.  Nothing here is committed: the images are the data set's, not the project's.
+
+The pack is built in a new folder beside ``--out`` and put in place only when complete, so a
+failed run (pip, a full disk, a cap nothing fits in, Ctrl-C) leaves the previous pack as it was.
+A pack that would take the device call over its 64 MiB (with the working tree: tracked and
+untracked, not ignored, files) is refused: name a smaller ``--max-mib``, or ``--init`` a file
+the working tree already holds (such as a shipped model) in ``GPU_TRAIN_ARGS`` instead.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "gpu_data"
 PY_VERSION = "3.12"   # the GPU machine's python3 (docs/gpu_runs.md)
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+CARRY_LIMIT = 64 * 2 ** 20      # what one device call carries: the working tree and the carried paths
 
 
 def _images(folder: Path):
@@ -52,11 +62,27 @@ def download_wheel(dst: Path) -> Path:
            PY_VERSION, "--implementation", "cp", "-d", str(dst), f"pillow-heif=={ver}"]
     for p in PLATFORMS:
         cmd[4:4] = ["--platform", p]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+        raise ValueError(f"pip download of pillow-heif=={ver} for Python {PY_VERSION} failed (no network? "
+                         "--no-wheel leaves it out)")
     wheels = sorted(dst.glob("pillow_heif-*.whl"))
     if not wheels:
-        raise SystemExit(f"pip download left no pillow_heif wheel in {dst}")
+        raise ValueError(f"pip download left no pillow_heif wheel in {dst}")
     return wheels[-1]
+
+
+def tree_bytes(root: Path = ROOT):
+    """Bytes of the working tree that travels with a device call (git's tracked and untracked,
+    not ignored, files); None where git cannot say."""
+    try:
+        p = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if p.returncode != 0:
+        return None
+    names = {n for n in p.stdout.decode(errors="replace").split("\0") if n}
+    return sum((root / n).stat().st_size for n in names if (root / n).is_file())
 
 
 def _checked(args, train_dir, eval_dir):
@@ -66,8 +92,8 @@ def _checked(args, train_dir, eval_dir):
     from fastreshuffle.io.weights import read_weights
     if args.val_images < 1:
         raise ValueError(f"--val-images must be at least 1, got {args.val_images}")
-    if not args.max_mib > 0:
-        raise ValueError(f"--max-mib must be positive, got {args.max_mib}")
+    if not (args.max_mib > 0 and math.isfinite(args.max_mib)):
+        raise ValueError(f"--max-mib must be a positive number, got {args.max_mib}")
     train = Path(args.train) if args.train else train_dir(args.data_root)
     val = Path(args.val) if args.val else eval_dir(args.data_root)
     for what, folder in (("training", train), ("validation", val)):
@@ -96,7 +122,7 @@ def _checked(args, train_dir, eval_dir):
 def main(argv=None) -> int:
     from fastreshuffle.io.datasets import eval_dir, train_dir
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", default=None, help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
     ap.add_argument("--train", default=None, help="training image folder [<data-root>/train/CBSD432]")
     ap.add_argument("--val", default=None, help="validation image folder [<data-root>/eval/Kodak24]")
@@ -113,27 +139,56 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if out.exists():
-        shutil.rmtree(out)            # a previous pack (checked above), nothing else
-    nt = copy_images(train, out / "train", int(args.max_mib * 2 ** 20))
-    nv = copy_images(val, out / "val", 2 ** 40, max_count=args.val_images)
-    if not nt:
-        print(f"error: no training image of {train} fits in --max-mib {args.max_mib:g}", file=sys.stderr)
-        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-new-"))
+    try:
+        lines = _fill(new, args, train, val)
+        total = sum(p.stat().st_size for p in new.rglob("*") if p.is_file())
+        tree = tree_bytes()
+        if tree is not None and tree + total > CARRY_LIMIT:
+            raise ValueError(f"the pack ({total / 2 ** 20:.1f} MiB) and the working tree ({tree / 2 ** 20:.1f} MiB) "
+                             f"exceed the {CARRY_LIMIT / 2 ** 20:g} MiB a device call carries: use a smaller "
+                             "--max-mib, or name in GPU_TRAIN_ARGS an --init file the working tree already holds")
+    except (ValueError, OSError) as e:
+        shutil.rmtree(new, ignore_errors=True)
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    lines = [f"train: {len(list((out / 'train').iterdir()))} files, {nt / 2 ** 20:.1f} MiB, from {train}",
-             f"val: {len(list((out / 'val').iterdir()))} files, {nv / 2 ** 20:.1f} MiB, from {val}"]
-    if args.init:
-        shutil.copyfile(args.init, out / "init.safetensors")
-        lines.append(f"init: {args.init}, {(out / 'init.safetensors').stat().st_size / 2 ** 20:.1f} MiB")
-    if args.wheel:
-        w = download_wheel(out / "wheels")
-        lines.append(f"wheel: {w.name}, {w.stat().st_size / 2 ** 20:.1f} MiB")
-    (out / "MANIFEST.txt").write_text("\n".join(lines) + "\n")
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():                  # a previous pack (checked above), nothing else
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-old-"))
+        os.replace(out, old / "pack")
+    new.chmod(0o755)                  # mkdtemp's 0700
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old)
     print("\n".join(lines))
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"{out}: {total / 2 ** 20:.1f} MiB in all (the device call carries at most 64 MiB with the working tree)")
+    in_tree = "" if tree is None else f", with the working tree {(tree + total) / 2 ** 20:.1f} MiB"
+    print(f"{out}: {total / 2 ** 20:.1f} MiB in all{in_tree} (a device call carries at most "
+          f"{CARRY_LIMIT / 2 ** 20:g} MiB)")
     return 0
+
+
+def _fill(new: Path, args, train: Path, val: Path):
+    """Fill the new pack's folder -> MANIFEST lines (ValueError / OSError naming a failure)."""
+    lines = []
+    if args.init:        # first: it may be the previous pack's own init.safetensors
+        shutil.copyfile(args.init, new / "init.safetensors")
+    nt = copy_images(train, new / "train", int(args.max_mib * 2 ** 20))
+    if not nt:
+        raise ValueError(f"no training image of {train} fits in --max-mib {args.max_mib:g}")
+    nv = copy_images(val, new / "val", 2 ** 40, max_count=args.val_images)
+    lines += [f"train: {len(list((new / 'train').iterdir()))} files, {nt / 2 ** 20:.1f} MiB, from {train}",
+              f"val: {len(list((new / 'val').iterdir()))} files, {nv / 2 ** 20:.1f} MiB, from {val}"]
+    if args.init:
+        lines.append(f"init: {args.init}, {(new / 'init.safetensors').stat().st_size / 2 ** 20:.1f} MiB")
+    if args.wheel:
+        w = download_wheel(new / "wheels")
+        lines.append(f"wheel: {w.name}, {w.stat().st_size / 2 ** 20:.1f} MiB")
+    (new / "MANIFEST.txt").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 if __name__ == "__main__":
