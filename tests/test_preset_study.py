@@ -100,3 +100,30 @@ def test_window_means(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| preset | 0-10 min | 10-20 min | 20-30 min |" in table
     assert "| small | +0.350 (2) | +0.500 (1) | +0.700 (1) |" in table
+
+
+def test_report_file_is_never_clobbered_and_needs_runs(tmp_path, capsys):
+    """The docstring's example once wrote the report over docs/preset_study.md, the hand-written
+    study, leaving a 6-line empty table (exit 0, no runs at all under --out)."""
+    doc = tmp_path / "study.md"
+    doc.write_text("the study\n")
+    assert preset_study.main(["--out", str(tmp_path / "runs"), "--report", str(doc)]) == 2
+    assert "no run under" in capsys.readouterr().err and doc.read_text() == "the study\n"
+    write_log(tmp_path / "runs" / "small", [(100, 450, 0.30)])
+    assert preset_study.main(["--out", str(tmp_path / "runs"), "--report", str(doc)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and doc.read_text() == "the study\n"
+    assert preset_study.main(["--out", str(tmp_path / "runs"), "--report", str(doc), "--overwrite"]) == 0
+    assert "| small |" in doc.read_text()
+
+
+def test_report_options_without_report_and_a_failed_run(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:          # would have started the hours-long study
+        preset_study.main(["--out", str(tmp_path), "--window", "30"])
+    assert e.value.code == 2
+
+    def failing(cmd, check):
+        raise preset_study.subprocess.CalledProcessError(2, cmd)
+    monkeypatch.setattr(preset_study.subprocess, "run", failing)
+    assert preset_study.main(["--out", str(tmp_path), "--budget", "100", "--presets", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "the small run stopped with status 2" in err and "Traceback" not in err

@@ -2,7 +2,7 @@
 the same data, schedule and seed, then tabulate the validation gain over the codec against time.
 
     python -m tools.preset_study --budget 1800 --out runs/preset_study          # train (resumable)
-    python -m tools.preset_study --budget 1800 --out runs/preset_study --report docs/preset_study.md
+    python -m tools.preset_study --budget 1800 --out runs/preset_study --report runs/preset_study/report.md
 
 Each preset runs ``fastreshuffle train`` at 1 thread, no data workers (so the process's CPU time
 is the whole cost of a step, data included), ``--time-budget B --budget-clock cpu``: a run paused
@@ -102,7 +102,7 @@ def train(preset: str, budget: float, out: Path, validations: int = 10, checkpoi
     if resume:
         cmd.append("--resume")
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True)     # a failure: CalledProcessError, said by main
 
 
 def read_val(run: Path):
@@ -119,7 +119,8 @@ def last_step(run: Path) -> int:
 def report(out: Path, marks) -> str:
     from benchmarks.common import cpu_flags
     from fastreshuffle.nn.config import PRESETS
-    lines = [f"CPU: {platform.processor() or platform.machine()}; {cpu_flags()}", "",
+    lines = [f"Report printed on: {platform.processor() or platform.machine()}; {cpu_flags()} "
+             "(the logs do not record the CPU they were made on)", "",
              "Validation gain over the codec (dB; one MSE over 8 held-out CBSD432 images x JPEG q10/30/50, "
              "256x256 centre crops), at equal CPU time (1 thread):", "",
              "| preset | params | MACs/pixel | " + " | ".join(f"{m / 60:g} min" for m in marks)
@@ -164,7 +165,9 @@ def window_means(out: Path, width: float, until: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=1800, help="CPU seconds per preset [1800]")
-    ap.add_argument("--out", type=Path, default=Path("runs/preset_study"))
+    ap.add_argument("--out", type=Path, default=Path("runs/preset_study"),
+                    help="one run folder per preset in it [runs/preset_study]")
+    ap.add_argument("--overwrite", action="store_true", help="with --report FILE: replace FILE if it exists")
     ap.add_argument("--presets", nargs="+", default=list(PRESET_ORDER), choices=PRESET_ORDER)
     ap.add_argument("--report", type=Path, default=None,
                     help="only write the table (markdown) from the runs' logs to this file ('-': stdout)")
@@ -186,16 +189,35 @@ def main(argv=None) -> int:
         ap.error("--validations must be at least 1, --budget and --window positive")
     if (a.lr is not None and not a.lr > 0) or (a.grad_clip is not None and not a.grad_clip > 0):
         ap.error("--lr and --grad-clip must be positive")
+    if a.report is None and (a.window is not None or a.marks is not None):
+        ap.error("--window and --marks only shape a --report (without one, the study would start training)")
     if a.report is not None:
+        if not any((a.out / p / "log.csv").is_file() for p in PRESET_ORDER):
+            print(f"preset_study: error: no run under {a.out} ({', '.join(PRESET_ORDER)} with a log.csv)",
+                  file=sys.stderr)
+            return 2
+        if str(a.report) != "-":
+            from fastreshuffle.cli._common import check_output_arg
+            from fastreshuffle.errors import UserError
+            try:
+                check_output_arg("--report", a.report, a.overwrite)
+            except UserError as e:
+                print(f"preset_study: error: {e}", file=sys.stderr)
+                return 2
         marks = ([m * 60 for m in a.marks] if a.marks else [a.budget * f for f in (0.25, 0.5, 0.75, 1.0)])
         text = window_means(a.out, a.window * 60, marks[-1]) if a.window else report(a.out, marks)
         if str(a.report) == "-":
             print(text, end="")
         else:
-            a.report.write_text(text)
+            from fastreshuffle.io.safe_write import atomic_write_bytes
+            atomic_write_bytes(a.report, text.encode(), overwrite=a.overwrite)
         return 0
     for p in a.presets:
-        train(p, a.budget, a.out, a.validations, a.checkpoint_every, a.lr, a.grad_clip)
+        try:
+            train(p, a.budget, a.out, a.validations, a.checkpoint_every, a.lr, a.grad_clip)
+        except subprocess.CalledProcessError as e:
+            print(f"preset_study: error: the {p} run stopped with status {e.returncode} (see above)", file=sys.stderr)
+            return e.returncode if 0 < e.returncode < 256 else 1
     return 0
 
 

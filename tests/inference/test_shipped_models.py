@@ -155,13 +155,35 @@ def test_readme_pins_tool_prints_readme_rows(tmp_path, capsys):
             results.append({"quality": q, "bpp": bpp, "psnr_codec": cs, "psnr_codec_mean": cm,
                             "psnr_restored": rs, "psnr_restored_mean": rm,
                             "gain_mean": README_FIGURES[name][q][5], "gain_worst": worst})
+        for r in results:
+            r["codec"] = CODEC[name]
+        doc = {"images": 24, "results": results,
+               "model": {"model": name, "guard": True, "dtype": "float32", "self_ensemble": False}}
         f = tmp_path / f"{name}.json"
-        f.write_text(json.dumps({"results": results}))
+        f.write_text(json.dumps(doc))
         assert readme_pins.main([str(f), name]) == 0
         out = capsys.readouterr().out
         rows = [line for line in out.splitlines() if line.startswith("| ")]
         assert "\n".join(rows) == _readme_table(section, TABLE[name]), f"{name}: printed rows differ from README's"
         assert f'    "{name}": {{' in out
+    # a run that is not what the pins stand for is refused, naming why (a 2-image JPEG run was
+    # printed as HEVC pins); a negative gain keeps its sign (it printed as '+-0.03')
+    for change, said in (({"images": 2}, "images 2"), ({"model": {**doc["model"], "guard": False}}, "guard False"),
+                         ({"model": {**doc["model"], "dtype": "bfloat16"}}, "dtype 'bfloat16'")):
+        f.write_text(json.dumps({**doc, **change}))
+        assert readme_pins.main([str(f), name]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    f.write_text(json.dumps(doc))
+    assert readme_pins.main([str(f), "jpeg"]) == 2
+    assert "codec hevc" in capsys.readouterr().err
+    for bad in (tmp_path / "missing.json", ROOT / "README.md"):
+        assert readme_pins.main([str(bad), name]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    results[0]["gain_worst"] = -0.031
+    f.write_text(json.dumps(doc))
+    assert readme_pins.main([str(f), name]) == 0
+    assert "/ -0.03 dB" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
