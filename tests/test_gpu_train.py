@@ -77,6 +77,11 @@ def test_gpu_train_dry_run_checkpoints_and_resumes(tmp_path):
     # build, not after it as a failing train --resume
     log3 = run_script(tmp_path, tmp_path / "out3", 3, out2 / "run", status=2)
     assert "holds no state.safetensors" in log3 and "=== train" not in log3
+    # an OUT that holds an earlier call's output is not reused (its train.log was overwritten and
+    # its run exported again although train refused to start)
+    log_before = (out1 / "train.log").read_bytes()
+    assert "already holds a gpu_train output" in run_script(tmp_path, out1, 3, tmp_path / "nothing", status=2)
+    assert (out1 / "train.log").read_bytes() == log_before
 
 
 def test_pack_copies_data_within_its_cap(tmp_path):

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                     help="print ptxas register / stack / spill figures of the kernels matching REGEX")
     ap.add_argument("--ptx", metavar="DIR", default=None, help="also write each source's PTX into DIR")
     args = ap.parse_args(argv)
+    if args.ptx and os.path.exists(args.ptx) and not os.path.isdir(args.ptx):
+        ap.error(f"--ptx {args.ptx} exists and is not a folder")     # before the minute of compiling
     nvcc = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
                                     if os.environ.get("CUDA_HOME") else None)
     if nvcc is None:

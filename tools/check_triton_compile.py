@@ -45,8 +45,9 @@ def signature(fn, dtype: str, ints: str = "i32") -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--all", action="store_true", help="every config x dtype x RESHUFFLE")
-    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--all", action="store_true",
+                    help="every config x dtype (+ fp32 TF32) x RESHUFFLE x i32/i64 ints")
+    ap.add_argument("--arch", type=int, default=90, help="the GPU's compute capability, as in sm_90 [90]")
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
     import triton

@@ -27,6 +27,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out/gpu_train}"
+if [ -e "$OUT/train.log" ] || [ -e "$OUT/run" ]; then   # (on the device $OUT is new each call)
+  echo "$OUT already holds a gpu_train output (train.log, run/): name another OUT, or move it away"; exit 2
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 SECONDS_BUDGET="${GPU_TRAIN_SECONDS:-360}"
