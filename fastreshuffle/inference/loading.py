@@ -141,12 +141,15 @@ class Bands:
         return self._nets[key]
 
 
-def model_codec(name_or_path: Union[str, os.PathLike]) -> Optional[str]:
-    """The codec a model was trained for ("jpeg", "hevc"), or None when the file does not say:
-    a shipped name is its codec; a weights file's metadata ``codec`` key, else the ``--codec``
-    of the training command recorded in it."""
-    import re
-    s = os.fspath(name_or_path)
+def model_codec(model) -> Optional[str]:
+    """The codec a model was trained for ("jpeg", "hevc"), or None when nothing says: a shipped
+    name is its codec; a weights file's metadata ``codec`` key, else the ``--codec`` of the
+    training command recorded in it; a loaded model, the ``codec`` :func:`load_model` recorded
+    from its file (a network built otherwise has none)."""
+    if isinstance(model, torch.nn.Module):
+        codec = getattr(model, "codec", None)
+        return codec if isinstance(codec, str) else None
+    s = os.fspath(model)
     if s in SHIPPED_MODELS:
         return s
     try:
@@ -155,6 +158,11 @@ def model_codec(name_or_path: Union[str, os.PathLike]) -> Optional[str]:
             meta = f.metadata() or {}
     except Exception:
         return None
+    return _codec_of(meta)
+
+
+def _codec_of(meta: Dict[str, str]) -> Optional[str]:
+    import re
     if meta.get("codec"):
         return meta["codec"].split(":")[0]
     m = re.search(r"--codec\s+([a-z0-9]+)", meta.get("command", ""))
@@ -217,9 +225,11 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     given.  Weights are stored as fp16 and loaded in the dtype of ``precision``
     (:func:`fastreshuffle.backends.resolve_precision`: "fp32" (default), "bf16", "auto", or
     "fp16" on CUDA; ``half=True`` is "fp16").  A bf16 / fp16 FastReshuffleNet takes float32 input.
+    The model's ``codec`` attribute is the codec its file was trained for (:func:`model_codec`;
+    None when the file does not say): :func:`fastreshuffle.restore` guards by it.
     """
     path = resolve_weights(name_or_path)
-    cfg, state, _ = read_weights(path)
+    cfg, state, meta = read_weights(path)
     cfg = config or cfg
     if cfg is None:
         raise WeightsError(f"{path}: no model config in the file's metadata (was it saved with "
@@ -240,6 +250,8 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     dtype = resolve_precision("fp16" if half else precision, dev)
     model = model_class(dev, fast=fast)(cfg)
     load_state_checked(model, state, source=str(path))
+    name = os.fspath(name_or_path)
+    model.codec = _codec_of(meta) or (name if name in SHIPPED_MODELS else None)
     return model.to(dev, dtype).eval()
 
 

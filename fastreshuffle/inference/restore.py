@@ -317,10 +317,13 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     (a ``device`` given must be that one: it is not moved), in eval mode (its modules' training
     flags are put back afterwards).
 
-    ``guard`` (default: on for JPEG models given by name or path, for any model given by name or
-    path -- also a weights file that names no codec -- on a PIL image opened from a JPEG file (its
-    tables, as ``fastreshuffle restore``), and for
-    the HEVC model on a PIL image opened from a HEIF file; off for a model object): do no harm
+    ``guard`` (default: on for JPEG models given by name or path, or loaded by :func:`load_model` /
+    ``load_pretrained`` from such a file (their ``codec``); for any model given by name or path
+    -- also a weights file that names no codec -- and any loaded model that knows its codec, on a
+    PIL image opened from a JPEG file (its tables, as ``fastreshuffle restore``); for the HEVC
+    model on a PIL image opened from a HEIF file; off for a network whose codec is unknown, such
+    as one built in Python; a loaded model does not bring its quality band's specialist, as
+    ``model="jpeg"`` does): do no harm
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
     QP read from its file warrants (as ``fastreshuffle restore`` does).  An image is restored only where JPEG
     compression is found -- from the tables of an opened JPEG (a PIL image from ``Image.open``,
@@ -363,10 +366,8 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         return SelfEnsemble(n) if self_ensemble else n
     bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (two bands each)
     net = bands.net()
-    codec = None
-    if not isinstance(model, torch.nn.Module):
-        from .loading import model_codec
-        codec = model_codec(model)
+    from .loading import model_codec
+    codec = model_codec(model)      # a loaded model: the codec load_model recorded, if any
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
     if guard is not False and codec == "hevc" and fmt == "HEIF":
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
@@ -383,10 +384,10 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
                       "them): it is restored only where JPEG compression is found in its pixels; pass the "
                       "image Image.open returned, as it is", stacklevel=3)
     # A JPEG file is guarded by its tables whichever model (name or path, whatever codec its file
-    # names, if any) restores it, as `fastreshuffle restore` guards it
-    # (inference.files.restore_file); a model object runs as given.
+    # names, if any; a loaded model that knows its codec) restores it, as `fastreshuffle restore`
+    # guards it (inference.files.restore_file); a network of unknown codec runs as given.
     if guard is None:
-        guard = codec == "jpeg" or (not isinstance(model, torch.nn.Module) and jpeg_file)
+        guard = codec == "jpeg" or (jpeg_file and (codec is not None or not isinstance(model, torch.nn.Module)))
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):

@@ -654,3 +654,32 @@ def test_cli_threads_option(tmp_path, tiny_weights, capsys):
         assert torch.get_num_threads() == 1 and (tmp_path / "a_restored.png").is_file()
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_loaded_model_is_guarded_as_its_name():
+    """README's example loads fr.load_pretrained("jpeg"); passed to restore() as an object it ran
+    unguarded by default: a q96 JPEG of kodim01 lost 6.9 dB, a never-compressed image was
+    changed.  A loaded model knows its file's codec and gets the guard its name would."""
+    import io
+
+    from PIL import Image
+    model = fastreshuffle.load_pretrained("jpeg", "cpu")
+    assert model.codec == "jpeg" and fastreshuffle.load_pretrained("hevc", "cpu").codec == "hevc"
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:64, 0:80]
+    photo = np.clip(np.stack([100 + 60 * np.sin(x / 7.0), 120 + 50 * np.cos(y / 5.0), 90 + x + y], -1)
+                    + rng.normal(0, 6, (64, 80, 3)), 0, 255).astype(np.uint8)
+    assert np.array_equal(fastreshuffle.restore(photo, model), photo)           # never compressed
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=96)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    out = fastreshuffle.restore(Image.open(io.BytesIO(buf.getvalue())), model)
+    assert np.array_equal(np.asarray(out), decoded)                             # quality ~93+: as decoded
+    # the network's own output when asked for, and for a network of unknown codec by default
+    assert not np.array_equal(fastreshuffle.restore(photo, model, guard=False), photo)
+    from fastreshuffle.inference.loading import model_codec
+    built = fastreshuffle.ReshuffleNet(fastreshuffle.ReshuffleNetConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        built.tail.weight.normal_(0, 0.1)        # its last conv starts at zero: make it change pixels
+    assert model_codec(built) is None
+    assert not np.array_equal(fastreshuffle.restore(photo, built), photo)
