@@ -349,7 +349,10 @@ def test_signal_mid_run(tmp_path, weights, sig):
     # --tile 0: one forward pass per file (~0.1-0.3 s each on one thread)
     p = subprocess.Popen([sys.executable, "-m", "fastreshuffle.cli", "restore", str(src), "-o", str(out),
                           "--model", str(weights), "--tile", "0", "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                         # a suite started in the background (`cmd &`) ignores SIGINT, and a child
+                         # inherits that: it then finished every file and the test skipped
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 90
         while time.time() < deadline and p.poll() is None:
