@@ -71,8 +71,8 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
         import onnx
         import onnxscript  # noqa: F401  (torch's exporter imports it)
     except ImportError:
-        raise UserError("ONNX export needs the onnx extra: pip install 'fastreshuffle[onnx]' "
-                        "(onnx, onnxscript)") from None
+        raise UserError("ONNX export needs onnx and onnxscript: pip install onnx onnxscript onnxruntime "
+                        "(the [onnx] extra; from a checkout: pip install -e '.[onnx]')") from None
     from ..errors import OutputExistsError
     from ..io.safe_write import atomic_write_bytes, check_output_file
     from .loading import load_model, resolve_weights

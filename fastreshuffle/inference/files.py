@@ -203,7 +203,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
             restored = pixels.copy()
         elif keep_file and g.quality >= KEEP_JPEG_FROM:
-            notes.append(f"JPEG quality ~{g.quality:.0f}: re-encoded as JPEG, the restored pixels would lose more "
+            notes.append(f"JPEG quality ~{g.quality:.0f}: re-encoding the restored pixels as JPEG would lose more "
                          "than restoring gains; file copied unchanged (--format png keeps the restoration, "
                          "--output-quality Q re-encodes anyway)")
             restored = pixels.copy()
