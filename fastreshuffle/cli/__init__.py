@@ -26,7 +26,7 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-    parser = argparse.ArgumentParser(prog="fastreshuffle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fastreshuffle", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"fastreshuffle {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in SUBCOMMANDS.items():

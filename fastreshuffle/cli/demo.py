@@ -86,7 +86,7 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise UserError(f"the demo writes a PNG: name the output .png, got {out}")
-    check_output_arg("-o", out, args.overwrite)
+    check_output_arg("-o" if args.output != DEFAULT_OUTPUT else "the demo's default output", out, args.overwrite)
     try:
         original = demo_photo()
     except ImportError as e:

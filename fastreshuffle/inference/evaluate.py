@@ -60,8 +60,14 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     if paths and subs and warn:
         warn(f"{len(subs)} sub-folder(s) of {folder} not searched (it has images of its own)")
     paths = paths or list_images(folder, recursive=True)
+    from ..io.output import is_restored_output
+    ours = {p for p in paths if is_restored_output(p)}    # restore's outputs are not originals
+    if ours:
+        paths = [p for p in paths if p not in ours]
+        if warn:
+            warn(f"skipped {len(ours)} file(s) that are fastreshuffle outputs (restored images, not originals)")
     if not paths:
-        raise UserError(f"no image files in {folder}")
+        raise UserError(f"no image files in {folder}" + (" other than fastreshuffle outputs" if ours else ""))
     if limit:
         paths = paths[:limit]
     images, names, bad = [], [], []

@@ -265,3 +265,20 @@ def test_eval_says_sub_folders_it_does_not_search_and_leaves_nothing_when_it_fai
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--data", str(tmp_path / "empty"), "--json", str(tmp_path / "a" / "b" / "r.json")]) == 2
     assert not (tmp_path / "a").exists()
+
+
+def test_eval_skips_what_restore_wrote_into_the_folder(tmp_path, weights, capsys):
+    """restore writes *_restored.png beside its inputs; eval on that folder counted them as test
+    images (4 originals + 4 outputs = '8 images')."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    assert main(["restore", str(data), "--model", str(weights), "-q"]) == 0
+    assert len(list(data.glob("*_restored.png"))) == 2
+    capsys.readouterr()
+    assert main(["eval", "--data", str(data), "--json", str(tmp_path / "r.json"), "-q"]) == 0
+    assert "skipped 2 file(s) that are fastreshuffle outputs" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["images"] == 2
+    for f in data.glob("img*.png"):
+        if not f.name.endswith("_restored.png"):
+            f.unlink()
+    assert main(["eval", "--data", str(data), "-q"]) == 2
+    assert "other than fastreshuffle outputs" in capsys.readouterr().err

@@ -683,3 +683,14 @@ def test_a_loaded_model_is_guarded_as_its_name():
         built.tail.weight.normal_(0, 0.1)        # its last conv starts at zero: make it change pixels
     assert model_codec(built) is None
     assert not np.array_equal(fastreshuffle.restore(photo, built), photo)
+
+
+def test_demo_names_its_default_output(tmp_path, tiny_weights, capsys, monkeypatch):
+    """Run again without -o, the demo said '-o fastreshuffle_demo.png exists', an option never typed."""
+    from fastreshuffle.cli.demo import DEFAULT_OUTPUT
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_OUTPUT).write_bytes(b"earlier")
+    assert cli_main(["demo", "--model", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err
+    assert "the demo's default output" in err and "-o " not in err and "--overwrite" in err
+    assert (tmp_path / DEFAULT_OUTPUT).read_bytes() == b"earlier"
