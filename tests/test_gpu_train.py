@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers import make_images
@@ -170,6 +171,7 @@ def test_a_failed_pack_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
         assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, argv
     monkeypatch.undo()
     monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1)    # a pack the device call could not carry
+    monkeypatch.setattr(gpu_train_pack, "tree_bytes", lambda: 0)    # (a checkout without git says None)
     assert gpu_train_pack.main(base) == 2
     assert "exceed" in capsys.readouterr().err
     monkeypatch.undo()
@@ -178,3 +180,17 @@ def test_a_failed_pack_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
     assert gpu_train_pack.main(base + ["--init", str(out / "init.safetensors")]) == 0
     assert (out / "init.safetensors").read_bytes() == init.read_bytes()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".gpu_data")] == []
+
+
+def test_tree_bytes_counts_what_travels(tmp_path):
+    """The working tree a device call carries: tracked and untracked files, not ignored ones."""
+    from tools import gpu_train_pack
+    assert gpu_train_pack.tree_bytes(tmp_path) is None                    # not a git checkout
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/gpu_data/\n")
+    (tmp_path / "a.txt").write_bytes(b"x" * 100)
+    (tmp_path / "gpu_data").mkdir()
+    (tmp_path / "gpu_data" / "big.bin").write_bytes(b"y" * 5000)
+    assert gpu_train_pack.tree_bytes(tmp_path) == 100 + len("/gpu_data/\n")
