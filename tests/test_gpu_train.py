@@ -157,18 +157,15 @@ def test_a_failed_pack_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
 
     def failing_pip(*a, **k):
         return subprocess.CompletedProcess(a, 1)
-    for argv, said in ((["--max-mib", "0.0001"], "fits in --max-mib"), (["--max-mib", "inf"], "--max-mib"),
-                       (["--wheel"], "pip download")):
-        if argv == ["--wheel"]:
+    with_wheel = [a for a in base if a != "--no-wheel"]
+    for args, said in ((base + ["--max-mib", "0.0001"], "fits in --max-mib"), (base + ["--max-mib", "inf"], "--max-mib"),
+                       (with_wheel, "pip download")):
+        if args is with_wheel:
             monkeypatch.setattr(gpu_train_pack.subprocess, "run", failing_pip)
-            argv = []
-            args = [a for a in base if a != "--no-wheel"]
-        else:
-            args = base
-        assert gpu_train_pack.main(args + argv) == 2, argv
+        assert gpu_train_pack.main(args) == 2, args
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
-        assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, argv
+        assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, args
     monkeypatch.undo()
     monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1)    # a pack the device call could not carry
     monkeypatch.setattr(gpu_train_pack, "tree_bytes", lambda: 0)    # (a checkout without git says None)

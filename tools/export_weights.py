@@ -46,8 +46,8 @@ def source_meta(path, keys=None) -> dict:
     """The metadata of weights file ``path`` to carry into a file made from it (all of it, or
     only ``keys``), less what :func:`save_weights` writes itself."""
     from fastreshuffle.inference.loading import resolve_weights
-    from fastreshuffle.io.weights import RESERVED_METADATA, read_weights
-    meta = read_weights(resolve_weights(path))[2]
+    from fastreshuffle.io.weights import RESERVED_METADATA, read_metadata
+    meta = read_metadata(resolve_weights(path))
     return {k: v for k, v in meta.items() if k not in RESERVED_METADATA and (keys is None or k in keys)}
 
 

@@ -31,7 +31,7 @@ import torch
 
 from ..backends import resolve_device, resolve_precision
 from ..errors import WeightsError
-from ..io.weights import load_state_checked, read_weights
+from ..io.weights import load_state_checked, read_metadata, read_weights
 from ..nn.config import ReshuffleNetConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -153,12 +153,9 @@ def model_codec(model) -> Optional[str]:
     if s in SHIPPED_MODELS:
         return s
     try:
-        from safetensors import safe_open
-        with safe_open(str(resolve_weights(s)), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception:
+        return _codec_of(read_metadata(resolve_weights(s)))
+    except WeightsError:
         return None
-    return _codec_of(meta)
 
 
 def _codec_of(meta: Dict[str, str]) -> Optional[str]:

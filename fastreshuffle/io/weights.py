@@ -43,6 +43,17 @@ def save_weights(model: torch.nn.Module, path, *, dtype: Optional[torch.dtype] =
     return atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=overwrite)
 
 
+def read_metadata(path) -> Dict[str, str]:
+    """The metadata of a safetensors weights file, its tensors left unread (WeightsError if the
+    file cannot be opened as one)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable safetensors file: {e}") from None
+
+
 def read_weights(path) -> Tuple[Optional[ReshuffleNetConfig], Dict[str, torch.Tensor], Dict[str, str]]:
     """Read a safetensors weights file -> (config or None, state_dict, metadata)."""
     from safetensors import SafetensorError
