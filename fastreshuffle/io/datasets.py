@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 ENV_VAR = "FASTRESHUFFLE_DATA"
 DEFAULT_RELATIVE = Path("..") / "shared" / "data"
@@ -28,18 +28,27 @@ def data_root(override: Optional[Union[str, os.PathLike]] = None) -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    cwd_candidate = Path.cwd() / DEFAULT_RELATIVE
-    if cwd_candidate.is_dir():
-        return cwd_candidate
-    repo_candidate = Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE
-    if repo_candidate.is_dir():
-        return repo_candidate
-    return cwd_candidate
+    for candidate in default_roots():
+        if candidate.is_dir():
+            return candidate
+    return default_roots()[0]
+
+
+def default_roots() -> Tuple[Path, Path]:
+    """Where the default data root is looked for: ``../shared/data`` from the current folder,
+    then from the source checkout."""
+    return Path.cwd() / DEFAULT_RELATIVE, Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE
 
 
 def missing_folder_message(folder: Path, what: str) -> str:
     """The error for a data folder that does not exist: what to pass instead."""
-    return (f"{what} folder not found: {folder}. Pass --data FOLDER (any folder of PNG/JPEG images), "
+    msg = f"{what} folder not found: {folder}."
+    cwd_root, repo_root = default_roots()
+    if Path(folder).is_relative_to(cwd_root) and not cwd_root.is_dir() and not repo_root.is_dir():
+        # the default root, found in neither place it is looked for: name both
+        msg += (" No data root: ../shared/data exists neither from the current folder "
+                f"({cwd_root}) nor from the source checkout ({repo_root}).")
+    return (msg + " Pass --data FOLDER (any folder of PNG/JPEG images), "
             f"or --data-root / ${ENV_VAR} pointing at a folder with eval/Kodak24 and train/CBSD432 "
             "(public sets: Kodak24 from r0k.us/graphics/kodak, CBSD432 = BSDS500 minus CBSD68)")
 

@@ -39,3 +39,22 @@ def test_missing_data_says_what_to_pass(tmp_path, monkeypatch, capsys):
     assert main(["train", "--steps", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "nothing-here/train/CBSD432" in err and "--data FOLDER" in err
+
+
+def test_missing_default_root_names_both_places(tmp_path, monkeypatch, capsys):
+    """With no --data-root and no $FASTRESHUFFLE_DATA the root is looked for in two places; a
+    missing one names both, not only the first."""
+    from fastreshuffle.io import datasets
+
+    here, checkout = tmp_path / "here" / "shared" / "data", tmp_path / "checkout" / "shared" / "data"
+    monkeypatch.setattr(datasets, "default_roots", lambda: (here, checkout))
+    monkeypatch.delenv("FASTRESHUFFLE_DATA", raising=False)
+    assert main(["eval", "--codec", "jpeg", "--quality", "10", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"folder not found: {here / 'eval' / 'Kodak24'}" in err
+    assert str(here) in err and str(checkout) in err and "--data FOLDER" in err
+    # a root that exists but lacks the folder: only that folder is named
+    (checkout / "train").mkdir(parents=True)
+    assert main(["eval", "--codec", "jpeg", "--quality", "10", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"folder not found: {checkout / 'eval' / 'Kodak24'}" in err and str(here) not in err
