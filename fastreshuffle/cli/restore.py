@@ -10,7 +10,7 @@ unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
-Exit codes: 0 all files restored (or skipped because the output exists or would clash), 1 some files
+Exit codes: 0 all files restored or written unchanged (or skipped because the output exists or would clash), 1 some files
 failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
 folder cannot be created), 130 interrupted (Ctrl-C / SIGINT).
 
@@ -81,6 +81,13 @@ def _say(msg: str, bar=None) -> None:
         bar.write(msg, file=sys.stderr)
     else:
         print(msg, file=sys.stderr, flush=True)
+
+
+def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
+    """The end-of-run tally; a file written with its pixels as they were (nothing to remove, a
+    high-quality JPEG copied, under 8 px: its note says why) is not counted as restored."""
+    return (f"{restored} restored, " + (f"{same} written unchanged, " if same else "")
+            + f"{skipped} skipped, {failed} failed")
 
 
 def _describe(e: BaseException) -> str:
@@ -214,7 +221,7 @@ def run(args) -> int:
         raise UserError(str(e)) from None
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
-    n_ok = n_skip = n_fail = 0
+    n_ok = n_same = n_skip = n_fail = 0   # n_same: written, pixels as they were (nothing to remove)
     writable = set()            # output folders a file could be created in
     used: Dict[str, int] = {}   # --model auto: files per model, said per file up to 20, else at the end
 
@@ -261,7 +268,7 @@ def run(args) -> int:
                 except WeightsError as e:
                     raise UserError(str(e)) from None
                 with _TileBar(src.name, args.quiet) as tiles:
-                    notes = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
+                    notes, changed = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
                                          overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
                                          progress=tiles.update, guard=args.guard, codec=codec,
                                          bands=Bands(name, lambda m: model_for(m)[0]))
@@ -274,7 +281,10 @@ def run(args) -> int:
                 if not args.quiet:
                     for note in said + notes:
                         _say(f"note: {src}: {note}", bar)
-                n_ok += 1
+                if changed:
+                    n_ok += 1
+                else:
+                    n_same += 1
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # one bad file never stops the batch
@@ -289,13 +299,13 @@ def run(args) -> int:
         if bar is not None:
             bar.close()
         what, code = interrupted(e)
-        _say(f"{what}: {n_ok + n_skip + n_fail} of {len(files)} file(s) finished "
-             f"({n_ok} restored, {n_skip} skipped, {n_fail} failed); no partial output left behind")
+        _say(f"{what}: {n_ok + n_same + n_skip + n_fail} of {len(files)} file(s) finished "
+             f"({_counts(n_ok, n_same, n_skip, n_fail)}); no partial output left behind")
         return code
     if bar is not None:
         bar.close()
     if not args.quiet or n_fail:
-        _say(f"done in {time.time() - t0:.1f}s: {n_ok} restored, {n_skip} skipped, {n_fail} failed"
+        _say(f"done in {time.time() - t0:.1f}s: {_counts(n_ok, n_same, n_skip, n_fail)}"
              + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:
         _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "

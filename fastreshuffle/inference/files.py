@@ -131,10 +131,17 @@ def sniff_format(src: Path) -> Optional[str]:
 KEEP_JPEG_FROM = 85
 
 
+class FileResult(NamedTuple):
+    """What :func:`restore_file` did: notes for the user, and whether the pixels it wrote differ
+    from the input's (False: passed through, nothing to remove)."""
+    notes: List[str]
+    changed: bool
+
+
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
                  tile: Optional[int] = None, overlap: Optional[int] = None, ensemble: bool = False,
                  overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None,
-                 guard: bool = True, codec: Optional[str] = "jpeg", bands=None) -> List[str]:
+                 guard: bool = True, codec: Optional[str] = "jpeg", bands=None) -> "FileResult":
     """Read ``src`` once, restore it with ``model`` and write ``out`` as ``fmt`` atomically.
 
     16-bit samples are restored at 16 bits (and kept where ``fmt`` holds them); ICC, EXIF and
@@ -144,8 +151,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     (:mod:`.guard`); other images restored by a JPEG model (``codec="jpeg"``) are restored only
     where JPEG compression is found in their pixels.  ``bands`` (:class:`.loading.Bands`): a
     JPEG is restored by the network for its quality, a HEIF file by the one for its QP, instead of
-    ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns
-    notes for the user (conversions, dropped frames, the JPEG guard's decision).
+    ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns a
+    :class:`FileResult`: notes for the user (conversions, dropped frames, the JPEG guard's
+    decision) and whether the pixels written differ from the input's.
     """
     import numpy as np
 
@@ -242,10 +250,11 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
-    if keep_file and np.array_equal(restored, pixels):     # (atomic_open makes missing folders)
+    changed = not np.array_equal(restored, pixels)
+    if keep_file and not changed:     # (atomic_open makes missing folders)
         atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
-        return notes[len(f.notes):]     # the decoding's notes (a CMYK conversion, frames) are not the copy's
+        return FileResult(notes[len(f.notes):], False)  # the decoding's notes (a CMYK conversion, frames) are not the copy's
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, dpi=f.dpi, text=f.text, comment=f.comment,
                             overwrite=overwrite)
-    return notes
+    return FileResult(notes, changed)
