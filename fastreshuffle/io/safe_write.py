@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Optional, Union
 
@@ -55,6 +55,19 @@ def _short(name: str, limit: int = 120) -> str:
     return name if len(b) <= limit else b[:limit].decode("utf-8", "ignore")
 
 
+# O_EXCL: a new file or an error, never someone else's file
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _temp_names(folder: Path, stem: str, tries: int = 100) -> Iterator[Path]:
+    """Fresh random names for a temporary file in ``folder``.  The caller holds the name before
+    it creates the file (``os.open`` with ``_TEMP_FLAGS``), so an interrupt at any point after
+    leaves nothing behind: ``tempfile.mkstemp`` tells the name only once the file exists."""
+    for _ in range(tries):
+        yield folder / f"{TEMP_PREFIX}{_short(stem)}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Open a binary file for writing that appears at ``path`` only if the block succeeds.
@@ -68,20 +81,24 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
     folder = path.parent if str(path.parent) else Path(".")
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + _short(path.name) + ".", suffix=TEMP_SUFFIX,
-                                        dir=str(folder))
-    except OSError as e:   # name the output, not the temporary file's made-up name
-        raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
-    tmp = Path(tmp_name)
-    try:
+    tmp: Optional[Path] = None
+    try:  # from before the temporary file exists: its name is known when it is made
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            for tmp in _temp_names(folder, path.name):
+                try:
+                    fd = os.open(tmp, _TEMP_FLAGS, 0o600)
+                    break
+                except FileExistsError:
+                    tmp = None      # not ours
+        except OSError as e:   # name the output, not the temporary file's made-up name
+            raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         try:
-            # mkstemp creates 0600; give the result the usual permissions (umask applied).
+            # created 0600; give the result the usual permissions (umask applied).
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
@@ -106,7 +123,8 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
                 os.replace(tmp, path)
         _fsync_dir(folder)
     finally:  # also runs on KeyboardInterrupt / SystemExit
-        _remove_quietly(tmp)
+        if tmp is not None:
+            _remove_quietly(tmp)
 
 
 def check_writable(folder: PathLike) -> None:
@@ -114,12 +132,19 @@ def check_writable(folder: PathLike) -> None:
     permissions, read-only mounts and immutable folders all show), so that a batch learns it
     before spending time on the first image."""
     folder = Path(folder)
+    probe: Optional[Path] = None
     try:
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX + "probe.", suffix=TEMP_SUFFIX, dir=str(folder))
+        for probe in _temp_names(folder, "probe"):
+            try:
+                os.close(os.open(probe, _TEMP_FLAGS, 0o600))
+                break
+            except FileExistsError:
+                probe = None
     except OSError as e:
         raise OSError(e.errno, f"{e.strerror} (cannot write in this folder)", str(folder)) from None
-    os.close(fd)
-    _remove_quietly(Path(name))
+    finally:
+        if probe is not None:
+            _remove_quietly(probe)
 
 
 def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:

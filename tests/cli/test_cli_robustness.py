@@ -411,19 +411,17 @@ def test_named_pipe_is_refused_not_waited_on(tmp_path, weights, capsys):
 def test_read_only_output_folder_is_named_before_any_image_work(tmp_path, weights, capsys, monkeypatch):
     """A folder no file can be created in (read-only mount, immutable: injected, root ignores
     chmod) is found before the network runs, and the error names it, not a temporary file."""
-    import tempfile
-
     from fastreshuffle.inference import files
     _good_files(tmp_path)
     out = tmp_path / "ro"
     out.mkdir()
-    real = tempfile.mkstemp
+    real = os.open
 
-    def mkstemp(*a, dir=None, **kw):
-        if dir is not None and Path(dir) == out:
+    def os_open(path, flags, *a, **kw):     # no file can be created in ``out``
+        if Path(path).parent == out and flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real(*a, dir=dir, **kw)
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        return real(path, flags, *a, **kw)
+    monkeypatch.setattr(os, "open", os_open)
     ran = []
     monkeypatch.setattr(files, "restore_file", lambda *a, **k: ran.append(a))
     rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), str(tmp_path / "good2.jpg"), "-o", str(out),
