@@ -168,7 +168,7 @@ def test_a_failed_pack_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
         assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, args
     monkeypatch.undo()
     monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1)    # a pack the device call could not carry
-    monkeypatch.setattr(gpu_train_pack, "tree_bytes", lambda: 0)    # (a checkout without git says None)
+    monkeypatch.setattr(gpu_train_pack, "tree_bytes", lambda **k: 0)   # (a checkout without git says None)
     assert gpu_train_pack.main(base) == 2
     assert "exceed" in capsys.readouterr().err
     monkeypatch.undo()
@@ -191,3 +191,31 @@ def test_tree_bytes_counts_what_travels(tmp_path):
     (tmp_path / "gpu_data").mkdir()
     (tmp_path / "gpu_data" / "big.bin").write_bytes(b"y" * 5000)
     assert gpu_train_pack.tree_bytes(tmp_path) == 100 + len("/gpu_data/\n")
+    # a pack made in a folder git does not ignore is left out where named (it is counted apart)
+    (tmp_path / "pack" / "sub").mkdir(parents=True)
+    (tmp_path / "pack" / "sub" / "c.bin").write_bytes(b"z" * 700)
+    assert gpu_train_pack.tree_bytes(tmp_path) == 800 + len("/gpu_data/\n")
+    assert gpu_train_pack.tree_bytes(tmp_path, exclude=[tmp_path / "pack"]) == 100 + len("/gpu_data/\n")
+
+
+def test_a_pack_inside_the_tree_is_counted_once(tmp_path, capsys, monkeypatch):
+    """--out in a folder git does not ignore: the pack (and the folder it is made in beside
+    --out) is part of the tree too, and was counted twice against the device call's limit."""
+    from tools import gpu_train_pack
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "code.py").write_bytes(b"x" * 1000)
+    train = make_images(tmp_path / "train", n=2, size=32)
+    val = make_images(tmp_path / "val", n=2, size=32, seed=1)
+    real = gpu_train_pack.tree_bytes
+    monkeypatch.setattr(gpu_train_pack, "tree_bytes", lambda **k: real(repo, **k))
+    argv = ["--train", str(train), "--val", str(val), "--no-wheel", "--out", str(repo / "pack")]
+    assert gpu_train_pack.main(argv) == 0
+    total = sum(p.stat().st_size for p in (repo / "pack").rglob("*") if p.is_file())
+    assert f"with the working tree {(1000 + total) / 2 ** 20:.1f} MiB" in capsys.readouterr().out
+    monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1000 + total)    # exactly fits: made again
+    assert gpu_train_pack.main(argv) == 0, capsys.readouterr().err
+    monkeypatch.setattr(gpu_train_pack, "CARRY_LIMIT", 1000 + total - 1)
+    assert gpu_train_pack.main(argv) == 2 and "exceed" in capsys.readouterr().err

@@ -71,9 +71,10 @@ def download_wheel(dst: Path) -> Path:
     return wheels[-1]
 
 
-def tree_bytes(root: Path = ROOT):
+def tree_bytes(root: Path = ROOT, exclude=()):
     """Bytes of the working tree that travels with a device call (git's tracked and untracked,
-    not ignored, files); None where git cannot say."""
+    not ignored, files), leaving out what lies under the folders ``exclude`` (the pack being
+    made, counted on its own, where it is inside the tree); None where git cannot say."""
     try:
         p = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            capture_output=True, timeout=60)
@@ -82,7 +83,9 @@ def tree_bytes(root: Path = ROOT):
     if p.returncode != 0:
         return None
     names = {n for n in p.stdout.decode(errors="replace").split("\0") if n}
-    return sum((root / n).stat().st_size for n in names if (root / n).is_file())
+    skip = [Path(x).resolve() for x in exclude]
+    return sum((root / n).stat().st_size for n in names
+               if (root / n).is_file() and not any((root / n).resolve().is_relative_to(x) for x in skip))
 
 
 def _checked(args, train_dir, eval_dir):
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
     try:
         lines = _fill(new, args, train, val)
         total = sum(p.stat().st_size for p in new.rglob("*") if p.is_file())
-        tree = tree_bytes()
+        tree = tree_bytes(exclude=(new, out))    # the pack once, as ``total``, wherever it is
         if tree is not None and tree + total > CARRY_LIMIT:
             raise ValueError(f"the pack ({total / 2 ** 20:.1f} MiB) and the working tree ({tree / 2 ** 20:.1f} MiB) "
                              f"exceed the {CARRY_LIMIT / 2 ** 20:g} MiB a device call carries: use a smaller "
