@@ -132,6 +132,13 @@ def run(args) -> int:
     apply_threads(args)
     device = device_from_args(args)
     folder = Path(args.data) if args.data else eval_dir(args.data_root)
+    if (args.json or args.plot) and folder.is_dir():   # (--overwrite would let them replace an image)
+        from ..io.images import list_images
+        inputs = {os.path.realpath(p) for p in list_images(folder, recursive=True)}
+        for opt, path in (("--json", args.json), ("--plot", args.plot)):
+            if path and os.path.realpath(path) in inputs:
+                raise UserError(f"{opt} {path} is one of the images in {folder}: it would be replaced; "
+                                "name another file")
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)
     model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:

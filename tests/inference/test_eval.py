@@ -200,6 +200,12 @@ def test_eval_outputs_are_never_replaced_unasked(tmp_path, capsys):
     dangling.symlink_to(tmp_path / "nowhere.json")   # a link is an existing output: kept, said up front
     assert main(["eval", "--data", str(data), "--json", str(dangling), "-q"]) == 2
     assert "exists; use --overwrite" in capsys.readouterr().err and dangling.is_symlink()
+    # one of the images measured, named as --json or --plot: refused even with --overwrite
+    image = sorted(data.iterdir())[0]
+    before = image.read_bytes()
+    for opt in ("--json", "--plot"):
+        assert main(["eval", "--data", str(data), "--quality", "10", "30", opt, str(image), "--overwrite", "-q"]) == 2
+        assert "is one of the images in" in capsys.readouterr().err and image.read_bytes() == before
 
 
 def test_eval_write_errors_are_one_line_and_keep_the_other_output(tmp_path, capsys, monkeypatch):
