@@ -160,14 +160,17 @@ def run(args) -> int:
                             "(lossless)")
 
     apply_threads(args)
-    found = collect_inputs(args.inputs, args.recursive, suffix)
+    found = collect_inputs(args.inputs, args.recursive, suffix,
+                           None if args.format == "same" else [EXTENSIONS[args.format]])
     files, errors = found.files, found.errors
     for line in errors:
         _say(line)
     said = not args.quiet or not files       # (with nothing found, they say why, --quiet or not)
     if found.skipped_outputs and said:
-        _say(f"note: skipped {found.skipped_outputs} file(s) that are fastreshuffle outputs "
-             f"(named *{suffix}.* or marked as ours in their EXIF)")
+        names = ", ".join(str(f) for f in found.skipped_outputs[:10]) + (
+            f" and {len(found.skipped_outputs) - 10} more" if len(found.skipped_outputs) > 10 else "")
+        _say(f"note: skipped {len(found.skipped_outputs)} file(s) that are fastreshuffle outputs (marked as ours "
+             f"in their EXIF, or named as the {suffix} output of an image beside them): {names}")
     if found.skipped_folders and said:
         _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
     if not files:
@@ -305,6 +308,7 @@ def run(args) -> int:
     if bar is not None:
         bar.close()
     if not args.quiet or n_fail:
+        n_skip += len(found.skipped_outputs)
         _say(f"done in {time.time() - t0:.1f}s: {_counts(n_ok, n_same, n_skip, n_fail)}"
              + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 # Extensions picked up when a folder is given (an explicitly named file is always tried).
 FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
@@ -17,10 +17,15 @@ __all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for"
            "sniff_format"]
 
 
-def _is_earlier_output(path: Path, suffix: str) -> bool:
-    """Named like an output of this run's ``suffix``, or marked as ours in its metadata."""
-    from ..io.output import EXTENSIONS, is_restored_output
-    if bool(suffix) and path.stem.endswith(suffix) and path.suffix.lower() in set(EXTENSIONS.values()):
+def _is_earlier_output(path: Path, suffix: str, stems, extensions) -> bool:
+    """Marked as ours in its metadata, or named as this run would name the output of another image
+    in its folder: its ``suffix`` and one of the ``extensions`` it writes (``stems``: the stems of
+    the folder's images; ``a_restored.png`` beside ``a.jpg``).  A name alone is not enough: a
+    camera's ``IMG_1.jpg`` with ``--suffix 1``, or a user's own ``holiday_restored.jpg``, is a
+    photo to restore."""
+    from ..io.output import is_restored_output
+    if (suffix and path.stem.endswith(suffix) and path.suffix.lower() in extensions
+            and path.stem[:-len(suffix)] in stems):
         return True
     return is_restored_output(path)
 
@@ -28,7 +33,7 @@ def _is_earlier_output(path: Path, suffix: str) -> bool:
 class Collected(NamedTuple):
     files: List[Tuple[Path, Optional[Path]]]  # (file, the folder it was found in, or None)
     errors: List[str]                         # one line per input path or folder that cannot be read
-    skipped_outputs: int                      # files in folders that are our own earlier outputs
+    skipped_outputs: List[Path]               # files in folders that are our own earlier outputs
     skipped_folders: int                      # sub-folders not entered (no --recursive)
 
 
@@ -55,19 +60,25 @@ def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Pa
     return out
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
+def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
+                   extensions: Optional[Sequence[str]] = None) -> Collected:
     """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
 
-    In folders, hidden files and folders, other extensions and our own earlier outputs (by name or by
-    their EXIF mark, whatever suffix they were written with) are left out and counted."""
+    In folders, hidden files and folders and other extensions are left out; so are our own earlier
+    outputs (by their EXIF mark, whatever suffix they were written with, or named as this run would
+    name another image's output: ``suffix`` and one of ``extensions``, default any it can write),
+    listed in ``skipped_outputs``."""
+    from ..io.output import EXTENSIONS
+    extensions = {e.lower() for e in (extensions or EXTENSIONS.values())}
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
-    skipped_outputs = skipped_folders = 0
+    skipped_outputs: List[Path] = []
+    skipped_folders = 0
     seen = set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = []
+            images = []
             for f in _folder_entries(p, recursive, errors):
                 if not recursive and f.is_dir() and not f.name.startswith("."):
                     skipped_folders += 1
@@ -75,8 +86,14 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 if not f.is_file() or f.suffix.lower() not in FOLDER_EXTENSIONS or \
                         any(part.startswith(".") for part in f.relative_to(p).parts):
                     continue   # hidden files and everything in hidden folders are left out
-                if _is_earlier_output(f, suffix):
-                    skipped_outputs += 1
+                images.append(f)
+            stems: Dict[Path, set] = {}
+            for f in images:
+                stems.setdefault(f.parent, set()).add(f.stem)
+            found = []
+            for f in images:
+                if _is_earlier_output(f, suffix, stems[f.parent], extensions):
+                    skipped_outputs.append(f)
                     continue
                 found.append(f)
             for f in sorted(found):

@@ -166,6 +166,28 @@ def test_rgba_to_jpeg_refused_clearly(tmp_path, capsys):
     assert not (tmp_path / "t_restored.jpg").exists()
 
 
+def test_a_name_alone_does_not_make_a_photo_an_output(tmp_path, capsys):
+    """Files named like outputs are skipped only as the output of an image beside them (or when
+    marked as ours): camera names ending in the suffix, and a user's own *_restored.jpg, are photos."""
+    for n in ("IMG_1", "IMG_11", "DSC_0001", "photo-1", "holiday_restored"):
+        Image.fromarray(photo(64)).save(tmp_path / f"{n}.jpg", quality=40)
+    Image.fromarray(photo(64)).save(tmp_path / "x.jpg", quality=40)
+    Image.fromarray(photo(64)).save(tmp_path / "x1.png")     # x.jpg's output by name (no mark: another tool)
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path), "-o", str(out), "--suffix", "1", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["DSC_00011.png", "IMG_11.png", "IMG_111.png",
+                                                     "holiday_restored1.png", "photo-11.png", "x1.png"]
+    assert "skipped 1 file(s) that are fastreshuffle outputs" in err and str(tmp_path / "x1.png") in err
+    assert "6 restored, 1 skipped, 0 failed" in err
+    # --format same writes x1.jpg-like names: there IMG_11.jpg is named as IMG_1.jpg's output, and skipped
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "same"), "--suffix", "1", "--format", "same",
+                 "--device", "cpu"]) == 0
+    assert str(tmp_path / "IMG_11.jpg") in capsys.readouterr().err
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out2"), "--device", "cpu"]) == 0
+    assert (tmp_path / "out2" / "holiday_restored_restored.png").is_file()
+
+
 def test_own_outputs_skipped_whatever_the_suffix_and_subfolders_counted(tmp_path, capsys):
     Image.fromarray(photo()).save(tmp_path / "a.jpg", quality=40)
     (tmp_path / "sub").mkdir()
