@@ -3,14 +3,14 @@
 Output: ``OUTDIR/<stem><suffix>.<ext>`` (default OUTDIR: next to each input; with
 ``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR), in
 ``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
-format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default 95;
-without it a file written back into its own lossy format is copied where its pixels stay
+format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default: JPEG 95,
+WebP lossless; without it a file written back into its own lossy format is copied where its pixels stay
 unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
 :mod:`fastreshuffle.inference.files`).
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
-Exit codes: 0 all files restored or written unchanged (or skipped because the output exists or would clash), 1 some files
+Exit codes: 0 all files restored or passed through (or skipped because the output exists or would clash), 1 some files
 failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
 folder cannot be created), 130 interrupted (Ctrl-C / SIGINT).
 
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output format (default: png, lossless; same = the input's format where it can be "
                         "written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
-                   help="quality 1-100 of JPEG/WebP outputs (default: 95; without it, --format same copies a "
+                   help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, --format same copies a "
                         "JPEG of quality >= 85 and any file whose pixels stay unchanged as they are)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
@@ -86,7 +86,7 @@ def _say(msg: str, bar=None) -> None:
 def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
     """The end-of-run tally; a file written with its pixels as they were (nothing to remove, a
     high-quality JPEG copied, under 8 px: its note says why) is not counted as restored."""
-    return (f"{restored} restored, " + (f"{same} written unchanged, " if same else "")
+    return (f"{restored} restored, " + (f"{same} passed through, " if same else "")
             + f"{skipped} skipped, {failed} failed")
 
 

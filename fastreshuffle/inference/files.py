@@ -149,8 +149,9 @@ KEEP_JPEG_FROM = 85
 
 
 class FileResult(NamedTuple):
-    """What :func:`restore_file` did: notes for the user, and whether the pixels it wrote differ
-    from the input's (False: passed through, nothing to remove)."""
+    """What :func:`restore_file` did: notes for the user, and whether restoring changed the
+    pixels (False: passed through -- a lossy output format may still change them a little, said
+    in a note)."""
     notes: List[str]
     changed: bool
 
@@ -170,7 +171,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     JPEG is restored by the network for its quality, a HEIF file by the one for its QP, instead of
     ``model``.  ``progress(done, total)`` is called in pixels after each tile.  Returns a
     :class:`FileResult`: notes for the user (conversions, dropped frames, the JPEG guard's
-    decision) and whether the pixels written differ from the input's.
+    decision) and whether restoring changed the pixels (False: passed through).
     """
     import numpy as np
 
@@ -218,14 +219,14 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     keep_file = quality is None and (
         (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP" and f.n_frames == 1))
     if small:
-        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels written unchanged")
+        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels left as they are")
         restored = pixels.copy()
     elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
         if codec == "hevc":
             notes.append("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
                          "--model auto, is the one trained for JPEG files)")
         if g.strength <= 0:
-            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels written unchanged")
+            notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels left as they are")
             restored = pixels.copy()
         elif keep_file and g.quality >= KEEP_JPEG_FROM:
             notes.append(f"JPEG quality ~{g.quality:.0f}: re-encoding the restored pixels as JPEG would lose more "
@@ -247,16 +248,16 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
             notes.append(f"{how}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
-                                       else "little to remove; pixels written unchanged"))
+                                       else "little to remove; pixels left as they are"))
     elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
         if bg is None:
             why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
                    "RGB pixels" if f.format in ("JPEG", "MPO") else "no JPEG compression found in the pixels")
-            notes.append(f"{why}: written unchanged (--no-guard restores it anyway)")
+            notes.append(f"{why}: left as it is (--no-guard restores it anyway)")
         elif bg.strength <= 0:
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
-                         "written unchanged")
+                         "left as it is")
         else:
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {_share(bg.strength)} of the "
                          "correction, kept consistent with the quantisation")
@@ -271,7 +272,10 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     if keep_file and not changed:     # (atomic_open makes missing folders)
         atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
         return FileResult(notes[len(f.notes):], False)  # the decoding's notes (a CMYK conversion, frames) are not the copy's
-    notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality or DEFAULT_QUALITY,
+    if not changed and (fmt == "jpeg" or (fmt == "webp" and quality is not None)):
+        notes.append(f"nothing changed by restoring, but written as {fmt.upper()} quality {quality or DEFAULT_QUALITY} "
+                     "(lossy), which changes the pixels a little; --format png keeps them exactly")
+    notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, dpi=f.dpi, text=f.text, comment=f.comment,
                             overwrite=overwrite)
     return FileResult(notes, changed)

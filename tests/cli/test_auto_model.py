@@ -35,7 +35,7 @@ def test_auto_picks_per_file_and_says_so(tmp_path, capsys):
     assert "low.heic: model hevc" in err and "j.jpg: model jpeg" in err and "clean.png: model jpeg" in err
     assert "clean.png: no JPEG compression found" in err
     # clean.png and high.heic are written as they were: not counted as restored
-    assert "3 restored, 2 written unchanged, 0 skipped, 0 failed" in err
+    assert "3 restored, 2 passed through, 0 skipped, 0 failed" in err
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "clean_restored.png")), a)
     for name, src in (("low", "low.heic"), ("high", "high.heic")):
         dec = np.asarray(Image.open(tmp_path / src).convert("RGB"))
@@ -56,7 +56,7 @@ def test_tally_counts_a_file_passed_through_apart(tmp_path, capsys):
     Image.fromarray(a).save(tmp_path / "clean.png")
     assert main(["restore", str(tmp_path), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "done in" in err and "1 restored, 1 written unchanged, 0 skipped, 0 failed" in err
+    assert "done in" in err and "1 restored, 1 passed through, 0 skipped, 0 failed" in err
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "clean_restored.png")), a)
     assert main(["restore", str(tmp_path / "j.jpg"), "--device", "cpu", "--overwrite"]) == 0
     assert "1 restored, 0 skipped, 0 failed" in capsys.readouterr().err

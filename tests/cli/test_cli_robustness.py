@@ -163,7 +163,7 @@ def test_mixed_folder(tmp_path, weights, capsys):
     assert sum(ln.startswith("error: ") for ln in err.splitlines()) == len(bad)
     assert len(list(out.rglob("*_restored.png"))) == len(good)
     # the 1x1 image is written as it is (under 8 px): not counted as restored
-    assert "3 restored, 1 written unchanged, 0 skipped, 4 failed" in err
+    assert "3 restored, 1 passed through, 0 skipped, 4 failed" in err
     assert not leftover_temp_files(out)
 
 
