@@ -480,3 +480,18 @@ def test_a_bomb_between_pillows_two_limits_is_one_line(tmp_path, weights, capsys
     lines = [ln for ln in err.splitlines() if "big.png" in ln]
     assert len(lines) == 1 and "decompression bomb refused" in lines[0], err
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_file_named_twice_is_restored_once(tmp_path, capsys):
+    """the same file given twice (or by two spellings) is one input: restored once, and its
+    second mention is not reported as a skipped file whose output name collides with its own."""
+    import os
+
+    from fastreshuffle.cli import main
+    src = tmp_path / "a.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(src, quality=30)
+    alias = os.path.join(str(tmp_path), ".", "a.jpg")
+    assert main(["restore", str(src), alias, "--device", "cpu", "--no-guard"]) == 0
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "skipped:" not in text and "0 skipped" in text and (tmp_path / "a_restored.png").is_file()

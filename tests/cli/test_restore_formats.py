@@ -559,3 +559,16 @@ def test_webp_output_never_costs_more_than_restoring_gains(tmp_path, capsys):
     assert main(["restore", str(tmp_path / "never.png"), "-o", str(tmp_path / "j"), "--format", "jpeg",
                  "--device", "cpu"]) == 0
     assert "written as JPEG quality 95 (lossy)" in capsys.readouterr().err
+
+
+def test_a_quality_85_jpeg_written_back_as_jpeg_is_copied(tmp_path):
+    """KEEP_JPEG_FROM is inclusive: a JPEG of quality exactly 85 is copied byte for byte under
+    --format same (re-encoded, it lost all its gain)."""
+    from helpers import photo
+
+    from fastreshuffle.cli import main
+    from fastreshuffle.inference.files import KEEP_JPEG_FROM
+    src = tmp_path / "q.jpg"
+    Image.fromarray(photo(64, 96)).save(src, quality=KEEP_JPEG_FROM)
+    assert main(["restore", "-q", str(src), "--format", "same", "--device", "cpu"]) == 0
+    assert (tmp_path / "q_restored.jpg").read_bytes() == src.read_bytes()

@@ -1,8 +1,10 @@
 """eval JSON schema and bad-input messages; robust image reading (fastreshuffle.io.images)."""
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fastreshuffle.cli import main
@@ -288,3 +290,50 @@ def test_eval_skips_what_restore_wrote_into_the_folder(tmp_path, weights, capsys
             f.unlink()
     assert main(["eval", "--data", str(data), "-q"]) == 2
     assert "other than fastreshuffle outputs" in capsys.readouterr().err
+
+
+def test_eval_aggregates_are_those_of_the_per_image_rows(tmp_path):
+    """psnr_restored is the set-level PSNR (one MSE over the set), gain_mean the mean
+    and gain_worst the minimum of the per-image gains."""
+    from fastreshuffle import PRESETS, ReshuffleNet
+    from fastreshuffle.inference.evaluate import evaluate, load_eval_images
+    from fastreshuffle.io.codecs import parse_spec
+    torch.manual_seed(0)
+    model = ReshuffleNet(PRESETS["tiny"]).eval()
+    images, names, _ = load_eval_images(make_images(tmp_path / "imgs", n=4, size=40))
+    r = evaluate(images, names, parse_spec("jpeg"), [{"quality": 10}], model=model, guard=False)[0]
+    rows = r["per_image"]
+    gains = [row["psnr_restored"] - row["psnr_codec"] for row in rows]
+    assert len(set(np.round(gains, 6))) > 1                    # the images differ, so min != mean != max
+    assert r["gain_worst"] == pytest.approx(min(gains))
+    assert r["gain_mean"] == pytest.approx(np.mean(gains))
+    mses = [255 ** 2 / 10 ** (row["psnr_restored"] / 10) for row in rows]   # same size each
+    assert r["psnr_restored"] == pytest.approx(10 * math.log10(255 ** 2 / np.mean(mses)))
+    assert r["gain"] == pytest.approx(r["psnr_restored"] - r["psnr_codec"])
+
+
+def test_an_image_of_exactly_the_ssim_window_has_an_ssim(tmp_path):
+    """SSIM is left out only for images smaller than its 11x11 window, not for one of 11 px."""
+    from PIL import Image
+
+    from fastreshuffle.inference.evaluate import evaluate, load_eval_images
+    from fastreshuffle.io.codecs import parse_spec
+    from fastreshuffle.metrics import SSIM_WINDOW
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (SSIM_WINDOW, 40, 3)).astype(np.uint8)).save(d / "a.png")
+    images, names, _ = load_eval_images(d)
+    r = evaluate(images, names, parse_spec("jpeg"), [{"quality": 30}])[0]
+    assert r["per_image"][0]["ssim_codec"] is not None and r["ssim_codec"] is not None
+
+
+def test_eval_refuses_a_qp_outside_0_51(tmp_path, capsys):
+    """eval --qp outside 0..51 is a one-line usage error, before any coding."""
+    from helpers import make_images
+
+    from fastreshuffle.cli import main
+    data = make_images(tmp_path / "imgs", n=1, size=32)
+    for bad in ("52", "-1", "99"):
+        assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", bad, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "HEVC QP must be in 0..51" in err and "Traceback" not in err

@@ -694,3 +694,27 @@ def test_demo_names_its_default_output(tmp_path, tiny_weights, capsys, monkeypat
     err = capsys.readouterr().err
     assert "the demo's default output" in err and "-o " not in err and "--overwrite" in err
     assert (tmp_path / DEFAULT_OUTPUT).read_bytes() == b"earlier"
+
+
+def test_unguarded_16bit_array_is_rounded_as_the_tiled_path():
+    """restore(uint16 array, guard=False) rounds the network's output to the nearest 16-bit
+    level, as restore_pixels (the CLI's path) does -- truncation biased every value down."""
+    from fastreshuffle.inference.tiling import restore_pixels
+    torch.manual_seed(0)
+    model = ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        model.tail.weight.normal_(0, 0.05)
+    a = np.random.default_rng(1).integers(0, 65536, (40, 56, 3), dtype=np.uint16)
+    got = fastreshuffle.restore(a, model, guard=False)
+    np.testing.assert_array_equal(got, restore_pixels(model, a))
+
+
+@pytest.mark.parametrize("h,w", [(100, 2000), (2000, 100), (768, 3000)])
+def test_a_panorama_is_tiled_along_its_long_side(h, w):
+    """an image within one tile on one side only is still cut along the other, so that no
+    window exceeds tile + 2 x overlap on a side (memory bounded by one tile's activations)."""
+    tile, ov = 768, 64
+    tiles = list(iter_tiles(h, w, tile, ov))
+    assert len(tiles) == -(-h // tile) * -(-w // tile)
+    for _, (wy0, wy1, wx0, wx1) in tiles:
+        assert wy1 - wy0 <= tile + 2 * ov and wx1 - wx0 <= tile + 2 * ov

@@ -1,8 +1,12 @@
 """Codec round trips: shapes, exact sizes, quality ordering, spec strings."""
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from fastreshuffle.io import codecs
+from fastreshuffle.io.jpeg_tables import tables_from_pil
 from fastreshuffle.metrics import psnr
 
 
@@ -191,3 +195,14 @@ def test_rejects_non_rgb():
         codecs.jpeg(np.zeros((8, 8), np.uint8))
     with pytest.raises(codecs.CodecError):
         codecs.jpeg(np.zeros((8, 8, 3), np.float32))
+
+
+def test_an_rgb_coded_jpeg_has_no_usable_tables():
+    """a JPEG whose components are R, G, B (Adobe transform 0) is not YCbCr: its tables must not
+    be used for the YCbCr projection (None: the pixels' path)."""
+    b = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(b, format="JPEG", keep_rgb=True)
+    im = Image.open(io.BytesIO(b.getvalue()))
+    assert im.info.get("adobe_transform") == 0
+    assert tables_from_pil(im) is None

@@ -189,3 +189,23 @@ def test_out_of_range_parameter_sets_are_refused_at_once():
     for extra in ([_sps_nal(log2_ctb_delta=2 ** 30)] * 20, [_sps_nal()] * 200):
         assert hq.heif_qp(grid_file(None, [(_with_params(hvcc, extra), coded)])) is None
     assert time.perf_counter() - t < 5
+
+
+def _heif():
+    from skimage import data
+    a = np.ascontiguousarray(data.astronaut()[100:196, 150:246])
+    h = pillow_heif.from_bytes("RGB", a.shape[1::-1], a.tobytes())
+    buf = io.BytesIO()
+    h.save(buf, format="HEIF", quality=30, chroma=420)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("qp, want", [(52, None), (-13, None), (70, None), (51, 51), (-12, -12)])
+def test_a_slice_qp_outside_hevcs_range_means_the_file_was_misread(monkeypatch, qp, want):
+    """a slice QP outside -12..51 (what HEVC allows, 8 to 10 bits) is no reading at all (a
+    damaged or misparsed header): None -- the size fallback -- not a QP that would pick a band and a
+    strength (QP 70 gave the full correction of the low-quality model)."""
+    data = _heif()
+    assert hq.heif_qp(data) is not None
+    monkeypatch.setattr(hq, "_slice_qp", lambda nal, sps, pps: qp)
+    assert hq.heif_qp(data) == want

@@ -3,7 +3,9 @@ import os
 
 import pytest
 
-from fastreshuffle.io.safe_write import TEMP_PREFIX, atomic_write_bytes, check_writable, leftover_temp_files
+from fastreshuffle.errors import OutputExistsError
+from fastreshuffle.io.safe_write import (TEMP_PREFIX, atomic_open, atomic_write_bytes, check_writable,
+                                         leftover_temp_files)
 
 
 def _interrupt_once_created(monkeypatch):
@@ -39,3 +41,29 @@ def test_write_and_no_clobber(tmp_path):
     assert out.read_bytes() == b"two" and out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp's 0600
     check_writable(tmp_path)
     assert not leftover_temp_files(tmp_path)
+
+
+def test_atomic_open_never_clobbers_a_file_created_while_writing(tmp_path):
+    """the no-clobber promise holds at the final step too (os.link refuses what os.replace
+    would silently replace): a file that appears at the output path while ours is being written
+    is kept, and ours is dropped."""
+    out = tmp_path / "out.png"
+    with pytest.raises(OutputExistsError):
+        with atomic_open(out) as f:
+            f.write(b"ours")
+            out.write_bytes(b"someone else's")          # created meanwhile (another process)
+    assert out.read_bytes() == b"someone else's"
+    assert leftover_temp_files(tmp_path) == []
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """an output is created as a temporary file (mode 0600) and published with the mode any new
+    file gets (0666 less the umask), so that others can read what they could read of any file."""
+    import os
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "o.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.bin").stat().st_mode & 0o777 == 0o644
