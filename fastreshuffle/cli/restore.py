@@ -124,6 +124,8 @@ class _TileBar:
             self.bar = tqdm(total=round(total / 1e6, 2), unit="Mpx", desc=self.name, file=sys.stderr,
                             leave=False, dynamic_ncols=True, position=1)
         self.bar.n = round(done / 1e6, 2)
+        if done >= total:    # the guard's projection and the encoding are still to come (~half the time)
+            self.bar.set_description_str(f"{self.name}: network done; guard and writing", refresh=False)
         self.bar.refresh()
 
     def __enter__(self):

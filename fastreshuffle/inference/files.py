@@ -260,7 +260,10 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                          "left as it is")
         else:
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: {_share(bg.strength)} of the "
-                         "correction, kept consistent with the quantisation")
+                         "correction, kept consistent with the quantisation"
+                         + (", only where the pixels show it ("
+                            + ("over 99%" if bg.share > 0.99 else f"{bg.share:.0%}")
+                            + " of the image; the rest left as it is)" if bg.share < 1 else ""))
     else:
         if guard and codec == "hevc":  # no QP guard: decoded pixels (a PNG from bpgdec, ...)
             notes.append("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, "

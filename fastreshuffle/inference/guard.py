@@ -45,6 +45,7 @@ class Guard(NamedTuple):
     strength: float           # 0 = the input is returned unchanged
     offset: tuple = (0, 0)    # where the coding units start (blind detection of a crop)
     blind: bool = False       # tables estimated from the pixels, not read from a file
+    share: float = 1.0        # of the picture where JPEG history is (blind: see guard_pixels)
 
 
 def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
@@ -198,6 +199,12 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
         out = out.astype(np.uint16) * 257
     elif dtype != np.uint8:
         out = (out.astype(np.float64) / 255.0).astype(dtype)
+    if g.blind:   # found in the pixels: changed only where they show it (a photo in a screenshot)
+        from .jpeg_history import history_mask
+        where = history_mask(u8, g.offset, g.tables.luma)
+        if not where.all():
+            out = np.where(where[..., None], out, rgb)
+            g = g._replace(share=float(where.mean()))
     return out, g
 
 

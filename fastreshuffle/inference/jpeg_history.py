@@ -30,7 +30,7 @@ import numpy as np
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
 from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc
 
-__all__ = ["JpegHistory", "detect_jpeg", "tables_fit"]
+__all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "history_mask"]
 
 _MIN_STEP, _MAX_STEP = 3, 96
 _MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
@@ -219,3 +219,95 @@ def _candidate(b: np.ndarray, probe: np.ndarray, i: int, steps: np.ndarray):
     if best_ac < 2:
         return None
     return best_fit, i, step, int(best_q), s_best, best_t
+
+
+# ------------------------------------------------------------------ where the history is
+# A picture can hold a JPEG in part only: a screenshot of a page with a photo, a collage, a meme's
+# caption drawn on a decoded JPEG.  Found anywhere, the history used to be restored everywhere,
+# and the never-compressed parts (crisp text, flat bars) came back changed by up to 77 levels.
+# :func:`history_mask` says where the history is: per 8x8 block of the found grid, the luma DC and
+# the first AC coefficients that were not quantised to zero are scored on their lattices (cos of
+# 2 pi x coefficient / step: 1 on the lattice, about 0 on average for a block never coded so); a
+# block's neighbourhood is JPEG where that score, summed over the blocks within 2 blocks, is at
+# least 0.5.  Blocks with a pixel at 0 or 255 say nothing (the decoder's clipping moves their
+# coefficients off the lattice: every off-lattice block of 24 CBSD432 photos at q50 was such a
+# block); where no block within 2 says anything, those within 6 decide, else the whole picture's
+# finding does.  The steps are the found table's, or near them where the picture sits on other
+# ones (a camera's tables are not IJG's); a position whose lattice is not found is not scored.  Cost on 24 CBSD432 photos
+# cropped off the grid (blind restore, mean gain / largest loss of one photo): q30 +1.4733 ->
+# +1.4733 / 0.0006 dB, q50 +1.3322 -> +1.3322 / 0.0003, q75 +0.8563 -> +0.8548 / 0.022, q85
+# +0.3308 -> +0.3289 / 0.029; a screenshot holding a q30 JPEG photo: its text changed by up to 18
+# levels instead of 77, the whole picture 30.65 -> 31.29 dB (29.73 as given).
+_MASK_POSITIONS = ((0, 0),) + _AC
+_MASK_RADII = (6, 2)        # blocks: the nearest evidence decides
+_MASK_THRESHOLD = 0.5
+
+
+def _refined_step(c: np.ndarray, step: float) -> Optional[float]:
+    """The lattice step of coefficients ``c``: ``step`` where they sit on its multiples, else the
+    step near it (0.8-1.25x: a camera's tables are not IJG's) they sit on best; None when none
+    fits (a mean cos under 0.5), or too few coefficients to tell.  Scored on the multiples
+    themselves (mean of cos, not the periodicity's magnitude: a flat picture's single DC value
+    has a strong period at any step, at some phase)."""
+    c = c[np.abs(c) > 0.5 * step][:20000]
+    if c.size < 32:
+        return None
+    def fit(s):
+        return float(np.cos(2 * np.pi * c / s).mean())
+    if fit(step) >= _MASK_THRESHOLD:
+        return float(step)
+    steps = np.arange(max(2.0, np.floor(0.8 * step)), np.ceil(1.25 * step) + 1)
+    fits = [fit(s) for s in steps]
+    k = int(np.argmax(fits))
+    return float(steps[k]) if fits[k] >= _MASK_THRESHOLD else None
+
+
+def history_mask(rgb: np.ndarray, offset, luma_table) -> np.ndarray:
+    """H x W bool: where H x W x 3 uint8 ``rgb``, found to hold a JPEG with its 8x8 grid at
+    ``offset`` and about ``luma_table``, looks JPEG-coded (see above).  Everywhere True when no
+    lattice can be scored."""
+    h, w = rgb.shape[:2]
+    oy, ox = offset[0] % _N, offset[1] % _N
+    hb, wb = (h - oy) // _N, (w - ox) // _N
+    if hb < 1 or wb < 1:
+        return np.ones((h, w), bool)
+    table = np.asarray(luma_table, np.float64).reshape(_N, _N)
+    coefs = np.empty((hb, wb, len(_MASK_POSITIONS)))
+    clipped = np.empty((hb, wb), bool)
+    rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
+    for a in range(0, hb, rows):
+        b = min(hb, a + rows)
+        px = rgb[oy + a * _N:oy + b * _N, ox:ox + wb * _N]
+        clipped[a:b] = ((px == 0) | (px == 255)).reshape(b - a, _N, wb, _N, 3).any(axis=(1, 3, 4))
+        y = _luma(px) - 128
+        c = _DCT @ y.reshape(b - a, _N, wb, _N).transpose(0, 2, 1, 3) @ _DCT.T
+        for k, (u, v) in enumerate(_MASK_POSITIONS):
+            coefs[a:b, :, k] = c[..., u, v]
+    num = np.zeros((hb, wb))
+    den = np.zeros((hb, wb))
+    for k, (u, v) in enumerate(_MASK_POSITIONS):
+        c = coefs[..., k]
+        step = _refined_step(c[~clipped], table[u, v])
+        if step is None:
+            continue
+        r = c / step
+        use = ~clipped & (np.ones_like(r, bool) if (u, v) == (0, 0) else np.abs(r) >= 0.5)
+        num += np.where(use, np.cos(2 * np.pi * r), 0.0)
+        den += use
+    if not den.any():
+        return np.ones((h, w), bool)
+    m = np.ones((hb, wb), bool)
+    for r in _MASK_RADII:
+        n, d = _box_sum(num, r), _box_sum(den, r)
+        m = np.where(d > 0, n >= _MASK_THRESHOLD * np.maximum(d, 1e-9), m)
+    by = np.clip((np.arange(h) - oy) // _N, 0, hb - 1)     # the partial blocks at the edges: their neighbour's
+    bx = np.clip((np.arange(w) - ox) // _N, 0, wb - 1)
+    return m[by][:, bx]
+
+
+def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum of ``a`` over the (2r+1)^2 square around each element (zero outside)."""
+    k = 2 * r + 1
+    s = np.zeros((a.shape[0] + k, a.shape[1] + k))
+    s[1:, 1:] = np.cumsum(np.cumsum(np.pad(a, r), 0), 1)
+    return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
