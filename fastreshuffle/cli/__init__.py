@@ -8,6 +8,7 @@ printed as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from typing import List, Optional
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "eval": ("fastreshuffle.cli.eval", "measure codec and restored PSNR/SSIM/PSNR-B/bpp on a folder of images"),
     "train": ("fastreshuffle.cli.train", "train a model on (compressed, original) pairs with L1 (or MSE) loss + Adam"),
 }
+PHOTO_COMMANDS = ("restore", "eval", "train", "demo")    # they decode photos up to 16k x 16k (large_photos)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         sub = argparse.ArgumentParser(prog=f"fastreshuffle {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
-        from ._common import interrupted, signals_as_interrupts
+        from ._common import interrupted, large_photos, signals_as_interrupts
+        photos = large_photos() if argv[0] in PHOTO_COMMANDS else contextlib.nullcontext()
         try:
-            with signals_as_interrupts():     # SIGTERM / SIGHUP clean up as Ctrl-C does
+            with signals_as_interrupts(), photos:     # SIGTERM / SIGHUP clean up as Ctrl-C does
                 return int(module.run(args) or 0)
         except UserError as e:
             print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)

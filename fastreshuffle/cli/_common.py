@@ -62,6 +62,24 @@ def apply_threads(args) -> None:
     torch.set_num_threads(args.threads)
 
 
+@contextlib.contextmanager
+def large_photos():
+    """While a command runs, photos up to :data:`fastreshuffle.io.images.MAX_PIXELS` (16k x 16k)
+    are decoded: Pillow's own limit (~89 Mpixel, meant for servers fed untrusted files) refused
+    100- and 200-Mpixel camera and phone photos as "decompression bombs".  A process-wide setting,
+    so the command's, put back afterwards (the library leaves a program's limit as it is)."""
+    from PIL import Image
+
+    from ..io.images import MAX_PIXELS
+    old = Image.MAX_IMAGE_PIXELS
+    if old is not None and old < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where to run (default: auto = CUDA if available)")

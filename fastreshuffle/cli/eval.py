@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, add_threads_argument, apply_threads, check_output_arg, device_from_args
+from ._common import (add_device_argument, add_threads_argument, apply_threads,
+                      check_output_arg, device_from_args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,8 @@ from typing import Dict
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args, interrupted
+from ._common import (add_device_argument, add_threads_argument, apply_threads,
+                      device_from_args, interrupted)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

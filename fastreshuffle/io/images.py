@@ -407,7 +407,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(path, f"decompression bomb refused: {e}") from None
+        raise ImageReadError(path, f"decompression bomb refused: {e} (a real photo this large: raise "
+                                   f"PIL.Image.MAX_IMAGE_PIXELS, as the fastreshuffle command does up to {MAX_PIXELS})"
+                             ) from None
     except UnidentifiedImageError:
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:

@@ -467,10 +467,11 @@ def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weight
 
 
 def test_a_bomb_between_pillows_two_limits_is_one_line(tmp_path, weights, capsys):
-    """100 Mpixel: above Pillow's warning limit, below its error limit.  The loader refuses it in
-    one line; the format sniffing used to let Pillow's DecompressionBombWarning out as well."""
+    """400 Mpixel: above the command's limit (16k x 16k), which is Pillow's warning limit while it
+    runs.  The loader refuses it in one line; the format sniffing used to let Pillow's
+    DecompressionBombWarning out as well."""
     import warnings
-    (tmp_path / "big.png").write_bytes(bomb_png(10_000, 10_000))
+    (tmp_path / "big.png").write_bytes(bomb_png(20_000, 20_000))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc = cli_main(["restore", "--quiet", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
@@ -509,3 +510,22 @@ def test_tile_bar_says_what_follows_the_network(capsys):
     with _TileBar("one.jpg", quiet=False) as bar:   # one tile: no bar of its own
         bar.update(10, 10)
         assert bar.bar is None
+
+
+def test_a_100_megapixel_photo_is_not_taken_for_a_bomb_by_the_command(tmp_path, weights, capsys):
+    """Pillow's own limit (~89 Mpixel) refused 100- and 200-Mpixel camera photos as "decompression
+    bombs"; the commands decode up to 16k x 16k, and put Pillow's limit back after.  (A 100-Mpixel
+    header with no pixel data behind it: the command gets as far as decoding it.)"""
+    from PIL import Image as PILImage
+
+    from fastreshuffle.errors import ImageReadError
+    from fastreshuffle.io.images import read_image
+    before = PILImage.MAX_IMAGE_PIXELS
+    big = tmp_path / "gfx100.png"
+    big.write_bytes(bomb_png(10_000, 10_000))
+    assert cli_main(["restore", "-q", str(big), "-o", str(tmp_path / "out"), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "gfx100.png" in err and "decompression bomb" not in err and "truncated" in err, err
+    assert PILImage.MAX_IMAGE_PIXELS == before
+    with pytest.raises(ImageReadError, match="raise PIL.Image.MAX_IMAGE_PIXELS"):    # the library: the program's limit
+        read_image(big)
