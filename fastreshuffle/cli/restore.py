@@ -163,14 +163,13 @@ def run(args) -> int:
                             "(lossless)")
 
     apply_threads(args)
-    found = collect_inputs(args.inputs, args.recursive, suffix,
-                           None if args.format == "same" else [EXTENSIONS[args.format]])
+    found = collect_inputs(args.inputs, args.recursive, suffix)
     files, errors = found.files, found.errors
     for line in errors:
         _say(line)
     said = not args.quiet or not files       # (with nothing found, they say why, --quiet or not)
     if found.skipped_outputs and said:
-        names = ", ".join(str(f) for f in found.skipped_outputs[:10]) + (
+        names = ", ".join(str(f) for f in sorted(found.skipped_outputs)[:10]) + (
             f" and {len(found.skipped_outputs) - 10} more" if len(found.skipped_outputs) > 10 else "")
         _say(f"note: skipped {len(found.skipped_outputs)} file(s) that are fastreshuffle outputs (marked as ours "
              f"in their EXIF, or named as the {suffix} output of an image beside them): {names}")
@@ -306,7 +305,7 @@ def run(args) -> int:
             bar.close()
         what, code = interrupted(e)
         _say(f"{what}: {n_ok + n_same + n_skip + n_fail} of {len(files)} file(s) finished "
-             f"({_counts(n_ok, n_same, n_skip, n_fail)}); no partial output left behind")
+             f"({_counts(n_ok, n_same, n_skip + len(found.skipped_outputs), n_fail)}); no partial output left behind")
         return code
     if bar is not None:
         bar.close()

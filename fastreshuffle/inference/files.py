@@ -18,11 +18,11 @@ __all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for"
 
 
 def _is_earlier_output(path: Path, suffix: str, stems, extensions) -> bool:
-    """Marked as ours in its metadata, or named as this run would name the output of another image
-    in its folder: its ``suffix`` and one of the ``extensions`` it writes (``stems``: the stems of
-    the folder's images; ``a_restored.png`` beside ``a.jpg``).  A name alone is not enough: a
-    camera's ``IMG_1.jpg`` with ``--suffix 1``, or a user's own ``holiday_restored.jpg``, is a
-    photo to restore."""
+    """Marked as ours in its metadata, or named as an output of another image in its folder: its
+    ``suffix`` and one of the ``extensions`` we write (``stems``: the stems of the folder's
+    images; ``a_restored.png`` or ``a_restored.jpg`` beside ``a.jpg`` -- an earlier run's byte
+    copy of a high-quality JPEG carries no mark).  A name alone is not enough: a user's own
+    ``holiday_restored.jpg`` with no ``holiday.*`` beside it is a photo to restore."""
     from ..io.output import is_restored_output
     if (suffix and path.stem.endswith(suffix) and path.suffix.lower() in extensions
             and path.stem[:-len(suffix)] in stems):
@@ -60,16 +60,14 @@ def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Pa
     return out
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
-                   extensions: Optional[Sequence[str]] = None) -> Collected:
+def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
     """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
 
     In folders, hidden files and folders and other extensions are left out; so are our own earlier
-    outputs (by their EXIF mark, whatever suffix they were written with, or named as this run would
-    name another image's output: ``suffix`` and one of ``extensions``, default any it can write),
-    listed in ``skipped_outputs``."""
+    outputs (by their EXIF mark, whatever suffix they were written with, or named as this run's
+    suffix would name another image's output), listed in ``skipped_outputs``."""
     from ..io.output import EXTENSIONS
-    extensions = {e.lower() for e in (extensions or EXTENSIONS.values())}
+    extensions = set(EXTENSIONS.values())
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
     skipped_outputs: List[Path] = []
@@ -255,6 +253,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
                    "RGB pixels" if f.format in ("JPEG", "MPO") else "no JPEG compression found in the pixels")
             notes.append(f"{why}: left as it is (--no-guard restores it anyway)")
+        elif bg.strength <= 0 and bg.share == 0:
+            notes.append("JPEG history found in the pixels, but not with the IJG tables the guard knows (another "
+                         "encoder's): left as it is")
         elif bg.strength <= 0:
             notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}: nothing to remove; "
                          "left as it is")

@@ -192,6 +192,10 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
     else:
         u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
     g = guard_for(tables) or blind_guard(u8)
+    if g is not None and g.blind and g.strength > 0:
+        from .jpeg_history import ijg_fits
+        if not ijg_fits(u8, g.offset, g.tables.luma):  # another encoder's tables: the IJG guard is not safe
+            g = g._replace(strength=0.0, share=0.0)
     if g is None or g.strength <= 0:
         return rgb.copy(), g
     out = run_guarded(for_quality(g.quality) if for_quality is not None else run, u8, g)

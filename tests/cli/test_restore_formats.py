@@ -168,7 +168,9 @@ def test_rgba_to_jpeg_refused_clearly(tmp_path, capsys):
 
 def test_a_name_alone_does_not_make_a_photo_an_output(tmp_path, capsys):
     """Files named like outputs are skipped only as the output of an image beside them (or when
-    marked as ours): camera names ending in the suffix, and a user's own *_restored.jpg, are photos."""
+    marked as ours), and are named: a user's own holiday_restored.jpg, or camera names ending in
+    the suffix with no such image beside them, are photos (they were skipped, unnamed).  An earlier
+    run's byte copy (--format same on a q>=85 JPEG: no mark) is skipped by a later run writing PNG."""
     for n in ("IMG_1", "IMG_11", "DSC_0001", "photo-1", "holiday_restored"):
         Image.fromarray(photo(64)).save(tmp_path / f"{n}.jpg", quality=40)
     Image.fromarray(photo(64)).save(tmp_path / "x.jpg", quality=40)
@@ -176,16 +178,24 @@ def test_a_name_alone_does_not_make_a_photo_an_output(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["restore", str(tmp_path), "-o", str(out), "--suffix", "1", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["DSC_00011.png", "IMG_11.png", "IMG_111.png",
-                                                     "holiday_restored1.png", "photo-11.png", "x1.png"]
-    assert "skipped 1 file(s) that are fastreshuffle outputs" in err and str(tmp_path / "x1.png") in err
-    assert "6 restored, 1 skipped, 0 failed" in err
-    # --format same writes x1.jpg-like names: there IMG_11.jpg is named as IMG_1.jpg's output, and skipped
-    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "same"), "--suffix", "1", "--format", "same",
-                 "--device", "cpu"]) == 0
-    assert str(tmp_path / "IMG_11.jpg") in capsys.readouterr().err
+    # IMG_11.jpg is named as IMG_1.jpg's output would be: skipped, and said by name
+    assert sorted(p.name for p in out.iterdir()) == ["DSC_00011.png", "IMG_11.png", "holiday_restored1.png",
+                                                     "photo-11.png", "x1.png"]
+    assert "skipped 2 file(s) that are fastreshuffle outputs" in err
+    assert f"{tmp_path / 'IMG_11.jpg'}, {tmp_path / 'x1.png'}" in err        # named, sorted
+    assert "5 restored, 2 skipped, 0 failed" in err
     assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out2"), "--device", "cpu"]) == 0
     assert (tmp_path / "out2" / "holiday_restored_restored.png").is_file()
+    # an unmarked byte copy written by --format same is not restored again by a later PNG run
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    Image.fromarray(photo(64)).save(copies / "b.jpg", quality=92)
+    assert main(["restore", str(copies), "--format", "same", "--device", "cpu"]) == 0
+    assert (copies / "b_restored.jpg").read_bytes() == (copies / "b.jpg").read_bytes()
+    capsys.readouterr()
+    assert main(["restore", str(copies), "--device", "cpu"]) == 0
+    assert str(copies / "b_restored.jpg") in capsys.readouterr().err
+    assert sorted(p.name for p in copies.iterdir()) == ["b.jpg", "b_restored.jpg", "b_restored.png"]
 
 
 def test_own_outputs_skipped_whatever_the_suffix_and_subfolders_counted(tmp_path, capsys):

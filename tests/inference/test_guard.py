@@ -395,7 +395,7 @@ def test_a_flat_jpeg_comes_back_as_decoded(value, size):
         assert np.array_equal(np.asarray(fr.restore(src, "jpeg", device="cpu")), decoded)
 
 
-def _screenshot_with_photo(photo, q):
+def _screenshot_with_photo(photo, q, background=(240, 240, 240)):
     """A window of flat colour and text, never compressed, with a photo decoded from a JPEG of
     quality ``q`` pasted off the grid -> (the picture, the same with the photo as it was)."""
     from PIL import ImageDraw
@@ -403,7 +403,7 @@ def _screenshot_with_photo(photo, q):
     Image.fromarray(photo).save(b, "JPEG", quality=q)
     pictures = []
     for pasted in (Image.open(b).convert("RGB"), Image.fromarray(photo)):
-        can = Image.new("RGB", (360, 360), (240, 240, 240))
+        can = Image.new("RGB", (360, 360), background)
         d = ImageDraw.Draw(can)
         for i in range(5):
             d.text((6, 4 + 10 * i), "File  Edit  View  Help  --  a line of interface text", fill=(0, 0, 0))
@@ -414,12 +414,14 @@ def _screenshot_with_photo(photo, q):
     return pictures
 
 
-def test_a_photo_in_a_screenshot_is_restored_and_the_text_around_it_kept():
+@pytest.mark.parametrize("background", [(240, 240, 240), (255, 255, 255)])
+def test_a_photo_in_a_screenshot_is_restored_and_the_text_around_it_kept(background):
     """JPEG history found in part of a picture (a screenshot of a page with a photo, a collage) is
-    restored there only: the interface text around it came back changed by up to 80 levels."""
+    restored there only: the interface text around it came back changed by up to 80 levels (on a
+    white page too, whose blocks are all at 0 or 255)."""
     from skimage import data
     photo = np.ascontiguousarray(data.astronaut()[:256, 128:384])
-    shot, ideal = _screenshot_with_photo(photo, 30)
+    shot, ideal = _screenshot_with_photo(photo, 30, background)
     out = np.asarray(fr.restore(shot, device="cpu"))
     text = np.abs(out[:56].astype(int) - shot[:56]).max()
     assert text <= 10, text                       # was 80 (6,500 pixels of the window changed by > 10)
@@ -438,3 +440,15 @@ def test_history_mask_covers_a_decoded_jpeg():
         g = blind_guard(dec)
         assert g is not None
         assert history_mask(dec, g.offset, g.tables.luma).mean() >= 0.97, q
+
+
+@pytest.mark.parametrize("preset", ["medium", "high"])
+def test_a_decoded_jpeg_of_other_tables_is_not_made_worse(preset):
+    """Photoshop-style tables (Pillow's presets) are not IJG's: restored blind at the IJG quality
+    that fits best, kodim13 lost 1.06 dB.  The blocks the IJG steps do not give back are left."""
+    for a in photos(n=4, size=256):
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, "JPEG", quality=preset)
+        dec = np.asarray(Image.open(b).convert("RGB"))
+        out = np.asarray(fr.restore(dec, device="cpu"))
+        assert psnr(out, a) >= psnr(dec, a) - 0.01, preset
