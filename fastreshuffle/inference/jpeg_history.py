@@ -233,9 +233,11 @@ def _candidate(b: np.ndarray, probe: np.ndarray, i: int, steps: np.ndarray):
 # and blocks with a colour clipped in one or two channels (their luma cannot follow the
 # decoder's clipping of each channel) say nothing either way; a block's neighbourhood is JPEG
 # where at least half of the blocks within 2 of it that say something are, else the blocks within
-# 6 decide, else the whole picture's finding does (docs/restore.md has the measurements).  The steps are the found IJG table's, or near them where the picture's
-# coefficients sit on other ones (a camera's or an editor's tables are not IJG's); where a step is
-# still off, its blocks move more and the picture is restored less -- never more than before.
+# 6 decide, else the whole picture's finding does (docs/restore.md has the measurements).  The
+# steps are the found IJG table's, or near them where the picture's coefficients sit on other
+# ones; where a step is still off, its blocks move more and the picture is restored less -- never
+# more than before.  A picture whose steps are mostly not the IJG table's is not restored at all
+# (:func:`ijg_fits`).
 _MASK_MOVE = 1.5            # levels (mean over the block) a JPEG block moves at most when requantised
 _MASK_FLAT = 1.0            # luma spread under which a block says nothing
 _MASK_RADII = (6, 2)        # blocks: the nearest evidence decides
