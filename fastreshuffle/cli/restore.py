@@ -3,15 +3,15 @@
 Output: ``OUTDIR/<stem><suffix>.<ext>`` (default OUTDIR: next to each input; with
 ``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR), in
 ``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
-format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default: JPEG 95,
-WebP lossless; without it a file written back into its own lossy format is copied where its pixels stay
-unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
+format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default: JPEG
+95, WebP lossless; without it a file written back into its own lossy format is copied where its
+pixels stay unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
 :mod:`fastreshuffle.inference.files`).
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
-Exit codes: 0 all files restored or passed through (or skipped because the output exists or would clash), 1 some files
-failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
+Exit codes: 0 all files restored or passed through (or skipped because the output exists or would
+clash), 1 some files failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
 folder cannot be created), 130 interrupted (Ctrl-C / SIGINT).
 
 Safety: inputs are never written; an existing output is never replaced without
@@ -30,8 +30,7 @@ from typing import Dict
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import (add_device_argument, add_threads_argument, apply_threads,
-                      device_from_args, interrupted)
+from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args, interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output format (default: png, lossless; same = the input's format where it can be "
                         "written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
-                   help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, --format same copies a "
-                        "JPEG of quality >= 85 and any file whose pixels stay unchanged as they are)")
+                   help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
+                        "--format same copies a JPEG of quality >= 85 and any file whose pixels stay unchanged "
+                        "as they are)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
                         "HEIF files, jpeg for everything else; said per file; hevc-paper: the paper's "
@@ -273,10 +273,10 @@ def run(args) -> int:
                 except WeightsError as e:
                     raise UserError(str(e)) from None
                 with _TileBar(src.name, args.quiet) as tiles:
-                    notes, changed = restore_file(model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile,
-                                         overlap=overlap, ensemble=args.self_ensemble, overwrite=args.overwrite,
-                                         progress=tiles.update, guard=args.guard, codec=codec,
-                                         bands=Bands(name, lambda m: model_for(m)[0]))
+                    notes, changed = restore_file(
+                        model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile, overlap=overlap,
+                        ensemble=args.self_ensemble, overwrite=args.overwrite, progress=tiles.update,
+                        guard=args.guard, codec=codec, bands=Bands(name, lambda m: model_for(m)[0]))
                 used[name] = used.get(name, 0) + 1
                 said = [f"model {name} ({str(dtype).replace('torch.', '')})"] if (
                     args.model == "auto" and len(files) <= 20) else []
