@@ -17,14 +17,14 @@ __all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for"
            "sniff_format"]
 
 
-def _is_earlier_output(path: Path, suffix: str, stems, extensions) -> bool:
+def _is_earlier_output(path: Path, suffix: str, stems) -> bool:
     """Marked as ours in its metadata, or named as an output of another image in its folder: its
-    ``suffix`` and one of the ``extensions`` we write (``stems``: the stems of the folder's
+    ``suffix`` and one of the extensions we write (``stems``: the stems of the folder's
     images; ``a_restored.png`` or ``a_restored.jpg`` beside ``a.jpg`` -- an earlier run's byte
     copy of a high-quality JPEG carries no mark).  A name alone is not enough: a user's own
     ``holiday_restored.jpg`` with no ``holiday.*`` beside it is a photo to restore."""
-    from ..io.output import is_restored_output
-    if (suffix and path.stem.endswith(suffix) and path.suffix.lower() in extensions
+    from ..io.output import EXTENSIONS, is_restored_output
+    if (suffix and path.stem.endswith(suffix) and path.suffix.lower() in EXTENSIONS.values()
             and path.stem[:-len(suffix)] in stems):
         return True
     return is_restored_output(path)
@@ -66,8 +66,6 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
     In folders, hidden files and folders and other extensions are left out; so are our own earlier
     outputs (by their EXIF mark, whatever suffix they were written with, or named as this run's
     suffix would name another image's output), listed in ``skipped_outputs``."""
-    from ..io.output import EXTENSIONS
-    extensions = set(EXTENSIONS.values())
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
     skipped_outputs: List[Path] = []
@@ -90,7 +88,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 stems.setdefault(f.parent, set()).add(f.stem)
             found = []
             for f in images:
-                if _is_earlier_output(f, suffix, stems[f.parent], extensions):
+                if _is_earlier_output(f, suffix, stems[f.parent]):
                     skipped_outputs.append(f)
                     continue
                 found.append(f)

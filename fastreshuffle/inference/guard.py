@@ -192,9 +192,11 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
     else:
         u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
     g = guard_for(tables) or blind_guard(u8)
+    steps = None
     if g is not None and g.blind and g.strength > 0:
-        from .jpeg_history import ijg_fits
-        if not ijg_fits(u8, g.offset, g.tables.luma):  # another encoder's tables: the IJG guard is not safe
+        from .jpeg_history import ijg_fits, picture_steps
+        steps = picture_steps(u8, g.offset, g.tables.luma)
+        if not ijg_fits(steps, g.tables.luma):  # another encoder's tables: the IJG guard is not safe
             g = g._replace(strength=0.0, share=0.0)
     if g is None or g.strength <= 0:
         return rgb.copy(), g
@@ -205,7 +207,7 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
         out = (out.astype(np.float64) / 255.0).astype(dtype)
     if g.blind:   # found in the pixels: changed only where they show it (a photo in a screenshot)
         from .jpeg_history import history_mask
-        where = history_mask(u8, g.offset, g.tables.luma)
+        where = history_mask(u8, g.offset, g.tables.luma, steps)
         if not where.all():
             out = np.where(where[..., None], out, rgb)
             g = g._replace(share=float(where.mean()))

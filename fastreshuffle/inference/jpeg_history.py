@@ -30,7 +30,7 @@ import numpy as np
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
 from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc
 
-__all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "history_mask", "ijg_fits"]
+__all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "picture_steps", "ijg_fits", "history_mask"]
 
 _MIN_STEP, _MAX_STEP = 3, 96
 _MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
@@ -262,10 +262,16 @@ def _refined_step(c: np.ndarray, step: float) -> Optional[float]:
     return float(steps[k]) if fits[k] >= 0.5 else None
 
 
-def _picture_table(rgb: np.ndarray, oy: int, ox: int, hb: int, wb: int, table: np.ndarray) -> np.ndarray:
-    """The steps the picture's coefficients sit on, each at or near ``table``'s (a camera's or an
-    editor's tables are not IJG's), NaN where none is found (too few coefficients, or none fits):
-    from up to ~20,000 textured, unclipped blocks."""
+def picture_steps(rgb: np.ndarray, offset, luma_table) -> np.ndarray:
+    """8 x 8: the luma steps the picture's coefficients sit on, on its grid at ``offset``, each at
+    or near ``luma_table``'s (a camera's or an editor's tables are not IJG's), NaN where none is
+    found (too few coefficients, or none fits): from up to ~20,000 textured, unclipped blocks."""
+    table = np.asarray(luma_table, np.float64).reshape(_N, _N)
+    out = np.full_like(table, np.nan)
+    oy, ox = offset[0] % _N, offset[1] % _N
+    hb, wb = (rgb.shape[0] - oy) // _N, (rgb.shape[1] - ox) // _N
+    if hb < 1 or wb < 1:
+        return out
     every = max(1, int(np.ceil(hb * wb / 20000)))
     rows = np.arange(0, hb, max(1, int(np.sqrt(every))))
     cols = np.arange(0, wb, max(1, int(np.ceil(every / max(1, int(np.sqrt(every)))))))
@@ -273,7 +279,6 @@ def _picture_table(rgb: np.ndarray, oy: int, ox: int, hb: int, wb: int, table: n
     ok = ~((px == 0) | (px == 255)).any(axis=(1, 3, 4))
     y = _luma(px.transpose(0, 2, 1, 3, 4).reshape(-1, _N, _N, 3))[ok.reshape(-1)] - 128
     y = y[y.std(axis=(1, 2)) > 1.5]
-    out = np.full_like(table, np.nan)
     if len(y) < 32:
         return out
     c = _DCT @ y @ _DCT.T
@@ -285,34 +290,29 @@ def _picture_table(rgb: np.ndarray, oy: int, ox: int, hb: int, wb: int, table: n
     return out
 
 
-def ijg_fits(rgb: np.ndarray, offset, luma_table) -> bool:
-    """Whether the picture's luma coefficients sit on the steps of ``luma_table`` (the IJG table
-    its DC step and first ACs pointed to) wherever a step can be told: at most a quarter of
-    them (and at most 2) elsewhere.  Decoded IJG JPEGs (libjpeg, Pillow, most programs) give
+def ijg_fits(steps: np.ndarray, luma_table) -> bool:
+    """Whether the picture's luma steps (:func:`picture_steps`) are those of ``luma_table`` (the
+    IJG table its DC step and first ACs pointed to) wherever a step can be told: at most a quarter
+    of them (and at most 2) elsewhere.  Decoded IJG JPEGs (libjpeg, Pillow, most programs) give
     none elsewhere; Photoshop-style tables (Pillow's ``medium`` / ``high`` presets) 11-15 of
     ~22, and restored as the IJG quality that fits best they lost up to 1.06 dB (kodim13)."""
-    h, w = rgb.shape[:2]
-    oy, ox = offset[0] % _N, offset[1] % _N
-    hb, wb = (h - oy) // _N, (w - ox) // _N
-    if hb < 1 or wb < 1:
-        return True
     table = np.asarray(luma_table, np.float64).reshape(_N, _N)
-    q = _picture_table(rgb, oy, ox, hb, wb, table)
-    known = ~np.isnan(q)
-    off = int((known & (q != table)).sum())
+    known = ~np.isnan(steps)
+    off = int((known & (steps != table)).sum())
     return off <= 2 or 4 * off <= int(known.sum())
 
 
-def history_mask(rgb: np.ndarray, offset, luma_table) -> np.ndarray:
+def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray] = None) -> np.ndarray:
     """H x W bool: where H x W x 3 uint8 ``rgb``, found to hold a JPEG with its 8x8 grid at
-    ``offset`` and about ``luma_table``, looks JPEG-coded (see above)."""
+    ``offset`` and about ``luma_table``, looks JPEG-coded (see above).  ``steps``: the picture's
+    (:func:`picture_steps`), when already known."""
     h, w = rgb.shape[:2]
     oy, ox = offset[0] % _N, offset[1] % _N
     hb, wb = (h - oy) // _N, (w - ox) // _N
     if hb < 1 or wb < 1:
         return np.ones((h, w), bool)
-    q = _picture_table(rgb, oy, ox, hb, wb, np.asarray(luma_table, np.float64).reshape(_N, _N))
-    step = np.where(np.isnan(q), np.asarray(luma_table, np.float64).reshape(_N, _N), q)
+    steps = picture_steps(rgb, offset, luma_table) if steps is None else steps
+    step = np.where(np.isnan(steps), np.asarray(luma_table, np.float64).reshape(_N, _N), steps)
     num = np.zeros((hb, wb))        # blocks that are JPEG
     den = np.zeros((hb, wb))        # blocks that say something
     rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
