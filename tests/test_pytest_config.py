@@ -26,3 +26,15 @@ def test_no_test_uses_the_benchmark_fixture():
     uses = [p.name for p in (ROOT / "tests").rglob("test_*.py")
             if re.search(r"def test_\w+\([^)]*\bbenchmark\b", p.read_text())]
     assert uses == []
+
+
+def test_plain_pytest_finds_tools_and_benchmarks():
+    """``pytest`` (the console script, which does not put the current folder on the path) collects
+    the tests that import tools/ and benchmarks/, as ``python -m pytest`` does: pyproject's
+    ``pythonpath``.  ``-P`` keeps the current folder off the path here the same way."""
+    r = subprocess.run([sys.executable, "-P", "-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
+                        "-p", "no:cacheprovider", "--collect-only", "-q",
+                        "tests/inference/test_shipped_models.py", "tests/test_preset_study.py"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "error" not in r.stdout.lower()

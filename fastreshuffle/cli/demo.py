@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ._common import add_device_argument, check_output_arg, device_from_args
+
+if TYPE_CHECKING:                 # numpy only when the demo runs, not for --help
+    import numpy as np
 
 DEFAULT_OUTPUT = "fastreshuffle_demo.png"
 
@@ -33,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def demo_photo() -> np.ndarray:
     """The test photo as RGB uint8; raises ImportError with an install hint."""
+    import numpy as np
     try:
         from skimage import data
     except ImportError:
@@ -52,6 +55,7 @@ def jpeg_file(img: np.ndarray, quality: int):
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
+    import numpy as np
     h = max(i.shape[0] for i in images)
     w = sum(i.shape[1] for i in images) + gap * (len(images) - 1)
     canvas = np.full((h, w, 3), 255, np.uint8)
@@ -77,6 +81,8 @@ def _how(jpeg, model) -> str:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..errors import OutputExistsError, WeightsError
     from ..io.safe_write import save_image_atomic
     from ..metrics import psnr

@@ -9,11 +9,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-# Extensions picked up when a folder is given (an explicitly named file is always tried).
-FOLDER_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp",
-                     ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".gif", ".tga"}
-
-__all__ = ["FOLDER_EXTENSIONS", "Collected", "collect_inputs", "output_path_for", "restore_file",
+__all__ = ["Collected", "collect_inputs", "output_path_for", "restore_file",
            "sniff_format"]
 
 
@@ -71,6 +67,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
     skipped_outputs: List[Path] = []
     skipped_folders = 0
     seen = set()
+    from ..io.images import IMAGE_EXTENSIONS   # the extensions eval and train read too
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -79,7 +76,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 if not recursive and f.is_dir() and not f.name.startswith("."):
                     skipped_folders += 1
                     continue
-                if not f.is_file() or f.suffix.lower() not in FOLDER_EXTENSIONS or \
+                if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS or \
                         any(part.startswith(".") for part in f.relative_to(p).parts):
                     continue   # hidden files and everything in hidden folders are left out
                 images.append(f)

@@ -4,17 +4,17 @@
 forms of the reshuffle ops (:mod:`.modules`: ``ReshuffleUp`` / ``ReshuffleDown``, drop-ins for
 ``nn.PixelShuffle`` / ``nn.PixelUnshuffle``, and ``replace_pixel_shuffle``).
 
-``FastReshuffleNet`` loads on first use (it imports the dense-layer ops)."""
+The networks load on first use (``FastReshuffleNet`` imports the dense-layer ops); the
+configuration needs no torch, so ``fastreshuffle train --help`` does not import it."""
 from __future__ import annotations
 
 import importlib
 
 from .config import PRESETS, ReshuffleNetConfig
-from .reference import ReshuffleNet
 
-_LAZY = {"FastReshuffleNet": ".fast", "ReshuffleUp": ".modules", "ReshuffleDown": ".modules",
+_LAZY = {"ReshuffleNet": ".reference", "FastReshuffleNet": ".fast", "ReshuffleUp": ".modules", "ReshuffleDown": ".modules",
          "replace_pixel_shuffle": ".modules"}
-__all__ = ["PRESETS", "ReshuffleNetConfig", "ReshuffleNet", *_LAZY]
+__all__ = ["PRESETS", "ReshuffleNetConfig", *_LAZY]
 
 
 def __getattr__(name):

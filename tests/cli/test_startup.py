@@ -27,3 +27,19 @@ def test_one_photo_restore_imports_no_compiler_stack(tmp_path):
     line = [x for x in r.stdout.splitlines() if x.startswith("HEAVY=")][-1]
     assert line == "HEAVY=", f"a CPU restore imported {line[6:]}"
 
+
+
+def test_help_of_every_command_imports_no_heavy_module():
+    """``--help`` answers at once: no torch, numpy, Pillow, safetensors or Triton behind it
+    (``train --help`` imported torch through ``nn/__init__`` for the presets' names: 1.5 s)."""
+    from fastreshuffle.cli import SUBCOMMANDS
+    heavy = ("torch", "numpy", "PIL", "safetensors", "triton")
+    for command in ["", *SUBCOMMANDS]:
+        code = ("import sys; from fastreshuffle.cli import main\n"
+                f"try: main({[command, '--help'] if command else ['--help']!r})\n"
+                "except SystemExit: pass\n"
+                "print('HEAVY=' + ','.join(m for m in %r if m in sys.modules))" % (heavy,))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        line = [x for x in r.stdout.splitlines() if x.startswith("HEAVY=")][-1]
+        assert line == "HEAVY=", f"fastreshuffle {command} --help imported {line[6:]}"
