@@ -95,22 +95,29 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
     return to_uint8(restore_tensor(model, to_tensor(img)[None].to(device), tile=0)[0])
 
 
-def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pick=None) -> np.ndarray:
-    """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for a coded image; ``guard=False``:
-    the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that quality or a HEIF
-    file of that QP (the bands, :class:`.loading.Bands`)."""
-    from .guard import guard_for, hevc_guarded, run_guarded
+def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pick=None,
+                     model_codec: Optional[str] = "jpeg") -> np.ndarray:
+    """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for an image coded by ``codec``
+    with a model trained for ``model_codec``, by the same decision (:func:`.guard.route`);
+    ``guard=False``: the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that
+    quality or a HEIF file of that QP (the bands, :class:`.loading.Bands`)."""
+    from .guard import BLIND, HEIF_QP, TABLES, guard_for, guard_pixels, hevc_guarded, route, run_guarded
 
     def runner(net):
         return lambda img: _restore(net, img, device)
     run = runner(model)
 
-    g = guard_for(coded.tables) if guard else None
-    if g is not None:
+    how = route(model_codec, guard=None if guard else False, jpeg_file=coded.tables is not None,
+                tables=coded.tables is not None, heif=codec == "hevc")
+    if how.kind == TABLES:
+        g = guard_for(coded.tables)
         return run_guarded(runner(pick(quality=g.quality)) if pick is not None else run, coded.image, g)
-    if guard and codec == "hevc":
+    if how.kind == HEIF_QP:
         for_qp = (lambda qp: runner(pick(qp=qp))) if pick is not None else None
         return hevc_guarded(run, coded.image, coded.nbytes, coded.qp, for_qp)[0]
+    if how.kind == BLIND:   # (a WebP, or a HEIF file given to the JPEG model: as restore does)
+        for_quality = (lambda q: runner(pick(quality=q))) if pick is not None else None
+        return guard_pixels(run, coded.image, for_quality=for_quality)[0]
     return run(coded.image)
 
 
@@ -139,6 +146,8 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
     ``bands`` (:class:`.loading.Bands`): a guarded JPEG or HEIF file is restored by the network of
     its quality band (as ``restore`` does with the shipped "jpeg" and "hevc"), ``model`` otherwise."""
     pick = bands.net if bands is not None else None
+    from .loading import model_codec
+    trained_for = model_codec(model) if model is not None else None
     if ensemble and model is not None:
         from .tiling import SelfEnsemble
         model = SelfEnsemble(model)
@@ -169,7 +178,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": _ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _guarded_restore(model, coded, device, guard, s.name, pick)
+                out = _guarded_restore(model, coded, device, guard, s.name, pick, trained_for)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": _ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

@@ -171,7 +171,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
     from ..io.output import DEFAULT_QUALITY, check_alpha_fits, write_restored
     from ..io.safe_write import atomic_write_bytes
-    from .guard import guard_for, guard_pixels, hevc_guarded_file, run_guarded
+    from .guard import BLIND, HEIF_QP, TABLES, guard_for, guard_pixels, hevc_guarded_file, route, run_guarded
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -204,7 +204,10 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         return band_run(f"HEIF coded at QP {qp:.0f}", qp=qp)
 
     small = too_small(*pixels.shape[:2])
-    g = guard_for(f.jpeg_tables) if (guard and not small and f.rgb16 is None) else None
+    # the same decision as restore() and eval (guard.route): with the guard on, its default
+    how = route(codec, guard=None if guard else False, jpeg_file=f.format in ("JPEG", "MPO"),
+                tables=f.jpeg_tables is not None and f.rgb16 is None, heif=f.format == "HEIF")
+    g = guard_for(f.jpeg_tables) if how.kind == TABLES else None
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
     # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
     # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
@@ -215,9 +218,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels left as they are")
         restored = pixels.copy()
     elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
-        if codec == "hevc":
-            notes.append("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
-                         "--model auto, is the one trained for JPEG files)")
+        if how.note:
+            notes.append(how.note)
         if g.strength <= 0:
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels left as they are")
             restored = pixels.copy()
@@ -232,7 +234,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             if g.strength < 1:
                 notes.append(f"JPEG quality ~{g.quality:.0f}: {_share(g.strength)} of the correction, "
                              "kept consistent with the file")
-    elif guard and codec == "hevc" and f.format == "HEIF":   # (decoded at 8 bits, 10-bit files too)
+    elif how.kind == HEIF_QP:   # (decoded at 8 bits, 10-bit files too)
         # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)
         o = f.coded_orientation
         restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]), src.read_bytes(), for_qp)
@@ -242,7 +244,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
             notes.append(f"{how}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
                                        else "little to remove; pixels left as they are"))
-    elif guard and codec == "jpeg":  # no tables: only where JPEG compression is in the pixels
+    elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
         if bg is None:
             why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
@@ -261,9 +263,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                             + ("over 99%" if bg.share > 0.99 else f"{bg.share:.0%}")
                             + " of the image; the rest left as it is)" if bg.share < 1 else ""))
     else:
-        if guard and codec == "hevc":  # no QP guard: decoded pixels (a PNG from bpgdec, ...)
-            notes.append("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, "
-                         "unguarded (a never-compressed image is changed too)")
+        if how.note:  # an HEVC model without a QP guard: decoded pixels (a PNG from bpgdec, ...)
+            notes.append(how.note)
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)

@@ -26,7 +26,8 @@ from ..io.images import round_16_to_8
 from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import STRIP_ROWS, project
 
-__all__ = ["strength", "Guard", "guard_for", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
+__all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_QP", "BLIND", "UNGUARDED",
+           "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
            "hevc_guarded", "hevc_guarded_file", "blend"]
 
@@ -54,6 +55,46 @@ def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
         return None
     q = ijg_quality(tables.luma)
     return Guard(tables, q, strength(q))
+
+
+# Which guard restores an input: decided here once, for restore() (inference/restore.py),
+# `fastreshuffle restore` (inference/files.py) and `fastreshuffle eval` (inference/evaluate.py).
+TABLES, HEIF_QP, BLIND, UNGUARDED = "tables", "heif-qp", "blind", "unguarded"
+HEVC_QP_UNKNOWN = ("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, unguarded "
+                   "(a never-compressed image is changed too)")
+HEVC_ON_JPEG = ("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
+                "--model auto, is the one trained for JPEG files)")
+
+
+class Route(NamedTuple):
+    kind: str                 # TABLES, HEIF_QP, BLIND or UNGUARDED
+    note: Optional[str] = None
+
+
+def route(codec: Optional[str], *, guard: Optional[bool] = None, jpeg_file: bool = False, tables: bool = False,
+          heif: bool = False, named: bool = True) -> Route:
+    """How an input is restored, from the codec the model was trained for (None: unknown) and what
+    the input is: ``jpeg_file`` (opened from a JPEG file), ``tables`` (and its quantisation tables
+    describe its pixels), ``heif`` (a HEIF file, or coded pixels, whose QP can be known).
+    ``guard``: False (the network's output), True, or None for the default -- on for the JPEG
+    model, for a JPEG file given to a model named or whose codec is known (not a network built in
+    Python), for the HEVC model on a HEIF file.  ``named``: the model was given by name or path.
+
+    TABLES: the JPEG file's own tables, whichever model restores it; HEIF_QP: the QP's strength
+    (the HEVC model on a HEIF file); BLIND: only where JPEG compression is found in the pixels
+    (the JPEG model; another, not HEVC, asked to guard); UNGUARDED: the network's output --
+    with a note when a guard was wanted but an HEVC model has no QP to go by."""
+    if guard is not False and codec == "hevc" and not heif and not tables:
+        return Route(UNGUARDED, HEVC_QP_UNKNOWN)
+    if guard is None:
+        guard = codec == "jpeg" or (jpeg_file and (codec is not None or named)) or (codec == "hevc" and heif)
+    if not guard:
+        return Route(UNGUARDED)
+    if tables:
+        return Route(TABLES, HEVC_ON_JPEG if codec == "hevc" else None)
+    if heif and codec == "hevc":
+        return Route(HEIF_QP)
+    return Route(BLIND)
 
 
 def blind_guard(rgb: np.ndarray) -> Optional[Guard]:

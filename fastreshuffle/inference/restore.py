@@ -366,28 +366,28 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         return SelfEnsemble(n) if self_ensemble else n
     bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (two bands each)
     net = bands.net()
+    from .guard import HEIF_QP, UNGUARDED, route
     from .loading import model_codec
     codec = model_codec(model)      # a loaded model: the codec load_model recorded, if any
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
-    if guard is not False and codec == "hevc" and fmt == "HEIF":
-        return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
     jpeg_file = fmt in ("JPEG", "MPO")
-    if codec == "hevc" and guard is not False and not jpeg_file:
+    # the same decision as `fastreshuffle restore` and `eval` (guard.route); a JPEG file's tables
+    # are used where they still describe its pixels (_restore_pil), else JPEG is looked for in them
+    how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=jpeg_file, heif=fmt == "HEIF",
+                named=not isinstance(model, torch.nn.Module))
+    if how.kind == HEIF_QP:
+        return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
+    if how.kind == UNGUARDED and how.note:
         import warnings
-        warnings.warn("HEVC model on an image that is not an opened HEIF file: its QP is unknown, so the full "
-                      "correction is applied, unguarded (a never-compressed image is changed too)", stacklevel=3)
-    if (guard is not False and codec == "jpeg" and fmt is None
+        warnings.warn(f"HEVC model: {how.note}", stacklevel=3)
+    if (how.kind != UNGUARDED and codec == "jpeg" and fmt is None
             and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
         import warnings
         warnings.warn("this image was decoded from a JPEG file (its info says so) but no longer carries the "
                       "file's quantisation tables (.convert(), ImageOps.exif_transpose() and copies drop "
                       "them): it is restored only where JPEG compression is found in its pixels; pass the "
                       "image Image.open returned, as it is", stacklevel=3)
-    # A JPEG file is guarded by its tables whichever model (name or path, whatever codec its file
-    # names, if any; a loaded model that knows its codec) restores it, as `fastreshuffle restore`
-    # guards it (inference.files.restore_file); a network of unknown codec runs as given.
-    if guard is None:
-        guard = codec == "jpeg" or (jpeg_file and (codec is not None or not isinstance(model, torch.nn.Module)))
+    guard = how.kind != UNGUARDED
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):

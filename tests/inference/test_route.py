@@ -1,0 +1,78 @@
+"""One decision, ``guard.route``, says how ``restore()``, ``fastreshuffle restore`` and ``eval``
+restore an input (a design review found it made three times, with differences: ``eval --codec
+hevc --model jpeg`` used the HEIF QP guard where ``restore`` looks for JPEG in the pixels; ``eval
+--codec webp`` gave the raw network where ``restore`` of a WebP file is guarded; ``restore(array,
+"hevc", guard=True)`` warned "unguarded" and ran the JPEG guard)."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import fastreshuffle
+from fastreshuffle.inference.guard import (BLIND, HEIF_QP, HEVC_ON_JPEG, HEVC_QP_UNKNOWN, TABLES, UNGUARDED,
+                                           route)
+
+
+@pytest.mark.parametrize("codec, kw, kind, note", [
+    ("jpeg", dict(jpeg_file=True, tables=True), TABLES, None),
+    ("jpeg", dict(), BLIND, None),                                   # a PNG, an array
+    ("jpeg", dict(jpeg_file=True), BLIND, None),                     # CMYK: tables not usable
+    ("jpeg", dict(heif=True), BLIND, None),                          # a HEIF file given to the JPEG model
+    ("jpeg", dict(guard=False, jpeg_file=True, tables=True), UNGUARDED, None),
+    ("hevc", dict(heif=True), HEIF_QP, None),
+    ("hevc", dict(jpeg_file=True, tables=True), TABLES, HEVC_ON_JPEG),
+    ("hevc", dict(), UNGUARDED, HEVC_QP_UNKNOWN),
+    ("hevc", dict(guard=True), UNGUARDED, HEVC_QP_UNKNOWN),         # no QP: not the JPEG guard either
+    ("hevc", dict(guard=False), UNGUARDED, None),                    # --no-guard: nothing to say
+    (None, dict(jpeg_file=True, tables=True), TABLES, None),         # a weights file naming no codec
+    (None, dict(), UNGUARDED, None),
+    (None, dict(jpeg_file=True, tables=True, named=False), UNGUARDED, None),  # a network built in Python
+    (None, dict(guard=True), BLIND, None),
+    ("webp", dict(), UNGUARDED, None),
+    ("webp", dict(guard=True), BLIND, None),
+])
+def test_route(codec, kw, kind, note):
+    assert tuple(route(codec, **kw)) == (kind, note)
+
+
+def _picture(size=96):
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[120:120 + size, 180:180 + size, :3])
+
+
+def test_restore_hevc_on_an_array_with_guard_is_unguarded_as_it_says():
+    a = _picture()
+    with pytest.warns(UserWarning, match="QP is unknown"):
+        out = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32", guard=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raw = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32", guard=False)
+    np.testing.assert_array_equal(out, raw)
+
+
+@pytest.mark.parametrize("codec", ["webp", "jpeg"])
+def test_eval_restores_as_restore_does(codec):
+    """eval's figure is that of restore() on the same decoded pixels (a WebP: JPEG looked for in
+    its pixels) or the same opened file (a JPEG: its tables)."""
+    from fastreshuffle.inference.evaluate import evaluate
+    from fastreshuffle.inference.loading import Bands, get_model
+    from fastreshuffle.io.codecs import parse_spec
+    from fastreshuffle.metrics import psnr
+    a = _picture(120)
+    spec = parse_spec(codec)
+    bands = Bands("jpeg", lambda m: get_model(m, torch.device("cpu"), False, "fp32"))
+    res = evaluate([a], ["a"], spec, [{"quality": 30}], model=bands.net(), bands=bands)[0]
+    coded = spec.with_quality(30)(a)
+    if codec == "jpeg":
+        import io
+
+        from PIL import Image
+
+        from fastreshuffle.io.codecs import jpeg_file
+        src = Image.open(io.BytesIO(jpeg_file(a, 30)))
+        assert np.array_equal(np.asarray(src.convert("RGB")), coded.image)
+    else:
+        src = coded.image
+    out = np.asarray(fastreshuffle.restore(src, "jpeg", device="cpu", precision="fp32"))
+    assert res["per_image"][0]["psnr_restored"] == pytest.approx(psnr(out, a), abs=1e-9)
