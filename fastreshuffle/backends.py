@@ -161,6 +161,19 @@ def _parse_precision(precision: Optional[str], allowed) -> str:
     return p
 
 
+def half_precision(precision: Optional[str], half: bool, device):
+    """``half=True`` (``restore(..., half=True)``, ``load_model``, ``fastreshuffle restore --half``):
+    fp16 on CUDA; on any other device ``precision`` as it is, and a note saying so (a CPU has no
+    fp16 path; ``precision="fp16"`` asked for by name raises there, see :func:`resolve_precision`).
+    -> (precision, note or None)."""
+    if not half:
+        return precision, None
+    if device.type == "cuda":
+        return "fp16", None
+    return precision, (f"half precision (fp16) runs on CUDA only: running with precision {precision or 'auto'} "
+                       f"on {device.type}")
+
+
 def resolve_precision(precision: Optional[str], device):
     """``precision`` (one of :data:`PRECISIONS`; None = "auto") on the torch.device ``device`` ->
     the model's dtype.  "auto": bfloat16 on a CPU whose dense-layer kernel runs it (AVX512-BF16,

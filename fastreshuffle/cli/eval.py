@@ -85,7 +85,7 @@ def _resolve_model(args, device):
 def run(args) -> int:
     from ..errors import CodecError
     from ..inference.evaluate import METRIC_NOTES, evaluate, json_ready, load_eval_images, plot_rd, print_table
-    from ..io.codecs import fixed_qp, parse_spec
+    from ..io.codecs import check_qp, fixed_qp, parse_spec
     from ..io.datasets import eval_dir
 
     warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -103,9 +103,11 @@ def run(args) -> int:
             raise UserError("--qp is only for --codec hevc")
         if args.quality:
             raise UserError("give either --quality or --qp, not both")
-        for q in args.qp:
-            if not 0 <= q <= 51:
-                raise UserError(f"HEVC QP must be in 0..51, got {q}")
+        try:
+            for q in args.qp:
+                check_qp(q)
+        except CodecError as e:
+            raise UserError(str(e)) from None
         settings = [{"qp": q} for q in args.qp]
     else:
         if args.quality and spec.quality is not None and args.quality != [spec.quality]:

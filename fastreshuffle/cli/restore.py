@@ -196,13 +196,10 @@ def run(args) -> int:
     from ..errors import WeightsError
     from ..inference.loading import load_model
     device = device_from_args(args)
-    precision = args.precision
-    if args.half:
-        if device.type == "cuda":
-            precision = "fp16"
-        elif not args.quiet:
-            _say(f"note: --half only applies on CUDA; running with --precision {precision} on CPU")
-    from ..backends import cpu_bf16_kernel, resolve_precision
+    from ..backends import cpu_bf16_kernel, half_precision, resolve_precision
+    precision, note = half_precision(args.precision, args.half, device)
+    if note and not args.quiet:
+        _say(f"note: --half: {note}")
     try:
         dtype = resolve_precision(precision, device)
     except ValueError as e:

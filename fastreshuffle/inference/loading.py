@@ -221,7 +221,8 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     ``ReshuffleNet``).  The architecture comes from the file's metadata unless ``config`` is
     given.  Weights are stored as fp16 and loaded in the dtype of ``precision``
     (:func:`fastreshuffle.backends.resolve_precision`: "fp32" (default), "bf16", "auto", or
-    "fp16" on CUDA; ``half=True`` is "fp16").  A bf16 / fp16 FastReshuffleNet takes float32 input.
+    "fp16" on CUDA; ``half=True`` is "fp16" on CUDA, ``precision`` with a warning elsewhere).  A bf16 /
+    fp16 FastReshuffleNet takes float32 input.
     The model's ``codec`` attribute is the codec its file was trained for (:func:`model_codec`;
     None when the file does not say): :func:`fastreshuffle.restore` guards by it.
     """
@@ -244,7 +245,7 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
         raise WeightsError(f"{path}: the file holds {stored:,} weights, the config ({cfg.to_json()}) "
                            f"needs {needed:,}")
     dev = resolve_device(device)
-    dtype = resolve_precision("fp16" if half else precision, dev)
+    dtype = _dtype(precision, half, dev)
     model = model_class(dev, fast=fast)(cfg)
     load_state_checked(model, state, source=str(path))
     name = os.fspath(name_or_path)
@@ -289,4 +290,15 @@ def get_model(model: ModelArg, device=None, half: bool = False,
                                  "move it first (model.to(...)) or leave device unset")
         return model
     dev = resolve_device(device)
-    return _cached_model(model, dev, resolve_precision("fp16" if half else precision, dev))
+    return _cached_model(model, dev, _dtype(precision, half, dev))
+
+
+def _dtype(precision, half: bool, dev: torch.device) -> torch.dtype:
+    """The model's dtype for ``precision`` / ``half`` (:func:`fastreshuffle.backends.half_precision`:
+    fp16 on CUDA, else ``precision`` with a warning)."""
+    from ..backends import half_precision
+    p, note = half_precision(precision, half, dev)
+    if note:
+        import warnings
+        warnings.warn(note, stacklevel=4)
+    return resolve_precision(p, dev)

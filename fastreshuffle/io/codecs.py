@@ -43,6 +43,15 @@ class Coded:
         return 8.0 * self.nbytes / float(h * w)
 
 
+def check_qp(qp) -> int:
+    """An HEVC QP: a whole number in 0..51 (an int, or its digits) -> int; else CodecError."""
+    import numbers
+    if isinstance(qp, bool) or not (isinstance(qp, numbers.Integral) or (isinstance(qp, str) and qp.isdigit())) \
+            or not 0 <= int(qp) <= 51:
+        raise CodecError(f"HEVC QP must be a whole number in 0..51, got {qp!r}")
+    return int(qp)
+
+
 def _check_rgb(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -120,10 +129,7 @@ def hevc_file(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = 
         raise CodecError(f"HEVC subsampling must be 420, 422 or 444, got {subsampling!r}")
     enc_params: Dict[str, str] = {}
     if qp is not None:
-        qp = int(qp)
-        if not 0 <= qp <= 51:
-            raise CodecError(f"HEVC QP must be in 0..51, got {qp}")
-        enc_params["x265:qp"] = str(qp)
+        enc_params["x265:qp"] = str(check_qp(qp))
     if quality is not None and not 0 <= int(quality) <= 100:
         raise CodecError(f"HEVC quality must be in 0..100, got {quality}")
     if preset:
@@ -216,9 +222,7 @@ class CodecSpec:
                     raise CodecError(f"HEVC bit_depth must be 8 or 10, got {v!r}")
                 put("bit_depth", int(v), "the bit depth")
             elif k == "qp":
-                if not v.isdigit() or not 0 <= int(v) <= 51:
-                    raise CodecError(f"HEVC QP must be a whole number in 0..51, got {v!r}")
-                put("qp", int(v), "qp")
+                put("qp", check_qp(v), "qp")
                 if self.quality is None:
                     kw["quality"] = None
             elif k == "preset":

@@ -336,4 +336,4 @@ def test_eval_refuses_a_qp_outside_0_51(tmp_path, capsys):
     for bad in ("52", "-1", "99"):
         assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", bad, "-q"]) == 2
         err = capsys.readouterr().err
-        assert "HEVC QP must be in 0..51" in err and "Traceback" not in err
+        assert "HEVC QP must be a whole number in 0..51" in err and "Traceback" not in err

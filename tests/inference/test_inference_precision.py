@@ -177,3 +177,24 @@ def test_cli_precision(tmp_path, photos):
     assert r.returncode == 0, r.stderr
     assert "model jpeg (bfloat16)" in r.stderr
     assert list(tmp_path.glob("a_restored*"))
+
+
+def test_half_means_the_same_in_the_api_and_the_cli(tmp_path, photos):
+    """``half=True`` / ``--half``: fp16 on CUDA; on a CPU both run at the precision asked for and
+    say so (the API raised ValueError where the CLI ran on with a note: one rule now,
+    ``backends.half_precision``)."""
+    import fastreshuffle
+    cpu = torch.device("cpu")
+    assert backends.half_precision("bf16", False, cpu) == ("bf16", None)
+    assert backends.half_precision("auto", True, torch.device("cuda")) == ("fp16", None)
+    p, note = backends.half_precision("fp32", True, cpu)
+    assert p == "fp32" and "CUDA only" in note
+    img = jpeg(photos[0][1][:64, :96], 40)
+    with pytest.warns(UserWarning, match="CUDA only"):
+        a = fastreshuffle.restore(img, model="jpeg", precision="fp32", half=True, device="cpu")
+    np.testing.assert_array_equal(a, fastreshuffle.restore(img, model="jpeg", precision="fp32", device="cpu"))
+    src = tmp_path / "a.jpg"
+    Image.fromarray(photos[0][1][:64, :96]).save(src, quality=40)
+    r = subprocess.run([sys.executable, "-m", "fastreshuffle.cli", "restore", str(src), "--half", "--device", "cpu",
+                        "--precision", "fp32"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "note: --half: half precision (fp16) runs on CUDA only" in r.stderr, r.stderr

@@ -206,3 +206,14 @@ def test_an_rgb_coded_jpeg_has_no_usable_tables():
     im = Image.open(io.BytesIO(b.getvalue()))
     assert im.info.get("adobe_transform") == 0
     assert tables_from_pil(im) is None
+
+
+def test_one_qp_check_for_the_spec_the_encoder_and_eval():
+    import numpy as np
+
+    from fastreshuffle.errors import CodecError
+    from fastreshuffle.io.codecs import check_qp
+    assert [check_qp(q) for q in (0, 51, "37", np.int64(22))] == [0, 51, 37, 22]
+    for bad in (-1, 52, "52", "4a", "", 30.5, True, None):
+        with pytest.raises(CodecError, match="HEVC QP must be a whole number in 0..51"):
+            check_qp(bad)
