@@ -91,20 +91,6 @@ def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
             + f"{skipped} skipped, {failed} failed")
 
 
-def _describe(e: BaseException) -> str:
-    from ..errors import OutputExistsError
-    if isinstance(e, OutputExistsError):
-        return "output exists"
-    reason = getattr(e, "reason", None)
-    if reason:
-        return str(reason)
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
-    if isinstance(e, MemoryError):
-        return "out of memory (try a smaller --tile)"
-    return str(e) or type(e).__name__
-
-
 class _TileBar:
     """Progress inside one image, in megapixels, shown only when it is cut into several tiles."""
 
@@ -140,10 +126,8 @@ class _TileBar:
 
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
-    from ..inference.files import collect_inputs, output_path_for, restore_file, sniff_format
+    from ..inference.files import collect_inputs
     from ..io.images import IMAGE_EXTENSIONS
-    from ..io.safe_write import check_writable
-    from ..io.output import EXTENSIONS, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
     suffix = args.suffix
@@ -194,7 +178,6 @@ def run(args) -> int:
 
     # Model (after argument checks, before any file work).
     from ..errors import WeightsError
-    from ..inference.loading import load_model
     device = device_from_args(args)
     from ..backends import cpu_bf16_kernel, half_precision, resolve_precision
     precision, note = half_precision(args.precision, args.half, device)
@@ -207,24 +190,14 @@ def run(args) -> int:
     if precision == "bf16" and device.type == "cpu" and not cpu_bf16_kernel() and not args.quiet:
         _say("note: this CPU has no AVX512-BF16 (or the kernel is capped): bf16 runs on torch's "
              "bfloat16 convolutions, slower than --precision fp32")
-    from ..inference.loading import Bands, auto_model_name, model_codec
-    models: Dict[str, tuple] = {}
-
-    def model_for(name: str):
-        """(model, codec) by name, loaded once."""
-        if name not in models:
-            models[name] = (load_model(name, device, precision=precision), model_codec(name))
-        return models[name]
-
+    from ..inference.files import NamedModels, restore_files
+    models = NamedModels(device, precision)
     try:
         if args.model != "auto":
-            model_for(args.model)
+            models(args.model)
     except WeightsError as e:
         raise UserError(str(e)) from None
-    input_keys = {os.path.realpath(f) for f, _ in files}
-    planned: Dict[str, Path] = {}
-    n_ok = n_same = n_skip = n_fail = 0   # n_same: written, pixels as they were (nothing to remove)
-    writable = set()            # output folders a file could be created in
+    counts = {"restored": 0, "same": 0, "skipped": 0, "failed": 0}   # same: written, pixels as they were
     used: Dict[str, int] = {}   # --model auto: files per model, said per file up to 20, else at the end
 
     try:
@@ -235,82 +208,39 @@ def run(args) -> int:
         bar = None
     t0 = time.time()
     try:
-        for src, base in files:
-            key = None
-            try:
-                in_fmt = sniff_format(src)
-                fmt, fmt_note = resolve_format(args.format, in_fmt)
-                name = args.model if args.model != "auto" else auto_model_name(in_fmt)
-                out = output_path_for(src, base, outdir, suffix, EXTENSIONS[fmt])
-                key = os.path.realpath(out)
-                if key in input_keys:
-                    _say(f"skipped: {src}: output {out} would replace an input file (change --suffix or -o)", bar)
-                    n_skip += 1
-                    continue
-                if key in planned:
-                    _say(f"skipped: {src}: output {out} is also the output of {planned[key]} "
-                         "(same name); use -o or --suffix", bar)
-                    n_skip += 1
-                    continue
-                planned[key] = src
-                if out.is_dir():
-                    _say(f"skipped: {src}: output {out} is a folder (change --suffix or -o)", bar)
-                    n_skip += 1
-                    continue
-                if os.path.lexists(out) and not args.overwrite:
-                    _say(f"skipped: {src}: output exists: {out} (use --overwrite)", bar)
-                    n_skip += 1
-                    continue
-                if out.parent not in writable:   # once per output folder, before any image work
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    check_writable(out.parent)
-                    writable.add(out.parent)
-                try:
-                    model, codec = model_for(name)
-                except WeightsError as e:
-                    raise UserError(str(e)) from None
-                with _TileBar(src.name, args.quiet) as tiles:
-                    notes, changed = restore_file(
-                        model, src, out, fmt=fmt, quality=args.output_quality, tile=args.tile, overlap=overlap,
-                        ensemble=args.self_ensemble, overwrite=args.overwrite, progress=tiles.update,
-                        guard=args.guard, codec=codec, bands=Bands(name, lambda m: model_for(m)[0]))
-                used[name] = used.get(name, 0) + 1
-                said = [f"model {name} ({str(dtype).replace('torch.', '')})"] if (
+        for o in restore_files(files, models, model=args.model, outdir=outdir, suffix=suffix, fmt=args.format,
+                               quality=args.output_quality, tile=args.tile, overlap=overlap,
+                               ensemble=args.self_ensemble, overwrite=args.overwrite, guard=args.guard,
+                               tile_progress=lambda src: _TileBar(src.name, args.quiet)):
+            counts[o.status] += 1
+            if o.status == "skipped":
+                _say(f"skipped: {o.src}: {o.reason}", bar)
+            elif o.status == "failed":
+                _say(f"error: {o.src}: {o.reason}", bar)
+            else:
+                used[o.model] = used.get(o.model, 0) + 1
+                said = [f"model {o.model} ({str(dtype).replace('torch.', '')})"] if (
                     args.model == "auto" and len(files) <= 20) else []
-                said += [fmt_note] if fmt_note else []
-                if args.output_quality is not None and fmt not in ("jpeg", "webp"):
-                    said.append(f"--output-quality does not apply to its {fmt.upper()} output (lossless)")
                 if not args.quiet:
-                    for note in said + notes:
-                        _say(f"note: {src}: {note}", bar)
-                if changed:
-                    n_ok += 1
-                else:
-                    n_same += 1
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # one bad file never stops the batch
-                n_fail += 1
-                _say(f"error: {src}: {_describe(e)}", bar)
-                if key is not None and planned.get(key) == src:
-                    del planned[key]    # nothing written: the name is free for the next input
-            finally:
-                if bar is not None:
-                    bar.update(1)
+                    for note in said + o.notes:
+                        _say(f"note: {o.src}: {note}", bar)
+            if bar is not None:
+                bar.update(1)
     except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
         what, code = interrupted(e)
-        _say(f"{what}: {n_ok + n_same + n_skip + n_fail} of {len(files)} file(s) finished "
-             f"({_counts(n_ok, n_same, n_skip + len(found.skipped_outputs), n_fail)}); no partial output left behind")
+        counts["skipped"] += len(found.skipped_outputs)
+        _say(f"{what}: {sum(counts.values()) - len(found.skipped_outputs)} of {len(files)} file(s) finished "
+             f"({_counts(**counts)}); no partial output left behind")
         return code
     if bar is not None:
         bar.close()
-    if not args.quiet or n_fail:
-        n_skip += len(found.skipped_outputs)
-        _say(f"done in {time.time() - t0:.1f}s: {_counts(n_ok, n_same, n_skip, n_fail)}"
+    if not args.quiet or counts["failed"]:
+        counts["skipped"] += len(found.skipped_outputs)
+        _say(f"done in {time.time() - t0:.1f}s: {_counts(**counts)}"
              + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:
         _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "
              + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))
-    return 1 if (n_fail or errors) else 0
+    return 1 if (counts["failed"] or errors) else 0

@@ -1,7 +1,8 @@
 """Restoring image files: which files a list of inputs names, where each output goes, and
 one file restored (read once, restored tile by tile, written atomically, never clobbering).
 
-The ``restore`` command (:mod:`fastreshuffle.cli.restore`) drives these over a batch.
+:func:`restore_files` is the batch of the ``restore`` command (:mod:`fastreshuffle.cli.restore`, which
+only reads its arguments and says what became of each file).
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-__all__ = ["Collected", "collect_inputs", "output_path_for", "restore_file",
-           "sniff_format"]
+__all__ = ["Collected", "collect_inputs", "output_path_for", "restore_file", "sniff_format", "Outcome",
+           "NamedModels", "restore_files", "describe_error"]
 
 
 def _is_earlier_output(path: Path, suffix: str, stems) -> bool:
@@ -279,3 +280,110 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, dpi=f.dpi, text=f.text, comment=f.comment,
                             overwrite=overwrite)
     return FileResult(notes, changed)
+
+
+# ----------------------------------------------------------------------------- a batch
+class Outcome(NamedTuple):
+    """What became of one input of :func:`restore_files`."""
+    src: Path
+    status: str                  # "restored"; "same" (written, its pixels as they were: the notes say
+    #                              why); "skipped" (nothing written: ``reason``); "failed" (``reason``)
+    notes: List[str]             # restored / same: what was done, one line each
+    reason: Optional[str] = None
+    model: Optional[str] = None  # the name of the model that restored it
+
+
+def describe_error(e: BaseException) -> str:
+    """One line saying why a file failed."""
+    from ..errors import OutputExistsError
+    if isinstance(e, OutputExistsError):
+        return "output exists"
+    reason = getattr(e, "reason", None)
+    if reason:
+        return str(reason)
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+    if isinstance(e, MemoryError):
+        return "out of memory (try a smaller --tile)"
+    return str(e) or type(e).__name__
+
+
+class NamedModels:
+    """Models by name (or weights path), each loaded once on ``device`` in ``precision``:
+    (model, the codec it was trained for).  A missing or bad file raises WeightsError."""
+
+    def __init__(self, device, precision: Optional[str]):
+        self.device, self.precision = device, precision
+        self._models: Dict[str, tuple] = {}
+
+    def __call__(self, name: str) -> tuple:
+        if name not in self._models:
+            from .loading import load_model, model_codec
+            self._models[name] = (load_model(name, self.device, precision=self.precision), model_codec(name))
+        return self._models[name]
+
+
+def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedModels, *, model: str = "auto",
+                  outdir: Optional[Path] = None, suffix: str = "_restored", fmt: str = "png",
+                  quality: Optional[int] = None, tile: Optional[int] = None, overlap: Optional[int] = None,
+                  ensemble: bool = False, overwrite: bool = False, guard: bool = True,
+                  tile_progress: Optional[Callable[[Path], object]] = None):
+    """Restore ``files`` (from :func:`collect_inputs`) one by one, yielding an :class:`Outcome`
+    each: the batch of ``fastreshuffle restore``.  ``model``: a name or weights path, or "auto"
+    (:func:`.loading.auto_model_name` per file).  An output that would replace an input, that is
+    another input's output too, that is a folder, or that exists (without ``overwrite``) is
+    skipped; an output folder is checked writable once, before any image work in it; a file that
+    fails (unreadable, bad weights, out of memory, ...) does not stop the batch -- an interrupt
+    (KeyboardInterrupt) does, between or inside files, leaving no partial output.
+    ``tile_progress(src)``: a context manager whose ``update(done, total)`` follows the pixels."""
+    import contextlib
+
+    from ..io.output import EXTENSIONS, resolve_format
+    from ..io.safe_write import check_writable
+    from .loading import Bands, auto_model_name
+
+    input_keys = {os.path.realpath(f) for f, _ in files}
+    planned: Dict[str, Path] = {}
+    writable = set()            # output folders a file could be created in
+    for src, base in files:
+        key = None
+        try:
+            in_fmt = sniff_format(src)
+            out_fmt, fmt_note = resolve_format(fmt, in_fmt)
+            name = model if model != "auto" else auto_model_name(in_fmt)
+            out = output_path_for(src, base, outdir, suffix, EXTENSIONS[out_fmt])
+            key = os.path.realpath(out)
+            skip = None
+            if key in input_keys:
+                skip = f"output {out} would replace an input file (change --suffix or -o)"
+            elif key in planned:
+                skip = f"output {out} is also the output of {planned[key]} (same name); use -o or --suffix"
+            if skip is None:
+                planned[key] = src
+                if out.is_dir():
+                    skip = f"output {out} is a folder (change --suffix or -o)"
+                elif os.path.lexists(out) and not overwrite:
+                    skip = f"output exists: {out} (use --overwrite)"
+            if skip is not None:
+                yield Outcome(src, "skipped", [], skip)
+                continue
+            if out.parent not in writable:   # once per output folder, before any image work
+                out.parent.mkdir(parents=True, exist_ok=True)
+                check_writable(out.parent)
+                writable.add(out.parent)
+            net, codec = models(name)
+            with (tile_progress(src) if tile_progress is not None else contextlib.nullcontext()) as tiles:
+                notes, changed = restore_file(
+                    net, src, out, fmt=out_fmt, quality=quality, tile=tile, overlap=overlap, ensemble=ensemble,
+                    overwrite=overwrite, progress=tiles.update if tiles is not None else None, guard=guard,
+                    codec=codec, bands=Bands(name, lambda m: models(m)[0]))
+            said = [fmt_note] if fmt_note else []
+            if quality is not None and out_fmt not in ("jpeg", "webp"):
+                said.append(f"--output-quality does not apply to its {out_fmt.upper()} output (lossless)")
+            yield Outcome(src, "restored" if changed else "same", said + notes, None, name)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one bad file never stops the batch
+            if key is not None and planned.get(key) == src:
+                del planned[key]    # nothing written: the name is free for the next input
+            yield Outcome(src, "failed", [], describe_error(e))
