@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Optional, Union
 
@@ -68,6 +69,19 @@ def _temp_names(folder: Path, stem: str, tries: int = 100) -> Iterator[Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(folder))
 
 
+def _refuse_special(path: Path) -> None:
+    """Raise OSError if ``path`` is a device, a pipe or a socket: such an entry is never replaced
+    by a file (``--overwrite`` once made ``/dev/null`` a regular file, as root).  A regular file,
+    a link (replaced itself, not its target) or nothing there passes."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise OSError(errno.EINVAL, "is not a regular file (a device, pipe or socket): not replaced; "
+                                    "name a file", str(path))
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     """Open a binary file for writing that appears at ``path`` only if the block succeeds.
@@ -79,6 +93,7 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    _refuse_special(path)
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     tmp: Optional[Path] = None
@@ -105,6 +120,7 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
         except OSError:
             pass
         if overwrite:
+            _refuse_special(path)    # (made meanwhile)
             try:
                 os.replace(tmp, path)
             except OSError as e:   # e.g. the output path is a folder: name it, not the temporary file
@@ -157,6 +173,7 @@ def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; name a file", str(path))
+    _refuse_special(path)
     if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(path)
     folder = path.parent.absolute()

@@ -67,3 +67,25 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "o.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_device_or_pipe_is_never_replaced(tmp_path):
+    """``--overwrite`` replaced ``eval --json /dev/null``'s target, as root, with a regular file."""
+    import stat
+
+    from fastreshuffle.io.safe_write import atomic_write_bytes, check_output_file
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    entries = [fifo]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        dev = tmp_path / "null.json"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        entries.append(dev)
+    for p in entries:
+        before = os.lstat(p).st_mode
+        with pytest.raises(OSError, match="not a regular file"):
+            check_output_file(p, overwrite=True)
+        with pytest.raises(OSError, match="not a regular file"):
+            atomic_write_bytes(p, b"{}", overwrite=True)
+        assert os.lstat(p).st_mode == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == sorted(p.name for p in entries)   # no temporary left
