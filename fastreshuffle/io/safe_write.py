@@ -184,6 +184,20 @@ def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
     check_writable(folder)     # the output's folder, or the one its missing folders would be made in
 
 
+def check_output_folder(path: PathLike) -> None:
+    """Before any work, refuse a folder to write into that could not be made or written: a file
+    there or where one of its folders should be (NotADirectoryError), or a folder it cannot be
+    created or written in (OSError naming it).  Nothing is created."""
+    folder = Path(path).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    check_writable(folder)     # the folder, or the one its missing folders would be made in
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, overwrite=overwrite) as f:

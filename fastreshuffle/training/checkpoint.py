@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -118,11 +118,26 @@ def load_state(run: Path, model, opt) -> Dict:
     return meta
 
 
-def _read_log(path: Path, upto: int) -> List[Dict[str, str]]:
+def _read_log(path: Path, upto: int) -> Tuple[List[Dict[str, str]], int]:
+    """The rows of ``log.csv`` up to step ``upto``.  A damaged tail (a crash can leave NUL bytes)
+    or a row whose step is not a number is dropped: the log is a record, the run's state is in
+    ``state.safetensors``, and a resume must not fail on it (:attr:`CsvLog.dropped` counts them)."""
+    rows, dropped = [], 0
     if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= upto]
+        return rows, dropped
+    with open(path, newline="", errors="replace") as f:
+        text = f.read().replace("\x00", "")
+    try:
+        for r in csv.DictReader(io.StringIO(text, newline="")):
+            step = (r.get("step") or "").strip()
+            if not step.isdigit():
+                dropped += bool(any((v or "").strip() for v in r.values() if isinstance(v, str)))
+                continue
+            if int(step) <= upto:
+                rows.append(r)
+    except csv.Error:
+        dropped += 1
+    return rows, dropped
 
 
 class CsvLog:
@@ -132,7 +147,7 @@ class CsvLog:
 
     def __init__(self, path: Path, keep_upto: Optional[int]):
         self.path, self.f, self.resumed = path, None, keep_upto is not None
-        self.kept = _read_log(path, keep_upto) if keep_upto is not None else []
+        self.kept, self.dropped = _read_log(path, keep_upto) if keep_upto is not None else ([], 0)
 
     def _open(self):
         # the header (and a resumed run's kept rows) go to a new file that replaces any old one at

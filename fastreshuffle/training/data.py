@@ -367,7 +367,7 @@ class WholeImagePairs(Dataset):
         pool = None
         if processes > 1 and len(todo) > 1:
             import multiprocessing
-            pool = multiprocessing.get_context("fork").Pool(processes, initializer=worker_init, initargs=(0,))
+            pool = multiprocessing.get_context("fork").Pool(processes, initializer=_pool_worker_init)
         try:
             results = pool.imap(_encode_version, jobs, chunksize=4) if pool else map(_encode_version, jobs)
             for j, c in zip(todo, results):
@@ -441,6 +441,18 @@ def encoder_threads(processes: int) -> int:
 
 def worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
+
+
+def _pool_worker_init() -> None:
+    """A coding worker of ``--encode whole``: one thread; an interrupt is the parent's to handle
+    (it ends the pool), so the worker ignores Ctrl-C and dies quietly on SIGTERM / SIGHUP instead
+    of printing the command's handlers' tracebacks (it inherited them with the fork)."""
+    import signal
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, sig):
+            signal.signal(getattr(signal, sig), signal.SIG_DFL)
 
 
 def center_crop(img: np.ndarray, size: Optional[int], multiple: int = 8) -> np.ndarray:

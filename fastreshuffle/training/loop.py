@@ -129,7 +129,12 @@ def _resolve_config(args) -> ReshuffleNetConfig:
         try:
             return ReshuffleNetConfig.from_json(args.config)
         except (ValueError, TypeError) as e:
-            raise UserError(f"--config: {e}") from None
+            hint = ""
+            if not args.config.lstrip().startswith("{"):
+                hint = (" (--config takes the architecture as JSON text, e.g. "
+                        "'{\"growth\": [16, 8, 4], \"layers\": [2, 3, 2]}', not a file name; "
+                        "a preset is --preset)")
+            raise UserError(f"--config: {e}{hint}") from None
     return ReshuffleNetConfig.preset(args.preset)
 
 
@@ -141,6 +146,8 @@ RUN_FILES = ("state.json", "state.safetensors", "log.csv", "last.safetensors", "
 
 
 def _check_args(args) -> None:
+    if not str(args.out).strip():
+        raise UserError("--out is empty: name the run's folder")
     if args.patch <= 0 or args.patch % 8:
         raise UserError(f"--patch must be a positive multiple of 8, got {args.patch}")
     if args.steps <= 0:
@@ -188,10 +195,23 @@ def _check_args(args) -> None:
             raise UserError("--coded-cache is for --encode whole")
         if Path(cache).exists() and not Path(cache).is_dir():
             raise UserError(f"--coded-cache {cache} exists and is not a folder")
+        _check_folder("--coded-cache", cache)
+    if getattr(args, "encode", "patch") == "whole" and getattr(args, "versions", 1) < 1:
+        raise UserError(f"--versions must be at least 1, got {args.versions}")
     for name in ("time_budget", "checkpoint_every"):
         v = getattr(args, name, None)
         if v is not None and not v > 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds, got {v}")
+
+
+def _check_folder(option: str, folder) -> None:
+    """A folder the run will write in: it can be made and written, else a one-line error."""
+    from ..io.safe_write import check_output_folder
+    try:
+        check_output_folder(folder)
+    except OSError as e:
+        raise UserError(f"{option} {folder}: cannot write there: {e.strerror or e}"
+                        + (f" ({e.filename})" if e.filename and str(e.filename) != str(folder) else "")) from None
 
 
 def _codec_and_qualities(args):
@@ -249,6 +269,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
 
     data_dir = _data_dir(args)
     vnames: List[str] = []
+    vimgs: list = []
     try:
         images, names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
     except DataError as e:
@@ -261,6 +282,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             raise UserError(f"--val split needs more than --val-images {args.val_images} training images, "
                             f"{data_dir} has {len(images)}")
         held, vnames = images[-args.val_images:], names[-args.val_images:]
+        vimgs = held
         images, names = images[:-args.val_images], names[:-args.val_images]
         say(f"held out the last {len(held)} images (by name) of {data_dir} for validation; "
             f"training on {len(images)}")
@@ -277,20 +299,29 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
         say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
             f"crop {args.val_crop or 'full'}")
-    return images, valset, _files_record(names, vnames if valset is not None else [])
+    return images, valset, _files_record(names, vnames if valset is not None else [], images,
+                                         vimgs if valset is not None else [])
 
 
-def _files_record(train: List[str], val: List[str]) -> Dict:
+def _files_record(train: List[str], val: List[str], train_pixels=(), val_pixels=()) -> Dict:
     """What a run was trained and validated on, as saved in its state: the training files' count
-    and a digest of their names, the validation files' names (a resume compares them)."""
+    and a digest of their names, the validation files' names, and a digest of each set's decoded
+    pixels (a resume compares them: a photo changed under the same name counts)."""
+    def pixels(images) -> str:
+        h = hashlib.sha256()
+        for a in images:
+            h.update(repr((a.shape, str(a.dtype))).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
     digest = hashlib.sha256("\n".join(sorted(str(n) for n in train)).encode()).hexdigest()[:16]
-    return {"train_count": len(train), "train_digest": digest, "val": [str(n) for n in val]}
+    return {"train_count": len(train), "train_digest": digest, "val": [str(n) for n in val],
+            "train_pixels": pixels(train_pixels), "val_pixels": pixels(val_pixels)}
 
 
 def _build_model(args, cfg, device, precision: str):
     """Fresh model from the package's factory (zero tail, optional --init)."""
     from ..inference.loading import build_model
-    from ..io.weights import load_state_checked, read_weights
+    from ..io.weights import load_state_checked
 
     torch.manual_seed(args.seed)
     model = build_model(cfg, device, training=True, precision=precision)
@@ -300,11 +331,7 @@ def _build_model(args, cfg, device, precision: str):
             model.tail.bias.zero_()
     if args.init and not args.resume:
         try:
-            icfg, istate, _ = read_weights(args.init)
-            if icfg is not None and icfg != cfg:
-                raise UserError(f"--init {args.init}: architecture {icfg.to_dict()} differs from {cfg.to_dict()}; "
-                                "use the matching --preset/--config")
-            load_state_checked(model, istate, source=args.init)
+            load_state_checked(model, _check_init(args, cfg), source=args.init)
         except WeightsError as e:
             raise UserError(str(e)) from None
     return model
@@ -356,10 +383,18 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
             raise UserError(f"--resume: the validation images changed since the run was saved (no longer: "
                             f"{gone[:3]}, new: {new[:3]}), and its best.safetensors was chosen on them; restore "
                             f"the folder, or start a new run from {run_dir / 'last.safetensors'} with --init")
+        if (saved_files.get("val") and saved_files.get("val_pixels")
+                and saved_files["val_pixels"] != files["val_pixels"]):
+            raise UserError("--resume: the validation images changed since the run was saved (the same names, "
+                            "other pixels), and its best.safetensors was chosen on them; restore them, or start "
+                            f"a new run from {run_dir / 'last.safetensors'} with --init")
         if (saved_files.get("train_count"), saved_files.get("train_digest")) != (files["train_count"],
                                                                                files["train_digest"]):
             warn(f"--resume: the training images changed since the run was saved ({saved_files.get('train_count')} "
                  f"-> {files['train_count']} files); the result will differ from an uninterrupted run")
+        elif saved_files.get("train_pixels") and saved_files["train_pixels"] != files["train_pixels"]:
+            warn("--resume: the training images changed since the run was saved (the same names, other pixels); "
+                 "the result will differ from an uninterrupted run")
     start, best = meta["step"], meta["best_psnr"]         # (numbers: read_state_meta checked them)
     loss_acc = tuple(meta.get("loss_acc") or (0.0, 0))     # (sum, count[, largest gradient norm])
     cpu_seconds = meta["cpu_seconds"]
@@ -372,9 +407,13 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
         ("codec", str(spec)), ("quality", args.quality), ("seed", args.seed), ("batch_size", args.batch_size),
         ("patch", args.patch), ("lr", args.lr), ("schedule", args.schedule), ("steps", args.steps),
         ("precision", args.precision_used), ("encode", getattr(args, "encode", "patch"))) if key in meta]
+    def same_folder(key, was, now):   # the same --data spelled otherwise (absolute, trailing slash)
+        return (key == "data" and isinstance(was, str) and isinstance(now, str)
+                and os.path.realpath(was) == os.path.realpath(now))
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
         "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions",
-        "small_images", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)]
+        "small_images", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)
+        and not same_folder(key, saved_args[key], getattr(args, key))]
     for key, was, now in changed:
         if was != now:
             warn(f"--resume: {key} was {was!r} in the saved run, now {now!r}; "
@@ -396,6 +435,9 @@ def train(args) -> int:
             raise UserError(f"--val-quality: {e}") from None
     cfg = _resolve_config(args)
     setup = validation_setup(args, spec, val_qualities)
+    from .data import parse_mix
+    if parse_mix(getattr(args, "mix", None)).s444 > 0 and spec.name != "jpeg":
+        raise UserError(f"--mix 444 is for JPEG (the codec is {spec.name})")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -415,6 +457,7 @@ def train(args) -> int:
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     run_dir = Path(args.out)
+    created, lock = False, None
     if dist.main:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a folder")
@@ -422,22 +465,107 @@ def train(args) -> int:
             _check_resumable(args, run_dir, cfg, setup)     # a clear error before anything is created
             if args.init:
                 warn(f"--init {args.init} is not used: --resume continues from the run's own state")
-        elif any((run_dir / n).exists() for n in RUN_FILES):
-            stateless = not (run_dir / "state.safetensors").exists()
-            raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
-                            + ("it has no training state (it stopped before its first checkpoint): remove "
-                               "those files or choose another --out" if stateless else
-                               "use --resume to continue it or choose another --out"))
+        else:
+            _refuse_a_run(run_dir)
+        if args.init and not args.resume:
+            _check_init(args, cfg)                          # before the data is read
+        _check_folder("--out", run_dir)
         created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {run_dir}: cannot create the folder: {e.strerror or e}") from None
+        try:
+            lock = _lock_run(run_dir)        # one run at a time in a folder
+            if not args.resume:
+                _refuse_a_run(run_dir)       # (one started meanwhile)
+            _check_folder("--out", run_dir)  # a resume into a folder it cannot write: said now, not later
+        except UserError:
+            _forget(run_dir, created, lock)
+            raise
     dist.barrier()
 
     try:
         images, valset, files = _load_data(args, spec, val_qualities, dist.main, say, warn)
     except UserError:
-        if dist.main and created and not any(run_dir.iterdir()):
-            run_dir.rmdir()                  # no empty folder left behind by a run that never started
+        if dist.main:
+            _forget(run_dir, created, lock)  # no empty folder left behind by a run that never started
         raise
+    try:
+        return _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files)
+    finally:
+        _unlock(run_dir, lock)
+
+
+def _refuse_a_run(run_dir: Path) -> None:
+    if any((run_dir / n).exists() for n in RUN_FILES):
+        stateless = not (run_dir / "state.safetensors").exists()
+        raise UserError(f"{run_dir} already holds a run (or files named like one: {', '.join(RUN_FILES)}); "
+                        + ("it has no training state (it stopped before its first checkpoint): remove "
+                           "those files or choose another --out" if stateless else
+                           "use --resume to continue it or choose another --out"))
+
+
+LOCK_FILE = ".fastreshuffle-train.lock"
+
+
+def _lock_run(run_dir: Path):
+    """An exclusive lock on the run folder, held while the run lives (a file handle; the file is
+    removed when the run ends, :func:`_unlock`); a second run on the same --out is refused
+    instead of mixing its files with the first's."""
+    path = run_dir / LOCK_FILE
+    f = open(path, "a")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover  (not POSIX: no lock)
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:   # removed by the run that held it
+            raise OSError("the lock file was replaced")
+    except OSError:
+        f.close()
+        raise UserError(f"--out {run_dir} is in use by another training run (it holds {LOCK_FILE}); "
+                        "wait for it to end, or choose another --out") from None
+    return f
+
+
+def _unlock(run_dir: Path, lock) -> None:
+    """Release :func:`_lock_run`'s lock: the file removed while still held, then closed."""
+    if lock is None:
+        return
+    try:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+    lock.close()
+
+
+def _forget(run_dir: Path, created: bool, lock) -> None:
+    """A run that never started: its lock released, and the folder it made removed if empty."""
+    _unlock(run_dir, lock)
+    if created:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+
+
+def _check_init(args, cfg):
+    """--init: a weights file of this architecture -> its tensors (read before the data, to say
+    what is wrong at once, and again by :func:`_build_model`)."""
+    from ..io.weights import read_weights
+    try:
+        icfg, istate, _ = read_weights(args.init)
+    except WeightsError as e:
+        raise UserError(str(e)) from None
+    if icfg is not None and icfg != cfg:
+        raise UserError(f"--init {args.init}: architecture {icfg.to_dict()} differs from {cfg.to_dict()}; "
+                        "use the matching --preset/--config")
+    return istate
+
+
+def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files) -> int:
     model = _build_model(args, cfg, device, args.precision_used)
     say(_precision_line(args.precision_used, model, device))
     if args.precision_used == "bf16" and device.type == "cpu" and not cpu_has_bf16():
@@ -601,6 +729,9 @@ class _Loop:
         model.train()
         loader = _TimedBatches(self._loader(start, end))
         log = CsvLog(self.run_dir / "log.csv", keep_upto=start if args.resume else None) if dist.main else None
+        if log is not None and log.dropped:
+            print(f"warning: --resume: {log.dropped} damaged row(s) of {self.run_dir / 'log.csv'} left out "
+                  "(the training state is in state.safetensors)", file=sys.stderr, flush=True)
         bar = None
         if dist.main and args.progress:
             try:

@@ -1,0 +1,129 @@
+"""The run folder and what a resume checks, from an adversarial test of ``train`` (each test
+written against what the code did before): two runs on one --out, folders that cannot be made
+or written, a damaged log, changed photos under the same names, and errors found before the data
+is read leave no folder behind."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+from helpers import make_images
+from PIL import Image
+
+from fastreshuffle.cli import main
+
+COMMON = ["--preset", "tiny", "--batch-size", "4", "--patch", "32", "--quality", "5-30", "--val-every", "3",
+          "--log-every", "1", "--no-progress", "--threads", "1", "--val-images", "2", "--steps", "6",
+          "--workers", "0"]
+
+
+def _args(data, out, *more, val=None):
+    return ["train", "--data", str(data), "--val", str(val or data), "--out", str(out)] + COMMON + list(more)
+
+
+def _one_line_error(err):
+    return "Traceback" not in err and [ln for ln in err.splitlines() if "error:" in ln]
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, capsys):
+    from fastreshuffle.training.loop import LOCK_FILE, _lock_run, _unlock
+    data = make_images(tmp_path / "imgs", n=3)
+    out = tmp_path / "run"
+    out.mkdir()
+    held = _lock_run(out)              # a run in progress there
+    try:
+        assert main(_args(data, out)) == 2
+        err = capsys.readouterr().err
+        assert "in use by another training run" in err and _one_line_error(err)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        _unlock(out, held)
+    assert main(_args(data, out)) == 0                 # free again: runs, and leaves no lock behind
+    assert not (out / LOCK_FILE).exists() and (out / "best.safetensors").is_file()
+
+
+def test_an_out_that_cannot_be_made_or_written_is_one_line(tmp_path, capsys, monkeypatch):
+    data = make_images(tmp_path / "imgs", n=3)
+    (tmp_path / "afile").write_text("x")
+    assert main(_args(data, tmp_path / "afile" / "run")) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and _one_line_error(err)
+    assert main(_args(data, tmp_path / "r", "--encode", "whole", "--coded-cache", str(tmp_path / "afile" / "c"))) == 2
+    err = capsys.readouterr().err
+    assert "--coded-cache" in err and _one_line_error(err) and not (tmp_path / "r").exists()
+    # a resume into a folder it cannot write: said before training (root writes anywhere: simulated)
+    out = tmp_path / "ro"
+    assert main(_args(data, out, "--stop-at", "2")) == 0
+    from fastreshuffle.io import safe_write
+
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied (cannot write in this folder)", str(folder))
+    monkeypatch.setattr(safe_write, "check_writable", refuse)
+    assert main(_args(data, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "cannot write there" in err and "resuming" not in err and _one_line_error(err)
+    assert main(_args(data, tmp_path / "x", "--encode", "whole", "--versions", "0")) == 2
+    assert main(["train", "--data", str(data), "--val", "none", "--out", ""] + COMMON) == 2
+    assert "--out is empty" in capsys.readouterr().err
+
+
+def test_errors_found_before_the_data_is_read_leave_no_folder(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3)
+    for more in (["--init", str(tmp_path / "nope.safetensors")], ["--init", str(data / os.listdir(data)[0])],
+                 ["--codec", "webp", "--mix", "444=0.5"]):
+        out = tmp_path / "never"
+        assert main(_args(data, out, *more)) == 2, more
+        err = capsys.readouterr().err
+        assert _one_line_error(err) and "train data" not in err, (more, err)   # before the images were read
+        assert not out.exists(), more
+
+
+def test_a_damaged_log_does_not_stop_a_resume(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3)
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--stop-at", "3")) == 0
+    with open(out / "log.csv", "ab") as f:
+        f.write(b"\0" * 300 + b"abc,1\n")       # what a crash can leave; a row that is not a step
+    capsys.readouterr()
+    assert main(_args(data, out, "--resume")) == 0
+    err = capsys.readouterr().err
+    assert "damaged row(s)" in err and "Traceback" not in err
+    with open(out / "log.csv") as f:
+        steps = [ln.split(",")[0] for ln in f.read().splitlines()[1:]]
+    assert steps[:3] == ["1", "2", "3"] and "\0" not in "".join(steps)
+
+
+def test_resume_sees_the_photos_not_only_their_names(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=4)
+    val = make_images(tmp_path / "val", n=2, seed=5)
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--stop-at", "3", val=val)) == 0
+    # the same folder spelled otherwise: nothing to say
+    assert main(_args(str(data) + os.sep, out, "--resume", "--stop-at", "4", val=val)) == 0
+    assert "--data was" not in capsys.readouterr().err
+    name = sorted(os.listdir(data))[0]
+    a = np.asarray(Image.open(data / name))
+    Image.fromarray(np.ascontiguousarray(a[:, ::-1])).save(data / name)
+    assert main(_args(data, out, "--resume", "--stop-at", "5", val=val)) == 0
+    assert "the same names, other pixels" in capsys.readouterr().err
+    vname = sorted(os.listdir(val))[0]
+    v = np.asarray(Image.open(val / vname))
+    Image.fromarray(np.ascontiguousarray(v[::-1])).save(val / vname)
+    assert main(_args(data, out, "--resume", val=val)) == 2
+    err = capsys.readouterr().err
+    assert "validation images changed" in err and _one_line_error(err)
+
+
+def test_config_given_a_file_name_says_it_takes_json(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"growth": [16, 8, 4], "layers": [2, 3, 2]}')
+    assert main(_args(data, tmp_path / "r", "--config", str(cfg))) == 2
+    assert "takes the architecture as JSON text" in capsys.readouterr().err
+
+
+def test_coding_workers_leave_interrupts_to_the_command():
+    code = ("import signal; from fastreshuffle.training.data import _pool_worker_init; _pool_worker_init(); "
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "True"], r.stderr
