@@ -108,7 +108,7 @@ def run(args) -> int:
                 check_qp(q)
         except CodecError as e:
             raise UserError(str(e)) from None
-        settings = [{"qp": q} for q in args.qp]
+        settings = [{"qp": q} for q in dict.fromkeys(args.qp)]      # each once, in the order given
     else:
         if args.quality and spec.quality is not None and args.quality != [spec.quality]:
             raise UserError(f"--codec {args.codec} gives the quality {spec.quality} and --quality gives "
@@ -119,7 +119,7 @@ def run(args) -> int:
                 parse_spec(spec, q)
         except CodecError as e:
             raise UserError(str(e)) from None
-        settings = [{"quality": q} for q in quals]
+        settings = [{"quality": q} for q in dict.fromkeys(quals)]   # each once, in the order given
         spec = parse_spec(spec, quals[0])
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")

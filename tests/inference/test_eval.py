@@ -337,3 +337,16 @@ def test_eval_refuses_a_qp_outside_0_51(tmp_path, capsys):
         assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", bad, "-q"]) == 2
         err = capsys.readouterr().err
         assert "HEVC QP must be a whole number in 0..51" in err and "Traceback" not in err
+
+
+def test_eval_evaluates_a_quality_given_twice_once(tmp_path, capsys):
+    """``--quality 10 10 20`` evaluated (and wrote to the JSON) q10 twice."""
+    import json
+
+    from helpers import make_images
+
+    from fastreshuffle.cli import main
+    data = make_images(tmp_path / "imgs", n=1, size=32)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--quality", "10", "10", "20", "-q", "--json", str(out)]) == 0
+    assert [r["quality"] for r in json.loads(out.read_text())["results"]] == [10, 20]
