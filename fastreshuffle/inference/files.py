@@ -241,9 +241,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]), src.read_bytes(), for_qp)
         restored = orient_array(restored, o)
         if d.strength < 1:
-            how = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
-                   else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
-            notes.append(f"{how}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
+            what = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
+                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
+            notes.append(f"{what}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
                                        else "little to remove; pixels left as they are"))
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
