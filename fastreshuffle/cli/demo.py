@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ._common import add_device_argument, check_output_arg, device_from_args
+from ._common import add_device_argument, add_threads_argument, apply_threads, check_output_arg, device_from_args
 
 if TYPE_CHECKING:                 # numpy only when the demo runs, not for --help
     import numpy as np
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shipped model name or .safetensors file (default: jpeg)")
     p.add_argument("--quality", type=int, default=10, help="JPEG quality 1-100 (default: 10)")
     add_device_argument(p)
+    add_threads_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
 
 
@@ -99,6 +100,7 @@ def run(args) -> int:
         raise UserError(str(e)) from None
 
     import fastreshuffle
+    apply_threads(args)
     device = device_from_args(args)
     jpeg = jpeg_file(original, args.quality)
     compressed = np.asarray(jpeg.convert("RGB"))

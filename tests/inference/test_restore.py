@@ -482,6 +482,9 @@ def test_demo(tmp_path, tiny_weights, capsys):
     assert cli_main(["demo", "-o", str(tmp_path / "link.png"), "--model", str(tiny_weights)]) == 2
     said = capsys.readouterr()
     assert "exists" in said.err and "JPEG q10" not in said.out and (tmp_path / "link.png").is_symlink()
+    assert cli_main(["demo", "-o", str(tmp_path / "t.png"), "--model", str(tiny_weights), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err and not (tmp_path / "t.png").exists()
+    assert cli_main(["demo", "-o", str(tmp_path / "t.png"), "--model", str(tiny_weights), "--threads", "1"]) == 0
 
 
 def test_self_ensemble_is_the_mean_over_the_eight_transforms():
