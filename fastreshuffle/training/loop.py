@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from ..backends import cpu_has_bf16, training_precision
 from ..errors import CodecError, DataError, UserError, WeightsError
 from ..nn.config import ReshuffleNetConfig
+from .config import DEFAULT_QUALITY, TrainConfig
 from .checkpoint import CsvLog, load_state, read_state_meta, save_state
 from .dist import Dist
 
@@ -138,8 +139,6 @@ def _resolve_config(args) -> ReshuffleNetConfig:
     return ReshuffleNetConfig.preset(args.preset)
 
 
-# --quality when none is given (the CLI's default is None, so that a given 10 can be told apart)
-DEFAULT_QUALITY = "10"
 
 # What a run writes into --out: a folder holding any of them is not written into without --resume.
 RUN_FILES = ("state.json", "state.safetensors", "log.csv", "last.safetensors", "best.safetensors")
@@ -421,9 +420,12 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
-def train(args) -> int:
-    """Train as ``fastreshuffle train`` does; ``args``: the command's ``argparse.Namespace``
-    (every option of :mod:`fastreshuffle.cli.train`).  Returns 0."""
+def train(config: TrainConfig) -> int:
+    """Train as ``fastreshuffle train`` does, with ``config`` (:class:`.config.TrainConfig`: the
+    command's options, e.g. ``TrainConfig(out="runs/a", steps=500, quality="5-50")``; an
+    ``argparse.Namespace`` of them is taken too).  Returns 0; a problem with the options or the
+    data raises :class:`fastreshuffle.errors.UserError` saying what (naming the command's option)."""
+    args = config if isinstance(config, TrainConfig) else TrainConfig(**vars(config))
     _check_args(args)
     spec, qualities = _codec_and_qualities(args)
     val_qualities = args.val_quality or [min(qualities)]

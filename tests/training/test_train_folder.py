@@ -127,3 +127,20 @@ def test_coding_workers_leave_interrupts_to_the_command():
             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["True", "True"], r.stderr
+
+
+def test_train_from_python_with_a_config(tmp_path):
+    """The training library takes a TrainConfig (the command's options and defaults), not the
+    command's argparse namespace."""
+    import argparse
+
+    from fastreshuffle.cli import train as cli_train
+    from fastreshuffle.training.config import TrainConfig
+    from fastreshuffle.training.loop import train
+    p = argparse.ArgumentParser()
+    cli_train.add_arguments(p)
+    assert vars(p.parse_args(["--out", "x"])) == {**TrainConfig.defaults(), "out": "x"}   # one set of defaults
+    data = make_images(tmp_path / "imgs", n=3)
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(data), val="none", preset="tiny", batch_size=4, patch=32,
+                      steps=3, workers=0, threads=1, progress=False)
+    assert train(cfg) == 0 and (tmp_path / "run" / "last.safetensors").is_file()
