@@ -35,11 +35,12 @@ from ._common import add_device_argument, add_threads_argument, apply_threads, d
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
-    p.add_argument("-o", "--output-dir", metavar="OUTDIR", default=None,
-                   help="folder for the restored images (created if needed; default: next to each input)")
-    p.add_argument("--format", default="png", choices=("png", "jpeg", "webp", "tiff", "same"),
-                   help="output format (default: png, lossless; same = the input's format where it can be "
-                        "written, else png)")
+    p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
+                   help="folder for the restored images (created if needed; default: next to each input); "
+                        "with one input file, also an output file name (.png, .jpg, .webp, .tif: its format)")
+    p.add_argument("--format", default=None, choices=("png", "jpeg", "webp", "tiff", "same"),
+                   help="output format (default: png, lossless, or that of -o FILE's extension; same = the "
+                        "input's format where it can be written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
                         "--format same copies a JPEG of quality >= 85 and any file whose pixels stay unchanged "
@@ -128,6 +129,7 @@ class _TileBar:
 def run(args) -> int:
     from ..inference.files import collect_inputs
     from ..io.images import IMAGE_EXTENSIONS
+    from ..io.output import format_of_name
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
     suffix = args.suffix
@@ -139,12 +141,28 @@ def run(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
 
+    # -o FILE: one input file, written there in the format its extension names
+    outdir = Path(args.output_dir) if args.output_dir else None
+    out_file = None
+    if outdir is not None and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
+            raise UserError(f"-o {outdir} names a file: give one input file, or give a folder (outputs are then "
+                            "named after their inputs, see --suffix)")
+        wanted = format_of_name(outdir)
+        if wanted is None:
+            raise UserError(f"-o {outdir}: restore writes .png, .jpg, .webp or .tif files")
+        if args.format not in (None, wanted):
+            raise UserError(f"--format {args.format} and -o {outdir} ({wanted.upper()}) disagree: give one of them")
+        out_file, outdir = outdir, None
+        fmt = wanted
+    else:
+        fmt = args.format or "png"
+
     if args.output_quality is not None:
         if not 1 <= args.output_quality <= 100:
             raise UserError(f"--output-quality must be 1-100, got {args.output_quality}")
-        if args.format in ("png", "tiff"):
-            raise UserError(f"--output-quality applies to jpeg/webp outputs, not --format {args.format} "
-                            "(lossless)")
+        if fmt in ("png", "tiff"):
+            raise UserError(f"--output-quality applies to jpeg/webp outputs, not {fmt.upper()} (lossless)")
 
     apply_threads(args)
     found = collect_inputs(args.inputs, args.recursive, suffix)
@@ -164,13 +182,9 @@ def run(args) -> int:
             return 1
         raise UserError("no supported image files found in " + ", ".join(args.inputs))
 
-    outdir = Path(args.output_dir) if args.output_dir else None
     if outdir is not None:
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"output folder {outdir} exists and is not a folder")
-        if not outdir.exists() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
-            raise UserError(f"-o names the output folder, and {outdir} looks like a file name; outputs are named "
-                            "after their inputs (see --suffix): give a folder")
         try:
             outdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -208,7 +222,7 @@ def run(args) -> int:
         bar = None
     t0 = time.time()
     try:
-        for o in restore_files(files, models, model=args.model, outdir=outdir, suffix=suffix, fmt=args.format,
+        for o in restore_files(files, models, model=args.model, outdir=outdir, suffix=suffix, fmt=fmt, output=out_file,
                                quality=args.output_quality, tile=args.tile, overlap=overlap,
                                ensemble=args.self_ensemble, overwrite=args.overwrite, guard=args.guard,
                                tile_progress=lambda src: _TileBar(src.name, args.quiet)):

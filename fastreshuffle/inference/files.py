@@ -327,7 +327,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
                   outdir: Optional[Path] = None, suffix: str = "_restored", fmt: str = "png",
                   quality: Optional[int] = None, tile: Optional[int] = None, overlap: Optional[int] = None,
                   ensemble: bool = False, overwrite: bool = False, guard: bool = True,
-                  tile_progress: Optional[Callable[[Path], object]] = None):
+                  tile_progress: Optional[Callable[[Path], object]] = None, output: Optional[Path] = None):
     """Restore ``files`` (from :func:`collect_inputs`) one by one, yielding an :class:`Outcome`
     each: the batch of ``fastreshuffle restore``.  ``model``: a name or weights path, or "auto"
     (:func:`.loading.auto_model_name` per file).  An output that would replace an input, that is
@@ -335,13 +335,17 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     skipped; an output folder is checked writable once, before any image work in it; a file that
     fails (unreadable, bad weights, out of memory, ...) does not stop the batch -- an interrupt
     (KeyboardInterrupt) does, between or inside files, leaving no partial output.
-    ``tile_progress(src)``: a context manager whose ``update(done, total)`` follows the pixels."""
+    ``tile_progress(src)``: a context manager whose ``update(done, total)`` follows the pixels.
+    ``output``: the output file of a single input (``outdir`` and ``suffix`` then unused), written
+    in ``fmt``."""
     import contextlib
 
     from ..io.output import EXTENSIONS, resolve_format
     from ..io.safe_write import check_writable
     from .loading import Bands, auto_model_name
 
+    if output is not None and len(files) != 1:
+        raise ValueError(f"an output file names the output of one input, not of {len(files)}")
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
     writable = set()            # output folders a file could be created in
@@ -351,7 +355,8 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
             in_fmt = sniff_format(src)
             out_fmt, fmt_note = resolve_format(fmt, in_fmt)
             name = model if model != "auto" else auto_model_name(in_fmt)
-            out = output_path_for(src, base, outdir, suffix, EXTENSIONS[out_fmt])
+            out = Path(output) if output is not None else output_path_for(src, base, outdir, suffix,
+                                                                          EXTENSIONS[out_fmt])
             key = os.path.realpath(out)
             skip = None
             if key in input_keys:

@@ -15,6 +15,7 @@ JPEG has no alpha channel (an image with transparency is refused, never flattene
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -23,7 +24,7 @@ import numpy as np
 from .images import icc_colour_space, round_16_to_8
 from .safe_write import atomic_open
 
-__all__ = ["FORMATS", "EXTENSIONS", "DEFAULT_QUALITY", "resolve_format", "write_restored",
+__all__ = ["FORMATS", "EXTENSIONS", "DEFAULT_QUALITY", "format_of_name", "resolve_format", "write_restored",
            "is_restored_output", "software_tag"]
 
 FORMATS = ("png", "jpeg", "webp", "tiff", "same")
@@ -42,6 +43,14 @@ _MARK = "fastreshuffle"
 def software_tag() -> str:
     from .. import __version__
     return f"{_MARK} {__version__}"
+
+
+def format_of_name(path) -> Optional[str]:
+    """The format a file name asks for by its extension (``out.jpg`` -> "jpeg"), None for one
+    we do not write."""
+    ext = os.path.splitext(str(path))[1].lower()
+    return {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jfif": "jpeg", ".webp": "webp", ".tif": "tiff",
+            ".tiff": "tiff"}.get(ext)
 
 
 def resolve_format(requested: str, input_format: Optional[str]) -> Tuple[str, Optional[str]]:

@@ -194,22 +194,38 @@ def test_output_parent_is_a_file(tmp_path, weights, capsys):
 
 def test_output_dir_is_a_file(tmp_path, weights, capsys):
     _good_files(tmp_path)
-    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "good2.jpg"),
+    (tmp_path / "afile").write_text("x")
+    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "afile"),
                    "--model", str(weights)])
     assert rc == 2
     assert "not a folder" in capsys.readouterr().err
-
-
-def test_an_output_folder_named_like_a_file_is_refused(tmp_path, weights, capsys):
-    """``restore photo.jpg -o out.png`` made a folder named out.png, silently."""
-    _good_files(tmp_path)
-    rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "out.png"),
-                   "--model", str(weights)])
-    assert rc == 2 and not (tmp_path / "out.png").exists()
-    assert "looks like a file name" in capsys.readouterr().err
-    (tmp_path / "folder.png").mkdir()       # an existing folder of that name is a folder
-    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "folder.png"),
+    # an existing image file named by -o is the output file of the one input: kept unless --overwrite
+    before = (tmp_path / "good2.jpg").read_bytes()
+    assert cli_main(["restore", str(tmp_path / "good1.png"), "-o", str(tmp_path / "good2.jpg"),
                      "--model", str(weights)]) == 0
+    assert "output exists" in capsys.readouterr().err and (tmp_path / "good2.jpg").read_bytes() == before
+
+
+def test_o_names_the_output_file_of_one_input(tmp_path, weights, capsys):
+    """``restore photo.jpg -o out.png`` made a folder named out.png (then it was refused): it now
+    writes that file, in the format its extension names."""
+    _good_files(tmp_path)
+    src = tmp_path / "good1.png"
+    assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / "sub" / "clean.jpg"),
+                     "--model", str(weights)]) == 0
+    assert Image.open(tmp_path / "sub" / "clean.jpg").format == "JPEG"
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["clean.jpg"]
+    for more, said in (([str(tmp_path / "good2.jpg"), "-o", str(tmp_path / "x.png")], "give one input file"),
+                       (["-o", str(tmp_path / "x.bmp")], "writes .png, .jpg, .webp or .tif"),
+                       (["-o", str(tmp_path / "x.png"), "--format", "jpeg"], "disagree"),
+                       (["-o", str(tmp_path / "x.png"), "--output-quality", "80"], "not PNG")):
+        assert cli_main(["restore", "-q", str(src)] + more + ["--model", str(weights)]) == 2, more
+        assert said in capsys.readouterr().err, more
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.bmp").exists()
+    (tmp_path / "folder.png").mkdir()       # an existing folder of that name is a folder
+    assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / "folder.png"),
+                     "--model", str(weights)]) == 0
+    assert (tmp_path / "folder.png" / "good1_restored.png").is_file()
 
 
 def test_write_error_per_file(tmp_path, weights, capsys, monkeypatch):
