@@ -31,7 +31,8 @@ class OutputExistsError(FileExistsError):
     """The destination exists and overwriting was not allowed."""
 
     def __init__(self, path):
-        super().__init__(errno.EEXIST, "output exists (use --overwrite to replace it)", str(path))
+        super().__init__(errno.EEXIST, "output exists (overwrite=True, or --overwrite on the command line, "
+                                       "replaces it)", str(path))
 
 
 class CodecError(ValueError):

@@ -161,9 +161,9 @@ def model_codec(model) -> Optional[str]:
 def _codec_of(meta: Dict[str, str]) -> Optional[str]:
     import re
     if meta.get("codec"):
-        return meta["codec"].split(":")[0]
-    m = re.search(r"--codec\s+([a-z0-9]+)", meta.get("command", ""))
-    return m.group(1) if m else None
+        return meta["codec"].split(":")[0].strip().lower()     # "JPEG" is "jpeg" (the codec specs' case)
+    m = re.search(r"--codec\s+([A-Za-z0-9]+)", meta.get("command", ""))
+    return m.group(1).lower() if m else None
 
 
 # --------------------------------------------------------------------------- models
@@ -284,6 +284,8 @@ def get_model(model: ModelArg, device=None, half: bool = False,
             want = resolve_device(device)
             if want.type == "cuda" and want.index is None:
                 want = torch.device("cuda", torch.cuda.current_device())
+            if want.type == "cpu":          # "cpu:0" is the CPU, where tensors say "cpu"
+                want = torch.device("cpu")
             have = next((p.device for p in model.parameters()), want)
             if have != want:
                 raise ValueError(f"the model is on {have}, not on the device asked for ({device!r}): "

@@ -68,8 +68,9 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     H x W x 3 uint8 colour instead of the network / guard (a HEIF file's QP guard)."""
     from .tiling import restore_uint8
 
-    if not arr.dtype.isnative:   # e.g. big-endian uint16 from a file: the same values, native order
-        arr = arr.astype(arr.dtype.newbyteorder("="))
+    given = arr.dtype
+    if not given.isnative:   # e.g. big-endian uint16 from a file: the same values, native order (given back)
+        arr = arr.astype(given.newbyteorder("="))
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image array, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -100,13 +101,13 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     if gray:
         if dtype == np.uint8 or dtype == np.uint16:
             out = np.round(out.astype(np.float32).mean(axis=2)).astype(dtype)
-        else:
-            out = out.mean(axis=2).astype(dtype)
+        else:    # (in float64: three equal float32 values average back to themselves exactly)
+            out = out.mean(axis=2, dtype=np.float64).astype(dtype)
         if arr.ndim == 3:
             out = out[..., None]
     elif alpha is not None:
         out = np.concatenate([out, alpha], axis=2)
-    return out
+    return out if out.dtype == given else out.astype(given)
 
 
 def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, bands=None, run_rgb=None):
@@ -148,8 +149,14 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         scale = int_gray_scale(mode, arr)            # as the CLI reads such a file
         out = numpy_path(arr.astype(np.uint16 if scale > 255 else np.uint8))   # as that array would be
         return Image.fromarray(out.astype(np.uint16 if mode.startswith("I;16") else np.int32))
-    # CMYK, YCbCr, LAB, HSV, F, ...: through RGB and back.
-    return _restore_pil(net, img.convert("RGB"), tile, overlap, guard, bands=bands, run_rgb=run_rgb).convert(mode)
+    # CMYK, YCbCr, LAB, HSV, ...: through RGB and back (premultiplied RGBa / La: through RGBA / LA,
+    # their alpha kept).  These conversions are lossy (LAB, HSV by up to 255 levels, CMYK's black
+    # rebuilt): where restoring changed nothing, the image comes back as it was.
+    via = img.convert({"RGBa": "RGBA", "La": "LA"}.get(mode, "RGB"))
+    out = _restore_pil(net, via, tile, overlap, guard, bands=bands, run_rgb=run_rgb)
+    if np.array_equal(np.asarray(out), np.asarray(via)):
+        return img.copy()
+    return out.convert(mode)
 
 
 def _file_source(img):
@@ -181,8 +188,15 @@ def _pixels_are_the_files(img, arr: np.ndarray, source) -> bool:
         return False
 
 
+# The bytes of files that images opened from memory were read from, while those images live (by
+# id: PIL images are not hashable): loading the pixels closes such a file, and a second restore()
+# of the same image still needs it (a HEIF file's QP).  Emptied as the images go.
+_READ_FROM_MEMORY: dict = {}
+
+
 def _file_bytes(img) -> Optional[bytes]:
-    """The file a PIL image was opened from (its path, else its still-open file object), or None."""
+    """The file a PIL image was opened from (its path, else its still-open file object, else what
+    an earlier call read from that object), or None."""
     import os
     name = getattr(img, "filename", None)
     try:
@@ -197,10 +211,16 @@ def _file_bytes(img) -> Optional[bytes]:
                 data = fp.read()
             finally:
                 fp.seek(pos)
-            return data if isinstance(data, bytes) else None
+            if isinstance(data, bytes):
+                if id(img) not in _READ_FROM_MEMORY:
+                    import weakref
+                    weakref.finalize(img, _READ_FROM_MEMORY.pop, id(img), None)
+                _READ_FROM_MEMORY[id(img)] = data
+                return data
+            return None
     except (OSError, ValueError):
         return None
-    return None
+    return _READ_FROM_MEMORY.get(id(img))
 
 
 def _restore_heif(net, img, tile, overlap, bands=None):
@@ -208,7 +228,9 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     file (:func:`.guard.hevc_guarded_file`: the strength of its QP; ``bands``: the network of its
     QP), run on the pixels as coded (before the file's rotation, so the codec's blocks lie on the
     network's cells) and turned upright again.  A file no longer reachable (opened from memory,
-    then loaded: Pillow closes it) has no QP to go by: returned unchanged, with a warning."""
+    then loaded by something else than restore(): Pillow closes it), or pixels that are no longer
+    the file's (pasted into, resized in place), have no QP to go by: returned unchanged, with a
+    warning."""
     import warnings
 
     from ..io.images import INVERSE_ORIENTATION, coded_orientation, orient_array
@@ -220,6 +242,11 @@ def _restore_heif(net, img, tile, overlap, bands=None):
         warnings.warn("a HEIF image whose file can no longer be read (opened from memory and already loaded): "
                       "its QP is unknown, so it is returned unchanged; pass the image as Image.open returned "
                       "it, or open it from its path (guard=False restores it anyway)", stacklevel=4)
+        return img.copy()
+    if not _pixels_are_the_files(img, np.asarray(img), data):   # pasted into, resized in place, ...
+        warnings.warn("a HEIF image whose pixels are no longer its file's (changed in place): the file's QP "
+                      "does not describe them, so it is returned unchanged (guard=False restores it anyway)",
+                      stacklevel=4)
         return img.copy()
     o = coded_orientation(img)
     runner = _uint8_runner(tile, overlap)
@@ -264,6 +291,10 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, ban
                          f"got {tuple(x.shape)}")
     if x.dim() == 3:
         return _restore_torch(net, x.unsqueeze(0), tile, overlap, guard, bands)[0]
+    if x.device.type == "meta":
+        raise ValueError("a tensor on the meta device has no values to restore")
+    if x.shape[-2] == 0 or x.shape[-1] == 0:
+        raise ValueError(f"image has zero size: tensor of shape {tuple(x.shape)}")
     if x.numel():
         finite = bool(torch.isfinite(x).all())
         check_float_range(float(x.min()) if finite else 0.0, float(x.max()) if finite else 0.0, finite)
@@ -334,6 +365,12 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
+    for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):
+        if not (v is None and name == "guard") and not isinstance(v, (bool, np.bool_, int)):
+            raise TypeError(f"{name} must be True or False{' (or None)' if name == 'guard' else ''}, "
+                            f"got {type(v).__name__} {v!r}")
+    guard = None if guard is None else bool(guard)     # (0 / 1 as False / True)
+    self_ensemble, half = bool(self_ensemble), bool(half)
     if isinstance(model, torch.nn.Module) and any(m.training for m in model.modules()):
         # run in eval mode and put the caller's modes back (a model already in eval mode, the
         # usual case, is not touched: threads sharing it never see its flags change)

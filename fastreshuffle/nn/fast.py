@@ -127,6 +127,8 @@ class FastReshuffleNet(ReshuffleNet):
 
     def __init__(self, config: Optional[ReshuffleNetConfig] = None):
         super().__init__(config)
+        backends.cpu_kernel_isa(), backends.cpu_bf16_kernel()   # probed now (torch ops returning an int, a
+        # bool): not first inside torch.jit.trace, which cannot record them
         # eager inference's block buffers: at most one set kept between calls, {key: buffers}.
         # A call takes the set out (dict.pop is atomic) and puts it back when done, so calls from
         # several threads never share buffers: one that finds none allocates its own.

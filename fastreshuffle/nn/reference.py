@@ -79,6 +79,8 @@ class ReshuffleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
+        if x.shape[0] == 0:   # an empty batch (torch's pixel_unshuffle keeps an empty input's shape)
+            return x.clone()
         xp, (h, w) = pad_to_multiple(x)
         return self.forward_padded(xp)[..., :h, :w]
 

@@ -1,0 +1,117 @@
+"""restore() and the networks on unusual Python inputs, from an adversarial review of the API
+(each test written against what the code did before)."""
+import io
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fastreshuffle as fr
+
+
+def _photo(y=100, x=100, size=128):
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[y:y + size, x:x + size, :3])
+
+
+def _unchanged_without_warning_or_with(fn, *a, **k):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **k)
+
+
+def test_heif_edited_in_place_or_restored_twice_from_memory(tmp_path):
+    pytest.importorskip("pillow_heif")
+    from fastreshuffle.io.images import _register_heif
+    _register_heif()
+    Image.fromarray(_photo()).save(tmp_path / "q10.heic", quality=10)
+    clean = Image.fromarray(_photo(100, 228))                 # never compressed
+    im = Image.open(tmp_path / "q10.heic")
+    im.load()
+    im.paste(clean, (0, 0))                                   # its pixels are no longer the file's
+    with pytest.warns(UserWarning, match="no longer its file's"):
+        out = fr.restore(im, device="cpu")
+    assert np.array_equal(np.asarray(out), np.asarray(clean))
+    data = (tmp_path / "q10.heic").read_bytes()
+    mem = Image.open(io.BytesIO(data))
+    first, second = np.asarray(fr.restore(mem, device="cpu")), np.asarray(fr.restore(mem, device="cpu"))
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, np.asarray(Image.open(io.BytesIO(data))))   # restored both times
+
+
+@pytest.mark.parametrize("mode", ["LAB", "HSV", "YCbCr", "CMYK", "RGBa"])
+def test_a_never_compressed_image_in_a_lossy_mode_comes_back_as_it_was(mode):
+    a = _photo()
+    if mode == "RGBa":
+        im = Image.fromarray(np.dstack([a, np.full(a.shape[:2], 128, np.uint8)]), "RGBA").convert("RGBa")
+    elif mode == "CMYK":
+        c = np.asarray(Image.fromarray(a).convert("CMYK")).copy()
+        c[..., 3] = 60                                        # a black channel Pillow's RGB -> CMYK cannot rebuild
+        im = Image.fromarray(c, "CMYK")
+    else:
+        im = Image.fromarray(a).convert(mode)
+    out = fr.restore(im, device="cpu")
+    assert out.mode == mode and np.array_equal(np.asarray(out), np.asarray(im))
+
+
+def test_premultiplied_grey_alpha_is_restored_not_refused():
+    a = np.dstack([_photo()[..., 0], np.full((128, 128), 200, np.uint8)])
+    im = Image.fromarray(a, "LA").convert("La")
+    out = fr.restore(im, device="cpu")
+    assert out.mode == "La" and np.array_equal(np.asarray(out)[..., 1], np.asarray(im)[..., 1])
+
+
+def test_arrays_keep_their_values_and_dtype():
+    g = (_photo()[..., 1] / 255).astype(np.float32)           # never compressed: comes back exactly
+    for a in (g, g[..., None]):
+        assert np.array_equal(fr.restore(a, device="cpu"), a)
+    be = (_photo() / 255).astype(">f4")
+    out = fr.restore(be, device="cpu", guard=False)
+    assert out.dtype == be.dtype and out.shape == be.shape
+
+
+def test_model_object_on_cpu_0_and_tensor_errors():
+    net = fr.load_pretrained("jpeg")
+    a = _photo()
+    assert np.array_equal(fr.restore(a, net, device="cpu:0"), fr.restore(a, net, device="cpu"))
+    with pytest.raises(ValueError, match="meta"):
+        fr.restore(torch.empty(3, 64, 64, device="meta"))
+    for guard in (True, False):
+        with pytest.raises(ValueError, match=r"zero size: tensor of shape \(1, 3, 0, 64\)"):
+            fr.restore(torch.rand(1, 3, 0, 64), guard=guard)
+    for bad in ({"guard": "no"}, {"self_ensemble": "no"}, {"half": "yes"}):
+        with pytest.raises(TypeError, match="must be True or False"):
+            fr.restore(a, **bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # guard=0 is guard=False: nothing to warn of
+        fr.restore(a, "hevc", guard=0, device="cpu")
+
+
+def test_the_reference_network_takes_an_empty_batch():
+    cfg = fr.ReshuffleNetConfig.preset("tiny")
+    assert fr.ReshuffleNet(cfg)(torch.rand(0, 3, 16, 16)).shape == (0, 3, 16, 16)
+    assert fr.FastReshuffleNet(cfg)(torch.rand(0, 3, 16, 16)).shape == (0, 3, 16, 16)
+
+
+def test_fast_network_traces_in_a_fresh_process():
+    code = ("import torch, fastreshuffle as fr\n"
+            "f = fr.FastReshuffleNet(fr.ReshuffleNetConfig.preset('tiny')).eval(); x = torch.rand(1, 3, 16, 16)\n"
+            "with torch.no_grad():\n"
+            "    t = torch.jit.trace(f, x, check_trace=False)\n"
+            "    print(torch.equal(t(x), f(x)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip().endswith("True"), r.stderr[-1500:]
+
+
+def test_weights_naming_their_codec_in_capitals_are_guarded(tmp_path):
+    from fastreshuffle.inference.loading import _codec_of
+    assert _codec_of({"codec": "JPEG"}) == "jpeg" and _codec_of({"command": "train --codec HEVC"}) == "hevc"
+
+
+def test_output_exists_speaks_to_python_callers_too():
+    from fastreshuffle.errors import OutputExistsError
+    assert "overwrite=True" in str(OutputExistsError("x.onnx"))
