@@ -146,6 +146,8 @@ def run(args) -> int:
     model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:
         print("note: no --weights/--model given: codec only", file=sys.stderr)
+    if model is not None and getattr(model, "codec", None) not in (None, spec.name):
+        warn(f"the model was trained for {model.codec}, the images are coded with {spec.name}")
 
     progress = None
     if not args.quiet and sys.stderr.isatty():

@@ -184,6 +184,8 @@ def parse_mix(text: Optional[str]) -> Mix:
             raise ValueError(f"bad --mix item {item!r}: {v!r} is not a probability") from None
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"bad --mix item {item!r}: a probability must be in [0, 1]")
+        if names[k] in kw:
+            raise ValueError(f"bad --mix: {k} is given twice")
         kw[names[k]] = p
     return Mix(**kw)
 

@@ -298,6 +298,11 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
         say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
             f"crop {args.val_crop or 'full'}")
+        if len(vimgs) < args.val_images:
+            warn(f"validation: {len(vimgs)} image(s) in {val_dir}, fewer than --val-images {args.val_images}")
+        if os.path.realpath(val_dir) == os.path.realpath(data_dir):
+            warn("validation: --val is the training folder: the best step is chosen on images it trains on "
+                 "(--val split holds some out)")
     return images, valset, _files_record(names, vnames if valset is not None else [], images,
                                          vimgs if valset is not None else [])
 

@@ -350,3 +350,14 @@ def test_eval_evaluates_a_quality_given_twice_once(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["eval", "--data", str(data), "--quality", "10", "10", "20", "-q", "--json", str(out)]) == 0
     assert [r["quality"] for r in json.loads(out.read_text())["results"]] == [10, 20]
+
+
+def test_eval_says_when_the_model_was_trained_for_another_codec(tmp_path, capsys):
+    from helpers import make_images
+
+    from fastreshuffle.cli import main
+    data = make_images(tmp_path / "imgs", n=1, size=32)
+    assert main(["eval", "--data", str(data), "--model", "hevc", "--quality", "50", "-q"]) == 0
+    assert "trained for hevc, the images are coded with jpeg" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data), "--model", "jpeg", "--quality", "50", "-q"]) == 0
+    assert "trained for" not in capsys.readouterr().err

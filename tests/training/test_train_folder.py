@@ -144,3 +144,12 @@ def test_train_from_python_with_a_config(tmp_path):
     cfg = TrainConfig(out=str(tmp_path / "run"), data=str(data), val="none", preset="tiny", batch_size=4, patch=32,
                       steps=3, workers=0, threads=1, progress=False)
     assert train(cfg) == 0 and (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_validation_set_up_that_says_little_is_warned(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3)
+    assert main(_args(data, tmp_path / "r", "--val-images", "5")) == 0      # --val is --data, 3 images
+    err = capsys.readouterr().err
+    assert "fewer than --val-images 5" in err and "--val is the training folder" in err
+    assert main(_args(data, tmp_path / "r2", "--mix", "none=0.1,none=0.2")) == 2
+    assert "none is given twice" in capsys.readouterr().err
