@@ -1,7 +1,8 @@
 """``fastreshuffle restore INPUT... [-o OUTDIR]``: remove compression artifacts from image files.
 
 Output: ``OUTDIR/<stem><suffix>.<ext>`` (default OUTDIR: next to each input; with
-``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR), in
+``--recursive`` and ``-o`` the input folder's sub-folders are mirrored under OUTDIR; with one
+input file, ``-o FILE`` names the output, its extension the format), in
 ``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
 format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default: JPEG
 95, WebP lossless; without it a file written back into its own lossy format is copied where its
