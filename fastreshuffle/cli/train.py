@@ -90,9 +90,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also checkpoint (last.safetensors + training state) every this many seconds")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
     g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
-    p.set_defaults(**TrainConfig.defaults())     # the defaults live in the config, shown by %(default)s
+    # the defaults live in the config (shown by %(default)s), marked so that run() can tell an
+    # option left at its default from one given (a resume takes the saved run's value for the former)
+    p.set_defaults(**{k: _Default(v) for k, v in TrainConfig.defaults().items()})
+
+
+class _Default:
+    """An option's default, as argparse hands it back when the option is not given."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return str(self.value)
 
 
 def run(args) -> int:
     from ..training.loop import train
-    return train(TrainConfig(**vars(args)))
+    values = {k: v.value if isinstance(v, _Default) else v for k, v in vars(args).items()}
+    given = frozenset(k for k, v in vars(args).items() if not isinstance(v, _Default))
+    return train(TrainConfig(**values, given=given))

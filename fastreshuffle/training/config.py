@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import FrozenSet, List, Optional
 
-__all__ = ["TrainConfig", "DEFAULT_QUALITY"]
+__all__ = ["TrainConfig", "DEFAULT_QUALITY", "RUN_OPTIONS"]
 
 # --quality when none is given (None in the config, so that a given 10 can be told apart)
 DEFAULT_QUALITY = "10"
@@ -66,8 +66,22 @@ class TrainConfig:
     checkpoint_every: Optional[float] = None
     progress: bool = True
     deterministic: bool = False
+    # the options given explicitly (the command line's); None: all of them (a config built in Python)
+    given: Optional[FrozenSet[str]] = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def defaults(cls) -> dict:
         """The default of every option that has one (the command's defaults)."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING and f.name != "given"}
+
+    def was_given(self, name: str) -> bool:
+        return self.given is None or name in self.given
+
+
+# What a run is (its data, network, schedule, validation): a resume takes these from the saved run
+# unless given again.  The others say how this process runs (where, how long, how many threads).
+RUN_OPTIONS = ("data", "val", "data_root", "codec", "quality", "patch", "rot90", "mix", "encode", "versions",
+               "coded_cache", "small_images", "preset", "config", "zero_tail", "steps", "batch_size", "lr",
+               "min_lr", "schedule", "step_every", "step_gamma", "warmup", "loss", "weight_decay", "grad_clip",
+               "seed", "val_every", "val_quality", "val_images", "val_crop", "log_every", "precision")

@@ -29,6 +29,7 @@ checkpoint every S seconds.  Both are decided collectively under DDP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from ..backends import cpu_has_bf16, training_precision
 from ..errors import CodecError, DataError, UserError, WeightsError
 from ..nn.config import ReshuffleNetConfig
-from .config import DEFAULT_QUALITY, TrainConfig
+from .config import DEFAULT_QUALITY, RUN_OPTIONS, TrainConfig
 from .checkpoint import CsvLog, load_state, read_state_meta, save_state
 from .dist import Dist
 
@@ -425,12 +426,29 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
+def _the_runs_options(args: TrainConfig) -> TrainConfig:
+    """--resume: what defines the run (:data:`.config.RUN_OPTIONS`) and was not given again is
+    the saved run's, said in one line (``fastreshuffle train --out RUN --resume`` continues RUN as
+    it was started; an option given anew is used, and a change is warned of or refused later)."""
+    saved = read_state_meta(Path(args.out)).get("args")
+    if not isinstance(saved, dict):
+        return args
+    taken = {k: saved[k] for k in RUN_OPTIONS
+             if not args.was_given(k) and k in saved and saved[k] != getattr(args, k)}
+    if taken and int(os.environ.get("RANK", "0") or 0) == 0:
+        print("--resume: the run's own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items()),
+              file=sys.stderr, flush=True)
+    return dataclasses.replace(args, **taken) if taken else args
+
+
 def train(config: TrainConfig) -> int:
     """Train as ``fastreshuffle train`` does, with ``config`` (:class:`.config.TrainConfig`: the
     command's options, e.g. ``TrainConfig(out="runs/a", steps=500, quality="5-50")``; an
     ``argparse.Namespace`` of them is taken too).  Returns 0; a problem with the options or the
     data raises :class:`fastreshuffle.errors.UserError` saying what (naming the command's option)."""
     args = config if isinstance(config, TrainConfig) else TrainConfig(**vars(config))
+    if args.resume:
+        args = _the_runs_options(args)
     _check_args(args)
     spec, qualities = _codec_and_qualities(args)
     val_qualities = args.val_quality or [min(qualities)]
@@ -687,7 +705,7 @@ class _Loop:
             if is_best:
                 save_weights(self.model, self.run_dir / "best.safetensors", metadata={**wmeta, "val_psnr": psnr(best)})
             save_state(self.run_dir, self.model, self.opt, step,
-                       {**self.extra_meta, "best_psnr": best, "args": vars(args), "val_pending": self.val_pending,
+                       {**self.extra_meta, "best_psnr": best, "args": {k: v for k, v in vars(args).items() if k != "given"}, "val_pending": self.val_pending,
                         "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:

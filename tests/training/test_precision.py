@@ -38,7 +38,7 @@ def test_no_amp_is_precision_fp32():
     from fastreshuffle.cli.train import add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
-    assert p.parse_args(["--out", "x"]).precision == "auto"
+    assert str(p.parse_args(["--out", "x"]).precision) == "auto"      # (the default, marked as one)
     assert p.parse_args(["--out", "x", "--no-amp"]).precision == "fp32"
     assert p.parse_args(["--out", "x", "--precision", "bf16"]).precision == "bf16"
     assert not hasattr(p.parse_args(["--out", "x"]), "amp")

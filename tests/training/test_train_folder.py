@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from helpers import make_images
 from PIL import Image
 
@@ -139,7 +140,8 @@ def test_train_from_python_with_a_config(tmp_path):
     from fastreshuffle.training.loop import train
     p = argparse.ArgumentParser()
     cli_train.add_arguments(p)
-    assert vars(p.parse_args(["--out", "x"])) == {**TrainConfig.defaults(), "out": "x"}   # one set of defaults
+    parsed = {k: getattr(v, "value", v) for k, v in vars(p.parse_args(["--out", "x"])).items()}
+    assert parsed == {**TrainConfig.defaults(), "out": "x"}    # one set of defaults
     data = make_images(tmp_path / "imgs", n=3)
     cfg = TrainConfig(out=str(tmp_path / "run"), data=str(data), val="none", preset="tiny", batch_size=4, patch=32,
                       steps=3, workers=0, threads=1, progress=False)
@@ -153,3 +155,24 @@ def test_validation_set_up_that_says_little_is_warned(tmp_path, capsys):
     assert "fewer than --val-images 5" in err and "--val is the training folder" in err
     assert main(_args(data, tmp_path / "r2", "--mix", "none=0.1,none=0.2")) == 2
     assert "none is given twice" in capsys.readouterr().err
+
+
+def test_resume_continues_the_run_as_it_was_started(tmp_path, capsys):
+    """``train --out RUN --resume`` with only some of the options took the defaults for the others
+    (quality 10 for 5-30, 2000 steps for 6, ...), changing the run with two warnings; the options
+    not given again are now the saved run's, and the result is the uninterrupted run's."""
+    from safetensors.torch import load_file
+    data = make_images(tmp_path / "imgs", n=3)
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    more = ["--lr", "3e-3", "--seed", "5", "--rot90"]
+    assert main(_args(data, ref, *more)) == 0
+    assert main(_args(data, out, *more, "--stop-at", "3")) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--resume: the run's own" in err and "--lr 0.003" in err and "will differ" not in err
+    a, b = load_file(str(ref / "last.safetensors")), load_file(str(out / "last.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # an option given again is that one (and said to change the run)
+    assert main(_args(data, out, *more, "--steps", "8", "--resume")) == 0
+    assert "steps was 6 in the saved run, now 8" in capsys.readouterr().err
