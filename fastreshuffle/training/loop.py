@@ -579,9 +579,10 @@ def _forget(run_dir: Path, created: bool, lock) -> None:
 def _check_init(args, cfg):
     """--init: a weights file of this architecture -> its tensors (read before the data, to say
     what is wrong at once, and again by :func:`_build_model`)."""
+    from ..inference.loading import resolve_weights
     from ..io.weights import read_weights
     try:
-        icfg, istate, _ = read_weights(args.init)
+        icfg, istate, _ = read_weights(resolve_weights(args.init))   # a path, or a shipped model's name
     except WeightsError as e:
         raise UserError(str(e)) from None
     if icfg is not None and icfg != cfg:
@@ -607,6 +608,14 @@ def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, sa
                f" >= --steps {args.steps}"))
         dist.close()
         return 0
+    if args.init and not args.resume:
+        if not args.was_given("lr"):
+            warn(f"--init with --lr {args.lr} (the default, for training from scratch): fine-tuning usually wants "
+                 "less (the shipped models' later phases used 1.5e-4 to 2e-4)")
+        if valset is not None and start == 0:   # where the fine-tuning starts from, to compare with
+            v = validate(model, valset, device)
+            say(f"validation of the --init weights before training: {v['val_psnr']:.3f} dB "
+                f"(codec {v['val_psnr_codec']:.3f} dB)")
     loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup, files)
     return loop.run(start, max(start, end), best, loss_acc, cpu_seconds, val_pending)
 

@@ -176,3 +176,14 @@ def test_resume_continues_the_run_as_it_was_started(tmp_path, capsys):
     # an option given again is that one (and said to change the run)
     assert main(_args(data, out, *more, "--steps", "8", "--resume")) == 0
     assert "steps was 6 in the saved run, now 8" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_shipped_model_by_name(tmp_path, capsys):
+    """--init jpeg was refused ("weights file not found") where restore/eval/export take the name;
+    the starting point is validated first, and the default --lr (for training from scratch) said."""
+    data = make_images(tmp_path / "imgs", n=3)
+    assert main(["train", "--data", str(data), "--val", str(data), "--out", str(tmp_path / "ft"), "--init", "jpeg",
+                 "--preset", "small", "--steps", "2", "--batch-size", "2", "--patch", "32", "--val-every", "2",
+                 "--workers", "0", "--threads", "1", "--no-progress", "--val-images", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "validation of the --init weights before training" in err and "fine-tuning usually wants less" in err
