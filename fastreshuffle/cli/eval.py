@@ -143,6 +143,13 @@ def run(args) -> int:
                 raise UserError(f"{opt} {path} is one of the images in {folder}: it would be replaced; "
                                 "name another file")
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)
+    lossy = [n for n in names
+             if Path(n).suffix.lower() in (".jpg", ".jpeg", ".jfif", ".heic", ".heif", ".webp", ".avif")]
+    if lossy:
+        warn(f"{len(lossy)} of the {len(names)} images are in a lossy format ({', '.join(lossy[:3])}"
+             f"{', ...' if len(lossy) > 3 else ''}): eval codes each image and measures against it, so it needs "
+             "originals that were never compressed (PNG, TIFF); against a JPEG the figures are not those of "
+             "restoring a photo (to restore your JPEGs: fastreshuffle restore)")
     model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:
         print("note: no --weights/--model given: codec only", file=sys.stderr)

@@ -361,3 +361,16 @@ def test_eval_says_when_the_model_was_trained_for_another_codec(tmp_path, capsys
     assert "trained for hevc, the images are coded with jpeg" in capsys.readouterr().err
     assert main(["eval", "--data", str(data), "--model", "jpeg", "--quality", "50", "-q"]) == 0
     assert "trained for" not in capsys.readouterr().err
+
+
+def test_eval_warns_that_jpeg_files_are_not_originals(tmp_path, capsys):
+    """A new user's own JPEG folder gave "-25 dB" with no word on why: eval needs originals."""
+    import numpy as np
+    from PIL import Image
+
+    from fastreshuffle.cli import main
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+        tmp_path / "imgs" / "a.jpg", quality=90)
+    assert main(["eval", "--data", str(tmp_path / "imgs"), "--quality", "50", "-q"]) == 0
+    assert "1 of the 1 images are in a lossy format (a.jpg)" in capsys.readouterr().err
