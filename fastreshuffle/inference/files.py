@@ -232,19 +232,19 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         else:
             stored = orient_array(pixels, INVERSE_ORIENTATION.get(f.orientation, 1))
             restored = orient_array(run_guarded(for_quality(g.quality), stored, g), f.orientation)
-            if g.strength < 1:
-                notes.append(f"JPEG quality ~{g.quality:.0f}: {_share(g.strength)} of the correction, "
-                             "kept consistent with the file")
+            notes.append(f"JPEG quality ~{g.quality:.0f}: "
+                         + (f"{_share(g.strength)} of the correction" if g.strength < 1 else "the full correction")
+                         + ", kept consistent with the file")
     elif how.kind == HEIF_QP:   # (decoded at 8 bits, 10-bit files too)
         # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)
         o = f.coded_orientation
         restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]), src.read_bytes(), for_qp)
         restored = orient_array(restored, o)
-        if d.strength < 1:
-            what = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
-                    else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
-            notes.append(f"{what}: " + (f"{_share(d.strength)} of the correction" if d.strength > 0
-                                       else "little to remove; pixels left as they are"))
+        what = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
+                else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
+        notes.append(f"{what}: " + ("the full correction" if d.strength >= 1 else
+                                    f"{_share(d.strength)} of the correction" if d.strength > 0
+                                    else "little to remove; pixels left as they are"))
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
         if bg is None:

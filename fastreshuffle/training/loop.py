@@ -292,10 +292,16 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
                 f"crop {args.val_crop or 'full'}")
     elif main and val_mode != "none":
         val_dir = _val_dir(args)
+        if not args.val and not val_dir.is_dir():
+            raise UserError(f"validation: the default set {val_dir} is not there; pass --val FOLDER (originals "
+                            "never compressed), --val split (hold out the last --val-images of --data) or --val none")
         try:
             vimgs, vnames, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
         except DataError as e:
             raise UserError(f"validation: {e}") from None
+        if args.data and not args.val:
+            say(f"validation on the data root's {val_dir.name} (--val FOLDER or --val split to validate on "
+                "your own photos)")
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
         say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
             f"crop {args.val_crop or 'full'}")
@@ -722,6 +728,7 @@ class _Loop:
         if self.valset is not None:
             self.val_pending = True
             v = validate(self.model, self.valset, self.dist.device)
+            self.val_codec = v["val_psnr_codec"]     # (the same set each time: for the last line)
         with _signals_held():       # the best, its log row and its files change together
             self.val_pending = False
             return self._record_validation(step, lr, lval, t0, log, bar, v)
@@ -894,7 +901,11 @@ class _Loop:
         if log:
             log.close()
         if dist.main:
-            best_txt = f"best val PSNR {self.best:.3f} dB; " if math.isfinite(self.best) else ""
+            best_txt = f"best val PSNR {self.best:.3f} dB" if math.isfinite(self.best) else ""
+            codec = getattr(self, "val_codec", None)
+            if best_txt and codec is not None:
+                best_txt += f" (codec {codec:.3f} dB, gain {self.best - codec:+.3f})"
+            best_txt += "; " if best_txt else ""
             best_file = self.run_dir / "best.safetensors"
             weights = best_file if best_file.is_file() else self.run_dir / "last.safetensors"
             say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in {weights}")

@@ -582,3 +582,11 @@ def test_a_quality_85_jpeg_written_back_as_jpeg_is_copied(tmp_path):
     Image.fromarray(photo(64, 96)).save(src, quality=KEEP_JPEG_FROM)
     assert main(["restore", "-q", str(src), "--format", "same", "--device", "cpu"]) == 0
     assert (tmp_path / "q_restored.jpg").read_bytes() == src.read_bytes()
+
+
+def test_a_restored_jpeg_says_its_quality_and_share_also_at_full_strength(tmp_path, capsys):
+    """A q30 file said only "model jpeg": a new user could not tell what was found or done."""
+    src = tmp_path / "q30.jpg"
+    Image.fromarray(photo(96, 128)).save(src, quality=30)
+    assert main(["restore", str(src), "--device", "cpu"]) == 0
+    assert "JPEG quality ~30: the full correction, kept consistent with the file" in capsys.readouterr().err

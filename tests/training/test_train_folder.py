@@ -187,3 +187,13 @@ def test_fine_tuning_a_shipped_model_by_name(tmp_path, capsys):
                  "--workers", "0", "--threads", "1", "--no-progress", "--val-images", "2"]) == 0
     err = capsys.readouterr().err
     assert "validation of the --init weights before training" in err and "fine-tuning usually wants less" in err
+
+
+def test_validation_default_is_said_and_its_absence_names_val(tmp_path, capsys, monkeypatch):
+    data = make_images(tmp_path / "imgs", n=3)
+    monkeypatch.setenv("FASTRESHUFFLE_DATA", str(tmp_path / "nowhere"))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r")] + COMMON) == 2
+    err = capsys.readouterr().err
+    assert "--val FOLDER" in err and "--val split" in err and "Pass --data" not in err
+    assert main(_args(data, tmp_path / "r2")) == 0
+    assert "(codec " in capsys.readouterr().err.splitlines()[-1]       # the last line: best, codec, gain
