@@ -27,5 +27,9 @@ def run(args) -> int:
     except OutputExistsError as e:
         raise UserError(f"{e.filename} exists (use --overwrite)") from None
     print(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
-          "(the network, no guard; an image under 8 px on a side comes back as it went in)", file=sys.stderr)
+          "(an image under 8 px on a side comes back as it went in)\n"
+          "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
+          "image, which makes high-quality and never-compressed photos worse (JPEG q90: about -2 dB); use it on "
+          "JPEGs of quality 50 or less, or apply fastreshuffle.inference.guard.strength(quality) yourself",
+          file=sys.stderr)
     return 0

@@ -328,9 +328,11 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
       [0, 1], else refused like a float array) as an "F" image; 16-bit grey ("I;16*", full
       scale 65535) as "I;16" and "I" (32-bit: full scale 255 when every value is 0..255, else
       65535; values outside 0..65535 refused with ValueError) as "I"; other modes (CMYK, ...)
-      are restored through RGB and converted back;
+      are restored through RGB and converted back (returned as they were where nothing changed);
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
-      [0, 1], on any device; the result has the same shape, dtype and device.
+      [0, 1], on any device; the result has the same shape, dtype and device;
+    * a file's path (str or ``os.PathLike``): opened with Pillow (HEIF files too) and restored as
+      that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies).
 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
@@ -365,6 +367,15 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
+    import os
+    if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
+        from PIL import Image
+
+        from ..io.images import _register_heif
+        _register_heif()
+        with Image.open(image) as opened:
+            return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
+                           guard=guard, precision=precision)
     for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):
         if not (v is None and name == "guard") and not isinstance(v, (bool, np.bool_, int)):
             raise TypeError(f"{name} must be True or False{' (or None)' if name == 'guard' else ''}, "

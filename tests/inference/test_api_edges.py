@@ -115,3 +115,14 @@ def test_weights_naming_their_codec_in_capitals_are_guarded(tmp_path):
 def test_output_exists_speaks_to_python_callers_too():
     from fastreshuffle.errors import OutputExistsError
     assert "overwrite=True" in str(OutputExistsError("x.onnx"))
+
+
+def test_restore_takes_a_path(tmp_path):
+    src = tmp_path / "q30.jpg"
+    Image.fromarray(_photo()).save(src, quality=30)
+    a = fr.restore(str(src), device="cpu")
+    b = fr.restore(Image.open(src), device="cpu")
+    assert isinstance(a, Image.Image) and np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(Image.open(src)))
+    with pytest.raises(FileNotFoundError):
+        fr.restore(tmp_path / "missing.jpg")
