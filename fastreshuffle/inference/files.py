@@ -134,6 +134,10 @@ def sniff_format(src: Path) -> Optional[str]:
         return None
 
 
+# Under this many pixels on a side, an image is said to gain less surely (docs/restore.md, "Small
+# images"): 16-64 px crops of photos lost up to a few dB where they are near-black or saturated.
+SMALL_SIDE = 64
+
 # From this JPEG quality on, a JPEG written back as JPEG at the default quality (95, 4:4:4) is
 # copied instead: on 24 CBSD432 photos (Pillow 4:2:0 inputs, restored as `restore` does), the
 # re-encode left quality 83 at +0.32 dB mean / +0.22 worst over the input, but quality 85 at
@@ -270,6 +274,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
     changed = not np.array_equal(restored, pixels)
+    if changed and min(pixels.shape[:2]) < SMALL_SIDE:
+        notes.append(f"{pixels.shape[1]}x{pixels.shape[0]}: an image under {SMALL_SIDE} px on a side gains less "
+                     "surely (single small crops, near-black or saturated ones, lost up to a few dB in our tests)")
     if keep_file and not changed:     # (atomic_open makes missing folders)
         atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
         return FileResult(notes[len(f.notes):], False)  # the decoding's notes (a CMYK conversion, frames) are not the copy's

@@ -590,3 +590,13 @@ def test_a_restored_jpeg_says_its_quality_and_share_also_at_full_strength(tmp_pa
     Image.fromarray(photo(96, 128)).save(src, quality=30)
     assert main(["restore", str(src), "--device", "cpu"]) == 0
     assert "JPEG quality ~30: the full correction, kept consistent with the file" in capsys.readouterr().err
+
+
+def test_a_small_image_that_is_changed_says_it_gains_less_surely(tmp_path, capsys):
+    small, q95 = tmp_path / "s.jpg", tmp_path / "h.jpg"
+    Image.fromarray(photo(40, 48)).save(small, quality=30)
+    Image.fromarray(photo(40, 48)).save(q95, quality=96)
+    assert main(["restore", str(small), str(q95), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "s.jpg: 48x40: an image under 64 px on a side gains less surely" in err
+    assert "h.jpg: 48x40" not in err              # left as it was: nothing to warn of
