@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "restore picks: bf16 on CPUs with AVX512-BF16)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also the images in --data's sub-folders")
     p.add_argument("--no-guard", dest="guard", action="store_false",
                    help="evaluate the raw network: without the strength from the JPEG tables or the HEIF QP, "
                         "the consistency with the quantisation and the pixel search for JPEG compression that "
@@ -142,7 +143,7 @@ def run(args) -> int:
             if path and os.path.realpath(path) in inputs:
                 raise UserError(f"{opt} {path} is one of the images in {folder}: it would be replaced; "
                                 "name another file")
-    images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn)
+    images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn, recursive=args.recursive)
     lossy = [n for n in names
              if Path(n).suffix.lower() in (".jpg", ".jpeg", ".jfif", ".heic", ".heif", ".webp", ".avif")]
     if lossy:

@@ -20,6 +20,8 @@ def run(args) -> int:
     from ..errors import OutputExistsError, UserError, WeightsError
     from ..inference.export import export_onnx
 
+    print(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens of "
+          "seconds on a CPU) ...", file=sys.stderr, flush=True)
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, overwrite=args.overwrite)
     except WeightsError as e:

@@ -97,7 +97,9 @@ class _TileBar:
     """Progress inside one image, in megapixels, shown only when it is cut into several tiles."""
 
     def __init__(self, name: str, quiet: bool):
-        self.name, self.quiet, self.bar = name, quiet, None
+        # not into a log: a bar's carriage returns and escapes are for a terminal (as the file bar)
+        tty = getattr(sys.stderr, "isatty", lambda: False)()
+        self.name, self.quiet, self.bar = name, quiet or not tty, None
 
     def update(self, done: int, total: int) -> None:
         if self.quiet:
@@ -175,7 +177,7 @@ def run(args) -> int:
         names = ", ".join(str(f) for f in sorted(found.skipped_outputs)[:10]) + (
             f" and {len(found.skipped_outputs) - 10} more" if len(found.skipped_outputs) > 10 else "")
         _say(f"note: skipped {len(found.skipped_outputs)} file(s) that are fastreshuffle outputs (marked as ours "
-             f"in their EXIF, or named as the {suffix} output of an image beside them): {names}")
+             f"in their EXIF, or named as the {suffix!r} output of an image beside them): {names}")
     if found.skipped_folders and said:
         _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
     if not files:
@@ -251,11 +253,11 @@ def run(args) -> int:
         return code
     if bar is not None:
         bar.close()
-    if not args.quiet or counts["failed"]:
-        counts["skipped"] += len(found.skipped_outputs)
-        _say(f"done in {time.time() - t0:.1f}s: {_counts(**counts)}"
-             + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:
         _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "
              + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))
+    if not args.quiet or counts["failed"]:      # the last line: the tally
+        counts["skipped"] += len(found.skipped_outputs)
+        _say(f"done in {time.time() - t0:.1f}s: {_counts(**counts)}"
+             + (f", {len(errors)} input path(s) not read (named above)" if errors else ""))
     return 1 if (counts["failed"] or errors) else 0

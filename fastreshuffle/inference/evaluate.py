@@ -45,8 +45,10 @@ def json_ready(obj):
     return obj
 
 
-def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] = None, warn=None):
-    """Images of ``folder`` (sub-folders too if it has none itself) -> (images, names, skipped)."""
+def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] = None, warn=None,
+                     recursive: bool = False):
+    """Images of ``folder`` (sub-folders too with ``recursive``, or if it has none itself) ->
+    (images, names, skipped)."""
     from ..errors import ImageReadError
     from ..io.images import list_images, read_image
 
@@ -55,10 +57,10 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
         raise UserError(missing_folder_message(folder, "evaluation image"))
     if not folder.is_dir():
         raise UserError(f"not a folder: {folder}")
-    paths = list_images(folder)
+    paths = list_images(folder, recursive=recursive)
     subs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    if paths and subs and warn:
-        warn(f"{len(subs)} sub-folder(s) of {folder} not searched (it has images of its own)")
+    if paths and subs and warn and not recursive:
+        warn(f"{len(subs)} sub-folder(s) of {folder} not searched (it has images of its own; -r includes them)")
     paths = paths or list_images(folder, recursive=True)
     from ..io.output import is_restored_output
     ours = {p for p in paths if is_restored_output(p)}    # restore's outputs are not originals

@@ -516,10 +516,17 @@ def test_a_file_named_twice_is_restored_once(tmp_path, capsys):
     assert "skipped:" not in text and "0 skipped" in text and (tmp_path / "a_restored.png").is_file()
 
 
-def test_tile_bar_says_what_follows_the_network(capsys):
+def test_tile_bar_says_what_follows_the_network(capsys, monkeypatch):
     """A large image's bar reached 100 % at 11 s of a 26 s run (the guard's projection and the
-    encoding come after the network): at full it says so instead of looking stuck."""
+    encoding come after the network): at full it says so instead of looking stuck.  Into a log
+    (stderr not a terminal) there is no bar: its escapes garbled redirected output."""
+    import sys
+
     from fastreshuffle.cli.restore import _TileBar
+    with _TileBar("log.jpg", quiet=False) as bar:
+        bar.update(4_000_000, 24_000_000)
+        assert bar.bar is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     with _TileBar("big.jpg", quiet=False) as bar:
         bar.update(4_000_000, 24_000_000)
         assert bar.bar.desc == "big.jpg"

@@ -374,3 +374,16 @@ def test_eval_warns_that_jpeg_files_are_not_originals(tmp_path, capsys):
         tmp_path / "imgs" / "a.jpg", quality=90)
     assert main(["eval", "--data", str(tmp_path / "imgs"), "--quality", "50", "-q"]) == 0
     assert "1 of the 1 images are in a lossy format (a.jpg)" in capsys.readouterr().err
+
+
+def test_eval_recursive_takes_the_sub_folders(tmp_path, capsys):
+    from helpers import make_images
+
+    from fastreshuffle.cli import main
+    data = make_images(tmp_path / "imgs", n=1, size=32)
+    make_images(data / "more", n=2, size=32, seed=3)
+    assert main(["eval", "--data", str(data), "--quality", "50", "-q"]) == 0
+    said = capsys.readouterr()
+    assert "-r includes them" in said.err and ": 1 images" in said.out
+    assert main(["eval", "--data", str(data), "--quality", "50", "-q", "-r"]) == 0
+    assert ": 3 images" in capsys.readouterr().out
