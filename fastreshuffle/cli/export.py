@@ -20,8 +20,9 @@ def run(args) -> int:
     from ..errors import OutputExistsError, UserError, WeightsError
     from ..inference.export import export_onnx
 
-    print(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens of "
-          "seconds on a CPU) ...", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():   # progress, for a person waiting (an error stays one line in logs)
+        print(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens of "
+              "seconds on a CPU) ...", file=sys.stderr, flush=True)
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, overwrite=args.overwrite)
     except WeightsError as e:
