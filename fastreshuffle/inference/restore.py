@@ -377,7 +377,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
                            guard=guard, precision=precision)
     for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):
-        if not (v is None and name == "guard") and not isinstance(v, (bool, np.bool_, int)):
+        if not (v is None and name == "guard") and not (isinstance(v, (bool, np.bool_)) or
+                                                         (isinstance(v, int) and v in (0, 1))):
             raise TypeError(f"{name} must be True or False{' (or None)' if name == 'guard' else ''}, "
                             f"got {type(v).__name__} {v!r}")
     guard = None if guard is None else bool(guard)     # (0 / 1 as False / True)
@@ -422,7 +423,9 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     jpeg_file = fmt in ("JPEG", "MPO")
     # the same decision as `fastreshuffle restore` and `eval` (guard.route); a JPEG file's tables
     # are used where they still describe its pixels (_restore_pil), else JPEG is looked for in them
-    how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=jpeg_file, heif=fmt == "HEIF",
+    from ..io.jpeg_tables import tables_from_pil
+    tables = jpeg_file and tables_from_pil(image) is not None   # (CMYK, RGB-coded: none it can use)
+    how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=tables, heif=fmt == "HEIF",
                 named=not isinstance(model, torch.nn.Module))
     if how.kind == HEIF_QP:
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)

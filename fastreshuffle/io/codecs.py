@@ -46,7 +46,8 @@ class Coded:
 def check_qp(qp) -> int:
     """An HEVC QP: a whole number in 0..51 (an int, or its digits) -> int; else CodecError."""
     import numbers
-    if isinstance(qp, bool) or not (isinstance(qp, numbers.Integral) or (isinstance(qp, str) and qp.isdigit())) \
+    if isinstance(qp, bool) or not (isinstance(qp, numbers.Integral)
+                                    or (isinstance(qp, str) and qp.isascii() and qp.isdigit())) \
             or not 0 <= int(qp) <= 51:
         raise CodecError(f"HEVC QP must be a whole number in 0..51, got {qp!r}")
     return int(qp)

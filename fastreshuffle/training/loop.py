@@ -545,20 +545,25 @@ def _lock_run(run_dir: Path):
     removed when the run ends, :func:`_unlock`); a second run on the same --out is refused
     instead of mixing its files with the first's."""
     path = run_dir / LOCK_FILE
-    f = open(path, "a")
     try:
         import fcntl
     except ImportError:  # pragma: no cover  (not POSIX: no lock)
-        return f
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:   # removed by the run that held it
-            raise OSError("the lock file was replaced")
-    except OSError:
+        return open(path, "a")
+    for _ in range(2):      # the file removed by the run that held it, between open and lock: once more
+        f = open(path, "a")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise UserError(f"--out {run_dir} is in use by another training run (it holds {LOCK_FILE}); "
+                            "wait for it to end, or choose another --out") from None
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                return f
+        except OSError:
+            pass
         f.close()
-        raise UserError(f"--out {run_dir} is in use by another training run (it holds {LOCK_FILE}); "
-                        "wait for it to end, or choose another --out") from None
-    return f
+    raise UserError(f"--out {run_dir}: another training run is starting or ending there; try again")
 
 
 def _unlock(run_dir: Path, lock) -> None:

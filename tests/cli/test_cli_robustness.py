@@ -554,3 +554,13 @@ def test_a_100_megapixel_photo_is_not_taken_for_a_bomb_by_the_command(tmp_path, 
     assert PILImage.MAX_IMAGE_PIXELS == before
     with pytest.raises(ImageReadError, match="raise PIL.Image.MAX_IMAGE_PIXELS"):    # the library: the program's limit
         read_image(big)
+
+
+def test_o_file_with_one_folder_input_is_refused(tmp_path, weights, capsys):
+    """-o FILE names the output of one input *file*: a folder (of one image, or of several) is refused."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "a.png")
+    assert cli_main(["restore", "-q", str(d), "-o", str(tmp_path / "x.png"), "--model", str(weights)]) == 2
+    assert "give one input file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

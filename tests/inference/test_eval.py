@@ -387,3 +387,29 @@ def test_eval_recursive_takes_the_sub_folders(tmp_path, capsys):
     assert "-r includes them" in said.err and ": 1 images" in said.out
     assert main(["eval", "--data", str(data), "--quality", "50", "-q", "-r"]) == 0
     assert ": 3 images" in capsys.readouterr().out
+
+
+def test_eval_evaluates_a_qp_given_twice_once(tmp_path):
+    from helpers import make_images
+
+    from fastreshuffle.cli import main
+    data = make_images(tmp_path / "imgs", n=1, size=32)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(data), "--codec", "hevc", "--qp", "40", "40", "30", "-q",
+                 "--json", str(out)]) == 0
+    assert [r["qp"] for r in json.loads(out.read_text())["results"]] == [40, 30]
+
+
+def test_eval_guards_the_hevc_model_by_the_qp_as_restore_does():
+    """eval --codec hevc with the hevc model: the QP guard (route HEIF_QP), as restore() of the
+    HEIF file; not the blind JPEG guard (which finds no JPEG in HEVC pixels: gain 0)."""
+    from skimage import data
+
+    from fastreshuffle.inference.evaluate import evaluate
+    from fastreshuffle.inference.loading import Bands, get_model
+    from fastreshuffle.io.codecs import parse_spec
+    a = np.ascontiguousarray(data.astronaut()[120:248, 180:308, :3])
+    bands = Bands("hevc", lambda m: get_model(m, torch.device("cpu"), False, "fp32"))
+    low, high = evaluate([a], ["a"], parse_spec("hevc"), [{"qp": 40}, {"qp": 12}], model=bands.net(), bands=bands)
+    assert low["gain"] > 0.1, low["gain"]     # restored (not left as it is: no JPEG in HEVC pixels)
+    assert high["gain"] == 0.0, high["gain"]  # QP 12: strength 0, pixels left as they are (not the raw network)

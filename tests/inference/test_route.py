@@ -3,13 +3,16 @@ restore an input (a design review found it made three times, with differences: `
 hevc --model jpeg`` used the HEIF QP guard where ``restore`` looks for JPEG in the pixels; ``eval
 --codec webp`` gave the raw network where ``restore`` of a WebP file is guarded; ``restore(array,
 "hevc", guard=True)`` warned "unguarded" and ran the JPEG guard)."""
+import io
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import fastreshuffle
+import fastreshuffle as fr
 from fastreshuffle.inference.guard import (BLIND, HEIF_QP, HEVC_ON_JPEG, HEVC_QP_UNKNOWN, TABLES, UNGUARDED,
                                            route)
 
@@ -76,3 +79,46 @@ def test_eval_restores_as_restore_does(codec):
         src = coded.image
     out = np.asarray(fastreshuffle.restore(src, "jpeg", device="cpu", precision="fp32"))
     assert res["per_image"][0]["psnr_restored"] == pytest.approx(psnr(out, a), abs=1e-9)
+
+
+def test_a_network_built_in_python_runs_unguarded_on_a_jpeg_file():
+    """route(named=False): a network of unknown codec, built in Python, is not guarded by a JPEG
+    file's tables unless asked (guard=True)."""
+    from skimage import data
+    a = np.ascontiguousarray(data.astronaut()[100:196, 100:196, :3])
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=30)
+    torch.manual_seed(0)
+    net = fr.ReshuffleNet(fr.ReshuffleNetConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)                   # not the zero tail: it changes pixels
+    im = lambda: Image.open(io.BytesIO(buf.getvalue()))   # noqa: E731
+    default = np.asarray(fr.restore(im(), net))
+    assert np.array_equal(default, np.asarray(fr.restore(im(), net, guard=False)))
+    assert not np.array_equal(default, np.asarray(fr.restore(im(), net, guard=True)))
+
+
+def test_api_and_cli_agree_on_a_cmyk_jpeg_given_to_the_hevc_model(tmp_path, capsys):
+    """A CMYK JPEG has no tables the guard can use: restore() took it as TABLES (and then found no
+    JPEG in its pixels: unchanged), the CLI as UNGUARDED (full correction, said): one route now."""
+    from fastreshuffle.cli import main
+    a = np.ascontiguousarray(__import__("skimage.data", fromlist=["astronaut"]).astronaut()[100:196, 100:196, :3])
+    src = tmp_path / "c.jpg"
+    Image.fromarray(a).convert("CMYK").save(src, quality=30)
+    with pytest.warns(UserWarning, match="QP is unknown"):
+        api = np.asarray(fr.restore(Image.open(src), "hevc", device="cpu").convert("RGB"))
+    assert main(["restore", str(src), "--model", "hevc", "--device", "cpu", "--format", "png"]) == 0
+    assert "QP is unknown" in capsys.readouterr().err
+    cli = np.asarray(Image.open(tmp_path / "c_restored.png").convert("RGB"))
+    assert np.abs(api.astype(int) - cli).max() <= 1     # (the CLI converts CMYK the same way, then writes RGB)
+
+
+def test_flags_and_qp_take_only_what_they_mean():
+    from fastreshuffle.errors import CodecError
+    from fastreshuffle.io.codecs import check_qp
+    for bad in ("²", "٣"):
+        with pytest.raises(CodecError):
+            check_qp(bad)
+    for flag in ({"guard": 2}, {"half": -1}):
+        with pytest.raises(TypeError, match="must be True or False"):
+            fr.restore(np.zeros((16, 16, 3), np.uint8), **flag)

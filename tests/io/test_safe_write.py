@@ -1,11 +1,12 @@
 """io.safe_write: an interrupt at any point of an atomic write leaves no temporary file behind."""
 import os
+import stat
 
 import pytest
 
 from fastreshuffle.errors import OutputExistsError
-from fastreshuffle.io.safe_write import (TEMP_PREFIX, atomic_open, atomic_write_bytes, check_writable,
-                                         leftover_temp_files)
+from fastreshuffle.io.safe_write import (TEMP_PREFIX, atomic_open, atomic_write_bytes, check_output_folder,
+                                         check_writable, leftover_temp_files)
 
 
 def _interrupt_once_created(monkeypatch):
@@ -89,3 +90,40 @@ def test_a_device_or_pipe_is_never_replaced(tmp_path):
             atomic_write_bytes(p, b"{}", overwrite=True)
         assert os.lstat(p).st_mode == before
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(p.name for p in entries)   # no temporary left
+
+
+def test_a_pipe_is_refused_as_such_without_overwrite_too(tmp_path):
+    fifo = tmp_path / "p.png"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write_bytes(fifo, b"x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_pipe_made_while_writing_is_not_replaced(tmp_path):
+    out = tmp_path / "o.png"
+    with pytest.raises(OSError, match="not a regular file"):
+        with atomic_open(out, overwrite=True) as f:
+            f.write(b"ours")
+            os.mkfifo(out)                       # made meanwhile
+    assert stat.S_ISFIFO(os.lstat(out).st_mode) and not leftover_temp_files(tmp_path)
+
+
+def test_a_folder_is_named_as_a_folder_not_as_a_device(tmp_path):
+    d = tmp_path / "d.png"
+    d.mkdir()
+    with pytest.raises(OSError) as e:
+        atomic_write_bytes(d, b"x", overwrite=True)
+    assert "not a regular file" not in str(e.value) and e.value.filename == str(d)
+    assert d.is_dir() and not leftover_temp_files(tmp_path)
+
+
+def test_check_output_folder(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+        check_output_folder(f)
+    with pytest.raises(NotADirectoryError):
+        check_output_folder(f / "sub" / "run")
+    check_output_folder(tmp_path / "new" / "run")       # made later: its first existing folder is writable
+    assert not (tmp_path / "new").exists()

@@ -124,7 +124,11 @@ def test_config_given_a_file_name_says_it_takes_json(tmp_path, capsys):
 
 
 def test_coding_workers_leave_interrupts_to_the_command():
-    code = ("import signal; from fastreshuffle.training.data import _pool_worker_init; _pool_worker_init(); "
+    """(the handlers set first: a test run in the background inherits SIGINT ignored, and the
+    old test then passed whatever _pool_worker_init did)"""
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "signal.signal(signal.SIGTERM, lambda *a: None); "
+            "from fastreshuffle.training.data import _pool_worker_init; _pool_worker_init(); "
             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["True", "True"], r.stderr
@@ -197,3 +201,103 @@ def test_validation_default_is_said_and_its_absence_names_val(tmp_path, capsys, 
     assert "--val FOLDER" in err and "--val split" in err and "Pass --data" not in err
     assert main(_args(data, tmp_path / "r2")) == 0
     assert "(codec " in capsys.readouterr().err.splitlines()[-1]       # the last line: best, codec, gain
+
+
+def test_a_lock_file_removed_as_it_is_locked_is_taken_again(tmp_path, monkeypatch):
+    """The run that held the lock ended between our open and our lock, removing the file: the
+    lock on the removed file is worth nothing, so the file is opened and locked again."""
+    import fcntl
+
+    from fastreshuffle.training import loop
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:
+            (tmp_path / loop.LOCK_FILE).unlink()     # the run that held it ended meanwhile (and removed it)
+        calls.append(op)
+        return real(fd, op)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    held = loop._lock_run(tmp_path)
+    try:
+        assert len(calls) == 2 and os.fstat(held.fileno()).st_ino == os.stat(tmp_path / loop.LOCK_FILE).st_ino
+    finally:
+        loop._unlock(tmp_path, held)
+
+
+def test_bad_data_leaves_no_folder_but_keeps_one_that_was_there(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(_args(empty, tmp_path / "new", val="none")) == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    assert main(_args(empty, tmp_path / "mine", val="none")) == 2
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_a_run_started_in_the_folder_meanwhile_is_not_written_over(tmp_path, capsys, monkeypatch):
+    from fastreshuffle.training import loop
+    data = make_images(tmp_path / "imgs", n=3)
+    out = tmp_path / "run"
+    real = loop._lock_run
+
+    def lock(run_dir):
+        (run_dir / "state.json").write_text("{}")     # another run wrote its first files meanwhile
+        return real(run_dir)
+    monkeypatch.setattr(loop, "_lock_run", lock)
+    assert main(_args(data, out)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "state.json").read_text() == "{}"
+
+
+def test_pixel_digest_tells_shapes_apart():
+    from fastreshuffle.training.loop import _files_record
+    a, b = np.zeros((2, 6, 3), np.uint8), np.zeros((6, 2, 3), np.uint8)
+    assert _files_record(["x"], [], [a])["train_pixels"] != _files_record(["x"], [], [b])["train_pixels"]
+
+
+def test_resume_sees_a_held_out_photo_changed(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=5)
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--stop-at", "3", val="split")) == 0
+    last = sorted(os.listdir(data))[-1]                  # held out for validation
+    a = np.asarray(Image.open(data / last))
+    Image.fromarray(np.ascontiguousarray(a[::-1])).save(data / last)
+    capsys.readouterr()
+    assert main(_args(data, out, "--resume", val="split")) == 2
+    assert "validation images changed" in capsys.readouterr().err
+
+
+def test_versions_zero_is_refused_by_name(tmp_path, capsys):
+    data = make_images(tmp_path / "imgs", n=3)
+    assert main(_args(data, tmp_path / "x", "--encode", "whole", "--versions", "0")) == 2
+    err = capsys.readouterr().err
+    assert "--versions must be at least 1" in err
+    assert "train data" not in err and not (tmp_path / "x").exists()     # said before the images are read
+
+
+def test_a_log_row_behind_nul_bytes_is_kept(tmp_path):
+    from fastreshuffle.training.checkpoint import _read_log
+    p = tmp_path / "log.csv"
+    p.write_bytes(b"step,loss\n1,0.5\n\0\0\0" + b"2,0.4\n")
+    rows, dropped = _read_log(p, 10)
+    assert [r["step"] for r in rows] == ["1", "2"] and dropped == 0
+
+
+def test_a_folder_made_but_not_writable_is_said_before_training(tmp_path, capsys, monkeypatch):
+    """(a umask of 0o277, say): the made --out is checked too, and removed again."""
+    from pathlib import Path
+
+    from fastreshuffle.io import safe_write
+    data = make_images(tmp_path / "imgs", n=3)
+    out = tmp_path / "run"
+    real = safe_write.check_writable
+
+    def refuse(folder):
+        if Path(folder).absolute() == out.absolute():
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(folder)
+    monkeypatch.setattr(safe_write, "check_writable", refuse)
+    assert main(_args(data, out)) == 2
+    err = capsys.readouterr().err
+    assert "cannot write there" in err and "train data" not in err
+    assert not out.exists()
