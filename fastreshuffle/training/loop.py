@@ -725,7 +725,8 @@ class _Loop:
             if is_best:
                 save_weights(self.model, self.run_dir / "best.safetensors", metadata={**wmeta, "val_psnr": psnr(best)})
             save_state(self.run_dir, self.model, self.opt, step,
-                       {**self.extra_meta, "best_psnr": best, "args": {k: v for k, v in vars(args).items() if k != "given"}, "val_pending": self.val_pending,
+                       {**self.extra_meta, "best_psnr": best, "val_pending": self.val_pending,
+                        "args": {k: v for k, v in vars(args).items() if k != "given"},   # (a run's options)
                         "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
