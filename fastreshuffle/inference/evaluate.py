@@ -103,7 +103,7 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pic
     with a model trained for ``model_codec``, by the same decision (:func:`.guard.route`);
     ``guard=False``: the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that
     quality or a HEIF file of that QP (the bands, :class:`.loading.Bands`)."""
-    from .guard import BLIND, HEIF_QP, TABLES, guard_for, guard_pixels, hevc_guarded, route, run_guarded
+    from .guard import BLIND, HEIF_QP, TABLES, guard_pixels, hevc_guarded, route
 
     def runner(net):
         return lambda img: _restore(net, img, device)
@@ -111,15 +111,13 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pic
 
     how = route(model_codec, guard=None if guard else False, jpeg_file=coded.tables is not None,
                 tables=coded.tables is not None, heif=codec == "hevc")
-    if how.kind == TABLES:
-        g = guard_for(coded.tables)
-        return run_guarded(runner(pick(quality=g.quality)) if pick is not None else run, coded.image, g)
     if how.kind == HEIF_QP:
         for_qp = (lambda qp: runner(pick(qp=qp))) if pick is not None else None
         return hevc_guarded(run, coded.image, coded.nbytes, coded.qp, for_qp)[0]
-    if how.kind == BLIND:   # (a WebP, or a HEIF file given to the JPEG model: as restore does)
+    if how.kind in (TABLES, BLIND):   # the file's tables; else JPEG looked for in the pixels (a WebP, ...)
         for_quality = (lambda q: runner(pick(quality=q))) if pick is not None else None
-        return guard_pixels(run, coded.image, for_quality=for_quality)[0]
+        return guard_pixels(run, coded.image, coded.tables if how.kind == TABLES else None,
+                            for_quality=for_quality)[0]
     return run(coded.image)
 
 

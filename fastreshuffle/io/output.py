@@ -49,8 +49,9 @@ def format_of_name(path) -> Optional[str]:
     """The format a file name asks for by its extension (``out.jpg`` -> "jpeg"), None for one
     we do not write."""
     ext = os.path.splitext(str(path))[1].lower()
-    return {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jfif": "jpeg", ".webp": "webp", ".tif": "tiff",
-            ".tiff": "tiff"}.get(ext)
+    names = {e: f for f, e in EXTENSIONS.items()}
+    names.update({".jpeg": "jpeg", ".jfif": "jpeg", ".tiff": "tiff"})   # the other spellings
+    return names.get(ext)
 
 
 def resolve_format(requested: str, input_format: Optional[str]) -> Tuple[str, Optional[str]]:

@@ -176,26 +176,27 @@ def check_output_file(path: PathLike, *, overwrite: bool = False) -> None:
     _refuse_special(path)
     if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(path)
-    folder = path.parent.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    check_writable(folder)     # the output's folder, or the one its missing folders would be made in
+    _check_can_make(path.parent)      # the output's folder, or the one its missing folders would be made in
 
 
 def check_output_folder(path: PathLike) -> None:
     """Before any work, refuse a folder to write into that could not be made or written: a file
     there or where one of its folders should be (NotADirectoryError), or a folder it cannot be
     created or written in (OSError naming it).  Nothing is created."""
-    folder = Path(path).absolute()
-    if folder.exists() and not folder.is_dir():
+    if Path(path).exists() and not Path(path).is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    _check_can_make(path)             # the folder, or the one its missing folders would be made in
+
+
+def _check_can_make(folder: PathLike) -> None:
+    """``folder``, or the nearest of its parents that exists (its missing folders would be made
+    in it), is a folder this process can write in; else NotADirectoryError / OSError naming it."""
+    folder = Path(folder).absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    check_writable(folder)     # the folder, or the one its missing folders would be made in
+    check_writable(folder)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = False) -> Path:

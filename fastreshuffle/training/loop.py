@@ -329,8 +329,9 @@ def _files_record(train: List[str], val: List[str], train_pixels=(), val_pixels=
             "train_pixels": pixels(train_pixels), "val_pixels": pixels(val_pixels)}
 
 
-def _build_model(args, cfg, device, precision: str):
-    """Fresh model from the package's factory (zero tail, optional --init)."""
+def _build_model(args, cfg, device, precision: str, init_state=None):
+    """Fresh model from the package's factory (zero tail, optional --init: ``init_state`` when
+    already read by :func:`_check_init`)."""
     from ..inference.loading import build_model
     from ..io.weights import load_state_checked
 
@@ -342,7 +343,8 @@ def _build_model(args, cfg, device, precision: str):
             model.tail.bias.zero_()
     if args.init and not args.resume:
         try:
-            load_state_checked(model, _check_init(args, cfg), source=args.init)
+            state = init_state if init_state is not None else _check_init(args, cfg)
+            load_state_checked(model, state, source=args.init)
         except WeightsError as e:
             raise UserError(str(e)) from None
     return model
@@ -488,7 +490,7 @@ def train(config: TrainConfig) -> int:
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     warn = (lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     run_dir = Path(args.out)
-    created, lock = False, None
+    created, lock, init_state = False, None, None
     if dist.main:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a folder")
@@ -499,7 +501,7 @@ def train(config: TrainConfig) -> int:
         else:
             _refuse_a_run(run_dir)
         if args.init and not args.resume:
-            _check_init(args, cfg)                          # before the data is read
+            init_state = _check_init(args, cfg)             # before the data is read
         _check_folder("--out", run_dir)
         created = not run_dir.exists()
         try:
@@ -523,7 +525,8 @@ def train(config: TrainConfig) -> int:
             _forget(run_dir, created, lock)  # no empty folder left behind by a run that never started
         raise
     try:
-        return _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files)
+        return _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files,
+                      init_state)
     finally:
         _unlock(run_dir, lock)
 
@@ -589,7 +592,7 @@ def _forget(run_dir: Path, created: bool, lock) -> None:
 
 def _check_init(args, cfg):
     """--init: a weights file of this architecture -> its tensors (read before the data, to say
-    what is wrong at once, and again by :func:`_build_model`)."""
+    what is wrong at once)."""
     from ..inference.loading import resolve_weights
     from ..io.weights import read_weights
     try:
@@ -602,8 +605,9 @@ def _check_init(args, cfg):
     return istate
 
 
-def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files) -> int:
-    model = _build_model(args, cfg, device, args.precision_used)
+def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files,
+           init_state=None) -> int:
+    model = _build_model(args, cfg, device, args.precision_used, init_state)
     say(_precision_line(args.precision_used, model, device))
     if args.precision_used == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warn("--precision bf16 on a CPU without AVX512-BF16 / AMX: bf16 is emulated there, slower than fp32")
