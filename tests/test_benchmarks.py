@@ -61,6 +61,35 @@ def test_bench_dense_layer_fails_when_a_variant_raises(monkeypatch, capsys):
     assert "raised RuntimeError: kernel launch failed" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------ bench_guard
+def test_bench_guard_smoke(capsys):
+    from benchmarks import bench_guard
+
+    assert bench_guard.main(["--size", "200x136", "--quality", "75", "--rounds", "1", "--network"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "FAILED" not in out
+    for row in ("reference (whole image)", "project, 1 thread", "keep_uniform, 1 thread", "restore()"):
+        assert row in out
+
+
+@pytest.mark.parametrize("which", ["project", "keep_uniform"])
+def test_bench_guard_fails_on_a_wrong_result(monkeypatch, capsys, which):
+    from benchmarks import bench_guard
+    from fastreshuffle.inference import guard, jpeg_consistency
+
+    monkeypatch.setattr(guard, "strip_workers", lambda: 2)     # (the tests run torch on one thread)
+    if which == "project":    # threaded strips that leave the input as it is
+        real = jpeg_consistency.project
+        monkeypatch.setattr(jpeg_consistency, "project",
+                            lambda d, r, t, workers=1, **k: r.copy() if workers > 1 else real(d, r, t, **k))
+    else:
+        real_ku = guard.keep_uniform
+        monkeypatch.setattr(guard, "keep_uniform", lambda d, o, *a, workers=1, **k:
+                            o if workers > 1 else real_ku(d, o, *a, **k))
+    assert bench_guard.main(["--size", "640x480", "--rounds", "1"]) == 1   # (keeps 1.4% as decoded)
+    assert "FAILED" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ bench_network
 NET = ["--preset", "tiny", "--sizes", "24x16", "--no-compile", *FAST]
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..io.images import round_16_to_8
 from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
-from .jpeg_consistency import STRIP_ROWS, project
+from .jpeg_consistency import STRIP_ROWS, in_strips, project
 
 __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_QP", "BLIND", "UNGUARDED",
            "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
@@ -115,13 +115,29 @@ def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
     return Guard(tables, float(h.quality), strength(h.quality), h.mcu_offset, True)
 
 
+# The guard's strips (projection, uniform areas) run on this many threads at most: torch's thread
+# count (`--threads`), up to 4.  A projection strip holds about 50 bytes a pixel of float64 planes
+# (60 MB for 320 rows of a 4032-pixel-wide photo), so from 3 threads the strips are half as tall.
+# A 12-megapixel JPEG q90's projection took 5.3 s before its chroma recovery moved to the small
+# planes, 1.4 s after, on one thread (python -m benchmarks.bench_guard).
+MAX_WORKERS = 4
+
+
+def strip_workers() -> int:
+    """Threads for the guard's strips: torch's thread count, at most :data:`MAX_WORKERS`."""
+    import torch
+    return max(1, min(torch.get_num_threads(), MAX_WORKERS))
+
+
 def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.ndarray:
     """``decoded`` + strength x (``restored`` - ``decoded``), projected onto the JPEG's intervals,
     uniform areas kept (:func:`keep_uniform`).  Both H x W x 3 uint8 with the block grid at (0, 0)."""
     if guard.strength <= 0:
         return decoded.copy()
-    return keep_uniform(decoded, project(decoded, blend(decoded, restored, guard.strength), guard.tables),
-                        planar=True)
+    n = strip_workers()
+    projected = project(decoded, blend(decoded, restored, guard.strength), guard.tables,
+                        strip_rows=STRIP_ROWS if n <= 2 else STRIP_ROWS // 2, workers=n)
+    return keep_uniform(decoded, projected, planar=True, workers=n)
 
 
 # Where the decoded picture is exactly uniform this far around a pixel (its block and the two blocks
@@ -139,16 +155,28 @@ UNIFORM_RADIUS = 16
 
 def _any_within(e: np.ndarray, r: int) -> np.ndarray:
     """Whether any pixel of boolean ``e`` within ``r`` pixels (a (2r+1)^2 square, cut at the
-    edges) is True."""
+    edges) is True: running sums along rows, then along columns, each compared ``r + 1`` after and
+    ``r`` before a pixel (the sums padded with their edge values, so the window stops there)."""
     h, w = e.shape
     c = np.zeros((h, w + 1), np.int32)
     np.cumsum(e, axis=1, out=c[:, 1:])
-    lo, hi = np.clip(np.arange(w) - r, 0, w), np.clip(np.arange(w) + r + 1, 0, w)
-    rows = c[:, hi] > c[:, lo]
+    c = np.pad(c, ((0, 0), (r, r)), mode="edge")
+    rows = c[:, 2 * r + 1:2 * r + 1 + w] > c[:, :w]
     c = np.zeros((h + 1, w), np.int32)
     np.cumsum(rows, axis=0, out=c[1:])
-    lo, hi = np.clip(np.arange(h) - r, 0, h), np.clip(np.arange(h) + r + 1, 0, h)
-    return c[hi] > c[lo]
+    c = np.pad(c, ((r, r), (0, 0)), mode="edge")
+    return c[2 * r + 1:2 * r + 1 + h] > c[:h]
+
+
+def _any_channel(x: np.ndarray) -> np.ndarray:
+    """``x.any(axis=2)`` for H x W x C booleans (H x W: ``x``), one channel at a time (several
+    times faster than numpy's reduction over the last, short axis)."""
+    if x.ndim == 2:
+        return x
+    out = x[..., 0].copy()
+    for c in range(1, x.shape[2]):
+        out |= x[..., c]
+    return out
 
 
 # With ``planar`` (the JPEG guard), a decoded picture that is a plane up to rounding -- every second
@@ -164,40 +192,36 @@ PLANAR_STEP = 1
 
 
 def keep_uniform(decoded: np.ndarray, out: np.ndarray, radius: Optional[int] = None,
-                 planar: bool = False) -> np.ndarray:
+                 planar: bool = False, workers: int = 1) -> np.ndarray:
     """``out`` (changed in place and returned) with ``decoded``'s pixels wherever ``decoded`` is
     uniform -- no pixel differing from its neighbours -- within ``radius`` pixels (default
     :data:`UNIFORM_RADIUS`; negative: nothing kept, for comparisons); with ``planar``, wherever it is
     a rounded plane (:data:`PLANAR_STEP`), which includes uniform.  Worked in strips of rows, as
-    :func:`.jpeg_consistency.project`."""
+    :func:`.jpeg_consistency.project` (``workers`` at a time)."""
     radius = UNIFORM_RADIUS if radius is None else radius
     if radius < 0:
         return out
     h = decoded.shape[0]
-    for a in range(0, h, STRIP_ROWS):
+
+    def strip(a: int) -> None:
         b = min(h, a + STRIP_ROWS)
         lo, hi = max(0, a - radius - 1), min(h, b + radius + 1)
         d = decoded[lo:hi]
         e = np.zeros(d.shape[:2], bool)
         if planar and PLANAR_STEP >= 0:     # a pixel where the picture bends by more than rounding
             d = d.astype(np.int16)
-            dxx = np.abs(d[:, 2:] - 2 * d[:, 1:-1] + d[:, :-2]) > PLANAR_STEP
-            dyy = np.abs(d[2:] - 2 * d[1:-1] + d[:-2]) > PLANAR_STEP
-            if d.ndim == 3:
-                dxx, dyy = dxx.any(axis=2), dyy.any(axis=2)
-            e[:, 1:-1] |= dxx
-            e[1:-1] |= dyy
+            e[:, 1:-1] |= _any_channel(np.abs(d[:, 2:] - 2 * d[:, 1:-1] + d[:, :-2]) > PLANAR_STEP)
+            e[1:-1] |= _any_channel(np.abs(d[2:] - 2 * d[1:-1] + d[:-2]) > PLANAR_STEP)
         else:                               # a pixel that differs from a neighbour
-            dx = d[:, 1:] != d[:, :-1]
-            dy = d[1:] != d[:-1]
-            if d.ndim == 3:
-                dx, dy = dx.any(axis=2), dy.any(axis=2)
+            dx = _any_channel(d[:, 1:] != d[:, :-1])
+            dy = _any_channel(d[1:] != d[:-1])
             e[:, 1:] |= dx
             e[:, :-1] |= dx
             e[1:] |= dy
             e[:-1] |= dy
         keep = ~_any_within(e, radius)[a - lo:b - lo]
         out[a:b][keep] = decoded[a:b][keep]
+    in_strips(strip, range(0, h, STRIP_ROWS), workers)
     return out
 
 
@@ -319,7 +343,7 @@ def hevc_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, n
     if d.strength <= 0:
         return decoded.copy(), d
     r = for_qp(d.qp) if (for_qp is not None and d.qp is not None) else run
-    return keep_uniform(decoded, blend(decoded, r(decoded), d.strength)), d
+    return keep_uniform(decoded, blend(decoded, r(decoded), d.strength), workers=strip_workers()), d
 
 
 def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, data: bytes,

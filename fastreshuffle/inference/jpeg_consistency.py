@@ -13,11 +13,14 @@ output next to the decoded input, whatever the network did.
 
 The intervals' centres ``k q`` are re-derived from the decoded pixels (Pillow does not expose the
 coefficients): luma exactly up to 8-bit rounding; chroma planes are first recovered from their
-decoded (upsampled) version by a few Landweber steps that undo libjpeg's triangular upsampling.
+decoded (upsampled) version by a few Landweber steps that undo libjpeg's triangular upsampling
+(worked on the small planes: the upsampling followed by the box mean is a 3-tap filter there).
 
 The image is projected in whole-width strips of :data:`STRIP_ROWS` rows that overlap by more than
 the chroma recovery reaches, so that the result equals the whole image's while the float64 planes
-take a strip's memory, not the image's (a 12-megapixel photo: 1.8 GB peak before, measured).
+take a strip's memory, not the image's (a 12-megapixel photo: 1.8 GB peak before, measured), one
+plane at a time; strips can run on threads (``workers``).  ``benchmarks/bench_guard.py`` checks
+the result against a plain whole-image version of the same projection and times both.
 
 The tables come from :mod:`fastreshuffle.io.jpeg_tables`.
 """
@@ -27,7 +30,7 @@ import numpy as np
 
 from ..io.jpeg_tables import JpegTables
 
-__all__ = ["project", "project_deltas", "STRIP_ROWS"]
+__all__ = ["project", "project_deltas", "in_strips", "STRIP_ROWS"]
 
 # Rows of the image per projection strip (rounded down to a multiple of the coding unit's height).
 STRIP_ROWS = 256
@@ -39,19 +42,39 @@ _DCT = np.array([[np.sqrt((1 if u == 0 else 2) / _N) * np.cos((2 * x + 1) * u * 
                   for x in range(_N)] for u in range(_N)])
 
 # ------------------------------------------------------------------------------ planes
+# JFIF's RGB -> YCbCr: the weights of R, G, B and the offset of each plane.
+_YCC = ((0.299, 0.587, 0.114, 0), (-0.168736, -0.331264, 0.5, 128), (0.5, -0.418688, -0.081312, 128))
+
+
+def _ycc_plane(rgb: np.ndarray, i: int) -> np.ndarray:
+    """Plane ``i`` (0: Y, 1: Cb, 2: Cr) of JFIF's RGB -> YCbCr, float64 H x W, summed in the order
+    written (R's term, + G's, + B's, + the offset)."""
+    kr, kg, kb, offset = _YCC[i]
+    plane = rgb[..., 0].astype(np.float64)
+    plane *= kr
+    for c, k in ((1, kg), (2, kb)):
+        t = rgb[..., c].astype(np.float64)
+        t *= k
+        plane += t
+    if offset:
+        plane += offset
+    return plane
+
+
 def _to_ycc(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    return np.stack([0.299 * r + 0.587 * g + 0.114 * b,
-                     -0.168736 * r - 0.331264 * g + 0.5 * b + 128,
-                     0.5 * r - 0.418688 * g - 0.081312 * b + 128])
-
-
-def _ycc_delta_to_rgb(dy, dcb, dcr) -> np.ndarray:
-    return np.stack([dy + 1.402 * dcr, dy - 0.344136 * dcb - 0.714136 * dcr, dy + 1.772 * dcb], axis=-1)
+    """JFIF's RGB -> YCbCr, float64 planes (3 x H x W)."""
+    out = np.empty((3,) + rgb.shape[:2])
+    for i in range(3):
+        out[i] = _ycc_plane(rgb, i)
+    return out
 
 
 def _pad_to(p: np.ndarray, mh: int, mw: int) -> np.ndarray:
+    """``p`` padded at the bottom / right (edges replicated) to multiples of mh x mw (``p`` itself
+    when it is one already)."""
     h, w = p.shape
+    if h % mh == 0 and w % mw == 0:
+        return p
     return np.pad(p, ((0, -h % mh), (0, -w % mw)), mode="edge")
 
 
@@ -66,8 +89,13 @@ def _unblocks(b):
 
 
 def _down(p: np.ndarray, fv: int, fw: int) -> np.ndarray:
-    h, w = p.shape
-    return p.reshape(h // fv, fv, w // fw, fw).mean(axis=(1, 3))
+    """The encoder's box downsampling: the mean of each ``fv`` x ``fw`` box (factors 1 or 2).
+    Factors 1 x 1 return ``p`` itself."""
+    if fv == 2:
+        p = (p[0::2] + p[1::2]) * 0.5
+    if fw == 2:
+        p = (p[:, 0::2] + p[:, 1::2]) * 0.5
+    return p
 
 
 def _up(p: np.ndarray, fv: int, fw: int) -> np.ndarray:
@@ -75,84 +103,132 @@ def _up(p: np.ndarray, fv: int, fw: int) -> np.ndarray:
     return np.repeat(np.repeat(p, fv, axis=0), fw, axis=1)
 
 
-def _tri_up(p: np.ndarray, f: int, axis: int) -> np.ndarray:
-    """libjpeg's "fancy" 2x upsampling along one axis (3/4 nearest + 1/4 next, edges replicated)."""
+def _fancy_down(x: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """libjpeg's "fancy" 2x upsampling along one axis (each sample becomes 3/4 of itself + 1/4 of
+    its previous / next one, edges replicated) followed by the 2x box mean: 3/4 of a sample + 1/8
+    of each neighbour, on the small plane."""
     if f == 1:
-        return p
-    n = p.shape[axis]
-    prev = np.take(p, np.r_[0, np.arange(n - 1)], axis=axis)
-    nxt = np.take(p, np.r_[np.arange(1, n), n - 1], axis=axis)
-    out = np.stack([0.75 * p + 0.25 * prev, 0.75 * p + 0.25 * nxt], axis=axis + 1)
-    shape = list(p.shape)
-    shape[axis] = 2 * n
-    return out.reshape(shape)
+        return x
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (1, 1)
+    e = np.pad(x, pad, mode="edge")
+    n = x.shape[axis]
+    prev, nxt = (e[:n], e[2:]) if axis == 0 else (e[:, :n], e[:, 2:])
+    return 0.75 * x + 0.125 * (prev + nxt)
 
 
 def _recover_plane(decoded: np.ndarray, fv: int, fw: int, steps: int = _RECOVERY_STEPS) -> np.ndarray:
-    """The downsampled chroma plane whose fancy upsampling best matches ``decoded`` (Landweber)."""
-    x = _down(decoded, fv, fw)
+    """The downsampled chroma plane whose fancy upsampling best matches ``decoded``: Landweber
+    steps ``x += down(decoded - up(x))``, with ``down(up(x))`` worked on the small plane (both maps
+    are separable and linear: :func:`_fancy_down` per axis), so no full-size plane is made."""
+    target = _down(decoded, fv, fw)
+    x = target
     for _ in range(steps):
-        up = _tri_up(_tri_up(x, fv, 0), fw, 1)
-        x = x + _down(decoded - up, fv, fw)
+        x = x + (target - _fancy_down(_fancy_down(x, fv, 0), fw, 1))
     return x
 
 
+def _block_dct(p: np.ndarray) -> np.ndarray:
+    """The 8x8 block DCT of ``p`` - 128 (blocks as (H/8, W/8, 8, 8))."""
+    return _DCT @ _blocks(p - 128) @ _DCT.T
+
+
 def _project_plane(out_plane: np.ndarray, ref_plane: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Correction (same shape) that moves ``out_plane``'s block DCT into the intervals of ``ref_plane``."""
-    k = np.round((_DCT @ _blocks(ref_plane - 128) @ _DCT.T) / q)
-    c = _DCT @ _blocks(out_plane - 128) @ _DCT.T
-    clamped = np.clip(c, (k - 0.5) * q, (k + 0.5) * q)
-    return _unblocks(_DCT.T @ (clamped - c) @ _DCT)
+    """Correction (same shape) that moves ``out_plane``'s block DCT into the intervals of
+    ``ref_plane``: ``[(k - 1/2) q, (k + 1/2) q]``, k = round(DCT(ref) / q) (in place where it can,
+    to hold fewer planes at once)."""
+    k = _block_dct(ref_plane)
+    k /= q
+    np.round(k, out=k)
+    c = _block_dct(out_plane)
+    lo = k - 0.5
+    lo *= q
+    k += 0.5
+    k *= q
+    d = np.clip(c, lo, k)
+    del lo, k
+    d -= c
+    del c
+    return _unblocks(_DCT.T @ d @ _DCT)
 
 
 def project_deltas(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables):
     """The float corrections ``(dY, dCb, dCr)`` (each H x W) that move ``restored``'s YCbCr planes
-    into the quantisation intervals read from ``decoded`` (see :func:`project`)."""
+    into the quantisation intervals read from ``decoded`` (see :func:`project`); one plane at a
+    time."""
     if decoded.shape != restored.shape or decoded.ndim != 3 or decoded.shape[2] != 3:
         raise ValueError(f"decoded {decoded.shape} and restored {restored.shape} must be equal H x W x 3")
     h, w = decoded.shape[:2]
     fv, fw = tables.subsampling
     mh, mw = _N * fv, _N * fw
-    ref = _to_ycc(decoded)
-    out = _to_ycc(restored)
-    dy = _project_plane(_pad_to(out[0], mh, mw), _pad_to(ref[0], mh, mw), tables.luma)[:h, :w]
+    dy = _project_plane(_pad_to(_ycc_plane(restored, 0), mh, mw), _pad_to(_ycc_plane(decoded, 0), mh, mw),
+                        tables.luma)[:h, :w]
     if tables.chroma is None:
         return dy, np.zeros_like(dy), np.zeros_like(dy)
     deltas = []
     for i, q in zip((1, 2), tables.chroma):
-        r_full, o_full = _pad_to(ref[i], mh, mw), _pad_to(out[i], mh, mw)
-        ref_small = _recover_plane(r_full, fv, fw)
-        d = _project_plane(_down(o_full, fv, fw), ref_small, q)
+        ref_small = _recover_plane(_pad_to(_ycc_plane(decoded, i), mh, mw), fv, fw)
+        d = _project_plane(_down(_pad_to(_ycc_plane(restored, i), mh, mw), fv, fw), ref_small, q)
         deltas.append(_up(d, fv, fw)[:h, :w])
     return dy, deltas[0], deltas[1]
 
 
 def project(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables, *,
-            strip_rows: int = STRIP_ROWS) -> np.ndarray:
+            strip_rows: int = STRIP_ROWS, workers: int = 1) -> np.ndarray:
     """Move ``restored`` (H x W x 3 uint8, the image's stored orientation) onto the set of images
     that ``tables`` would have coded to ``decoded`` (the JPEG's own decoded pixels).  -> uint8
     (the float result rounded and clipped to 8 bits).  Computed in strips of ``strip_rows`` rows
-    (0: the whole image at once); the result is the same."""
+    (0: the whole image at once), ``workers`` strips at a time on threads; the result is the same."""
     if decoded.shape != restored.shape or decoded.ndim != 3 or decoded.shape[2] != 3:
         raise ValueError(f"decoded {decoded.shape} and restored {restored.shape} must be equal H x W x 3")
     h = decoded.shape[0]
     mh = _N * tables.subsampling[0]
     rows = strip_rows // mh * mh
+    out = np.empty_like(restored)
     if strip_rows <= 0 or rows <= 0 or rows >= h:
-        return _project_rgb(decoded, restored, tables)
+        _project_rgb(decoded, restored, tables, out, 0, h)
+        return out
     # A strip starts on a coding unit's row (so its blocks are the image's) and reaches `margin`
     # rows beyond the rows it keeps: more than the chroma recovery's reach, which is the only
     # part of the projection that looks past an 8x8 block (one chroma row per step).
     margin = -(-(_RECOVERY_STEPS + 1) * tables.subsampling[0] // mh) * mh
-    out = np.empty_like(restored)
-    for top in range(0, h, rows):
+
+    def strip(top: int) -> None:
         a, b = max(0, top - margin), min(h, top + rows + margin)
-        keep = min(rows, h - top)
-        out[top:top + keep] = _project_rgb(decoded[a:b], restored[a:b], tables)[top - a:top - a + keep]
+        _project_rgb(decoded[a:b], restored[a:b], tables, out[top:top + rows], top - a, min(rows, h - top))
+    in_strips(strip, range(0, h, rows), workers)
     return out
 
 
-def _project_rgb(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables) -> np.ndarray:
-    dy, dcb, dcr = project_deltas(decoded, restored, tables)
-    res = restored.astype(np.float64) + _ycc_delta_to_rgb(dy, dcb, dcr)
-    return np.clip(np.round(res), 0, 255).astype(np.uint8)
+def in_strips(work, tops, workers: int) -> None:
+    """``work(top)`` for every strip, ``workers`` at a time on threads (numpy lets go of the GIL in
+    its loops); the first error is raised."""
+    tops = list(tops)
+    if workers <= 1 or len(tops) <= 1:
+        for top in tops:
+            work(top)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(workers, len(tops))) as pool:
+        for _ in pool.map(work, tops):
+            pass
+
+
+def _project_rgb(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables,
+                 out: np.ndarray, first: int, rows: int) -> None:
+    """``restored`` projected (:func:`project_deltas`), its rows ``first:first+rows`` written into
+    ``out`` (uint8), channel by channel (JFIF's YCbCr -> RGB of the correction, added to
+    ``restored``, rounded and clipped), so that only single planes are made."""
+    dy, dcb, dcr = (d[first:first + rows] for d in project_deltas(decoded, restored, tables))
+    for c in range(3):
+        if c == 0:
+            t = dy + 1.402 * dcr
+        elif c == 1:
+            t = dy - 0.344136 * dcb
+            t -= 0.714136 * dcr
+        else:
+            t = dy + 1.772 * dcb
+        t += restored[first:first + rows, :, c]
+        np.round(t, out=t)
+        np.clip(t, 0, 255, out=t)
+        out[:rows, :, c] = t
