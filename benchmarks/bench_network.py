@@ -41,11 +41,12 @@ from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, ba
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ["eager", "eager_cl", "compile", "ort", "ov", "ov_bf16", "fast", "fast_bf16"]
-OURS = ("fast", "fast_bf16")
+OURS = ("fast", "fast_bf16", "fast_triton")
 # variants that compute in bfloat16 whatever --dtype says (float32 in and out)
 BF16_VARIANTS = ("fast_bf16", "ov_bf16")
-# CUDA also times FastReshuffleNet with the Triton kernel off (same buffers, cuBLAS/cuDNN per layer)
-CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast_cudnn", "fast"]  # fast last: a kernel fault ends the process
+# CUDA also times FastReshuffleNet with its dense layers on the fused Triton kernel (FASTRESHUFFLE_TRITON=1;
+# the default runs them on cuBLAS/cuDNN on the same buffers)
+CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast", "fast_triton"]  # Triton last: a kernel fault ends the process
 
 
 # max |variant - reference| (outputs in [0, 1]-ish, random weights), by the precision a variant
@@ -82,13 +83,14 @@ def reference_output(preset, device, x, as_restore=False):
         torch.backends.cudnn.allow_tf32 = tf32
 
 
-class _NoTriton(torch.nn.Module):
+class _WithTriton(torch.nn.Module):
+    """The model with CUDA dense layers on the fused Triton kernel (FASTRESHUFFLE_TRITON=1)."""
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
 
     def forward(self, x):
-        with backends.override(triton=False):
+        with backends.override(triton=True):
             return self.inner(x)
 
 
@@ -100,12 +102,12 @@ def build(variant, preset, device, dtype, shape=None):
     if variant in peers.PEERS:
         base = FastReshuffleNet(cfg).eval()             # same weights (seed 0), exported to ONNX
         return peers.make_peer(variant, base, shape, torch.get_num_threads()), torch.contiguous_format
-    fast = variant in ("fast", "fast_cudnn", "fast_bf16")
+    fast = variant in ("fast", "fast_triton", "fast_bf16")
     model = (FastReshuffleNet if fast else ReshuffleNet)(cfg).to(device, dtype).eval()
     if variant == "fast_bf16":
         model = model.to(torch.bfloat16)               # takes the float32 input (mixed precision)
-    if variant == "fast_cudnn":
-        model = _NoTriton(model)
+    if variant == "fast_triton":
+        model = _WithTriton(model)
     fmt = torch.contiguous_format
     if variant == "eager_cl":
         fmt = torch.channels_last
@@ -239,7 +241,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)} (+fast_cudnn on CUDA)")
+    ap.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)} (on CUDA: eager, eager_cl, compile, fast, fast_triton)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds in which the variants take turns (default 3 on CPU, 1 on CUDA)")
     ap.add_argument("--no-compile", action="store_true")
@@ -266,6 +268,9 @@ def main(argv=None):
         if device.type != "cpu" or not peers.available(v):
             print(f"skipped {v}: {'CPU only' if device.type != 'cpu' else 'not installed'}")
             variants.remove(v)
+    if "fast_triton" in variants and (device.type != "cuda" or not backends.triton_available()):
+        print(f"skipped fast_triton: {'CUDA only' if device.type != 'cuda' else 'Triton not installed'}")
+        variants.remove("fast_triton")
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")
     if device.type == "cpu":

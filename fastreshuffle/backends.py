@@ -1,10 +1,13 @@
 """Every run-time switch of the package, and the device resolver, in one place.
 
-Switches (environment variables, read once, on first use -- never at import):
+Switches (environment variables, read once, on first use -- when ``ops.dense`` is imported, not
+by ``import fastreshuffle``):
 
-``FASTRESHUFFLE_TRITON=0``
-    CUDA dense layers run on cuBLAS/cuDNN on the same buffers instead of the fused Triton kernel
-    (default: Triton when it is installed).
+``FASTRESHUFFLE_TRITON=1``
+    CUDA dense layers run on the fused Triton kernel (where Triton is installed) instead of
+    cuBLAS/cuDNN on the same buffers, the default since 2026-12-05: on an H200 (2026-12-04,
+    docs/gpu_runs.md) the `paper` network in bf16 at 1920x1080 took 43.9 ms with the Triton kernel
+    and 7.6 ms with cuDNN, and the fused layer alone was slower than eager in fp16 and fp32.
 ``FASTRESHUFFLE_CPU_KERNEL=off|avx2|avx512``
     Caps the instruction set of the extension's float32 CPU dense-layer kernel (default: the best
     the CPU has; ``off`` runs the torch composition).
@@ -43,7 +46,7 @@ _FALSE = ("0", "false", "no", "off")
 class Settings:
     """The switches in force: ``triton`` (bool), ``cpu_kernel`` (None = best available, or a key
     of :data:`CPU_KERNEL_ISAS`)."""
-    triton: bool = True
+    triton: bool = False
     cpu_kernel: Optional[str] = None
 
 
@@ -60,7 +63,8 @@ def _parse_cpu_kernel(value: Optional[str], source: str) -> Optional[str]:
 
 @functools.lru_cache(maxsize=None)
 def _from_environment() -> Settings:
-    triton = os.environ.get(TRITON_ENV, "1").strip().lower() not in _FALSE
+    value = os.environ.get(TRITON_ENV, "").strip().lower()
+    triton = bool(value) and value not in _FALSE    # unset or empty: the default, off
     return Settings(triton=triton, cpu_kernel=_parse_cpu_kernel(os.environ.get(CPU_KERNEL_ENV), CPU_KERNEL_ENV))
 
 

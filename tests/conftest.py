@@ -27,6 +27,17 @@ def triton_interpreter():
     return run
 
 
+@pytest.fixture(params=["cudnn", "triton"])
+def cuda_dense_path(request):
+    """Both paths of CUDA dense layers, switched for the test: cuBLAS/cuDNN (the default) and the
+    fused Triton kernel (``FASTRESHUFFLE_TRITON=1``; skipped where Triton is not installed)."""
+    from fastreshuffle import backends
+    if request.param == "triton" and not backends.triton_available():
+        pytest.skip("needs triton")
+    with backends.override(triton=request.param == "triton"):
+        yield request.param
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread (small models on a shared machine), then restore."""

@@ -233,14 +233,19 @@ def _functional_body(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: to
 
 def _make_op(name, body, mutates):
     # ``triton_op`` imports torch's compiler stack at registration (about 2 s of start-up): only
-    # where the Triton kernel can run, i.e. with a CUDA device, and is not switched off
-    # (FASTRESHUFFLE_TRITON=0 as the package is imported).  Only the op's kind is chosen here:
+    # where the Triton kernel can run, i.e. with a CUDA device, and is switched on
+    # (FASTRESHUFFLE_TRITON=1 as the package is imported).  Only the op's kind is chosen here:
     # which kernel runs is decided per call (use_triton), so a switch flipped later still holds --
     # the body of a plain op launches the Triton kernel too, opaque to torch.compile.
     if backends.triton_enabled() and torch.cuda.is_available():
         return torch.library.triton_op(name, body, mutates_args=mutates)
     op = torch.library.custom_op(name, body, mutates_args=mutates)
-    op.register_fake(body)   # the body only uses shape-polymorphic torch ops on CPU
+
+    @functools.wraps(body)
+    def fake(*args):   # the body on the torch path: shape-polymorphic torch ops only, no kernel launch
+        with backends.override(triton=False):
+            return body(*args)
+    op.register_fake(fake)
     return op
 
 

@@ -95,7 +95,7 @@ def test_export_cpu(preset):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 @pytest.mark.parametrize("mode", ["compile", "export"])
-def test_compile_and_export_cuda(preset, mode):
+def test_compile_and_export_cuda(preset, mode, cuda_dense_path):
     ref, fast = pair(preset, "cuda")
     x = torch.rand(1, 3, 32, 48, device="cuda")
     with torch.no_grad():
@@ -114,7 +114,7 @@ def test_compile_and_export_cuda(preset, mode):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("batch", [1, 2])
-def test_cuda_graph_capture(batch):
+def test_cuda_graph_capture(batch, cuda_dense_path):
     """The eager inference forward (cached buffers) can be captured in a CUDA graph and replayed
     on new input with the same result as eager."""
     _, fast = pair("tiny", "cuda")

@@ -125,7 +125,7 @@ def test_input_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.float16, 3e-2)], ids=str)
 @pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
-def test_cuda_matches_reference(preset, dtype, tol, monkeypatch):
+def test_cuda_matches_reference(preset, dtype, tol, monkeypatch, cuda_dense_path):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # fused kernel follows it
     ref, fast = pair(preset, device="cuda", dtype=dtype)
     x = torch.rand(2, 3, 37, 53, device="cuda", dtype=dtype)

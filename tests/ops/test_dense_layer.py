@@ -631,7 +631,7 @@ def test_cuda_kernel(case, dtype):
 @cuda
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cuda_op_and_reshuffle(dtype):
+def test_cuda_op_and_reshuffle(dtype, cuda_dense_path):
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
@@ -684,7 +684,7 @@ def test_cpu_functional_grads_float32():
 
 @cuda
 @needs_cuda
-def test_cuda_functional_grad_and_compile():
+def test_cuda_functional_grad_and_compile(cuda_dense_path):
     check_functional_grads("cuda", CUDA_TOL[torch.float32])
     wts = [w.detach() for w in make_weights(24, 32, 16, device="cuda")]
     buf = torch.randn(1, 24 + 16, 9, 11, device="cuda")
@@ -756,6 +756,27 @@ def test_bias_elu_opcheck():
 def test_cpu_tensors_never_take_triton():
     with backends.override(triton=True):
         assert not dense_op.use_triton(torch.zeros(1))
+
+
+def test_fake_kernels_never_launch_triton(monkeypatch):
+    """The ops' fake kernels (plain custom ops: Triton was off as the package was imported) run the
+    body on the torch path even where Triton is switched on later: a fake tensor has no memory to
+    launch a kernel on.  On CPU, with the dispatch made to take Triton wherever it is switched on."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def launched():
+        raise AssertionError("a fake kernel launched the Triton kernel")
+    monkeypatch.setattr(backends, "triton_available", lambda: True)
+    monkeypatch.setattr(dense_op, "use_triton", lambda t: backends.triton_enabled())
+    monkeypatch.setattr(dense_op, "_triton_kernels", launched)
+    with FakeTensorMode(), backends.override(triton=True):
+        buf = torch.empty(1, 40, 9, 11)
+        w1, b1, w3, b3 = torch.empty(32, 24, 1, 1), torch.empty(32), torch.empty(16, 32, 3, 3), torch.empty(16)
+        torch.ops.fastreshuffle.dense_layer_(buf, 24, w1, b1, w3, b3)
+        torch.ops.fastreshuffle.dense_layer_reshuffle_(torch.empty(1, 40, 10, 12), torch.empty(1, 96, 5, 6),
+                                                       w1, b1, w3, b3)
+        y = torch.ops.fastreshuffle.dense_layer(torch.empty(2, 24, 9, 11), w1, b1, w3, b3)
+    assert y.shape == (2, 16, 9, 11)
 
 
 @cuda
