@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
     p.add_argument("--codec", default="jpeg", help="codec spec: jpeg, jpeg:444, hevc, hevc:10bit, webp [jpeg]")
     p.add_argument("--quality", type=int, nargs="+", default=None,
-                   help="one or more qualities [10]; for hevc with --qp, QPs")
+                   help="one or more qualities [10] (HEVC: libheif qualities; --qp instead gives QPs)")
     p.add_argument("--qp", type=int, nargs="+", default=None, help="HEVC: fixed QPs instead of --quality")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--weights", help="model weights (safetensors) to restore with")
