@@ -86,7 +86,7 @@ def _resolve_model(args, device):
 def run(args) -> int:
     from ..errors import CodecError
     from ..inference.evaluate import METRIC_NOTES, evaluate, json_ready, load_eval_images, plot_rd, print_table
-    from ..io.codecs import check_qp, fixed_qp, parse_spec
+    from ..io.codecs import check_encoder, check_qp, fixed_qp, parse_spec
     from ..io.datasets import eval_dir
 
     warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
@@ -122,6 +122,10 @@ def run(args) -> int:
             raise UserError(str(e)) from None
         settings = [{"quality": q} for q in dict.fromkeys(quals)]   # each once, in the order given
         spec = parse_spec(spec, quals[0])
+    try:    # the encoder runs here (pillow-heif installed, x265 options it takes), before the images load
+        check_encoder(spec, settings[0].get("quality"), f"--codec {args.codec}")
+    except CodecError as e:
+        raise UserError(str(e)) from None
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after

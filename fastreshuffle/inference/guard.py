@@ -25,6 +25,7 @@ import numpy as np
 from ..io.images import round_16_to_8
 from ..io.jpeg_tables import IJG_CHROMA, IJG_LUMA, JpegTables, ijg_quality, ijg_table
 from .jpeg_consistency import STRIP_ROWS, in_strips, project
+from .jpeg_history import box_sum
 
 __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_QP", "BLIND", "UNGUARDED",
            "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
@@ -155,17 +156,8 @@ UNIFORM_RADIUS = 16
 
 def _any_within(e: np.ndarray, r: int) -> np.ndarray:
     """Whether any pixel of boolean ``e`` within ``r`` pixels (a (2r+1)^2 square, cut at the
-    edges) is True: running sums along rows, then along columns, each compared ``r + 1`` after and
-    ``r`` before a pixel (the sums padded with their edge values, so the window stops there)."""
-    h, w = e.shape
-    c = np.zeros((h, w + 1), np.int32)
-    np.cumsum(e, axis=1, out=c[:, 1:])
-    c = np.pad(c, ((0, 0), (r, r)), mode="edge")
-    rows = c[:, 2 * r + 1:2 * r + 1 + w] > c[:, :w]
-    c = np.zeros((h + 1, w), np.int32)
-    np.cumsum(rows, axis=0, out=c[1:])
-    c = np.pad(c, ((r, r), (0, 0)), mode="edge")
-    return c[2 * r + 1:2 * r + 1 + h] > c[:h]
+    edges) is True."""
+    return box_sum(e, r, np.int32) > 0      # (a strip holds at most the 16384^2 pixels' limit)
 
 
 def _any_channel(x: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
 from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc
 
-__all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "picture_steps", "ijg_fits", "history_mask"]
+__all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "picture_steps", "ijg_fits", "history_mask", "box_sum"]
 
 _MIN_STEP, _MAX_STEP = 3, 96
 _MIN_BLOCKS = 48        # textured blocks needed at an offset (fewer: no claim)
@@ -330,16 +330,17 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         den[a:b] = says
     m = np.ones((hb, wb), bool)
     for r in _MASK_RADII:
-        n, d = _box_sum(num, r), _box_sum(den, r)
+        n, d = box_sum(num, r), box_sum(den, r)
         m = np.where(d > 0, 2 * n >= d, m)
     by = np.clip((np.arange(h) - oy) // _N, 0, hb - 1)     # the partial blocks at the edges: their neighbour's
     bx = np.clip((np.arange(w) - ox) // _N, 0, wb - 1)
     return m[by][:, bx]
 
 
-def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
-    """Sum of ``a`` over the (2r+1)^2 square around each element (zero outside)."""
+def box_sum(a: np.ndarray, r: int, dtype=np.float64) -> np.ndarray:
+    """Sum of ``a`` over the (2r+1)^2 square around each element (zero outside, so the square
+    stops at the edges), accumulated in ``dtype`` (running sums over rows and columns)."""
     k = 2 * r + 1
-    s = np.zeros((a.shape[0] + k, a.shape[1] + k))
-    s[1:, 1:] = np.cumsum(np.cumsum(np.pad(a, r), 0), 1)
+    s = np.zeros((a.shape[0] + k, a.shape[1] + k), dtype)
+    np.cumsum(np.cumsum(np.pad(a, r), 0, dtype=dtype), 1, out=s[1:, 1:])
     return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]

@@ -369,11 +369,19 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     """
     import os
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        from ..io.images import _register_heif
+        from ..errors import ImageReadError
+        from ..io.images import _register_heif, heif_unreadable
         _register_heif()
-        with Image.open(image) as opened:
+        try:
+            opened = Image.open(image)
+        except UnidentifiedImageError:
+            why = heif_unreadable(image)
+            if why:
+                raise ImageReadError(image, why) from None
+            raise
+        with opened:
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
                            guard=guard, precision=precision)
     for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):

@@ -93,10 +93,19 @@ def jpeg(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> Coded:
 
 
 # ------------------------------------------------------------------ HEVC
+def _pillow_heif():
+    """The pillow_heif module, or a CodecError saying how to install it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise CodecError("HEVC coding needs pillow-heif: pip install pillow-heif (or the [heif] extra)") from None
+    return pillow_heif
+
+
 def hevc(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = None, subsampling: str = "420",
          bit_depth: int = 8, preset: Optional[str] = None, threads: Optional[int] = None) -> Coded:
     """HEVC intra via pillow-heif: :func:`hevc_file`'s file, decoded (see there), with its QP."""
-    import pillow_heif
+    pillow_heif = _pillow_heif()
 
     data = hevc_file(img, quality, qp, subsampling, bit_depth, preset, threads)
     # decoded as `restore` reads a HEIF file (pillow-heif's own conversion of a 10-bit picture to
@@ -122,7 +131,7 @@ def hevc_file(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = 
     every image, and on a 96x96 patch a pool of 16 threads took twice the CPU time of one
     (2-core VM; see :func:`with_threads`).
     """
-    import pillow_heif
+    pillow_heif = _pillow_heif()
 
     img = _check_rgb(img)
     chroma = {"420": 420, "422": 422, "444": 444}.get(str(subsampling))
@@ -317,6 +326,18 @@ def _checked(s: "CodecSpec") -> "CodecSpec":
 def compress(img: np.ndarray, spec, quality: Optional[int] = None) -> Coded:
     """Compress and decompress ``img`` with a codec spec string (or :class:`CodecSpec`)."""
     return parse_spec(spec, quality)(img)
+
+
+def check_encoder(spec, quality: Optional[int], label: str, side: int = 32) -> None:
+    """Code one flat ``side`` x ``side`` picture with ``spec`` at ``quality``: a value only the
+    encoder refuses, or an encoder that cannot run (pillow-heif missing), fails here as one
+    :class:`CodecError` starting with ``label`` (e.g. ``--codec hevc``), before any real work."""
+    try:
+        parse_spec(spec, quality)(np.full((side, side, 3), 128, np.uint8))
+    except CodecError as e:
+        raise CodecError(f"{label}: {e}") from None
+    except Exception as e:    # noqa: BLE001  an encoder library's own error, whatever its type
+        raise CodecError(f"{label}: the encoder failed on a test picture: {type(e).__name__}: {e}") from None
 
 
 def available() -> Dict[str, bool]:

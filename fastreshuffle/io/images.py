@@ -33,19 +33,38 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 # most we decode.
 MAX_PIXELS = 16384 * 16384
 
-_heif_registered = False
+_heif_registered: Optional[bool] = None    # pillow-heif's opener registered (None: not tried yet)
 
 
-def _register_heif() -> None:
+def _register_heif() -> bool:
+    """Register pillow-heif's opener with Pillow (once): whether HEIF files can be read."""
     global _heif_registered
-    if _heif_registered:
-        return
-    _heif_registered = True
+    if _heif_registered is None:
+        try:
+            import pillow_heif
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+        except Exception:  # optional: without it a HEIF file is said to need it (heif_unreadable)
+            _heif_registered = False
+    return _heif_registered
+
+
+# ISO base media file brands of HEIF / AVIF still images (the "ftyp" box at the file's start)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` cannot be read when it is a HEIF / AVIF file and pillow-heif is not installed
+    (None otherwise)."""
     try:
-        import pillow_heif
-        pillow_heif.register_heif_opener()
-    except Exception:  # pragma: no cover - optional
-        pass
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if head[4:8] != b"ftyp" or head[8:12] not in _HEIF_BRANDS or _register_heif():
+        return None
+    return (f"a HEIF/AVIF image ({head[8:12].decode()}): reading it needs pillow-heif: pip install pillow-heif "
+            "(or the [heif] extra)")
 
 
 def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
@@ -414,7 +433,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
             return f
-        raise ImageReadError(path, "not a recognised image format (corrupt file or not an image)") from None
+        raise ImageReadError(path, heif_unreadable(path) or "not a recognised image format (corrupt file or not "
+                                                            "an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():

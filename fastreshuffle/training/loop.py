@@ -215,7 +215,7 @@ def _check_folder(option: str, folder) -> None:
 
 
 def _codec_and_qualities(args):
-    from ..io.codecs import fixed_qp, parse_spec, with_threads
+    from ..io.codecs import check_encoder, fixed_qp, parse_spec, with_threads
     from .data import parse_quality_range
 
     given = args.quality is not None
@@ -239,14 +239,7 @@ def _codec_and_qualities(args):
         # one patch-sized picture coded before anything is made: a value only the encoder refuses
         # fails here, with the codec named, not in a data worker at the first sample (x265's
         # placebo preset cannot code 16 px, so not smaller than what the workers code)
-        try:
-            side = max(args.patch, 32)
-            parse_spec(spec, qualities[0])(np.full((side, side, 3), 128, np.uint8))
-        except CodecError:
-            raise
-        except Exception as e:    # noqa: BLE001  an encoder library's own error, whatever its type
-            raise CodecError(f"--codec {args.codec}: the encoder failed on a test picture: "
-                             f"{type(e).__name__}: {e}") from None
+        check_encoder(spec, qualities[0], f"--codec {args.codec}", side=max(args.patch, 32))
     except (ValueError, CodecError) as e:
         raise UserError(str(e)) from None
     return spec, qualities
