@@ -5,13 +5,21 @@
 // and their kernels by <op>/cpu/*.cpp and <op>/cuda/*.cu (TORCH_LIBRARY_IMPL, one per backend).
 #include <Python.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 extern "C" {
 // Importing fastreshuffle._C from Python runs the static TORCH_LIBRARY registrations of every
-// source of the extension.
+// source of the extension.  The module records the torch release it was compiled against
+// (torch_major, torch_minor), which fastreshuffle/ops/_extension.py checks as it loads.
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* m = PyModule_Create(&module_def);
+  if (m != nullptr && (PyModule_AddIntConstant(m, "torch_major", TORCH_VERSION_MAJOR) < 0 ||
+                       PyModule_AddIntConstant(m, "torch_minor", TORCH_VERSION_MINOR) < 0)) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }
 }
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["UserError", "WeightsError", "ImageReadError", "OutputExistsError", "CodecError", "DataError"]
+__all__ = ["UserError", "WeightsError", "ImageReadError", "OutputExistsError", "CodecError", "DataError",
+           "ExtensionError"]
 
 
 class UserError(Exception):
@@ -41,3 +42,8 @@ class CodecError(ValueError):
 
 class DataError(ValueError):
     """A data folder that cannot be used (missing, empty, nothing readable)."""
+
+
+class ExtensionError(ImportError):
+    """The compiled extension cannot be used: not built, or built against another torch release
+    (the CLI says it in one line)."""

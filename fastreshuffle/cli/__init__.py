@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from ..errors import UserError
+from ..errors import ExtensionError, UserError
 
 SUBCOMMANDS = {
     # name: (module, one-line help)
@@ -55,6 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except UserError as e:
             print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)
             return 2
+        except ExtensionError as e:
+            print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as e:
             what, code = interrupted(e)
             print(f"fastreshuffle {argv[0]}: {what}", file=sys.stderr)

@@ -34,20 +34,23 @@ def data_root(override: Optional[Union[str, os.PathLike]] = None) -> Path:
     return default_roots()[0]
 
 
-def default_roots() -> Tuple[Path, Path]:
+def default_roots() -> Tuple[Path, ...]:
     """Where the default data root is looked for: ``../shared/data`` from the current folder,
-    then from the source checkout."""
-    return Path.cwd() / DEFAULT_RELATIVE, Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE
+    then from the source checkout (when the package runs from one, not installed from a wheel)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "setup.py").is_file():
+        return Path.cwd() / DEFAULT_RELATIVE, checkout / DEFAULT_RELATIVE
+    return (Path.cwd() / DEFAULT_RELATIVE,)
 
 
 def missing_folder_message(folder: Path, what: str) -> str:
     """The error for a data folder that does not exist: what to pass instead."""
     msg = f"{what} folder not found: {folder}."
-    cwd_root, repo_root = default_roots()
-    if Path(folder).is_relative_to(cwd_root) and not cwd_root.is_dir() and not repo_root.is_dir():
-        # the default root, found in neither place it is looked for: name both
-        msg += (" No data root: ../shared/data exists neither from the current folder "
-                f"({cwd_root}) nor from the source checkout ({repo_root}).")
+    roots = default_roots()
+    if Path(folder).is_relative_to(roots[0]) and not any(r.is_dir() for r in roots):
+        # the default root, found in no place it is looked for: name them
+        msg += (f" No data root: ../shared/data does not exist from the current folder ({roots[0]})"
+                + (f" nor from the source checkout ({roots[1]})." if len(roots) > 1 else "."))
     return (msg + " Pass --data FOLDER (any folder of PNG/JPEG images), "
             f"or --data-root / ${ENV_VAR} pointing at a folder with eval/Kodak24 and train/CBSD432 "
             "(public sets: Kodak24 from r0k.us/graphics/kodak, CBSD432 = BSDS500 minus CBSD68)")

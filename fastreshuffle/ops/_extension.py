@@ -5,13 +5,29 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ExtensionError
+
+_REBUILD = ("rebuild it against this torch -- from a checkout `pip install --no-build-isolation -e .`, from "
+            "its source package `pip install --no-build-isolation --force-reinstall --no-deps fastreshuffle-*.tar.gz` "
+            "(a C++ compiler is needed) -- or install the torch it was built for")
+
 try:
-    from .. import _C  # noqa: F401
+    from .. import _C
 except ImportError as e:  # pragma: no cover - only without a build
-    raise ImportError(
-        "fastreshuffle's C++ extension (fastreshuffle._C) is not built or does not match the "
-        "installed torch; reinstall with `pip install --no-build-isolation -e .` "
-        f"(original error: {e})") from e
+    raise ExtensionError(f"fastreshuffle's C++ extension (fastreshuffle._C) cannot be loaded ({e}): {_REBUILD}") from e
+
+
+def torch_release(version: str):
+    """(major, minor) of a torch version string such as ``2.13.0+cpu``."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+BUILT_FOR = (getattr(_C, "torch_major", None), getattr(_C, "torch_minor", None))
+if BUILT_FOR != torch_release(torch.__version__):   # another C++ ABI: calls could crash
+    raise ExtensionError(f"fastreshuffle's C++ extension was compiled against torch "
+                         f"{'.'.join(map(str, BUILT_FOR)) if None not in BUILT_FOR else '(unknown)'}, "
+                         f"but torch {torch.__version__} is installed: {_REBUILD}")
 
 ops = torch.ops.fastreshuffle
 

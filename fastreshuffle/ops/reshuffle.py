@@ -230,3 +230,42 @@ def _up_backward(ctx, grad):
 
 torch.library.register_autograd("fastreshuffle::reshuffle_down", _down_backward, setup_context=_setup_context)
 torch.library.register_autograd("fastreshuffle::reshuffle_up", _up_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------- CUDA without the CUDA kernels
+# A CUDA torch whose extension was built without nvcc (setup.py then builds the CPU kernels only)
+# would fail in the dispatcher on CUDA tensors: there, CUDA tensors take torch's own
+# pixel_(un)shuffle, which these ops equal bit for bit (slower; said once per call site).
+def _torch_reshuffle(x: torch.Tensor, scale: int, down: bool) -> torch.Tensor:
+    import warnings
+    warnings.warn("fastreshuffle was built without its CUDA kernels (nvcc was not found at install time): "
+                  "CUDA tensors are reshuffled by torch's pixel_(un)shuffle; rebuild with nvcc for the "
+                  "fast ones", stacklevel=3)
+    _check(x, scale, "reshuffle_down" if down else "reshuffle_up")
+    fn = torch.nn.functional.pixel_unshuffle if down else torch.nn.functional.pixel_shuffle
+    return fn(x, scale)
+
+
+def _torch_down(x, scale):
+    return _torch_reshuffle(x, scale, True)
+
+
+def _torch_up(x, scale):
+    return _torch_reshuffle(x, scale, False)
+
+
+def _torch_down_out(x, scale, out):
+    _check_out(x, out, scale, True)
+    out.copy_(_torch_reshuffle(x, scale, True))
+
+
+def _torch_up_out(x, scale, out):
+    _check_out(x, out, scale, False)
+    out.copy_(_torch_reshuffle(x, scale, False))
+
+
+TORCH_CUDA_FALLBACK = {"reshuffle_down": _torch_down, "reshuffle_up": _torch_up,
+                       "reshuffle_down_out": _torch_down_out, "reshuffle_up_out": _torch_up_out}
+if not built_with_cuda():
+    for _name, _fn in TORCH_CUDA_FALLBACK.items():
+        torch.library.impl(f"fastreshuffle::{_name}", "CUDA", _fn)

@@ -58,3 +58,22 @@ def test_missing_default_root_names_both_places(tmp_path, monkeypatch, capsys):
     assert main(["eval", "--codec", "jpeg", "--quality", "10", "-q"]) == 2
     err = capsys.readouterr().err
     assert f"folder not found: {checkout / 'eval' / 'Kodak24'}" in err and str(here) not in err
+
+
+def test_an_installed_package_looks_for_no_source_checkout(tmp_path, monkeypatch, capsys):
+    """Installed from a wheel (no setup.py above the package), the default root is looked for
+    from the current folder only, and the error speaks of no "source checkout" inside
+    site-packages."""
+    from fastreshuffle.io import datasets
+
+    site = tmp_path / "site-packages" / "fastreshuffle" / "io"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(datasets, "__file__", str(site / "datasets.py"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FASTRESHUFFLE_DATA", raising=False)
+    assert datasets.default_roots() == (tmp_path / "../shared/data",)
+    assert main(["eval", "--codec", "jpeg", "--quality", "10", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist from the current folder" in err and "source checkout" not in err
+    (site.parent.parent / "setup.py").write_text("")   # a checkout: looked for there too
+    assert len(datasets.default_roots()) == 2

@@ -448,3 +448,35 @@ def test_forward_mode_ad_is_refused_not_zero():
     import torch.autograd.forward_ad as fwad
     with fwad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
         reshuffle_down(fwad.make_dual(x, t), 1)
+
+
+@pytest.mark.skipif(fastreshuffle.ops.built_with_cuda(), reason="the extension has its CUDA kernels")
+def test_cuda_tensors_fall_back_to_torch_without_the_cuda_kernels():
+    """Built without nvcc (as here): the ops have CUDA kernels all the same -- torch's
+    pixel_(un)shuffle, registered from Python -- so a CUDA torch never fails in the dispatcher.
+    Run on CPU tensors: the same values as the ops, ``out=`` written, bad arguments refused."""
+    import warnings
+
+    from fastreshuffle.ops import reshuffle as R
+    for name in R.TORCH_CUDA_FALLBACK:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastreshuffle::{name}", "CUDA"), name
+    ops = torch.ops.fastreshuffle
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x in (torch.randn(2, 3, 8, 12), torch.randint(0, 255, (1, 3, 12, 8), dtype=torch.uint8)
+                  .contiguous(memory_format=torch.channels_last), torch.randn(2, 3, 16, 12)[:, :, ::2]):
+            down = R._torch_down(x, 2)
+            assert torch.equal(down, ops.reshuffle_down(x, 2))
+            assert torch.equal(R._torch_up(down, 2), ops.reshuffle_up(down, 2))
+            buf = torch.full((x.shape[0], 13, x.shape[2] // 2, x.shape[3] // 2), 7, dtype=x.dtype)
+            R._torch_down_out(x, 2, buf[:, :12])
+            assert torch.equal(buf[:, :12], down) and (buf[:, 12] == 7).all()
+            up = torch.zeros_like(x)
+            R._torch_up_out(down, 2, up)
+            assert torch.equal(up, x)
+        with pytest.raises(ValueError, match="scale"):
+            R._torch_down(torch.zeros(1, 1, 4, 4), 0)
+        with pytest.raises((ValueError, RuntimeError)):
+            R._torch_down_out(torch.zeros(1, 1, 4, 4), 2, torch.zeros(1, 3, 2, 2))
+    with pytest.warns(UserWarning, match="without its CUDA kernels"):
+        R._torch_up(torch.zeros(1, 4, 2, 2), 2)
