@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         return 1
     incs = include_paths() + [sysconfig.get_paths()["include"], os.path.join(here, "csrc")]
     arch = os.environ.get("FASTRESHUFFLE_CUDA_ARCH", "90")
-    flags = ["-std=c++17", "-O2", "-DFASTRESHUFFLE_WITH_CUDA", f"-gencode=arch=compute_{arch},code=sm_{arch}",
+    # C++20: what torch's BuildExtension passes to nvcc for torch 2.13 and later (setup.py sets none)
+    flags = ["-std=c++20", "-O2", "-DFASTRESHUFFLE_WITH_CUDA", f"-gencode=arch=compute_{arch},code=sm_{arch}",
              "--expt-relaxed-constexpr", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
              "-DTORCH_EXTENSION_NAME=_C", "-Xcompiler", "-fPIC"]
     abi = getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", None)
