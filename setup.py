@@ -28,10 +28,12 @@ def _version() -> str:
 
 
 def _torch_requirement() -> str:
-    """The torch release the extension is compiled against (its minor version)."""
+    """The torch release the extension is compiled against (its minor version), pre-releases,
+    nightlies and source builds of it included (2.13.0a0+git..., 2.13.0.dev..., 2.13.0rc1 sort
+    below 2.13 under PEP 440)."""
     import torch
     major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
-    return f"torch>={major}.{minor},<{major}.{minor + 1}"
+    return f"torch>={major}.{minor}.0.dev0,<{major}.{minor + 1}.0.dev0"
 
 
 def _ext_modules():
@@ -77,7 +79,10 @@ def _ext_modules():
 
 
 def _check_compiler() -> None:
-    """A one-line failure when there is no C++ compiler to build the extension with."""
+    """A one-line failure when there is no C++ compiler to build the extension with (not on
+    Windows, where torch finds MSVC's cl itself)."""
+    if os.name == "nt":
+        return
     cxx = (os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++").split()[0]
     if shutil.which(cxx) is None:
         sys.exit(f"fastreshuffle: no C++ compiler: {cxx!r} is not on PATH (install one, e.g. g++, or set CXX); "

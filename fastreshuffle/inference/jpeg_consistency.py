@@ -184,7 +184,7 @@ def project(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables, *,
     h = decoded.shape[0]
     mh = _N * tables.subsampling[0]
     rows = strip_rows // mh * mh
-    out = np.empty_like(restored)
+    out = np.empty(restored.shape, np.uint8)
     if strip_rows <= 0 or rows <= 0 or rows >= h:
         _project_rgb(decoded, restored, tables, out, 0, h)
         return out

@@ -371,15 +371,14 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
         from PIL import Image, UnidentifiedImageError
 
-        from ..errors import ImageReadError
         from ..io.images import _register_heif, heif_unreadable
         _register_heif()
         try:
             opened = Image.open(image)
-        except UnidentifiedImageError:
+        except UnidentifiedImageError:    # (an OSError, as for any file Pillow cannot read)
             why = heif_unreadable(image)
             if why:
-                raise ImageReadError(image, why) from None
+                raise UnidentifiedImageError(f"{image}: {why}") from None
             raise
         with opened:
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,

@@ -49,21 +49,29 @@ def _register_heif() -> bool:
     return _heif_registered
 
 
-# ISO base media file brands of HEIF / AVIF still images (the "ftyp" box at the file's start)
-_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+# ISO base media file brands (the "ftyp" box at the file's start) of HEIF and of AVIF still images
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
 
 
 def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
-    """Why ``path`` cannot be read when it is a HEIF / AVIF file and pillow-heif is not installed
-    (None otherwise)."""
+    """Why ``path`` cannot be read when it is a HEIF file and pillow-heif is not installed, or an
+    AVIF file and Pillow has no AVIF support (None otherwise)."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
     except OSError:
         return None
-    if head[4:8] != b"ftyp" or head[8:12] not in _HEIF_BRANDS or _register_heif():
+    if head[4:8] != b"ftyp":
         return None
-    return (f"a HEIF/AVIF image ({head[8:12].decode()}): reading it needs pillow-heif: pip install pillow-heif "
+    if head[8:12] in _AVIF_BRANDS:
+        from PIL import features
+        if features.check("avif"):
+            return None
+        return "an AVIF image: reading it needs Pillow 11.2 or later built with AVIF (pip install -U pillow)"
+    if head[8:12] not in _HEIF_BRANDS or _register_heif():
+        return None
+    return (f"a HEIF image ({head[8:12].decode()}): reading it needs pillow-heif: pip install pillow-heif "
             "(or the [heif] extra)")
 
 

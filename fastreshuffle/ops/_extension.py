@@ -24,9 +24,11 @@ def torch_release(version: str):
 
 
 BUILT_FOR = (getattr(_C, "torch_major", None), getattr(_C, "torch_minor", None))
+if None in BUILT_FOR:   # built before the extension recorded its torch
+    raise ExtensionError("fastreshuffle's C++ extension was built by an older version of fastreshuffle: rebuild "
+                         "it -- from a checkout `pip install --no-build-isolation -e .`")
 if BUILT_FOR != torch_release(torch.__version__):   # another C++ ABI: calls could crash
-    raise ExtensionError(f"fastreshuffle's C++ extension was compiled against torch "
-                         f"{'.'.join(map(str, BUILT_FOR)) if None not in BUILT_FOR else '(unknown)'}, "
+    raise ExtensionError(f"fastreshuffle's C++ extension was compiled against torch {BUILT_FOR[0]}.{BUILT_FOR[1]}, "
                          f"but torch {torch.__version__} is installed: {_REBUILD}")
 
 ops = torch.ops.fastreshuffle

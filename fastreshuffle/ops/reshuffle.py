@@ -241,9 +241,12 @@ def _torch_reshuffle(x: torch.Tensor, scale: int, down: bool) -> torch.Tensor:
     warnings.warn("fastreshuffle was built without its CUDA kernels (nvcc was not found at install time): "
                   "CUDA tensors are reshuffled by torch's pixel_(un)shuffle; rebuild with nvcc for the "
                   "fast ones", stacklevel=3)
+    from torch._prims_common import suggest_memory_format
     _check(x, scale, "reshuffle_down" if down else "reshuffle_up")
     fn = torch.nn.functional.pixel_unshuffle if down else torch.nn.functional.pixel_shuffle
-    return fn(x, scale)
+    # the ops keep the input's memory format (as their fake kernels say); torch's CUDA
+    # pixel_(un)shuffle returns contiguous tensors
+    return fn(x, scale).contiguous(memory_format=suggest_memory_format(x))
 
 
 def _torch_down(x, scale):

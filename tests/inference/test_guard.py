@@ -135,6 +135,8 @@ def test_projection_equals_the_plain_whole_image_reference(q, sub):
         assert not np.array_equal(want, noisy)
         for rows, workers in ((0, 1), (48, 1), (48, 3), (256, 2)):
             assert np.array_equal(project(dec, noisy, t, strip_rows=rows, workers=workers), want), (rows, workers)
+    got = project(dec, noisy.astype(np.int16), t)      # the result is uint8 whatever the input's dtype
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("threads", [1, 4])

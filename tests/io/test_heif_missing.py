@@ -45,12 +45,12 @@ def test_restore_says_a_heif_file_needs_pillow_heif(heic, tmp_path):
     assert not (tmp_path / "out.png").exists()
 
 
-def test_restore_api_raises_image_read_error_naming_pillow_heif(heic):
+def test_restore_api_raises_unidentified_image_error_naming_pillow_heif(heic):
     r = _without_heif("import fastreshuffle\n"
                       "try:\n    fastreshuffle.restore(sys.argv[1])\n"
                       "except Exception as e:\n    print(type(e).__name__, e)\n", heic)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ImageReadError") and "needs pillow-heif" in r.stdout
+    assert r.stdout.startswith("UnidentifiedImageError") and "needs pillow-heif" in r.stdout
 
 
 def test_heif_unreadable_only_for_heif_files_without_the_plugin(heic, tmp_path, monkeypatch):
@@ -63,6 +63,20 @@ def test_heif_unreadable_only_for_heif_files_without_the_plugin(heic, tmp_path, 
     assert images.heif_unreadable(tmp_path / "missing.heic") is None
     monkeypatch.setattr(images, "_heif_registered", True)
     assert images.heif_unreadable(heic) is None
+
+
+def test_an_avif_file_is_said_to_need_pillow_with_avif(tmp_path, monkeypatch):
+    """pillow-heif reads no AVIF: an AVIF file Pillow cannot open names Pillow's AVIF support."""
+    from PIL import features
+
+    from fastreshuffle.io import images
+    avif = tmp_path / "x.avif"
+    avif.write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(40))
+    monkeypatch.setattr(images, "_heif_registered", False)
+    monkeypatch.setattr(features, "check", lambda name: name != "avif")
+    assert "needs Pillow 11.2 or later built with AVIF" in images.heif_unreadable(avif)
+    monkeypatch.setattr(features, "check", lambda name: True)
+    assert images.heif_unreadable(avif) is None         # Pillow reads AVIF: this one is damaged
 
 
 @pytest.mark.parametrize("command", ["eval", "train"])

@@ -828,3 +828,25 @@ def test_cpu_kernel_env_switch(value, expect):
     else:
         assert r.returncode == 0, r.stderr
         assert int(r.stdout.strip()) == min(expect, CPU_ISA)
+
+
+@cuda
+@needs_cuda
+@pytest.mark.skipif(IN_INTERP_PROCESS, reason="runs natively")
+def test_triton_op_path_when_switched_on_at_import():
+    """With FASTRESHUFFLE_TRITON=1 as the package is imported, the dense ops are registered as
+    triton_op (torch.compile traces into the Triton kernel) -- not what the in-process tests get,
+    whose ops were registered with Triton off and switch it on per call: the CUDA grad/compile,
+    FastReshuffleNet and compile/export tests again, in a child process with the switch set."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, FASTRESHUFFLE_TRITON="1")
+    check = ("from fastreshuffle import backends; import fastreshuffle.ops.dense; "
+             "assert backends.triton_enabled(), 'Triton not on at import'")
+    r = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "triton",
+                        "tests/ops/test_dense_layer.py::test_cuda_functional_grad_and_compile",
+                        "tests/nn/test_fast_model.py::test_cuda_matches_reference",
+                        "tests/nn/test_fast_compile.py::test_compile_and_export_cuda"],
+                       env=env, capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0 and " passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

@@ -32,6 +32,12 @@ def test_another_torch_release_is_refused_with_how_to_rebuild():
     assert "2.99.0+cpu is installed" in last and "--no-build-isolation" in last
 
 
+def test_an_extension_built_before_it_recorded_its_torch_is_refused():
+    r = _child("import torch; import fastreshuffle._C as C; del C.torch_major; import fastreshuffle.ops.reshuffle")
+    assert r.returncode != 0
+    assert "built by an older version of fastreshuffle: rebuild" in r.stderr.strip().splitlines()[-1]
+
+
 def test_the_cli_says_it_in_one_line(tmp_path):
     from PIL import Image
     Image.new("RGB", (32, 32), (90, 100, 110)).save(tmp_path / "a.png")

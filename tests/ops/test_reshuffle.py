@@ -468,6 +468,8 @@ def test_cuda_tensors_fall_back_to_torch_without_the_cuda_kernels():
             down = R._torch_down(x, 2)
             assert torch.equal(down, ops.reshuffle_down(x, 2))
             assert torch.equal(R._torch_up(down, 2), ops.reshuffle_up(down, 2))
+            for got, want in ((down, ops.reshuffle_down(x, 2)), (R._torch_up(down, 2), ops.reshuffle_up(down, 2))):
+                assert got.stride() == want.stride()      # the ops keep the input's memory format
             buf = torch.full((x.shape[0], 13, x.shape[2] // 2, x.shape[3] // 2), 7, dtype=x.dtype)
             R._torch_down_out(x, 2, buf[:, :12])
             assert torch.equal(buf[:, :12], down) and (buf[:, 12] == 7).all()
