@@ -18,6 +18,10 @@ The outputs are compared first: every variant of the projection must give the re
 
     python -m benchmarks.bench_guard                       # 4032 x 3024 (12 MP), JPEG q90
     python -m benchmarks.bench_guard --size 1920x1080 --quality 50 --network
+
+``--restore-only`` times nothing but ``restore()`` with the guard off and on, and so runs against
+any version of the package: from another checkout's root (built),
+``PYTHONPATH=. python /path/to/benchmarks/bench_guard.py --restore-only``.
 """
 from __future__ import annotations
 
@@ -106,7 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="4032x3024", help="W x H of the photo [4032x3024]")
     ap.add_argument("--quality", type=int, default=90, help="JPEG quality [90]")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, the variants taking turns [3]")
-    ap.add_argument("--network", action="store_true", help="also time the shipped JPEG network alone")
+    ap.add_argument("--network", action="store_true", help="also time restore() of the file, guard off and on")
+    ap.add_argument("--restore-only", action="store_true",
+                    help="only restore(), guard off and on (works with any version of the package)")
     args = ap.parse_args(argv)
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -115,6 +121,8 @@ def main(argv=None) -> int:
     import time
 
     import torch
+    if args.restore_only:
+        return _restore_only(width, height, args.quality, args.rounds)
 
     from fastreshuffle.inference import guard
     from fastreshuffle.inference.jpeg_consistency import project
@@ -168,6 +176,32 @@ def main(argv=None) -> int:
     for k, ts in times.items():
         s = summarize(ts)
         print(f"{k:32s} {s['median']:8.3f}s {s['p20']:8.3f}s {s['p80']:8.3f}s  {base / s['median']:.2f}x")
+    return 0
+
+
+def _restore_only(width: int, height: int, quality: int, rounds: int) -> int:
+    import os
+    import platform
+    import statistics
+    import time
+
+    import torch
+
+    import fastreshuffle
+    im, _ = phone_jpeg(width, height, quality)
+    print(f"fastreshuffle from {os.path.dirname(fastreshuffle.__file__)}; torch {torch.__version__}, "
+          f"{platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"photo {width}x{height}, JPEG q{quality} 4:2:0")
+    times = {False: [], True: []}
+    for g in times:                     # warm-up: the model loaded, the kernels' weights packed
+        fastreshuffle.restore(im, guard=g)
+    for _ in range(rounds):
+        for g in times:
+            t0 = time.perf_counter()
+            fastreshuffle.restore(im, guard=g)
+            times[g].append(time.perf_counter() - t0)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(f"restore(), guard off {off:.3f} s; restore() {on:.3f} s (medians of {rounds}): the guard adds {on - off:.3f} s")
     return 0
 
 

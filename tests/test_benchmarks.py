@@ -72,6 +72,13 @@ def test_bench_guard_smoke(capsys):
         assert row in out
 
 
+def test_bench_guard_restore_only(capsys):
+    from benchmarks import bench_guard
+
+    assert bench_guard.main(["--size", "96x64", "--restore-only", "--rounds", "1"]) == 0
+    assert "the guard adds" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("which", ["project", "keep_uniform"])
 def test_bench_guard_fails_on_a_wrong_result(monkeypatch, capsys, which):
     from benchmarks import bench_guard
