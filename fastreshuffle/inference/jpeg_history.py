@@ -320,12 +320,15 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         b = min(hb, a + rows)
         px = rgb[oy + a * _N:oy + b * _N, ox:ox + wb * _N]
         y = _luma(px).reshape(b - a, _N, wb, _N).transpose(0, 2, 1, 3)
-        ends = (px == 0) | (px == 255)      # a colour clipped in one or two channels: its luma cannot follow
-        tinted = (ends.any(axis=2) & ~ends.all(axis=2)).reshape(b - a, _N, wb, _N).any(axis=(1, 3))
+        # a colour clipped in one or two channels: its luma cannot follow (channel by channel, and
+        # the blocks' maxima over contiguous runs: numpy's reductions over short strided axes are slow)
+        e0, e1, e2 = ((px[..., k] == 0) | (px[..., k] == 255) for k in range(3))
+        tinted = ((e0 | e1 | e2) & ~(e0 & e1 & e2)).reshape(b - a, _N, wb, _N).any(axis=3).any(axis=1)
         c = _DCT @ (y - 128) @ _DCT.T
         back = _DCT.T @ (np.round(c / step) * step) @ _DCT + 128
         moved = np.abs(np.clip(back, 0, 255) - y).mean(axis=(2, 3))
-        says = ((y.max(axis=(2, 3)) - y.min(axis=(2, 3))) >= _MASK_FLAT) & ~tinted
+        flat = np.ascontiguousarray(y).reshape(b - a, wb, _N * _N)
+        says = ((flat.max(axis=2) - flat.min(axis=2)) >= _MASK_FLAT) & ~tinted
         num[a:b] = says & (moved <= _MASK_MOVE)
         den[a:b] = says
     m = np.ones((hb, wb), bool)
