@@ -202,7 +202,8 @@ def project(decoded: np.ndarray, restored: np.ndarray, tables: JpegTables, *,
 
 def in_strips(work, tops, workers: int) -> None:
     """``work(top)`` for every strip, ``workers`` at a time on threads (numpy lets go of the GIL in
-    its loops); the first error is raised."""
+    its loops); the first error is raised, and then (or on Ctrl-C) the strips not yet started are
+    dropped (``Executor.map`` cancels them)."""
     tops = list(tops)
     if workers <= 1 or len(tops) <= 1:
         for top in tops:

@@ -139,6 +139,28 @@ def test_projection_equals_the_plain_whole_image_reference(q, sub):
     assert got.dtype == np.uint8 and np.array_equal(got, want)
 
 
+def test_strips_on_threads_stop_at_the_first_error():
+    """A strip's error is raised, and the strips not started then are not run (nor after Ctrl-C)."""
+    import threading
+    import time
+
+    from fastreshuffle.inference.jpeg_consistency import in_strips
+    done, lock = [], threading.Lock()
+
+    def work(top):
+        if top == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.02)
+        with lock:
+            done.append(top)
+    with pytest.raises(KeyboardInterrupt):
+        in_strips(work, range(0, 100 * 16, 16), 2)
+    assert len(done) < 10, len(done)
+    seen = []
+    in_strips(seen.append, range(0, 50, 10), 3)          # no error: every strip, once
+    assert sorted(seen) == [0, 10, 20, 30, 40]
+
+
 @pytest.mark.parametrize("threads", [1, 4])
 def test_guard_memory_is_a_strips_not_the_images(monkeypatch, threads):
     """The guard's numpy temporaries on a tall image (4096 x 512): under 4x the uint8 image
