@@ -33,6 +33,19 @@ import sys
 import numpy as np
 
 
+def fancy_up(p: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """libjpeg's "fancy" 2x upsampling along one axis (each sample -> 3/4 of itself + 1/4 of its
+    previous / next one, edges replicated), on full-size planes; ``f`` 1: ``p`` itself."""
+    if f == 1:
+        return p
+    m = p.shape[axis]
+    prev = np.take(p, np.r_[0, np.arange(m - 1)], axis=axis)
+    nxt = np.take(p, np.r_[np.arange(1, m), m - 1], axis=axis)
+    shape = list(p.shape)
+    shape[axis] = 2 * m
+    return np.stack([0.75 * p + 0.25 * prev, 0.75 * p + 0.25 * nxt], axis=axis + 1).reshape(shape)
+
+
 def reference_project(decoded: np.ndarray, restored: np.ndarray, tables, steps: int = 8) -> np.ndarray:
     """The projection of ``restored`` onto the JPEG intervals read from ``decoded`` (both H x W x 3
     uint8), written plainly on the whole image, independently of the package's code: JFIF YCbCr,
@@ -68,16 +81,6 @@ def reference_project(decoded: np.ndarray, restored: np.ndarray, tables, steps: 
     def down(p):
         hh, ww = p.shape
         return p.reshape(hh // fv, fv, ww // fw, fw).mean(axis=(1, 3))
-
-    def fancy_up(p, f, axis):
-        if f == 1:
-            return p
-        m = p.shape[axis]
-        prev = np.take(p, np.r_[0, np.arange(m - 1)], axis=axis)
-        nxt = np.take(p, np.r_[np.arange(1, m), m - 1], axis=axis)
-        shape = list(p.shape)
-        shape[axis] = 2 * m
-        return np.stack([0.75 * p + 0.25 * prev, 0.75 * p + 0.25 * nxt], axis=axis + 1).reshape(shape)
 
     dy = correction(pad(out[0]), pad(ref[0]), tables.luma)[:h, :w]
     dc = [np.zeros_like(dy), np.zeros_like(dy)]

@@ -81,3 +81,8 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             backends.resolve_device("cuda")
+
+
+def test_settings_default_is_triton_off():
+    from fastreshuffle import backends
+    assert backends.Settings().triton is False

@@ -77,3 +77,16 @@ def test_an_installed_package_looks_for_no_source_checkout(tmp_path, monkeypatch
     assert "does not exist from the current folder" in err and "source checkout" not in err
     (site.parent.parent / "setup.py").write_text("")   # a checkout: looked for there too
     assert len(datasets.default_roots()) == 2
+
+
+def test_no_data_root_claim_when_the_checkout_root_exists(tmp_path, monkeypatch):
+    """A folder under the current folder's root (given explicitly) that is missing, while the
+    source checkout's root exists: the message does not claim that no data root exists."""
+    from fastreshuffle.io import datasets
+    here, checkout = tmp_path / "here" / "shared" / "data", tmp_path / "checkout" / "shared" / "data"
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(datasets, "default_roots", lambda: (here, checkout))
+    msg = datasets.missing_folder_message(here / "eval" / "Kodak24", "eval")
+    assert "folder not found" in msg and "No data root" not in msg
+    checkout.rmdir()
+    assert "No data root" in datasets.missing_folder_message(here / "eval" / "Kodak24", "eval")

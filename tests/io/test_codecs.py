@@ -217,3 +217,25 @@ def test_one_qp_check_for_the_spec_the_encoder_and_eval():
     for bad in (-1, 52, "52", "4a", "", 30.5, True, None):
         with pytest.raises(CodecError, match="HEVC QP must be a whole number in 0..51"):
             check_qp(bad)
+
+
+def test_check_encoder_labels_the_codec_error():
+    from fastreshuffle.errors import CodecError
+    from fastreshuffle.io.codecs import check_encoder
+    with pytest.raises(CodecError, match=r"^--codec jpeg: jpeg quality must be in 1\.\.100, got 500$"):
+        check_encoder("jpeg", 500, "--codec jpeg")
+    check_encoder("jpeg", 10, "--codec jpeg")        # a working encoder: nothing raised
+
+
+def test_check_encoder_turns_an_encoders_own_error_into_a_codec_error(monkeypatch):
+    from fastreshuffle.errors import CodecError
+    """An encoder library's own exception (x265 refusing an option, say) becomes one CodecError
+    naming the label and the original type, so `eval` prints one line."""
+    from fastreshuffle.io import codecs
+
+    def refusing(img):
+        raise RuntimeError("x265 [error]: bad option")
+    monkeypatch.setattr(codecs, "parse_spec", lambda spec, quality=None: refusing)
+    with pytest.raises(CodecError, match=r"^--codec hevc: the encoder failed on a test picture: "
+                                         r"RuntimeError: x265 \[error\]: bad option$"):
+        codecs.check_encoder("hevc", 15, "--codec hevc")

@@ -99,3 +99,14 @@ def test_codec_error_names_the_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "pillow_heif", None)         # import pillow_heif -> ImportError
     with pytest.raises(CodecError, match="pip install pillow-heif"):
         compress(np.zeros((32, 32, 3), np.uint8), "hevc", 15)
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"])
+def test_every_heif_brand_is_said_to_need_pillow_heif(tmp_path, monkeypatch, brand):
+    from fastreshuffle.io import images
+    monkeypatch.setattr(images, "_heif_registered", False)          # as if pillow-heif were missing
+    p = tmp_path / "x.heic"
+    p.write_bytes(b"\x00\x00\x00\x18ftyp" + brand + bytes(20))
+    assert f"a HEIF image ({brand.decode()})" in images.heif_unreadable(p)
+    p.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(20))            # an MP4: not HEIF
+    assert images.heif_unreadable(p) is None
