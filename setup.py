@@ -6,7 +6,8 @@ disables them.  ``TORCH_CUDA_ARCH_LIST`` defaults to ``9.0`` (H100/H200) for eve
 
 The C++ standard is the one torch's ``BuildExtension`` passes for the torch it builds against
 (C++20 for torch 2.13 and later, whose headers need it), and the package then requires that torch
-release (``torch>=2.13,<2.14`` for a build made with 2.13): the extension is compiled against its
+release (``torch>=2.13.0.dev0,<2.14.0.dev0`` for a build made with 2.13, its pre-releases and
+source builds included): the extension is compiled against its
 C++ ABI, and checks it as it loads (``fastreshuffle/ops/_extension.py``).
 """
 import glob
