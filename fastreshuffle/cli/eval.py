@@ -148,8 +148,8 @@ def run(args) -> int:
                 raise UserError(f"{opt} {path} is one of the images in {folder}: it would be replaced; "
                                 "name another file")
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn, recursive=args.recursive)
-    lossy = [n for n in names
-             if Path(n).suffix.lower() in (".jpg", ".jpeg", ".jfif", ".heic", ".heif", ".webp", ".avif")]
+    from ..io.images import LOSSY_EXTENSIONS
+    lossy = [n for n in names if Path(n).suffix.lower() in LOSSY_EXTENSIONS]
     if lossy:
         warn(f"{len(lossy)} of the {len(names)} images are in a lossy format ({', '.join(lossy[:3])}"
              f"{', ...' if len(lossy) > 3 else ''}): eval codes each image and measures against it, so it needs "

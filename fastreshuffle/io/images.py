@@ -27,6 +27,8 @@ from .jpeg_tables import JpegTables, tables_from_pil
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm",
                     ".gif", ".heic", ".heif", ".avif", ".tga", ".jp2", ".j2k", ".jfif"}
+# those whose files are usually lossy-coded (not originals to measure a restoration against)
+LOSSY_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".heic", ".heif", ".webp", ".avif"}
 
 # Pillow warns above its MAX_IMAGE_PIXELS (~89.5 Mpixel by default), which the loader takes as a
 # refusal; where a program has raised that limit, this many pixels (a 16k x 16k image) is still the

@@ -680,6 +680,7 @@ class _Loop:
         self.best = -float("inf")
         # the step's validation and checkpoint are due but not done: an interrupt saves them as to do
         self.val_pending = False
+        self.val_codec = None     # the codec's PSNR on the validation set, once validated (the last line)
         self.loss_sum, self.loss_n, self.grad_max = 0.0, 0, 0.0
         self.whole = None
 
@@ -731,7 +732,7 @@ class _Loop:
         if self.valset is not None:
             self.val_pending = True
             v = validate(self.model, self.valset, self.dist.device)
-            self.val_codec = v["val_psnr_codec"]     # (the same set each time: for the last line)
+            self.val_codec = v["val_psnr_codec"]     # (the same set each time)
         with _signals_held():       # the best, its log row and its files change together
             self.val_pending = False
             return self._record_validation(step, lr, lval, t0, log, bar, v)
@@ -905,9 +906,8 @@ class _Loop:
             log.close()
         if dist.main:
             best_txt = f"best val PSNR {self.best:.3f} dB" if math.isfinite(self.best) else ""
-            codec = getattr(self, "val_codec", None)
-            if best_txt and codec is not None:
-                best_txt += f" (codec {codec:.3f} dB, gain {self.best - codec:+.3f})"
+            if best_txt and self.val_codec is not None:
+                best_txt += f" (codec {self.val_codec:.3f} dB, gain {self.best - self.val_codec:+.3f})"
             best_txt += "; " if best_txt else ""
             best_file = self.run_dir / "best.safetensors"
             weights = best_file if best_file.is_file() else self.run_dir / "last.safetensors"
