@@ -43,6 +43,7 @@ from typing import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from benchmarks.common import SUBSAMPLING, cpu_flags
 from fastreshuffle.metrics import psnr as _psnr
@@ -52,7 +53,6 @@ DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
 
 
 def _encode(a, q, sub):
-    from PIL import Image
 
     from fastreshuffle.io.codecs import jpeg_file
     data = jpeg_file(a, q, SUBSAMPLING[sub])
@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", default="3,5", help="off-grid crop offset dy,dx for the blind check")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--every", type=int, default=1, help="take every N-th image")
+    ap.add_argument("--reduce", type=int, default=1,
+                    help="shrink each photo N times (mean of N x N pixels) first: originals that are "
+                         "JPEGs themselves (CBSD432: q95) lose their own coding noise")
     ap.add_argument("--strengths", action="store_true", help="fixed strengths instead of the schedule")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="PNG plot of mean gain vs quality")
@@ -101,6 +104,9 @@ def main(argv=None) -> int:
     images, names, _ = load_eval_images(folder)
     images = images[::args.every][:args.limit]
     names = list(names)[::args.every][:args.limit]
+    if args.reduce > 1:
+        from fastreshuffle.training.data import shrink
+        images = [shrink(a, args.reduce) for a in images]
     net = get_model(args.model, "cpu")
     dy, dx = (int(v) for v in args.crop.split(","))
 
@@ -111,7 +117,8 @@ def main(argv=None) -> int:
         return _hevc(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
 
-    print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, JPEG subsampling "
+    print(f"# harm curve: {folder} ({len(images)} images"
+          + (f", shrunk {args.reduce}x" if args.reduce > 1 else "") + f"), model {args.model}, JPEG subsampling "
           f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     rows = []
@@ -138,7 +145,7 @@ def main(argv=None) -> int:
             rec["blind_crop"].append(_psnr(ca, fr.restore(cd, args.model, device="cpu")) - cbase)
             rec["raw_crop"].append(_psnr(ca, raw(cd)) - cbase)
         if args.strengths:
-            _say_strengths(q, strengths, rows)
+            _say_strengths(q, strengths, rows, names)
             continue
         row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"]))}
         row.update({k: _stats(rec[k], names) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
@@ -150,7 +157,8 @@ def main(argv=None) -> int:
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
         _say_harmed(q, row, ("guarded", "blind", "blind_crop"))
-    doc = {"data": str(folder), "images": len(images), "model": args.model, "subsampling": args.subsampling,
+    doc = {"data": str(folder), "images": len(images), "reduce": args.reduce, "model": args.model,
+           "subsampling": args.subsampling,
            "cpu_flags": cpu_flags(), "rows": rows}
     if not args.strengths:
         never_raw = [_psnr(a, raw(a)) for a in images]
@@ -176,7 +184,6 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     first image tiled to about 1 megapixel, each opened afresh as restore gets it; in seconds per
     megapixel."""
     import torch
-    from PIL import Image
 
     import fastreshuffle as fr
     big = np.tile(images[0], (2, 2, 1))[:1024, :1024]
@@ -193,11 +200,12 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     return per_mp
 
 
-def _say_strengths(q, strengths, rows) -> None:
-    """Print and keep (in ``rows``) one quality's mean / worst gain at each fixed strength."""
+def _say_strengths(q, strengths, rows, names=None) -> None:
+    """Print and keep (in ``rows``, with each image's gain when ``names`` are given) one quality's
+    mean / worst gain at each fixed strength."""
     print(f"q{q:3d}  " + "  ".join(f"s={s:.2f} {np.mean(v):+.3f}/{np.min(v):+.3f}"
                                   for s, v in strengths.items()) + "   (mean/worst dB)", flush=True)
-    rows.append({"quality": q, **{f"strength_{s}": _stats(v) for s, v in strengths.items()}})
+    rows.append({"quality": q, **{f"strength_{s}": _stats(v, names) for s, v in strengths.items()}})
 
 
 def _say_harmed(q, row, keys) -> None:
@@ -268,7 +276,7 @@ def _hevc(args, folder, images, names, raw) -> int:
             rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp,
                                                         None if same else for_qp)[0]) - base)
         if args.strengths:
-            _say_strengths(q, strengths, rows)
+            _say_strengths(q, strengths, rows, names)
             continue
         row = {"quality": q, "qp_mean": float(np.mean(rec["qp"])), "bpp": float(np.mean(rec["bpp"])),
                "codec_psnr_mean": float(np.mean(rec["codec"])),

@@ -414,6 +414,39 @@ def test_harm_curve_names_each_image(tmp_path, capsys):
             assert f"{k} {r[k]['worst_image']}" in line[0]
 
 
+def test_harm_curve_strengths_on_shrunk_photos(tmp_path, capsys):
+    """--strengths --reduce 2: each photo halved first (data.shrink), then per fixed strength the
+    guarded gain of every image, recomputed here from the shrunk photo."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import harm_curve
+    from fastreshuffle.inference.guard import Guard, apply_guard, guard_for
+    from fastreshuffle.inference.loading import get_model
+    from fastreshuffle.inference.tiling import restore_uint8
+    from fastreshuffle.io.jpeg_tables import tables_from_pil
+    from fastreshuffle.training.data import shrink
+    make_images(tmp_path / "photos", n=2, size=96)
+    out = tmp_path / "s.json"
+    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--strengths", "--reduce", "2",
+                            "--qualities", "90", "--json", str(out)]) == 0
+    assert "shrunk 2x" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["reduce"] == 2
+    row, = doc["rows"]
+    net = get_model("jpeg", "cpu")
+    for s in (1.0, 0.75, 0.5, 0.25):
+        per = row[f"strength_{s}"]["per_image"]
+        assert sorted(per) == ["img0.png", "img1.png"]
+        for name, got in per.items():
+            a = shrink(np.asarray(Image.open(tmp_path / "photos" / name).convert("RGB")), 2)
+            im, dec, _ = harm_curve._encode(a, 90, 2)
+            assert dec.shape == (48, 48, 3)
+            g = guard_for(tables_from_pil(im))
+            y = apply_guard(dec, restore_uint8(net, dec, tile=0), Guard(g.tables, g.quality, s))
+            assert abs(got - (harm_curve._psnr(a, y) - harm_curve._psnr(a, dec))) < 1e-9, (s, name)
+
+
 def test_harm_curve_hevc(tmp_path, capsys):
     """--codec hevc: raw vs guarded per quality, with the QP read from each file; at quality 70
     (QP 12) the guard passes every image through (gain exactly 0)."""
@@ -488,10 +521,10 @@ def test_same_format_rows(tmp_path, capsys):
     from benchmarks import same_format as sf
     make_images(tmp_path / "photos", n=2, size=64)
     out = tmp_path / "same.json"
-    assert sf.main(["--data", str(tmp_path / "photos"), "--quality", "50", "95", "--json", str(out)]) == 0
+    assert sf.main(["--data", str(tmp_path / "photos"), "--quality", "50", "99", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert [r["quality"] for r in rows] == [50, 95]
-    assert rows[1]["mean"][0] == 0.0                  # q95 is passed through: png column unchanged
+    assert [r["quality"] for r in rows] == [50, 99]
+    assert rows[1]["mean"][0] == 0.0                  # q99 is passed through: png column unchanged
     want = []
     for name in ("img0.png", "img1.png"):
         img = np.asarray(Image.open(tmp_path / "photos" / name))

@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--encode whole: coded versions per image, each its own orientation and quality [%(default)s]")
     g.add_argument("--coded-cache", metavar="DIR",
                    help="--encode whole: keep the coded versions in DIR (.npy) and reuse them [memory only]")
+    g.add_argument("--reduce", type=int, metavar="N",
+                   help="shrink every photo (training and validation) N times first, each pixel the mean of "
+                        "N x N: for originals that are JPEGs themselves (CBSD432's are quality 95), whose own "
+                        "coding noise a network trained for high qualities would learn to put back [%(default)s]")
     g.add_argument("--small-images", choices=["pad", "skip"],
                    help="what to do with images smaller than the patch [%(default)s]")
     g.add_argument("--workers", type=int, help="DataLoader worker processes [min(2, cpus)]")

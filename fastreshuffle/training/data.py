@@ -93,12 +93,30 @@ def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def shrink(img: np.ndarray, n: int) -> np.ndarray:
+    """``img`` (H x W x C uint8) ``n`` times smaller: each pixel the mean of an n x n block, rounded
+    half up (a last partial block: the mean of what it has).  For originals that are JPEGs
+    themselves (CBSD432's are quality 95): their own coding noise mostly averages out, so a network
+    trained for high qualities is not taught to put it back."""
+    h, w = img.shape[:2]
+    hh, ww = -(-h // n), -(-w // n)
+    padded = np.zeros((hh * n, ww * n) + img.shape[2:], np.float64)
+    padded[:h, :w] = img
+    sums = padded.reshape(hh, n, ww, n, *img.shape[2:]).sum(axis=(1, 3))
+    rows = np.minimum(n, h - n * np.arange(hh))
+    cols = np.minimum(n, w - n * np.arange(ww))
+    count = (rows[:, None] * cols[None, :]).reshape((hh, ww) + (1,) * (img.ndim - 2))
+    return np.floor(sums / count + 0.5).astype(np.uint8)
+
+
 def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str = "pad",
-                warn=None, limit: Optional[int] = None) -> Tuple[List[np.ndarray], List[str], LoadReport]:
+                warn=None, limit: Optional[int] = None,
+                reduce: int = 1) -> Tuple[List[np.ndarray], List[str], LoadReport]:
     """Read all images of ``folder`` into memory (RGB uint8).
 
-    Unreadable files are named (via ``warn``) and skipped; images with a side smaller than
-    ``min_size`` are padded (``small="pad"``) or skipped (``small="skip"``).  Raises
+    ``reduce`` > 1 shrinks each image that many times first (:func:`shrink`).  Unreadable files
+    are named (via ``warn``) and skipped; images with a side smaller than ``min_size`` (after
+    shrinking) are padded (``small="pad"``) or skipped (``small="skip"``).  Raises
     :class:`DataError` for a missing or empty folder or when nothing is readable.
     """
     if warn is None:
@@ -126,6 +144,8 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
             warn(f"skipping unreadable image {e.path}: {e.reason}")
             rep.unreadable.append((str(p), e.reason))
             continue
+        if reduce > 1:
+            img = shrink(img, reduce)
         if min_size and (img.shape[0] < min_size or img.shape[1] < min_size):
             if small == "skip":
                 rep.too_small.append(str(p))

@@ -175,6 +175,8 @@ def _check_args(args) -> None:
     gamma = getattr(args, "step_gamma", 0.5)
     if not (math.isfinite(gamma) and 0 < gamma <= 1):
         raise UserError(f"--step-gamma must be in (0, 1] (the LR is multiplied by it), got {gamma}")
+    if not 1 <= getattr(args, "reduce", 1) <= 8:
+        raise UserError(f"--reduce must be 1 (photos as they are) to 8, got {args.reduce}")
     if getattr(args, "val_images", 1) < 1:
         raise UserError(f"--val-images must be at least 1, got {args.val_images}")
     crop = getattr(args, "val_crop", 0)
@@ -261,13 +263,15 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
     from .data import ValidationSet, load_folder
 
     data_dir = _data_dir(args)
+    reduce = getattr(args, "reduce", 1)
     vnames: List[str] = []
     vimgs: list = []
     try:
-        images, names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn)
+        images, names, rep = load_folder(data_dir, min_size=args.patch, small=args.small_images, warn=warn,
+                                         reduce=reduce)
     except DataError as e:
         raise UserError(str(e)) from None
-    say(f"train data: {rep.summary(data_dir)}")
+    say(f"train data: {rep.summary(data_dir)}" + (f", each shrunk {reduce}x" if reduce > 1 else ""))
     valset = None
     val_mode = (args.val or "").lower()
     if val_mode == "split":
@@ -289,7 +293,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             raise UserError(f"validation: the default set {val_dir} is not there; pass --val FOLDER (originals "
                             "never compressed), --val split (hold out the last --val-images of --data) or --val none")
         try:
-            vimgs, vnames, vrep = load_folder(val_dir, warn=warn, limit=args.val_images)
+            vimgs, vnames, vrep = load_folder(val_dir, warn=warn, limit=args.val_images, reduce=reduce)
         except DataError as e:
             raise UserError(f"validation: {e}") from None
         if args.data and not args.val:
@@ -418,7 +422,7 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
                 and os.path.realpath(was) == os.path.realpath(now))
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
         "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions",
-        "small_images", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)
+        "small_images", "reduce", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)
         and not same_folder(key, saved_args[key], getattr(args, key))]
     for key, was, now in changed:
         if was != now:

@@ -301,3 +301,37 @@ def test_a_folder_made_but_not_writable_is_said_before_training(tmp_path, capsys
     err = capsys.readouterr().err
     assert "cannot write there" in err and "train data" not in err
     assert not out.exists()
+
+
+def test_shrink_is_the_mean_of_each_block():
+    """data.shrink against a plain mean of n x n blocks (the last partial block: the mean of what it
+    has), rounded half up."""
+    from fastreshuffle.training.data import shrink
+    rng = np.random.default_rng(3)
+    for h, w, n in ((12, 18, 2), (13, 17, 2), (11, 10, 3), (5, 7, 4)):
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = shrink(a, n)
+        want = np.empty((-(-h // n), -(-w // n), 3))
+        for i in range(want.shape[0]):
+            for j in range(want.shape[1]):
+                want[i, j] = a[i * n:(i + 1) * n, j * n:(j + 1) * n].reshape(-1, 3).mean(0)
+        assert got.shape == want.shape and got.dtype == np.uint8
+        assert np.abs(got - np.floor(want + 0.5)).max() == 0, (h, w, n)
+
+
+def test_reduce_shrinks_training_and_validation_photos(tmp_path, capsys):
+    """--reduce 2: the photos (training and validation) are shrunk before anything else (here to
+    24 px, under the 32-px patch: padded, said); a resume keeps it; out of range is refused by name."""
+    data = make_images(tmp_path / "imgs", n=3)           # 48 x 48
+    assert main(_args(data, tmp_path / "bad", "--reduce", "0")) == 2
+    err = capsys.readouterr().err
+    assert "--reduce must be 1" in err and "train data" not in err and not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--reduce", "2", "--stop-at", "3")) == 0
+    err = capsys.readouterr().err
+    assert "each shrunk 2x" in err and "padded 3 image(s) smaller than 32x32" in err
+    assert main(["train", "--out", str(out), "--resume", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--reduce 2" in err and "each shrunk 2x" in err and "will differ" not in err
+    assert main(_args(data, tmp_path / "plain", "--stop-at", "1")) == 0
+    assert "padded" not in capsys.readouterr().err
