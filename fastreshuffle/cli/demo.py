@@ -73,7 +73,7 @@ def _how(jpeg, model) -> str:
     from ..inference.guard import guard_for
     from ..inference.loading import band_model
     from ..io.jpeg_tables import tables_from_pil
-    g = guard_for(tables_from_pil(jpeg))
+    g = guard_for(tables_from_pil(jpeg), model)
     if g is None:
         return f"model {model}"
     if g.strength <= 0:

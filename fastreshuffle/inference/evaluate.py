@@ -98,11 +98,12 @@ def _restore(model, img: np.ndarray, device) -> np.ndarray:
 
 
 def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pick=None,
-                     model_codec: Optional[str] = "jpeg") -> np.ndarray:
+                     model_codec: Optional[str] = "jpeg", asked=None) -> np.ndarray:
     """The restore of ``fastreshuffle restore`` (:mod:`.guard`) for an image coded by ``codec``
     with a model trained for ``model_codec``, by the same decision (:func:`.guard.route`);
     ``guard=False``: the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that
-    quality or a HEIF file of that QP (the bands, :class:`.loading.Bands`)."""
+    quality or a HEIF file of that QP (the bands, :class:`.loading.Bands`); ``asked``: the model
+    name they are the bands of (their strengths, :func:`.guard.guard_for`)."""
     from .guard import BLIND, HEIF_QP, TABLES, guard_pixels, hevc_guarded, route
 
     def runner(net):
@@ -117,7 +118,7 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pic
     if how.kind in (TABLES, BLIND):   # the file's tables; else JPEG looked for in the pixels (a WebP, ...)
         for_quality = (lambda q: runner(pick(quality=q))) if pick is not None else None
         return guard_pixels(run, coded.image, coded.tables if how.kind == TABLES else None,
-                            for_quality=for_quality)[0]
+                            for_quality=for_quality, model=asked)[0]
     return run(coded.image)
 
 
@@ -178,7 +179,8 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
                    "ssim_codec": _ssim(img, coded.image),
                    "psnrb_codec": psnr_b(img, coded.image)}
             if model is not None:
-                out = _guarded_restore(model, coded, device, guard, s.name, pick, trained_for)
+                out = _guarded_restore(model, coded, device, guard, s.name, pick, trained_for,
+                                       bands.model if bands is not None else None)
                 row.update({"psnr_restored": acc_r.add(out, img), "ssim_restored": _ssim(img, out),
                             "psnrb_restored": psnr_b(img, out)})
             else:

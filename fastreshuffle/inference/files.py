@@ -212,7 +212,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     # the same decision as restore() and eval (guard.route): with the guard on, its default
     how = route(codec, guard=None if guard else False, jpeg_file=f.format in ("JPEG", "MPO"),
                 tables=f.jpeg_tables is not None and f.rgb16 is None, heif=f.format == "HEIF")
-    g = guard_for(f.jpeg_tables) if how.kind == TABLES else None
+    asked = bands.model if bands is not None else None   # the model asked for: its bands' strengths
+    g = guard_for(f.jpeg_tables, asked) if how.kind == TABLES else None
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
     # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
     # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
@@ -250,7 +251,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                                     f"{_share(d.strength)} of the correction" if d.strength > 0
                                     else "little to remove; pixels left as they are"))
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
-        restored, bg = guard_pixels(run, pixels, for_quality=for_quality)
+        restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
         if bg is None:
             why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
                    "RGB pixels" if f.format in ("JPEG", "MPO") else "no JPEG compression found in the pixels")

@@ -7,7 +7,9 @@ at q95.  Two things make it safe, both driven by the file's own quantisation tab
 1. the correction is scaled by ``strength(quality)``: 1 up to q50 (the training range), 0.5 at
    q70-80, 0.25 at q85-90, 0 from q93 (the input is returned unchanged).  Each breakpoint is
    the strength, of 1 / 0.75 / 0.5 / 0.25, with the best *worst-image* gain on 24 CBSD432
-   photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between;
+   photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between.  The
+   high-quality band ``jpeg-high`` (q75 and above, :mod:`.loading`) has a schedule of its own:
+   1 up to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98;
 2. the result is projected onto the JPEG's quantisation intervals
    (:mod:`.jpeg_consistency`), which can only move it towards the original.
 
@@ -34,11 +36,22 @@ __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_Q
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
+# The high-quality band "jpeg-high" (loading.JPEG_HIGH: the shipped JPEG model fine-tuned on
+# quality 80-97) has its own, chosen the same way (the strength with the best worst-image gain)
+# on the 8 CBSD432 photos held out of its training, shrunk 2x first: the CBSD432 files are JPEGs
+# of quality 95 themselves, whose own coding noise is as large as a q90-95 copy's and made every
+# strength lose at q95 at full size (benchmarks/harm_curve.py --reduce 2 --strengths; the figures
+# in fastreshuffle/weights/README.md, "Quality bands").
+_HIGH_SCHEDULE = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.25), (97.0, 0.25), (98.0, 0.0))
+_BAND_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE}
 
 
-def strength(quality: float) -> float:
-    """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality``."""
-    return float(np.interp(quality, [q for q, _ in _SCHEDULE], [s for _, s in _SCHEDULE]))
+def strength(quality: float, net=None) -> float:
+    """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality`` restored
+    by ``net``: a band with a schedule of its own (by name: "jpeg-high"), else the general one
+    (any other name, a weights file, a network, None)."""
+    schedule = _BAND_SCHEDULES.get(net, _SCHEDULE) if isinstance(net, str) else _SCHEDULE
+    return float(np.interp(quality, [q for q, _ in schedule], [s for _, s in schedule]))
 
 
 class Guard(NamedTuple):
@@ -50,12 +63,18 @@ class Guard(NamedTuple):
     share: float = 1.0        # of the picture where JPEG history is (blind: see guard_pixels)
 
 
-def guard_for(tables: Optional[JpegTables]) -> Optional[Guard]:
-    """The guard of a JPEG file with these tables (None: no tables)."""
+def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
+    """The guard of a JPEG file with these tables (None: no tables) restored when ``model`` is
+    asked for: the strength of the network of its quality's band (:func:`.loading.band_model`)."""
     if tables is None:
         return None
     q = ijg_quality(tables.luma)
-    return Guard(tables, q, strength(q))
+    return Guard(tables, q, _band_strength(q, model))
+
+
+def _band_strength(quality: float, model) -> float:
+    from .loading import band_model
+    return strength(quality, band_model(model, quality=quality))
 
 
 # Which guard restores an input: decided here once, for restore() (inference/restore.py),
@@ -98,11 +117,11 @@ def route(codec: Optional[str], *, guard: Optional[bool] = None, jpeg_file: bool
     return Route(BLIND)
 
 
-def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
+def blind_guard(rgb: np.ndarray, model=None) -> Optional[Guard]:
     """The guard of pixels without a file (a PNG, an array): from :func:`.jpeg_history.detect_jpeg`;
     None when no JPEG history is found (then nothing should be changed).  The IJG tables of the
     quality found; the chroma ones only where the chroma sampling was established too (else only
-    the luma is projected)."""
+    the luma is projected); the strength as :func:`guard_for`'s for ``model``."""
     from .jpeg_history import detect_jpeg
     h = detect_jpeg(rgb)
     if h is None:
@@ -113,7 +132,7 @@ def blind_guard(rgb: np.ndarray) -> Optional[Guard]:
         return t.T if h.transposed else t
     chroma = (table(IJG_CHROMA), table(IJG_CHROMA)) if h.sampling else None
     tables = JpegTables(table(IJG_LUMA), chroma, h.sampling or (1, 1))
-    return Guard(tables, float(h.quality), strength(h.quality), h.mcu_offset, True)
+    return Guard(tables, float(h.quality), _band_strength(float(h.quality), model), h.mcu_offset, True)
 
 
 # The guard's strips (projection, uniform areas) run on this many threads at most: torch's thread
@@ -235,12 +254,15 @@ def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, gu
 
 def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
                  tables: Optional[JpegTables] = None, *,
-                 for_quality: Optional[Callable[[float], Callable[[np.ndarray], np.ndarray]]] = None):
+                 for_quality: Optional[Callable[[float], Callable[[np.ndarray], np.ndarray]]] = None,
+                 model=None):
     """The guard for an H x W x 3 image of any dtype (uint8, uint16, float in [0, 1]) with the
     block grid at (0, 0) when ``tables`` are given: the file's tables, else JPEG compression
     detected in the 8-bit pixels.  ``run`` restores a uint8 image; ``for_quality(q)``, if given,
-    is the ``run`` for the guard's quality instead (the shipped JPEG model's bands).  -> (result
-    in ``rgb``'s dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged (a copy)."""
+    is the ``run`` for the guard's quality instead (the shipped JPEG model's bands); ``model``:
+    the model asked for, whose band for the quality sets the strength (:func:`guard_for`).  ->
+    (result in ``rgb``'s dtype, the guard or None).  No guard or strength 0: ``rgb`` unchanged
+    (a copy)."""
     dtype = rgb.dtype
     if dtype == np.uint8:
         u8 = np.ascontiguousarray(rgb)
@@ -248,7 +270,7 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
         u8 = round_16_to_8(rgb)
     else:
         u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
-    g = guard_for(tables) or blind_guard(u8)
+    g = guard_for(tables, model) or blind_guard(u8, model)
     steps = None
     if g is not None and g.blind and g.strength > 0:
         from .jpeg_history import ijg_fits, picture_steps

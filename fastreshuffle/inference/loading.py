@@ -12,8 +12,9 @@
 * :func:`get_model` is the cached form ``restore`` uses;
 * :func:`band_model` decides which network restores a JPEG of a given quality or a HEIF file of
   a given QP (the shipped "jpeg" hands quality <= :data:`JPEG_LOW_MAX` to its low-quality band
-  "jpeg-low", the shipped "hevc" QP >= :data:`HEVC_LOW_MIN_QP` to "hevc-low"), and
-  :class:`Bands` loads each band once for ``restore``, ``eval`` and the CLI.
+  "jpeg-low" and quality >= :data:`JPEG_HIGH_MIN` to its high-quality band "jpeg-high", the
+  shipped "hevc" QP >= :data:`HEVC_LOW_MIN_QP` to "hevc-low"), and :class:`Bands` loads each band
+  once for ``restore``, ``eval`` and the CLI.
 
 >>> import fastreshuffle
 >>> model = fastreshuffle.load_pretrained("jpeg")            # or "hevc", or a .safetensors path
@@ -42,6 +43,13 @@ SHIPPED_MODELS = ("jpeg", "hevc")
 # models' gains cross (fastreshuffle/weights/README.md, "Quality bands").
 JPEG_LOW = "jpeg-low"
 JPEG_LOW_MAX = 20.0
+# Its high-quality band: quality >= JPEG_HIGH_MIN goes to "jpeg-high", the same network fine-tuned
+# on quality 80-97 (what phones and cameras write), restored with its own strength schedule
+# (:func:`fastreshuffle.inference.guard.strength`).  The bound is where it gets ahead of "jpeg" on
+# the 8 CBSD432 photos held out of its training: level at q70, ahead at q75 in the mean and the
+# worst image, whole or shrunk 2x (fastreshuffle/weights/README.md, "jpeg-high ... quality bands").
+JPEG_HIGH = "jpeg-high"
+JPEG_HIGH_MIN = 75.0
 # The shipped HEVC model's low-quality band, keyed on the slice QP read from a HEIF file (the
 # guard's key, :mod:`.guard`): QP >= HEVC_LOW_MIN_QP (libheif quality 10 and below with x265)
 # goes to "hevc-low", fine-tuned on HEVC quality 10-20 from the general model.  A file whose QP
@@ -53,7 +61,8 @@ HEVC_LOW_MIN_QP = 42.0
 
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
-__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "HEVC_LOW", "HEVC_LOW_MIN_QP",
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "JPEG_HIGH", "JPEG_HIGH_MIN",
+           "HEVC_LOW", "HEVC_LOW_MIN_QP",
            "available_models", "resolve_weights",
            "auto_model_name", "band_model", "bands_of", "Bands",
            "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
@@ -104,21 +113,24 @@ def auto_model_name(input_format: Optional[str]) -> str:
 
 def band_model(model, quality: Optional[float] = None, qp: Optional[float] = None):
     """The model that restores an image when ``model`` is asked for: the shipped "jpeg" hands a
-    JPEG of (IJG-equivalent) ``quality`` <= :data:`JPEG_LOW_MAX` to "jpeg-low"; the shipped "hevc"
-    hands a HEIF file coded at slice ``qp`` >= :data:`HEVC_LOW_MIN_QP` to "hevc-low" (each where
-    installed); else ``model`` itself (any other name, a weights file, a model object, no key)."""
-    low = None
-    if isinstance(model, str) and model == "jpeg" and quality is not None and quality <= JPEG_LOW_MAX:
-        low = JPEG_LOW
+    JPEG of (IJG-equivalent) ``quality`` <= :data:`JPEG_LOW_MAX` to "jpeg-low" and one of
+    ``quality`` >= :data:`JPEG_HIGH_MIN` to "jpeg-high"; the shipped "hevc" hands a HEIF file
+    coded at slice ``qp`` >= :data:`HEVC_LOW_MIN_QP` to "hevc-low" (each where installed); else
+    ``model`` itself (any other name, a weights file, a model object, no key)."""
+    band = None
+    if isinstance(model, str) and model == "jpeg" and quality is not None:
+        band = JPEG_LOW if quality <= JPEG_LOW_MAX else JPEG_HIGH if quality >= JPEG_HIGH_MIN else None
     elif isinstance(model, str) and model == "hevc" and qp is not None and qp >= HEVC_LOW_MIN_QP:
-        low = HEVC_LOW
-    return low if low is not None and weights_path(low).is_file() else model
+        band = HEVC_LOW
+    return band if band is not None and weights_path(band).is_file() else model
 
 
 def bands_of(model) -> Dict[str, str]:
     """The installed bands of ``model`` (:func:`band_model`), each with the inputs it takes:
-    ``{"jpeg-low": "JPEG quality <= 20"}`` for "jpeg", ``{}`` for a model without bands."""
+    ``{"jpeg-low": "JPEG quality <= 20", "jpeg-high": "JPEG quality >= 75"}`` for "jpeg", ``{}``
+    for a model without bands."""
     found = {band_model(model, quality=0): f"JPEG quality <= {JPEG_LOW_MAX:g}",
+             band_model(model, quality=100): f"JPEG quality >= {JPEG_HIGH_MIN:g}",
              band_model(model, qp=51): f"HEVC QP >= {HEVC_LOW_MIN_QP:g}"}
     return {str(name): why for name, why in found.items() if name != model}
 

@@ -59,7 +59,8 @@ def _guarded(net, rgb: np.ndarray, tile, overlap, tables, bands=None) -> np.ndar
 
     runner = _uint8_runner(tile, overlap)
     pick = (lambda q: runner(bands.net(q))) if bands is not None else None
-    return guard_pixels(runner(net), rgb, tables, for_quality=pick)[0]
+    return guard_pixels(runner(net), rgb, tables, for_quality=pick,
+                        model=bands.model if bands is not None else None)[0]
 
 
 def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tables=None,
@@ -337,7 +338,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
-    its pixels) with its low-quality specialist ``jpeg-low``, the shipped ``hevc`` a HEIF file
+    its pixels) with its low-quality specialist ``jpeg-low`` and one of quality 75 or more with
+    ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
     coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``"hevc-paper"`` (asked for by name
     only) is the paper's Table 1 network for HEIF files: a little better than ``hevc`` (+0.41 vs
@@ -364,7 +366,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     while its pixels are the file's -- decoded again and compared -- or, the file out of reach,
     still fit its tables: not after an in-place ``thumbnail``), else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
     its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
-    photo, a JPEG of quality ~93 and above) comes back unchanged.  ``guard=False``: the network's
+    photo, a JPEG of quality ~98 and above) comes back unchanged.  ``guard=False``: the network's
     output as is, as ``fastreshuffle restore --no-guard``.
     """
     import os
@@ -421,7 +423,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     def load(m):
         n = get_model(m, device, half, precision)
         return SelfEnsemble(n) if self_ensemble else n
-    bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (two bands each)
+    bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (jpeg: three bands, hevc: two)
     net = bands.net()
     from .guard import HEIF_QP, UNGUARDED, route
     from .loading import model_codec

@@ -1,5 +1,6 @@
 """The shipped models' quality bands (#14 item 1): a JPEG of quality <= JPEG_LOW_MAX, read from
-its tables or detected in its pixels, is restored by the low-quality specialist "jpeg-low"; above,
+its tables or detected in its pixels, is restored by the low-quality specialist "jpeg-low", one of
+quality >= JPEG_HIGH_MIN by the high-quality one "jpeg-high" (with its own strengths); in between,
 by "jpeg".  A HEIF file coded at QP >= HEVC_LOW_MIN_QP (read from its slice headers) is restored by
 "hevc-low"; below, or with no QP, by "hevc".  Every entry point (restore(), the CLI's restore and
 eval) takes the same decision."""
@@ -12,8 +13,8 @@ from PIL import Image
 
 import fastreshuffle
 from fastreshuffle.cli import main
-from fastreshuffle.inference.loading import (HEVC_LOW, HEVC_LOW_MIN_QP, JPEG_LOW, JPEG_LOW_MAX, WEIGHTS_DIR,
-                                             Bands, available_models, band_model)
+from fastreshuffle.inference.loading import (HEVC_LOW, HEVC_LOW_MIN_QP, JPEG_HIGH, JPEG_HIGH_MIN, JPEG_LOW,
+                                             JPEG_LOW_MAX, WEIGHTS_DIR, Bands, available_models, band_model, bands_of)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,15 +36,20 @@ def jpeg(a, quality):
 
 
 def test_band_model_decision():
-    assert JPEG_LOW in available_models()                     # shipped with the package
+    assert JPEG_LOW in available_models() and JPEG_HIGH in available_models()   # shipped with the package
     assert band_model("jpeg", 5) == band_model("jpeg", JPEG_LOW_MAX) == JPEG_LOW
-    assert band_model("jpeg", JPEG_LOW_MAX + 1) == "jpeg"
+    assert band_model("jpeg", JPEG_LOW_MAX + 1) == band_model("jpeg", JPEG_HIGH_MIN - 1) == "jpeg"
+    assert band_model("jpeg", JPEG_HIGH_MIN) == band_model("jpeg", 100) == JPEG_HIGH
     assert band_model("jpeg", None) == "jpeg"                 # no quality known: the model asked for
     assert band_model("hevc", 10) == "hevc" and band_model(GENERAL, 10) == GENERAL
+    assert band_model(JPEG_HIGH, 10) == JPEG_HIGH and band_model(GENERAL, 95) == GENERAL   # asked for: kept
+    assert bands_of("jpeg") == {JPEG_LOW: f"JPEG quality <= {JPEG_LOW_MAX:g}",
+                                JPEG_HIGH: f"JPEG quality >= {JPEG_HIGH_MIN:g}"}
     loads = []
     b = Bands("jpeg", lambda m: loads.append(m) or m)
-    assert [b.net(10), b.net(15), b.net(50), b.net()] == [JPEG_LOW, JPEG_LOW, "jpeg", "jpeg"]
-    assert loads == [JPEG_LOW, "jpeg"]                        # each band loaded once
+    assert [b.net(10), b.net(15), b.net(50), b.net(90), b.net(80), b.net()] == \
+        [JPEG_LOW, JPEG_LOW, "jpeg", JPEG_HIGH, JPEG_HIGH, "jpeg"]
+    assert loads == [JPEG_LOW, "jpeg", JPEG_HIGH]            # each band loaded once
 
 
 @pytest.mark.parametrize("quality", [10, int(JPEG_LOW_MAX)])
@@ -60,12 +66,36 @@ def test_low_quality_jpeg_goes_to_the_specialist(quality):
                                   fastreshuffle.restore(dec, JPEG_LOW, device="cpu"))
 
 
-def test_higher_quality_jpeg_keeps_the_general_model():
+@pytest.mark.parametrize("q", [int(JPEG_LOW_MAX) + 10, int(JPEG_HIGH_MIN) - 1])
+def test_middle_quality_jpeg_keeps_the_general_model(q):
     a = photo()
-    q = int(JPEG_LOW_MAX) + 10
     got = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, q)), "jpeg", device="cpu"))
     np.testing.assert_array_equal(got, np.asarray(fastreshuffle.restore(Image.open(jpeg(a, q)), GENERAL,
                                                                          device="cpu")))
+
+
+@pytest.mark.parametrize("quality", [int(JPEG_HIGH_MIN), 90, 97])
+def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
+    """q80+ restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
+    network by path is not (q97: it leaves the file as it is, the band takes a quarter)."""
+    a = photo(128)
+    im = lambda: Image.open(jpeg(a, quality))  # noqa: E731
+    got = np.asarray(fastreshuffle.restore(im(), "jpeg", device="cpu"))
+    np.testing.assert_array_equal(got, np.asarray(fastreshuffle.restore(im(), JPEG_HIGH, device="cpu")))
+    general = np.asarray(fastreshuffle.restore(im(), GENERAL, device="cpu"))
+    assert np.abs(got.astype(int) - general).max() > 0
+    decoded = np.asarray(im().convert("RGB"))
+    assert np.abs(got.astype(int) - decoded).max() > 0
+    if quality == 97:
+        np.testing.assert_array_equal(general, decoded)
+
+
+def test_the_highest_qualities_pass_through():
+    a = photo(128)
+    for q in (98, 100):
+        dec = np.asarray(Image.open(jpeg(a, q)).convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(fastreshuffle.restore(Image.open(jpeg(a, q)), "jpeg",
+                                                                       device="cpu")), dec)
 
 
 def cli_restore_and_eval(tmp_path, capsys, src, model, low, general, codec_args, band):
@@ -89,7 +119,7 @@ def cli_restore_and_eval(tmp_path, capsys, src, model, low, general, codec_args,
         doc = json.loads(j.read_text())
         out[m] = doc["results"][0]["psnr_restored"]
         if m == model:
-            assert doc["model"]["bands"] == {low: band}
+            assert doc["model"]["bands"] == bands_of(model) and doc["model"]["bands"][low] == band
     assert out[model] == out[low] != out[general]
 
 
@@ -97,6 +127,26 @@ def test_cli_restore_and_eval_use_the_bands(tmp_path, capsys):
     src = tmp_path / "low.jpg"
     src.write_bytes(jpeg(photo(), 10).getvalue())
     cli_restore_and_eval(tmp_path, capsys, src, "jpeg", JPEG_LOW, GENERAL, [], f"JPEG quality <= {JPEG_LOW_MAX:g}")
+
+
+def test_cli_restore_and_eval_use_the_high_band(tmp_path, capsys):
+    src = tmp_path / "high.jpg"
+    src.write_bytes(jpeg(photo(), 90).getvalue())
+    assert main(["restore", str(src), "--device", "cpu", "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert f"restored by {JPEG_HIGH}" in err and "75% of the correction" in err
+    want = np.asarray(fastreshuffle.restore(Image.open(src), JPEG_HIGH, device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(np.asarray(Image.open(src.with_name("high_restored.png"))), want)
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(photo(64)).save(data / "p.png")
+    out = {}
+    for args in (["--model", "jpeg"], ["--model", JPEG_HIGH], ["--weights", GENERAL]):
+        j = tmp_path / "e.json"
+        assert main(["eval", "--data", str(data), "--quality", "90", "--device", "cpu", "-q", "--json", str(j),
+                     "--overwrite", *args]) == 0
+        out[args[1]] = json.loads(j.read_text())["results"][0]["psnr_restored"]
+    assert out["jpeg"] == out[JPEG_HIGH] != out[GENERAL]
 
 
 # ------------------------------------------------------------------------------------ HEVC

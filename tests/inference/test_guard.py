@@ -4,6 +4,7 @@ import io
 import threading
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -192,6 +193,37 @@ def test_strength_schedule():
     qs = np.arange(1, 101)
     s = np.array([strength(q) for q in qs])
     assert (np.diff(s) <= 0).all()
+
+
+def test_the_high_band_has_its_own_schedule():
+    """"jpeg-high" by name: 1 to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98; any other
+    network (another name, a weights file, a network object, none) the general schedule."""
+    from fastreshuffle.inference.loading import JPEG_HIGH, WEIGHTS_DIR
+    assert [strength(q, JPEG_HIGH) for q in (50, 80, 85, 90, 93, 95, 97, 98, 100)] == \
+        [1, 1, 1, 0.75, 0.5, 0.25, 0.25, 0, 0]
+    s = np.array([strength(q, JPEG_HIGH) for q in np.arange(1, 101)])
+    assert (np.diff(s) <= 0).all()
+    for other in ("jpeg", "jpeg-low", str(WEIGHTS_DIR / "jpeg-high.safetensors"), torch.nn.Identity(), None):
+        assert [strength(q, other) for q in (80, 90, 95)] == [0.5, 0.25, 0.0]
+
+
+def test_a_guard_takes_the_strength_of_its_band():
+    """guard_for / blind_guard: the strength of the network that restores the quality found, from the
+    model asked for: "jpeg" hands q80+ to "jpeg-high" (its schedule), a weights file keeps the
+    general one."""
+    from fastreshuffle.inference.loading import JPEG_HIGH, WEIGHTS_DIR, available_models
+    assert JPEG_HIGH in available_models()
+    a = photos(n=1, size=256)[0]
+    for q, general, high in ((30, 1.0, 1.0), (85, 0.25, 1.0), (90, 0.25, 0.75), (95, 0.0, 0.25)):
+        t = tables_from_pil(encode(a, q, 2)[0])
+        assert guard.guard_for(t).strength == guard.guard_for(t, str(WEIGHTS_DIR / "jpeg.safetensors")).strength \
+            == general
+        assert guard.guard_for(t, "jpeg").strength == guard.guard_for(t, JPEG_HIGH).strength == high
+    from skimage import data
+    dec = encode(data.coffee(), 85, 2)[1]        # found in the pixels (blind detection stops near q85)
+    b = blind_guard(dec, "jpeg")
+    assert b is not None and b.quality == 85 and b.strength == 1.0
+    assert blind_guard(dec).strength == 0.25
 
 
 def test_detection_finds_grid_and_quality_and_nothing_in_clean_images(tmp_path):

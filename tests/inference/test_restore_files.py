@@ -22,7 +22,7 @@ def test_restore_files_yields_one_outcome_per_file(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     _jpeg(src / "a.jpg", 20)
-    _jpeg(src / "b.jpg", 96)                  # passed through: nothing to remove
+    _jpeg(src / "b.jpg", 99)                  # passed through: nothing to remove
     (src / "c.png").write_bytes(b"\x89PNG broken")
     _jpeg(src / "d.jpg", 30)
     out = tmp_path / "out"
