@@ -143,10 +143,16 @@ def test_cli_restore_and_eval_use_the_high_band(tmp_path, capsys):
     out = {}
     for args in (["--model", "jpeg"], ["--model", JPEG_HIGH], ["--weights", GENERAL]):
         j = tmp_path / "e.json"
-        assert main(["eval", "--data", str(data), "--quality", "90", "--device", "cpu", "-q", "--json", str(j),
-                     "--overwrite", *args]) == 0
+        assert main(["eval", "--data", str(data), "--quality", "90", "--device", "cpu", "--precision", "fp32", "-q",
+                     "--json", str(j), "--overwrite", *args]) == 0
         out[args[1]] = json.loads(j.read_text())["results"][0]["psnr_restored"]
     assert out["jpeg"] == out[JPEG_HIGH] != out[GENERAL]
+    # and eval scores what restore() gives that JPEG file (the band's network at the band's strength)
+    from fastreshuffle.io.codecs import jpeg_file
+    from fastreshuffle.metrics import psnr
+    a = np.asarray(Image.open(data / "p.png").convert("RGB"))
+    got = fastreshuffle.restore(Image.open(io.BytesIO(jpeg_file(a, 90))), "jpeg", device="cpu", precision="fp32")
+    assert abs(out["jpeg"] - psnr(a, np.asarray(got))) < 1e-9
 
 
 # ------------------------------------------------------------------------------------ HEVC
