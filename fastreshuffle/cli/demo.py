@@ -71,8 +71,10 @@ def _how(jpeg, model) -> str:
     """Which network restored the JPEG, as ``restore`` says it: the model of its quality band, or
     nothing to remove (the guard leaves a high-quality JPEG as it is)."""
     from ..inference.guard import guard_for
-    from ..inference.loading import band_model
+    from ..inference.loading import auto_model_name, band_model
     from ..io.jpeg_tables import tables_from_pil
+    if model == "auto":                 # as restore() takes it: the JPEG model, with its bands
+        model = auto_model_name(jpeg.format)
     g = guard_for(tables_from_pil(jpeg), model)
     if g is None:
         return f"model {model}"

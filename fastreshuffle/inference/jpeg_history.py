@@ -213,7 +213,10 @@ def _candidate(b: np.ndarray, probe: np.ndarray, i: int, steps: np.ndarray):
                 sc = _score(c, np.array([t[u, v]]))[0]
                 fit += sc
                 ac_ok += sc > 0.5
-            if fit > best_fit:
+            # neighbouring qualities can share the DC and first AC steps (74 and 75, 49-51, 90 and
+            # 91, 96-100): the pixels cannot tell them apart; a multiple of 5 is taken then (75 is
+            # Pillow's and libjpeg's default, 50 / 90 the usual settings), else the lowest
+            if fit > best_fit or (fit == best_fit and quality % 5 == 0 and best_q % 5 != 0):
                 best_q, best_fit, best_ac, best_t = quality, fit, ac_ok, transposed
     # the AC steps must confirm it: a JPEG's first AC coefficients are on their lattices too
     if best_ac < 2:

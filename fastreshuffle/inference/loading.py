@@ -270,6 +270,9 @@ load_pretrained = load_model
 
 _CACHE: Dict[Tuple, torch.nn.Module] = {}
 _CACHE_LOCK = threading.Lock()
+# Networks kept loaded at most (then all are dropped): the six shipped models, so that restore()
+# going through JPEG files of every band and HEIF files of both does not reload any.
+CACHE_MAX = 6
 
 
 def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -279,7 +282,7 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
-            if len(_CACHE) >= 4:
+            if len(_CACHE) >= CACHE_MAX:
                 _CACHE.clear()
             model = _CACHE[key] = load_model(path, device).to(dtype)
         return model

@@ -385,6 +385,13 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     on, :func:`_files_record`, here: other validation files are refused, other training files said)."""
     meta = load_state(run_dir, model, opt)
     saved_files = meta.get("files")
+    saved_reduce = (meta.get("args") or {}).get("reduce", 1) if isinstance(meta.get("args"), dict) else 1
+    if (saved_reduce != getattr(args, "reduce", 1) and isinstance(saved_files, dict) and saved_files.get("val")
+            and files is not None and files.get("val")):
+        raise UserError(f"--resume: --reduce was {saved_reduce} in the saved run, now {getattr(args, 'reduce', 1)}: "
+                        "its validation photos would be other pixels, and its best.safetensors was chosen on "
+                        f"them; resume without --reduce, or start a new run from {run_dir / 'last.safetensors'} "
+                        "with --init")
     if isinstance(saved_files, dict) and files is not None:
         if saved_files.get("val") and saved_files["val"] != files["val"]:   # (a run without
             # validation may be resumed with it: nothing was chosen on any images)

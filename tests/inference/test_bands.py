@@ -76,7 +76,7 @@ def test_middle_quality_jpeg_keeps_the_general_model(q):
 
 @pytest.mark.parametrize("quality", [int(JPEG_HIGH_MIN), 90, 97])
 def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
-    """q80+ restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
+    """q75+ restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
     network by path is not (q97: it leaves the file as it is, the band takes a quarter)."""
     a = photo(128)
     im = lambda: Image.open(jpeg(a, quality))  # noqa: E731
@@ -88,6 +88,31 @@ def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
     assert np.abs(got.astype(int) - decoded).max() > 0
     if quality == 97:
         np.testing.assert_array_equal(general, decoded)
+
+
+def test_decoded_high_quality_pixels_take_the_band_and_its_strength(tmp_path, capsys):
+    """A decoded q75 / q85 JPEG given as pixels (found in them) goes to "jpeg-high" at its strength,
+    as the file does: restore() of the array and `fastreshuffle restore` of a PNG of it."""
+    from skimage import data
+    a = np.ascontiguousarray(data.coffee())
+    for q in (75, 85):
+        dec = np.asarray(Image.open(jpeg(a, q)).convert("RGB"))
+        got = fastreshuffle.restore(dec, "jpeg", device="cpu")
+        np.testing.assert_array_equal(got, fastreshuffle.restore(dec, JPEG_HIGH, device="cpu"))
+        assert np.abs(got.astype(int) - fastreshuffle.restore(dec, GENERAL, device="cpu")).max() > 0
+        src = tmp_path / f"d{q}.png"
+        Image.fromarray(dec).save(src)
+        assert main(["restore", str(src), "--device", "cpu"]) == 0
+        err = capsys.readouterr().err
+        assert f"restored by {JPEG_HIGH}" in err and f"quality ~{q}: 100% of the correction" in err
+
+
+def test_demo_says_which_network_restored_a_high_quality_jpeg(tmp_path, capsys):
+    for model in ("auto", "jpeg"):
+        assert main(["demo", "--model", model, "--quality", "95", "-o", str(tmp_path / f"{model}.png"),
+                     "--device", "cpu"]) == 0
+        out = capsys.readouterr().out
+        assert f"model {JPEG_HIGH}" in out and "left unchanged" not in out
 
 
 def test_the_highest_qualities_pass_through():

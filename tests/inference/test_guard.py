@@ -209,7 +209,7 @@ def test_the_high_band_has_its_own_schedule():
 
 def test_a_guard_takes_the_strength_of_its_band():
     """guard_for / blind_guard: the strength of the network that restores the quality found, from the
-    model asked for: "jpeg" hands q80+ to "jpeg-high" (its schedule), a weights file keeps the
+    model asked for: "jpeg" hands q75+ to "jpeg-high" (its schedule), a weights file keeps the
     general one."""
     from fastreshuffle.inference.loading import JPEG_HIGH, WEIGHTS_DIR, available_models
     assert JPEG_HIGH in available_models()
@@ -224,6 +224,19 @@ def test_a_guard_takes_the_strength_of_its_band():
     b = blind_guard(dec, "jpeg")
     assert b is not None and b.quality == 85 and b.strength == 1.0
     assert blind_guard(dec).strength == 0.25
+    # guard_pixels (restore()'s and the CLI's path for pixels) passes the model on
+    assert guard.guard_pixels(lambda x: x, dec, model="jpeg")[1].strength == 1.0
+    assert guard.guard_pixels(lambda x: x, dec)[1].strength == 0.25
+
+
+@pytest.mark.parametrize("q,found", [(74, 75), (75, 75), (49, 50), (50, 50), (51, 50), (53, 53), (54, 53)])
+def test_detection_takes_a_multiple_of_5_where_qualities_cannot_be_told_apart(q, found):
+    """IJG q74 and q75 (also 49-51, 53-54, ...) share the DC and first AC steps the detector reads:
+    a tie went to the lowest, so decoded q75 pixels (Pillow's default) were q74 -- below the high
+    band's bound, restored by another network than the q75 file. A multiple of 5 is taken now."""
+    from skimage import data
+    h = detect_jpeg(encode(data.coffee(), q, 2)[1])
+    assert h is not None and h.quality == found
 
 
 def test_detection_finds_grid_and_quality_and_nothing_in_clean_images(tmp_path):

@@ -42,10 +42,16 @@ def test_a_weights_file_loaded_by_path_knows_its_codec(tmp_path):
         assert model_codec(load_model(str(p), "cpu")) == codec
 
 
-def test_the_model_cache_holds_at_most_four_models(tmp_path):
-    """a process restoring with many weights files keeps no more than 4 loaded networks."""
+def test_the_model_cache_holds_at_most_cache_max_models(tmp_path):
+    """a process restoring with many weights files keeps no more than CACHE_MAX loaded networks,
+    and every shipped model at once (the JPEG model's three bands, the HEVC model's two)."""
     from fastreshuffle.inference import loading
     loading._CACHE.clear()
-    for i in range(6):
+    for i in range(loading.CACHE_MAX + 2):
         loading.get_model(str(_weights(tmp_path / f"w{i}.safetensors", i)), "cpu")
-        assert len(loading._CACHE) <= 4
+        assert len(loading._CACHE) <= loading.CACHE_MAX
+    loading._CACHE.clear()
+    shipped = loading.available_models()
+    assert len(shipped) <= loading.CACHE_MAX
+    first = [loading.get_model(m, "cpu") for m in shipped]
+    assert all(loading.get_model(m, "cpu") is n for m, n in zip(shipped, first))   # none loaded again

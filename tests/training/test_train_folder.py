@@ -333,5 +333,18 @@ def test_reduce_shrinks_training_and_validation_photos(tmp_path, capsys):
     assert main(["train", "--out", str(out), "--resume", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "--reduce 2" in err and "each shrunk 2x" in err and "will differ" not in err
+    # the validation photos (here the first 2 of the folder) were shrunk too: their pixels' digest
+    import json
+
+    from fastreshuffle.training.data import load_folder, shrink
+    from fastreshuffle.training.loop import _files_record
+    imgs, names, _ = load_folder(data)
+    want = _files_record([], names[:2], [], [shrink(a, 2) for a in imgs[:2]])["val_pixels"]
+    assert json.loads((out / "state.json").read_text())["files"]["val_pixels"] == want
+    # another --reduce on resume: refused by name (the validation photos would change)
+    assert main(["train", "--out", str(out), "--resume", "--reduce", "1", "--steps", "8", "--workers", "0",
+                 "--threads", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--reduce was 2 in the saved run, now 1" in err and "Traceback" not in err
     assert main(_args(data, tmp_path / "plain", "--stop-at", "1")) == 0
     assert "padded" not in capsys.readouterr().err
