@@ -135,7 +135,7 @@ def main(argv=None) -> int:
 
     im, dec = phone_jpeg(width, height, args.quality)
     tables = tables_from_pil(im)
-    g = guard.guard_for(tables)
+    g = guard.guard_for(tables, "jpeg")   # the strength restore() gives it (its band's)
     # A stand-in for the network's output: the decoded photo with a correction of up to 4 levels.
     rng = np.random.default_rng(0)
     restored = np.clip(dec.astype(np.int16) + rng.integers(-4, 5, dec.shape), 0, 255).astype(np.uint8)

@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="PNG plot of mean gain vs quality")
     args = ap.parse_args(argv)
+    if args.reduce < 1:
+        ap.error(f"--reduce must be 1 (photos as they are) or more, got {args.reduce}")
 
     import torch
 
@@ -252,7 +254,8 @@ def _hevc(args, folder, images, names, raw) -> int:
         net = bands.net(qp=qp)
         return lambda x: restore_uint8(net, x, tile=0)
 
-    print(f"# harm curve: {folder} ({len(images)} images), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    print(f"# harm curve: {folder} ({len(images)} images" + (f", shrunk {args.reduce}x" if args.reduce > 1 else "")
+          + f"), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     if not args.strengths:
         print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
@@ -287,8 +290,9 @@ def _hevc(args, folder, images, names, raw) -> int:
         _say_harmed(q, row, ("guarded",))
     if args.strengths:
         if args.json:
-            Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
-                                                   "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
+            Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
+                                                   "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(),
+                                                   "rows": rows}, indent=1))
         return 0
     # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
     # by -- what ``restore --model hevc`` does to it is the raw network's full correction.
@@ -299,8 +303,8 @@ def _hevc(args, folder, images, names, raw) -> int:
     pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them
     per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "model": args.model,
-                                               "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
+        Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
+                                               "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
                                                "never_compressed_pixels": _stats(never, names),
                                                "seconds_per_megapixel": per_mp}, indent=1))
     if args.plot:

@@ -33,6 +33,7 @@ def run(args) -> int:
           "(an image under 8 px on a side comes back as it went in)\n"
           "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
           "image, which makes high-quality and never-compressed photos worse (Kodak24 at JPEG q90: -1.5 dB mean, -3.4 dB worst); use it on "
-          "JPEGs of quality 50 or less, or apply fastreshuffle.inference.guard.strength(quality) yourself",
+          "JPEGs of quality 50 or less, or apply fastreshuffle.inference.guard.strength(quality) yourself "
+          "(strength(quality, 'jpeg-high') for jpeg-high)",
           file=sys.stderr)
     return 0

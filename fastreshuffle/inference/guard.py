@@ -13,10 +13,11 @@ at q95.  Two things make it safe, both driven by the file's own quantisation tab
 2. the result is projected onto the JPEG's quantisation intervals
    (:mod:`.jpeg_consistency`), which can only move it towards the original.
 
-Measured on those 24 training photos (raw network -> guarded), mean / worst image, dB:
-q60 +0.63/+0.06 -> +0.95/+0.67, q80 -0.49/-1.40 -> +0.77/+0.58, q90 -2.14/-3.81 ->
-+0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged).  ``benchmarks/harm_curve.py`` measures the
-curve on any folder (README: Kodak24, held out from these choices).
+Measured on those 24 training photos with the general network alone (raw network -> guarded),
+mean / worst image, dB: q60 +0.63/+0.06 -> +0.95/+0.67, q80 -0.49/-1.40 -> +0.77/+0.58, q90
+-2.14/-3.81 -> +0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged; since jpeg-high took q75 and above,
+the shipped "jpeg" restores q93-97 too, at its schedule).  ``benchmarks/harm_curve.py`` measures
+the curve on any folder (README: Kodak24, held out from these choices).
 """
 from __future__ import annotations
 
