@@ -119,8 +119,7 @@ def main(argv=None) -> int:
         return _hevc(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
 
-    print(f"# harm curve: {folder} ({len(images)} images"
-          + (f", shrunk {args.reduce}x" if args.reduce > 1 else "") + f"), model {args.model}, JPEG subsampling "
+    print(f"# harm curve: {_data_label(folder, images, args.reduce)}, model {args.model}, JPEG subsampling "
           f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     rows = []
@@ -202,6 +201,10 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     return per_mp
 
 
+def _data_label(folder, images, reduce: int) -> str:
+    return f"{folder} ({len(images)} images" + (f", shrunk {reduce}x)" if reduce > 1 else ")")
+
+
 def _say_strengths(q, strengths, rows, names=None) -> None:
     """Print and keep (in ``rows``, with each image's gain when ``names`` are given) one quality's
     mean / worst gain at each fixed strength."""
@@ -254,8 +257,7 @@ def _hevc(args, folder, images, names, raw) -> int:
         net = bands.net(qp=qp)
         return lambda x: restore_uint8(net, x, tile=0)
 
-    print(f"# harm curve: {folder} ({len(images)} images" + (f", shrunk {args.reduce}x" if args.reduce > 1 else "")
-          + f"), model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    print(f"# harm curve: {_data_label(folder, images, args.reduce)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     if not args.strengths:
         print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")

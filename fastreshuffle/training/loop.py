@@ -385,13 +385,7 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     on, :func:`_files_record`, here: other validation files are refused, other training files said)."""
     meta = load_state(run_dir, model, opt)
     saved_files = meta.get("files")
-    saved_reduce = (meta.get("args") or {}).get("reduce", 1) if isinstance(meta.get("args"), dict) else 1
-    if (saved_reduce != getattr(args, "reduce", 1) and isinstance(saved_files, dict) and saved_files.get("val")
-            and files is not None and files.get("val")):
-        raise UserError(f"--resume: --reduce was {saved_reduce} in the saved run, now {getattr(args, 'reduce', 1)}: "
-                        "its validation photos would be other pixels, and its best.safetensors was chosen on "
-                        f"them; resume without --reduce, or start a new run from {run_dir / 'last.safetensors'} "
-                        "with --init")
+    saved_args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
     if isinstance(saved_files, dict) and files is not None:
         if saved_files.get("val") and saved_files["val"] != files["val"]:   # (a run without
             # validation may be resumed with it: nothing was chosen on any images)
@@ -402,9 +396,13 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
                             f"the folder, or start a new run from {run_dir / 'last.safetensors'} with --init")
         if (saved_files.get("val") and saved_files.get("val_pixels")
                 and saved_files["val_pixels"] != files["val_pixels"]):
-            raise UserError("--resume: the validation images changed since the run was saved (the same names, "
-                            "other pixels), and its best.safetensors was chosen on them; restore them, or start "
-                            f"a new run from {run_dir / 'last.safetensors'} with --init")
+            was, now = saved_args.get("reduce", 1), getattr(args, "reduce", 1)
+            why, fix = ((f"--reduce was {was} in the saved run, now {now}: the validation photos would be other "
+                         "pixels", "resume without --reduce") if was != now else
+                        ("the validation images changed since the run was saved (the same names, other pixels)",
+                         "restore them"))
+            raise UserError(f"--resume: {why}, and its best.safetensors was chosen on them; {fix}, or start a new "
+                            f"run from {run_dir / 'last.safetensors'} with --init")
         if (saved_files.get("train_count"), saved_files.get("train_digest")) != (files["train_count"],
                                                                                files["train_digest"]):
             warn(f"--resume: the training images changed since the run was saved ({saved_files.get('train_count')} "
@@ -419,7 +417,6 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     saved_wd = meta["param_groups"][0].get("weight_decay") if meta["param_groups"] else None
     if saved_wd is not None and saved_wd != args.weight_decay:
         warn(f"--resume: --weight-decay {args.weight_decay} is not used: the saved optimizer's {saved_wd} is kept")
-    saved_args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
     changed = [(key, meta[key], now) for key, now in (
         ("codec", str(spec)), ("quality", args.quality), ("seed", args.seed), ("batch_size", args.batch_size),
         ("patch", args.patch), ("lr", args.lr), ("schedule", args.schedule), ("steps", args.steps),
