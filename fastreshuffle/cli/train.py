@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shrink every photo (training and validation) N times first, each pixel the mean of "
                         "N x N: for originals that are JPEGs themselves (CBSD432's are quality 95), whose own "
                         "coding noise a network trained for high qualities would learn to put back [%(default)s]")
+    g.add_argument("--also-shrunk", type=int, metavar="N",
+                   help="train on every training photo also shrunk N times (after --reduce; 0: off), so a "
+                        "network sees both scales: whole photos carry their own coding noise, shrunk ones less "
+                        "of it; validation photos are not added [%(default)s]")
     g.add_argument("--small-images", choices=["pad", "skip"],
                    help="what to do with images smaller than the patch [%(default)s]")
     g.add_argument("--workers", type=int, help="DataLoader worker processes [min(2, cpus)]")

@@ -31,6 +31,7 @@ class TrainConfig:
     coded_cache: Optional[str] = None
     small_images: str = "pad"            # or "skip"
     reduce: int = 1                      # shrink every photo this many times first (data.shrink)
+    also_shrunk: int = 0                 # train also on every training photo shrunk this many times
     workers: Optional[int] = None        # default: min(2, cpus)
     # model
     preset: str = "small"
@@ -83,6 +84,6 @@ class TrainConfig:
 # What a run is (its data, network, schedule, validation): a resume takes these from the saved run
 # unless given again.  The others say how this process runs (where, how long, how many threads).
 RUN_OPTIONS = ("data", "val", "data_root", "codec", "quality", "patch", "rot90", "mix", "encode", "versions",
-               "coded_cache", "small_images", "reduce", "preset", "config", "zero_tail", "steps", "batch_size", "lr",
+               "coded_cache", "small_images", "reduce", "also_shrunk", "preset", "config", "zero_tail", "steps", "batch_size", "lr",
                "min_lr", "schedule", "step_every", "step_gamma", "warmup", "loss", "weight_decay", "grad_clip",
                "seed", "val_every", "val_quality", "val_images", "val_crop", "log_every", "precision")

@@ -177,6 +177,8 @@ def _check_args(args) -> None:
         raise UserError(f"--step-gamma must be in (0, 1] (the LR is multiplied by it), got {gamma}")
     if not 1 <= getattr(args, "reduce", 1) <= 8:
         raise UserError(f"--reduce must be 1 (photos as they are) to 8, got {args.reduce}")
+    if not 0 <= getattr(args, "also_shrunk", 0) <= 8 or getattr(args, "also_shrunk", 0) == 1:
+        raise UserError(f"--also-shrunk must be 0 (off) or 2 to 8, got {args.also_shrunk}")
     if getattr(args, "val_images", 1) < 1:
         raise UserError(f"--val-images must be at least 1, got {args.val_images}")
     crop = getattr(args, "val_crop", 0)
@@ -307,8 +309,33 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
         if os.path.realpath(val_dir) == os.path.realpath(data_dir):
             warn("validation: --val is the training folder: the best step is chosen on images it trains on "
                  "(--val split holds some out)")
+    extra = getattr(args, "also_shrunk", 0)
+    if extra:
+        images, names = _add_shrunk(images, names, extra, args.patch, args.small_images, warn)
+        say(f"train data: each training photo also shrunk {extra}x: {len(images)} images")
     return images, valset, _files_record(names, vnames if valset is not None else [], images,
                                          vimgs if valset is not None else [])
+
+
+def _add_shrunk(images, names, n: int, patch: int, small: str, warn):
+    """The training photos and each of them shrunk ``n`` times (:func:`data.shrink`) after them,
+    named ``name@1/n``; a shrunk copy smaller than the patch is padded or skipped as
+    ``--small-images`` says (as :func:`data.load_folder` does)."""
+    from .data import _pad_to, shrink
+    out_i, out_n, small_ones = list(images), list(names), 0
+    for img, name in zip(images, names):
+        s = shrink(img, n)
+        if s.shape[0] < patch or s.shape[1] < patch:
+            small_ones += 1
+            if small == "skip":
+                continue
+            s = _pad_to(s, max(patch, s.shape[0]), max(patch, s.shape[1]))
+        out_i.append(s)
+        out_n.append(f"{name}@1/{n}")
+    if small_ones:
+        warn(f"{'skipped' if small == 'skip' else 'padded'} {small_ones} photo(s) smaller than "
+             f"{patch}x{patch} once shrunk {n}x (--also-shrunk)")
+    return out_i, out_n
 
 
 def _files_record(train: List[str], val: List[str], train_pixels=(), val_pixels=()) -> Dict:
@@ -426,7 +453,7 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
                 and os.path.realpath(was) == os.path.realpath(now))
     changed += [(f"--{key.replace('_', '-')}", saved_args[key], getattr(args, key)) for key in (
         "loss", "mix", "rot90", "flips", "data", "grad_clip", "warmup", "min_lr", "versions",
-        "small_images", "reduce", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)
+        "small_images", "reduce", "also_shrunk", "step_gamma", "step_every") if key in saved_args and hasattr(args, key)
         and not same_folder(key, saved_args[key], getattr(args, key))]
     for key, was, now in changed:
         if was != now:

@@ -348,3 +348,33 @@ def test_reduce_shrinks_training_and_validation_photos(tmp_path, capsys):
     assert "--reduce was 2 in the saved run, now 1" in err and "Traceback" not in err
     assert main(_args(data, tmp_path / "plain", "--stop-at", "1")) == 0
     assert "padded" not in capsys.readouterr().err
+
+
+def test_also_shrunk_adds_the_training_photos_shrunk_but_not_the_held_out_ones(tmp_path, capsys):
+    """--also-shrunk 2: the training set is the photos and each of them shrunk 2x (padded to the
+    patch, said); the photos held out for validation are neither added nor shrunk; out of range
+    is refused by name before the data is read."""
+    import json
+
+    from fastreshuffle.training.data import _pad_to, load_folder, shrink
+    from fastreshuffle.training.loop import _files_record
+    data = make_images(tmp_path / "imgs", n=5)            # 48 x 48
+    for bad in ("1", "9", "-2"):
+        assert main(_args(data, tmp_path / "bad", "--also-shrunk", bad)) == 2
+        err = capsys.readouterr().err
+        assert "--also-shrunk must be 0 (off) or 2 to 8" in err and "train data" not in err
+        assert not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    args = _args(data, out, "--also-shrunk", "2", "--stop-at", "2")
+    args[args.index("--val") + 1] = "split"
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "also shrunk 2x: 6 images" in err and "padded 3 photo(s) smaller than 32x32 once shrunk 2x" in err
+    imgs, names, _ = load_folder(data)
+    want = _files_record(names[:3] + [f"{n}@1/2" for n in names[:3]], names[3:],
+                         imgs[:3] + [_pad_to(shrink(a, 2), 32, 32) for a in imgs[:3]], imgs[3:])
+    got = json.loads((out / "state.json").read_text())["files"]
+    assert {k: got[k] for k in want} == want
+    assert main(["train", "--out", str(out), "--resume", "--workers", "0", "--threads", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "also shrunk 2x" in err and "will differ" not in err
