@@ -4,6 +4,7 @@ as JPEG at several qualities (4:4:4, as ``restore --format same`` writes), per i
 
     python -m benchmarks.same_format --data ../shared/data/train/CBSD432 --limit 24
     python -m benchmarks.same_format --data /tmp/outside --quality 80 85 90 95 --json same.json
+    python -m benchmarks.same_format --data VAL8 --reduce 2   # originals that are JPEGs themselves
 
 The inputs are Pillow JPEGs (4:2:0) of each photo, restored through their tables as
 ``fastreshuffle.restore`` does with a PIL JPEG (guard on).  Prints, per input quality, the mean
@@ -67,9 +68,14 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=24)
     p.add_argument("--quality", type=int, nargs="+", default=[75, 80, 83, 85, 88, 90, 92, 95])
     p.add_argument("--model", default="jpeg")
+    p.add_argument("--reduce", type=int, default=1,
+                   help="shrink each photo N times first (training.data.shrink): for originals that are JPEGs "
+                        "themselves (CBSD432's are quality 95), whose own coding noise would count as loss")
     p.add_argument("--json")
     a = p.parse_args(argv)
-    images = load_folder(a.data, limit=a.limit)[0]
+    if not 1 <= a.reduce <= 8:
+        p.error(f"--reduce must be 1 to 8, got {a.reduce}")
+    images = load_folder(a.data, limit=a.limit, reduce=a.reduce)[0]
     rows = measure(images, a.quality, a.model)
     print("input q | change over the input (dB), mean / worst: " + "  ".join(rows[0]["outputs"]))
     for r in rows:

@@ -519,6 +519,7 @@ def test_same_format_rows(tmp_path, capsys):
 
     import fastreshuffle as fr
     from benchmarks import same_format as sf
+    from fastreshuffle.training.data import shrink
     make_images(tmp_path / "photos", n=2, size=64)
     out = tmp_path / "same.json"
     assert sf.main(["--data", str(tmp_path / "photos"), "--quality", "50", "99", "--json", str(out)]) == 0
@@ -534,6 +535,17 @@ def test_same_format_rows(tmp_path, capsys):
         want.append([sf.psnr(restored, img) - base, sf.psnr(sf.jpeg_roundtrip(restored, 95, 0)[1], img) - base])
     assert rows[0]["worst"][:2] == [round(min(a, b), 3) for a, b in zip(*want)]
     assert rows[0]["mean"][:2] == [round((a + b) / 2, 3) for a, b in zip(*want)]
+    # --reduce 2: each photo halved first (data.shrink), as for CBSD432's q95 originals
+    assert sf.main(["--data", str(tmp_path / "photos"), "--quality", "50", "--reduce", "2", "--limit", "1",
+                    "--json", str(out)]) == 0
+    img = shrink(np.asarray(Image.open(tmp_path / "photos" / "img0.png")), 2)
+    im, dec = sf.jpeg_roundtrip(img, 50)
+    base = sf.psnr(dec, img)
+    assert json.loads(out.read_text())[0]["mean"][0] == round(
+        sf.psnr(np.asarray(fr.restore(im, "jpeg", device="cpu")), img) - base, 3)
+    with pytest.raises(SystemExit):
+        sf.main(["--data", str(tmp_path / "photos"), "--reduce", "0"])
+    assert "--reduce must be 1 to 8" in capsys.readouterr().err
 
 
 def test_tile_seams_smoke(capsys):
