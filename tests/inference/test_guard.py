@@ -266,6 +266,18 @@ def test_detection_finds_high_qualities_in_whole_photos(q):
     assert detect_jpeg(encode(a, 95)[1]) is None
 
 
+@pytest.mark.parametrize("factor", [8, 16])
+def test_a_photo_enlarged_by_repeating_pixels_is_not_taken_for_a_jpeg(factor):
+    """Enlarged 8x or 16x by nearest neighbour, a never-compressed photo's block means sit on a
+    lattice at the offsets around each block edge: with the bar lowered for many blocks, kodim09
+    was claimed as q65 one pixel off the grid, and 94% of its pixels changed (48.5 dB from
+    itself).  A claim under the fixed bar must now beat every other offset, not their mean."""
+    a = np.asarray(Image.open(kodak()[8]).convert("RGB"))[:137, :137]
+    up = np.ascontiguousarray(a.repeat(factor, 0).repeat(factor, 1))[:1100, :1100]
+    assert detect_jpeg(up) is None
+    np.testing.assert_array_equal(fr.restore(up, device="cpu"), up)
+
+
 def test_the_bar_of_a_claim_comes_down_with_the_samples_only():
     """Where samples are few the bars are the old fixed ones (0.6 for the DC, 0.5 for an AC);
     with many, down to 0.2 while score**2 * n stays >= 40 (random phases score ~1/sqrt(n))."""
