@@ -6,8 +6,7 @@ input file, ``-o FILE`` names the output, its extension the format), in
 ``--format png`` (default, lossless), ``jpeg``, ``webp``, ``tiff`` or ``same`` (the input's
 format where it can be written, else PNG); ``--output-quality`` for JPEG/WebP (default: JPEG
 95, WebP lossless; without it a file written back into its own lossy format is copied where its
-pixels stay unchanged, and so is a JPEG of quality >= 90 (>= 85 restored by a network other
-than ``jpeg-high``): see ``KEEP_JPEG_FROM`` in
+pixels stay unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM`` in
 :mod:`fastreshuffle.inference.files`).
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
@@ -45,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "input's format where it can be written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
-                        "--format same copies a JPEG of quality >= 90 (85 for networks other than jpeg-high) and any file whose pixels stay unchanged "
+                        "--format same copies a JPEG of quality >= 85 and any file whose pixels stay unchanged "
                         "as they are)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "

@@ -10,9 +10,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .loading import JPEG_HIGH, band_model
-
-__all__ = ["KEEP_JPEG_FROM", "keep_jpeg_from", "Collected", "collect_inputs", "output_path_for", "restore_file", "sniff_format", "Outcome",
+__all__ = ["Collected", "collect_inputs", "output_path_for", "restore_file", "sniff_format", "Outcome",
            "NamedModels", "restore_files", "describe_error"]
 
 
@@ -141,23 +139,14 @@ def sniff_format(src: Path) -> Optional[str]:
 SMALL_SIDE = 64
 
 # From this JPEG quality on, a JPEG written back as JPEG at the default quality (95, 4:4:4) is
-# copied instead: re-encoding would cost more than restoring gains (benchmarks/same_format.py,
-# Pillow 4:2:0 inputs restored as `restore` does, change over the input, mean / worst photo).
-# A general network (`jpeg` up to q74, a weights file): on 24 CBSD432 photos the re-encode left
-# quality 83 at +0.32 / +0.22 dB, but 85 at -0.00 / -0.10, 88 at -0.12 / -0.33 and 95 at
-# -3.4 / -5.2 dB.  `jpeg-high` (the `jpeg` model's band from q75), 2026-12-05: quality 88 at
-# +0.37 / +0.09 on the 8 CBSD432 photos held out of its training (shrunk 2x: `--reduce 2`),
-# +0.35 / +0.09 on Kodak24, and on six outside photos at least +0.04; 90 at +0.11 / -0.06,
-# +0.09 / -0.11, -0.40 (the retina image).  A graphic (the colour wheel of eval_photos) lost
-# 0.04-0.5 dB at every quality from 70 on: re-encoding smooth synthetic pictures is costly.
+# copied instead: on 24 CBSD432 photos (Pillow 4:2:0 inputs, restored as `restore` does), the
+# re-encode left quality 83 at +0.32 dB mean / +0.22 worst over the input, but quality 85 at
+# -0.00 / -0.10, 88 at -0.12 / -0.33, 92 at -1.6 / -2.0 and 95 at -3.4 / -5.2 dB
+# (benchmarks/same_format.py).  Re-measured with `jpeg-high` (2026-12-05), photos would keep a
+# gain re-encoded up to quality 89 (+0.31 / +0.05 dB on Kodak24), but pictures that are not
+# photos lose there (a text screenshot -0.93 dB at q88, a gradient -0.36, the colour wheel
+# -0.43), where the copy keeps them as they were: the bound stays (docs/restore.md).
 KEEP_JPEG_FROM = 85
-KEEP_JPEG_FROM_BAND = {JPEG_HIGH: 90}
-
-
-def keep_jpeg_from(net) -> float:
-    """The JPEG quality from which a JPEG restored by ``net`` (the network that restores it:
-    :func:`.loading.band_model`) is copied rather than re-encoded as JPEG."""
-    return KEEP_JPEG_FROM_BAND.get(net, KEEP_JPEG_FROM) if isinstance(net, str) else KEEP_JPEG_FROM
 
 
 class FileResult(NamedTuple):
@@ -229,8 +218,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     asked = bands.model if bands is not None else None   # the model asked for: its bands' strengths
     g = guard_for(f.jpeg_tables, asked) if how.kind == TABLES else None
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
-    # they are is copied byte for byte, and so is a JPEG of quality >= keep_jpeg_from(its network):
-    # re-encoding costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
+    # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
+    # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
     # (A phone's MPO -- a JPEG with a second image -- is copied whole; an animated WebP is not.)
     keep_file = quality is None and (
         (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP" and f.n_frames == 1))
@@ -243,7 +232,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         if g.strength <= 0:
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels left as they are")
             restored = pixels.copy()
-        elif keep_file and g.quality >= keep_jpeg_from(band_model(asked, quality=g.quality)):
+        elif keep_file and g.quality >= KEEP_JPEG_FROM:
             notes.append(f"JPEG quality ~{g.quality:.0f}: re-encoding the restored pixels as JPEG would lose more "
                          "than restoring gains; file copied unchanged (--format png keeps the restoration, "
                          "--output-quality Q re-encodes anyway)")
