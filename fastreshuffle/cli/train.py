@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--also-shrunk", type=int, metavar="N",
                    help="train on every training photo also shrunk N times (after --reduce; 0: off), so a "
                         "network sees both scales: whole photos carry their own coding noise, shrunk ones less "
-                        "of it; validation photos are not added [%(default)s]")
+                        "of it; a patch comes from either with equal chance; validation photos are not added "
+                        "[%(default)s]")
     g.add_argument("--small-images", choices=["pad", "skip"],
                    help="what to do with images smaller than the patch [%(default)s]")
     g.add_argument("--workers", type=int, help="DataLoader worker processes [min(2, cpus)]")
