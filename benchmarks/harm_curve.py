@@ -53,7 +53,6 @@ DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
 
 
 def _encode(a, q, sub):
-
     from fastreshuffle.io.codecs import jpeg_file
     data = jpeg_file(a, q, SUBSAMPLING[sub])
     im = Image.open(io.BytesIO(data))

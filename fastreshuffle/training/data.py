@@ -109,6 +109,35 @@ def shrink(img: np.ndarray, n: int) -> np.ndarray:
     return np.floor(sums / count + 0.5).astype(np.uint8)
 
 
+def _fit(img: np.ndarray, min_size: int, small: str) -> Optional[np.ndarray]:
+    """``img`` itself when both sides are at least ``min_size``; else padded to it
+    (``small="pad"``) or None (``small="skip"``)."""
+    if not min_size or (img.shape[0] >= min_size and img.shape[1] >= min_size):
+        return img
+    if small == "skip":
+        return None
+    return _pad_to(img, max(min_size, img.shape[0]), max(min_size, img.shape[1]))
+
+
+def with_shrunk(images: List[np.ndarray], names: List[str], n: int, min_size: int, small: str,
+                warn) -> Tuple[List[np.ndarray], List[str]]:
+    """The images and each of them shrunk ``n`` times (:func:`shrink`) after them, named
+    ``name@1/n`` (``train --also-shrunk``); a shrunk copy smaller than ``min_size`` is padded or
+    skipped as :func:`load_folder` does."""
+    out_i, out_n, small_ones = list(images), list(names), 0
+    for img, name in zip(images, names):
+        s = shrink(img, n)
+        fitted = _fit(s, min_size, small)
+        small_ones += fitted is not s
+        if fitted is not None:
+            out_i.append(fitted)
+            out_n.append(f"{name}@1/{n}")
+    if small_ones:
+        warn(f"{'skipped' if small == 'skip' else 'padded'} {small_ones} photo(s) smaller than "
+             f"{min_size}x{min_size} once shrunk {n}x (--also-shrunk)")
+    return out_i, out_n
+
+
 def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str = "pad",
                 warn=None, limit: Optional[int] = None,
                 reduce: int = 1) -> Tuple[List[np.ndarray], List[str], LoadReport]:
@@ -146,13 +175,12 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
             continue
         if reduce > 1:
             img = shrink(img, reduce)
-        if min_size and (img.shape[0] < min_size or img.shape[1] < min_size):
-            if small == "skip":
-                rep.too_small.append(str(p))
-                continue
-            img = _pad_to(img, max(min_size, img.shape[0]), max(min_size, img.shape[1]))
-            rep.padded.append(str(p))
-        images.append(img)
+        fitted = _fit(img, min_size, small)
+        if fitted is not img:
+            (rep.too_small if fitted is None else rep.padded).append(str(p))
+        if fitted is None:
+            continue
+        images.append(fitted)
         names.append(p.name)
     rep.loaded = len(images)
     if rep.too_small:

@@ -262,7 +262,7 @@ def _val_dir(args) -> Path:
 
 def _load_data(args, spec, val_qualities, main: bool, say, warn):
     """-> (training images, validation set or None, the files they came from: :func:`_files_record`)."""
-    from .data import ValidationSet, load_folder
+    from .data import ValidationSet, load_folder, with_shrunk
 
     data_dir = _data_dir(args)
     reduce = getattr(args, "reduce", 1)
@@ -311,31 +311,10 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
                  "(--val split holds some out)")
     extra = getattr(args, "also_shrunk", 0)
     if extra:
-        images, names = _add_shrunk(images, names, extra, args.patch, args.small_images, warn)
+        images, names = with_shrunk(images, names, extra, args.patch, args.small_images, warn)
         say(f"train data: each training photo also shrunk {extra}x: {len(images)} images")
     return images, valset, _files_record(names, vnames if valset is not None else [], images,
                                          vimgs if valset is not None else [])
-
-
-def _add_shrunk(images, names, n: int, patch: int, small: str, warn):
-    """The training photos and each of them shrunk ``n`` times (:func:`data.shrink`) after them,
-    named ``name@1/n``; a shrunk copy smaller than the patch is padded or skipped as
-    ``--small-images`` says (as :func:`data.load_folder` does)."""
-    from .data import _pad_to, shrink
-    out_i, out_n, small_ones = list(images), list(names), 0
-    for img, name in zip(images, names):
-        s = shrink(img, n)
-        if s.shape[0] < patch or s.shape[1] < patch:
-            small_ones += 1
-            if small == "skip":
-                continue
-            s = _pad_to(s, max(patch, s.shape[0]), max(patch, s.shape[1]))
-        out_i.append(s)
-        out_n.append(f"{name}@1/{n}")
-    if small_ones:
-        warn(f"{'skipped' if small == 'skip' else 'padded'} {small_ones} photo(s) smaller than "
-             f"{patch}x{patch} once shrunk {n}x (--also-shrunk)")
-    return out_i, out_n
 
 
 def _files_record(train: List[str], val: List[str], train_pixels=(), val_pixels=()) -> Dict:
