@@ -6,6 +6,7 @@
                                                                    # guard's schedule was chosen)
     python -m benchmarks.harm_curve --plot docs/harm_curve.png --json harm.json
     python -m benchmarks.harm_curve --codec hevc --model hevc       # HEIF: raw vs guarded (QP)
+    python -m benchmarks.harm_curve --exposure 0.05                 # dark photos (x 0.05 first)
 
 For each JPEG quality (Pillow, ``--subsampling``), per image: PSNR(original, decoded) and the
 change in RGB PSNR after
@@ -83,12 +84,20 @@ def main(argv=None) -> int:
     ap.add_argument("--reduce", type=int, default=1,
                     help="shrink each photo N times (mean of N x N pixels) first: originals that are "
                          "JPEGs themselves (CBSD432: q95) lose their own coding noise")
+    ap.add_argument("--exposure", type=float, default=1.0,
+                    help="darken each photo first, every value times F (0 < F < 1; training.data.expose, "
+                         "as train --mix dark): an underexposed or night photo")
+    ap.add_argument("--bright", action="store_true", help="with --exposure: move the photos towards white instead")
     ap.add_argument("--strengths", action="store_true", help="fixed strengths instead of the schedule")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="PNG plot of mean gain vs quality")
     args = ap.parse_args(argv)
     if args.reduce < 1:
         ap.error(f"--reduce must be 1 (photos as they are) or more, got {args.reduce}")
+    if not 0 < args.exposure <= 1:
+        ap.error(f"--exposure must be in (0, 1] (1: photos as they are), got {args.exposure}")
+    if args.bright and args.exposure == 1:
+        ap.error("--bright needs --exposure F < 1")
 
     import torch
 
@@ -108,6 +117,9 @@ def main(argv=None) -> int:
     if args.reduce > 1:
         from fastreshuffle.training.data import shrink
         images = [shrink(a, args.reduce) for a in images]
+    if args.exposure < 1:
+        from fastreshuffle.training.data import expose
+        images = [expose(a, args.exposure, bright=args.bright) for a in images]
     net = get_model(args.model, "cpu")
     dy, dx = (int(v) for v in args.crop.split(","))
 
@@ -118,7 +130,7 @@ def main(argv=None) -> int:
         return _hevc(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
 
-    print(f"# harm curve: {_data_label(folder, images, args.reduce)}, model {args.model}, JPEG subsampling "
+    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright)}, model {args.model}, JPEG subsampling "
           f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     rows = []
@@ -157,7 +169,8 @@ def main(argv=None) -> int:
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
         _say_harmed(q, row, ("guarded", "blind", "blind_crop"))
-    doc = {"data": str(folder), "images": len(images), "reduce": args.reduce, "model": args.model,
+    doc = {"data": str(folder), "images": len(images), "reduce": args.reduce, "exposure": args.exposure,
+           "bright": args.bright, "model": args.model,
            "subsampling": args.subsampling,
            "cpu_flags": cpu_flags(), "rows": rows}
     if not args.strengths:
@@ -200,8 +213,10 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     return per_mp
 
 
-def _data_label(folder, images, reduce: int) -> str:
-    return f"{folder} ({len(images)} images" + (f", shrunk {reduce}x)" if reduce > 1 else ")")
+def _data_label(folder, images, reduce: int, exposure: float = 1.0, bright: bool = False) -> str:
+    shown = ([f"shrunk {reduce}x"] if reduce > 1 else []) + (
+        [f"{'towards white' if bright else 'darkened'}: exposure x {exposure:g}"] if exposure < 1 else [])
+    return f"{folder} ({len(images)} images" + "".join(", " + t for t in shown) + ")"
 
 
 def _say_strengths(q, strengths, rows, names=None) -> None:
@@ -256,7 +271,7 @@ def _hevc(args, folder, images, names, raw) -> int:
         net = bands.net(qp=qp)
         return lambda x: restore_uint8(net, x, tile=0)
 
-    print(f"# harm curve: {_data_label(folder, images, args.reduce)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     if not args.strengths:
         print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
@@ -292,7 +307,7 @@ def _hevc(args, folder, images, names, raw) -> int:
     if args.strengths:
         if args.json:
             Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
-                                                   "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(),
+                                                   "exposure": args.exposure, "bright": args.bright, "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(),
                                                    "rows": rows}, indent=1))
         return 0
     # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
@@ -305,7 +320,7 @@ def _hevc(args, folder, images, names, raw) -> int:
     per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
     if args.json:
         Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
-                                               "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
+                                               "exposure": args.exposure, "bright": args.bright, "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
                                                "never_compressed_pixels": _stats(never, names),
                                                "seconds_per_megapixel": per_mp}, indent=1))
     if args.plot:

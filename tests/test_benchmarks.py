@@ -414,6 +414,33 @@ def test_harm_curve_names_each_image(tmp_path, capsys):
             assert f"{k} {r[k]['worst_image']}" in line[0]
 
 
+def test_harm_curve_exposure(tmp_path, capsys):
+    """--exposure F: the photos darkened (or, with --bright, moved towards white) by F before
+    coding, as train --mix dark / bright does; the codec's figures are those of the darkened
+    photos; bad values are refused."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import harm_curve
+    from fastreshuffle.training.data import expose
+    make_images(tmp_path / "photos", n=3, size=64)
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "photos").iterdir())]
+    for bright in (False, True):
+        out = tmp_path / f"harm{bright}.json"
+        assert harm_curve.main(["--data", str(tmp_path / "photos"), "--qualities", "30", "--exposure", "0.1",
+                                "--json", str(out)] + (["--bright"] if bright else [])) == 0
+        doc = json.loads(out.read_text())
+        assert doc["exposure"] == 0.1 and doc["bright"] is bright
+        want = np.mean([harm_curve._psnr(e, harm_curve._encode(e, 30, 2)[1])
+                        for e in (expose(a, 0.1, bright=bright) for a in photos)])
+        assert abs(doc["rows"][0]["codec_psnr_mean"] - want) < 1e-9
+        assert ("towards white" if bright else "darkened: exposure x 0.1") in capsys.readouterr().out
+    for bad in (["--exposure", "0"], ["--exposure", "1.5"], ["--bright"]):
+        with pytest.raises(SystemExit):
+            harm_curve.main(["--data", str(tmp_path / "photos")] + bad)
+        assert "--exposure" in capsys.readouterr().err
+
+
 def test_harm_curve_strengths_on_shrunk_photos(tmp_path, capsys):
     """--strengths --reduce 2: each photo halved first (data.shrink), then per fixed strength the
     guarded gain of every image, recomputed here from the shrunk photo."""

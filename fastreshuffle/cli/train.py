@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix", metavar="NAME=P,...",
                    help="full-range variations per sample, with probabilities: none (uncompressed, "
                         "target = input), 444 (JPEG 4:4:4 chroma), offset (coding grid off the 8-pixel "
-                        "grid), double (compressed twice), e.g. none=0.1,444=0.25,offset=0.5,double=0.15")
+                        "grid), double (compressed twice), dark / bright (the photo darkened, or moved towards "
+                        "white, by a factor of 1/50 to 1/2 before coding), e.g. "
+                        "none=0.1,444=0.25,offset=0.5,double=0.15,dark=0.1")
     g.add_argument("--encode", choices=["patch", "whole"],
                    help="patch: code every patch on its own; whole: cut patches (at multiples of 8) from "
                         "--versions coded versions of each whole image, as photos are coded [%(default)s]")

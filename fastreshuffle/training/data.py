@@ -203,24 +203,49 @@ class Mix:
     * ``offset``: the patch cut from a larger compressed crop at a random offset (1..7, 1..7),
       so the coding grid is not aligned with the network's 8-pixel grid (a cropped photo);
     * ``double``: compressed twice, first at another quality drawn from the same list (a
-      re-saved photo).
+      re-saved photo);
+    * ``dark``: the patch darkened before coding, every value times a factor drawn log-uniformly
+      in [:data:`EXPOSURE_MIN`, 1/2] (an underexposed or night photo: CBSD432 has few dark
+      areas, and a network trained on it alone added up to a level of brightness to them);
+    * ``bright``: the same towards white, 255 - factor x (255 - value) (an overexposed photo).
 
-    All zero: exactly the samples of a run without ``--mix`` (no extra random draws)."""
+    All zero: exactly the samples of a run without ``--mix`` (no extra random draws); ``dark``
+    and ``bright`` draw after the others, so a mix without them gives the samples it gave before
+    they existed."""
     none: float = 0.0
     s444: float = 0.0
     offset: float = 0.0
     double: float = 0.0
+    dark: float = 0.0
+    bright: float = 0.0
 
     @property
     def active(self) -> bool:
-        return any((self.none, self.s444, self.offset, self.double))
+        return any((self.none, self.s444, self.offset, self.double, self.dark, self.bright))
+
+
+# the darkest exposure factor of --mix dark / bright (a photo's 0-255 range down to 0-5)
+EXPOSURE_MIN = 1.0 / 50
+
+
+def expose(img: np.ndarray, factor: float, bright: bool = False) -> np.ndarray:
+    """uint8 ``img`` darkened (every value times ``factor``, rounded), or with ``bright`` moved
+    towards white the same way (255 - factor x (255 - value))."""
+    x = img.astype(np.float32)
+    if bright:
+        x = 255.0 - x
+    x = np.rint(x * np.float32(factor))
+    if bright:
+        x = 255.0 - x
+    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def parse_mix(text: Optional[str]) -> Mix:
-    """``"none=0.1,444=0.25,offset=0.5,double=0.15"`` -> :class:`Mix` (omitted items are 0)."""
+    """``"none=0.1,444=0.25,offset=0.5,double=0.15,dark=0.1"`` -> :class:`Mix` (omitted items are 0)."""
     if not text:
         return Mix()
-    names = {"none": "none", "444": "s444", "offset": "offset", "double": "double"}
+    names = {"none": "none", "444": "s444", "offset": "offset", "double": "double", "dark": "dark",
+             "bright": "bright"}
     kw = {}
     for item in str(text).split(","):
         k, eq, v = item.strip().partition("=")
@@ -312,6 +337,11 @@ class PatchPairs(Dataset):
         q = self.qualities[int(rng.integers(len(self.qualities)))]
         q0 = self.qualities[int(rng.integers(len(self.qualities)))]
         crop = np.ascontiguousarray(crop)
+        if m.dark or m.bright:     # drawn last: a mix without them keeps its old samples
+            dark, bright = rng.random() < m.dark, rng.random() < m.bright
+            factor = float(np.exp(rng.uniform(np.log(EXPOSURE_MIN), np.log(0.5))))
+            if dark or bright:     # both: one of them, with equal chance
+                crop = expose(crop, factor, bright=bright and not (dark and rng.random() < 0.5))
         if none:
             coded, q = crop, 100
         else:

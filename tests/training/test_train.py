@@ -279,6 +279,41 @@ def test_full_range_mix(tmp_path, capsys):
                  "--mix", "none=0.2,444=0.3,offset=0.5,double=0.2"] + COMMON) == 0
 
 
+def test_mix_dark_and_bright(tmp_path):
+    """--mix dark / bright: the target is the very crop a mix without them draws, darkened (or moved
+    towards white) by one factor in [EXPOSURE_MIN, 1/2] up to rounding, the input that target
+    coded; the factors span the range; parse_mix takes both."""
+    from fastreshuffle.io.codecs import jpeg
+    from fastreshuffle.training.data import EXPOSURE_MIN, Mix, expose, parse_mix
+    images, _, _ = load_folder(make_images(tmp_path / "imgs", n=3, size=64), min_size=32)
+    kw = dict(patch=32, codec="jpeg", qualities=[30], seed=7)
+    assert parse_mix("dark=0.1,bright=0.05") == Mix(dark=0.1, bright=0.05)
+    x = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    assert np.array_equal(expose(x, 0.5), np.rint(x * 0.5).astype(np.uint8))
+    assert np.array_equal(expose(x, 0.5, bright=True), (255 - np.rint((255.0 - x) * 0.5)).astype(np.uint8))
+    plain = PatchPairs(images, mix=parse_mix("dark=1e-12"), **kw)   # the same draws, never darkened
+    for name, mix in (("dark", "dark=1"), ("bright", "bright=1"), ("either", "dark=1,bright=1")):
+        factors = []
+        for i in range(24):
+            c, o, q = PatchPairs(images, mix=parse_mix(mix), **kw).sample(i)
+            p = plain.sample(i)[1].astype(np.float64)
+            o64 = o.astype(np.float64)
+            up = name == "bright" or (name == "either" and o64.mean() > p.mean())
+            if up:
+                p, o64 = 255.0 - p, 255.0 - o64
+            nz = p > 0      # the factors f with rint(f p) = o everywhere: an interval
+            lo, hi = ((o64[nz] - 0.5) / p[nz]).max(), ((o64[nz] + 0.5) / p[nz]).min()
+            assert lo <= hi + 1e-9 and np.all(o64[~nz] == 0), (name, i)
+            assert max(lo, EXPOSURE_MIN) <= min(hi, 0.5) + 1e-9, (name, i, lo, hi)
+            f = (max(lo, EXPOSURE_MIN) + min(hi, 0.5)) / 2
+            assert np.array_equal(c, jpeg(o, q).image)
+            factors.append((f, up))
+        fs = [f for f, _ in factors]
+        assert min(fs) < 0.06 and max(fs) > 0.25, (name, fs)
+        if name == "either":
+            assert 4 <= sum(up for _, up in factors) <= 20
+
+
 def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
     """--encode whole: every pair is an 8-aligned crop of (one orientation of a training image, that
     oriented image coded whole), checked against an independent search and coding; the versions are
