@@ -169,10 +169,7 @@ def main(argv=None) -> int:
               + " | ".join(f"{row[k]['mean']:+7.3f}/{row[k]['worst']:+7.3f}"
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
         _say_harmed(q, row, ("guarded", "blind", "blind_crop"))
-    doc = {"data": str(folder), "images": len(images), "reduce": args.reduce, "exposure": args.exposure,
-           "bright": args.bright, "model": args.model,
-           "subsampling": args.subsampling,
-           "cpu_flags": cpu_flags(), "rows": rows}
+    doc = {**_doc_head(args, folder, images), "subsampling": args.subsampling, "cpu_flags": cpu_flags(), "rows": rows}
     if not args.strengths:
         never_raw = [_psnr(a, raw(a)) for a in images]
         never_guarded = [_psnr(a, fr.restore(a, args.model, device="cpu")) for a in images]
@@ -211,6 +208,12 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
     print(f"guarded restore, {label} {big.shape[1]}x{big.shape[0]}: {per_mp:.2f} s per megapixel "
           f"(median of 3, {torch.get_num_threads()} threads)", flush=True)
     return per_mp
+
+
+def _doc_head(args, folder, images) -> dict:
+    """What a JSON record says of the photos and the model."""
+    return {"data": str(folder), "images": len(images), "reduce": args.reduce, "exposure": args.exposure,
+            "bright": args.bright, "model": args.model}
 
 
 def _data_label(folder, images, reduce: int, exposure: float = 1.0, bright: bool = False) -> str:
@@ -306,9 +309,8 @@ def _hevc(args, folder, images, names, raw) -> int:
         _say_harmed(q, row, ("guarded",))
     if args.strengths:
         if args.json:
-            Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
-                                                   "exposure": args.exposure, "bright": args.bright, "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(),
-                                                   "rows": rows}, indent=1))
+            Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": "hevc",
+                                                   "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
         return 0
     # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
     # by -- what ``restore --model hevc`` does to it is the raw network's full correction.
@@ -319,8 +321,8 @@ def _hevc(args, folder, images, names, raw) -> int:
     pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them
     per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": str(folder), "images": len(images), "reduce": args.reduce,
-                                               "exposure": args.exposure, "bright": args.bright, "model": args.model, "codec": "hevc", "cpu_flags": cpu_flags(), "rows": rows,
+        Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": "hevc",
+                                               "cpu_flags": cpu_flags(), "rows": rows,
                                                "never_compressed_pixels": _stats(never, names),
                                                "seconds_per_megapixel": per_mp}, indent=1))
     if args.plot:

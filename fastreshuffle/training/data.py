@@ -221,7 +221,7 @@ class Mix:
 
     @property
     def active(self) -> bool:
-        return any((self.none, self.s444, self.offset, self.double, self.dark, self.bright))
+        return any(dataclasses.astuple(self))
 
 
 # the darkest exposure factor of --mix dark / bright (a photo's 0-255 range down to 0-5)
@@ -233,19 +233,15 @@ def expose(img: np.ndarray, factor: float, bright: bool = False) -> np.ndarray:
     towards white the same way (255 - factor x (255 - value))."""
     x = img.astype(np.float32)
     if bright:
-        x = 255.0 - x
-    x = np.rint(x * np.float32(factor))
-    if bright:
-        x = 255.0 - x
-    return np.clip(x, 0, 255).astype(np.uint8)
+        return np.clip(255.0 - np.rint((255.0 - x) * np.float32(factor)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(x * np.float32(factor)), 0, 255).astype(np.uint8)
 
 
 def parse_mix(text: Optional[str]) -> Mix:
     """``"none=0.1,444=0.25,offset=0.5,double=0.15,dark=0.1"`` -> :class:`Mix` (omitted items are 0)."""
     if not text:
         return Mix()
-    names = {"none": "none", "444": "s444", "offset": "offset", "double": "double", "dark": "dark",
-             "bright": "bright"}
+    names = {("444" if f.name == "s444" else f.name): f.name for f in dataclasses.fields(Mix)}
     kw = {}
     for item in str(text).split(","):
         k, eq, v = item.strip().partition("=")
@@ -340,8 +336,10 @@ class PatchPairs(Dataset):
         if m.dark or m.bright:     # drawn last: a mix without them keeps its old samples
             dark, bright = rng.random() < m.dark, rng.random() < m.bright
             factor = float(np.exp(rng.uniform(np.log(EXPOSURE_MIN), np.log(0.5))))
-            if dark or bright:     # both: one of them, with equal chance
-                crop = expose(crop, factor, bright=bright and not (dark and rng.random() < 0.5))
+            if dark and bright:    # both: one of them, with equal chance
+                bright = rng.random() >= 0.5
+            if dark or bright:
+                crop = expose(crop, factor, bright=bright)
         if none:
             coded, q = crop, 100
         else:
