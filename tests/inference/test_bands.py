@@ -76,7 +76,7 @@ def test_middle_quality_jpeg_keeps_the_general_model(q):
 
 @pytest.mark.parametrize("quality", [int(JPEG_HIGH_MIN), 90, 97])
 def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
-    """q75+ restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
+    """JPEG_HIGH_MIN and above restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
     network by path is not (q97: it leaves the file as it is, the band takes a quarter)."""
     a = photo(128)
     im = lambda: Image.open(jpeg(a, quality))  # noqa: E731
@@ -88,6 +88,20 @@ def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
     assert np.abs(got.astype(int) - decoded).max() > 0
     if quality == 97:
         np.testing.assert_array_equal(general, decoded)
+
+
+def test_a_dark_photo_at_q72_is_not_made_worse():
+    """A night shot (the astronaut darkened to 2% of its values, as ``harm_curve --exposure 0.02``)
+    coded at q72: "jpeg", at half its correction there, made it 0.17 dB worse while the band began
+    at 75; "jpeg-high" gains (+0.06 dB)."""
+    from skimage import data
+
+    from fastreshuffle.metrics import psnr
+    from fastreshuffle.training.data import expose
+    a = expose(np.ascontiguousarray(data.astronaut()), 0.02)
+    decoded = np.asarray(Image.open(jpeg(a, 72)).convert("RGB"))
+    out = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, 72)), "jpeg", device="cpu", precision="fp32"))
+    assert psnr(out, a) > psnr(decoded, a)
 
 
 def test_decoded_high_quality_pixels_take_the_band_and_its_strength(tmp_path, capsys):
