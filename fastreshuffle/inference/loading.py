@@ -48,9 +48,9 @@ JPEG_LOW_MAX = 20.0
 # (:func:`fastreshuffle.inference.guard.strength`).  On the 8 CBSD432 photos held out of its
 # training, shrunk 2x, it is ahead of "jpeg" in the mean from q70 (by 0.02 dB, called level when
 # the bound was 75) and in the worst image from q72; on the seven outside photos from q65.  Dark
-# photos decided for 70: at q70-74 "jpeg" (trained on 5-50, at half strength there) lost up to
-# 1.4 dB on photos darkened to 2%, "jpeg-high" at most 0.16 (fastreshuffle/weights/README.md,
-# "jpeg-high ... quality bands").
+# photos decided for 70: at q70-74 "jpeg" (then trained on 5-50 only, at half strength there)
+# lost up to 1.4 dB on photos darkened to 2%, "jpeg-high" at most 0.16
+# (fastreshuffle/weights/README.md, "jpeg-high ... quality bands").
 JPEG_HIGH = "jpeg-high"
 JPEG_HIGH_MIN = 70.0
 # The shipped HEVC model's low-quality band, keyed on the slice QP read from a HEIF file (the
