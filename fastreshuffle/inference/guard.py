@@ -8,14 +8,14 @@ at q95.  Two things make it safe, both driven by the file's own quantisation tab
    q70-80, 0.25 at q85-90, 0 from q93 (the input is returned unchanged).  Each breakpoint is
    the strength, of 1 / 0.75 / 0.5 / 0.25, with the best *worst-image* gain on 24 CBSD432
    photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between.  The
-   high-quality band ``jpeg-high`` (q70 and above, :mod:`.loading`) has a schedule of its own:
+   high-quality band ``jpeg-high`` (from :data:`.loading.JPEG_HIGH_MIN`) has a schedule of its own:
    1 up to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98;
 2. the result is projected onto the JPEG's quantisation intervals
    (:mod:`.jpeg_consistency`), which can only move it towards the original.
 
 Measured on those 24 training photos with the general network alone (raw network -> guarded),
 mean / worst image, dB: q60 +0.63/+0.06 -> +0.95/+0.67, q80 -0.49/-1.40 -> +0.77/+0.58, q90
--2.14/-3.81 -> +0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged; since jpeg-high took q75 and above, now q70,
+-2.14/-3.81 -> +0.77/+0.48, q95 -14.9/-20.8 -> 0 (unchanged; since jpeg-high took the high qualities,
 the shipped "jpeg" restores q93-97 too, at its schedule).  ``benchmarks/harm_curve.py`` measures
 the curve on any folder (README: Kodak24, held out from these choices).
 """

@@ -76,8 +76,9 @@ def test_middle_quality_jpeg_keeps_the_general_model(q):
 
 @pytest.mark.parametrize("quality", [int(JPEG_HIGH_MIN), 90, 97])
 def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
-    """JPEG_HIGH_MIN and above restored by "jpeg-high" at its schedule's strength (as asked for by name); the general
-    network by path is not (q97: it leaves the file as it is, the band takes a quarter)."""
+    """From JPEG_HIGH_MIN, restored by "jpeg-high" at its schedule's strength (as asked for by
+    name); the general network by path is not (q97: it leaves the file as it is, the band takes a
+    quarter)."""
     a = photo(128)
     im = lambda: Image.open(jpeg(a, quality))  # noqa: E731
     got = np.asarray(fastreshuffle.restore(im(), "jpeg", device="cpu"))
