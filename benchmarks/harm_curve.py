@@ -7,6 +7,7 @@
     python -m benchmarks.harm_curve --plot docs/harm_curve.png --json harm.json
     python -m benchmarks.harm_curve --codec hevc --model hevc       # HEIF: raw vs guarded (QP)
     python -m benchmarks.harm_curve --exposure 0.05                 # dark photos (x 0.05 first)
+    python -m benchmarks.harm_curve --first 94 --qualities 90 94    # re-saved JPEGs (q94, then q90 / q94)
 
 For each JPEG quality (Pillow, ``--subsampling``), per image: PSNR(original, decoded) and the
 change in RGB PSNR after
@@ -19,7 +20,11 @@ change in RGB PSNR after
 
 mean and worst image.  Then what each does to the never-compressed originals (PSNR of the output
 against the input; "inf" = unchanged), and the guarded restore's time per megapixel.
-``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
+``--first Q``: a re-saved JPEG -- each photo coded as a JPEG of quality Q (``--subsampling``) first,
+its decoded pixels then coded at each quality; the gains are against the photo (``--against
+photo``, what a user whose photo was re-saved gets) or against the first decode (``--against
+first``: what a benchmark whose "originals" are decoded JPEGs measures, the network's correction of
+the first coding counted as harm); no never-compressed line.  ``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
 0.5 / 0.25 (each then projected): the guard's schedule takes, at each breakpoint, the strength
 with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 
@@ -88,6 +93,10 @@ def main(argv=None) -> int:
                     help="darken each photo first, every value times F (0 < F < 1; training.data.expose, "
                          "as train --mix dark): an underexposed or night photo")
     ap.add_argument("--bright", action="store_true", help="with --exposure: move the photos towards white instead")
+    ap.add_argument("--first", type=int, default=None,
+                    help="code each photo as a JPEG of this quality first (a re-saved JPEG)")
+    ap.add_argument("--against", default="photo", choices=("photo", "first"),
+                    help="with --first: measure against the photo, or against its first decode")
     ap.add_argument("--strengths", action="store_true", help="fixed strengths instead of the schedule")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="PNG plot of mean gain vs quality")
@@ -96,6 +105,10 @@ def main(argv=None) -> int:
         ap.error(f"--reduce must be 1 (photos as they are) or more, got {args.reduce}")
     if not 0 < args.exposure <= 1:
         ap.error(f"--exposure must be in (0, 1] (1: photos as they are), got {args.exposure}")
+    if args.first is not None and not (1 <= args.first <= 100 and args.codec == "jpeg"):
+        ap.error(f"--first takes a JPEG quality in 1..100 (JPEG only), got {args.first}")
+    if args.against != "photo" and args.first is None:
+        ap.error("--against first needs --first Q")
     if args.bright and args.exposure == 1:
         ap.error("--bright needs --exposure F < 1")
 
@@ -129,17 +142,24 @@ def main(argv=None) -> int:
     if args.codec == "hevc":
         return _hevc(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
+    sources = images          # what is coded at each quality; ``images`` are what it is measured against
+    if args.first is not None:
+        sources = [_encode(a, args.first, args.subsampling)[1] for a in images]
+        if args.against == "first":
+            images = sources
 
     print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright)}, model {args.model}, JPEG subsampling "
-          f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}")
+          f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}"
+          + (f"; re-saved: coded at q{args.first} first, measured against the "
+             + ("photo" if args.against == "photo" else "first decode") if args.first is not None else ""))
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     rows = []
     for q in args.qualities:
         rec = {"quality": q, "bpp": [], "codec": [], "raw": [], "guarded": [], "blind": [], "blind_crop": [],
                "raw_crop": []}
         strengths = {s: [] for s in (1.0, 0.75, 0.5, 0.25)} if args.strengths else {}
-        for a in images:
-            im, dec, nbytes = _encode(a, q, args.subsampling)
+        for a, src in zip(images, sources):
+            im, dec, nbytes = _encode(src, q, args.subsampling)
             base = _psnr(a, dec)
             rec["bpp"].append(8 * nbytes / (a.shape[0] * a.shape[1]))
             rec["codec"].append(base)
@@ -170,7 +190,9 @@ def main(argv=None) -> int:
                            for k in ("raw", "guarded", "blind", "raw_crop", "blind_crop")), flush=True)
         _say_harmed(q, row, ("guarded", "blind", "blind_crop"))
     doc = {**_doc_head(args, folder, images), "subsampling": args.subsampling, "cpu_flags": cpu_flags(), "rows": rows}
-    if not args.strengths:
+    if args.first is not None:
+        doc.update(first=args.first, against=args.against)
+    elif not args.strengths:
         never_raw = [_psnr(a, raw(a)) for a in images]
         never_guarded = [_psnr(a, fr.restore(a, args.model, device="cpu")) for a in images]
         print(f"never compressed (output vs input PSNR): raw mean {np.mean(never_raw):.2f} dB, worst "

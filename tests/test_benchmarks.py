@@ -441,6 +441,33 @@ def test_harm_curve_exposure(tmp_path, capsys):
         assert "--exposure" in capsys.readouterr().err
 
 
+def test_harm_curve_first_codes_twice_and_measures_against_the_chosen_reference(tmp_path, capsys):
+    """--first Q: each photo coded at Q first, then at each quality; the codec's figure is the second
+    decode against the photo (--against photo) or against the first decode (--against first);
+    bad values are refused."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks import harm_curve
+    make_images(tmp_path / "photos", n=2, size=64)
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "photos").iterdir())]
+    firsts = [harm_curve._encode(a, 60, 2)[1] for a in photos]
+    for against, refs in (("photo", photos), ("first", firsts)):
+        out = tmp_path / f"harm_{against}.json"
+        assert harm_curve.main(["--data", str(tmp_path / "photos"), "--qualities", "40", "--first", "60",
+                                "--against", against, "--json", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["first"] == 60 and doc["against"] == against and "never_compressed" not in doc
+        want = np.mean([harm_curve._psnr(r, harm_curve._encode(f, 40, 2)[1]) for r, f in zip(refs, firsts)])
+        assert abs(doc["rows"][0]["codec_psnr_mean"] - want) < 1e-9
+        assert f"coded at q60 first, measured against the {'photo' if against == 'photo' else 'first decode'}" \
+            in capsys.readouterr().out
+    for bad in (["--first", "0"], ["--first", "101"], ["--against", "first"], ["--first", "90", "--codec", "hevc"]):
+        with pytest.raises(SystemExit):
+            harm_curve.main(["--data", str(tmp_path / "photos")] + bad)
+        assert "--first" in capsys.readouterr().err
+
+
 def test_harm_curve_strengths_on_shrunk_photos(tmp_path, capsys):
     """--strengths --reduce 2: each photo halved first (data.shrink), then per fixed strength the
     guarded gain of every image, recomputed here from the shrunk photo."""
