@@ -179,7 +179,8 @@ def main(argv=None) -> int:
         if args.strengths:
             _say_strengths(q, strengths, rows, names)
             continue
-        row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"]))}
+        row = {"quality": q, "bpp": float(np.mean(rec["bpp"])), "codec_psnr_mean": float(np.mean(rec["codec"])),
+               "codec_psnr": dict(zip(names, map(float, rec["codec"])))}
         row.update({k: _stats(rec[k], names) for k in ("raw", "guarded", "blind", "blind_crop", "raw_crop")})
         rows.append(row)
         if len(rows) == 1:

@@ -460,6 +460,8 @@ def test_harm_curve_first_codes_twice_and_measures_against_the_chosen_reference(
         assert doc["first"] == 60 and doc["against"] == against and "never_compressed" not in doc
         want = np.mean([harm_curve._psnr(r, harm_curve._encode(f, 40, 2)[1]) for r, f in zip(refs, firsts)])
         assert abs(doc["rows"][0]["codec_psnr_mean"] - want) < 1e-9
+        assert sorted(doc["rows"][0]["codec_psnr"]) == ["img0.png", "img1.png"]     # each image's, by name
+        assert abs(np.mean(list(doc["rows"][0]["codec_psnr"].values())) - want) < 1e-9
         assert f"coded at q60 first, measured against the {'photo' if against == 'photo' else 'first decode'}" \
             in capsys.readouterr().out
     for bad in (["--first", "0"], ["--first", "101"], ["--against", "first"], ["--first", "90", "--codec", "hevc"]):
