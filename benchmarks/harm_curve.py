@@ -24,7 +24,8 @@ against the input; "inf" = unchanged), and the guarded restore's time per megapi
 its decoded pixels then coded at each quality; the gains are against the photo (``--against
 photo``, what a user whose photo was re-saved gets) or against the first decode (``--against
 first``: what a benchmark whose "originals" are decoded JPEGs measures, the network's correction of
-the first coding counted as harm); no never-compressed line.  ``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
+the first coding counted as harm); no never-compressed or timing line.
+``--strengths`` instead prints, per quality, the guarded result at fixed strengths 1 / 0.75 /
 0.5 / 0.25 (each then projected): the guard's schedule takes, at each breakpoint, the strength
 with the best worst-image gain on CBSD432 photos.  Exit 1 if a restore fails.
 

@@ -49,7 +49,7 @@ def test_the_docs_readme_links_to_exist_and_go_into_the_sdist():
     assert len(links) >= 10, links                  # the pattern still finds README's links
     assert [p for p in links if not (ROOT / p).is_file()] == [], "README links to missing docs"
     fl = filelist.FileList()
-    fl.allfiles = [str(Path(f).relative_to(ROOT)) for f in filelist.findall(str(ROOT))]
+    fl.allfiles = [str(Path(f).relative_to(ROOT)) for f in filelist.findall(str(ROOT / "docs"))]
     for line in (ROOT / "MANIFEST.in").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             fl.process_template_line(line)
