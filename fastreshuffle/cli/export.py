@@ -8,7 +8,7 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="jpeg", metavar="NAME|PATH",
-                   help="a shipped model (jpeg, jpeg-low, jpeg-high, hevc, hevc-low, hevc-paper) or a "
+                   help="a shipped model (jpeg, jpeg-low, jpeg-mid, jpeg-high, hevc, hevc-low, hevc-paper) or a "
                         ".safetensors weights file (default: jpeg)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
@@ -34,6 +34,6 @@ def run(args) -> int:
           "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
           "image, which makes high-quality and never-compressed photos worse (Kodak24 at JPEG q90: -1.5 dB mean, -3.4 dB worst); use it on "
           "JPEGs of quality 50 or less, or apply fastreshuffle.inference.guard.strength(quality) yourself "
-          "(strength(quality, 'jpeg-high') for jpeg-high)",
+          "(strength(quality, 'jpeg-high') for jpeg-high, the same for jpeg-mid)",
           file=sys.stderr)
     return 0

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
                         "--format same copies a JPEG of quality >= 85 and any file whose pixels stay unchanged "
                         "as they are)")
-    p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
+    p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-mid|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
                         "HEIF files, jpeg for everything else; said per file; hevc-paper: the paper's "
                         "network for HEIF files, slightly better than hevc and about 7x slower)")

@@ -9,7 +9,8 @@ at q95.  Two things make it safe, both driven by the file's own quantisation tab
    the strength, of 1 / 0.75 / 0.5 / 0.25, with the best *worst-image* gain on 24 CBSD432
    photos at that quality (``benchmarks/harm_curve.py --strengths``), linear in between.  The
    high-quality band ``jpeg-high`` (from :data:`.loading.JPEG_HIGH_MIN`) has a schedule of its own:
-   1 up to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98;
+   1 up to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98 (the mid-quality band
+   ``jpeg-mid``, from :data:`.loading.JPEG_MID_MIN`, the same: all of its correction in its band);
 2. the result is projected onto the JPEG's quantisation intervals
    (:mod:`.jpeg_consistency`), which can only move it towards the original.
 
@@ -44,12 +45,16 @@ _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), 
 # strength lose at q95 at full size (benchmarks/harm_curve.py --reduce 2 --strengths; the figures
 # in fastreshuffle/weights/README.md, "Quality bands").
 _HIGH_SCHEDULE = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.25), (97.0, 0.25), (98.0, 0.0))
-_BAND_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE}
+# The mid-quality band "jpeg-mid" (loading.JPEG_MID: "jpeg-high" fine-tuned on quality 60-97) takes
+# the same schedule: in its band (below loading.JPEG_HIGH_MIN) that is all of its correction, and
+# asked for by name at q85-97 it was checked at these strengths (fastreshuffle/weights/README.md,
+# "jpeg-mid").
+_BAND_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE, "jpeg-mid": _HIGH_SCHEDULE}
 
 
 def strength(quality: float, net=None) -> float:
     """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality`` restored
-    by ``net``: a band with a schedule of its own (by name: "jpeg-high"), else the general one
+    by ``net``: a band with a schedule of its own (by name: "jpeg-high", "jpeg-mid"), else the general one
     (any other name, a weights file, a network, None)."""
     schedule = _BAND_SCHEDULES.get(net, _SCHEDULE) if isinstance(net, str) else _SCHEDULE
     return float(np.interp(quality, [q for q, _ in schedule], [s for _, s in schedule]))

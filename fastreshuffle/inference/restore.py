@@ -338,8 +338,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
-    its pixels) with its low-quality specialist ``jpeg-low`` and one of quality 70 or more with
-    ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
+    its pixels) with its low-quality specialist ``jpeg-low``, one of quality 60-80 with ``jpeg-mid``
+    and one of quality 81 or more with ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
     coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``"hevc-paper"`` (asked for by name
     only) is the paper's Table 1 network for HEIF files: a little better than ``hevc`` (+0.41 vs

@@ -1,7 +1,8 @@
 """The shipped models' quality bands (#14 item 1): a JPEG of quality <= JPEG_LOW_MAX, read from
 its tables or detected in its pixels, is restored by the low-quality specialist "jpeg-low", one of
-quality >= JPEG_HIGH_MIN by the high-quality one "jpeg-high" (with its own strengths); in between,
-by "jpeg".  A HEIF file coded at QP >= HEVC_LOW_MIN_QP (read from its slice headers) is restored by
+quality >= JPEG_HIGH_MIN by the high-quality one "jpeg-high" (with its own strengths), one of
+quality >= JPEG_MID_MIN below that by the mid-quality one "jpeg-mid" (the same schedule); in
+between, by "jpeg".  A HEIF file coded at QP >= HEVC_LOW_MIN_QP (read from its slice headers) is restored by
 "hevc-low"; below, or with no QP, by "hevc".  Every entry point (restore(), the CLI's restore and
 eval) takes the same decision."""
 import io
@@ -14,7 +15,8 @@ from PIL import Image
 import fastreshuffle
 from fastreshuffle.cli import main
 from fastreshuffle.inference.loading import (HEVC_LOW, HEVC_LOW_MIN_QP, JPEG_HIGH, JPEG_HIGH_MIN, JPEG_LOW,
-                                             JPEG_LOW_MAX, WEIGHTS_DIR, Bands, available_models, band_model, bands_of)
+                                             JPEG_LOW_MAX, JPEG_MID, JPEG_MID_MIN, WEIGHTS_DIR, Bands,
+                                             available_models, band_model, bands_of)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,20 +38,23 @@ def jpeg(a, quality):
 
 
 def test_band_model_decision():
-    assert JPEG_LOW in available_models() and JPEG_HIGH in available_models()   # shipped with the package
+    assert {JPEG_LOW, JPEG_MID, JPEG_HIGH} <= set(available_models())   # shipped with the package
+    assert JPEG_LOW_MAX < JPEG_MID_MIN < JPEG_HIGH_MIN
     assert band_model("jpeg", 5) == band_model("jpeg", JPEG_LOW_MAX) == JPEG_LOW
-    assert band_model("jpeg", JPEG_LOW_MAX + 1) == band_model("jpeg", JPEG_HIGH_MIN - 1) == "jpeg"
+    assert band_model("jpeg", JPEG_LOW_MAX + 1) == band_model("jpeg", JPEG_MID_MIN - 0.5) == "jpeg"
+    assert band_model("jpeg", JPEG_MID_MIN) == band_model("jpeg", JPEG_HIGH_MIN - 0.5) == JPEG_MID
     assert band_model("jpeg", JPEG_HIGH_MIN) == band_model("jpeg", 100) == JPEG_HIGH
     assert band_model("jpeg", None) == "jpeg"                 # no quality known: the model asked for
     assert band_model("hevc", 10) == "hevc" and band_model(GENERAL, 10) == GENERAL
     assert band_model(JPEG_HIGH, 10) == JPEG_HIGH and band_model(GENERAL, 95) == GENERAL   # asked for: kept
     assert bands_of("jpeg") == {JPEG_LOW: f"JPEG quality <= {JPEG_LOW_MAX:g}",
+                                JPEG_MID: f"JPEG quality >= {JPEG_MID_MIN:g} and < {JPEG_HIGH_MIN:g}",
                                 JPEG_HIGH: f"JPEG quality >= {JPEG_HIGH_MIN:g}"}
     loads = []
     b = Bands("jpeg", lambda m: loads.append(m) or m)
-    assert [b.net(10), b.net(15), b.net(50), b.net(90), b.net(80), b.net()] == \
-        [JPEG_LOW, JPEG_LOW, "jpeg", JPEG_HIGH, JPEG_HIGH, "jpeg"]
-    assert loads == [JPEG_LOW, "jpeg", JPEG_HIGH]            # each band loaded once
+    assert [b.net(10), b.net(15), b.net(50), b.net(90), b.net(70), b.net(95), b.net(65), b.net()] == \
+        [JPEG_LOW, JPEG_LOW, "jpeg", JPEG_HIGH, JPEG_MID, JPEG_HIGH, JPEG_MID, "jpeg"]
+    assert loads == [JPEG_LOW, "jpeg", JPEG_HIGH, JPEG_MID]  # each band loaded once
 
 
 @pytest.mark.parametrize("quality", [10, int(JPEG_LOW_MAX)])
@@ -66,7 +71,7 @@ def test_low_quality_jpeg_goes_to_the_specialist(quality):
                                   fastreshuffle.restore(dec, JPEG_LOW, device="cpu"))
 
 
-@pytest.mark.parametrize("q", [int(JPEG_LOW_MAX) + 10, int(JPEG_HIGH_MIN) - 1])
+@pytest.mark.parametrize("q", [int(JPEG_LOW_MAX) + 10, int(JPEG_MID_MIN) - 1])
 def test_middle_quality_jpeg_keeps_the_general_model(q):
     a = photo()
     got = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, q)), "jpeg", device="cpu"))
@@ -74,15 +79,18 @@ def test_middle_quality_jpeg_keeps_the_general_model(q):
                                                                          device="cpu")))
 
 
-@pytest.mark.parametrize("quality", [int(JPEG_HIGH_MIN), 90, 97])
-def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
-    """From JPEG_HIGH_MIN, restored by "jpeg-high" at its schedule's strength (as asked for by
-    name); the general network by path is not (q97: it leaves the file as it is, the band takes a
-    quarter)."""
+@pytest.mark.parametrize("quality, band", [(int(JPEG_MID_MIN), JPEG_MID), (int(JPEG_HIGH_MIN) - 1, JPEG_MID),
+                                           (int(JPEG_HIGH_MIN), JPEG_HIGH), (90, JPEG_HIGH), (97, JPEG_HIGH)])
+def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality, band):
+    """From JPEG_MID_MIN, restored by "jpeg-mid", from JPEG_HIGH_MIN by "jpeg-high", each at its
+    schedule's strength (as asked for by name); the general network by path is not (q97: it leaves
+    the file as it is, the band takes a quarter)."""
     a = photo(128)
     im = lambda: Image.open(jpeg(a, quality))  # noqa: E731
     got = np.asarray(fastreshuffle.restore(im(), "jpeg", device="cpu"))
-    np.testing.assert_array_equal(got, np.asarray(fastreshuffle.restore(im(), JPEG_HIGH, device="cpu")))
+    np.testing.assert_array_equal(got, np.asarray(fastreshuffle.restore(im(), band, device="cpu")))
+    other = JPEG_HIGH if band == JPEG_MID else JPEG_MID      # the two bands are different networks
+    assert np.abs(got.astype(int) - np.asarray(fastreshuffle.restore(im(), other, device="cpu"))).max() > 0
     general = np.asarray(fastreshuffle.restore(im(), GENERAL, device="cpu"))
     assert np.abs(got.astype(int) - general).max() > 0
     decoded = np.asarray(im().convert("RGB"))
@@ -94,7 +102,8 @@ def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality):
 def test_a_dark_photo_at_q72_is_not_made_worse():
     """A night shot (the astronaut darkened to 2% of its values, as ``harm_curve --exposure 0.02``)
     coded at q72: "jpeg", at half its correction there, made it 0.17 dB worse while the band began
-    at 75; "jpeg-high" gains (+0.06 dB; +0.45 since its dark-photo phase, 2026-12-06)."""
+    at 75; "jpeg-high" gains (+0.06 dB; +0.45 since its dark-photo phase), "jpeg-mid" (q60-80 since
+    2026-12-06) +0.67."""
     from skimage import data
 
     from fastreshuffle.metrics import psnr
@@ -105,21 +114,35 @@ def test_a_dark_photo_at_q72_is_not_made_worse():
     assert psnr(out, a) > psnr(decoded, a)
 
 
+def test_a_dark_star_field_at_q65_is_not_made_worse():
+    """The Hubble deep field darkened to 2% (``harm_curve --data DIR --exposure 0.02``, the seven
+    outside photos) coded at q65: "jpeg", at 0.625 of its correction there, made it 5.2 dB worse
+    while the high band began at 70; "jpeg-mid" (q60-80 since 2026-12-06) gains +0.15 dB."""
+    from skimage import data
+
+    from fastreshuffle.metrics import psnr
+    from fastreshuffle.training.data import expose
+    a = expose(np.ascontiguousarray(data.hubble_deep_field()), 0.02)
+    decoded = np.asarray(Image.open(jpeg(a, 65)).convert("RGB"))
+    out = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, 65)), "jpeg", device="cpu", precision="fp32"))
+    assert psnr(out, a) >= psnr(decoded, a)
+
+
 def test_decoded_high_quality_pixels_take_the_band_and_its_strength(tmp_path, capsys):
-    """A decoded q75 / q85 JPEG given as pixels (found in them) goes to "jpeg-high" at its strength,
-    as the file does: restore() of the array and `fastreshuffle restore` of a PNG of it."""
+    """A decoded q75 / q85 JPEG given as pixels (found in them) goes to "jpeg-mid" / "jpeg-high" at
+    its strength, as the file does: restore() of the array and `fastreshuffle restore` of a PNG of it."""
     from skimage import data
     a = np.ascontiguousarray(data.coffee())
-    for q in (75, 85):
+    for q, band in ((75, JPEG_MID), (85, JPEG_HIGH)):
         dec = np.asarray(Image.open(jpeg(a, q)).convert("RGB"))
         got = fastreshuffle.restore(dec, "jpeg", device="cpu")
-        np.testing.assert_array_equal(got, fastreshuffle.restore(dec, JPEG_HIGH, device="cpu"))
+        np.testing.assert_array_equal(got, fastreshuffle.restore(dec, band, device="cpu"))
         assert np.abs(got.astype(int) - fastreshuffle.restore(dec, GENERAL, device="cpu")).max() > 0
         src = tmp_path / f"d{q}.png"
         Image.fromarray(dec).save(src)
         assert main(["restore", str(src), "--device", "cpu"]) == 0
         err = capsys.readouterr().err
-        assert f"restored by {JPEG_HIGH}" in err and f"quality ~{q}: 100% of the correction" in err
+        assert f"restored by {band}" in err and f"quality ~{q}: 100% of the correction" in err
 
 
 def test_demo_says_which_network_restored_a_high_quality_jpeg(tmp_path, capsys):

@@ -196,11 +196,13 @@ def test_strength_schedule():
 
 
 def test_the_high_band_has_its_own_schedule():
-    """"jpeg-high" by name: 1 to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98; any other
-    network (another name, a weights file, a network object, none) the general schedule."""
-    from fastreshuffle.inference.loading import JPEG_HIGH, WEIGHTS_DIR
-    assert [strength(q, JPEG_HIGH) for q in (50, 80, 85, 90, 93, 95, 97, 98, 100)] == \
-        [1, 1, 1, 0.75, 0.5, 0.25, 0.25, 0, 0]
+    """"jpeg-high" (and "jpeg-mid") by name: 1 to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0
+    from q98; any other network (another name, a weights file, a network object, none) the general
+    schedule."""
+    from fastreshuffle.inference.loading import JPEG_HIGH, JPEG_MID, WEIGHTS_DIR
+    for band in (JPEG_HIGH, JPEG_MID):
+        assert [strength(q, band) for q in (50, 80, 85, 90, 93, 95, 97, 98, 100)] == \
+            [1, 1, 1, 0.75, 0.5, 0.25, 0.25, 0, 0]
     s = np.array([strength(q, JPEG_HIGH) for q in np.arange(1, 101)])
     assert (np.diff(s) <= 0).all()
     for other in ("jpeg", "jpeg-low", str(WEIGHTS_DIR / "jpeg-high.safetensors"), torch.nn.Identity(), None):
