@@ -338,7 +338,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
-    its pixels) with its low-quality specialist ``jpeg-low``, one of quality 60-80 with ``jpeg-mid``
+    its pixels) with its low-quality specialist ``jpeg-low``, one of quality 55-80 with ``jpeg-mid``
     and one of quality 81 or more with ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
     coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``"hevc-paper"`` (asked for by name
@@ -423,7 +423,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     def load(m):
         n = get_model(m, device, half, precision)
         return SelfEnsemble(n) if self_ensemble else n
-    bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (jpeg: three bands, hevc: two)
+    bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (jpeg: four bands, hevc: two)
     net = bands.net()
     from .guard import HEIF_QP, UNGUARDED, route
     from .loading import model_codec

@@ -44,6 +44,8 @@ def test_band_model_decision():
     assert band_model("jpeg", JPEG_LOW_MAX + 1) == band_model("jpeg", JPEG_MID_MIN - 0.5) == "jpeg"
     assert band_model("jpeg", JPEG_MID_MIN) == band_model("jpeg", JPEG_HIGH_MIN - 0.5) == JPEG_MID
     assert band_model("jpeg", JPEG_HIGH_MIN) == band_model("jpeg", 100) == JPEG_HIGH
+    # the bounds README and docs/restore.md give: jpeg-mid q55-80, jpeg-high from q81
+    assert [band_model("jpeg", q) for q in (54, 55, 80, 81)] == ["jpeg", JPEG_MID, JPEG_MID, JPEG_HIGH]
     assert band_model("jpeg", None) == "jpeg"                 # no quality known: the model asked for
     assert band_model("hevc", 10) == "hevc" and band_model(GENERAL, 10) == GENERAL
     assert band_model(JPEG_HIGH, 10) == JPEG_HIGH and band_model(GENERAL, 95) == GENERAL   # asked for: kept
@@ -102,7 +104,7 @@ def test_high_quality_jpeg_goes_to_its_band_with_its_strengths(quality, band):
 def test_a_dark_photo_at_q72_is_not_made_worse():
     """A night shot (the astronaut darkened to 2% of its values, as ``harm_curve --exposure 0.02``)
     coded at q72: "jpeg", at half its correction there, made it 0.17 dB worse while the band began
-    at 75; "jpeg-high" gains (+0.06 dB; +0.45 since its dark-photo phase), "jpeg-mid" (q60-80 since
+    at 75; "jpeg-high" gains (+0.06 dB; +0.45 since its dark-photo phase), "jpeg-mid" (q55-80 since
     2026-12-06) +0.67."""
     from skimage import data
 
@@ -114,18 +116,19 @@ def test_a_dark_photo_at_q72_is_not_made_worse():
     assert psnr(out, a) > psnr(decoded, a)
 
 
-def test_a_dark_star_field_at_q65_is_not_made_worse():
+@pytest.mark.parametrize("quality", [55, 65])
+def test_a_dark_star_field_at_q55_q65_is_not_made_worse(quality):
     """The Hubble deep field darkened to 2% (``harm_curve --data DIR --exposure 0.02``, the seven
-    outside photos) coded at q65: "jpeg", at 0.625 of its correction there, made it 5.2 dB worse
-    while the high band began at 70; "jpeg-mid" (q60-80 since 2026-12-06) gains +0.15 dB."""
+    outside photos) coded at q55 / q65: "jpeg", at 0.875 / 0.625 of its correction there, made it
+    4.2 / 5.2 dB worse; "jpeg-mid" (q55-80 since 2026-12-06) gains."""
     from skimage import data
 
     from fastreshuffle.metrics import psnr
     from fastreshuffle.training.data import expose
     a = expose(np.ascontiguousarray(data.hubble_deep_field()), 0.02)
-    decoded = np.asarray(Image.open(jpeg(a, 65)).convert("RGB"))
-    out = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, 65)), "jpeg", device="cpu", precision="fp32"))
-    assert psnr(out, a) >= psnr(decoded, a)
+    decoded = np.asarray(Image.open(jpeg(a, quality)).convert("RGB"))
+    out = np.asarray(fastreshuffle.restore(Image.open(jpeg(a, quality)), "jpeg", device="cpu", precision="fp32"))
+    assert psnr(out, a) > psnr(decoded, a)
 
 
 def test_decoded_high_quality_pixels_take_the_band_and_its_strength(tmp_path, capsys):

@@ -44,7 +44,7 @@ def test_a_weights_file_loaded_by_path_knows_its_codec(tmp_path):
 
 def test_the_model_cache_holds_at_most_cache_max_models(tmp_path):
     """a process restoring with many weights files keeps no more than CACHE_MAX loaded networks,
-    and every shipped model at once (the JPEG model's three bands, the HEVC model's two)."""
+    and every shipped model at once (the JPEG model's four bands, the HEVC model's two)."""
     from fastreshuffle.inference import loading
     loading._CACHE.clear()
     for i in range(loading.CACHE_MAX + 2):

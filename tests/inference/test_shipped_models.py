@@ -15,7 +15,7 @@ Two pins per row
   2026-12-04, with the weights shipped then, ``hevc-paper`` in session 24; the JPEG rows again on
   2026-12-05, with the band ``jpeg-high`` (q75 and above: q75-95 changed, q85 added), q30-q60 on 2026-12-06
   with ``jpeg``'s second dark-photo phase, q75-q95 the same day with ``jpeg-high``'s, q60 and q75 again
-  with the band ``jpeg-mid`` (q60-80), on a 2-core Intel Xeon VM with AVX-512, the other rows the same
+  with the band ``jpeg-mid`` (q55-80), on a 2-core Intel Xeon VM with AVX-512, the other rows the same
   there to four decimals; torch 2.13.0 CPU,
   Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
