@@ -75,9 +75,8 @@ HEVC_LOW_MIN_QP = 42.0
 
 ModelArg = Union[str, os.PathLike, torch.nn.Module]
 
-__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "JPEG_MID", "JPEG_MID_MIN", "JPEG_HIGH",
-           "JPEG_HIGH_MIN",
-           "HEVC_LOW", "HEVC_LOW_MIN_QP",
+__all__ = ["SHIPPED_MODELS", "WEIGHTS_DIR", "JPEG_LOW", "JPEG_LOW_MAX", "JPEG_MID", "JPEG_MID_MIN",
+           "JPEG_HIGH", "JPEG_HIGH_MIN", "HEVC_LOW", "HEVC_LOW_MIN_QP",
            "available_models", "resolve_weights",
            "auto_model_name", "band_model", "bands_of", "Bands",
            "model_codec", "model_class", "training_memory_format", "build_model", "load_model", "load_pretrained", "get_model"]
