@@ -342,8 +342,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     and one of quality 81 or more with ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
     coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``"hevc-paper"`` (asked for by name
-    only) is the paper's Table 1 network for HEIF files: a little better than ``hevc`` (+0.41 vs
-    +0.39 dB on Kodak24 at quality 15) at 10x its multiply-adds.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
+    only) is the paper's Table 1 network for HEIF files: a little better than ``hevc`` (+0.42 vs
+    +0.40 dB on Kodak24 at quality 15) at 10x its multiply-adds.  ``device``: None/"auto" (CUDA if available), "cpu", "cuda".  ``tile``: tile size
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
     ``precision`` (for a model given by name or path): "auto" (default: bf16 on a CPU with
