@@ -9,8 +9,10 @@ by ``import fastreshuffle``):
     docs/gpu_runs.md) the `paper` network in bf16 at 1920x1080 took 43.9 ms with the Triton kernel
     and 7.6 ms with cuDNN, and the fused layer alone was slower than eager in fp16 and fp32.
 ``FASTRESHUFFLE_CPU_KERNEL=off|avx2|avx512``
-    Caps the instruction set of the extension's float32 CPU dense-layer kernel (default: the best
-    the CPU has; ``off`` runs the torch composition).
+    Caps the instruction set of the extension's CPU dense-layer kernel (default: the best the CPU
+    has; ``off`` runs the torch composition).  bfloat16 layers on a CPU with AMX-BF16 run the torch
+    composition (oneDNN on AMX tiles) unless ``avx512`` is asked for by name
+    (:func:`cpu_bf16_uses_kernel`).
 
 :func:`override` changes them for a block of code (this thread / task only), e.g. in
 benchmarks and tests::
@@ -32,7 +34,8 @@ import os
 from typing import Iterator, Optional
 
 __all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
-           "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_has_bf16", "CPU_KERNEL_ISAS", "resolve_device",
+           "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_bf16_uses_kernel", "cpu_fast_bf16", "cpu_has_bf16",
+           "cpu_has_amx", "CPU_KERNEL_ISAS", "resolve_device",
            "PRECISIONS", "resolve_precision", "TRAINING_PRECISIONS", "training_precision"]
 
 TRITON_ENV = "FASTRESHUFFLE_TRITON"
@@ -127,10 +130,30 @@ def _cpu_has_bf16_kernel() -> bool:
 
 
 def cpu_bf16_kernel() -> bool:
-    """Whether bfloat16 dense layers on CPU run the extension's kernel (AVX512-BF16: vdpbf16ps,
-    float32 accumulation): the CPU has it and the kernel is not capped below AVX-512.  Otherwise
-    they run on torch's bfloat16 convolutions."""
+    """Whether the extension's kernel can run bfloat16 dense layers here (AVX512-BF16: vdpbf16ps,
+    float32 accumulation): the CPU has it and the kernel is not capped below AVX-512.  Whether
+    it does is :func:`cpu_bf16_uses_kernel`."""
     return cpu_kernel_isa() == CPU_KERNEL_ISAS["avx512"] and _cpu_has_bf16_kernel()
+
+
+def cpu_bf16_uses_kernel() -> bool:
+    """The one decision of where bfloat16 dense layers run on CPU: the extension's kernel
+    (:func:`cpu_bf16_kernel`), except on a CPU with AMX-BF16 (:func:`cpu_has_amx`), where the torch
+    composition runs them -- a bf16 GEMM and convolution that oneDNN computes on AMX tiles, the
+    bias + ELU pass in the extension -- unless the kernel is asked for by name
+    (``FASTRESHUFFLE_CPU_KERNEL=avx512``, ``override(cpu_kernel="avx512")``).  On a 2-core Xeon VM
+    with AMX (2026-12-06, ``python -m benchmarks.bench_network``) the composition ran the
+    ``paper`` network 4.4x and ``small`` 1.8x as fast as the kernel, whose vdpbf16ps does 32
+    multiply-adds per instruction where an AMX tile multiply does 16 x 16 x 32."""
+    if not cpu_bf16_kernel():
+        return False
+    return settings().cpu_kernel == "avx512" or not cpu_has_amx()
+
+
+def cpu_fast_bf16() -> bool:
+    """Whether bfloat16 runs natively here, faster than float32: on the extension's kernel
+    (:func:`cpu_bf16_kernel`) or on oneDNN with AMX tiles.  Elsewhere torch emulates bf16."""
+    return cpu_bf16_kernel() or cpu_has_amx()
 
 
 def resolve_device(device=None):
@@ -180,8 +203,8 @@ def half_precision(precision: Optional[str], half: bool, device):
 
 def resolve_precision(precision: Optional[str], device):
     """``precision`` (one of :data:`PRECISIONS`; None = "auto") on the torch.device ``device`` ->
-    the model's dtype.  "auto": bfloat16 on a CPU whose dense-layer kernel runs it (AVX512-BF16,
-    :func:`cpu_bf16_kernel`), else float32 (on CUDA too).  "bf16" elsewhere runs on torch's
+    the model's dtype.  "auto": bfloat16 on a CPU that runs it natively (AVX512-BF16 with the
+    dense-layer kernel, or AMX: :func:`cpu_fast_bf16`), else float32 (on CUDA too).  "bf16" elsewhere runs on torch's
     bfloat16 convolutions (slower than float32 without the instructions); "fp16" is CUDA only.
     A bfloat16 / float16 FastReshuffleNet takes float32 images and adds its residual in float32.
     Raises ValueError for an unknown name or fp16 on CPU."""
@@ -189,7 +212,7 @@ def resolve_precision(precision: Optional[str], device):
 
     p = _parse_precision(precision, PRECISIONS)
     if p == "auto":
-        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_kernel() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_fast_bf16() else torch.float32
     if p == "fp16" and device.type != "cuda":
         raise ValueError("fp16 runs on CUDA only; on CPU use bf16 or fp32")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
@@ -199,19 +222,30 @@ TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_has_bf16() -> bool:
-    """Whether the CPU has bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in
-    ``/proc/cpuinfo``), where oneDNN runs bf16 convolutions and GEMMs natively; elsewhere bf16
-    is emulated and slower than float32."""
+def _cpu_flags() -> frozenset:
+    """The CPU's flags from ``/proc/cpuinfo`` (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo``), where oneDNN runs bf16 convolutions and GEMMs natively; elsewhere bf16
+    is emulated and slower than float32."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles with bfloat16 (``amx_tile`` and ``amx_bf16`` in
+    ``/proc/cpuinfo``: Intel Xeon since Sapphire Rapids), which oneDNN uses for bf16 GEMMs and
+    convolutions (Linux lists them only where the kernel lets processes use the tiles)."""
+    return {"amx_tile", "amx_bf16"} <= _cpu_flags()
 
 
 def training_precision(precision: Optional[str], device) -> str:

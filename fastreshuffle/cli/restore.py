@@ -196,7 +196,7 @@ def run(args) -> int:
     # Model (after argument checks, before any file work).
     from ..errors import WeightsError
     device = device_from_args(args)
-    from ..backends import cpu_bf16_kernel, half_precision, resolve_precision
+    from ..backends import cpu_fast_bf16, half_precision, resolve_precision
     precision, note = half_precision(args.precision, args.half, device)
     if note and not args.quiet:
         _say(f"note: --half: {note}")
@@ -204,8 +204,8 @@ def run(args) -> int:
         dtype = resolve_precision(precision, device)
     except ValueError as e:
         raise UserError(f"--precision: {e}") from None
-    if precision == "bf16" and device.type == "cpu" and not cpu_bf16_kernel() and not args.quiet:
-        _say("note: this CPU has no AVX512-BF16 (or the kernel is capped): bf16 runs on torch's "
+    if precision == "bf16" and device.type == "cpu" and not cpu_fast_bf16() and not args.quiet:
+        _say("note: this CPU has no AVX512-BF16 or AMX (or the kernel is capped): bf16 runs on torch's "
              "bfloat16 convolutions, slower than --precision fp32")
     from ..inference.files import NamedModels, restore_files
     models = NamedModels(device, precision)

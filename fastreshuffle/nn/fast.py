@@ -127,8 +127,9 @@ class FastReshuffleNet(ReshuffleNet):
 
     def __init__(self, config: Optional[ReshuffleNetConfig] = None):
         super().__init__(config)
-        backends.cpu_kernel_isa(), backends.cpu_bf16_kernel()   # probed now (torch ops returning an int, a
-        # bool): not first inside torch.jit.trace, which cannot record them
+        # probed now (torch ops returning an int, a bool): not first inside torch.jit.trace,
+        # which cannot record them
+        backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel()
         # eager inference's block buffers: at most one set kept between calls, {key: buffers}.
         # A call takes the set out (dict.pop is atomic) and puts it back when done, so calls from
         # several threads never share buffers: one that finds none allocates its own.
@@ -228,7 +229,7 @@ class FastReshuffleNet(ReshuffleNet):
         :meth:`clear_cache`."""
         if not cache:
             return (*self._scaled_params(mixed), None)
-        key = (backends.cpu_kernel_isa(), backends.cpu_bf16_kernel(),
+        key = (backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel(),
                tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in self.parameters()))
         hit = self._params_cache.get(mixed)
         if hit is not None and hit[0] == key:

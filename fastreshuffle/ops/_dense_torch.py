@@ -27,8 +27,16 @@ def reference_dense_layer(x, w1, b1, w3, b3):
 
 def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """``elu(rows @ w1t + b1)``: a bias-free GEMM, then one fused bias + ELU pass in the
-    extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU)."""
-    if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
+    extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU in
+    float32; in bfloat16 torch's ``elu_`` took as long as the GEMM)."""
+    if rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and not rows.is_contiguous():
+        # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads the row of a
+        # strided ``rows`` past its last column, up to a multiple of 32, and multiplies that by
+        # zero: a NaN there -- a block buffer's channels not written yet -- made whole rows NaN
+        # (all of them for 16384 x 144 rows with stride 192 and 64 columns out).  A contiguous
+        # copy is safe (and checked with NaN after its end); tests/ops/test_dense_layer_bf16.py.
+        rows = rows.contiguous()
+    if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64, torch.bfloat16):
         t = torch.mm(rows, w1t)
         torch.ops.fastreshuffle.bias_elu_(t, b1)
         return t
@@ -43,8 +51,8 @@ def _kernel_isa(dtype: torch.dtype) -> int:
     """The instruction set the extension's kernel runs ``dtype`` with here (0: it does not)."""
     if dtype == torch.float32:
         return backends.cpu_kernel_isa()
-    if dtype == torch.bfloat16 and backends.cpu_bf16_kernel():
-        return 2    # AVX-512 with AVX512-BF16
+    if dtype == torch.bfloat16 and backends.cpu_bf16_uses_kernel():
+        return 2    # AVX-512 with AVX512-BF16 (not on a CPU with AMX: there oneDNN, below)
     return 0
 
 

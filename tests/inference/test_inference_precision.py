@@ -47,15 +47,18 @@ def jpeg(img, q):
 
 
 # ------------------------------------------------------------------ the one decision
-def test_resolve_precision():
+def test_resolve_precision(monkeypatch):
     cpu = torch.device("cpu")
     assert backends.resolve_precision("fp32", cpu) == torch.float32
     assert backends.resolve_precision("bf16", cpu) == torch.bfloat16
-    want = torch.bfloat16 if backends.cpu_bf16_kernel() else torch.float32
+    want = torch.bfloat16 if backends.cpu_bf16_kernel() or backends.cpu_has_amx() else torch.float32
     assert backends.resolve_precision("auto", cpu) == want
     assert backends.resolve_precision(None, cpu) == want
-    with backends.override(cpu_kernel="avx2"):          # kernel capped below AVX-512: no bf16 kernel
-        assert backends.resolve_precision("auto", cpu) == torch.float32
+    for amx in (False, True):
+        monkeypatch.setattr(backends, "cpu_has_amx", lambda amx=amx: amx)
+        with backends.override(cpu_kernel="avx2"):      # kernel capped below AVX-512: no bf16 kernel,
+            got = backends.resolve_precision("auto", cpu)   # but oneDNN's bf16 is native on AMX
+        assert got == (torch.bfloat16 if amx else torch.float32), amx
     with pytest.raises(ValueError, match="CUDA only"):
         backends.resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="unknown precision"):

@@ -700,7 +700,7 @@ def test_cuda_functional_grad_and_compile(cuda_dense_path):
 
 
 # --- the CPU path's fused bias + ELU pass (fastreshuffle::bias_elu_) ------------------------
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("rows, k, ld", [(1, 1, 1), (7, 13, 13), (300, 64, 64), (33, 40, 57), (5, 3, 8)])
 def test_bias_elu_matches_float64_elu(dtype, rows, k, ld):
     gen = torch.Generator().manual_seed(rows * 1000 + k)
@@ -719,10 +719,15 @@ def test_bias_elu_matches_float64_elu(dtype, rows, k, ld):
     finite = torch.isfinite(expect)
     assert torch.equal(got[~finite & ~torch.isnan(expect)], expect[~finite & ~torch.isnan(expect)])
     # float32: a few ulp of the float64 value (expm1 relative error < 2e-7, plus the rounding
-    # of x + bias); float64: std::expm1
-    tol = 4e-7 if dtype == torch.float32 else 1e-15
+    # of x + bias); float64: std::expm1; bfloat16: computed in float32 as float32's, then one
+    # rounding to nearest (half a bf16 ulp: at most 2^-8 relative)
     err = (got - expect)[finite].abs()
-    assert (err <= tol * expect[finite].abs().clamp_min(1.0)).all(), err.max()
+    mag = expect[finite].abs()
+    if dtype == torch.bfloat16:
+        assert (err <= 2.0 ** -8 * mag + 4e-7 * mag.clamp_min(1.0)).all(), err.max()
+    else:
+        tol = 4e-7 if dtype == torch.float32 else 1e-15
+        assert (err <= tol * mag.clamp_min(1.0)).all(), err.max()
 
 
 def test_bias_elu_covers_the_exponent_range():
@@ -742,7 +747,7 @@ def test_bias_elu_bad_input():
         torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(4))
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3), torch.zeros(3, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="float32 or float64"):
+    with pytest.raises(RuntimeError, match="float32, float64 or bfloat16"):
         torch.ops.fastreshuffle.bias_elu_(torch.zeros(2, 3, dtype=torch.float16), torch.zeros(3, dtype=torch.float16))
     with pytest.raises(RuntimeError, match="unit stride"):
         torch.ops.fastreshuffle.bias_elu_(torch.zeros(3, 2).t(), torch.zeros(3))
@@ -751,6 +756,27 @@ def test_bias_elu_bad_input():
 def test_bias_elu_opcheck():
     x = torch.randn(9, 5)
     torch.library.opcheck(torch.ops.fastreshuffle.bias_elu_.default, (x, torch.randn(5)))
+    xb = torch.randn(9, 5).bfloat16()
+    torch.library.opcheck(torch.ops.fastreshuffle.bias_elu_.default, (xb, torch.randn(5).bfloat16()))
+
+
+def test_bias_elu_bfloat16_is_float32_elu_rounded_once():
+    """bf16: widened, the float32 ELU, rounded once to nearest even -- equal to torch's float32
+    ELU rounded to bf16 except where the two float32 results straddle a rounding boundary
+    (expm1 differs by < 2e-7 relative), and never more than one bf16 ulp apart; every bf16 bit
+    pattern of one sign and exponent range checked, NaN stays NaN."""
+    bits = torch.arange(0, 1 << 16, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    x = bits.reshape(256, 256).clone()
+    bias = torch.zeros(256, dtype=torch.bfloat16)
+    want = F.elu(x.float()).bfloat16()
+    torch.ops.fastreshuffle.bias_elu_(x, bias)
+    nan = torch.isnan(want.float())
+    assert torch.equal(torch.isnan(x.float()), nan)
+    a, b = x.float()[~nan], want.float()[~nan]
+    differ = a != b
+    assert differ.float().mean() < 1e-3, differ.sum()
+    ulp = 2.0 ** (torch.floor(torch.log2(b[differ].abs())) - 7)
+    assert ((a[differ] - b[differ]).abs() <= ulp).all()
 
 
 def test_cpu_tensors_never_take_triton():

@@ -44,6 +44,7 @@ def cpu_flags():
 
 
 CPU_BF16 = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= cpu_flags()
+CPU_AMX = {"amx_tile", "amx_bf16"} <= cpu_flags()
 needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="CPU lacks AVX512-BF16")
 ALGOS = [pytest.param(1, id="direct"), pytest.param(2, id="wino-ring"), pytest.param(3, id="wino-whole")]
 
@@ -208,8 +209,9 @@ def test_bf16_without_the_instructions_is_refused_clearly():
 
 def test_bf16_dense_layer_runs_the_kernel_or_falls_back(monkeypatch):
     """dense_layer_ on a channels-last bf16 buffer calls the kernel exactly where the CPU has the
-    instructions and the kernel is not capped; otherwise torch's bf16 convolutions -- both within
-    the derived bound of float64."""
+    instructions, the kernel is not capped and the CPU has no AMX tiles (there oneDNN runs bf16
+    faster) unless the kernel is asked for by name; otherwise torch's bf16 GEMM and convolution
+    with the extension's bias + ELU pass -- both within the derived bound of float64."""
     calls = []
     real = torch.ops.fastreshuffle.dense_layer_cpu_
 
@@ -220,21 +222,47 @@ def test_bf16_dense_layer_runs_the_kernel_or_falls_back(monkeypatch):
 
     monkeypatch.setattr(_dense_torch.torch.ops.fastreshuffle, "dense_layer_cpu_", Spy(), raising=False)
     m, n, k = 10, 6, 12
-    for cap, expect in ((None, CPU_BF16), ("avx2", False)):
+    for cap, expect in ((None, CPU_BF16 and not CPU_AMX), ("avx512", CPU_BF16), ("avx2", False)):
         buf, wts = make_case(1, m, n, k, 6, 9, seed=5)
         calls.clear()
         with backends.override(cpu_kernel=cap):
             dense_layer_(buf, m, *wts)
         assert calls == ([torch.bfloat16] if expect else []), (cap, calls)
-        w1, b1, w3, b3 = wts
-        z = F.conv2d(buf[:, :m].double(), w1.double(), b1.double())
-        e = F.elu(z)
-        ref = F.conv2d(e, w3.double(), b3.double(), padding=1)
-        t = F.conv2d(e.abs(), w3.double().abs(), b3.double().abs(), padding=1)
-        if expect:   # the kernel (Winograd by default)
-            t_w = winograd64(bf16(e), w3, round_bf16=True)[1]
-            bound = U * (ref.abs() + t + 2 * t_w) + SLACK * (t + t_w)
-        else:        # torch: the 1x1 output rounded to bf16 before the ELU too (|dE| <= u (|z| + |E|))
-            t_z = F.conv2d(z.abs(), w3.double().abs(), None, padding=1)
-            bound = U * (ref.abs() + t + t_z) + SLACK * (t + t_z)
-        assert ((buf[:, m:m + n].double() - ref).abs() <= bound).all(), cap
+        assert_within_layer_bound(buf, m, wts, kernel=expect)
+
+
+def assert_within_layer_bound(buf, m, wts, kernel: bool):
+    """The slice after the prefix of ``buf`` is the dense layer of ``wts`` within the derived bound of
+    float64: the kernel's (Winograd by default), or the torch path's (``kernel=False``)."""
+    w1, b1, w3, b3 = wts
+    n = w3.shape[0]
+    z = F.conv2d(buf[:, :m].double(), w1.double(), b1.double())
+    e = F.elu(z)
+    ref = F.conv2d(e, w3.double(), b3.double(), padding=1)
+    t = F.conv2d(e.abs(), w3.double().abs(), b3.double().abs(), padding=1)
+    if kernel:
+        t_w = winograd64(bf16(e), w3, round_bf16=True)[1]
+        bound = U * (ref.abs() + t + 2 * t_w) + SLACK * (t + t_w)
+    else:        # torch: the GEMM's output g = z - b1 rounded to bf16 before the bias + ELU too
+        g = (z - b1.double().view(1, -1, 1, 1)).abs()     # (|dE| <= u (|g| + |E|))
+        t_z = F.conv2d(g, w3.double().abs(), None, padding=1)
+        bound = U * (ref.abs() + t + t_z) + SLACK * (t + t_z)
+    y = buf[:, m:m + n].double()
+    assert torch.isfinite(y).all()
+    assert ((y - ref).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("cap", ["avx2", "off"])
+@pytest.mark.parametrize("b,m,n,k,h,w,extra", [
+    (1, 144, 16, 64, 128, 128, 32),   # the shape of a `small` block-1 layer that came back all NaN
+    (2, 37, 8, 32, 40, 33, 27),       # odd prefix, batch 2
+])
+def test_bf16_torch_path_never_reads_past_the_prefix(cap, b, m, n, k, h, w, extra):
+    """The torch path of a bf16 layer (the default on CPUs with AMX) on a buffer whose channels
+    after the prefix are NaN: torch's bf16 GEMM (2.13, oneDNN) reads a strided prefix's rows past
+    its last channel, so the prefix goes to it as a contiguous copy (``_dense_torch._gemm_bias_elu``)."""
+    buf, wts = make_case(b, m, n, k, h, w, seed=7, extra=extra)
+    with backends.override(cpu_kernel=cap):
+        dense_layer_(buf, m, *wts)
+    assert_within_layer_bound(buf, m, wts, kernel=False)
+    assert torch.isnan(buf[:, m + n:].float()).all()

@@ -104,7 +104,13 @@ def test_model_repacks_when_weights_change(dtype, monkeypatch):
     again after an in-place change (an optimizer step, ``copy_``), a ``load_state_dict`` (also
     through a parent module, and of a model made under inference_mode, whose tensors keep no
     version), ``load_state_checked`` or ``.to()``: its output is then that of a fresh model with
-    the new weights, bit for bit."""
+    the new weights, bit for bit.  The kernel is asked for by name: on a CPU with AMX, bf16
+    layers run on oneDNN otherwise (``backends.cpu_bf16_uses_kernel``)."""
+    with backends.override(cpu_kernel="avx512"):
+        _model_repacks_when_weights_change(dtype, monkeypatch)
+
+
+def _model_repacks_when_weights_change(dtype, monkeypatch):
     from fastreshuffle.io.weights import load_state_checked
     from fastreshuffle.nn.config import PRESETS
     from fastreshuffle.nn.fast import FastReshuffleNet

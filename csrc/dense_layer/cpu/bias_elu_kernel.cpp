@@ -4,8 +4,11 @@
 // addmm's bias pass (~20% of the GEMM time measured) and torch's elu_ (2.8 ns / element).
 //
 // float32: expm1 from a range-reduced polynomial, branch-free so that the compiler vectorizes
-// it (SSE2 everywhere, an AVX2 clone chosen at run time); relative error of expm1 < 2e-7,
-// NaN / +-inf handled like torch.nn.functional.elu.  float64: std::expm1.
+// it (SSE2 everywhere, an AVX2 clone, for bf16 also an AVX-512 one, chosen at run time);
+// relative error of expm1 < 2e-7, NaN / +-inf handled like torch.nn.functional.elu.
+// bfloat16 (where oneDNN runs the GEMM, e.g. on AMX tiles): x and the bias widened to float32,
+// the same float32 ELU, one rounding back to bf16 (nearest even, as c10::BFloat16; NaN ->
+// 0x7FC0); torch's elu_ on bf16 took as long as the GEMM itself.  float64: std::expm1.
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -34,20 +37,70 @@ void bias_elu_f32_default(float* x, const float* b, int64_t r0, int64_t r1, int6
   bias_elu_rows_f32(x, b, r0, r1, k, ld);
 }
 
+// bf16 bits <-> float32, branch-free (vectorizes): widening is exact; narrowing rounds to
+// nearest even like c10::BFloat16's round_to_nearest_even, NaN to the quiet NaN 0x7FC0.
+inline __attribute__((always_inline)) float bf16_bits_to_f32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline __attribute__((always_inline)) uint16_t f32_to_bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
+}
+
+// bias: already widened to float32 (k values)
+inline __attribute__((always_inline)) void bias_elu_rows_bf16(uint16_t* x, const float* bias,
+                                                              int64_t r0, int64_t r1, int64_t k,
+                                                              int64_t ld) {
+  for (int64_t r = r0; r < r1; ++r) {
+    uint16_t* __restrict__ row = x + r * ld;
+    const float* __restrict__ b = bias;
+    for (int64_t j = 0; j < k; ++j) row[j] = f32_to_bf16_bits(elu_bias_one(bf16_bits_to_f32(row[j]), b[j]));
+  }
+}
+
+void bias_elu_bf16_default(uint16_t* x, const float* b, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
+  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2"))) void bias_elu_f32_avx2(float* x, const float* b, int64_t r0,
                                                        int64_t r1, int64_t k, int64_t ld) {
   bias_elu_rows_f32(x, b, r0, r1, k, ld);
 }
+
+__attribute__((target("avx2"))) void bias_elu_bf16_avx2(uint16_t* x, const float* b, int64_t r0,
+                                                        int64_t r1, int64_t k, int64_t ld) {
+  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+}
+
+__attribute__((target("avx512f,avx512bw"))) void bias_elu_bf16_avx512(uint16_t* x, const float* b, int64_t r0,
+                                                                    int64_t r1, int64_t k, int64_t ld) {
+  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+}
 #endif
 
-using RowsFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, int64_t);
+template <typename T>
+using RowsFn = void (*)(T*, const float*, int64_t, int64_t, int64_t, int64_t);
 
-RowsFn pick_f32() {
+RowsFn<float> pick_f32() {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (__builtin_cpu_supports("avx2")) return &bias_elu_f32_avx2;
 #endif
   return &bias_elu_f32_default;
+}
+
+RowsFn<uint16_t> pick_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return &bias_elu_bf16_avx512;
+  if (__builtin_cpu_supports("avx2")) return &bias_elu_bf16_avx2;
+#endif
+  return &bias_elu_bf16_default;
 }
 
 void bias_elu_cpu(const at::Tensor& x, const at::Tensor& bias) {
@@ -57,8 +110,8 @@ void bias_elu_cpu(const at::Tensor& x, const at::Tensor& bias) {
               " but x has ", x.size(1), " channels (shape ", x.sizes(), ")");
   TORCH_CHECK(x.scalar_type() == bias.scalar_type(), "bias_elu_: bias has dtype ", bias.scalar_type(),
               " but x has dtype ", x.scalar_type());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "bias_elu_: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kBFloat16,
+              "bias_elu_: expected float32, float64 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(x.size(1) <= 1 || x.stride(1) == 1, "bias_elu_: x must have unit stride along its channels, got strides ",
               x.strides());
   const int64_t rows = x.size(0), k = x.size(1);
@@ -67,9 +120,15 @@ void bias_elu_cpu(const at::Tensor& x, const at::Tensor& bias) {
   const int64_t ld = x.stride(0);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / k);
   if (x.scalar_type() == at::kFloat) {
-    static const RowsFn fn = pick_f32();
+    static const RowsFn<float> fn = pick_f32();
     float* px = x.mutable_data_ptr<float>();
     const float* pb = b.const_data_ptr<float>();
+    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { fn(px, pb, r0, r1, k, ld); });
+  } else if (x.scalar_type() == at::kBFloat16) {
+    static const RowsFn<uint16_t> fn = pick_bf16();
+    const at::Tensor b32 = b.to(at::kFloat);
+    uint16_t* px = reinterpret_cast<uint16_t*>(x.mutable_data_ptr<at::BFloat16>());
+    const float* pb = b32.const_data_ptr<float>();
     at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) { fn(px, pb, r0, r1, k, ld); });
   } else {
     double* px = x.mutable_data_ptr<double>();
