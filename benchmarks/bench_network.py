@@ -40,10 +40,13 @@ from benchmarks.common import call_times, cpu_flags, summarize  # noqa: E402
 from fastreshuffle import FastReshuffleNet, ReshuffleNet, ReshuffleNetConfig, backends  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ["eager", "eager_cl", "compile", "ort", "ov", "ov_bf16", "fast", "fast_bf16"]
-OURS = ("fast", "fast_bf16", "fast_triton")
+VARIANTS = ["eager", "eager_cl", "compile", "ort", "ov", "ov_bf16", "fast", "fast_bf16", "fast_bf16_kernel"]
+OURS = ("fast", "fast_bf16", "fast_bf16_kernel", "fast_triton")
 # variants that compute in bfloat16 whatever --dtype says (float32 in and out)
-BF16_VARIANTS = ("fast_bf16", "ov_bf16")
+BF16_VARIANTS = ("fast_bf16", "fast_bf16_kernel", "ov_bf16")
+# fast_bf16_kernel: bf16 dense layers on the extension's AVX512-BF16 kernel, asked for by name
+# (FASTRESHUFFLE_CPU_KERNEL=avx512); timed only on CPUs with AMX, where fast_bf16 runs them on
+# oneDNN instead (backends.cpu_bf16_uses_kernel) -- elsewhere the two are the same
 # CUDA also times FastReshuffleNet with its dense layers on the fused Triton kernel (FASTRESHUFFLE_TRITON=1;
 # the default runs them on cuBLAS/cuDNN on the same buffers)
 CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast", "fast_triton"]  # Triton last: a kernel fault ends the process
@@ -83,14 +86,16 @@ def reference_output(preset, device, x, as_restore=False):
         torch.backends.cudnn.allow_tf32 = tf32
 
 
-class _WithTriton(torch.nn.Module):
-    """The model with CUDA dense layers on the fused Triton kernel (FASTRESHUFFLE_TRITON=1)."""
-    def __init__(self, inner):
+class _WithBackends(torch.nn.Module):
+    """The model under ``backends.override(**switches)``: CUDA dense layers on the fused Triton
+    kernel (``triton=True``), CPU bf16 ones on the extension's kernel (``cpu_kernel="avx512"``)."""
+    def __init__(self, inner, **switches):
         super().__init__()
         self.inner = inner
+        self.switches = switches
 
     def forward(self, x):
-        with backends.override(triton=True):
+        with backends.override(**self.switches):
             return self.inner(x)
 
 
@@ -102,12 +107,14 @@ def build(variant, preset, device, dtype, shape=None):
     if variant in peers.PEERS:
         base = FastReshuffleNet(cfg).eval()             # same weights (seed 0), exported to ONNX
         return peers.make_peer(variant, base, shape, torch.get_num_threads()), torch.contiguous_format
-    fast = variant in ("fast", "fast_triton", "fast_bf16")
+    fast = variant in ("fast", "fast_triton", "fast_bf16", "fast_bf16_kernel")
     model = (FastReshuffleNet if fast else ReshuffleNet)(cfg).to(device, dtype).eval()
-    if variant == "fast_bf16":
+    if variant in ("fast_bf16", "fast_bf16_kernel"):
         model = model.to(torch.bfloat16)               # takes the float32 input (mixed precision)
+    if variant == "fast_bf16_kernel":
+        model = _WithBackends(model, cpu_kernel="avx512")
     if variant == "fast_triton":
-        model = _WithTriton(model)
+        model = _WithBackends(model, triton=True)
     fmt = torch.contiguous_format
     if variant == "eager_cl":
         fmt = torch.channels_last
@@ -268,13 +275,19 @@ def main(argv=None):
         if device.type != "cpu" or not peers.available(v):
             print(f"skipped {v}: {'CPU only' if device.type != 'cpu' else 'not installed'}")
             variants.remove(v)
+    if "fast_bf16_kernel" in variants and not (device.type == "cpu" and backends.cpu_bf16_kernel()
+                                               and not backends.cpu_bf16_uses_kernel()):
+        print("skipped fast_bf16_kernel: the same as fast_bf16 here (timed on CPUs with AMX and the bf16 kernel)")
+        variants.remove("fast_bf16_kernel")
     if "fast_triton" in variants and (device.type != "cuda" or not backends.triton_available()):
         print(f"skipped fast_triton: {'CUDA only' if device.type != 'cuda' else 'Triton not installed'}")
         variants.remove("fast_triton")
     print(f"device={device} dtype={args.dtype} preset={args.preset} batch={args.batch} "
           f"threads={torch.get_num_threads()} repeats={repeats}")
     if device.type == "cpu":
-        print(f"cpu flags: {cpu_flags()}; bf16 kernel: {backends.cpu_bf16_kernel()}")
+        print(f"cpu flags: {cpu_flags()}; bf16 dense layers: "
+              f"{'our AVX512-BF16 kernel' if backends.cpu_bf16_uses_kernel() else 'oneDNN (torch composition)'}"
+              f"{' (AMX)' if backends.cpu_has_amx() else ''}")
     peaks = {}
     if device.type == "cpu":
         precs = peak_precisions(args.dtype, variants, backends.cpu_has_bf16())
@@ -355,7 +368,7 @@ def main(argv=None):
                 eager_mem = min(cands, key=lambda r: r["median"]).get("peak_mib")
         print(f"\n{w}x{h}  (ratios vs best eager: time {eager_best and round(eager_best, 2)} ms; "
               f"max|err| vs float32 reference, tolerance {tol:.0e})")
-        hdr = (f"{'variant':<10} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'GFLOP/s':>8} "
+        hdr = (f"{'variant':<16} {'median ms':>10} {'p20':>9} {'p80':>9} {'speedup':>8} {'GFLOP/s':>8} "
                f"{'of peak':>8} {'peak MiB':>9} {'mem ratio':>9} {'max|err|':>9}")
         print(hdr)
         print("-" * len(hdr))
@@ -366,7 +379,7 @@ def main(argv=None):
             r["speedup_vs_best_eager"] = sp
             r["mem_ratio_vs_best_eager"] = mr
             share = r["peak_share"]
-            print(f"{v:<10} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} {r['gflops']:>8.0f} "
+            print(f"{v:<16} {r['median']:>10.2f} {r['p20']:>9.2f} {r['p80']:>9.2f} {sp:>8.2f} {r['gflops']:>8.0f} "
                   f"{'' if share is None else f'{100 * share:.0f}% ' + _SHORT[r['precision']]:>8} "
                   f"{'' if pk is None else f'{pk:.1f}':>9} {'' if mr is None else f'{mr:.2f}':>9} "
                   f"{r['max_abs_err_vs_reference']:>9.2e}")

@@ -71,13 +71,13 @@ def psnr_or_99(a, b) -> float:
 
 
 def cpu_flags() -> str:
-    """The SIMD flags of the CPU that matter here (avx2 / avx512*), from /proc/cpuinfo."""
+    """The SIMD flags of the CPU that matter here (avx2 / avx512* / amx*), from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
                     fl = sorted(x for x in line.split(":", 1)[1].split()
-                                if x == "avx2" or x.startswith("avx512"))
+                                if x == "avx2" or x.startswith(("avx512", "amx")))
                     return " ".join(fl) or "no avx2/avx512"
     except OSError:
         pass

@@ -118,10 +118,13 @@ def test_bench_network_smoke(tmp_path):
     rows = doc["results"][0]["variants"]
     from benchmarks import peers
 
+    from fastreshuffle import backends
+
     want = {"eager", "eager_cl", "fast", "fast_bf16"} | {p for p in peers.PEERS if peers.available(p)}
+    if backends.cpu_bf16_kernel() and not backends.cpu_bf16_uses_kernel():   # AMX: the kernel by name too
+        want.add("fast_bf16_kernel")
     assert set(rows) == want and doc["failures"] == []
     # a bfloat16 peak only where the CPU computes bfloat16 (emulated, its 2048^3 mm takes a minute)
-    from fastreshuffle import backends
 
     assert sorted(doc["peaks"]) == (["bfloat16", "float32"] if backends.cpu_has_bf16() else ["float32"])
     for v, r in rows.items():

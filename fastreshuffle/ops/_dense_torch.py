@@ -25,17 +25,30 @@ def reference_dense_layer(x, w1, b1, w3, b3):
     return F.conv2d(F.elu(F.conv2d(x, w1, b1)), w3, b3, padding=1)
 
 
+# bf16 GEMMs on CPU take the prefix in row chunks of about this many bytes (see _gemm_bias_elu)
+_BF16_CHUNK_BYTES = 4 << 20
+
+
 def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """``elu(rows @ w1t + b1)``: a bias-free GEMM, then one fused bias + ELU pass in the
     extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU in
     float32; in bfloat16 torch's ``elu_`` took as long as the GEMM)."""
     if rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and not rows.is_contiguous():
-        # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads the row of a
+        # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads each row of a
         # strided ``rows`` past its last column, up to a multiple of 32, and multiplies that by
         # zero: a NaN there -- a block buffer's channels not written yet -- made whole rows NaN
-        # (all of them for 16384 x 144 rows with stride 192 and 64 columns out).  A contiguous
-        # copy is safe (and checked with NaN after its end); tests/ops/test_dense_layer_bf16.py.
-        rows = rows.contiguous()
+        # (all of them for 16384 x 144 rows with stride 192 and 64 columns out).  Contiguous
+        # rows are safe (checked with NaN after their end), so the GEMM takes contiguous copies,
+        # a chunk of rows at a time: the copy stays in cache, and the small allocations are
+        # reused where one copy of the whole prefix was page-faulted in on every layer (`small`
+        # at 1920x1080: 0.84 -> 0.65 s; tests/ops/test_dense_layer_bf16.py has the NaN case).
+        t = torch.empty((rows.shape[0], w1t.shape[1]), dtype=rows.dtype)
+        step = max(64, _BF16_CHUNK_BYTES // (rows.element_size() * max(1, rows.shape[1])))
+        for r0 in range(0, rows.shape[0], step):
+            part = t[r0:r0 + step]
+            torch.mm(rows[r0:r0 + step].contiguous(), w1t, out=part)
+            torch.ops.fastreshuffle.bias_elu_(part, b1)
+        return t
     if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64, torch.bfloat16):
         t = torch.mm(rows, w1t)
         torch.ops.fastreshuffle.bias_elu_(t, b1)
