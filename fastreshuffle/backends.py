@@ -142,8 +142,8 @@ def cpu_bf16_uses_kernel() -> bool:
     composition runs them -- a bf16 GEMM and convolution that oneDNN computes on AMX tiles, the
     bias + ELU pass in the extension -- unless the kernel is asked for by name
     (``FASTRESHUFFLE_CPU_KERNEL=avx512``, ``override(cpu_kernel="avx512")``).  On a 2-core Xeon VM
-    with AMX (2026-12-06, ``python -m benchmarks.bench_network``) the composition ran the
-    ``paper`` network 4.4x and ``small`` 1.8x as fast as the kernel, whose vdpbf16ps does 32
+    with AMX (2026-12-06, ``python -m benchmarks.bench_network``, 2 threads) the composition ran
+    the ``paper`` network 3.0x and ``small`` 1.6x as fast as the kernel, whose vdpbf16ps does 16 x 2
     multiply-adds per instruction where an AMX tile multiply does 16 x 16 x 32."""
     if not cpu_bf16_kernel():
         return False

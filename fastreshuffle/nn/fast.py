@@ -26,7 +26,8 @@ Inference (grad disabled or nothing requires grad):
 A bfloat16 or float16 model (``.to(torch.bfloat16)``) takes an input of its own dtype, or a
 float32 input: then it computes in its own dtype and adds the residual in float32, returning
 float32 (the input image keeps its full precision; what ``restore --precision bf16`` runs).  On
-CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel.
+CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel, on CPUs with
+AMX oneDNN's (``backends.cpu_bf16_uses_kernel``).
 
 Training (grad enabled and the input or a parameter requires grad) uses
 :func:`fastreshuffle.ops.dense_block`, which builds each block in one buffer as well and
