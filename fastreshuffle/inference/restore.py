@@ -130,6 +130,13 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
                     and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma)
                     and not _pixels_are_the_files(img, arr, source)):
                 tables = None               # ... unless resized or painted in place: then as an array
+                if source is None:          # (or out of reach: say so, as for a HEIF file)
+                    import warnings
+                    warnings.warn("a JPEG image whose file can no longer be read (opened from memory and already "
+                                  "loaded), with pixels its quantisation tables do not evidently describe (a smooth "
+                                  "picture, or changed in place): it is restored only where JPEG compression is "
+                                  "found in its pixels; pass the image as Image.open returned it, or open it from "
+                                  "its path", stacklevel=4)
         return Image.fromarray(numpy_path(arr, tables), mode)
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img)

@@ -43,6 +43,31 @@ def test_heif_edited_in_place_or_restored_twice_from_memory(tmp_path):
     assert not np.array_equal(first, np.asarray(Image.open(io.BytesIO(data))))   # restored both times
 
 
+def test_jpeg_loaded_from_memory_whose_tables_cannot_be_checked_says_so():
+    """A smooth picture (its pixels do not evidently fit its tables) from a JPEG opened from memory:
+    restored through its file's tables while the file can be read again; once loaded (the file
+    gone) it is restored as an array -- here unchanged -- and a warning says why (as for HEIF)."""
+    h, w = 96, 128
+    g = np.zeros((h, w, 3), np.uint8)
+    g[..., 0] = np.linspace(0, 255, w)[None, :]
+    g[..., 1] = np.linspace(0, 255, h)[:, None]
+    g[..., 2] = 90
+    b = io.BytesIO()
+    Image.fromarray(g).save(b, "JPEG", quality=30)
+    raw = b.getvalue()
+    coded = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = np.asarray(fr.restore(Image.open(io.BytesIO(raw)), device="cpu"))
+    assert not np.array_equal(fresh, coded)                   # the tables were used
+    loaded = Image.open(io.BytesIO(raw))
+    loaded.load()
+    with pytest.warns(UserWarning, match="can no longer be read") as rec:
+        out = np.asarray(fr.restore(loaded, device="cpu"))
+    assert rec[0].filename == __file__
+    assert np.array_equal(out, coded)
+
+
 @pytest.mark.parametrize("mode", ["LAB", "HSV", "YCbCr", "CMYK", "RGBa"])
 def test_a_never_compressed_image_in_a_lossy_mode_comes_back_as_it_was(mode):
     a = _photo()
