@@ -34,7 +34,7 @@ import os
 from typing import Iterator, Optional
 
 __all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
-           "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_bf16_uses_kernel", "cpu_fast_bf16", "cpu_has_bf16",
+           "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_bf16_uses_kernel", "cpu_amx_gemm", "cpu_fast_bf16", "cpu_has_bf16",
            "cpu_has_amx", "CPU_KERNEL_ISAS", "resolve_device",
            "PRECISIONS", "resolve_precision", "TRAINING_PRECISIONS", "training_precision"]
 
@@ -148,6 +148,23 @@ def cpu_bf16_uses_kernel() -> bool:
     if not cpu_bf16_kernel():
         return False
     return settings().cpu_kernel == "avx512" or not cpu_has_amx()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_amx_kernel() -> bool:
+    import torch
+
+    from .ops import _extension  # noqa: F401  (loads fastreshuffle._C)
+    return bool(torch.ops.fastreshuffle.dense_cpu_amx())
+
+
+def cpu_amx_gemm() -> bool:
+    """Whether bfloat16 dense layers on the torch composition take their 1x1 convolution + bias +
+    ELU from the extension's AMX kernel (``amx_gemm_bias_elu``: the channel prefix read in place,
+    the epilogue fused) instead of torch's GEMM: the CPU has AMX-BF16, Linux gives the process the
+    tiles, and the CPU kernel is not capped below AVX-512 (``FASTRESHUFFLE_CPU_KERNEL=avx2|off``
+    leave torch's GEMM)."""
+    return cpu_kernel_isa() == CPU_KERNEL_ISAS["avx512"] and _cpu_amx_kernel()
 
 
 def cpu_fast_bf16() -> bool:

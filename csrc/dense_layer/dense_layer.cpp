@@ -1,5 +1,6 @@
-// Schemas of the dense layer's CPU ops.  Kernels: cpu/bias_elu_kernel.cpp (bias_elu_) and
-// cpu/dense_layer_kernel.cpp (dense_layer_cpu_, dense_cpu_isa).  The dense layer's other ops
+// Schemas of the dense layer's CPU ops.  Kernels: cpu/bias_elu_kernel.cpp (bias_elu_),
+// cpu/dense_layer_kernel.cpp (dense_layer_cpu_, dense_cpu_isa) and cpu/amx_gemm_kernel.cpp
+// (amx_gemm_bias_elu, dense_cpu_amx).  The dense layer's other ops
 // (dense_layer, dense_layer_, dense_layer_reshuffle_) are defined on the Python side.
 #include <torch/library.h>
 
@@ -25,6 +26,12 @@ TORCH_LIBRARY_FRAGMENT(fastreshuffle, m) {
   m.def("dense_cpu_isa() -> int");
   // Whether that kernel runs bfloat16 here (AVX-512 with AVX512-BF16: vdpbf16ps, fp32 accumulation).
   m.def("dense_cpu_bf16() -> bool");
+  // The torch composition's 1x1 convolution + bias + ELU on AMX tiles (cpu/amx_gemm_kernel.cpp):
+  // t = elu(rows @ w1^T + b1), bf16, rows a [R, M] view with unit channel stride (a channel
+  // prefix, read in place and never past its M columns); w1 [N, M] or [N, M, 1, 1].
+  m.def("amx_gemm_bias_elu(Tensor rows, Tensor w1, Tensor b1) -> Tensor");
+  // Whether that kernel runs here (AMX-BF16 and the operating system gives the tiles).
+  m.def("dense_cpu_amx() -> bool");
 }
 
 }  // namespace fastreshuffle

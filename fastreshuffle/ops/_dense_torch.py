@@ -32,7 +32,11 @@ _BF16_CHUNK_BYTES = 4 << 20
 def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """``elu(rows @ w1t + b1)``: a bias-free GEMM, then one fused bias + ELU pass in the
     extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU in
-    float32; in bfloat16 torch's ``elu_`` took as long as the GEMM)."""
+    float32; in bfloat16 torch's ``elu_`` took as long as the GEMM).  bfloat16 on a CPU with AMX:
+    all three in the extension's AMX kernel, the rows read in place (``backends.cpu_amx_gemm``)."""
+    if (rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and _unit_channel_stride(rows)
+            and backends.cpu_amx_gemm()):
+        return torch.ops.fastreshuffle.amx_gemm_bias_elu(rows, w1t.t(), b1)
     if rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and not rows.is_contiguous():
         # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads each row of a
         # strided ``rows`` past its last column, up to a multiple of 32, and multiplies that by

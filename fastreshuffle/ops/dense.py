@@ -22,7 +22,7 @@ installed and enabled (:mod:`fastreshuffle.backends`), the fused Triton kernel o
 float32 channels-last buffers: the extension's AVX-512/AVX2 kernel).
 
 This module also registers the fake kernels of the extension's dense-layer helper ops
-(``bias_elu_``, ``dense_layer_cpu_``; schemas in ``csrc/dense_layer/dense_layer.cpp``).
+(``bias_elu_``, ``dense_layer_cpu_``, ``amx_gemm_bias_elu``; schemas in ``csrc/dense_layer/dense_layer.cpp``).
 """
 from __future__ import annotations
 
@@ -277,6 +277,15 @@ def _bias_elu_fake(x, bias):
     # in place, nothing to allocate; the shape rules are those of the CPU kernel
     if x.dim() != 2 or bias.dim() != 1 or bias.shape[0] != x.shape[1]:
         raise RuntimeError(f"bias_elu_: bias has shape {tuple(bias.shape)} but x has shape {tuple(x.shape)}")
+
+
+@torch.library.register_fake("fastreshuffle::amx_gemm_bias_elu")
+def _amx_gemm_bias_elu_fake(rows, w1, b1):
+    # a new [R, N] tensor; shape rules as in the CPU kernel
+    if rows.dim() != 2 or w1.shape[1] != rows.shape[1] or tuple(b1.shape) != (w1.shape[0],):
+        raise RuntimeError(f"amx_gemm_bias_elu: shapes do not fit: rows {tuple(rows.shape)}, w1 {tuple(w1.shape)}, "
+                           f"b1 {tuple(b1.shape)}")
+    return rows.new_empty((rows.shape[0], w1.shape[0]))
 
 
 @torch.library.register_fake("fastreshuffle::dense_layer_cpu_")

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dense_layer/cpu/bf16_bits.h"
 #include "dense_layer/cpu/elu_f32.h"
 
 namespace fastreshuffle {
@@ -35,22 +36,6 @@ inline __attribute__((always_inline)) void bias_elu_rows_f32(float* x, const flo
 
 void bias_elu_f32_default(float* x, const float* b, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
   bias_elu_rows_f32(x, b, r0, r1, k, ld);
-}
-
-// bf16 bits <-> float32, branch-free (vectorizes): widening is exact; narrowing rounds to
-// nearest even like c10::BFloat16's round_to_nearest_even, NaN to the quiet NaN 0x7FC0.
-inline __attribute__((always_inline)) float bf16_bits_to_f32(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline __attribute__((always_inline)) uint16_t f32_to_bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
 }
 
 // bias: already widened to float32 (k values)
