@@ -137,14 +137,15 @@ def cpu_bf16_kernel() -> bool:
 
 
 def cpu_bf16_uses_kernel() -> bool:
-    """The one decision of where bfloat16 dense layers run on CPU: the extension's kernel
-    (:func:`cpu_bf16_kernel`), except on a CPU with AMX-BF16 (:func:`cpu_has_amx`), where the torch
-    composition runs them -- a bf16 GEMM and convolution that oneDNN computes on AMX tiles, the
-    bias + ELU pass in the extension -- unless the kernel is asked for by name
-    (``FASTRESHUFFLE_CPU_KERNEL=avx512``, ``override(cpu_kernel="avx512")``).  On a 2-core Xeon VM
-    with AMX (2026-12-06, ``python -m benchmarks.bench_network``, 2 threads) the composition ran
-    the ``paper`` network 3.0x and ``small`` 1.6x as fast as the kernel, whose vdpbf16ps does 16 x 2
-    multiply-adds per instruction where an AMX tile multiply does 16 x 16 x 32."""
+    """The one decision of where bfloat16 dense layers run on CPU: the extension's ``vdpbf16ps``
+    kernel (:func:`cpu_bf16_kernel`), except on a CPU with AMX-BF16 (:func:`cpu_has_amx`), where the
+    torch composition runs them -- its 1x1 convolution + bias + ELU on the extension's AMX kernel
+    (:func:`cpu_amx_gemm`), its 3x3 convolution on oneDNN's, both on AMX tiles -- unless the
+    kernel is asked for by name (``FASTRESHUFFLE_CPU_KERNEL=avx512``,
+    ``override(cpu_kernel="avx512")``).  On a 2-core Xeon VM with AMX (2026-12-06, ``python -m
+    benchmarks.bench_network``, 2 threads) the composition ran the ``paper`` network 3.7x and
+    ``small`` 2.0x as fast as the kernel, whose vdpbf16ps does 16 x 2 multiply-adds per
+    instruction where an AMX tile multiply does 16 x 16 x 32."""
     if not cpu_bf16_kernel():
         return False
     return settings().cpu_kernel == "avx512" or not cpu_has_amx()

@@ -258,9 +258,11 @@ def assert_within_layer_bound(buf, m, wts, kernel: bool):
     (2, 37, 8, 32, 40, 33, 27),       # odd prefix, batch 2
 ])
 def test_bf16_torch_path_never_reads_past_the_prefix(cap, b, m, n, k, h, w, extra):
-    """The torch path of a bf16 layer (the default on CPUs with AMX) on a buffer whose channels
-    after the prefix are NaN: torch's bf16 GEMM (2.13, oneDNN) reads a strided prefix's rows past
-    its last channel, so the prefix goes to it as a contiguous copy (``_dense_torch._gemm_bias_elu``)."""
+    """The torch path of a bf16 layer with torch's GEMM (the kernels capped) on a buffer whose
+    channels after the prefix are NaN: torch's bf16 GEMM (2.13, oneDNN) reads a strided prefix's
+    rows past its last channel, so the prefix goes to it as a contiguous copy
+    (``_dense_torch._gemm_bias_elu``; on a CPU with AMX the default is the AMX kernel, tested in
+    test_amx_gemm.py)."""
     buf, wts = make_case(b, m, n, k, h, w, seed=7, extra=extra)
     with backends.override(cpu_kernel=cap):
         dense_layer_(buf, m, *wts)
