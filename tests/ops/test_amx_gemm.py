@@ -17,19 +17,12 @@ import torch.nn.functional as F
 from fastreshuffle import backends
 from fastreshuffle.ops import _dense_torch, dense_layer_
 from fastreshuffle.ops import _extension  # noqa: F401  (torch.ops.fastreshuffle.*)
+from helpers import cpu_flags
 
 OPS = torch.ops.fastreshuffle
 
 
-def _flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-CPU_AMX = {"amx_tile", "amx_bf16"} <= _flags()
+CPU_AMX = {"amx_tile", "amx_bf16"} <= cpu_flags()
 needs_amx = pytest.mark.skipif(not CPU_AMX, reason="CPU without AMX-BF16")
 
 

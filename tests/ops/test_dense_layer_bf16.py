@@ -30,17 +30,10 @@ import torch.nn.functional as F
 from fastreshuffle import backends
 from fastreshuffle.ops import _dense_torch, dense_layer_
 from fastreshuffle.ops import _extension  # noqa: F401  (torch.ops.fastreshuffle.*)
+from helpers import cpu_flags
 
 U = 2.0 ** -8       # bf16 unit roundoff
 SLACK = 2.0 ** -16  # float32 accumulation, relative to the sums of absolute values
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
 
 
 CPU_BF16 = {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= cpu_flags()

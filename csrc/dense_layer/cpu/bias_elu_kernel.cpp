@@ -24,49 +24,45 @@
 namespace fastreshuffle {
 namespace {
 
-inline __attribute__((always_inline)) void bias_elu_rows_f32(float* x, const float* bias,
-                                                             int64_t r0, int64_t r1, int64_t k,
-                                                             int64_t ld) {
+// Element access in float32: float as it is, bf16 (its bits) widened / rounded to nearest even.
+inline __attribute__((always_inline)) float to_f32(float v) { return v; }
+inline __attribute__((always_inline)) float to_f32(uint16_t h) { return bf16_bits_to_f32(h); }
+inline __attribute__((always_inline)) void from_f32(float* p, float v) { *p = v; }
+inline __attribute__((always_inline)) void from_f32(uint16_t* p, float v) { *p = f32_to_bf16_bits(v); }
+
+// bias: float32 (for bf16 x widened by the caller, k values)
+template <typename T>
+inline __attribute__((always_inline)) void bias_elu_rows(T* x, const float* bias, int64_t r0, int64_t r1,
+                                                         int64_t k, int64_t ld) {
   for (int64_t r = r0; r < r1; ++r) {
-    float* __restrict__ row = x + r * ld;
+    T* __restrict__ row = x + r * ld;
     const float* __restrict__ b = bias;
-    for (int64_t j = 0; j < k; ++j) row[j] = elu_bias_one(row[j], b[j]);
+    for (int64_t j = 0; j < k; ++j) from_f32(row + j, elu_bias_one(to_f32(row[j]), b[j]));
   }
 }
 
 void bias_elu_f32_default(float* x, const float* b, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
-  bias_elu_rows_f32(x, b, r0, r1, k, ld);
-}
-
-// bias: already widened to float32 (k values)
-inline __attribute__((always_inline)) void bias_elu_rows_bf16(uint16_t* x, const float* bias,
-                                                              int64_t r0, int64_t r1, int64_t k,
-                                                              int64_t ld) {
-  for (int64_t r = r0; r < r1; ++r) {
-    uint16_t* __restrict__ row = x + r * ld;
-    const float* __restrict__ b = bias;
-    for (int64_t j = 0; j < k; ++j) row[j] = f32_to_bf16_bits(elu_bias_one(bf16_bits_to_f32(row[j]), b[j]));
-  }
+  bias_elu_rows(x, b, r0, r1, k, ld);
 }
 
 void bias_elu_bf16_default(uint16_t* x, const float* b, int64_t r0, int64_t r1, int64_t k, int64_t ld) {
-  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+  bias_elu_rows(x, b, r0, r1, k, ld);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2"))) void bias_elu_f32_avx2(float* x, const float* b, int64_t r0,
                                                        int64_t r1, int64_t k, int64_t ld) {
-  bias_elu_rows_f32(x, b, r0, r1, k, ld);
+  bias_elu_rows(x, b, r0, r1, k, ld);
 }
 
 __attribute__((target("avx2"))) void bias_elu_bf16_avx2(uint16_t* x, const float* b, int64_t r0,
                                                         int64_t r1, int64_t k, int64_t ld) {
-  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+  bias_elu_rows(x, b, r0, r1, k, ld);
 }
 
 __attribute__((target("avx512f,avx512bw"))) void bias_elu_bf16_avx512(uint16_t* x, const float* b, int64_t r0,
                                                                     int64_t r1, int64_t k, int64_t ld) {
-  bias_elu_rows_bf16(x, b, r0, r1, k, ld);
+  bias_elu_rows(x, b, r0, r1, k, ld);
 }
 #endif
 
