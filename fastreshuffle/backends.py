@@ -11,8 +11,8 @@ by ``import fastreshuffle``):
 ``FASTRESHUFFLE_CPU_KERNEL=off|avx2|avx512``
     Caps the instruction set of the extension's CPU dense-layer kernel (default: the best the CPU
     has; ``off`` runs the torch composition).  bfloat16 layers on a CPU with AMX-BF16 run the torch
-    composition (oneDNN on AMX tiles) unless ``avx512`` is asked for by name
-    (:func:`cpu_bf16_uses_kernel`).
+    composition, its 1x1 part on the extension's AMX kernel (not below ``avx512``), unless
+    ``avx512`` is asked for by name (:func:`cpu_bf16_uses_kernel`).
 
 :func:`override` changes them for a block of code (this thread / task only), e.g. in
 benchmarks and tests::
@@ -165,7 +165,7 @@ def cpu_amx_gemm() -> bool:
     the epilogue fused) instead of torch's GEMM: the CPU has AMX-BF16, Linux gives the process the
     tiles, and the CPU kernel is not capped below AVX-512 (``FASTRESHUFFLE_CPU_KERNEL=avx2|off``
     leave torch's GEMM)."""
-    return cpu_kernel_isa() == CPU_KERNEL_ISAS["avx512"] and _cpu_amx_kernel()
+    return cpu_kernel_isa() == CPU_KERNEL_ISAS["avx512"] and cpu_has_amx()
 
 
 def cpu_fast_bf16() -> bool:
@@ -260,10 +260,11 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX tiles with bfloat16 (``amx_tile`` and ``amx_bf16`` in
-    ``/proc/cpuinfo``: Intel Xeon since Sapphire Rapids), which oneDNN uses for bf16 GEMMs and
-    convolutions (Linux lists them only where the kernel lets processes use the tiles)."""
-    return {"amx_tile", "amx_bf16"} <= _cpu_flags()
+    """Whether this process can use AMX tiles with bfloat16 (Intel Xeon since Sapphire Rapids):
+    the CPU has AMX-BF16 (and the AVX-512 the kernel's epilogue uses) and Linux gives the process
+    the tile state (``dense_cpu_amx``, the extension's probe: CPUID, then ``arch_prctl``).  oneDNN
+    then runs bf16 GEMMs and convolutions on the tiles too."""
+    return _cpu_amx_kernel()
 
 
 def training_precision(precision: Optional[str], device) -> str:

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--no-fast", dest="fast", action="store_false", help="use the reference ReshuffleNet")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="arithmetic of the network (default: fp32, the reference figures; auto = what "
-                        "restore picks: bf16 on CPUs with AVX512-BF16)")
+                        "restore picks: bf16 on CPUs with AVX512-BF16 or AMX)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
     p.add_argument("--recursive", "-r", action="store_true", help="also the images in --data's sub-folders")

@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="context pixels around each tile, a multiple of 8 (default: 64)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16, "
+                   help="arithmetic of the network (default: auto = bf16 on CPUs with AVX512-BF16 or AMX, "
                         "within 0.003 dB of fp32 on Kodak24 and faster; fp32 elsewhere); fp16: CUDA only")
     p.add_argument("--half", action="store_true", help="same as --precision fp16 (CUDA only; ignored on CPU)")
     p.add_argument("--self-ensemble", action="store_true",

@@ -354,7 +354,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     for large images (multiple of 8; None = default for the device, 0 = no tiling).
     ``self_ensemble``: average over the 8 flips / rotations (8x slower, slightly better).
     ``precision`` (for a model given by name or path): "auto" (default: bf16 on a CPU with
-    AVX512-BF16, within 0.003 dB of fp32 on Kodak24, else fp32), "fp32", "bf16", or "fp16" on CUDA
+    AVX512-BF16 or AMX, within 0.003 dB of fp32 on Kodak24, else fp32), "fp32", "bf16", or "fp16" on CUDA
     (``half=True`` is "fp16" on CUDA; elsewhere ``precision``, with a warning, as ``fastreshuffle
     restore --half``).  A model object runs as it is: in its own dtype, on its own device
     (a ``device`` given must be that one: it is not moved), in eval mode (its modules' training

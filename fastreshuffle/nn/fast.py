@@ -26,8 +26,8 @@ Inference (grad disabled or nothing requires grad):
 A bfloat16 or float16 model (``.to(torch.bfloat16)``) takes an input of its own dtype, or a
 float32 input: then it computes in its own dtype and adds the residual in float32, returning
 float32 (the input image keeps its full precision; what ``restore --precision bf16`` runs).  On
-CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel, on CPUs with
-AMX oneDNN's (``backends.cpu_bf16_uses_kernel``).
+CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel; on CPUs with
+AMX the extension's AMX kernel for the 1x1 part and oneDNN's 3x3 (``backends.cpu_bf16_uses_kernel``).
 
 Training (grad enabled and the input or a parameter requires grad) uses
 :func:`fastreshuffle.ops.dense_block`, which builds each block in one buffer as well and
@@ -130,7 +130,7 @@ class FastReshuffleNet(ReshuffleNet):
         super().__init__(config)
         # probed now (torch ops returning an int, a bool): not first inside torch.jit.trace,
         # which cannot record them
-        backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel()
+        backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel(), backends.cpu_amx_gemm()
         # eager inference's block buffers: at most one set kept between calls, {key: buffers}.
         # A call takes the set out (dict.pop is atomic) and puts it back when done, so calls from
         # several threads never share buffers: one that finds none allocates its own.

@@ -41,7 +41,7 @@ def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> t
         # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads each row of a
         # strided ``rows`` past its last column, up to a multiple of 32, and multiplies that by
         # zero: a NaN there -- a block buffer's channels not written yet -- made whole rows NaN
-        # (all of them for 16384 x 144 rows with stride 192 and 64 columns out).  Contiguous
+        # (half to all of them for 16384 x 144 rows with stride 192 and 64 columns out).  Contiguous
         # rows are safe (checked with NaN after their end), so the GEMM takes contiguous copies,
         # a chunk of rows at a time: the copy stays in cache, and the small allocations are
         # reused where one copy of the whole prefix was page-faulted in on every layer (`small`
@@ -69,7 +69,7 @@ def _kernel_isa(dtype: torch.dtype) -> int:
     if dtype == torch.float32:
         return backends.cpu_kernel_isa()
     if dtype == torch.bfloat16 and backends.cpu_bf16_uses_kernel():
-        return 2    # AVX-512 with AVX512-BF16 (not on a CPU with AMX: there oneDNN, below)
+        return 2    # AVX-512 with AVX512-BF16 (not on a CPU with AMX: the composition below)
     return 0
 
 

@@ -282,7 +282,7 @@ def _bias_elu_fake(x, bias):
 @torch.library.register_fake("fastreshuffle::amx_gemm_bias_elu")
 def _amx_gemm_bias_elu_fake(rows, w1, b1):
     # a new [R, N] tensor; shape rules as in the CPU kernel
-    if rows.dim() != 2 or w1.shape[1] != rows.shape[1] or tuple(b1.shape) != (w1.shape[0],):
+    if rows.dim() != 2 or w1.dim() not in (2, 4) or w1.shape[1] != rows.shape[1] or tuple(b1.shape) != (w1.shape[0],):
         raise RuntimeError(f"amx_gemm_bias_elu: shapes do not fit: rows {tuple(rows.shape)}, w1 {tuple(w1.shape)}, "
                            f"b1 {tuple(b1.shape)}")
     return rows.new_empty((rows.shape[0], w1.shape[0]))

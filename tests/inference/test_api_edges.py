@@ -122,9 +122,13 @@ def test_the_reference_network_takes_an_empty_batch():
     assert fr.FastReshuffleNet(cfg)(torch.rand(0, 3, 16, 16)).shape == (0, 3, 16, 16)
 
 
-def test_fast_network_traces_in_a_fresh_process():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fast_network_traces_in_a_fresh_process(dtype):
+    """torch.jit.trace cannot record the backend probes (torch ops returning an int or a bool), so
+    FastReshuffleNet makes them when it is built: also the bf16 ones (AMX)."""
     code = ("import torch, fastreshuffle as fr\n"
-            "f = fr.FastReshuffleNet(fr.ReshuffleNetConfig.preset('tiny')).eval(); x = torch.rand(1, 3, 16, 16)\n"
+            "f = fr.FastReshuffleNet(fr.ReshuffleNetConfig.preset('tiny')).eval()"
+            f".to(torch.{dtype}); x = torch.rand(1, 3, 16, 16)\n"
             "with torch.no_grad():\n"
             "    t = torch.jit.trace(f, x, check_trace=False)\n"
             "    print(torch.equal(t(x), f(x)))")

@@ -93,6 +93,39 @@ def test_amx_channels_last_prefix_and_edge_values():
 
 
 @needs_amx
+def test_amx_rows_with_any_row_stride():
+    """Rows are only read, each within its own columns: an expanded view (row stride 0), rows that
+    overlap (stride 1 < M) and a single row with stride 1 are all fine (the views the dense layer's
+    NCHW path and an expanded input hand over)."""
+    _, w1, b1 = _case(1, 8, 12, 0, seed=5)
+    one = torch.randn(8).to(torch.bfloat16)
+    for rows in (one.expand(37, 8), torch.randn(44).to(torch.bfloat16).as_strided((37, 8), (1, 1)),
+                 one.as_strided((1, 8), (1, 1))):
+        _assert_within_bound(OPS.amx_gemm_bias_elu(rows, w1, b1), rows, w1, b1)
+
+
+@needs_amx
+@pytest.mark.parametrize("shape,expand", [((1, 8, 1, 1), False), ((1, 12, 1, 1), False), ((1, 8, 1, 1), True)])
+def test_bf16_functional_layer_on_nchw_and_expanded_inputs(shape, expand):
+    """fastreshuffle.ops.dense_layer on bf16 NCHW 1x1 images and an expanded input, as with the kernel capped."""
+    from fastreshuffle.ops import dense_layer
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g).to(torch.bfloat16)
+    if expand:
+        x = x.expand(1, shape[1], 4, 4)
+    m = x.shape[1]
+    wts = [(torch.randn(16, m, 1, 1, generator=g) / m ** 0.5), torch.randn(16, generator=g) * 0.1,
+           torch.randn(4, 16, 3, 3, generator=g) / 12, torch.randn(4, generator=g) * 0.1]
+    wts = [t.to(torch.bfloat16) for t in wts]
+    got = dense_layer(x, *wts)
+    with backends.override(cpu_kernel="avx2"):
+        want = dense_layer(x, *wts)
+    assert torch.isfinite(got.float()).all()
+    assert (got.float() - want.float()).abs().max() <= 2.0 ** -6 * want.float().abs().max().clamp_min(1)
+
+
+@needs_amx
 def test_amx_bad_input():
     rows, w1, b1 = _case(8, 10, 4, 0)
     with pytest.raises(RuntimeError, match="must be bfloat16"):

@@ -24,7 +24,9 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+// AMX targets and intrinsics: GCC 11, clang 12 (an older compiler builds the refusing stub)
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -48,6 +50,10 @@ bool amx_ready() {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     if (!((d >> 22) & 1u) || !((d >> 24) & 1u)) return false;  // AMX-BF16, AMX-TILE
+    // the epilogue's vectors
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl"))
+      return false;
     constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
     return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
   }();
@@ -112,6 +118,7 @@ void amx_row_blocks(const uint16_t* a, int64_t lda, int64_t r_count, int64_t m, 
     cfg.rows[i] = 16;
     cfg.colsb[i] = 64;
   }
+  asm volatile("" ::: "memory");   // the intrinsics do not tell the compiler which memory they read
   _tile_loadconfig(&cfg);
   const int64_t k_pad = kb_count * kDepth;
   const int64_t full_kb = m / kDepth;                        // K blocks read in place
@@ -136,6 +143,7 @@ void amx_row_blocks(const uint16_t* a, int64_t lda, int64_t r_count, int64_t m, 
       for (int64_t i = 0; i < kRows; ++i)
         std::memcpy(tail + i * kDepth, src + i * lda + k0, sizeof(uint16_t) * (m - k0));
     }
+    asm volatile("" ::: "memory");   // the scratch is written before the tile loads read it
     for (int64_t nb2 = 0; nb2 < n_pad / kCols; ++nb2) {
       _tile_zero(0);
       _tile_zero(1);
@@ -186,10 +194,11 @@ at::Tensor amx_gemm_bias_elu(const at::Tensor& rows, const at::Tensor& w1, const
   const int64_t r_count = rows.size(0), m = rows.size(1);
   TORCH_CHECK(m <= 1 || rows.stride(1) == 1, "amx_gemm_bias_elu: rows must have unit stride along its channels, got strides ",
               rows.strides());
-  TORCH_CHECK(rows.stride(0) >= m, "amx_gemm_bias_elu: rows overlap (row stride ", rows.stride(0), " < ", m, ")");
-  const at::Tensor w = w1.reshape({w1.size(0), -1}).contiguous();
+  // (any row stride: rows are only read, each inside its own M columns -- an expanded or
+  // overlapping view is fine)
   TORCH_CHECK(w1.dim() == 2 || (w1.dim() == 4 && w1.size(2) == 1 && w1.size(3) == 1),
               "amx_gemm_bias_elu: w1 must be [N, M] or [N, M, 1, 1], got shape ", w1.sizes());
+  const at::Tensor w = w1.reshape({w1.size(0), -1}).contiguous();
   TORCH_CHECK(w.size(1) == m, "amx_gemm_bias_elu: w1 has ", w.size(1), " input channels, rows have ", m);
   const int64_t n_out = w.size(0);
   TORCH_CHECK(b1.dim() == 1 && b1.size(0) == n_out, "amx_gemm_bias_elu: b1 has shape ", b1.sizes(),
@@ -210,7 +219,7 @@ at::Tensor amx_gemm_bias_elu(const at::Tensor& rows, const at::Tensor& w1, const
   const uint16_t* pa = reinterpret_cast<const uint16_t*>(rows.const_data_ptr<at::BFloat16>());
   uint16_t* pt = reinterpret_cast<uint16_t*>(t.mutable_data_ptr<at::BFloat16>());
   const float* pb = bias.const_data_ptr<float>();
-  const int64_t lda = r_count > 1 ? rows.stride(0) : m;
+  const int64_t lda = rows.stride(0);
   const int64_t blocks = (r_count + kRows - 1) / kRows;
   at::parallel_for(0, blocks, 8, [&](int64_t b0, int64_t b1_) {
     amx_row_blocks(pa, lda, r_count, m, packed.data(), kb_count, n_pad, pb, n_out, pt, b0, b1_);
