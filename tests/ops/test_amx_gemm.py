@@ -125,6 +125,42 @@ def test_bf16_functional_layer_on_nchw_and_expanded_inputs(shape, expand):
     assert (got.float() - want.float()).abs().max() <= 2.0 ** -6 * want.float().abs().max().clamp_min(1)
 
 
+GUARD_PAGE = r"""
+import ctypes, mmap, sys, torch
+from fastreshuffle.ops import _extension
+r, m, n, lda = (int(v) for v in sys.argv[1:5])
+page = mmap.PAGESIZE
+size = -(-((r - 1) * lda + m) * 2 // page) * page          # the rows' bytes, whole pages
+mm = mmap.mmap(-1, size + page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+assert libc.mprotect(base + size, page, 0) == 0               # PROT_NONE after the rows
+flat = torch.frombuffer(mm, dtype=torch.bfloat16, count=size // 2)
+flat.copy_(torch.randn(size // 2).to(torch.bfloat16))
+start = size // 2 - ((r - 1) * lda + m)                        # the last row ends at the guard page
+rows = flat[start:].as_strided((r, m), (lda, 1))
+w1, b1 = torch.randn(n, m).to(torch.bfloat16), torch.randn(n).to(torch.bfloat16)
+t = torch.ops.fastreshuffle.amx_gemm_bias_elu(rows, w1, b1)
+ref = torch.nn.functional.elu(rows.float() @ w1.float().t() + b1.float())
+print("ok", bool(torch.isfinite(t.float()).all()), float((t.float() - ref).abs().max()))
+"""
+
+
+@needs_amx
+@pytest.mark.parametrize("r,m,n,lda", [(64, 64, 32, 64), (64, 70, 32, 96), (45, 33, 16, 40), (7, 100, 16, 100)])
+def test_amx_reads_nothing_past_the_last_row(r, m, n, lda):
+    """The last row ends where an inaccessible page begins: a load past it would crash the process
+    (in a child process here), which NaN in padding rows could not show (rows past the end are
+    never stored)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", GUARD_PAGE, str(r), str(m), str(n), str(lda)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("ok True"), (p.returncode, p.stdout, p.stderr[-800:])
+
+
 @needs_amx
 def test_amx_bad_input():
     rows, w1, b1 = _case(8, 10, 4, 0)
