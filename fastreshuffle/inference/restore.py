@@ -27,7 +27,8 @@ def check_float_range(lo: float, hi: float, finite: bool) -> None:
     if not finite:
         raise ValueError("image contains NaN or infinite values")
     if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
-        hint = " (looks like 0-255: divide by 255, or pass uint8)" if 2 <= hi <= 255 + FLOAT_SLACK else ""
+        hint = (" (looks like 0-255: divide by 255, or pass uint8)" if 2 <= hi <= 255 + FLOAT_SLACK
+                else " (an overshoot, e.g. of bicubic resizing: clamp to [0, 1] first)" if hi <= 2 and lo >= -1 else "")
         raise ValueError(f"float images must be in [0, 1]; this one spans [{lo:g}, {hi:g}]{hint}")
 
 
@@ -466,4 +467,6 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         Image = None
     if Image is not None and isinstance(image, Image.Image):
         return _with_info(_restore_pil(net, image, tile, overlap, guard, bands=bands), image)
-    raise TypeError(f"restore() takes a numpy array, a PIL image or a torch tensor, got {type(image).__name__}")
+    raise TypeError(f"restore() takes a file path, a PIL image, a numpy array or a torch tensor, got "
+                    f"{type(image).__name__}" + (" (open it with PIL.Image.open first)" if isinstance(image, (bytes, bytearray))
+                                                 or hasattr(image, "read") else ""))

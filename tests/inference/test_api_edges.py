@@ -122,6 +122,23 @@ def test_the_reference_network_takes_an_empty_batch():
     assert fr.FastReshuffleNet(cfg)(torch.rand(0, 3, 16, 16)).shape == (0, 3, 16, 16)
 
 
+def test_wrong_input_types_and_overshooting_floats_say_what_to_do():
+    for bad in (b"\xff\xd8", io.BytesIO(b"\xff\xd8")):
+        with pytest.raises(TypeError, match="file path.*open it with PIL.Image.open first"):
+            fr.restore(bad, device="cpu")
+    with pytest.raises(TypeError, match="file path, a PIL image, a numpy array or a torch tensor, got list"):
+        fr.restore([[1]], device="cpu")
+    x = torch.rand(1, 3, 32, 32)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=0.6, mode="bicubic")
+    if bicubic.min() < -1e-3 or bicubic.max() > 1 + 1e-3:
+        with pytest.raises(ValueError, match=r"clamp to \[0, 1\] first"):
+            fr.restore(bicubic, device="cpu")
+    with pytest.raises(ValueError, match="clamp to"):
+        fr.restore(x * 1.05 - 0.02, device="cpu")
+    with pytest.raises(ValueError, match="divide by 255"):
+        fr.restore(x * 255, device="cpu")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_fast_network_traces_in_a_fresh_process(dtype):
     """torch.jit.trace cannot record the backend probes (torch ops returning an int or a bool), so
