@@ -46,7 +46,8 @@ OURS = ("fast", "fast_bf16", "fast_bf16_kernel", "fast_triton")
 BF16_VARIANTS = ("fast_bf16", "fast_bf16_kernel", "ov_bf16")
 # fast_bf16_kernel: bf16 dense layers on the extension's AVX512-BF16 kernel, asked for by name
 # (FASTRESHUFFLE_CPU_KERNEL=avx512); timed only on CPUs with AMX, where fast_bf16 runs them on
-# oneDNN instead (backends.cpu_bf16_uses_kernel) -- elsewhere the two are the same
+# the torch composition instead, its 1x1 on our AMX kernel (backends.cpu_bf16_uses_kernel,
+# cpu_amx_gemm) -- elsewhere the two are the same
 # CUDA also times FastReshuffleNet with its dense layers on the fused Triton kernel (FASTRESHUFFLE_TRITON=1;
 # the default runs them on cuBLAS/cuDNN on the same buffers)
 CUDA_VARIANTS = ["eager", "eager_cl", "compile", "fast", "fast_triton"]  # Triton last: a kernel fault ends the process
@@ -286,8 +287,8 @@ def main(argv=None):
           f"threads={torch.get_num_threads()} repeats={repeats}")
     if device.type == "cpu":
         print(f"cpu flags: {cpu_flags()}; bf16 dense layers: "
-              f"{'our AVX512-BF16 kernel' if backends.cpu_bf16_uses_kernel() else 'oneDNN (torch composition)'}"
-              f"{' (AMX)' if backends.cpu_has_amx() else ''}")
+              f"{'our AVX512-BF16 kernel' if backends.cpu_bf16_uses_kernel() else 'the torch composition'}"
+              f"{' (1x1 on our AMX kernel)' if backends.cpu_amx_gemm() else ''}")
     peaks = {}
     if device.type == "cpu":
         precs = peak_precisions(args.dtype, variants, backends.cpu_has_bf16())

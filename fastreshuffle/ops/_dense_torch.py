@@ -34,10 +34,10 @@ def _gemm_bias_elu(rows: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor) -> t
     extension (faster than addmm's bias pass plus ``elu_``: ~20% of the GEMM and 3x the ELU in
     float32; in bfloat16 torch's ``elu_`` took as long as the GEMM).  bfloat16 on a CPU with AMX:
     all three in the extension's AMX kernel, the rows read in place (``backends.cpu_amx_gemm``)."""
-    if (rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and _unit_channel_stride(rows)
-            and backends.cpu_amx_gemm()):
+    cpu_bf16 = rows.device.type == "cpu" and rows.dtype == torch.bfloat16
+    if cpu_bf16 and _unit_channel_stride(rows) and backends.cpu_amx_gemm():
         return torch.ops.fastreshuffle.amx_gemm_bias_elu(rows, w1t.t(), b1)
-    if rows.device.type == "cpu" and rows.dtype == torch.bfloat16 and not rows.is_contiguous():
+    if cpu_bf16 and not rows.is_contiguous():
         # torch's bf16 GEMM on CPU (2.13, oneDNN; seen on a Xeon with AMX) reads each row of a
         # strided ``rows`` past its last column, up to a multiple of 32, and multiplies that by
         # zero: a NaN there -- a block buffer's channels not written yet -- made whole rows NaN

@@ -2,8 +2,8 @@
 // t[r, n] = elu(sum_m rows[r, m] w1[n, m] + b1[n]), the dense layer's 1x1 convolution with its bias
 // and ELU, for the torch composition on CPUs with AMX (ops/_dense_torch.py).
 //
-// rows: [R, M] bf16 with unit column stride and any row stride >= M -- a channels-last block
-// buffer's channel prefix, read in place: tile loads take a row stride, so no copy of the prefix.
+// rows: [R, M] bf16 with unit column stride and any row stride -- a channels-last block buffer's
+// channel prefix, read in place: tile loads take a row stride, so no copy of the prefix.
 // Every load stays inside the M columns (torch's bf16 GEMM reads a strided A's rows past M and
 // multiplies that by zero, which a NaN there turns into NaN): the last M % 32 columns go
 // through a zero-padded scratch, and so does a last block of fewer than 32 rows.
@@ -122,7 +122,7 @@ void amx_row_blocks(const uint16_t* a, int64_t lda, int64_t r_count, int64_t m, 
   _tile_loadconfig(&cfg);
   const int64_t k_pad = kb_count * kDepth;
   const int64_t full_kb = m / kDepth;                        // K blocks read in place
-  std::vector<uint16_t> rows_copy(kRows * k_pad);            // a short last row block, zero-padded
+  std::vector<uint16_t> rows_copy;                           // a short last row block, zero-padded
   alignas(64) uint16_t tail[kRows * kDepth];                  // the last M % 32 columns, zero-padded
   alignas(64) float buf[16 * 16];
   for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
@@ -131,7 +131,7 @@ void amx_row_blocks(const uint16_t* a, int64_t lda, int64_t r_count, int64_t m, 
     const uint16_t* src = a + r0 * lda;
     int64_t ld = lda, direct_kb = full_kb;
     if (valid_rows < kRows) {
-      std::fill(rows_copy.begin(), rows_copy.end(), uint16_t{0});
+      rows_copy.assign(kRows * k_pad, uint16_t{0});
       for (int64_t i = 0; i < valid_rows; ++i)
         std::memcpy(rows_copy.data() + i * k_pad, src + i * lda, sizeof(uint16_t) * m);
       src = rows_copy.data();

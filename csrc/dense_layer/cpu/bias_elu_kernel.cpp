@@ -6,9 +6,9 @@
 // float32: expm1 from a range-reduced polynomial, branch-free so that the compiler vectorizes
 // it (SSE2 everywhere, an AVX2 clone, for bf16 also an AVX-512 one, chosen at run time);
 // relative error of expm1 < 2e-7, NaN / +-inf handled like torch.nn.functional.elu.
-// bfloat16 (where oneDNN runs the GEMM, e.g. on AMX tiles): x and the bias widened to float32,
-// the same float32 ELU, one rounding back to bf16 (nearest even, as c10::BFloat16; NaN ->
-// 0x7FC0); torch's elu_ on bf16 took as long as the GEMM itself.  float64: std::expm1.
+// bfloat16 (after torch's bf16 GEMM, where the AMX kernel does not run): x and the bias widened
+// to float32, the same float32 ELU, one rounding back to bf16 (nearest even, as c10::BFloat16;
+// NaN -> 0x7FC0); torch's elu_ on bf16 took as long as the GEMM itself.  float64: std::expm1.
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 #include <torch/library.h>
