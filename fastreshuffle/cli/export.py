@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -29,6 +30,9 @@ def run(args) -> int:
         raise UserError(str(e)) from None
     except OutputExistsError as e:
         raise UserError(f"{e.filename} exists (use --overwrite)") from None
+    if os.path.splitext(str(path))[1].lower() != ".onnx":
+        print(f"note: {path} is an ONNX file whatever its name says (.onnx is the usual suffix; ONNX Runtime, "
+              "OpenVINO and onnx.load read it)", file=sys.stderr)
     print(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
           "(an image under 8 px on a side comes back as it went in)\n"
           "note: the graph is the network alone, without restore's guard: it applies the full correction to every "

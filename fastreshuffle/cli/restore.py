@@ -147,6 +147,9 @@ def run(args) -> int:
     # -o FILE: one input file, written there in the format its extension names
     outdir = Path(args.output_dir) if args.output_dir else None
     out_file = None
+    if outdir is not None and not outdir.exists() and outdir.name.lower() in IMAGE_EXTENSIONS:
+        raise UserError(f"-o {outdir}: a file name that is only an extension would be taken for a folder; name "
+                        f"the file (e.g. -o photo{outdir.name}) or choose the format with --format")
     if outdir is not None and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
             raise UserError(f"-o {outdir} names a file: give one input file, or give a folder (outputs are then "

@@ -334,5 +334,5 @@ def _dtype(precision, half: bool, dev: torch.device) -> torch.dtype:
     p, note = half_precision(precision, half, dev)
     if note:
         import warnings
-        warnings.warn(note, stacklevel=4)
+        warnings.warn(note, stacklevel=3)   # at the caller of load_model / get_model
     return resolve_precision(p, dev)

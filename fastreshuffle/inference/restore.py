@@ -22,6 +22,17 @@ __all__ = ["restore"]
 FLOAT_SLACK = 1e-3
 
 
+def _warn_caller(message: str) -> None:
+    """A UserWarning pointed at the first frame outside this module: the caller's line, however
+    restore() was entered (a path opens the file and calls restore() again)."""
+    import sys
+    import warnings
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
 def check_float_range(lo: float, hi: float, finite: bool) -> None:
     """Refuse float images that are not in [0, 1] (e.g. 0-255 floats), instead of clipping them."""
     if not finite:
@@ -132,12 +143,11 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
                     and not _pixels_are_the_files(img, arr, source)):
                 tables = None               # ... unless resized or painted in place: then as an array
                 if source is None:          # (or out of reach: say so, as for a HEIF file)
-                    import warnings
-                    warnings.warn("a JPEG image whose file can no longer be read (opened from memory and already "
-                                  "loaded), with pixels its quantisation tables do not evidently describe (a smooth "
-                                  "picture, or changed in place): it is restored only where JPEG compression is "
-                                  "found in its pixels; pass the image as Image.open returned it, or open it from "
-                                  "its path", stacklevel=4)
+                    _warn_caller("a JPEG image whose file can no longer be read (opened from memory and already "
+                                 "loaded), with pixels its quantisation tables do not evidently describe (a smooth "
+                                 "picture, or changed in place): it is restored only where JPEG compression is "
+                                 "found in its pixels; pass the image as Image.open returned it, or open it from "
+                                 "its path")
         return Image.fromarray(numpy_path(arr, tables), mode)
     if mode in ("RGBA", "LA"):
         arr = np.asarray(img)
@@ -240,7 +250,6 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     then loaded by something else than restore(): Pillow closes it), or pixels that are no longer
     the file's (pasted into, resized in place), have no QP to go by: returned unchanged, with a
     warning."""
-    import warnings
 
     from ..io.images import INVERSE_ORIENTATION, coded_orientation, orient_array
     from .guard import hevc_guarded_file
@@ -248,14 +257,13 @@ def _restore_heif(net, img, tile, overlap, bands=None):
 
     data = _file_bytes(img)
     if data is None:
-        warnings.warn("a HEIF image whose file can no longer be read (opened from memory and already loaded): "
-                      "its QP is unknown, so it is returned unchanged; pass the image as Image.open returned "
-                      "it, or open it from its path (guard=False restores it anyway)", stacklevel=4)
+        _warn_caller("a HEIF image whose file can no longer be read (opened from memory and already loaded): "
+                     "its QP is unknown, so it is returned unchanged; pass the image as Image.open returned "
+                     "it, or open it from its path (guard=False restores it anyway)")
         return img.copy()
     if not _pixels_are_the_files(img, np.asarray(img), data):   # pasted into, resized in place, ...
-        warnings.warn("a HEIF image whose pixels are no longer its file's (changed in place): the file's QP "
-                      "does not describe them, so it is returned unchanged (guard=False restores it anyway)",
-                      stacklevel=4)
+        _warn_caller("a HEIF image whose pixels are no longer its file's (changed in place): the file's QP "
+                     "does not describe them, so it is returned unchanged (guard=False restores it anyway)")
         return img.copy()
     o = coded_orientation(img)
     runner = _uint8_runner(tile, overlap)
@@ -343,6 +351,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     * a file's path (str or ``os.PathLike``): opened with Pillow (HEIF files too) and restored as
       that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies).
 
+    An image under 8 pixels on a side comes back unchanged, with a warning (the network works on
+    8 x 8 cells).
+
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
@@ -413,6 +424,16 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
 
 
+def _height_width(image):
+    """(height, width) of an image restore() takes, or None for anything else (refused later)."""
+    if isinstance(image, torch.Tensor):
+        return tuple(image.shape[-2:]) if image.dim() >= 2 else None
+    if isinstance(image, np.ndarray):
+        return tuple(image.shape[:2]) if image.ndim >= 2 else None
+    size = getattr(image, "size", None)
+    return (size[1], size[0]) if isinstance(size, tuple) and len(size) == 2 else None
+
+
 def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision):
     import os
 
@@ -427,6 +448,13 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
                                 else None)
     from .loading import Bands
+
+    if half and not isinstance(model, torch.nn.Module):   # one warning per call, at the caller (not one per band)
+        from ..backends import half_precision, resolve_device
+        precision, note = half_precision(precision, half, resolve_device(device))
+        half = precision == "fp16"
+        if note:
+            _warn_caller(note)
 
     def load(m):
         n = get_model(m, device, half, precision)
@@ -447,16 +475,20 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     if how.kind == HEIF_QP:
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
     if how.kind == UNGUARDED and how.note:
-        import warnings
-        warnings.warn(f"HEVC model: {how.note}", stacklevel=3)
+        _warn_caller(f"HEVC model: {how.note}")
     if (how.kind != UNGUARDED and codec == "jpeg" and fmt is None
             and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
-        import warnings
-        warnings.warn("this image was decoded from a JPEG file (its info says so) but no longer carries the "
-                      "file's quantisation tables (.convert(), ImageOps.exif_transpose() and copies drop "
-                      "them): it is restored only where JPEG compression is found in its pixels; pass the "
-                      "image Image.open returned, as it is", stacklevel=3)
+        _warn_caller("this image was decoded from a JPEG file (its info says so) but no longer carries the "
+                     "file's quantisation tables (.convert(), ImageOps.exif_transpose() and copies drop "
+                     "them): it is restored only where JPEG compression is found in its pixels; pass the "
+                     "image Image.open returned, as it is")
     guard = how.kind != UNGUARDED
+    hw = _height_width(image)
+    if hw is not None and min(hw) > 0:
+        from .tiling import too_small
+        if too_small(*hw):
+            _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
+                         "works on 8x8 cells)")
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):

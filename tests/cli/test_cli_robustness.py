@@ -564,3 +564,18 @@ def test_o_file_with_one_folder_input_is_refused(tmp_path, weights, capsys):
     assert cli_main(["restore", "-q", str(d), "-o", str(tmp_path / "x.png"), "--model", str(weights)]) == 2
     assert "give one input file" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_o_that_is_only_an_extension_is_refused(tmp_path, weights, capsys):
+    """``-o .png`` (a name that is only an extension; Python sees no suffix in it) once made a
+    folder ``.png`` and wrote into it: refused, nothing created; an existing folder of that name
+    is still a folder."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src)
+    for name in (".png", ".JPG", "sub/.webp"):
+        assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / name), "--model", str(weights)]) == 2
+        assert f"e.g. -o photo{Path(name).name}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    (tmp_path / ".png").mkdir()
+    assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / ".png"), "--model", str(weights)]) == 0
+    assert [p.name for p in (tmp_path / ".png").iterdir()] == ["a_restored.png"]

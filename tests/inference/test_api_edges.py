@@ -172,3 +172,36 @@ def test_restore_takes_a_path(tmp_path):
     assert not np.array_equal(np.asarray(a), np.asarray(Image.open(src)))
     with pytest.raises(FileNotFoundError):
         fr.restore(tmp_path / "missing.jpg")
+
+
+def test_images_under_8_px_come_back_unchanged_and_say_so(tmp_path):
+    """Under 8 px on a side the network has nothing to work on: the image comes back as it was,
+    with a warning at the caller's line (the CLI's note says the same); 8 px and more: none."""
+    tiny = _photo(size=6)
+    src = tmp_path / "tiny.png"
+    Image.fromarray(tiny).save(src)
+    for image in (tiny, torch.from_numpy(tiny).permute(2, 0, 1).float() / 255, Image.fromarray(tiny), src):
+        with pytest.warns(UserWarning, match="6x6 image is under 8 pixels") as rec:
+            out = fr.restore(image, device="cpu")
+        assert len(rec) == 1 and rec[0].filename == __file__, [(w.filename, str(w.message)) for w in rec]
+        got = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+        want = np.asarray(image if not isinstance(image, type(src)) else Image.open(src))
+        if isinstance(out, torch.Tensor):
+            want = image.numpy()
+        assert np.array_equal(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fr.restore(_photo(size=8), device="cpu")
+
+
+def test_half_on_a_cpu_warns_once_per_call_at_the_caller(tmp_path):
+    """restore(half=True) on a CPU: one warning per call, pointed at the caller, however many band
+    networks the call loads (a JPEG file's quality picks jpeg-high here besides jpeg)."""
+    src = tmp_path / "q90.jpg"
+    Image.fromarray(_photo()).save(src, quality=90)
+    for image in (Image.open(src), src):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            fr.restore(image, device="cpu", half=True)
+        said = [w for w in rec if "CUDA only" in str(w.message)]
+        assert len(said) == 1 and said[0].filename == __file__, [(w.filename, str(w.message)) for w in rec]

@@ -126,3 +126,12 @@ def test_export_without_onnxscript_says_which_extra(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert "pip install onnx onnxscript onnxruntime" in err and "[onnx]" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_export_to_another_suffix_says_the_file_is_onnx(tmp_path, capsys, monkeypatch):
+    """``-o model.pt`` writes ONNX (the only format) and says so; ``.onnx`` gets no such note."""
+    import fastreshuffle.inference.export as export
+    monkeypatch.setattr(export, "export_onnx", lambda model, path, **k: path)   # the file itself: tests above
+    for name, noted in (("m.pt", True), ("m.ONNX", False), ("m", True)):
+        assert main(["export", "-o", str(tmp_path / name)]) == 0
+        assert (f"{tmp_path / name} is an ONNX file whatever its name says" in capsys.readouterr().err) == noted
