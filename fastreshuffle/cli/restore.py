@@ -87,10 +87,10 @@ def _say(msg: str, bar=None) -> None:
 
 
 def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
-    """The end-of-run tally; a file written with its pixels as they were (nothing to remove, a
-    high-quality JPEG copied, under 8 px: its note says why) is not counted as restored."""
-    return (f"{restored} restored, " + (f"{same} passed through, " if same else "")
-            + f"{skipped} skipped, {failed} failed")
+    """The end-of-run tally, the same four fields every time; a file written with its pixels as
+    they were (nothing to remove, a high-quality JPEG copied, under 8 px: its note says why) is
+    not counted as restored."""
+    return f"{restored} restored, {same} passed through, {skipped} skipped, {failed} failed"
 
 
 class _TileBar:
@@ -238,7 +238,7 @@ def run(args) -> int:
             elif o.status == "failed":
                 _say(f"error: {o.src}: {o.reason}", bar)
             else:
-                used[o.model] = used.get(o.model, 0) + 1
+                used[o.band or o.model] = used.get(o.band or o.model, 0) + 1
                 said = [f"model {o.model} ({str(dtype).replace('torch.', '')})"] if (
                     args.model == "auto" and len(files) <= 20) else []
                 if not args.quiet:

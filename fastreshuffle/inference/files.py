@@ -155,6 +155,7 @@ class FileResult(NamedTuple):
     in a note)."""
     notes: List[str]
     changed: bool
+    band: Optional[str] = None   # the quality band's model that restored it, where not the model itself
 
 
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,
@@ -199,10 +200,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                                           ensemble=ensemble, progress=tick if progress is not None else None)
     run = runner(model)
 
+    band = []   # the band's model that ran, if any
+
     def band_run(what, **key):   # the run of the band for this key (a JPEG quality, a HEIF QP)
         if bands is None or bands.name(**key) == bands.model:
             return run
-        notes.append(f"{what}: restored by {bands.name(**key)}, the model of that quality band")
+        band.append(bands.name(**key))
+        notes.append(f"{what}: restored by {band[-1]}, the model of that quality band")
         return runner(bands.net(**key))
 
     def for_quality(q):
@@ -290,7 +294,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     notes += write_restored(out, restored, alpha, f.gray, fmt, quality=quality,
                             icc=f.icc_profile, exif=f.exif, xmp=f.xmp, dpi=f.dpi, text=f.text, comment=f.comment,
                             overwrite=overwrite)
-    return FileResult(notes, changed)
+    return FileResult(notes, changed, band[-1] if band else None)
 
 
 # ----------------------------------------------------------------------------- a batch
@@ -302,6 +306,7 @@ class Outcome(NamedTuple):
     notes: List[str]             # restored / same: what was done, one line each
     reason: Optional[str] = None
     model: Optional[str] = None  # the name of the model that restored it
+    band: Optional[str] = None   # the quality band's model that ran instead, if one did
 
 
 def describe_error(e: BaseException) -> str:
@@ -389,14 +394,14 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
                 writable.add(out.parent)
             net, codec = models(name)
             with (tile_progress(src) if tile_progress is not None else contextlib.nullcontext()) as tiles:
-                notes, changed = restore_file(
+                notes, changed, band = restore_file(
                     net, src, out, fmt=out_fmt, quality=quality, tile=tile, overlap=overlap, ensemble=ensemble,
                     overwrite=overwrite, progress=tiles.update if tiles is not None else None, guard=guard,
                     codec=codec, bands=Bands(name, lambda m: models(m)[0]))
             said = [fmt_note] if fmt_note else []
             if quality is not None and out_fmt not in ("jpeg", "webp"):
                 said.append(f"--output-quality does not apply to its {out_fmt.upper()} output (lossless)")
-            yield Outcome(src, "restored" if changed else "same", said + notes, None, name)
+            yield Outcome(src, "restored" if changed else "same", said + notes, None, name, band)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one bad file never stops the batch

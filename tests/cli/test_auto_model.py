@@ -59,7 +59,7 @@ def test_tally_counts_a_file_passed_through_apart(tmp_path, capsys):
     assert "done in" in err and "1 restored, 1 passed through, 0 skipped, 0 failed" in err
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "clean_restored.png")), a)
     assert main(["restore", str(tmp_path / "j.jpg"), "--device", "cpu", "--overwrite"]) == 0
-    assert "1 restored, 0 skipped, 0 failed" in capsys.readouterr().err
+    assert "1 restored, 0 passed through, 0 skipped, 0 failed" in capsys.readouterr().err
 
 
 def test_explicit_model_and_no_guard(tmp_path):

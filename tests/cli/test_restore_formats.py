@@ -183,7 +183,7 @@ def test_a_name_alone_does_not_make_a_photo_an_output(tmp_path, capsys):
                                                      "photo-11.png", "x1.png"]
     assert "skipped 2 file(s) that are fastreshuffle outputs" in err
     assert f"{tmp_path / 'IMG_11.jpg'}, {tmp_path / 'x1.png'}" in err        # named, sorted
-    assert "5 restored, 2 skipped, 0 failed" in err
+    assert "5 restored, 0 passed through, 2 skipped, 0 failed" in err
     assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out2"), "--device", "cpu"]) == 0
     assert (tmp_path / "out2" / "holiday_restored_restored.png").is_file()
     # an unmarked byte copy written by --format same is not restored again by a later PNG run
@@ -352,12 +352,18 @@ def test_same_lossy_format_never_reencodes_what_it_would_make_worse(tmp_path, ca
 
 
 def test_auto_says_the_models_for_more_than_20_files(tmp_path, capsys):
+    """Over 20 files the models are counted once at the end, each quality band's by its name
+    (the summary once said "jpeg" for files jpeg-low and jpeg-high had restored)."""
     for i in range(21):
         Image.fromarray(photo(16, 16)).save(tmp_path / f"p{i:02d}.png")
+    Image.fromarray(photo(32, 32)).save(tmp_path / "q10.jpg", quality=10)
+    Image.fromarray(photo(32, 32)).save(tmp_path / "q90.jpg", quality=90)
     assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "model jpeg" not in err                              # not said per file ...
-    assert "note: models chosen (--model auto" in err and "jpeg for 21 file(s)" in err   # ... but once
+    assert "note: models chosen (--model auto" in err            # ... but once, per band
+    assert "jpeg for 21 file(s), jpeg-high for 1 file(s), jpeg-low for 1 file(s)" in err, err
+    assert "2 restored, 21 passed through, 0 skipped, 0 failed" in err
 
 
 def test_ten_bit_heif_is_said_and_guarded_by_its_qp(tmp_path, capsys):
