@@ -397,6 +397,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 if n_frames > 1:
                     notes.append(f"has {n_frames} frames; only the first is restored")
                 transparent = "A" in im.getbands() or "transparency" in im.info
+                if fmt == "PNG":   # decoded first: its getexif() decodes it, and a decoding error swallowed
+                    im.load()      # there (as a broken EXIF) once left a PNG damaged mid-file "restored"
+                    #                mostly black, exit 0 (a TIFF must not be: its load() turns it upright)
                 depth = im.info.get("bit_depth") if fmt in ("HEIF", "AVIF") else None
                 if isinstance(depth, int) and depth > 8:
                     notes.append(f"{depth}-bit {fmt} decoded at 8 bits")

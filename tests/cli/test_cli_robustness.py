@@ -77,6 +77,10 @@ def _sha(folder: Path):
 CASES = {
     "zero_byte": ("empty.jpg", lambda: b"", "empty file"),
     "truncated_jpeg": ("trunc.jpg", lambda: _jpeg_bytes(Image.fromarray(_img(64, 64)))[:300], "truncated"),
+    # damaged in the middle (bit rot, a bad copy): its decoding error was once swallowed as a broken
+    # EXIF and the file "restored" mostly black with exit 0
+    "png_damaged_mid": ("rot.png", lambda: _damaged_middle(_png_bytes(Image.fromarray(_img(200, 200)))),
+                        "cannot decode image"),
     "random_bytes": ("noise.png", lambda: np.random.default_rng(1).bytes(4096), "not a recognised image"),
     "wrong_extension": ("actually_png.jpg", lambda: _png_bytes(Image.fromarray(_img())), "ok"),
     "one_pixel": ("one.png", lambda: _png_bytes(Image.fromarray(_img(1, 1))), "ok"),
@@ -88,6 +92,12 @@ CASES = {
     "decompression_bomb": ("bomb.png", bomb_png, "decompression bomb"),
     "html_named_webp": ("page.webp", lambda: b"<html><body>not an image</body></html>", "not a recognised image"),
 }
+
+
+def _damaged_middle(data: bytes) -> bytes:
+    d = bytearray(data)
+    d[len(d) // 2:len(d) // 2 + 10] = bytes(10)
+    return bytes(d)
 
 
 def _sixteen_bit():
