@@ -425,11 +425,14 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
 
 
 def _height_width(image):
-    """(height, width) of an image restore() takes, or None for anything else (refused later)."""
+    """(height, width) of an image restore() takes, or None for anything else, e.g. an array of
+    another shape (refused later, with no word about its size first)."""
     if isinstance(image, torch.Tensor):
-        return tuple(image.shape[-2:]) if image.dim() >= 2 else None
+        ok = image.dim() in (3, 4) and image.shape[-3] in (1, 3)
+        return tuple(image.shape[-2:]) if ok else None
     if isinstance(image, np.ndarray):
-        return tuple(image.shape[:2]) if image.ndim >= 2 else None
+        ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+        return tuple(image.shape[:2]) if ok else None
     size = getattr(image, "size", None)
     return (size[1], size[0]) if isinstance(size, tuple) and len(size) == 2 else None
 

@@ -192,6 +192,10 @@ def test_images_under_8_px_come_back_unchanged_and_say_so(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fr.restore(_photo(size=8), device="cpu")
+        # an array or tensor of another layout is refused, with no word about a size it does not have
+        for wrong in (np.zeros((3, 40, 40), np.uint8), np.zeros((2, 40, 40, 3), np.uint8), torch.zeros(40, 40, 3)):
+            with pytest.raises(ValueError, match="expected an? "):
+                fr.restore(wrong, device="cpu")
 
 
 def test_half_on_a_cpu_warns_once_per_call_at_the_caller(tmp_path):
