@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
                    help="folder for the restored images (created if needed; default: next to each input); "
-                        "with one input file, also an output file name (.png, .jpg, .webp, .tif: its format)")
+                        "with one input file, also an output file name (.png, .jpg, .webp, .tif: its format; a "
+                        "name ending in / is a folder)")
     p.add_argument("--format", default=None, choices=("png", "jpeg", "webp", "tiff", "same"),
                    help="output format (default: png, lossless, or that of -o FILE's extension; same = the "
                         "input's format where it can be written, else png)")
@@ -147,10 +148,11 @@ def run(args) -> int:
     # -o FILE: one input file, written there in the format its extension names
     outdir = Path(args.output_dir) if args.output_dir else None
     out_file = None
-    if outdir is not None and not outdir.exists() and outdir.name.lower() in IMAGE_EXTENSIONS:
+    folder = bool(args.output_dir) and args.output_dir.endswith(tuple(filter(None, (os.sep, os.altsep))))
+    if outdir is not None and not folder and not outdir.exists() and outdir.name.lower() in IMAGE_EXTENSIONS:
         raise UserError(f"-o {outdir}: a file name that is only an extension would be taken for a folder; name "
                         f"the file (e.g. -o photo{outdir.name}) or choose the format with --format")
-    if outdir is not None and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
+    if outdir is not None and not folder and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
             raise UserError(f"-o {outdir} names a file: give one input file, or give a folder (outputs are then "
                             "named after their inputs, see --suffix)")

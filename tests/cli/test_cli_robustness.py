@@ -589,3 +589,12 @@ def test_o_that_is_only_an_extension_is_refused(tmp_path, weights, capsys):
     (tmp_path / ".png").mkdir()
     assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / ".png"), "--model", str(weights)]) == 0
     assert [p.name for p in (tmp_path / ".png").iterdir()] == ["a_restored.png"]
+
+
+def test_o_ending_in_a_slash_is_a_folder(tmp_path, weights):
+    """``-o clean.png/``: the trailing slash says folder (it once wrote a file ``clean.png``)."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src)
+    for name in ("clean.png", ".webp"):
+        assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / name) + os.sep, "--model", str(weights)]) == 0
+        assert (tmp_path / name).is_dir() and (tmp_path / name / "a_restored.png").is_file()
