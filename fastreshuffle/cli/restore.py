@@ -235,8 +235,9 @@ def run(args) -> int:
                                ensemble=args.self_ensemble, overwrite=args.overwrite, guard=args.guard,
                                tile_progress=lambda src: _TileBar(src.name, args.quiet)):
             counts[o.status] += 1
-            if o.status == "skipped":
-                _say(f"skipped: {o.src}: {o.reason}", bar)
+            if o.status == "skipped":       # (its output is there: with -q, counted in one line at the end)
+                if not args.quiet:
+                    _say(f"skipped: {o.src}: {o.reason}", bar)
             elif o.status == "failed":
                 _say(f"error: {o.src}: {o.reason}", bar)
             else:
@@ -261,6 +262,8 @@ def run(args) -> int:
     if args.model == "auto" and len(files) > 20 and used and not args.quiet:
         _say("note: models chosen (--model auto, " + str(dtype).replace("torch.", "") + "): "
              + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))
+    if args.quiet and counts["skipped"]:
+        _say(f"skipped: {counts['skipped']} file(s) whose output exists (use --overwrite; listed without -q)")
     if not args.quiet or counts["failed"]:      # the last line: the tally
         counts["skipped"] += len(found.skipped_outputs)
         _say(f"done in {time.time() - t0:.1f}s: {_counts(**counts)}"

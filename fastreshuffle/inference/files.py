@@ -374,19 +374,26 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
             out = Path(output) if output is not None else output_path_for(src, base, outdir, suffix,
                                                                           EXTENSIONS[out_fmt])
             key = os.path.realpath(out)
-            skip = None
+            # no output for this input: "failed" where it cannot have one as asked (exit 1), "skipped"
+            # where its output is already there (exit 0: a batch run again after an interruption)
+            fail = skip = None
             if key in input_keys:
-                skip = f"output {out} would replace an input file (change --suffix or -o)"
+                fail = f"output {out} would replace an input file (change --suffix or -o)"
             elif key in planned:
-                skip = f"output {out} is also the output of {planned[key]} (same name); use -o or --suffix"
-            if skip is None:
+                other = planned[key]
+                fail = (f"output {out} is also the output of {other} (same name): restore it again with another "
+                        "--suffix" + (", or use --format same (each in its own format)"
+                                      if src.suffix.lower() != other.suffix.lower() else ""))
+            if fail is None:
                 planned[key] = src
                 if out.is_dir():
-                    skip = f"output {out} is a folder (change --suffix or -o)"
+                    fail = f"output {out} is a folder (change --suffix or -o)"
                 elif os.path.lexists(out) and not overwrite:
                     skip = f"output exists: {out} (use --overwrite)"
-            if skip is not None:
-                yield Outcome(src, "skipped", [], skip)
+            if fail is not None or skip is not None:
+                if planned.get(key) == src and fail is not None:
+                    del planned[key]    # nothing written: the name is free for the next input
+                yield Outcome(src, "failed" if fail is not None else "skipped", [], fail or skip)
                 continue
             if out.parent not in writable:   # once per output folder, before any image work
                 out.parent.mkdir(parents=True, exist_ok=True)

@@ -359,7 +359,7 @@ def test_long_but_legal_output_names_are_written(tmp_path, weights):
 def test_output_that_is_a_folder_is_named_as_such(tmp_path, weights, capsys):
     Image.fromarray(_img()).save(tmp_path / "a.png")
     (tmp_path / "a_restored.png").mkdir()
-    assert cli_main(["restore", str(tmp_path / "a.png"), "--model", str(weights), "--overwrite"]) == 0
+    assert cli_main(["restore", str(tmp_path / "a.png"), "--model", str(weights), "--overwrite"]) == 1   # no output: an error
     err = capsys.readouterr().err
     assert "is a folder" in err and "use --overwrite" not in err and (tmp_path / "a_restored.png").is_dir()
 
@@ -598,3 +598,25 @@ def test_o_ending_in_a_slash_is_a_folder(tmp_path, weights):
     for name in ("clean.png", ".webp"):
         assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / name) + os.sep, "--model", str(weights)]) == 0
         assert (tmp_path / name).is_dir() and (tmp_path / name / "a_restored.png").is_file()
+
+
+def test_an_output_that_is_a_folder_fails_and_quiet_reruns_count_the_skipped(tmp_path, weights, capsys):
+    """An input whose output path is a folder gets no output: an error line and exit 1 (it was a
+    'skipped' line and exit 0, also with --overwrite).  A batch run again with -q ("errors only")
+    counts the files whose outputs are already there in one line (one line each, before)."""
+    for name in ("a", "b"):
+        Image.fromarray(_img(32, 32, seed=len(name))).save(tmp_path / f"{name}.png")
+    (tmp_path / "b_restored.png").mkdir()
+    for extra in ([], ["--overwrite"]):
+        assert cli_main(["restore", "-q", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(weights),
+                         *extra]) == 1
+        err = capsys.readouterr().err
+        assert "error:" in err and "b_restored.png is a folder" in err, err
+    (tmp_path / "b_restored.png").rmdir()
+    assert cli_main(["restore", "-q", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(weights)]) == 0
+    assert (tmp_path / "b_restored.png").is_file() and "1 file(s) whose output exists" in capsys.readouterr().err
+    assert cli_main(["restore", "-q", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(weights)]) == 0
+    assert capsys.readouterr().err == "skipped: 2 file(s) whose output exists (use --overwrite; " \
+                                      "listed without -q)\n"
+    assert cli_main(["restore", str(tmp_path / "a.png"), "--model", str(weights)]) == 0
+    assert "skipped: " in capsys.readouterr().err                  # without -q they are listed

@@ -390,6 +390,8 @@ def test_cli_no_overwrite_then_overwrite(tmp_path, tiny_weights, capsys):
     out.write_bytes(b"keep me")
     assert _run_cli(p, "--model", tiny_weights) == 0
     assert out.read_bytes() == b"keep me"
+    assert "1 file(s) whose output exists (use --overwrite" in capsys.readouterr().err   # (-q: counted)
+    assert cli_main(["restore", str(p), "--model", str(tiny_weights)]) == 0
     assert "output exists" in capsys.readouterr().err
     assert _run_cli(p, "--model", tiny_weights, "--overwrite") == 0
     assert Image.open(out).size == (16, 16)
@@ -399,17 +401,21 @@ def test_cli_never_replaces_an_input(tmp_path, tiny_weights, capsys):
     p = tmp_path / "a.png"
     Image.fromarray(_rand_img(16, 16)).save(p)
     before = p.read_bytes()
-    assert _run_cli(p, "--model", tiny_weights, "--suffix", "", "--overwrite") == 0
+    assert _run_cli(p, "--model", tiny_weights, "--suffix", "", "--overwrite") == 1   # no output as asked
     assert p.read_bytes() == before
-    assert "would replace an input" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and "would replace an input" in err, err
 
 
 def test_cli_same_stem_collision(tmp_path, tiny_weights, capsys):
     Image.fromarray(_rand_img(16, 16)).save(tmp_path / "x.png")
     Image.fromarray(_rand_img(16, 16, seed=1)).save(tmp_path / "x.jpg")
-    assert _run_cli(tmp_path, "--model", tiny_weights) == 0
-    assert "same name" in capsys.readouterr().err
+    assert _run_cli(tmp_path, "--model", tiny_weights) == 1      # one of them has no output: exit 1
+    err = capsys.readouterr().err
+    assert "same name" in err and "or use --format same" in err, err
     assert (tmp_path / "x_restored.png").is_file()
+    assert _run_cli(tmp_path, "--model", tiny_weights, "--format", "same") == 0   # as said: both restored
+    assert (tmp_path / "x_restored.jpg").is_file()
 
 
 def test_cli_exif_orientation_alpha_gray(tmp_path, tiny_weights):
