@@ -185,6 +185,9 @@ def run(args) -> int:
              f"in their EXIF, or named as the {suffix!r} output of an image beside them): {names}")
     if found.skipped_folders and said:
         _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
+    if found.linked_folders and said:
+        _say(f"note: {found.linked_folders} link(s) to folders not followed (name such a folder as an input "
+             "to restore its images)")
     if not files:
         if errors:
             return 1

@@ -32,6 +32,7 @@ class Collected(NamedTuple):
     errors: List[str]                         # one line per input path or folder that cannot be read
     skipped_outputs: List[Path]               # files in folders that are our own earlier outputs
     skipped_folders: int                      # sub-folders not entered (no --recursive)
+    linked_folders: int = 0                   # links to folders, never followed (loops; files twice)
 
 
 def _share(strength: float) -> str:
@@ -54,6 +55,7 @@ def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Pa
     for root, dirs, names in os.walk(folder, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         out.extend(Path(root) / n for n in names)
+        out.extend(Path(root) / d for d in dirs if os.path.islink(os.path.join(root, d)))   # (to be counted)
     return out
 
 
@@ -66,7 +68,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
     skipped_outputs: List[Path] = []
-    skipped_folders = 0
+    skipped_folders = linked_folders = 0
     seen = set()
     from ..io.images import IMAGE_EXTENSIONS   # the extensions eval and train read too
     for item in inputs:
@@ -74,12 +76,21 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
         if p.is_dir():
             images = []
             for f in _folder_entries(p, recursive, errors):
-                if not recursive and f.is_dir() and not f.name.startswith("."):
-                    skipped_folders += 1
-                    continue
-                if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS or \
-                        any(part.startswith(".") for part in f.relative_to(p).parts):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
                     continue   # hidden files and everything in hidden folders are left out
+                if f.is_dir():
+                    if f.is_symlink():
+                        linked_folders += 1
+                    elif not recursive:
+                        skipped_folders += 1
+                    continue
+                if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                if f.is_symlink() and not f.exists():
+                    errors.append(f"error: {f}: a link to nothing (its target {os.readlink(f)} does not exist)")
+                    continue
+                if not f.is_file():
+                    continue
                 images.append(f)
             stems: Dict[Path, set] = {}
             for f in images:
@@ -104,7 +115,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 files.append((p, None))
         else:
             errors.append(f"error: {item}: no such file or folder")
-    return Collected(files, errors, skipped_outputs, skipped_folders)
+    return Collected(files, errors, skipped_outputs, skipped_folders, linked_folders)
 
 
 def output_path_for(src: Path, base: Optional[Path], outdir: Optional[Path], suffix: str,

@@ -620,3 +620,24 @@ def test_an_output_that_is_a_folder_fails_and_quiet_reruns_count_the_skipped(tmp
                                       "listed without -q)\n"
     assert cli_main(["restore", str(tmp_path / "a.png"), "--model", str(weights)]) == 0
     assert "skipped: " in capsys.readouterr().err                  # without -q they are listed
+
+
+def test_links_to_folders_are_said_and_links_to_nothing_are_errors(tmp_path, weights, capsys):
+    """Links to folders are not followed (loops, files twice), with or without -r: said in a note
+    (without -r they were counted among the folders "-r" would search, and -r then dropped them
+    without a word); a link named as an image whose target is gone is an error line, not silence."""
+    top = tmp_path / "top"
+    (top / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(_img(32, 32)).save(top / "real" / "a.png")
+    Image.fromarray(_img(32, 32, seed=3)).save(tmp_path / "elsewhere" / "b.png")
+    (top / "linked").symlink_to(tmp_path / "elsewhere")
+    (top / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert cli_main(["restore", str(top), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "note: 1 sub-folder(s) not searched" in err and "note: 1 link(s) to folders not followed" in err, err
+    assert f"error: {top / 'gone.jpg'}: a link to nothing" in err
+    assert cli_main(["restore", "-r", str(top), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "not searched" not in err and "note: 1 link(s) to folders not followed" in err and "a link to nothing" in err
+    assert (top / "real" / "a_restored.png").is_file() and not (tmp_path / "elsewhere" / "b_restored.png").exists()
