@@ -412,7 +412,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 im.load()
                 text = _png_text(im) if fmt == "PNG" else ()
                 comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None
-                dpi = _dpi(im.info.get("dpi"), orientation)
+                # (a TIFF without resolution tags: Pillow says 1 x 1 dpi, a placeholder, not the file's)
+                dpi = _dpi(im.info.get("dpi"), orientation) if fmt != "TIFF" or 282 in im.tag_v2 else None
                 rgb16, alpha16 = _read_16bit(path, im)
                 key16 = im.info.get("transparency") if (fmt == "PNG" and rgb16 is not None
                                                         and alpha16 is None) else None

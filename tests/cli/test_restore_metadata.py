@@ -84,6 +84,20 @@ def test_dpi_comment_and_text_are_kept(tmp_path):
     assert Image.open(tmp_path / "tiff" / "s.tif").info["dpi"] == (300, 300)
 
 
+def test_a_tiff_without_resolution_gets_none_made_up(tmp_path):
+    """A TIFF with no resolution tags: Pillow reports 1 x 1 dpi as a placeholder, which was
+    written into the output as if it were the file's (a 500 px photo printed 500 inches wide)."""
+    Image.fromarray(photo()).save(tmp_path / "n.tif")
+    assert 282 not in Image.open(tmp_path / "n.tif").tag_v2
+    assert load_image_file(tmp_path / "n.tif").dpi is None
+    for fmt in ("png", "tiff"):
+        assert run(tmp_path / "n.tif", "--format", fmt, "-o", tmp_path / fmt) == 0
+    assert "dpi" not in Image.open(tmp_path / "png" / "n_restored.png").info
+    assert 282 not in Image.open(tmp_path / "tiff" / "n_restored.tif").tag_v2
+    Image.fromarray(photo()).save(tmp_path / "r.tif", dpi=(240, 240))      # a real one is kept
+    assert load_image_file(tmp_path / "r.tif").dpi == (240, 240)
+
+
 def test_dpi_turns_with_the_pixels_and_exif_dimensions_follow(tmp_path):
     stored = photo(48, 72)
     ex = Image.Exif()
