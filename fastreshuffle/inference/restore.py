@@ -349,7 +349,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device;
     * a file's path (str or ``os.PathLike``): opened with Pillow (HEIF files too) and restored as
-      that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies).
+      that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies;
+      16-bit colour at 8 bits, with a warning: pass a uint16 array for 16).
 
     An image under 8 pixels on a side comes back unchanged, with a warning (the network works on
     8 x 8 cells).
@@ -400,8 +401,17 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
             why = heif_unreadable(image)
             if why:
                 raise UnidentifiedImageError(f"{image}: {why}") from None
+            if str(image).lower().endswith((".tif", ".tiff")):
+                raise UnidentifiedImageError(
+                    f"{image}: Pillow cannot read this TIFF (a floating-point one?): pass its samples as an array "
+                    "(tifffile.imread, floats in [0, 1]), or use the fastreshuffle restore command, which reads "
+                    "it through tifffile") from None
             raise
         with opened:
+            if _sixteen_bit_colour(opened, image):
+                _warn_caller(f"{image}: 16-bit colour, which a PIL image holds at 8 bits: restored and returned at "
+                             "8 bits; for 16, pass the samples as a uint16 array (fastreshuffle.io.png16.read_png16 "
+                             "for a PNG, tifffile.imread for a TIFF) or use the fastreshuffle restore command")
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
                            guard=guard, precision=precision)
     for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):
@@ -422,6 +432,17 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
             for m, training in modes:
                 m.training = training
     return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
+
+
+def _sixteen_bit_colour(img, path) -> bool:
+    """Whether an opened PNG or TIFF file holds 16-bit colour (Pillow reads it at 8 bits)."""
+    if img.mode not in ("RGB", "RGBA"):
+        return False
+    if img.format == "PNG":
+        from ..io.png16 import png_ihdr
+        ihdr = png_ihdr(path)
+        return ihdr is not None and ihdr[2] == 16
+    return img.format == "TIFF" and img.tag_v2.get(258, (8,))[0] == 16
 
 
 def _height_width(image):

@@ -209,3 +209,27 @@ def test_half_on_a_cpu_warns_once_per_call_at_the_caller(tmp_path):
             fr.restore(image, device="cpu", half=True)
         said = [w for w in rec if "CUDA only" in str(w.message)]
         assert len(said) == 1 and said[0].filename == __file__, [(w.filename, str(w.message)) for w in rec]
+
+
+def test_a_16_bit_colour_file_given_by_path_says_it_comes_back_at_8_bits(tmp_path):
+    """restore(path) returns a PIL image, which has no 16-bit colour mode: a 16-bit colour PNG or
+    TIFF comes back at 8 bits, with a warning saying how to keep 16 (the CLI does); an 8-bit one
+    and a 16-bit grey one (PIL's I;16 holds it) get none."""
+    tifffile = pytest.importorskip("tifffile")
+    from fastreshuffle.io.png16 import encode_png16
+    a16 = _photo(size=32).astype(np.uint16) * 257 + 3
+    (tmp_path / "c.png").write_bytes(encode_png16(a16))
+    tifffile.imwrite(tmp_path / "c.tif", a16, photometric="rgb")
+    for name in ("c.png", "c.tif"):
+        with pytest.warns(UserWarning, match="16-bit colour, which a PIL image holds at 8 bits") as rec:
+            out = fr.restore(tmp_path / name, device="cpu")
+        assert rec[0].filename == __file__ and out.mode == "RGB"
+    Image.fromarray(_photo(size=32)).save(tmp_path / "e.png")
+    Image.fromarray(a16[..., 0]).save(tmp_path / "g.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fr.restore(tmp_path / "e.png", device="cpu")
+        assert fr.restore(tmp_path / "g.png", device="cpu").mode.startswith("I;16")
+    tifffile.imwrite(tmp_path / "f.tif", _photo(size=32).astype(np.float32) / 255, photometric="rgb")
+    with pytest.raises(Exception, match="tifffile.imread, floats in"):
+        fr.restore(tmp_path / "f.tif", device="cpu")
