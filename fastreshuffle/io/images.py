@@ -450,7 +450,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         raise ImageReadError(path, heif_unreadable(path) or "not a recognised image format (corrupt file or not "
                                                             "an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
-        msg = str(e) or type(e).__name__
+        msg = str(e).strip() or type(e).__name__    # (libheif's messages end with a line break)
         if "truncated" in msg.lower():
             msg = f"truncated image file ({msg})"
         raise ImageReadError(path, f"cannot decode image: {msg}") from None

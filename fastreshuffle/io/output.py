@@ -198,6 +198,9 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
         alpha = _to8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
     out_gray = gray and fmt != "webp"  # WebP has no grey mode
     icc_ok = icc if icc_colour_space(icc) == ("GRAY" if out_gray else "RGB") else None
+    if icc and not icc_ok:
+        notes.append(f"its ICC profile ({icc_colour_space(icc) or 'unreadable'}) does not describe the "
+                     f"{'grey' if out_gray else 'RGB'} output: left out")
     if text and fmt != "png":
         notes.append(f"the PNG's text ({', '.join(k for k, _ in text)}) is not kept: {fmt.upper()} has no place for it")
     if comment and fmt not in ("png", "jpeg"):

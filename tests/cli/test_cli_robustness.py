@@ -641,3 +641,16 @@ def test_links_to_folders_are_said_and_links_to_nothing_are_errors(tmp_path, wei
     err = capsys.readouterr().err
     assert "not searched" not in err and "note: 1 link(s) to folders not followed" in err and "a link to nothing" in err
     assert (top / "real" / "a_restored.png").is_file() and not (tmp_path / "elsewhere" / "b_restored.png").exists()
+
+
+def test_a_truncated_heif_file_is_one_clean_error_line(tmp_path, weights, capsys):
+    """libheif's messages end with a line break, which came out as a literal '\\n' at the end of
+    the error line."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.fromarray(_img(64, 64)).save(buf, format="HEIF", quality=50)
+    (tmp_path / "cut.heic").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    assert cli_main(["restore", str(tmp_path / "cut.heic"), "--model", str(weights)]) == 1
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:"))
+    assert "cannot decode image" in line and not line.endswith("\\n") and line == line.strip(), line

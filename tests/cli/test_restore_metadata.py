@@ -268,3 +268,17 @@ def test_a_flat_heif_comes_back_as_decoded(tmp_path):
         src = Image.open(tmp_path / "f.heic")
         decoded = np.asarray(src.convert("RGB"))
         assert np.array_equal(np.asarray(fr.restore(src, "hevc", device="cpu")), decoded)
+
+
+def test_a_profile_that_does_not_fit_the_output_is_said_when_left_out(tmp_path, capsys):
+    """An RGB profile on a grey JPEG cannot describe the grey output: left out, and now said (it
+    was dropped without a word); a fitting one is kept without a note."""
+    grey = Image.fromarray(photo()).convert("L")
+    grey.save(tmp_path / "g.jpg", quality=30, icc_profile=SRGB)
+    Image.fromarray(photo()).save(tmp_path / "c.jpg", quality=30, icc_profile=SRGB)
+    assert main(["restore", str(tmp_path / "g.jpg"), str(tmp_path / "c.jpg"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "g.jpg: its ICC profile (RGB) does not describe the grey output: left out" in err
+    assert "c.jpg: its ICC profile" not in err
+    assert "icc_profile" not in Image.open(tmp_path / "g_restored.png").info
+    assert Image.open(tmp_path / "c_restored.png").info["icc_profile"] == SRGB
