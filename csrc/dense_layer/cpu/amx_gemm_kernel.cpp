@@ -28,14 +28,15 @@
 #if defined(__x86_64__) && defined(__linux__) && \
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #include <cpuid.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"   // GCC 12's own AVX-512 headers (_mm*_undefined_*)
+#endif
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #define FASTRESHUFFLE_AMX 1
 #endif
 
-#include "dense_layer/cpu/bf16_bits.h"
-#include "dense_layer/cpu/elu_f32.h"
 
 namespace fastreshuffle {
 namespace {
@@ -80,22 +81,54 @@ void pack_w1(const uint16_t* w1, int64_t n_out, int64_t m, int64_t n_pad, int64_
   }
 }
 
+// elu(x + b) for 16 float32 lanes: elu_bias_one (elu_f32.h) in AVX-512 intrinsics -- the same
+// range reduction and polynomial, NaN passed through, -inf to -1.  (GCC vectorized the scalar loop
+// with 4-lane vectors only.)
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 elu_bias16(__m512 x, __m512 b) {
+  const __m512 v = _mm512_add_ps(x, b);
+  // min(max(v, -87), 0): only v <= 0 uses the exponential; exp(-87) ~ 1.6e-38 (expm1 == -1 below)
+  const __m512 vn = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.0f)), _mm512_setzero_ps());
+  const __m512 magic = _mm512_set1_ps(12582912.0f);   // n by the 1.5 * 2^23 rounding trick
+  const __m512 t = _mm512_fmadd_ps(vn, _mm512_set1_ps(1.44269504088896341f), magic);
+  const __m512i n_int = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
+  const __m512 n = _mm512_sub_ps(t, magic);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), vn);     // Cody-Waite ln2 split
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_fmadd_ps(r, _mm512_set1_ps(1.98412701e-4f), _mm512_set1_ps(1.38888892e-3f));
+  p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(8.33333377e-3f));
+  p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(4.16666679e-2f));
+  p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(1.66666672e-1f));
+  p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.5f));
+  const __m512 q = _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r);          // expm1(r)
+  const __m512 scale = _mm512_castsi512_ps(                               // 2^n, n in [-126, 0]
+      _mm512_slli_epi32(_mm512_add_epi32(n_int, _mm512_set1_epi32(127)), 23));
+  const __m512 e = _mm512_fmadd_ps(scale, q, _mm512_sub_ps(scale, _mm512_set1_ps(1.0f)));
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ), v, e);   // NaN, v > 0: v
+}
+
+// 16 float32 -> 16 bf16, rounded to nearest even, NaN to 0x7FC0 (as f32_to_bf16_bits, bf16_bits.h)
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m256i to_bf16x16(__m512 f) {
+  const __m512i u = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
 // One stored accumulator tile (16 x 16 float32 in ``buf``) -> ``rows`` x ``cols`` of t: bias + ELU,
-// one rounding to bf16.  A full 16-wide row is a fixed-length loop, which the compiler turns into
-// one 16-lane vector; a partial one (the last outputs) runs element by element.
+// one rounding to bf16, 16 lanes a row (the last outputs' row under a mask).
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void epilogue(const float* buf, const float* bias,
                                                                            uint16_t* dst, int64_t ldd,
                                                                            int64_t rows, int64_t cols) {
-  if (cols == 16) {
-    for (int64_t i = 0; i < rows; ++i) {
-      uint16_t* __restrict__ d = dst + i * ldd;
-      const float* __restrict__ src = buf + i * 16;
-      for (int j = 0; j < 16; ++j) d[j] = f32_to_bf16_bits(elu_bias_one(src[j], bias[j]));
-    }
-    return;
+  const __mmask16 keep = static_cast<__mmask16>((1u << cols) - 1u);
+  const __m512 b = _mm512_maskz_loadu_ps(keep, bias);
+  for (int64_t i = 0; i < rows; ++i) {
+    const __m256i h = to_bf16x16(elu_bias16(_mm512_load_ps(buf + i * 16), b));
+    if (cols == 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i * ldd), h);
+    else
+      _mm256_mask_storeu_epi16(dst + i * ldd, keep, h);
   }
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[i * ldd + j] = f32_to_bf16_bits(elu_bias_one(buf[i * 16 + j], bias[j]));
 }
 
 // Stores accumulator ``tile`` (rows i0.., outputs n0..) through ``buf`` (_tile_stored takes the

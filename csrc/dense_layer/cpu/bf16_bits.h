@@ -1,7 +1,7 @@
 // bfloat16 bits <-> float32, branch-free so that loops over them vectorize: widening is exact;
 // narrowing rounds to nearest even like c10::BFloat16's round_to_nearest_even, NaN to the quiet
-// NaN 0x7FC0.  Shared by the bias + ELU pass (bias_elu_kernel.cpp) and the AMX GEMM's epilogue
-// (amx_gemm_kernel.cpp).
+// NaN 0x7FC0.  Used by the bias + ELU pass (bias_elu_kernel.cpp; the AMX GEMM's epilogue has its
+// own 16-lane copy, to_bf16x16 in amx_gemm_kernel.cpp).
 #pragma once
 
 #include <cstdint>
