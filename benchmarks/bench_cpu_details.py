@@ -1,6 +1,6 @@
 """CPU figures quoted in README and docs/dense_layer.md that the other scripts do not print.
 
-    python -m benchmarks.bench_cpu_details                  # all four parts
+    python -m benchmarks.bench_cpu_details                  # all five parts
     python -m benchmarks.bench_cpu_details --parts gemm,layers --threads 2
 
 Parts (each prints its own table; ``--json`` writes them all):
@@ -16,6 +16,9 @@ Parts (each prints its own table; ``--json`` writes them all):
   M=232: each block's middle layer), ms per call: the torch composition
   (``FASTRESHUFFLE_CPU_KERNEL=off``), the kernel with the direct 3x3 (algo 1), the kernel with
   Winograd (algo 0 = what runs by default).
+* ``amx`` (CPUs with AMX): bf16 1x1 + bias + ELU from the strided prefix, per call, at each
+  block's middle layer of ``small`` (1920x1080) and ``paper`` (768x512): the AMX kernel vs the
+  composition it replaced (chunked copy + oneDNN GEMM + ``bias_elu_``) vs oneDNN's GEMM alone.
 * ``pagefault``: a fresh 50 MB float32 tensor filled once (allocation + first touch: 4 KiB
   page faults unless transparent huge pages back it) vs filling the same tensor again vs a
   copy of 50 MB into a warm tensor.
@@ -135,6 +138,60 @@ def part_layers(args):
     return rows
 
 
+# bf16 1x1 + bias + ELU on AMX: each block's middle layer, (preset, block, M, K, H, W): `small`
+# (the shipped jpeg / hevc networks) at 1920x1080, `paper` at 768x512
+AMX_GEMMS = [("small", 0, 288, 128, 135, 240), ("small", 1, 136, 64, 270, 480), ("small", 2, 68, 32, 540, 960),
+             ("paper", 0, 704, 256, 64, 96), ("paper", 1, 464, 128, 128, 192), ("paper", 2, 232, 64, 256, 384)]
+TINY_AMX_GEMMS = [("tiny", 0, 40, 32, 6, 10)]
+
+
+def part_amx(args):
+    """bf16 ``elu(X W1^T + b1)`` from the strided channel prefix: our AMX kernel
+    (``amx_gemm_bias_elu``, what runs on a CPU with AMX) vs the composition it replaced (the
+    prefix copied in row chunks, oneDNN's GEMM, ``bias_elu_``) vs oneDNN's GEMM alone on a
+    contiguous copy made beforehand (no bias, no ELU: a floor for the composition)."""
+    from fastreshuffle import backends
+    from fastreshuffle.ops import _dense_torch
+
+    if not backends.cpu_amx_gemm():
+        print("\namx: skipped (no AMX-BF16 tiles on this CPU, or the kernel capped)")
+        return []
+    print(f"\nbf16 1x1 + bias + ELU from the strided prefix, ms per call, {torch.get_num_threads()} threads")
+    print(f"{'preset':>6} {'block':>5} {'M':>5} {'K':>4} {'HxW':>8} | {'AMX kernel':>10} {'composition':>11} "
+          f"{'GEMM alone':>10} | {'composition / kernel':>20}")
+    rows = []
+    for preset, blk, m, k, h, w in (TINY_AMX_GEMMS if args.tiny else AMX_GEMMS):
+        w1, b1, _, _ = _weights(m, k, 1)
+        w1t, b1 = w1.reshape(k, m).t().to(torch.bfloat16), b1.to(torch.bfloat16)
+        buf = _buffer(m + 1, h, w).to(torch.bfloat16)
+        rows_view = buf[0, :m].permute(1, 2, 0).reshape(h * w, m)      # strided [HW, M], row stride M + 1
+        assert rows_view.stride() == (m + 1, 1)
+        dense = rows_view.contiguous()
+
+        def composition():
+            with backends.override(cpu_kernel="avx2"):     # (the AMX kernel off: the chunked composition)
+                return _dense_torch._gemm_bias_elu(rows_view, w1t, b1)
+
+        fns = {"AMX kernel": lambda: _dense_torch._gemm_bias_elu(rows_view, w1t, b1), "composition": composition,
+               "GEMM alone": lambda: torch.mm(dense, w1t)}
+        with torch.inference_mode():
+            a, c = fns["AMX kernel"](), composition()
+            err = (a.float() - c.float()).abs().max().item()
+            if not err <= 2 ** -6 * max(1.0, c.float().abs().max().item()):
+                raise AssertionError(f"{preset} block {blk}: the AMX kernel differs from the composition by {err:.2e}")
+            times = {name: [] for name in fns}
+            for _ in range(args.rounds):
+                for name, fn in fns.items():
+                    times[name] += call_times(fn, warmup=args.warmup, repeats=args.repeats)
+        row = dict(preset=preset, block=blk, M=m, K=k, H=h, W=w)
+        row.update({name: summarize(t, scale=1e3) for name, t in times.items()})
+        ratio = row["composition"]["median"] / row["AMX kernel"]["median"]
+        print(f"{preset:>6} {blk:>5} {m:>5} {k:>4} {f'{h}x{w}':>8} | {row['AMX kernel']['median']:>10.2f} "
+              f"{row['composition']['median']:>11.2f} {row['GEMM alone']['median']:>10.2f} | {ratio:>19.2f}x")
+        rows.append(row)
+    return rows
+
+
 def _thp_mode():
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
@@ -191,7 +248,7 @@ def part_cache(args):
     return s
 
 
-PARTS = {"gemm": part_gemm, "layers": part_layers, "pagefault": part_pagefault, "cache": part_cache}
+PARTS = {"gemm": part_gemm, "layers": part_layers, "amx": part_amx, "pagefault": part_pagefault, "cache": part_cache}
 
 
 def main(argv=None) -> int:
