@@ -517,8 +517,22 @@ def encoder_threads(processes: int) -> int:
     return max(1, cpus // max(1, int(processes)))
 
 
+def _quiet_exit(_signum, _frame) -> None:
+    os._exit(0)
+
+
 def worker_init(_worker_id: int) -> None:
+    """A DataLoader worker: one thread, and SIGTERM / SIGHUP end it quietly (exit status 0).
+    ``timeout``, Slurm and ``kill -TERM -PGID`` signal the whole process group: a worker that
+    died *of* the signal made torch raise "DataLoader worker ... is killed by signal" over the
+    command's own handling of it (exit 1, the last steps unsaved), while a worker that ends with
+    status 0 is not an error to torch, and the command saves the step reached.  (Ignoring the
+    signal instead left a worker that the DataLoader's own terminate() could not end: a hang.)"""
+    import signal
     torch.set_num_threads(1)
+    for sig in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, sig):
+            signal.signal(getattr(signal, sig), _quiet_exit)
 
 
 def _pool_worker_init() -> None:

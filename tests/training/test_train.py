@@ -627,6 +627,64 @@ def test_sigterm_checkpoints_like_ctrl_c(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "state.json").read_text())["step"] == 12
 
 
+def test_sigterm_to_the_process_group_with_data_workers_saves_the_step_reached(tmp_path):
+    """``timeout``, Slurm and ``kill -TERM -PGID`` signal every process of the group, the
+    DataLoader's workers too: a worker killed by it made torch raise "DataLoader worker ... is
+    killed by signal" over the interrupt, exit 1, the steps since the last checkpoint lost.  The
+    workers now end quietly on it: exit 143, the step reached saved, and no hang at exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = make_images(tmp_path / "imgs", n=4, size=48)
+    out = tmp_path / "g"
+    args = ["train", "--data", str(data), "--val", "none", "--out", str(out), "--workers", "1"] + COMMON[:-1] + ["100000"]
+    p = subprocess.Popen([sys.executable, "-m", "fastreshuffle.cli", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 240 and p.poll() is None:
+            if (out / "log.csv").is_file() and len(read_log(out / "log.csv")) >= 3:
+                break
+            time.sleep(0.2)
+        assert p.poll() is None, p.communicate()
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted: saved step" in err and "killed by signal" not in err and "RuntimeError" not in err, err
+    step = json.loads((out / "state.json").read_text())["step"]
+    assert step >= int(read_log(out / "log.csv")[-1]["step"]), err
+
+
+def test_a_data_worker_ends_quietly_on_sigterm():
+    """In a worker, SIGTERM / SIGHUP end it with status 0 (no error to torch), whoever sends it:
+    the group's signal, or the DataLoader's own terminate() at shutdown."""
+    import multiprocessing
+    import os
+    import signal
+
+    from fastreshuffle.training.data import worker_init
+
+    def child(q):
+        worker_init(0)
+        q.put(os.getpid())
+        signal.pause()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        q = multiprocessing.get_context("fork").Queue()
+        p = multiprocessing.get_context("fork").Process(target=child, args=(q,))
+        p.start()
+        q.get(timeout=30)
+        os.kill(p.pid, sig)
+        p.join(timeout=30)
+        assert p.exitcode == 0, (sig, p.exitcode)
+
+
 @pytest.fixture
 def ctrl_c():
     """Ctrl-C raises KeyboardInterrupt in this process, as in a terminal: a test run started in the
