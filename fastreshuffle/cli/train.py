@@ -17,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "'split': hold out the last --val-images training images (by name); "
                                  "'none': no validation")
     g.add_argument("--data-root", help="data root (default: $FASTRESHUFFLE_DATA or ../shared/data)")
-    g.add_argument("--codec", help="codec spec without quality: jpeg, jpeg:444, hevc, webp "
-                                   "(see fastreshuffle.io.codecs) [%(default)s]")
+    g.add_argument("--codec", help="codec spec: jpeg, jpeg:444, hevc, webp (see fastreshuffle.io.codecs); one "
+                                   "that names a quality (jpeg:90) trains at it alone, without --quality "
+                                   "[%(default)s]")
     g.add_argument("--quality", help="quality per sample, drawn uniformly from: N, LO-HI, or a list of them, "
                                      "A,B,C or 5-50,5-30 (overlaps count twice) [" + DEFAULT_QUALITY + "]")
     g.add_argument("--patch", type=int, help="patch size, multiple of 8 [%(default)s]")

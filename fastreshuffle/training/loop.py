@@ -730,7 +730,9 @@ class _Loop:
 
         args, best = self.args, self.best
         psnr = lambda v: f"{v:.4f}" if v is not None and math.isfinite(v) else ""  # noqa: E731
-        wmeta = {"step": str(step), "codec": self.spec.name, "quality": str(args.quality),
+        # the quality trained on: a codec spec that names one ("jpeg:90") trains at it alone
+        quality = str(self.spec.quality) if self.spec.quality is not None else str(args.quality)
+        wmeta = {"step": str(step), "codec": self.spec.name, "quality": quality,
                  "val_psnr": psnr(val_psnr), "preset": args.preset}
         with _signals_held():
             save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)

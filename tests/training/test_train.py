@@ -849,3 +849,16 @@ def test_a_diverging_run_says_so_in_one_line(tmp_path, monkeypatch, capsys):
                 + COMMON) == 2
     err = capsys.readouterr().err
     assert "loss became" in err and "lower --lr" in err and "Traceback" not in err
+
+
+def test_a_codec_naming_its_quality_labels_the_weights_with_it(tmp_path):
+    """--codec jpeg:30 trains at quality 30 alone: the weights' metadata said quality 10 (the
+    --quality default) about them."""
+    from fastreshuffle.io.weights import read_weights
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    common = [c for c in COMMON if c not in ("--quality", "5-30")]
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"), "--workers", "0",
+                 "--codec", "jpeg:30"] + common[:-1] + ["2"]) == 0
+    for name in ("last", "best"):
+        meta = read_weights(tmp_path / "r" / f"{name}.safetensors")[2]
+        assert meta["quality"] == "30" and meta["codec"] == "jpeg", meta
