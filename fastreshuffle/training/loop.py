@@ -438,6 +438,13 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
         if was != now:
             warn(f"--resume: {key} was {was!r} in the saved run, now {now!r}; "
                  "the result will differ from an uninterrupted run")
+    # the thread count is this process's (another machine may resume the run), but it splits the
+    # sums differently: with another one the result differs in its last bits
+    threads = meta.get("threads")
+    if isinstance(threads, int) and threads != torch.get_num_threads():
+        warn(f"--resume: the run was saved with {threads} thread(s) per process, this one has "
+             f"{torch.get_num_threads()}; the sums split otherwise, so the result will differ slightly from an "
+             f"uninterrupted run (give --threads {threads} to continue it exactly)")
     return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
@@ -690,7 +697,7 @@ class _Loop:
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used, "encode": getattr(args, "encode", "patch"),
-                           "validation": setup, "files": files}
+                           "validation": setup, "files": files, "threads": torch.get_num_threads()}
         self.best = -float("inf")
         # the step's validation and checkpoint are due but not done: an interrupt saves them as to do
         self.val_pending = False

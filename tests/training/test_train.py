@@ -862,3 +862,18 @@ def test_a_codec_naming_its_quality_labels_the_weights_with_it(tmp_path):
     for name in ("last", "best"):
         meta = read_weights(tmp_path / "r" / f"{name}.safetensors")[2]
         assert meta["quality"] == "30" and meta["codec"] == "jpeg", meta
+
+
+def test_resume_says_when_the_thread_count_differs(tmp_path, capsys):
+    """--threads is this process's (not taken from the run), but another count splits the bf16 /
+    float32 sums otherwise: a resume with another one says so and how to continue exactly."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "r"), "--workers", "0"]
+    one = [c for c in COMMON[:-1]] + ["2"]                     # (COMMON has --threads 1)
+    assert main(base + one) == 0
+    capsys.readouterr()
+    two = [c if c != "1" or one[i - 1] != "--threads" else "2" for i, c in enumerate(one)]
+    assert main(base + ["--resume"] + two[:-1] + ["3"]) == 0
+    assert "saved with 1 thread(s) per process, this one has 2" in capsys.readouterr().err
+    assert main(base + ["--resume"] + two[:-1] + ["4"]) == 0       # (saved last with 2)
+    assert "thread(s) per process" not in capsys.readouterr().err
