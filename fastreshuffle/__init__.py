@@ -7,9 +7,7 @@ writes) -> ``inference`` (the model factory, restore, tiling, evaluation) -> ``t
 ``cli``.  ``backends`` holds every run-time switch and the device resolver, ``errors`` the
 exceptions, ``metrics`` PSNR/SSIM/PSNR-B.
 """
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -35,9 +33,9 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastreshuffle' has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+def __dir__():   # the public names, the sub-packages loaded so far (not the helpers above)
+    return sorted({n for n in globals() if not n.startswith("_")} | set(__all__))

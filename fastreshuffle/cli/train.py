@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--val-every", type=int, help="validate and checkpoint every K steps [%(default)s]")
     g.add_argument("--val-quality", type=int, nargs="+",
-                   help="validation quality/qualities [the lowest training quality]")
+                   help="validation quality/qualities; the val PSNR is one PSNR over every (image, quality) "
+                        "pair, as the paper's set figure [the lowest training quality]")
     g.add_argument("--val-images", type=int, help="number of validation images [%(default)s]")
     g.add_argument("--val-crop", type=int, help="center crop for validation, 0: full [%(default)s]")
     g.add_argument("--log-every", type=int, help="CSV loss row every N steps [%(default)s]")

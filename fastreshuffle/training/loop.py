@@ -239,7 +239,10 @@ def _codec_and_qualities(args):
                 raise ValueError(f"--codec {args.codec} names the quality; give no --quality beside it")
             qualities = [spec.quality]
         for q in sorted(set(qualities)):
-            parse_spec(spec, q)
+            try:
+                parse_spec(spec, q)
+            except CodecError as e:    # (named as typed: "5-150", not only the first value out of range)
+                raise ValueError(f"--quality {args.quality}: {e}" if given else str(e)) from None
         # one patch-sized picture coded before anything is made: a value only the encoder refuses
         # fails here, with the codec named, not in a data worker at the first sample (x265's
         # placebo preset cannot code 16 px, so not smaller than what the workers code)
@@ -287,7 +290,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             f"training on {len(images)}")
         if main:
             valset = ValidationSet(held, spec, val_qualities, crop=args.val_crop or None)
-            say(f"validation: {len(held)} held-out images, {spec.name} quality {val_qualities}, "
+            say(f"validation: {len(held)} held-out images, {dataclasses.replace(spec, quality=None)} quality {val_qualities}, "
                 f"crop {args.val_crop or 'full'}")
     elif main and val_mode != "none":
         val_dir = _val_dir(args)
@@ -302,7 +305,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             say(f"validation on the data root's {val_dir.name} (--val FOLDER or --val split to validate on "
                 "your own photos)")
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
-        say(f"validation: {vrep.summary(val_dir)}, {spec.name} quality {val_qualities}, "
+        say(f"validation: {vrep.summary(val_dir)}, {dataclasses.replace(spec, quality=None)} quality {val_qualities}, "
             f"crop {args.val_crop or 'full'}")
         if len(vimgs) < args.val_images:
             warn(f"validation: {len(vimgs)} image(s) in {val_dir}, fewer than --val-images {args.val_images}")

@@ -22,6 +22,9 @@ def test_exported_at_package_top_and_nn():
     assert fastreshuffle.replace_pixel_shuffle is fnn.replace_pixel_shuffle
     for name in ("ReshuffleUp", "ReshuffleDown", "replace_pixel_shuffle"):
         assert name in fastreshuffle.__all__ and name in dir(fastreshuffle) and name in fnn.__all__
+    # dir() lists the API, not the package's own helpers (it showed `annotations` and `importlib`)
+    assert set(fastreshuffle.__all__) <= set(dir(fastreshuffle))
+    assert not [n for n in dir(fastreshuffle) if n in ("annotations", "importlib") or n.startswith("_L")]
 
 
 def test_modules_mirror_torch():

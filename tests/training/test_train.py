@@ -479,6 +479,7 @@ def test_training_codes_hevc_with_shared_out_threads(tmp_path, monkeypatch):
     (["--codec", "jpeg:preset=x"], "unknown option 'preset' for codec 'jpeg'"),
     (["--codec", "webp:method=9"], "WebP method must be a whole number in 0..6"),
     (["--quality", "1-1000000000"], "qualities lie within 0-100"),
+    (["--quality", "5-150"], "--quality 5-150: jpeg quality must be in 1..100"),   # (said "got 101" alone)
 ])
 def test_bad_training_options_are_refused_up_front(tmp_path, capsys, extra, said):
     """Each used to be a traceback from deep inside (a DataLoader worker, the codec), or, worse,
