@@ -531,7 +531,9 @@ def worker_init(_worker_id: int) -> None:
     import signal
     torch.set_num_threads(1)
     for sig in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, sig):
+        # a signal ignored (SIGHUP under nohup) stays ignored, as in the command (cli/_common.py):
+        # a worker ending on it would leave the command running without it, which torch reports
+        if hasattr(signal, sig) and signal.getsignal(getattr(signal, sig)) is not signal.SIG_IGN:
             signal.signal(getattr(signal, sig), _quiet_exit)
 
 
@@ -542,8 +544,8 @@ def _pool_worker_init() -> None:
     import signal
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, sig):
+    for sig in ("SIGTERM", "SIGHUP"):    # (one ignored, SIGHUP under nohup, stays ignored)
+        if hasattr(signal, sig) and signal.getsignal(getattr(signal, sig)) is not signal.SIG_IGN:
             signal.signal(getattr(signal, sig), signal.SIG_DFL)
 
 

@@ -684,6 +684,24 @@ def test_a_data_worker_ends_quietly_on_sigterm():
         os.kill(p.pid, sig)
         p.join(timeout=30)
         assert p.exitcode == 0, (sig, p.exitcode)
+    # under nohup SIGHUP starts ignored: it stays so in the workers (one ending on it would leave
+    # the command running without it, and torch would stop the run)
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        q = multiprocessing.get_context("fork").Queue()
+        p = multiprocessing.get_context("fork").Process(target=child, args=(q,))
+        p.start()
+        q.get(timeout=30)
+        os.kill(p.pid, signal.SIGHUP)
+        p.join(timeout=2)
+        assert p.exitcode is None, p.exitcode          # still running
+        os.kill(p.pid, signal.SIGTERM)
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        if p.is_alive():
+            p.kill()
 
 
 @pytest.fixture
