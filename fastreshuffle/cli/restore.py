@@ -11,8 +11,9 @@ pixels stay unchanged, and so is a JPEG of quality >= 85: see ``KEEP_JPEG_FROM``
 16-bit inputs stay 16-bit in PNG and TIFF.  ICC, EXIF and XMP are kept, the orientation is
 applied once (pixels upright, EXIF orientation removed); see :mod:`fastreshuffle.io.output`.
 
-Exit codes: 0 all files restored or passed through (or skipped because the output exists or would
-clash), 1 some files failed, 2 usage error (bad option, unknown model, bad weights, no images found, output
+Exit codes: 0 all files restored or passed through (or skipped because the output exists), 1 some
+files failed or got no output as asked (an output that would replace an input, clash with another
+input's, or is a folder), 2 usage error (bad option, unknown model, bad weights, no images found, output
 folder cannot be created), 130 interrupted (Ctrl-C / SIGINT).
 
 Safety: inputs are never written; an existing output is never replaced without
@@ -73,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--suffix", default="_restored", help="added to each output's stem (default: _restored)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, errors only")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar, errors only (and one line counting files skipped as their output exists)")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -150,6 +152,9 @@ def run(args) -> int:
     out_file = None
     folder = bool(args.output_dir) and args.output_dir.endswith(tuple(filter(None, (os.sep, os.altsep))))
     if outdir is not None and not folder and not outdir.exists() and outdir.name.lower() in IMAGE_EXTENSIONS:
+        if format_of_name(Path("photo" + outdir.name)) is None:
+            raise UserError(f"-o {outdir}: restore writes .png, .jpg, .webp or .tif files (and this name is only "
+                            "an extension)")
         raise UserError(f"-o {outdir}: a file name that is only an extension would be taken for a folder; name "
                         f"the file (e.g. -o photo{outdir.name}) or choose the format with --format")
     if outdir is not None and not folder and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:

@@ -358,8 +358,8 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     """Restore ``files`` (from :func:`collect_inputs`) one by one, yielding an :class:`Outcome`
     each: the batch of ``fastreshuffle restore``.  ``model``: a name or weights path, or "auto"
     (:func:`.loading.auto_model_name` per file).  An output that would replace an input, that is
-    another input's output too, that is a folder, or that exists (without ``overwrite``) is
-    skipped; an output folder is checked writable once, before any image work in it; a file that
+    another input's output too or that is a folder fails ("failed", nothing written); one that
+    exists (without ``overwrite``) is skipped ("skipped"); an output folder is checked writable once, before any image work in it; a file that
     fails (unreadable, bad weights, out of memory, ...) does not stop the batch -- an interrupt
     (KeyboardInterrupt) does, between or inside files, leaving no partial output.
     ``tile_progress(src)``: a context manager whose ``update(done, total)`` follows the pixels.
@@ -375,6 +375,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
         raise ValueError(f"an output file names the output of one input, not of {len(files)}")
     input_keys = {os.path.realpath(f) for f, _ in files}
     planned: Dict[str, Path] = {}
+    planned_fmt: Dict[str, str] = {}   # the format each planned output would have with --format same
     writable = set()            # output folders a file could be created in
     for src, base in files:
         key = None
@@ -392,11 +393,12 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
                 fail = f"output {out} would replace an input file (change --suffix or -o)"
             elif key in planned:
                 other = planned[key]
+                # --format same helps where the two would then be written in different formats
+                apart = fmt != "same" and resolve_format("same", in_fmt)[0] != planned_fmt[key]
                 fail = (f"output {out} is also the output of {other} (same name): restore it again with another "
-                        "--suffix" + (", or use --format same (each in its own format)"
-                                      if src.suffix.lower() != other.suffix.lower() else ""))
+                        "--suffix" + (", or use --format same (each in its own format)" if apart else ""))
             if fail is None:
-                planned[key] = src
+                planned[key], planned_fmt[key] = src, resolve_format("same", in_fmt)[0]
                 if out.is_dir():
                     fail = f"output {out} is a folder (change --suffix or -o)"
                 elif os.path.lexists(out) and not overwrite:

@@ -401,16 +401,16 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
             why = heif_unreadable(image)
             if why:
                 raise UnidentifiedImageError(f"{image}: {why}") from None
-            if str(image).lower().endswith((".tif", ".tiff")):
+            if _float_tiff(image):
                 raise UnidentifiedImageError(
-                    f"{image}: Pillow cannot read this TIFF (a floating-point one?): pass its samples as an array "
+                    f"{image}: a floating-point TIFF, which Pillow cannot read: pass its samples as an array "
                     "(tifffile.imread, floats in [0, 1]), or use the fastreshuffle restore command, which reads "
                     "it through tifffile") from None
             raise
         with opened:
             if _sixteen_bit_colour(opened, image):
-                _warn_caller(f"{image}: 16-bit colour, which a PIL image holds at 8 bits: restored and returned at "
-                             "8 bits; for 16, pass the samples as a uint16 array (fastreshuffle.io.png16.read_png16 "
+                _warn_caller(f"{image}: 16-bit colour, which a PIL image holds at 8 bits (so is 16-bit grey with "
+                             "alpha): restored and returned at 8 bits; for 16, pass the samples as a uint16 array (fastreshuffle.io.png16.read_png16 "
                              "for a PNG, tifffile.imread for a TIFF) or use the fastreshuffle restore command")
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
                            guard=guard, precision=precision)
@@ -434,9 +434,28 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
 
 
+def _float_tiff(path) -> bool:
+    """Whether ``path`` is a TIFF of floating-point samples (which Pillow cannot open in colour)."""
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        return False
+    import logging
+    log = logging.getLogger("tifffile")      # (it logs what it cannot read; Pillow's error says it)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        import tifffile
+        with tifffile.TiffFile(path) as t:
+            return t.pages[0].dtype is not None and t.pages[0].dtype.kind == "f"
+    except Exception:   # no tifffile, or not a TIFF it can read either: Pillow's own error stands
+        return False
+    finally:
+        log.setLevel(level)
+
+
 def _sixteen_bit_colour(img, path) -> bool:
-    """Whether an opened PNG or TIFF file holds 16-bit colour (Pillow reads it at 8 bits)."""
-    if img.mode not in ("RGB", "RGBA"):
+    """Whether an opened PNG or TIFF file holds 16-bit colour, or 16-bit grey with alpha (Pillow
+    reads them at 8 bits; 16-bit grey alone it holds as I;16)."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
         return False
     if img.format == "PNG":
         from ..io.png16 import png_ihdr
@@ -449,10 +468,10 @@ def _height_width(image):
     """(height, width) of an image restore() takes, or None for anything else, e.g. an array of
     another shape (refused later, with no word about its size first)."""
     if isinstance(image, torch.Tensor):
-        ok = image.dim() in (3, 4) and image.shape[-3] in (1, 3)
+        ok = image.dim() in (3, 4) and image.shape[-3] in (1, 3) and image.is_floating_point() and image.numel()
         return tuple(image.shape[-2:]) if ok else None
     if isinstance(image, np.ndarray):
-        ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+        ok = (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))) and image.size
         return tuple(image.shape[:2]) if ok else None
     size = getattr(image, "size", None)
     return (size[1], size[0]) if isinstance(size, tuple) and len(size) == 2 else None
@@ -496,6 +515,12 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     tables = jpeg_file and tables_from_pil(image) is not None   # (CMYK, RGB-coded: none it can use)
     how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=tables, heif=fmt == "HEIF",
                 named=not isinstance(model, torch.nn.Module))
+    hw = _height_width(image)
+    if hw is not None and min(hw) > 0:
+        from .tiling import too_small
+        if too_small(*hw):
+            _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
+                         "works on 8x8 cells)")
     if how.kind == HEIF_QP:
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
     if how.kind == UNGUARDED and how.note:
@@ -507,12 +532,6 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
                      "them): it is restored only where JPEG compression is found in its pixels; pass the "
                      "image Image.open returned, as it is")
     guard = how.kind != UNGUARDED
-    hw = _height_width(image)
-    if hw is not None and min(hw) > 0:
-        from .tiling import too_small
-        if too_small(*hw):
-            _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
-                         "works on 8x8 cells)")
     if isinstance(image, torch.Tensor):
         return _restore_torch(net, image, tile, overlap, guard, bands)
     if isinstance(image, np.ndarray):

@@ -740,8 +740,12 @@ class _Loop:
 
         args, best = self.args, self.best
         psnr = lambda v: f"{v:.4f}" if v is not None and math.isfinite(v) else ""  # noqa: E731
-        # the quality trained on: a codec spec that names one ("jpeg:90") trains at it alone
-        quality = str(self.spec.quality) if self.spec.quality is not None else str(args.quality)
+        # the quality trained on: a codec spec that names one ("jpeg:90") trains at it alone, one
+        # that fixes the QP ("hevc:qp=30") at that QP
+        from ..io.codecs import fixed_qp
+        qp = fixed_qp(self.spec)
+        quality = (f"qp={qp}" if qp is not None else
+                   str(self.spec.quality) if self.spec.quality is not None else str(args.quality))
         wmeta = {"step": str(step), "codec": self.spec.name, "quality": quality,
                  "val_psnr": psnr(val_psnr), "preset": args.preset}
         with _signals_held():

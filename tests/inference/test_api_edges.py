@@ -196,6 +196,15 @@ def test_images_under_8_px_come_back_unchanged_and_say_so(tmp_path):
         for wrong in (np.zeros((3, 40, 40), np.uint8), np.zeros((2, 40, 40, 3), np.uint8), torch.zeros(40, 40, 3)):
             with pytest.raises(ValueError, match="expected an? "):
                 fr.restore(wrong, device="cpu")
+        with pytest.raises(TypeError, match="floating-point"):       # (uint8 tensors are refused)
+            fr.restore(torch.zeros(3, 4, 4, dtype=torch.uint8), device="cpu")
+        assert fr.restore(torch.zeros(0, 3, 4, 4), device="cpu").shape == (0, 3, 4, 4)   # no image, no word
+    pillow_heif = pytest.importorskip("pillow_heif")               # a HEIF file takes its own path: said too
+    pillow_heif.register_heif_opener()
+    Image.fromarray(_photo(size=6)).save(tmp_path / "tiny.heic", quality=50)
+    with pytest.warns(UserWarning, match="6x6 image is under 8 pixels") as rec:
+        fr.restore(tmp_path / "tiny.heic", device="cpu")
+    assert rec[0].filename == __file__
 
 
 def test_half_on_a_cpu_warns_once_per_call_at_the_caller(tmp_path):

@@ -213,3 +213,22 @@ def test_bf16_dense_layer_takes_the_amx_kernel(monkeypatch):
         assert bool(calls) == expect, cap
         assert_within_layer_bound(buf, 70, wts, kernel=False)
         assert torch.isnan(buf[:, 86:].float()).all()
+
+
+@needs_amx
+@pytest.mark.parametrize("n", [1, 16, 17, 33])
+def test_amx_epilogue_is_bias_elu_bit_for_bit(n):
+    """The epilogue (bias + ELU + one bf16 rounding, 16 lanes a row, the last outputs under a
+    mask) gives what ``bias_elu_`` gives, bit for bit, on every finite bf16 value, +-inf and NaN:
+    with one input channel and weights 1 the tiles' sums are the inputs themselves.  (Subnormal
+    inputs left out: the tiles flush them to zero.)"""
+    x = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    xf = x.float()
+    x = x[(xf.abs() >= torch.finfo(torch.bfloat16).tiny) | (xf == 0) | xf.isinf() | xf.isnan()]
+    g = torch.Generator().manual_seed(n)
+    b1 = (torch.randn(n, generator=g) * 2).to(torch.bfloat16)
+    got = OPS.amx_gemm_bias_elu(x.view(-1, 1), torch.ones(n, 1, dtype=torch.bfloat16), b1)
+    want = x.view(-1, 1).expand(-1, n).clone()
+    OPS.bias_elu_(want, b1)
+    same = (got.view(torch.int16) == want.view(torch.int16)) | (got.isnan() & want.isnan())
+    assert same.all(), (x.view(-1, 1).expand(-1, n)[~same][:5], got[~same][:5], want[~same][:5])

@@ -881,6 +881,11 @@ def test_a_codec_naming_its_quality_labels_the_weights_with_it(tmp_path):
     for name in ("last", "best"):
         meta = read_weights(tmp_path / "r" / f"{name}.safetensors")[2]
         assert meta["quality"] == "30" and meta["codec"] == "jpeg", meta
+    pytest.importorskip("pillow_heif")
+    assert main(["train", "--data", str(data), "--val", "none", "--out", str(tmp_path / "h"), "--workers", "0",
+                 "--codec", "hevc:qp=30"] + common[:-1] + ["1"]) == 0
+    meta = read_weights(tmp_path / "h" / "last.safetensors")[2]
+    assert meta["quality"] == "qp=30" and meta["codec"] == "hevc", meta
 
 
 def test_resume_says_when_the_thread_count_differs(tmp_path, capsys):

@@ -29,7 +29,9 @@
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #include <cpuid.h>
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"   // GCC 12's own AVX-512 headers (_mm*_undefined_*)
+// for this file: GCC 12 warns inside its own AVX-512 headers (_mm*_undefined_*) wherever their
+// intrinsics are inlined, so a push / pop around the include does not reach it
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>
 #include <sys/syscall.h>
