@@ -359,7 +359,8 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     each: the batch of ``fastreshuffle restore``.  ``model``: a name or weights path, or "auto"
     (:func:`.loading.auto_model_name` per file).  An output that would replace an input, that is
     another input's output too or that is a folder fails ("failed", nothing written); one that
-    exists (without ``overwrite``) is skipped ("skipped"); an output folder is checked writable once, before any image work in it; a file that
+    exists (without ``overwrite``) is skipped ("skipped"); an output folder is checked writable
+    once, before any image work in it; a file that
     fails (unreadable, bad weights, out of memory, ...) does not stop the batch -- an interrupt
     (KeyboardInterrupt) does, between or inside files, leaving no partial output.
     ``tile_progress(src)``: a context manager whose ``update(done, total)`` follows the pixels.

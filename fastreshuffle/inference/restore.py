@@ -410,8 +410,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         with opened:
             if _sixteen_bit_colour(opened, image):
                 _warn_caller(f"{image}: 16-bit colour, which a PIL image holds at 8 bits (so is 16-bit grey with "
-                             "alpha): restored and returned at 8 bits; for 16, pass the samples as a uint16 array (fastreshuffle.io.png16.read_png16 "
-                             "for a PNG, tifffile.imread for a TIFF) or use the fastreshuffle restore command")
+                             "alpha): restored and returned at 8 bits; for 16, pass the samples as a uint16 "
+                             "array (fastreshuffle.io.png16.read_png16 for a PNG, tifffile.imread for a TIFF) "
+                             "or use the fastreshuffle restore command")
             return restore(opened, model, device, tile, overlap=overlap, half=half, self_ensemble=self_ensemble,
                            guard=guard, precision=precision)
     for name, v in (("guard", guard), ("self_ensemble", self_ensemble), ("half", half)):

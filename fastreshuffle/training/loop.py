@@ -290,7 +290,8 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             f"training on {len(images)}")
         if main:
             valset = ValidationSet(held, spec, val_qualities, crop=args.val_crop or None)
-            say(f"validation: {len(held)} held-out images, {dataclasses.replace(spec, quality=None)} quality {val_qualities}, "
+            say(f"validation: {len(held)} held-out images, {dataclasses.replace(spec, quality=None)} quality "
+                f"{val_qualities}, "
                 f"crop {args.val_crop or 'full'}")
     elif main and val_mode != "none":
         val_dir = _val_dir(args)
@@ -305,7 +306,8 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             say(f"validation on the data root's {val_dir.name} (--val FOLDER or --val split to validate on "
                 "your own photos)")
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
-        say(f"validation: {vrep.summary(val_dir)}, {dataclasses.replace(spec, quality=None)} quality {val_qualities}, "
+        say(f"validation: {vrep.summary(val_dir)}, {dataclasses.replace(spec, quality=None)} quality "
+            f"{val_qualities}, "
             f"crop {args.val_crop or 'full'}")
         if len(vimgs) < args.val_images:
             warn(f"validation: {len(vimgs)} image(s) in {val_dir}, fewer than --val-images {args.val_images}")
