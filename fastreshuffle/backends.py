@@ -151,14 +151,6 @@ def cpu_bf16_uses_kernel() -> bool:
     return settings().cpu_kernel == "avx512" or not cpu_has_amx()
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_amx_kernel() -> bool:
-    import torch
-
-    from .ops import _extension  # noqa: F401  (loads fastreshuffle._C)
-    return bool(torch.ops.fastreshuffle.dense_cpu_amx())
-
-
 def cpu_amx_gemm() -> bool:
     """Whether bfloat16 dense layers on the torch composition take their 1x1 convolution + bias +
     ELU from the extension's AMX kernel (``amx_gemm_bias_elu``: the channel prefix read in place,
@@ -240,31 +232,31 @@ TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags() -> frozenset:
-    """The CPU's flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def cpu_has_bf16() -> bool:
     """Whether the CPU has bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in
     ``/proc/cpuinfo``), where oneDNN runs bf16 convolutions and GEMMs natively; elsewhere bf16
     is emulated and slower than float32."""
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_has_amx() -> bool:
     """Whether this process can use AMX tiles with bfloat16 (Intel Xeon since Sapphire Rapids):
     the CPU has AMX-BF16 (and the AVX-512 the kernel's epilogue uses) and Linux gives the process
     the tile state (``dense_cpu_amx``, the extension's probe: CPUID, then ``arch_prctl``).  oneDNN
     then runs bf16 GEMMs and convolutions on the tiles too."""
-    return _cpu_amx_kernel()
+    import torch
+
+    from .ops import _extension  # noqa: F401  (loads fastreshuffle._C)
+    return bool(torch.ops.fastreshuffle.dense_cpu_amx())
 
 
 def training_precision(precision: Optional[str], device) -> str:

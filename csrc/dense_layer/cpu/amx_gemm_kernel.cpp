@@ -39,7 +39,6 @@
 #define FASTRESHUFFLE_AMX 1
 #endif
 
-
 namespace fastreshuffle {
 namespace {
 
