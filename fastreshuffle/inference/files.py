@@ -6,6 +6,7 @@ only reads its arguments and says what became of each file).
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -59,6 +60,20 @@ def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Pa
     return out
 
 
+def _broken_link(link: Path) -> str:
+    """What is wrong with a link that leads to no file: its target is missing, or it loops."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return "a link to nothing (it was removed while being read)"
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a link that loops (it points to {target}, which leads back to it)"
+    return f"a link to nothing (its target {target} does not exist)"
+
+
 def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
     """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
 
@@ -87,7 +102,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
                 if f.suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
                 if f.is_symlink() and not f.exists():
-                    errors.append(f"error: {f}: a link to nothing (its target {os.readlink(f)} does not exist)")
+                    errors.append(f"error: {f}: {_broken_link(f)}")
                     continue
                 if not f.is_file():
                     continue
@@ -113,8 +128,11 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
             if key not in seen:
                 seen.add(key)
                 files.append((p, None))
+        elif p.is_symlink():
+            errors.append(f"error: {item}: {_broken_link(p)}")
         else:
             errors.append(f"error: {item}: no such file or folder")
+    errors = list(dict.fromkeys(errors))   # a file named and also found in a named folder: once
     return Collected(files, errors, skipped_outputs, skipped_folders, linked_folders)
 
 

@@ -643,6 +643,24 @@ def test_links_to_folders_are_said_and_links_to_nothing_are_errors(tmp_path, wei
     assert (top / "real" / "a_restored.png").is_file() and not (tmp_path / "elsewhere" / "b_restored.png").exists()
 
 
+def test_a_link_loop_is_named_as_one_and_each_error_is_said_once(tmp_path, weights, capsys):
+    """A link that points to itself (or round a loop) was reported as "does not exist" when found
+    in a folder and as "no such file or folder" when named; a broken link both named and found in
+    a named folder gave its error line twice."""
+    (tmp_path / "self.jpg").symlink_to("self.jpg")
+    (tmp_path / "c.jpg").symlink_to("d.jpg")
+    (tmp_path / "d.jpg").symlink_to("c.jpg")
+    (tmp_path / "b.jpg").symlink_to("gone.jpg")
+    assert cli_main(["restore", str(tmp_path / "self.jpg"), str(tmp_path / "b.jpg"), str(tmp_path),
+                     "--model", str(weights)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == len(set(errors)) == 4, lines
+    assert f"error: {tmp_path / 'self.jpg'}: a link that loops (it points to self.jpg, which leads back to it)" in errors
+    assert f"error: {tmp_path / 'c.jpg'}: a link that loops (it points to d.jpg, which leads back to it)" in errors
+    assert f"error: {tmp_path / 'b.jpg'}: a link to nothing (its target gone.jpg does not exist)" in errors
+
+
 def test_a_truncated_heif_file_is_one_clean_error_line(tmp_path, weights, capsys):
     """libheif's messages end with a line break, which came out as a literal '\\n' at the end of
     the error line."""
