@@ -393,8 +393,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     if output is not None and len(files) != 1:
         raise ValueError(f"an output file names the output of one input, not of {len(files)}")
     input_keys = {os.path.realpath(f) for f, _ in files}
-    planned: Dict[str, Path] = {}
-    planned_fmt: Dict[str, str] = {}   # the format each planned output would have with --format same
+    planned: Dict[str, Tuple[Path, str]] = {}   # output -> (its input, its format with --format same)
     writable = set()            # output folders a file could be created in
     for src, base in files:
         key = None
@@ -411,19 +410,19 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
             if key in input_keys:
                 fail = f"output {out} would replace an input file (change --suffix or -o)"
             elif key in planned:
-                other = planned[key]
+                other, other_same_fmt = planned[key]
                 # --format same helps where the two would then be written in different formats
-                apart = fmt != "same" and resolve_format("same", in_fmt)[0] != planned_fmt[key]
+                apart = fmt != "same" and resolve_format("same", in_fmt)[0] != other_same_fmt
                 fail = (f"output {out} is also the output of {other} (same name): restore it again with another "
                         "--suffix" + (", or use --format same (each in its own format)" if apart else ""))
             if fail is None:
-                planned[key], planned_fmt[key] = src, resolve_format("same", in_fmt)[0]
+                planned[key] = (src, resolve_format("same", in_fmt)[0])
                 if out.is_dir():
                     fail = f"output {out} is a folder (change --suffix or -o)"
                 elif os.path.lexists(out) and not overwrite:
                     skip = f"output exists: {out} (use --overwrite)"
             if fail is not None or skip is not None:
-                if planned.get(key) == src and fail is not None:
+                if planned.get(key, (None,))[0] == src and fail is not None:
                     del planned[key]    # nothing written: the name is free for the next input
                 yield Outcome(src, "failed" if fail is not None else "skipped", [], fail or skip)
                 continue
@@ -444,6 +443,6 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one bad file never stops the batch
-            if key is not None and planned.get(key) == src:
+            if key is not None and planned.get(key, (None,))[0] == src:
                 del planned[key]    # nothing written: the name is free for the next input
             yield Outcome(src, "failed", [], describe_error(e))
