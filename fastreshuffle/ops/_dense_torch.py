@@ -126,6 +126,9 @@ def layer_backward(x, w1, b1, w3, gy, need_x: bool = True):
     """Gradients of ``y = conv3x3(elu(conv1x1(x)+b1))+b3`` recomputing the intermediate."""
     k = w1.shape[0]
     n = w3.shape[0]
+    if x.numel() == 0:   # no pixels (convolution_backward refuses an empty image): zero gradients
+        gx = torch.zeros_like(x) if need_x else None
+        return gx, torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w3), gy.new_zeros((n,))
     t = F.conv2d(x, w1, b1)
     e = F.elu(t)
     ge, gw3, gb3 = torch.ops.aten.convolution_backward(

@@ -8,7 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ._dense_torch import layer_backward
-from .dense import _check_feature, _check_weights, _inplace_op
+from ._checks import refuse_forward_ad
+from .dense import _NO_JVP, _check_feature, _check_weights, _inplace_op
 
 __all__ = ["dense_block"]
 
@@ -62,4 +63,5 @@ def dense_block(x0: torch.Tensor, params: Sequence[Tuple[torch.Tensor, torch.Ten
         _check_weights("dense_block", x0, "x0", c, w1, b1, w3, b3)
         c += w3.shape[0]
         flat += [w1, b1, w3, b3]
+    refuse_forward_ad("dense_block", (x0, *flat), _NO_JVP)
     return _DenseBlockFn.apply(x0, c, *flat)

@@ -33,6 +33,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import backends
+from ._checks import refuse_forward_ad
 from ._dense_torch import cpu_pack, layer_backward, torch_into
 from ._extension import ops as _ops
 
@@ -92,6 +93,9 @@ def _check_weights(op: str, ref: torch.Tensor, ref_name: str, c_in: int, w1, b1,
 
 def _check_feature(op: str, name: str, t: torch.Tensor):
     _check_tensor(name, t, op)
+    if t.layout != torch.strided:
+        raise TypeError(f"{op}: {name} is a {str(t.layout).replace('torch.', '')} tensor; pass a dense (strided) "
+                        f"tensor ({name}.to_dense())")
     if t.dim() != 4:
         raise ValueError(f"{op}: {name} must be a 4-D (B, C, H, W) tensor, got shape {list(t.shape)}")
     allowed = _TRITON_DTYPES if t.device.type == "cuda" else _CPU_DTYPES
@@ -100,8 +104,15 @@ def _check_feature(op: str, name: str, t: torch.Tensor):
                         f"{', '.join(str(d) for d in allowed)}")
 
 
-def _check_inplace(buf, c_in, w1, b1, w3, b3, op="dense_layer_"):
+def _check_buffer(op: str, buf) -> None:
     _check_feature(op, "buf", buf)
+    if buf.is_neg() or buf.is_conj():   # torch's fallback cannot write through one into an op's buffer
+        raise ValueError(f"{op}: buf must not be a lazily negated or conjugated view; pass a tensor with its "
+                         "values in memory (buf.resolve_neg() / resolve_conj() make one)")
+
+
+def _check_inplace(buf, c_in, w1, b1, w3, b3, op="dense_layer_"):
+    _check_buffer(op, buf)
     try:
         if isinstance(c_in, bool):
             raise TypeError
@@ -118,7 +129,7 @@ def _check_inplace(buf, c_in, w1, b1, w3, b3, op="dense_layer_"):
 
 
 def _check_reshuffle(buf, src, w1, b1, w3, b3, op="dense_layer_reshuffle_"):
-    _check_feature(op, "buf", buf)
+    _check_buffer(op, buf)
     _check_feature(op, "src", src)
     if src.dtype != buf.dtype:
         raise TypeError(f"{op}: src has dtype {src.dtype} but buf has dtype {buf.dtype}")
@@ -314,6 +325,9 @@ _functional_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ------------------------------------------------------------------- public functions
+_NO_JVP = "use a composition of torch ops (conv2d, elu, conv2d) there, as ReshuffleNet does"
+
+
 def _no_grad_guard(op: str, *tensors):
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         raise RuntimeError(f"{op} writes into its buffer in place and has no autograd formula; "
@@ -321,7 +335,6 @@ def _no_grad_guard(op: str, *tensors):
                            "for training, or call it under torch.no_grad()/inference_mode()")
 
 
-# ------------------------------------------------------------------- public functions
 def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
                  w3: torch.Tensor, b3: torch.Tensor, packed: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
     """Compute the dense layer on ``buf[:, :c_in]`` and write it into ``buf[:, c_in:c_in+N]``.
@@ -333,6 +346,7 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     """
     c_in, _ = _check_inplace(buf, c_in, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
+    refuse_forward_ad("dense_layer_", (buf, w1, b1, w3, b3), _NO_JVP)
     if _direct(buf):
         _inplace(buf, int(c_in), w1, b1, w3, b3, packed)
     else:
@@ -353,6 +367,7 @@ def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tenso
     output into ``buf[:, c:c+N]`` -- on CUDA in one fused kernel.  Returns ``buf``."""
     _check_reshuffle(buf, src, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_reshuffle_", buf, src, w1, b1, w3, b3)
+    refuse_forward_ad("dense_layer_reshuffle_", (buf, src, w1, b1, w3, b3), _NO_JVP)
     (_reshuffle_body if _direct(buf) else _reshuffle_op)(buf, src, w1, b1, w3, b3)
     return buf
 
@@ -361,4 +376,5 @@ def dense_layer(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.T
                 b3: torch.Tensor) -> torch.Tensor:
     """Functional, differentiable dense layer returning the ``N`` new channels."""
     _check_functional(x, w1, b1, w3, b3)
+    refuse_forward_ad("dense_layer", (x, w1, b1, w3, b3), _NO_JVP)
     return _functional_op(x, w1, b1, w3, b3)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ._checks import refuse_forward_ad
 from ._extension import built_with_cuda, ops as _ops
 
 __all__ = ["reshuffle_down", "reshuffle_up", "built_with_cuda"]
@@ -43,6 +44,9 @@ def _check(x, scale, op: str, four_d: bool = True):
     if x.is_quantized:
         raise TypeError(f"{op}: quantized tensors are not supported (torch deprecates them); "
                         "dequantize first (x.dequantize())")
+    if x.layout != torch.strided:
+        raise TypeError(f"{op}: {str(x.layout).replace('torch.', '')} tensors are not supported; pass a dense "
+                        "(strided) tensor (x.to_dense())")
     if four_d and x.dim() != 4:
         raise ValueError(f"{op}: expected a 4-D (N, C, H, W) tensor, got a {x.dim()}-D tensor "
                          f"of shape {list(x.shape)}")
@@ -51,10 +55,8 @@ def _check(x, scale, op: str, four_d: bool = True):
                          f"{x.dim()}-D tensor of shape {list(x.shape)}")
     if not 1 <= scale <= MAX_SCALE:
         raise ValueError(f"{op}: scale must be 1..{MAX_SCALE}, got {scale}")
-    if not four_d and not torch.compiler.is_compiling() and \
-            torch.autograd.forward_ad.unpack_dual(x).tangent is not None:   # it would give zero tangents
-        raise NotImplementedError(f"{op}: forward-mode AD (jvp) is not supported; use torch.nn.functional."
-                                  f"pixel_{'un' if op.endswith('down') else ''}shuffle there")
+    if not four_d:
+        refuse_forward_ad(op, (x,), f"use torch.nn.functional.pixel_{'un' if op.endswith('down') else ''}shuffle there")
     return int(scale)
 
 

@@ -167,6 +167,71 @@ def test_validation_errors():
         dense_layer_(buf, 6, w1.requires_grad_(), b1, w3, b3)
 
 
+def test_forward_mode_ad_is_refused_not_zero():
+    """torch.func.jvp through dense_layer returned an all-zero tangent and forward_ad a None one,
+    with no error: a torch custom op whose inputs do not require grad runs no autograd formula."""
+    import torch.autograd.forward_ad as fwad
+    x, t = torch.randn(1, 4, 5, 6, dtype=torch.float64), torch.randn(1, 4, 5, 6, dtype=torch.float64)
+    wts = make_weights(4, 8, 2, torch.float64)
+    with pytest.raises(NotImplementedError, match="dense_layer: forward-mode AD"):
+        torch.func.jvp(lambda z: dense_layer(z, *wts), (x,), (t,))
+    with pytest.raises(NotImplementedError, match="dense_layer: forward-mode AD"):   # a weight's tangent
+        torch.func.jvp(lambda w: dense_layer(x, w, *wts[1:]), (wts[0],), (torch.ones_like(wts[0]),))
+    with pytest.raises(NotImplementedError, match="dense_block: forward-mode AD"):
+        torch.func.jvp(lambda z: dense_block(z, [wts]), (x,), (t,))
+    buf = torch.randn(1, 6, 5, 6, dtype=torch.float64)
+    with fwad.dual_level():
+        with pytest.raises(NotImplementedError, match="dense_layer_: forward-mode AD"):
+            dense_layer_(fwad.make_dual(buf, torch.ones_like(buf)), 4, *wts)
+        with pytest.raises(NotImplementedError, match="dense_layer_reshuffle_: forward-mode AD"):
+            src = torch.randn(1, 16, 2, 3, dtype=torch.float64)
+            dense_layer_reshuffle_(torch.zeros(1, 6, 4, 6, dtype=torch.float64),
+                                   fwad.make_dual(src, torch.ones_like(src)), *wts)
+    assert torch.equal(dense_layer(x, *wts), dense_layer(x, *wts))   # no tangent: runs as before
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_negated_views(channels_last):
+    """A lazily negated buf (torch._neg_view) as the in-place ops' buffer tripped an internal
+    assert in torch's fallback and could corrupt the heap: refused.  As read-only arguments
+    (weights, x, src) negated views are read as their values."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    wts = make_weights(4, 8, 4)
+    buf = torch.randn(1, 8, 5, 5).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="lazily negated"):
+            dense_layer_(torch._neg_view(buf), 4, *wts)
+        with pytest.raises(ValueError, match="lazily negated"):
+            dense_layer_reshuffle_(torch._neg_view(torch.zeros(1, 8, 4, 4)), torch.zeros(1, 16, 2, 2), *wts)
+        ref = ref64(buf[:, :4], *wts)
+        for i in range(4):
+            negated = list(wts)
+            negated[i] = torch._neg_view(-wts[i])
+            b = buf.clone()
+            dense_layer_(b, 4, *negated)
+            assert rel_err(b[:, 4:], ref) <= 1e-5, i
+        x = buf[:, :4].contiguous(memory_format=fmt)
+        assert rel_err(dense_layer(torch._neg_view(-x), *wts), ref) <= 1e-5
+
+
+def test_sparse_tensors_are_refused_with_a_clear_error():
+    wts = make_weights(4, 8, 4)
+    with pytest.raises(TypeError, match="x is a sparse_coo tensor"):
+        dense_layer(torch.zeros(1, 4, 3, 3).to_sparse(), *wts)
+
+
+def test_empty_images_have_zero_gradients():
+    """A 0-high, 0-wide or empty batch went through the forward and failed in the backward
+    (convolution_backward refuses an empty image): gradients are zeros, as torch's composition
+    gives them."""
+    for shape in [(1, 4, 0, 5), (1, 4, 5, 0), (0, 4, 5, 5)]:
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        wts = [t.requires_grad_() for t in make_weights(4, 8, 2, torch.float64)]
+        dense_layer(x, *wts).sum().backward()
+        dense_block(x, [wts]).sum().backward()
+        assert x.grad.shape == x.shape and all(torch.equal(w.grad, torch.zeros_like(w)) for w in wts), shape
+
+
 def test_gradcheck_functional():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)

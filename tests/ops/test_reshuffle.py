@@ -450,6 +450,13 @@ def test_forward_mode_ad_is_refused_not_zero():
         reshuffle_down(fwad.make_dual(x, t), 1)
 
 
+def test_sparse_tensors_are_refused_with_a_clear_error():
+    """They reached the dispatcher's "Could not run ... from the 'SparseCPU' backend"."""
+    for op in (reshuffle_down, reshuffle_up):
+        with pytest.raises(TypeError, match="sparse_coo tensors are not supported"):
+            op(torch.zeros(1, 4, 2, 2).to_sparse(), 2)
+
+
 @pytest.mark.skipif(fastreshuffle.ops.built_with_cuda(), reason="the extension has its CUDA kernels")
 def test_cuda_tensors_fall_back_to_torch_without_the_cuda_kernels():
     """Built without nvcc (as here): the ops have CUDA kernels all the same -- torch's
