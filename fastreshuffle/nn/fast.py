@@ -29,6 +29,10 @@ float32 (the input image keeps its full precision; what ``restore --precision bf
 CPUs with AVX512-BF16 the bfloat16 dense layers run the extension's vdpbf16ps kernel; on CPUs with
 AMX the extension's AMX kernel for the 1x1 part and oneDNN's 3x3 (``backends.cpu_bf16_uses_kernel``).
 
+With hooks on a submodule (or on every module: ``torch.nn.modules.module.register_module_forward_hook``),
+which only run when the submodule is called -- ``torch.nn.utils.prune``, the hook-based
+``weight_norm`` / ``spectral_norm``, activation probes -- ``forward`` is the reference one.
+
 Training (grad enabled and the input or a parameter requires grad) uses
 :func:`fastreshuffle.ops.dense_block`, which builds each block in one buffer as well and
 recomputes the bottleneck intermediates in its backward.
@@ -52,6 +56,7 @@ from .reference import ReshuffleNet, check_image_batch, pad_to_multiple
 __all__ = ["FastReshuffleNet", "subpixel_tail_weight", "subpixel_tail"]
 
 _REDUCED = (torch.bfloat16, torch.float16)
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 # A float32 input to a reduced-precision model enters the network as x * 255: the 8-bit pixel
 # values k / 255 then become the integers k, which bfloat16 (8 significant bits) holds exactly,
 # where x itself would be rounded by up to half an 8-bit level (measured: -0.006 dB at JPEG q90
@@ -135,7 +140,7 @@ class FastReshuffleNet(ReshuffleNet):
         # A call takes the set out (dict.pop is atomic) and puts it back when done, so calls from
         # several threads never share buffers: one that finds none allocates its own.
         self._buf_pool: dict = {}
-        self._params_cache: dict = {}      # mixed (bool) -> (key, params); whole entries swapped
+        self._params_cache: dict = {}      # mixed (bool) -> (key, params, copies); whole entries swapped
 
     # --------------------------------------------------------------- buffers
     @staticmethod
@@ -190,8 +195,25 @@ class FastReshuffleNet(ReshuffleNet):
     def _layer_params(layer):
         return (layer.conv1.weight, layer.conv1.bias, layer.conv2.weight, layer.conv2.bias)
 
+    def _hooked(self) -> bool:
+        """Whether hooks are set on a submodule, or on all modules (``torch.nn.utils.prune``, the
+        hook-based ``weight_norm`` / ``spectral_norm``, activation probes): the fused forward calls
+        no submodule, so they would not run."""
+        from torch.nn.modules import module as _module
+        if any(getattr(_module, f"_global{k}", None) for k in _HOOKS):
+            return True
+
+        def hooked(module) -> bool:   # a walk of the tree, 30x faster than any() over modules()
+            for m in module._modules.values():
+                if m is not None and (any(m.__dict__.get(k) for k in _HOOKS) or hooked(m)):
+                    return True
+            return False
+        return hooked(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x)
+        if self._hooked():
+            return super().forward(x)      # the reference forward: each submodule called, its hooks run
         if self._needs_autograd(x):
             return self._forward_autograd(x)
         return self._forward_inference(x)
@@ -223,21 +245,22 @@ class FastReshuffleNet(ReshuffleNet):
         With ``cache`` (eager inference) each layer's tuple also carries its weights packed for
         the CPU kernel (or None), the sub-pixel kernel is made, and the result is cached (one
         slot per ``mixed``) per parameter version and instruction-set choice: weights changed
-        in place (optimizer steps, ``copy_``) are scaled and packed again.  Changes that leave
-        no version behind -- through ``p.data``, or to inference tensors (made under
-        ``torch.inference_mode``) other than by ``load_state_dict`` /
-        :func:`~fastreshuffle.io.weights.load_state_checked` / ``.to()`` -- need
-        :meth:`clear_cache`."""
+        in place (optimizer steps, ``copy_``) are scaled and packed again.  Inference tensors
+        (parameters made under ``torch.inference_mode``) keep no version: the entry then holds a
+        copy of the parameters, compared on each call (one pass over them).  Changes made through
+        ``p.data`` leave no version behind and need :meth:`clear_cache`."""
         if not cache:
             return (*self._scaled_params(mixed), None)
+        ps = list(self.parameters())
         key = (backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel(),
-               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in self.parameters()))
+               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in ps))
         hit = self._params_cache.get(mixed)
-        if hit is not None and hit[0] == key:
+        if hit is not None and hit[0] == key and (hit[2] is None or all(map(torch.equal, hit[2], ps))):
             return hit[1]
         blocks, tail = self._scaled_params(mixed)
         out = [[(*p, pack_dense_weights(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
-        self._params_cache[mixed] = (key, out)
+        copies = [p.detach().clone() for p in ps] if any(p.is_inference() for p in ps) else None
+        self._params_cache[mixed] = (key, out, copies)
         return out
 
     def _scaled_params(self, mixed: bool):
@@ -306,19 +329,23 @@ class FastReshuffleNet(ReshuffleNet):
         y, mixed = self._network_input(xp)
         fused = use_triton(xp)
         traced = _tracing(xp)
+        # under torch.jit.trace what is recorded must read the parameters and make its buffers,
+        # not take the weights cached (scaled, packed) or the buffers kept by an earlier call,
+        # which the trace would hold as constants: the module would ignore new weights
+        fresh = traced or torch.jit.is_tracing()
         if traced and not fused:
             # torch.compile / torch.export on CPU: the functional dense layers (same weights, same
             # outputs within float rounding), which the compiler traces like any torch op; the
             # in-place ops' preallocated buffers are an eager optimisation
             return self._forward_autograd(x)
-        if traced:
+        if fresh:
             key, kept = None, separate_block_buffers(self.config, y, fused)
         else:
             key = self._buffers_key(y, fused)
             kept = self._take_block_buffers(key, y, fused)
         bufs = list(kept)
         channels = self.config.block_channels()
-        params, (tw, tb), sub = self._params(mixed, cache=not traced)
+        params, (tw, tb), sub = self._params(mixed, cache=not fresh)
 
         for _ in range(DOWN_STEPS - 1):
             y = reshuffle_down(y, 2)

@@ -55,6 +55,64 @@ def test_buffer_cache_reuse_and_invalidation():
         fast(torch.rand(1, 3, 8, 8, dtype=torch.float64))
 
 
+def test_weights_changed_in_place_under_inference_mode_are_used():
+    """Parameters made under torch.inference_mode keep no version counter: an in-place update
+    (an EMA swap, p.copy_) left the cached weights in use, the output off by up to 1.0."""
+    with torch.inference_mode():
+        ref, fast = pair("tiny")
+        _, other = pair("tiny", seed=1)
+        x = torch.rand(1, 3, 16, 16)
+        fast(x)
+        for p, q in zip(fast.parameters(), other.parameters()):
+            p.copy_(q)
+        assert (fast(x) - other(x)).abs().max().item() <= 1e-5
+        ref.load_state_dict(other.state_dict())
+        assert (fast(x) - ref(x)).abs().max().item() <= 1e-5
+
+
+def test_jit_trace_follows_the_parameters():
+    """torch.jit.trace of a model that had run held its cached (packed) weights as constants:
+    after load_state_dict the traced module still ran the old ones.  A fresh model failed the
+    trace's default check (the first call filled the cache, the check run used it)."""
+    ref, fast = pair("tiny")
+    _, other = pair("tiny", seed=1)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.jit.trace(pair("tiny")[1], x)            # the default check_trace passes
+        fast(x)
+        traced = torch.jit.trace(fast, x)
+        assert "prim::Constant[value=<Tensor>]" not in str(traced.inlined_graph)
+        traced.load_state_dict(other.state_dict())
+        assert (traced(x) - other(x)).abs().max().item() <= 1e-5
+
+
+def test_hooks_on_submodules_run():
+    """The fused forward calls no submodule, so their hooks never ran: torch.nn.utils.prune (a
+    pre-hook making weight from weight_orig * mask) silently ran the unpruned weights."""
+    import torch.nn.utils.prune as prune
+    ref, fast = pair("tiny")
+    x = torch.rand(1, 3, 16, 16)
+    for m in (ref, fast):
+        prune.l1_unstructured(m.blocks[0].layers[0].conv1, "weight", amount=0.5)
+        with torch.no_grad():
+            m.blocks[0].layers[0].conv1.weight_orig.mul_(2)
+    seen = []
+    fast.tail.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        assert (fast(x) - ref(x)).abs().max().item() <= 1e-5
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref(xr).sum().backward()
+    fast(xf).sum().backward()
+    assert torch.allclose(xr.grad, xf.grad, rtol=1e-4, atol=1e-6) and len(seen) == 2
+    _, plain = pair("tiny")
+    assert not plain._hooked() and fast._hooked()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, i, o: None)
+    try:
+        assert plain._hooked()                         # hooks on every module count too
+    finally:
+        handle.remove()
+
+
 def test_output_does_not_alias_cache():
     ref, fast = pair("tiny")
     x1, x2 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
