@@ -36,8 +36,18 @@ class _DenseBlockFn(torch.autograd.Function):
         return buf
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_out):
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():   # create_graph=True
+            # (once_differentiable would let torch.autograd.grad say the inputs "appear to not
+            # have been used in the graph", which suggests allow_unused=True: None for an answer)
+            raise RuntimeError("dense_block (FastReshuffleNet's training forward) is differentiable once: "
+                               "for second derivatives (a gradient penalty, create_graph=True) use "
+                               "fastreshuffle.ReshuffleNet, which loads the same state_dict")
+        return _DenseBlockFn._backward(ctx, g_out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def _backward(ctx, g_out):
         buf, *params = ctx.saved_tensors
         g = g_out.contiguous().clone()
         grads: List[Optional[torch.Tensor]] = [None] * len(params)

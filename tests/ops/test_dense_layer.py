@@ -247,6 +247,17 @@ def test_gradcheck_dense_block():
     assert torch.autograd.gradcheck(lambda x, *p: dense_block(x, [p[:4], p[4:]]), (x, *p1, *p2))
 
 
+def test_dense_block_says_it_is_differentiable_once():
+    """A gradient penalty through it gave torch's "appears to not have been used in the graph"
+    (which suggests allow_unused=True, i.e. None for an answer): now an error naming the way out."""
+    x = torch.randn(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    wts = [t.requires_grad_() for t in make_weights(3, 4, 2, torch.float64)]
+    with pytest.raises(RuntimeError, match="differentiable once.*ReshuffleNet"):
+        torch.autograd.grad(dense_block(x, [wts]).sum(), x, create_graph=True)
+    g, = torch.autograd.grad(dense_block(x, [wts]).sum(), x)       # once: fine
+    assert g.shape == x.shape
+
+
 def test_opcheck():
     wts = make_weights(5, 6, 4, torch.float64)
     buf = torch.randn(1, 11, 4, 6, dtype=torch.float64)
