@@ -345,6 +345,9 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     so that the CPU kernel does not pack them on every call (used when called eagerly).
     """
     c_in, _ = _check_inplace(buf, c_in, w1, b1, w3, b3)
+    if isinstance(packed, PackedDenseWeights) and packed.made_from != _weights_stamp((w1, b1, w3, b3)):
+        raise ValueError("dense_layer_: packed was made from other weights, or from these before they were "
+                         "changed: pack them again (pack_dense_weights(w1, b1, w3, b3))")
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
     refuse_forward_ad("dense_layer_", (buf, w1, b1, w3, b3), _NO_JVP)
     if _direct(buf):
@@ -354,11 +357,28 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     return buf
 
 
+class PackedDenseWeights(list):
+    """:func:`pack_dense_weights`' result: the packed tensors, and which weights (memory and
+    version) they were packed from, so that :func:`dense_layer_` refuses them with others."""
+    made_from: tuple
+
+
+def _weights_stamp(tensors) -> tuple:
+    # inference tensors keep no version: their memory only
+    return tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
+
+
 def pack_dense_weights(w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
                        b3: torch.Tensor) -> Optional[List[torch.Tensor]]:
     """The weights in the CPU kernel's layout for :func:`dense_layer_`'s ``packed``, or None
-    where that kernel does not run them.  Pack again after changing the weights."""
-    return cpu_pack(w1, b1, w3, b3)
+    where that kernel does not run them.  Pack again after changing the weights: packed weights
+    given with other weights, or with these changed in place since, are refused."""
+    packed = cpu_pack(w1, b1, w3, b3)
+    if packed is None:
+        return None
+    out = PackedDenseWeights(packed)
+    out.made_from = _weights_stamp((w1, b1, w3, b3))
+    return out
 
 
 def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,

@@ -97,6 +97,28 @@ def test_packed_mismatch_is_refused():
 
 
 @needs_kernel
+def test_public_packed_weights_only_with_the_weights_they_came_from():
+    """dense_layer_(..., packed=pack_dense_weights(<other weights of the same shapes>)) ran the
+    other weights without a word (off by 235 in a trial); so did packed weights of weights
+    changed in place since.  Both are refused; the right ones give the unpacked call's bits."""
+    from fastreshuffle.ops import dense_layer_, pack_dense_weights
+    buf, wts = _layer(torch.float32)
+    other = _layer(torch.float32, seed=1)[1]
+    m = 37
+    with torch.no_grad():
+        a, b = buf.clone(), buf.clone()
+        dense_layer_(a, m, *wts)
+        dense_layer_(b, m, *wts, packed=pack_dense_weights(*wts))
+        assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="packed was made from other weights"):
+            dense_layer_(buf.clone(), m, *wts, packed=pack_dense_weights(*other))
+        packed = pack_dense_weights(*wts)
+        wts[2].mul_(2)
+        with pytest.raises(ValueError, match="pack them again"):
+            dense_layer_(buf.clone(), m, *wts, packed=packed)
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
     not backends.cpu_bf16_kernel(), reason="CPU lacks AVX512-BF16"))])
 def test_model_repacks_when_weights_change(dtype, monkeypatch):
