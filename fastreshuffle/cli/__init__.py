@@ -47,21 +47,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         sub = argparse.ArgumentParser(prog=f"fastreshuffle {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
-        from ._common import interrupted, large_photos, signals_as_interrupts
+        from ._common import best_effort_output, interrupted, large_photos, printable, signals_as_interrupts
         photos = large_photos() if argv[0] in PHOTO_COMMANDS else contextlib.nullcontext()
-        try:
-            with signals_as_interrupts(), photos:     # SIGTERM / SIGHUP clean up as Ctrl-C does
-                return int(module.run(args) or 0)
-        except UserError as e:
-            print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)
-            return 2
-        except ExtensionError as e:
-            print(f"fastreshuffle {argv[0]}: error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as e:
-            what, code = interrupted(e)
-            print(f"fastreshuffle {argv[0]}: {what}", file=sys.stderr)
-            return code
+        with best_effort_output():   # a reader that quits (| head) or a full log disk does not stop the work
+            try:
+                with signals_as_interrupts(), photos:     # SIGTERM / SIGHUP clean up as Ctrl-C does
+                    return int(module.run(args) or 0)
+            except UserError as e:
+                print(printable(f"fastreshuffle {argv[0]}: error: {e}"), file=sys.stderr)
+                return 2
+            except ExtensionError as e:
+                print(printable(f"fastreshuffle {argv[0]}: error: {e}"), file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as e:
+                what, code = interrupted(e)
+                print(f"fastreshuffle {argv[0]}: {what}", file=sys.stderr)
+                return code
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -47,6 +47,85 @@ def signals_as_interrupts():
             signal.signal(s, h)
 
 
+def printable(msg: str) -> str:
+    """``msg`` with its control characters escaped (``\\n``, ``\\t``, ``\\x1b``, ...): a file
+    named with a line break, or with a terminal escape (set the window title, clear the screen,
+    erase the line above), is shown, not obeyed.  The bytes of a name that is not UTF-8 (Python
+    keeps them as lone surrogates) are shown as ``\\xNN``."""
+    if msg.isprintable():
+        return msg
+    import unicodedata
+    out = []
+    for ch in msg:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif unicodedata.category(ch) == "Cc":
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+class BestEffortStream:
+    """A command's stdout / stderr where a failed write -- the reader quit (``| head``, a pager),
+    a log on a full disk -- loses that line and every later one, instead of stopping the work
+    with a traceback half-way through a batch: the exit code still tells how the run went.  The
+    stream's file descriptor is then pointed at ``os.devnull``, so that what the stream buffered
+    is not tried again when Python exits."""
+
+    def __init__(self, stream):
+        self._stream, self.lost = stream, False
+
+    def write(self, s):
+        if not self.lost:
+            try:
+                return self._stream.write(s)
+            except (OSError, ValueError):
+                self._lose()
+        return len(s)
+
+    def flush(self):
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._lose()
+
+    def _lose(self) -> None:
+        import os
+        self.lost = True
+        try:
+            fd = self._stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def best_effort_output():
+    """While a command runs, sys.stdout and sys.stderr are :class:`BestEffortStream` s."""
+    import sys
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = BestEffortStream(old[0]), BestEffortStream(old[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = old
+
+
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the network (default: torch's, one per core)")
@@ -58,6 +137,12 @@ def apply_threads(args) -> None:
         return
     if args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    import os
+    cores = os.cpu_count() or 1
+    most = max(64, 4 * cores)   # torch's thread pools fail far above it (30000: libgomp; 100000: a crash)
+    if args.threads > most:
+        raise UserError(f"--threads {args.threads} is more than this machine can use: it has {cores} core(s); "
+                        f"at most {most}")
     import torch
     torch.set_num_threads(args.threads)
 

@@ -32,7 +32,8 @@ from typing import Dict
 
 from ..backends import PRECISIONS
 from ..errors import UserError
-from ._common import add_device_argument, add_threads_argument, apply_threads, device_from_args, interrupted
+from ._common import (add_device_argument, add_threads_argument, apply_threads, device_from_args, interrupted,
+                      printable)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,9 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 def _say(msg: str, bar=None) -> None:
-    """One line on stderr per message: a line break inside it (a file named with one) is shown
-    escaped, so that scripts reading the lines see one per file."""
-    msg = msg.replace("\r", "\\r").replace("\n", "\\n")
+    """One line on stderr per message: control characters inside it (a file named with a line
+    break or a terminal escape) are shown escaped, so that scripts reading the lines see one per
+    file and a name cannot rewrite the terminal (:func:`._common.printable`)."""
+    msg = printable(msg)
     if bar is not None:
         bar.write(msg, file=sys.stderr)
     else:
@@ -158,6 +160,10 @@ def run(args) -> int:
         raise UserError(f"-o {outdir}: a file name that is only an extension would be taken for a folder; name "
                         f"the file (e.g. -o photo{outdir.name}) or choose the format with --format")
     if outdir is not None and not folder and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
+        if len(args.inputs) == 1 and os.path.exists(args.inputs[0]) and not os.path.isdir(args.inputs[0]) \
+                and not os.path.isfile(args.inputs[0]):   # (a FIFO would block the first read for ever)
+            raise UserError(f"{args.inputs[0]}: not a regular file (a pipe, socket or device): restore reads "
+                            "image files")
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
             raise UserError(f"-o {outdir} names a file: give one input file, or give a folder (outputs are then "
                             "named after their inputs, see --suffix)")

@@ -434,6 +434,46 @@ def test_named_pipe_is_refused_not_waited_on(tmp_path, weights, capsys):
         pytest.fail("restore waited on a named pipe")
     assert rc == [1]
     assert "not a regular file" in capsys.readouterr().err
+    # with -o FILE the one input was said not to be one ("-o names a file: give one input file")
+    assert cli_main(["restore", "-q", str(fifo), "-o", str(tmp_path / "x.png"), "--model", str(weights)]) == 2
+    assert "pipe.jpg: not a regular file (a pipe, socket or device)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_messages_that_cannot_be_written_do_not_stop_the_batch(tmp_path, weights):
+    """stderr into a full disk (/dev/full; a pager quit or `| head` is a broken pipe, the same
+    path): the first note raised out of the run, one of the files was restored and the exit was 1
+    with the traceback lost.  Now the messages are lost, and the work and the exit code are not."""
+    _good_files(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "fastreshuffle.cli", "restore", str(tmp_path), "-o",
+                            str(tmp_path / "out"), "--model", str(weights), "--overwrite"],
+                           stdout=full, stderr=full, env=env, cwd=tmp_path, timeout=300)
+    made = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert r.returncode == 0 and made == ["good1_restored.png", "good2_restored.png"], (r.returncode, made)
+
+
+def test_control_characters_in_names_are_shown_escaped(tmp_path, weights, capsys):
+    """A name with a terminal escape (set the window title, clear the screen) reached the
+    terminal raw: only line breaks were escaped."""
+    from fastreshuffle.cli._common import printable
+    assert printable("a\x1b]0;pwned\x07\x1b[2Jb\tc\nd\udcff é 😀\u200d") == \
+        "a\\x1b]0;pwned\\x07\\x1b[2Jb\\tc\\nd\\xff é 😀\u200d"
+    bad = tmp_path / "x\x1b[2Jy.png"
+    bad.write_bytes(b"not an image")
+    assert cli_main(["restore", "-q", str(bad), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[2Jy.png" in err, err
+
+
+def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
+    """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
+    _good_files(tmp_path)
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)    # (were it reached, no crash here)
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "--model", str(weights), "--threads", "100000"]) == 2
+    assert "--threads 100000 is more than this machine can use" in capsys.readouterr().err and asked == []
 
 
 def test_read_only_output_folder_is_named_before_any_image_work(tmp_path, weights, capsys, monkeypatch):
