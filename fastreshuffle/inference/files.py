@@ -206,7 +206,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     """
     import numpy as np
 
-    from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array
+    from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array, read_unchanged
     from ..io.output import DEFAULT_QUALITY, check_alpha_fits, write_restored
     from ..io.safe_write import atomic_write_bytes
     from .guard import BLIND, HEIF_QP, TABLES, guard_for, guard_pixels, hevc_guarded_file, route, run_guarded
@@ -279,7 +279,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     elif how.kind == HEIF_QP:   # (decoded at 8 bits, 10-bit files too)
         # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)
         o = f.coded_orientation
-        restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]), src.read_bytes(), for_qp)
+        restored, d = hevc_guarded_file(run, orient_array(pixels, INVERSE_ORIENTATION[o]),
+                                        read_unchanged(src, f.source), for_qp)
         restored = orient_array(restored, o)
         what = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                 else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
@@ -315,7 +316,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]}: an image under {SMALL_SIDE} px on a side gains less "
                      "surely (single small crops, near-black or saturated ones, lost up to a few dB in our tests)")
     if keep_file and not changed:     # (atomic_open makes missing folders)
-        atomic_write_bytes(out, src.read_bytes(), overwrite=overwrite)
+        atomic_write_bytes(out, read_unchanged(src, f.source), overwrite=overwrite)
         return FileResult(notes[len(f.notes):], False)  # the decoding's notes (a CMYK conversion, frames) are not the copy's
     if not changed and (fmt == "jpeg" or (fmt == "webp" and quality is not None)):
         notes.append(f"nothing changed by restoring, but written as {fmt.upper()} quality {quality or DEFAULT_QUALITY} "

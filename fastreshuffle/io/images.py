@@ -179,6 +179,27 @@ class ImageFile(NamedTuple):
     dpi: Optional[Tuple[float, float]] = None   # resolution (x, y) of the upright pixels
     text: Tuple[Tuple[str, str], ...] = ()      # a PNG's text chunks (Author, Copyright, ...), XMP aside
     comment: Optional[bytes] = None             # a JPEG's / GIF's comment
+    source: Optional[Tuple[int, ...]] = None    # the file decoded (see read_unchanged)
+
+
+def _identity(st: os.stat_result) -> Tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def read_unchanged(path: Union[str, os.PathLike], source: Optional[Tuple[int, ...]]) -> bytes:
+    """The bytes of ``path``, refused (:class:`ImageReadError`) where it is no longer the file
+    :func:`load_image_file` decoded (``source``): replaced or rewritten since, by a sync tool, a
+    camera import or an editor saving over it.  A copy of the file "as it was" would otherwise be
+    another file's bytes, with the notes of the one decoded."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if source is not None and _identity(os.fstat(f.fileno())) != source:
+                raise ImageReadError(path, "the file changed while it was being restored (replaced or "
+                                           "written to): nothing written for it; run again")
+            return f.read()
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read the file again: {e.strerror or e}") from None
 
 
 def _check_file(path: Path) -> None:
@@ -382,6 +403,10 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     notes = []
     rgb16 = alpha16 = None
     try:
+        source = _identity(os.stat(path))
+    except OSError as e:
+        raise ImageReadError(path, f"cannot access file: {e.strerror or e}") from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
@@ -469,7 +494,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                      mode=mode, format=fmt, icc_profile=icc, rgb16=rgb16, alpha16=alpha16, exif=exif,
                      xmp=_xmp_upright(xmp), n_frames=n_frames, notes=tuple(notes), orientation=orientation,
                      jpeg_tables=tables, coded_orientation=coded, dpi=dpi, text=text,
-                     comment=comment if isinstance(comment, bytes) and comment else None)
+                     comment=comment if isinstance(comment, bytes) and comment else None, source=source)
 
 
 def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]:

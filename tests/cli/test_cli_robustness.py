@@ -467,6 +467,36 @@ def test_control_characters_in_names_are_shown_escaped(tmp_path, weights, capsys
     assert "\x1b" not in err and "x\\x1b[2Jy.png" in err, err
 
 
+def test_a_file_replaced_while_restored_is_not_copied_as_it(tmp_path, weights, capsys, monkeypatch):
+    """--format same copies a file whose pixels stay as they are (a JPEG q98 here) byte for byte:
+    the copy read the path a second time, so a file replaced in between (a sync tool, an editor
+    saving over it) was written as the output with the notes of the one decoded."""
+    import shutil
+
+    import fastreshuffle.io.images as images
+    src, other = tmp_path / "photo.jpg", tmp_path / "other.jpg"
+    Image.fromarray(_img(64, 64, seed=1)).save(src, quality=98)
+    Image.fromarray(_img(64, 64, seed=2)).save(other, quality=98)
+    load = images.load_image_file
+
+    def load_then_replace(path, *a, **k):
+        f = load(path, *a, **k)
+        if Path(path) == src:
+            shutil.copy(other, tmp_path / "new.jpg")
+            os.replace(tmp_path / "new.jpg", src)        # someone saves over it
+        return f
+    out = tmp_path / "out"
+    assert cli_main(["restore", str(src), "--format", "same", "-o", str(out), "--model", str(weights)]) == 0
+    assert (out / "photo_restored.jpg").read_bytes() == src.read_bytes()     # unchanged: copied
+    capsys.readouterr()
+    monkeypatch.setattr(images, "load_image_file", load_then_replace)
+    rc = cli_main(["restore", str(src), "--format", "same", "-o", str(out), "--model", str(weights), "--overwrite",
+                   "--suffix", "_2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "the file changed while it was being restored" in err, err
+    assert not (out / "photo_2.jpg").exists() and not leftover_temp_files(out)
+
+
 def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
     """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
     _good_files(tmp_path)
