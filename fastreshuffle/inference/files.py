@@ -339,16 +339,23 @@ class Outcome(NamedTuple):
     band: Optional[str] = None   # the quality band's model that ran instead, if one did
 
 
-def describe_error(e: BaseException) -> str:
-    """One line saying why a file failed."""
+def describe_error(e: BaseException, out: Optional[Path] = None) -> str:
+    """One line saying why a file failed; ``out``: the output it was being written to."""
+    import errno
+
     from ..errors import OutputExistsError
+    from ..io.safe_write import is_temp_name
     if isinstance(e, OutputExistsError):
         return "output exists"
     reason = getattr(e, "reason", None)
     if reason:
         return str(reason)
     if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+        name = e.filename
+        if out is not None and (name is None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                                or name is not None and is_temp_name(name)):
+            name = out     # the output, not the temporary file it was being written as (gone now)
+        return f"{e.strerror}" + (f": {name}" if name else "")
     if isinstance(e, MemoryError):
         return "out of memory (try a smaller --tile)"
     return str(e) or type(e).__name__
@@ -387,6 +394,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     in ``fmt``."""
     import contextlib
 
+    from ..errors import OutputExistsError
     from ..io.output import EXTENSIONS, resolve_format
     from ..io.safe_write import check_writable
     from .loading import Bands, auto_model_name
@@ -397,7 +405,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
     planned: Dict[str, Tuple[Path, str]] = {}   # output -> (its input, its format with --format same)
     writable = set()            # output folders a file could be created in
     for src, base in files:
-        key = None
+        key = out = None
         try:
             in_fmt = sniff_format(src)
             out_fmt, fmt_note = resolve_format(fmt, in_fmt)
@@ -443,7 +451,11 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
             yield Outcome(src, "restored" if changed else "same", said + notes, None, name, band)
         except KeyboardInterrupt:
             raise
+        except OutputExistsError:   # written meanwhile (by another run into the same folder): as an
+            #                         output found there at the start, a skip
+            yield Outcome(src, "skipped", [], f"output exists: {out} (written while this one was restored; "
+                                              "use --overwrite)")
         except Exception as e:  # one bad file never stops the batch
             if key is not None and planned.get(key, (None,))[0] == src:
                 del planned[key]    # nothing written: the name is free for the next input
-            yield Outcome(src, "failed", [], describe_error(e))
+            yield Outcome(src, "failed", [], describe_error(e, out))

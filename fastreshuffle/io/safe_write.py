@@ -226,7 +226,13 @@ def save_image_atomic(image, path: PathLike, *, overwrite: bool = False, format:
     return atomic_write_with(path, lambda f: image.save(f, format=fmt, **save_kwargs), overwrite=overwrite)
 
 
+def is_temp_name(path: PathLike) -> bool:
+    """Whether ``path`` is named as this module's temporary files are."""
+    name = os.path.basename(os.fspath(path))
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
 def leftover_temp_files(folder: PathLike):
     """Temporary files of ours left in ``folder`` (there should never be any)."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob(TEMP_PREFIX + "*") if p.name.endswith(TEMP_SUFFIX))
+    return sorted(p for p in folder.rglob(TEMP_PREFIX + "*") if is_temp_name(p))

@@ -497,6 +497,42 @@ def test_a_file_replaced_while_restored_is_not_copied_as_it(tmp_path, weights, c
     assert not (out / "photo_2.jpg").exists() and not leftover_temp_files(out)
 
 
+def test_an_output_written_meanwhile_by_another_run_is_a_skip(tmp_path, weights, capsys, monkeypatch):
+    """Two runs into one folder: the output the other run wrote first was a failure ("output
+    exists", no path) and both runs exited 1, where an output there at the start is a skip."""
+    import fastreshuffle.io.images as images
+    _good_files(tmp_path)
+    out = tmp_path / "out"
+    load = images.load_image_file
+
+    def load_while_another_run_writes(path, *a, **k):
+        f = load(path, *a, **k)
+        out.mkdir(exist_ok=True)
+        (out / (Path(path).stem + "_restored.png")).write_bytes(b"the other run's")
+        return f
+    monkeypatch.setattr(images, "load_image_file", load_while_another_run_writes)
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(out), "--model", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert f"output exists: {out / 'good1_restored.png'} (written while this one was restored" not in err  # -q
+    assert "skipped: 1 file(s) whose output exists" in err, err
+    assert (out / "good1_restored.png").read_bytes() == b"the other run's" and not leftover_temp_files(out)
+
+
+def test_a_write_error_names_the_output_not_the_temporary_file(tmp_path, weights, capsys, monkeypatch):
+    """Out of inodes (the final link fails) named the temporary .part file, gone by then."""
+    import errno as errno_
+    _good_files(tmp_path)
+    out = tmp_path / "out"
+
+    def no_inodes(a, b, *args, **kw):
+        raise OSError(errno_.ENOSPC, "No space left on device", str(a))
+    monkeypatch.setattr(os, "link", no_inodes)
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(out), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert f"No space left on device: {out / 'good1_restored.png'}" in err and ".part" not in err, err
+    assert not leftover_temp_files(out)
+
+
 def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
     """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
     _good_files(tmp_path)
