@@ -465,9 +465,15 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(path, f"decompression bomb refused: {e} (a real photo this large: raise "
-                                   f"PIL.Image.MAX_IMAGE_PIXELS, as the fastreshuffle command does up to {MAX_PIXELS})"
-                             ) from None
+        # Pillow's message quotes twice the limit in force for the error, the limit for the warning
+        import re
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        limit = Image.MAX_IMAGE_PIXELS
+        what = f"{int(size.group(1)):,} pixels" if size else "its size"
+        advice = (f"; a real photo this large: raise PIL.Image.MAX_IMAGE_PIXELS (the fastreshuffle command reads "
+                  f"up to {MAX_PIXELS:,})" if limit is not None and limit < MAX_PIXELS else "")
+        raise ImageReadError(path, f"decompression bomb refused: the header claims {what}, over the limit of "
+                                   f"{limit:,} pixels{advice}") from None
     except UnidentifiedImageError:
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
@@ -476,7 +482,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                                                             "an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
         msg = str(e).strip() or type(e).__name__    # (libheif's messages end with a line break)
-        if "truncated" in msg.lower():
+        if msg.startswith("image file is truncated"):   # Pillow's: "... (6 bytes not processed)"
+            msg = "truncated image file" + msg[len("image file is truncated"):]
+        elif "truncated" in msg.lower():
             msg = f"truncated image file ({msg})"
         raise ImageReadError(path, f"cannot decode image: {msg}") from None
     if alpha is not None and not transparent:

@@ -614,7 +614,15 @@ def test_a_bomb_between_pillows_two_limits_is_one_line(tmp_path, weights, capsys
     assert rc == 1 and "Warning" not in err, err
     lines = [ln for ln in err.splitlines() if "big.png" in ln]
     assert len(lines) == 1 and "decompression bomb refused" in lines[0], err
+    # the limit in force (Pillow quoted twice it), no advice the command line cannot follow
+    assert "the header claims 400,000,000 pixels, over the limit of 268,435,456 pixels" in lines[0], err
+    assert "MAX_IMAGE_PIXELS" not in lines[0]
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    from fastreshuffle.errors import ImageReadError
+    from fastreshuffle.io.images import load_image_file
+    with pytest.raises(ImageReadError, match=r"over the limit of 89,478,485 pixels; a real photo this large: raise "
+                                             r"PIL.Image.MAX_IMAGE_PIXELS"):   # the library: Pillow's limit
+        load_image_file(tmp_path / "big.png")
 
 
 def test_a_file_named_twice_is_restored_once(tmp_path, capsys):
