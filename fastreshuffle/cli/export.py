@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ._common import printable
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="jpeg", metavar="NAME|PATH",
@@ -30,6 +32,9 @@ def run(args) -> int:
         raise UserError(str(e)) from None
     except OutputExistsError as e:
         raise UserError(f"{e.filename} exists (use --overwrite)") from None
+    except OSError as e:   # the file could not be written after the export (a full disk): exit 1, as restore's
+        print(printable(f"fastreshuffle export: error: cannot write {e.filename}: {e.strerror or e}"), file=sys.stderr)
+        return 1
     if os.path.splitext(str(path))[1].lower() != ".onnx":
         print(f"note: {path} is an ONNX file whatever its name says (.onnx is the usual suffix; ONNX Runtime, "
               "OpenVINO and onnx.load read it)", file=sys.stderr)

@@ -120,8 +120,8 @@ def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: 
         atomic_write_bytes(path, data, overwrite=overwrite)
     except OutputExistsError:      # the caller says it
         raise
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except OSError as e:   # (after the export: a full disk, not a usage error) the path, not a temporary file
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     return path
 
 

@@ -123,6 +123,26 @@ def test_export_keeps_the_weights_file_and_says_what_it_cannot_write(tmp_path, c
     assert not (tmp_path / "nowhere.onnx").exists()
 
 
+def test_a_write_that_fails_after_the_export_exits_1_naming_the_file(tmp_path, capsys, monkeypatch):
+    """A full disk at the end of the export was exit 2, the code for usage errors."""
+    import errno
+
+    import torch
+
+    import fastreshuffle.io.safe_write as safe_write
+    from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
+    from fastreshuffle.io.weights import save_weights
+    tiny = tmp_path / "tiny.safetensors"
+    save_weights(ReshuffleNet(ReshuffleNetConfig.preset("tiny")).eval(), tiny, dtype=torch.float16)
+
+    def full(path, data, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".fastreshuffle-m.onnx.1.part"))
+    monkeypatch.setattr(safe_write, "atomic_write_bytes", full)
+    assert main(["export", "--model", str(tiny), "-o", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write {tmp_path / 'm.onnx'}: No space left on device" in err and ".part" not in err, err
+
+
 def test_export_without_onnxscript_says_which_extra(tmp_path, capsys, monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "onnxscript", None)
