@@ -138,7 +138,7 @@ def run(args) -> int:
     from ..inference.files import collect_inputs
     from ..io.images import IMAGE_EXTENSIONS
     from ..io.output import format_of_name
-    from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
+    from ..inference.tiling import DEFAULT_OVERLAP, SEAMLESS_OVERLAP, check_tile_args
 
     suffix = args.suffix
     if os.sep in suffix or (os.altsep and os.altsep in suffix):
@@ -148,6 +148,9 @@ def run(args) -> int:
         check_tile_args(0 if args.tile is None else args.tile, overlap)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if overlap < SEAMLESS_OVERLAP and args.tile != 0 and not args.quiet:
+        _say(f"note: --overlap {overlap} is under {SEAMLESS_OVERLAP}: the tiles' seams can show (pixels a few levels "
+             f"off along them; docs/restore.md, Tiling); the default, {DEFAULT_OVERLAP}, leaves none")
 
     # -o FILE: one input file, written there in the format its extension names
     outdir = Path(args.output_dir) if args.output_dir else None

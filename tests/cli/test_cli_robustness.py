@@ -533,6 +533,15 @@ def test_a_write_error_names_the_output_not_the_temporary_file(tmp_path, weights
     assert not leftover_temp_files(out)
 
 
+def test_an_overlap_that_leaves_seams_is_noted(tmp_path, weights, capsys):
+    """--overlap 0 / 8 were taken without a word, and left seams up to 25 / 7 levels."""
+    _good_files(tmp_path)
+    for extra, noted in ((["--overlap", "8"], True), (["--overlap", "32"], False), ([], False),
+                         (["--overlap", "8", "--tile", "0"], False)):
+        assert cli_main(["restore", str(tmp_path / "good1.png"), "--model", str(weights), "--overwrite", *extra]) == 0
+        assert ("note: --overlap 8 is under 32: the tiles' seams can show" in capsys.readouterr().err) == noted, extra
+
+
 def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
     """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
     _good_files(tmp_path)
