@@ -2,6 +2,7 @@
 // The ops' schemas are defined by their folders (TORCH_LIBRARY_FRAGMENT):
 //   reshuffle/reshuffle.cpp      reshuffle_down, reshuffle_up, reshuffle_down_out, reshuffle_up_out
 //   dense_layer/dense_layer.cpp  bias_elu_, dense_layer_cpu_, dense_cpu_isa
+//   jpeg_check/jpeg_check.cpp    jpeg_scan_check
 // and their kernels by <op>/cpu/*.cpp and <op>/cuda/*.cu (TORCH_LIBRARY_IMPL, one per backend).
 #include <Python.h>
 #include <torch/library.h>

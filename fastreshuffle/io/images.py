@@ -434,6 +434,11 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 orientation, exif = _exif_upright(im)
                 coded = coded_orientation(im)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
+                if fmt in ("JPEG", "MPO"):   # damage libjpeg would decode into grey or noise, said
+                    from .jpeg_check import jpeg_damage
+                    damage = jpeg_damage(read_unchanged(path, source))
+                    if damage:
+                        raise ImageReadError(path, damage)
                 im.load()
                 text = _png_text(im) if fmt == "PNG" else ()
                 comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None

@@ -79,6 +79,12 @@ CASES = {
     "truncated_jpeg": ("trunc.jpg", lambda: _jpeg_bytes(Image.fromarray(_img(64, 64)))[:300], "truncated"),
     # damaged in the middle (bit rot, a bad copy): its decoding error was once swallowed as a broken
     # EXIF and the file "restored" mostly black with exit 0
+    # cut with an end-of-image marker put back, and a tiny file whose header claims 16000 x 16000:
+    # libjpeg filled what was missing with grey (the second after 3.7 GB and minutes), restored, exit 0
+    "jpeg_cut_with_eoi": ("cut.jpg", lambda: _cut_in_scan(_jpeg_bytes(Image.fromarray(_img(64, 64)))) + b"\xff\xd9",
+                          "truncated image file: its compressed data ends early"),
+    "jpeg_header_claims_more": ("claims.jpg", lambda: _claims_more(_jpeg_bytes(Image.fromarray(_img(16, 16)))),
+                                "truncated image file: its compressed data ends early"),
     "png_damaged_mid": ("rot.png", lambda: _damaged_middle(_png_bytes(Image.fromarray(_img(200, 200)))),
                         "cannot decode image"),
     "random_bytes": ("noise.png", lambda: np.random.default_rng(1).bytes(4096), "not a recognised image"),
@@ -92,6 +98,18 @@ CASES = {
     "decompression_bomb": ("bomb.png", bomb_png, "decompression bomb"),
     "html_named_webp": ("page.webp", lambda: b"<html><body>not an image</body></html>", "not a recognised image"),
 }
+
+
+def _cut_in_scan(jpeg: bytes) -> bytes:
+    start = jpeg.index(b"\xff\xda")
+    return jpeg[:(start + len(jpeg)) // 2]
+
+
+def _claims_more(jpeg: bytes, side=16000) -> bytes:
+    d = bytearray(jpeg)
+    i = d.find(b"\xff\xc0")
+    d[i + 5:i + 9] = struct.pack(">HH", side, side)
+    return bytes(d)
 
 
 def _damaged_middle(data: bytes) -> bytes:

@@ -1,0 +1,108 @@
+"""The JPEG scan check (``csrc/jpeg_check/jpeg_scan.h``, :func:`fastreshuffle.io.jpeg_check.jpeg_damage`):
+every well-formed file Pillow writes passes; data that ends early, restart markers out of
+sequence, damaged headers are found, with where."""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastreshuffle.io.jpeg_check import jpeg_damage
+from fastreshuffle.ops._extension import ops
+
+
+def _status(data: bytes):
+    return list(ops.jpeg_scan_check(torch.tensor(list(data), dtype=torch.uint8)))
+
+
+def _photo(h, w, seed=0):
+    """Smooth structure plus noise: codes of many lengths, long and short blocks."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = 128 + 60 * np.sin(x / 7.0)[..., None] * np.cos(y / 11.0)[..., None] * np.array([1.0, 0.6, -0.8])
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _jpeg(a, mode="RGB", **kw) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(a).convert(mode).save(b, "JPEG", **kw)
+    return b.getvalue()
+
+
+KINDS = [dict(quality=10), dict(quality=90, subsampling=0), dict(quality=95, subsampling=1), dict(quality=100),
+         dict(quality=50, optimize=True), dict(quality=75, progressive=True),
+         dict(quality=30, progressive=True, subsampling=0), dict(quality=80, restart_marker_blocks=3),
+         dict(quality=80, restart_marker_rows=1, progressive=True)]
+
+
+@pytest.mark.parametrize("kw", KINDS, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (17, 9), (16, 16), (33, 65), (100, 3), (131, 257)], ids=str)
+def test_every_file_pillow_writes_passes(kw, shape):
+    a = _photo(*shape)
+    for mode in ("RGB", "L", "CMYK"):
+        data = _jpeg(a, mode, **kw)
+        assert _status(data)[0] == 0 and jpeg_damage(data) is None, (mode, _status(data))
+
+
+@pytest.mark.parametrize("kw", [dict(quality=50), dict(quality=50, progressive=True),
+                                dict(quality=50, restart_marker_blocks=4), dict(quality=90, subsampling=0)], ids=str)
+def test_data_that_ends_early_is_found_wherever_it_is_cut(kw):
+    """Cut anywhere in its compressed data, with the end-of-image marker put back (what libjpeg
+    then decodes as grey) or without: found, and said as a truncation."""
+    data = _jpeg(_photo(120, 160), **kw)
+    start = data.index(b"\xff\xda") + 20
+    for cut in np.linspace(start, len(data) - 40, 12).astype(int):
+        for tail in (b"", b"\xff\xd9"):
+            damaged = data[:cut] + tail
+            assert _status(damaged)[0] == 2, (cut, tail)
+            assert jpeg_damage(damaged).startswith("truncated image file: its compressed data ends early (scan ")
+
+
+def test_libjpeg_fills_the_missing_part_with_grey():
+    """Why it matters: the decoder does not fail, it paints what is missing mid-grey."""
+    data = _jpeg(_photo(128, 128), quality=50)
+    damaged = data[:len(data) // 2] + b"\xff\xd9"
+    a = np.asarray(Image.open(io.BytesIO(damaged)).convert("RGB"))
+    assert (a[-16:] == 128).all()
+    assert "scan 1: " in jpeg_damage(damaged)
+
+
+def test_a_small_file_claiming_a_huge_picture_is_found_at_once():
+    data = bytearray(_jpeg(_photo(16, 16), quality=50))
+    i = data.index(b"\xff\xc0")
+    data[i + 5:i + 9] = struct.pack(">HH", 16000, 16000)
+    status, offset, done, total, scan = _status(bytes(data))
+    assert (status, scan, total) == (2, 1, 16000 * 16000 // 64 * 3 // 2) and done < 10
+
+
+def test_restart_markers_out_of_sequence():
+    data = bytearray(_jpeg(_photo(64, 96), quality=50, restart_marker_blocks=4))
+    i = data.index(b"\xff\xd3")
+    data[i + 1] = 0xD5
+    assert _status(bytes(data))[0] == 5
+    assert jpeg_damage(bytes(data)).startswith("damaged JPEG: a restart marker missing or out of sequence (scan 1: ")
+
+
+def test_damaged_tables_and_kinds_not_covered():
+    data = _jpeg(_photo(32, 32), quality=50)
+    i = data.index(b"\xff\xc4")
+    bad = bytearray(data)
+    bad[i + 5:i + 21] = bytes([0, 3, 3]) + bytes(13)    # more codes of length 2-3 than there are
+    assert _status(bytes(bad))[0] == 6 and "a header segment is damaged" in jpeg_damage(bytes(bad))
+    assert _status(data[:i + 10])[0] == 6                # the table cut short
+    arith = bytearray(data)
+    arith[data.index(b"\xff\xc0") + 1] = 0xC9            # arithmetic coding: not walked, the decoder trusted
+    assert _status(bytes(arith))[0] == 1 and jpeg_damage(bytes(arith)) is None
+    assert _status(b"\xff\xd8\xff\xd9")[0] == 2           # no picture at all
+    assert _status(b"")[0] == 6 and _status(b"GIF89a")[0] == 6
+
+
+def test_bytes_after_a_whole_scan_are_allowed():
+    """libjpeg warns of "extraneous bytes" there and decodes the same picture; cameras write them."""
+    data = _jpeg(_photo(32, 32), quality=50)
+    eoi = data.rindex(b"\xff\xd9")
+    assert _status(data[:eoi] + b"\x12\x34\x56" + data[eoi:])[0] == 0
