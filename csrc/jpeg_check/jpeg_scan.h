@@ -9,7 +9,9 @@
 // Covered: Huffman-coded frames, baseline, extended sequential (8 or 12 bits) and progressive
 // (spectral selection and successive approximation, EOB runs), interleaved or not, with restart
 // intervals.  Not checked (status kNotChecked): arithmetic coding, lossless and hierarchical
-// frames, a height given by a DNL marker.  Only the first frame is walked (an MPO's first image).
+// frames, a height given by a DNL marker, scans whose Huffman tables the file leaves out
+// (Motion-JPEG frames: libjpeg-turbo takes the standard ones).  Only the first frame is walked
+// (an MPO's first image).
 // Bytes left over between a complete scan and the next marker are allowed (libjpeg warns of
 // "extraneous bytes" and decodes the same picture; some cameras write them).
 #pragma once
@@ -241,15 +243,17 @@ inline Result check(const uint8_t* d, int64_t n) {
         ta[i] = s[2 + 2 * i] & 15;
         if (td[i] > 3 || ta[i] > 3) return fail(kBadHeader, seg);
       }
-      const int ss = s[1 + 2 * ns], se = s[2 + 2 * ns], ah = s[3 + 2 * ns] >> 4;
+      const int ss = progressive ? s[1 + 2 * ns] : 0, se = progressive ? s[2 + 2 * ns] : 63;
+      const int ah = s[3 + 2 * ns] >> 4;
       const bool dc_scan = ss == 0, refine = progressive && ah != 0;
-      if (progressive ? (ss > se || se > 63 || (ss == 0 && se != 0) || (ss > 0 && ns != 1))
-                      : (ss != 0 || se != 63)) {
+      // (a sequential scan is read whole whatever its Ss / Se say: libjpeg only warns of them)
+      if (progressive && (ss > se || se > 63 || (ss == 0 && se != 0) || (ss > 0 && ns != 1))) {
         return fail(kBadHeader, seg);
       }
       for (int i = 0; i < ns; ++i) {   // the tables this scan reads
         const bool need_dc = dc_scan && !refine, need_ac = !progressive || !dc_scan;
-        if ((need_dc && !dc[td[i]].defined) || (need_ac && !ac[ta[i]].defined)) return fail(kBadHeader, seg);
+        // none given: libjpeg-turbo takes the standard tables (Motion-JPEG frames omit them): not walked
+        if ((need_dc && !dc[td[i]].defined) || (need_ac && !ac[ta[i]].defined)) return fail(kNotChecked, seg);
       }
       ++scans;
       res.scan = scans;

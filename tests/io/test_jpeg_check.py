@@ -101,6 +101,28 @@ def test_damaged_tables_and_kinds_not_covered():
     assert _status(b"")[0] == 6 and _status(b"GIF89a")[0] == 6
 
 
+def test_what_libjpeg_decodes_without_a_word_is_not_refused():
+    """A file without Huffman tables (Motion-JPEG frames: libjpeg-turbo takes the standard ones)
+    is not walked; a sequential scan whose Ss / Se are not 0 / 63 is read whole, as libjpeg reads it."""
+    data = _jpeg(_photo(32, 48), quality=50)
+    no_tables = bytearray()
+    pos = 2
+    no_tables += data[:2]
+    while data[pos + 1] != 0xDA:                    # every segment before the scan but the DHTs
+        n = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if data[pos + 1] != 0xC4:
+            no_tables += data[pos:pos + 2 + n]
+        pos += 2 + n
+    no_tables += data[pos:]
+    assert _status(bytes(no_tables))[0] == 1 and jpeg_damage(bytes(no_tables)) is None
+    odd = bytearray(data)
+    sos = data.index(b"\xff\xda")
+    ns = data[sos + 4]
+    odd[sos + 5 + 2 * ns + 1] = 62                   # Se
+    assert _status(bytes(odd))[0] == 0
+    Image.open(io.BytesIO(bytes(odd))).load()
+
+
 def test_bytes_after_a_whole_scan_are_allowed():
     """libjpeg warns of "extraneous bytes" there and decodes the same picture; cameras write them."""
     data = _jpeg(_photo(32, 32), quality=50)
