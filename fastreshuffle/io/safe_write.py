@@ -107,6 +107,9 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
                 except FileExistsError:
                     tmp = None      # not ours
         except OSError as e:   # name the output, not the temporary file's made-up name
+            if os.path.lexists(folder) and not os.path.isdir(folder):   # (mkdir: "File exists")
+                raise OSError(errno.ENOTDIR, f"its folder {folder} is not a folder (a file has its name)",
+                              str(path)) from None
             raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -560,6 +560,28 @@ def test_an_overlap_that_leaves_seams_is_noted(tmp_path, weights, capsys):
         assert ("note: --overlap 8 is under 32: the tiles' seams can show" in capsys.readouterr().err) == noted, extra
 
 
+def test_an_output_folder_replaced_by_a_file_mid_run_is_said_so(tmp_path, weights, capsys, monkeypatch):
+    """It was "File exists (cannot write in out)"."""
+    import shutil
+
+    import fastreshuffle.io.images as images
+    _good_files(tmp_path)
+    out = tmp_path / "out"
+    load = images.load_image_file
+
+    def load_then_replace_folder(path, *a, **k):
+        f = load(path, *a, **k)
+        if Path(path).name == "good2.jpg":
+            shutil.rmtree(out)
+            out.write_bytes(b"a file now")
+        return f
+    monkeypatch.setattr(images, "load_image_file", load_then_replace_folder)
+    assert cli_main(["restore", "-q", str(tmp_path), "-o", str(out), "--model", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert f"its folder {out} is not a folder (a file has its name)" in err, err
+    assert out.read_bytes() == b"a file now"
+
+
 def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
     """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
     _good_files(tmp_path)
