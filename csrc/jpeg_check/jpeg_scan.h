@@ -12,8 +12,11 @@
 // frames, a height given by a DNL marker, scans whose Huffman tables the file leaves out
 // (Motion-JPEG frames: libjpeg-turbo takes the standard ones).  Only the first frame is walked
 // (an MPO's first image).
-// Bytes left over between a complete scan and the next marker are allowed (libjpeg warns of
-// "extraneous bytes" and decodes the same picture; some cameras write them).
+// What libjpeg decodes to the same picture is not refused: bytes left over between a complete scan
+// and the next marker ("extraneous bytes": some cameras write them), FF 00 between segments, a
+// broken table no scan uses, components sharing one id.  One exception: a run of coefficients past
+// the end of a block, which libjpeg decodes without a warning, is refused -- no encoder writes it,
+// it is damage (bits read out of step).
 #pragma once
 
 #include <algorithm>
@@ -44,6 +47,7 @@ struct Result {
 
 struct Huffman {
   bool defined = false;
+  bool broken = false;   // given, but over-subscribed
   int32_t maxcode[18];
   int32_t valptr[17];
   int32_t mincode[17];
@@ -53,6 +57,7 @@ struct Huffman {
 
 // Canonical codes of JPEG Annex C from the 16 counts; false for an over-subscribed table.
 inline bool build_huffman(Huffman& h, const uint8_t* counts, const uint8_t* vals, int nvals) {
+  h.defined = false;
   std::memset(h.look, 0, sizeof(h.look));
   std::memset(h.vals, 0, sizeof(h.vals));
   std::memcpy(h.vals, vals, nvals);
@@ -152,7 +157,7 @@ inline int decode(Bits& r, const Huffman& h, int64_t& status) {
 struct Component {
   int id = 0, h = 1, v = 1;
   int64_t bw = 0, bh = 0;        // blocks across / down (non-interleaved scans)
-  int64_t gw = 0;                // the block grid's width padded to whole MCUs
+  int64_t gw = 0, gh = 0;        // the block grid padded to whole MCUs
   std::vector<uint64_t> nonzero; // progressive: coefficients made nonzero so far, bit k per block
 };
 
@@ -178,6 +183,7 @@ inline Result check(const uint8_t* d, int64_t n) {
     if (pos + 1 >= n) return scans ? res : fail(kEndsEarly, pos);   // the end of the file
     const int m = d[pos + 1];
     pos += 2;
+    if (m == 0x00) continue;                                        // FF 00 between segments: libjpeg skips it
     if (m == 0xD9) return scans ? res : fail(kEndsEarly, pos - 2);  // EOI
     if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue;           // markers without a segment
     if (pos + 2 > n) return fail(kBadHeader, pos);
@@ -188,7 +194,10 @@ inline Result check(const uint8_t* d, int64_t n) {
     const int64_t seg = pos;
     pos += len;
     if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
-      if (frame) return res;   // a second frame: not walked
+      if (scans) return res;   // a second frame after the first's scans (an MPO's next image): not walked
+      //                          (one before any scan replaces the first: Pillow reports the last)
+      comps.clear();
+      hmax = vmax = 1;
       if (sl < 6) return fail(kBadHeader, seg);
       height = (int64_t(s[1]) << 8) | s[2];
       width = (int64_t(s[3]) << 8) | s[4];
@@ -210,7 +219,7 @@ inline Result check(const uint8_t* d, int64_t n) {
         c.bw = ceil_div(ceil_div(width * c.h, hmax), 8);
         c.bh = ceil_div(ceil_div(height * c.v, vmax), 8);
         c.gw = mcux * c.h;
-        if (progressive) c.nonzero.assign(size_t(c.gw * mcuy * c.v), 0);
+        c.gh = mcuy * c.v;
       }
       frame = true;
     } else if ((m >= 0xC3 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
@@ -223,7 +232,9 @@ inline Result check(const uint8_t* d, int64_t n) {
         int total = 0;
         for (int j = 0; j < 16; ++j) total += s[i + 1 + j];
         if (tc > 1 || th > 3 || total > 256 || i + 17 + total > sl) return fail(kBadHeader, seg);
-        if (!build_huffman(tc ? ac[th] : dc[th], s + i + 1, s + i + 17, total)) return fail(kBadHeader, seg);
+        // (an over-subscribed table is refused only when a scan uses it: libjpeg builds no other)
+        Huffman& t = tc ? ac[th] : dc[th];
+        t.broken = !build_huffman(t, s + i + 1, s + i + 17, total);
         i += 17 + total;
       }
     } else if (m == 0xDD) {            // DRI
@@ -236,8 +247,14 @@ inline Result check(const uint8_t* d, int64_t n) {
       Component* sc[4];
       int td[4], ta[4];
       for (int i = 0; i < ns; ++i) {
+        // the first frame component with this id not yet in the scan (libjpeg's get_sos: files
+        // whose components all have one id decode as if numbered in order)
         sc[i] = nullptr;
-        for (auto& c : comps) if (c.id == s[1 + 2 * i]) sc[i] = &c;
+        for (auto& c : comps) {
+          if (c.id != s[1 + 2 * i] || std::find(sc, sc + i, &c) != sc + i) continue;
+          sc[i] = &c;
+          break;
+        }
         if (sc[i] == nullptr) return fail(kBadHeader, seg);
         td[i] = s[2 + 2 * i] >> 4;
         ta[i] = s[2 + 2 * i] & 15;
@@ -253,7 +270,20 @@ inline Result check(const uint8_t* d, int64_t n) {
       for (int i = 0; i < ns; ++i) {   // the tables this scan reads
         const bool need_dc = dc_scan && !refine, need_ac = !progressive || !dc_scan;
         // none given: libjpeg-turbo takes the standard tables (Motion-JPEG frames omit them): not walked
+        if ((need_dc && dc[td[i]].broken) || (need_ac && ac[ta[i]].broken)) return fail(kBadHeader, seg);
         if ((need_dc && !dc[td[i]].defined) || (need_ac && !ac[ta[i]].defined)) return fail(kNotChecked, seg);
+      }
+      if (progressive && !scans) {
+        // Every block costs at least one bit (its DC code), so a frame claiming more blocks than
+        // the file has bits ends early: said before the refinement state (8 bytes a block) is made
+        int64_t blocks = 0;
+        for (auto& c : comps) blocks += c.bw * c.bh;
+        if (blocks > 8 * n) {
+          res.scan = 1;
+          res.blocks_total = blocks;
+          return fail(kEndsEarly, pos);
+        }
+        for (auto& c : comps) c.nonzero.assign(size_t(c.gw * c.gh), 0);
       }
       ++scans;
       res.scan = scans;

@@ -48,9 +48,9 @@ def signals_as_interrupts():
 
 
 def printable(msg: str) -> str:
-    """``msg`` with its control characters escaped (``\\n``, ``\\t``, ``\\x1b``, ...): a file
-    named with a line break, or with a terminal escape (set the window title, clear the screen,
-    erase the line above), is shown, not obeyed.  The bytes of a name that is not UTF-8 (Python
+    """``msg`` with its control characters escaped (``\\n``, ``\\t``, ``\\x1b``, ``\\u202e``, ...):
+    a file named with a line break, a terminal escape (set the window title, clear the screen,
+    erase the line above) or a bidirectional override is shown, not obeyed.  The bytes of a name that is not UTF-8 (Python
     keeps them as lone surrogates) are shown as ``\\xNN``."""
     if msg.isprintable():
         return msg
@@ -62,7 +62,7 @@ def printable(msg: str) -> str:
             out.append(f"\\x{o - 0xDC00:02x}")
         elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])
-        elif unicodedata.category(ch) == "Cc":
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
         else:
             out.append(ch)
@@ -70,6 +70,8 @@ def printable(msg: str) -> str:
 
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# bidirectional controls: "photo\u202egpj.exe" would show as "photoexe.jpg"
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class BestEffortStream:

@@ -31,10 +31,6 @@ from ..nn.config import PAD_MULTIPLE
 DEFAULT_TILE_CPU = 768
 DEFAULT_TILE_CUDA = 1024
 DEFAULT_OVERLAP = 64
-# Under it the seams show: with the shipped models at 16, pixels 2+ levels off the untiled result
-# along them (2104 on a 512 x 512 photo in 128-px tiles), at 8 up to 7 levels, at 0 up to 25; from
-# 32 on, none more than 1 level off (docs/restore.md, "Tiling").  `restore` notes a smaller --overlap.
-SEAMLESS_OVERLAP = 32
 
 Box = Tuple[int, int, int, int]  # y0, y1, x0, x1
 

@@ -478,6 +478,7 @@ def test_control_characters_in_names_are_shown_escaped(tmp_path, weights, capsys
     from fastreshuffle.cli._common import printable
     assert printable("a\x1b]0;pwned\x07\x1b[2Jb\tc\nd\udcff é 😀\u200d") == \
         "a\\x1b]0;pwned\\x07\\x1b[2Jb\\tc\\nd\\xff é 😀\u200d"
+    assert printable("photo\u202egpj.exe") == "photo\\u202egpj.exe"      # shown as "photoexe.jpg" otherwise
     bad = tmp_path / "x\x1b[2Jy.png"
     bad.write_bytes(b"not an image")
     assert cli_main(["restore", "-q", str(bad), "--model", str(weights)]) == 1
@@ -554,10 +555,11 @@ def test_a_write_error_names_the_output_not_the_temporary_file(tmp_path, weights
 def test_an_overlap_that_leaves_seams_is_noted(tmp_path, weights, capsys):
     """--overlap 0 / 8 were taken without a word, and left seams up to 25 / 7 levels."""
     _good_files(tmp_path)
-    for extra, noted in ((["--overlap", "8"], True), (["--overlap", "32"], False), ([], False),
+    for extra, noted in ((["--overlap", "8"], True), (["--overlap", "64"], False), ([], False),
                          (["--overlap", "8", "--tile", "0"], False)):
         assert cli_main(["restore", str(tmp_path / "good1.png"), "--model", str(weights), "--overwrite", *extra]) == 0
-        assert ("note: --overlap 8 is under 32: the tiles' seams can show" in capsys.readouterr().err) == noted, extra
+        assert ("note: --overlap 8 is under the default 64: the seams between tiles can show"
+                in capsys.readouterr().err) == noted, extra
 
 
 def test_an_output_folder_replaced_by_a_file_mid_run_is_said_so(tmp_path, weights, capsys, monkeypatch):

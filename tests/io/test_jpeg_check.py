@@ -123,6 +123,65 @@ def test_what_libjpeg_decodes_without_a_word_is_not_refused():
     Image.open(io.BytesIO(bytes(odd))).load()
 
 
+def _segments(data: bytes):
+    """(offset, marker, length) of each segment before the first scan."""
+    out, pos = [], 2
+    while data[pos + 1] != 0xDA:
+        n = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        out.append((pos, data[pos + 1], n))
+        pos += 2 + n
+    return out + [(pos, 0xDA, struct.unpack(">H", data[pos + 2:pos + 4])[0])]
+
+
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_components_sharing_one_id_are_taken_in_order(subsampling):
+    """libjpeg maps a scan's components to the frame's first unused one with that id, so a file
+    whose components are all numbered 1 decodes as the original: it was refused (the walk took the
+    last such component for each)."""
+    data = _jpeg(_photo(48, 64), quality=50, subsampling=subsampling)
+    same = bytearray(data)
+    for pos, m, n in _segments(data):
+        if m == 0xC0:
+            for i in range(same[pos + 9]):
+                same[pos + 10 + 3 * i] = 1
+        if m == 0xDA:
+            for i in range(same[pos + 4]):
+                same[pos + 5 + 2 * i] = 1
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(bytes(same)))), np.asarray(Image.open(io.BytesIO(data))))
+    assert _status(bytes(same))[0] == 0
+
+
+def test_a_frame_header_before_another_costs_nothing_and_the_last_is_walked():
+    """A progressive header claiming 65535 x 65535 before the real one: the walk made 2.3 GB of
+    state for it, then stopped at the second header saying all was well (Pillow reports the last)."""
+    import time
+    data = _jpeg(_photo(64, 64), quality=50, progressive=True)
+    pos = data.index(b"\xff\xc2")
+    first = data.index(b"\xff\xda")
+    after = min(i for i in (data.find(b"\xff\xc4", first + 2), data.find(b"\xff\xda", first + 2)) if i > 0)
+    huge = b"\xff\xc2\x00\x14\x08\xff\xff\xff\xff\x04" + b"".join(bytes([i + 1, 0x44, 0]) for i in range(4))
+    t0 = time.perf_counter()
+    assert _status(data[:pos] + huge + data[pos:])[0] == 0       # the real frame, walked
+    cut = data[:pos] + huge + data[pos:(first + after) // 2] + b"\xff\xd9"   # in the first scan
+    assert _status(cut)[0] == 2 and time.perf_counter() - t0 < 2
+    alone = bytearray(data)                                       # one frame claiming more blocks than bits
+    alone[pos + 5:pos + 9] = struct.pack(">HH", 65535, 65535)
+    status, _, done, total, scan = _status(bytes(alone))
+    assert (status, done, scan) == (2, 0, 1) and total > 8 * len(alone)
+
+
+def test_header_quirks_libjpeg_skips_are_not_refused():
+    """An over-subscribed table no scan uses (libjpeg builds only those a scan reads) and FF 00
+    between two segments (libjpeg skips it) decode to the same picture: not refused."""
+    data = _jpeg(_photo(32, 32), quality=50)
+    pos = data.index(b"\xff\xc4")
+    payload = b"\x13" + bytes([0, 5] + [0] * 14) + bytes([1, 2, 3, 4, 5])   # AC table 3: 5 codes of 2 bits
+    unused = b"\xff\xc4" + struct.pack(">H", len(payload) + 2) + payload
+    for variant in (data[:pos] + unused + data[pos:], data[:pos] + b"\xff\x00" + data[pos:]):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(variant))), np.asarray(Image.open(io.BytesIO(data))))
+        assert _status(variant)[0] == 0
+
+
 def test_bytes_after_a_whole_scan_are_allowed():
     """libjpeg warns of "extraneous bytes" there and decodes the same picture; cameras write them."""
     data = _jpeg(_photo(32, 32), quality=50)
