@@ -178,6 +178,20 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
     return out.convert(mode)
 
 
+def _refuse_damaged_jpeg(img) -> None:
+    """An OSError for a JPEG image whose file's compressed data is damaged (cut short, corrupt:
+    :mod:`fastreshuffle.io.jpeg_check`), which libjpeg decoded into grey or noise without an error,
+    as ``fastreshuffle restore`` refuses it; nothing where the file is out of reach."""
+    data = _file_bytes(img)
+    if data:
+        from ..io.jpeg_check import jpeg_damage
+        damage = jpeg_damage(data)
+        if damage:
+            name = getattr(img, "filename", None) or "a JPEG image opened from memory"
+            raise OSError(f"{name}: {damage}; to restore the picture as it was decoded anyway, pass "
+                          "np.asarray(image)")
+
+
 def _file_source(img):
     """What a PIL image was opened from, for reading it again: its path, else the bytes of its
     still-open file object (an image opened from memory: loading its pixels closes it), or None."""
@@ -510,6 +524,8 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     codec = model_codec(model)      # a loaded model: the codec load_model recorded, if any
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
     jpeg_file = fmt in ("JPEG", "MPO")
+    if jpeg_file:
+        _refuse_damaged_jpeg(image)
     # the same decision as `fastreshuffle restore` and `eval` (guard.route); a JPEG file's tables
     # are used where they still describe its pixels (_restore_pil), else JPEG is looked for in them
     from ..io.jpeg_tables import tables_from_pil

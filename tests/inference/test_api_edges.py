@@ -164,6 +164,23 @@ def test_output_exists_speaks_to_python_callers_too():
     assert "overwrite=True" in str(OutputExistsError("x.onnx"))
 
 
+def test_a_damaged_jpeg_is_refused_as_the_command_refuses_it(tmp_path):
+    """A JPEG cut short with its end marker put back decodes (grey where data is missing); the
+    API restored that picture.  By path, as an opened file or from memory: an OSError saying what
+    is wrong and how to restore the decoded picture anyway."""
+    import io
+    good = io.BytesIO()
+    Image.fromarray(_photo()).save(good, "JPEG", quality=30)
+    data = good.getvalue()
+    sos = data.index(b"\xff\xda")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:(sos + len(data)) // 2] + b"\xff\xd9")
+    for image in (str(cut), Image.open(cut), Image.open(io.BytesIO(cut.read_bytes()))):
+        with pytest.raises(OSError, match="truncated image file: its compressed data ends early.*np.asarray"):
+            fr.restore(image, device="cpu")
+    assert fr.restore(np.asarray(Image.open(cut)), device="cpu").shape == _photo().shape
+
+
 def test_restore_takes_a_path(tmp_path):
     src = tmp_path / "q30.jpg"
     Image.fromarray(_photo()).save(src, quality=30)
