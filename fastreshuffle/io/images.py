@@ -195,7 +195,7 @@ def read_unchanged(path: Union[str, os.PathLike], source: Optional[Tuple[int, ..
     try:
         with open(path, "rb") as f:
             if source is not None and _identity(os.fstat(f.fileno())) != source:
-                raise ImageReadError(path, "the file changed while it was being restored (replaced or "
+                raise ImageReadError(path, "the file changed while it was being read and restored (replaced or "
                                            "written to): nothing written for it; run again")
             return f.read()
     except OSError as e:

@@ -512,7 +512,7 @@ def test_a_file_replaced_while_restored_is_not_copied_as_it(tmp_path, weights, c
     rc = cli_main(["restore", str(src), "--format", "same", "-o", str(out), "--model", str(weights), "--overwrite",
                    "--suffix", "_2"])
     err = capsys.readouterr().err
-    assert rc == 1 and "the file changed while it was being restored" in err, err
+    assert rc == 1 and "the file changed while it was being read and restored" in err, err
     assert not (out / "photo_2.jpg").exists() and not leftover_temp_files(out)
 
 
