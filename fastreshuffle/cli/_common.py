@@ -48,9 +48,10 @@ def signals_as_interrupts():
 
 
 def printable(msg: str) -> str:
-    """``msg`` with its control characters escaped (``\\n``, ``\\t``, ``\\x1b``, ``\\u202e``, ...):
-    a file named with a line break, a terminal escape (set the window title, clear the screen,
-    erase the line above) or a bidirectional override is shown, not obeyed.  The bytes of a name that is not UTF-8 (Python
+    """``msg`` with its control and format characters escaped (``\\n``, ``\\t``, ``\\x1b``,
+    ``\\u202e``, ``\\u200b``, ``\\u2028``, ...): a file named with a line break, a terminal escape
+    (set the window title, clear the screen, erase the line above), a bidirectional override or an
+    invisible character is shown, not obeyed.  The bytes of a name that is not UTF-8 (Python
     keeps them as lone surrogates) are shown as ``\\xNN``."""
     if msg.isprintable():
         return msg
@@ -62,7 +63,8 @@ def printable(msg: str) -> str:
             out.append(f"\\x{o - 0xDC00:02x}")
         elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])
-        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp") or (unicodedata.category(ch) == "Cf"
+                                                                and ch not in _JOINERS):
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
         else:
             out.append(ch)
@@ -70,8 +72,9 @@ def printable(msg: str) -> str:
 
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# bidirectional controls: "photo\u202egpj.exe" would show as "photoexe.jpg"
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Format characters are invisible or reorder the text ("photo\u202egpj.exe" shows as "photoexe.jpg",
+# a zero-width space hides in a name); the joiners, which emoji and several scripts are written with, stay
+_JOINERS = frozenset("\u200c\u200d")
 
 
 class BestEffortStream:
@@ -82,13 +85,14 @@ class BestEffortStream:
     is not tried again when Python exits."""
 
     def __init__(self, stream):
-        self._stream, self.lost = stream, False
+        # (a stream closed before we start -- `2>&-` -- is None in sys: lost from the start)
+        self._stream, self.lost = stream, stream is None
 
     def write(self, s):
         if not self.lost:
             try:
                 return self._stream.write(s)
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 self._lose()
         return len(s)
 
@@ -96,8 +100,14 @@ class BestEffortStream:
         if not self.lost:
             try:
                 self._stream.flush()
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 self._lose()
+
+    def isatty(self) -> bool:
+        try:
+            return not self.lost and bool(self._stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def _lose(self) -> None:
         import os
@@ -113,6 +123,8 @@ class BestEffortStream:
             pass
 
     def __getattr__(self, name):
+        if self._stream is None:
+            raise AttributeError(name)
         return getattr(self._stream, name)
 
 
@@ -143,8 +155,8 @@ def apply_threads(args) -> None:
     cores = os.cpu_count() or 1
     most = max(64, 4 * cores)   # torch's thread pools fail far above it (30000: libgomp; 100000: a crash)
     if args.threads > most:
-        raise UserError(f"--threads {args.threads} is more than this machine can use: it has {cores} core(s); "
-                        f"at most {most}")
+        raise UserError(f"--threads {args.threads}: at most {most} (4 per core, 64 on any machine; this one has "
+                        f"{cores} core(s))")
     import torch
     torch.set_num_threads(args.threads)
 

@@ -290,8 +290,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
         if bg is None:
-            why = ("a JPEG whose tables cannot be used (CMYK or RGB-coded), and no JPEG compression found in its "
-                   "RGB pixels" if f.format in ("JPEG", "MPO") else "no JPEG compression found in the pixels")
+            why = ("a JPEG whose tables cannot be used (CMYK, RGB-coded, or an unusual chroma sampling), and no "
+                   "JPEG compression found in its RGB pixels" if f.format in ("JPEG", "MPO")
+                   else "no JPEG compression found in the pixels")
             notes.append(f"{why}: left as it is (--no-guard restores it anyway)")
         elif bg.strength <= 0 and bg.share == 0:
             notes.append("JPEG history found in the pixels, but not with the IJG tables the guard knows (another "

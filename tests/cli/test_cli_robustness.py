@@ -472,6 +472,22 @@ def test_messages_that_cannot_be_written_do_not_stop_the_batch(tmp_path, weights
     assert r.returncode == 0 and made == ["good1_restored.png", "good2_restored.png"], (r.returncode, made)
 
 
+@pytest.mark.parametrize("closed", ["stderr", "stdout"])
+def test_a_closed_stream_loses_messages_not_work(tmp_path, weights, closed):
+    """`2>&-` / `>&-`: Python has sys.stderr / sys.stdout None, which the best-effort wrapper
+    wrapped: the first message raised AttributeError, restore wrote nothing and exited 1."""
+    _good_files(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    code = ("import sys; from fastreshuffle.cli import main; "
+            f"sys.exit(main(['restore', {str(tmp_path)!r}, '-o', {str(tmp_path / 'out')!r}, '--model', "
+            f"{str(weights)!r}]))")
+    fd = 2 if closed == "stderr" else 1
+    r = subprocess.run(["bash", "-c", f'"$0" -c "$1" {fd}>&-', sys.executable, code], env=env, cwd=tmp_path,
+                       timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # (then one closed)
+    made = sorted(p.name for p in (tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert r.returncode == 0 and made == ["good1_restored.png", "good2_restored.png"], (r.returncode, made)
+
+
 def test_control_characters_in_names_are_shown_escaped(tmp_path, weights, capsys):
     """A name with a terminal escape (set the window title, clear the screen) reached the
     terminal raw: only line breaks were escaped."""
@@ -479,6 +495,7 @@ def test_control_characters_in_names_are_shown_escaped(tmp_path, weights, capsys
     assert printable("a\x1b]0;pwned\x07\x1b[2Jb\tc\nd\udcff é 😀\u200d") == \
         "a\\x1b]0;pwned\\x07\\x1b[2Jb\\tc\\nd\\xff é 😀\u200d"
     assert printable("photo\u202egpj.exe") == "photo\\u202egpj.exe"      # shown as "photoexe.jpg" otherwise
+    assert printable("a\u200bb\u2028c\u00add") == "a\\u200bb\\u2028c\\xadd"   # invisible, a line break
     bad = tmp_path / "x\x1b[2Jy.png"
     bad.write_bytes(b"not an image")
     assert cli_main(["restore", "-q", str(bad), "--model", str(weights)]) == 1
@@ -590,7 +607,7 @@ def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch
     asked = []
     monkeypatch.setattr(torch, "set_num_threads", asked.append)    # (were it reached, no crash here)
     assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "--model", str(weights), "--threads", "100000"]) == 2
-    assert "--threads 100000 is more than this machine can use" in capsys.readouterr().err and asked == []
+    assert "--threads 100000: at most " in capsys.readouterr().err and asked == []
 
 
 def test_read_only_output_folder_is_named_before_any_image_work(tmp_path, weights, capsys, monkeypatch):

@@ -427,7 +427,7 @@ def test_cmyk_jpeg_note_says_why_its_tables_are_not_used(tmp_path, capsys):
     src = tmp_path / "c.jpg"
     Image.fromarray(photo(64, 96)).convert("CMYK").save(src, quality=15)
     assert main(["restore", str(src), "--device", "cpu"]) == 0
-    assert "a JPEG whose tables cannot be used (CMYK or RGB-coded)" in capsys.readouterr().err
+    assert "a JPEG whose tables cannot be used (CMYK, RGB-coded, or an unusual chroma sampling)" in capsys.readouterr().err
 
 
 def test_a_converted_jpeg_says_its_tables_are_gone(tmp_path):
