@@ -342,8 +342,6 @@ class Outcome(NamedTuple):
 
 def describe_error(e: BaseException, out: Optional[Path] = None) -> str:
     """One line saying why a file failed; ``out``: the output it was being written to."""
-    import errno
-
     from ..errors import OutputExistsError
     from ..io.safe_write import is_temp_name
     if isinstance(e, OutputExistsError):
