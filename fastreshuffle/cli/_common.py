@@ -63,8 +63,7 @@ def printable(msg: str) -> str:
             out.append(f"\\x{o - 0xDC00:02x}")
         elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])
-        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp") or (unicodedata.category(ch) == "Cf"
-                                                                and ch not in _JOINERS):
+        elif unicodedata.category(ch) in _ESCAPED_CATEGORIES and ch not in _JOINERS:
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
         else:
             out.append(ch)
@@ -75,6 +74,7 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # Format characters are invisible or reorder the text ("photo\u202egpj.exe" shows as "photoexe.jpg",
 # a zero-width space hides in a name); the joiners, which emoji and several scripts are written with, stay
 _JOINERS = frozenset("\u200c\u200d")
+_ESCAPED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")   # control, format, line and paragraph separators
 
 
 class BestEffortStream:

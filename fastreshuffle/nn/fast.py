@@ -47,7 +47,8 @@ import torch.nn.functional as F
 
 from .. import backends
 from ..ops.block import dense_block
-from ..ops.dense import dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton
+from ..ops.dense import (dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton,
+                         weights_stamp)
 from ..ops.reshuffle import reshuffle_down, reshuffle_into, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
 from .config import DOWN_STEPS, IN_CHANNELS, ReshuffleNetConfig
@@ -253,7 +254,7 @@ class FastReshuffleNet(ReshuffleNet):
             return (*self._scaled_params(mixed), None)
         ps = list(self.parameters())
         key = (backends.cpu_kernel_isa(), backends.cpu_bf16_uses_kernel(),
-               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in ps))
+               weights_stamp(ps))
         hit = self._params_cache.get(mixed)
         if hit is not None and hit[0] == key and (hit[2] is None or all(map(torch.equal, hit[2], ps))):
             return hit[1]

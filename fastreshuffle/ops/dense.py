@@ -345,7 +345,7 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     so that the CPU kernel does not pack them on every call (used when called eagerly).
     """
     c_in, _ = _check_inplace(buf, c_in, w1, b1, w3, b3)
-    if isinstance(packed, PackedDenseWeights) and packed.made_from != _weights_stamp((w1, b1, w3, b3)):
+    if isinstance(packed, PackedDenseWeights) and packed.made_from != weights_stamp((w1, b1, w3, b3)):
         raise ValueError("dense_layer_: packed was made from other weights, or from these before they were "
                          "changed: pack them again (pack_dense_weights(w1, b1, w3, b3))")
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
@@ -363,8 +363,10 @@ class PackedDenseWeights(list):
     made_from: tuple
 
 
-def _weights_stamp(tensors) -> tuple:
-    # inference tensors keep no version: their memory only
+def weights_stamp(tensors) -> tuple:
+    """Which tensors, in which version: their memory and version counters (inference tensors keep
+    no version: their memory only).  Equal stamps, unchanged tensors -- but for changes through
+    ``.data``, which leave no version behind."""
     return tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
 
 
@@ -377,7 +379,7 @@ def pack_dense_weights(w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
     if packed is None:
         return None
     out = PackedDenseWeights(packed)
-    out.made_from = _weights_stamp((w1, b1, w3, b3))
+    out.made_from = weights_stamp((w1, b1, w3, b3))
     return out
 
 

@@ -521,6 +521,16 @@ def _quiet_exit(_signum, _frame) -> None:
     os._exit(0)
 
 
+def _handle_end_signals(handler) -> None:
+    """SIGTERM and SIGHUP to ``handler``, but for one already ignored (SIGHUP under nohup), which
+    stays ignored as in the command (cli/_common.py): a worker ending on it would leave the
+    command running without it, which torch reports."""
+    import signal
+    for sig in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, sig) and signal.getsignal(getattr(signal, sig)) is not signal.SIG_IGN:
+            signal.signal(getattr(signal, sig), handler)
+
+
 def worker_init(_worker_id: int) -> None:
     """A DataLoader worker: one thread, and SIGTERM / SIGHUP end it quietly (exit status 0).
     ``timeout``, Slurm and ``kill -TERM -PGID`` signal the whole process group: a worker that
@@ -528,13 +538,8 @@ def worker_init(_worker_id: int) -> None:
     command's own handling of it (exit 1, the last steps unsaved), while a worker that ends with
     status 0 is not an error to torch, and the command saves the step reached.  (Ignoring the
     signal instead left a worker that the DataLoader's own terminate() could not end: a hang.)"""
-    import signal
     torch.set_num_threads(1)
-    for sig in ("SIGTERM", "SIGHUP"):
-        # a signal ignored (SIGHUP under nohup) stays ignored, as in the command (cli/_common.py):
-        # a worker ending on it would leave the command running without it, which torch reports
-        if hasattr(signal, sig) and signal.getsignal(getattr(signal, sig)) is not signal.SIG_IGN:
-            signal.signal(getattr(signal, sig), _quiet_exit)
+    _handle_end_signals(_quiet_exit)
 
 
 def _pool_worker_init() -> None:
@@ -544,9 +549,7 @@ def _pool_worker_init() -> None:
     import signal
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in ("SIGTERM", "SIGHUP"):    # (one ignored, SIGHUP under nohup, stays ignored)
-        if hasattr(signal, sig) and signal.getsignal(getattr(signal, sig)) is not signal.SIG_IGN:
-            signal.signal(getattr(signal, sig), signal.SIG_DFL)
+    _handle_end_signals(signal.SIG_DFL)
 
 
 def center_crop(img: np.ndarray, size: Optional[int], multiple: int = 8) -> np.ndarray:
