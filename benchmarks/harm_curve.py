@@ -7,6 +7,7 @@
     python -m benchmarks.harm_curve --plot docs/harm_curve.png --json harm.json
     python -m benchmarks.harm_curve --codec hevc --model hevc       # HEIF: raw vs guarded (QP)
     python -m benchmarks.harm_curve --exposure 0.05                 # dark photos (x 0.05 first)
+    python -m benchmarks.harm_curve --sharpen 1:150                 # sharpened photos (unsharp mask first)
     python -m benchmarks.harm_curve --first 94 --qualities 90 94    # re-saved JPEGs (q94, then q90 / q94)
 
 For each JPEG quality (Pillow, ``--subsampling``), per image: PSNR(original, decoded) and the
@@ -59,6 +60,26 @@ DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
 DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
 
 
+def _sharpening(text):
+    """``"R:P"`` -> (radius R > 0, percent P > 0), or None."""
+    if text is None:
+        return None
+    r, sep, pc = str(text).partition(":")
+    try:
+        radius, percent = float(r), int(pc)
+    except ValueError:
+        raise ValueError(f"--sharpen takes R:P (radius, percent), e.g. 1:150, got {text!r}") from None
+    if not sep or radius <= 0 or percent <= 0:
+        raise ValueError(f"--sharpen takes R:P with R > 0 and P > 0, e.g. 1:150, got {text!r}")
+    return radius, percent
+
+
+def sharpen(a: np.ndarray, radius: float, percent: int) -> np.ndarray:
+    """uint8 RGB ``a`` through Pillow's UnsharpMask (threshold 0)."""
+    from PIL import ImageFilter
+    return np.asarray(Image.fromarray(a).filter(ImageFilter.UnsharpMask(radius, percent, 0)))
+
+
 def _encode(a, q, sub):
     from fastreshuffle.io.codecs import jpeg_file
     data = jpeg_file(a, q, SUBSAMPLING[sub])
@@ -94,6 +115,11 @@ def main(argv=None) -> int:
                     help="darken each photo first, every value times F (0 < F < 1; training.data.expose, "
                          "as train --mix dark): an underexposed or night photo")
     ap.add_argument("--bright", action="store_true", help="with --exposure: move the photos towards white instead")
+    ap.add_argument("--sharpen", default=None, metavar="R:P",
+                    help="sharpen each photo first (after --reduce / --exposure): Pillow's UnsharpMask of "
+                         "radius R and percent P, threshold 0, as an editor or a phone's pipeline does; "
+                         "the sharpened photo is the original measured against.  With --first: the first "
+                         "decode is sharpened (a camera's JPEG edited, then saved again; use --against first)")
     ap.add_argument("--first", type=int, default=None,
                     help="code each photo as a JPEG of this quality first (a re-saved JPEG)")
     ap.add_argument("--against", default="photo", choices=("photo", "first"),
@@ -112,6 +138,10 @@ def main(argv=None) -> int:
         ap.error("--against first needs --first Q")
     if args.bright and args.exposure == 1:
         ap.error("--bright needs --exposure F < 1")
+    try:
+        args.sharpen = _sharpening(args.sharpen)
+    except ValueError as e:
+        ap.error(str(e))
 
     import torch
 
@@ -134,6 +164,8 @@ def main(argv=None) -> int:
     if args.exposure < 1:
         from fastreshuffle.training.data import expose
         images = [expose(a, args.exposure, bright=args.bright) for a in images]
+    if args.sharpen is not None and args.first is None:
+        images = [sharpen(a, *args.sharpen) for a in images]
     net = get_model(args.model, "cpu")
     dy, dx = (int(v) for v in args.crop.split(","))
 
@@ -146,10 +178,12 @@ def main(argv=None) -> int:
     sources = images          # what is coded at each quality; ``images`` are what it is measured against
     if args.first is not None:
         sources = [_encode(a, args.first, args.subsampling)[1] for a in images]
+        if args.sharpen is not None:   # a camera's JPEG sharpened in an editor, then saved again
+            sources = [sharpen(a, *args.sharpen) for a in sources]
         if args.against == "first":
             images = sources
 
-    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright)}, model {args.model}, JPEG subsampling "
+    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright, args.sharpen)}, model {args.model}, JPEG subsampling "
           f"{ {0: '4:4:4', 1: '4:2:2', 2: '4:2:0'}[args.subsampling]}"
           + (f"; re-saved: coded at q{args.first} first, measured against the "
              + ("photo" if args.against == "photo" else "first decode") if args.first is not None else ""))
@@ -237,12 +271,13 @@ def _seconds_per_megapixel(images, model, label: str, data: Callable[[np.ndarray
 def _doc_head(args, folder, images) -> dict:
     """What a JSON record says of the photos and the model."""
     return {"data": str(folder), "images": len(images), "reduce": args.reduce, "exposure": args.exposure,
-            "bright": args.bright, "model": args.model}
+            "bright": args.bright, "sharpen": args.sharpen, "model": args.model}
 
 
-def _data_label(folder, images, reduce: int, exposure: float = 1.0, bright: bool = False) -> str:
+def _data_label(folder, images, reduce: int, exposure: float = 1.0, bright: bool = False, sharpened=None) -> str:
     shown = ([f"shrunk {reduce}x"] if reduce > 1 else []) + (
-        [f"{'towards white' if bright else 'darkened'}: exposure x {exposure:g}"] if exposure < 1 else [])
+        [f"{'towards white' if bright else 'darkened'}: exposure x {exposure:g}"] if exposure < 1 else []) + (
+        [f"sharpened: unsharp mask radius {sharpened[0]:g}, {sharpened[1]}%"] if sharpened else [])
     return f"{folder} ({len(images)} images" + "".join(", " + t for t in shown) + ")"
 
 
@@ -298,7 +333,7 @@ def _hevc(args, folder, images, names, raw) -> int:
         net = bands.net(qp=qp)
         return lambda x: restore_uint8(net, x, tile=0)
 
-    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright, args.sharpen)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     if not args.strengths:
         print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -285,11 +286,12 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
 load_pretrained = load_model
 
 
-_CACHE: Dict[Tuple, torch.nn.Module] = {}
+_CACHE: "OrderedDict[Tuple, torch.nn.Module]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-# Networks kept loaded at most (then all are dropped): the seven shipped models, so that restore()
-# going through JPEG files of every band and HEIF files of both does not reload any.
-CACHE_MAX = 7
+# Networks kept loaded at most, the ones used last (least recently used dropped first): the seven
+# shipped models in both precisions (bf16 and fp32), so that restore() going through JPEG files of
+# every band and HEIF files of both, in either precision, does not reload any.
+CACHE_MAX = 14
 
 
 def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -299,9 +301,11 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
-            if len(_CACHE) >= CACHE_MAX:
-                _CACHE.clear()
             model = _CACHE[key] = load_model(path, device).to(dtype)
+            while len(_CACHE) > CACHE_MAX:
+                _CACHE.popitem(last=False)
+        else:
+            _CACHE.move_to_end(key)
         return model
 
 

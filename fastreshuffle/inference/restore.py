@@ -8,6 +8,10 @@ images go through :mod:`.tiling`.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -436,17 +440,61 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
                             f"got {type(v).__name__} {v!r}")
     guard = None if guard is None else bool(guard)     # (0 / 1 as False / True)
     self_ensemble, half = bool(self_ensemble), bool(half)
-    if isinstance(model, torch.nn.Module) and any(m.training for m in model.modules()):
-        # run in eval mode and put the caller's modes back (a model already in eval mode, the
-        # usual case, is not touched: threads sharing it never see its flags change)
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
-            return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
-        finally:
-            for m, training in modes:
-                m.training = training
-    return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
+    with _in_eval_mode(model), _one_call_at_a_time(image):
+        return _restore(image, model, device, tile, overlap, half, self_ensemble, guard, precision)
+
+
+# A lock per PIL image that restore() calls are reading, while the image lives (by id: PIL images
+# are not hashable): an opened image loads its pixels on first use and restore() reads its file
+# object (a JPEG's data, a HEIF file's QP), neither of which Pillow does safely from two threads at
+# once (calls on one image from several threads failed with "I/O operation on closed file" or an
+# image of shape ()).  Calls on the same image run one after the other; on other images, in parallel.
+_IMAGE_LOCKS: dict = {}
+_IMAGE_LOCKS_LOCK = threading.Lock()
+
+
+def _one_call_at_a_time(image):
+    pil = sys.modules.get("PIL.Image")
+    if pil is None or not isinstance(image, pil.Image):
+        return contextlib.nullcontext()
+    with _IMAGE_LOCKS_LOCK:
+        lock = _IMAGE_LOCKS.get(id(image))
+        if lock is None:
+            lock = _IMAGE_LOCKS[id(image)] = threading.RLock()   # (restore() may call itself)
+            weakref.finalize(image, _IMAGE_LOCKS.pop, id(image), None)
+    return lock
+
+
+# Models in training mode that restore() calls are running in eval mode: id -> [calls, the modes
+# to put back].  The first call saves the caller's modes and switches, the last one puts them
+# back: calls from several threads on one model never save a half-switched state.
+_EVAL_LOCK = threading.Lock()
+_EVAL_USERS: dict = {}
+
+
+@contextlib.contextmanager
+def _in_eval_mode(model):
+    """``model`` (if a module in training mode) in eval mode for the block, its modules' modes
+    put back afterwards; a model already in eval mode, the usual case, is not touched."""
+    entry = None
+    if isinstance(model, torch.nn.Module):
+        with _EVAL_LOCK:
+            entry = _EVAL_USERS.get(id(model))
+            if entry is not None:
+                entry[0] += 1
+            elif any(m.training for m in model.modules()):
+                entry = _EVAL_USERS[id(model)] = [1, [(m, m.training) for m in model.modules()]]
+                model.eval()
+    try:
+        yield
+    finally:
+        if entry is not None:
+            with _EVAL_LOCK:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _EVAL_USERS[id(model)]
+                    for m, training in entry[1]:
+                        m.training = training
 
 
 def _float_tiff(path) -> bool:

@@ -215,6 +215,11 @@ class FastReshuffleNet(ReshuffleNet):
         check_image_batch(x)
         if self._hooked():
             return super().forward(x)      # the reference forward: each submodule called, its hooks run
+        if torch.jit.is_tracing() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            # torch.jit.trace cannot record the training forward's autograd.Function (dense_block):
+            # it records the reference forward, differentiable too -- whatever the grad mode, as
+            # the trace's default check traces again under no_grad and compares the graphs
+            return super().forward(x)
         if self._needs_autograd(x):
             return self._forward_autograd(x)
         return self._forward_inference(x)
@@ -249,7 +254,12 @@ class FastReshuffleNet(ReshuffleNet):
         in place (optimizer steps, ``copy_``) are scaled and packed again.  Inference tensors
         (parameters made under ``torch.inference_mode``) keep no version: the entry then holds a
         copy of the parameters, compared on each call (one pass over them).  Changes made through
-        ``p.data`` leave no version behind and need :meth:`clear_cache`."""
+        ``p.data`` leave no version behind and need :meth:`clear_cache`.
+
+        The cached entry is made from a snapshot of the parameters, taken after the key: a call
+        runs one set of weights from end to end, and weights changed by another thread meanwhile
+        (``load_state_dict``, an optimizer step) leave the key stale, so the next call makes the
+        entry again -- never a packed copy of the old weights beside the new ones."""
         if not cache:
             return (*self._scaled_params(mixed), None)
         ps = list(self.parameters())
@@ -258,16 +268,21 @@ class FastReshuffleNet(ReshuffleNet):
         hit = self._params_cache.get(mixed)
         if hit is not None and hit[0] == key and (hit[2] is None or all(map(torch.equal, hit[2], ps))):
             return hit[1]
-        blocks, tail = self._scaled_params(mixed)
+        snapshot = {id(q): q.detach().clone() for q in ps}
+        blocks, tail = self._scaled_params(mixed, lambda q: snapshot[id(q)])
         out = [[(*p, pack_dense_weights(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
-        copies = [p.detach().clone() for p in ps] if any(p.is_inference() for p in ps) else None
+        copies = [snapshot[id(q)] for q in ps] if any(q.is_inference() for q in ps) else None
         self._params_cache[mixed] = (key, out, copies)
         return out
 
-    def _scaled_params(self, mixed: bool):
+    def _scaled_params(self, mixed: bool, take=lambda q: q):
+        """(blocks' layer weights, tail's): the parameters, or ``take(parameter)`` of each."""
+        def layer_params(layer):
+            return tuple(take(q) for q in self._layer_params(layer))
+
         if not mixed:
-            return [[self._layer_params(layer) for layer in block.layers] for block in self.blocks], \
-                (self.tail.weight, self.tail.bias)
+            return [[layer_params(layer) for layer in block.layers] for block in self.blocks], \
+                (take(self.tail.weight), take(self.tail.bias))
 
         def scaled(w: torch.Tensor, n: int) -> torch.Tensor:
             return torch.cat([(w[:, :n].float() / _INPUT_SCALE).to(w.dtype), w[:, n:]], dim=1)
@@ -277,11 +292,11 @@ class FastReshuffleNet(ReshuffleNet):
         for block in self.blocks:
             layers = []
             for layer in block.layers:
-                w1, b1, w3, b3 = self._layer_params(layer)
+                w1, b1, w3, b3 = layer_params(layer)
                 layers.append((scaled(w1, n_in), b1, w3, b3))
             blocks.append(layers)
             n_in //= 4
-        return blocks, (scaled(self.tail.weight, n_in), self.tail.bias)
+        return blocks, (scaled(take(self.tail.weight), n_in), take(self.tail.bias))
 
     def _forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
         xp, (h, w) = pad_to_multiple(x)

@@ -143,9 +143,11 @@ def test_wrong_input_types_and_overshooting_floats_say_what_to_do():
 def test_fast_network_traces_in_a_fresh_process(dtype):
     """torch.jit.trace cannot record the backend probes (torch ops returning an int or a bool), so
     FastReshuffleNet makes them when it is built: also the bf16 ones (AMX).  The trace's default
-    check passes (it failed while the first call filled the weight cache the check run used)."""
+    check passes (it failed while the first call filled the weight cache the check run used).
+    Parameters that do not require grad: the trace records the fused ops (with parameters that
+    do, the reference forward)."""
     code = ("import torch, fastreshuffle as fr\n"
-            "f = fr.FastReshuffleNet(fr.ReshuffleNetConfig.preset('tiny')).eval()"
+            "f = fr.FastReshuffleNet(fr.ReshuffleNetConfig.preset('tiny')).eval().requires_grad_(False)"
             f".to(torch.{dtype}); x = torch.rand(1, 3, 16, 16)\n"
             "with torch.no_grad():\n"
             "    t = torch.jit.trace(f, x)\n"

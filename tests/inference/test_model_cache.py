@@ -1,4 +1,4 @@
-"""The model cache (reloads a changed file, holds at most four) and the codec a weights file records."""
+"""The model cache (reloads a changed file, keeps the CACHE_MAX used last) and the codec a weights file records."""
 import os
 
 import torch
@@ -44,7 +44,8 @@ def test_a_weights_file_loaded_by_path_knows_its_codec(tmp_path):
 
 def test_the_model_cache_holds_at_most_cache_max_models(tmp_path):
     """a process restoring with many weights files keeps no more than CACHE_MAX loaded networks,
-    and every shipped model at once (the JPEG model's four bands, the HEVC model's two)."""
+    and every shipped model at once in both precisions (the JPEG model's four bands, the HEVC
+    model's two, hevc-paper; bf16 and fp32: a service restoring in both once reloaded on every call)."""
     from fastreshuffle.inference import loading
     loading._CACHE.clear()
     for i in range(loading.CACHE_MAX + 2):
@@ -53,5 +54,25 @@ def test_the_model_cache_holds_at_most_cache_max_models(tmp_path):
     loading._CACHE.clear()
     shipped = loading.available_models()
     assert len(shipped) <= loading.CACHE_MAX
-    first = [loading.get_model(m, "cpu") for m in shipped]
-    assert all(loading.get_model(m, "cpu") is n for m, n in zip(shipped, first))   # none loaded again
+    assert 2 * len(shipped) <= loading.CACHE_MAX
+    both = [(m, p) for m in shipped for p in ("fp32", "bf16")]
+    first = [loading.get_model(m, "cpu", precision=p) for m, p in both]
+    for _ in range(2):
+        assert all(loading.get_model(m, "cpu", precision=p) is n for (m, p), n in zip(both, first))   # none loaded again
+    loading._CACHE.clear()
+
+
+def test_the_model_cache_drops_the_model_used_longest_ago(tmp_path):
+    """full, the cache drops the network used longest ago, not all of them (dropping all made a
+    service that used one more network than the bound reload on every call)."""
+    from fastreshuffle.inference import loading
+    loading._CACHE.clear()
+    files = [str(_weights(tmp_path / f"w{i}.safetensors", i)) for i in range(loading.CACHE_MAX + 1)]
+    models = [loading.get_model(f, "cpu") for f in files[:-1]]
+    assert loading.get_model(files[0], "cpu") is models[0]          # the first, used again: now the newest
+    loading.get_model(files[-1], "cpu")                               # one more: the second goes
+    assert len(loading._CACHE) == loading.CACHE_MAX
+    assert loading.get_model(files[0], "cpu") is models[0]
+    assert all(loading.get_model(f, "cpu") is m for f, m in zip(files[2:-1], models[2:]))
+    assert loading.get_model(files[1], "cpu") is not models[1]       # loaded again
+    loading._CACHE.clear()

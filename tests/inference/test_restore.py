@@ -199,6 +199,88 @@ def test_restore_leaves_a_model_object_as_it_was(tiny_model):
         assert next(model.parameters()).device.type == "cpu"
 
 
+def test_restore_from_threads_keeps_a_training_model_in_eval_mode_until_the_last_call_ends(
+        tiny_model, monkeypatch):
+    """Calls from several threads on one model in training mode: each saved the modes it found and
+    put them back as it ended, so one call put training mode back while another still ran, and a
+    call could save the half-switched modes of another (3 of 40 rounds left them mixed).  The
+    first call now switches, the last one puts the modes back."""
+    import threading
+    from fastreshuffle.inference import restore as restore_mod
+    model = ReshuffleNet(ReshuffleNetConfig.preset("tiny"))
+    model.load_state_dict(tiny_model.state_dict())
+    model.train()
+    real = restore_mod._restore
+    started = {n: threading.Event() for n in "ab"}
+    finish = {n: threading.Event() for n in "ab"}
+    seen = {}
+
+    def blocking(image, *args):
+        name = image.name
+        started[name].set()
+        assert finish[name].wait(30)
+        seen[name] = [m.training for m in model.modules()]
+        return real(image.x, *args)
+
+    class Named:                # restore()'s image: only passed through to the patched _restore
+        def __init__(self, name, x):
+            self.name, self.x = name, x
+    monkeypatch.setattr(restore_mod, "_restore", blocking)
+    x = torch.rand(1, 3, 16, 24)
+    threads = {n: threading.Thread(target=restore_mod.restore, args=(Named(n, x), model)) for n in "ab"}
+    try:
+        threads["a"].start()
+        assert started["a"].wait(30)
+        threads["b"].start()
+        assert started["b"].wait(30)
+        finish["a"].set()
+        threads["a"].join(30)
+        assert not any(m.training for m in model.modules())   # b still runs: still in eval mode
+    finally:
+        for e in finish.values():
+            e.set()
+        for t in threads.values():
+            if t.is_alive():
+                t.join(30)
+    assert not any(any(v) for v in seen.values())          # both ran in eval mode
+    assert all(m.training for m in model.modules())        # the caller's modes back
+
+
+def test_restore_runs_calls_on_one_pil_image_one_at_a_time(tiny_model, monkeypatch):
+    """An opened PIL image loads its pixels on first use, and restore() reads its file object:
+    Pillow does neither safely from two threads at once (one image restored with two settings at
+    once failed with "I/O operation on closed file" or "got shape ()").  Calls on one image now
+    run one after the other (calls on different images are not held up); the outputs are those
+    of a call alone."""
+    import io
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from fastreshuffle.inference import restore as restore_mod
+    buf = io.BytesIO()
+    Image.fromarray(_rand_img(24, 40)).save(buf, "JPEG", quality=30)
+    data = buf.getvalue()
+    alone = np.asarray(fastreshuffle.restore(Image.open(io.BytesIO(data)), tiny_model))
+    real, lock, inside, most = restore_mod._restore, threading.Lock(), {}, {}
+
+    def counting(image, *args):
+        with lock:
+            inside[id(image)] = inside.get(id(image), 0) + 1
+            most[id(image)] = max(most.get(id(image), 0), inside[id(image)])
+        time.sleep(0.05)
+        try:
+            return real(image, *args)
+        finally:
+            with lock:
+                inside[id(image)] -= 1
+    monkeypatch.setattr(restore_mod, "_restore", counting)
+    one, other = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(data))
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda im: np.asarray(fastreshuffle.restore(im, tiny_model)), [one, one, other, other]))
+    assert most[id(one)] == most[id(other)] == 1
+    assert all(np.array_equal(o, alone) for o in outs)
+
+
 def test_restore_16bit_grey_pil_scales_as_the_array_and_the_cli(tiny_model, tmp_path):
     """An I;16 image is 16-bit whatever its largest value (a dark 16-bit photo is not 8-bit data),
     as the same samples as a uint16 array and as the CLI read them; mode I outside 0..65535 is

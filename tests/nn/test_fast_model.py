@@ -70,20 +70,95 @@ def test_weights_changed_in_place_under_inference_mode_are_used():
         assert (fast(x) - ref(x)).abs().max().item() <= 1e-5
 
 
-def test_jit_trace_follows_the_parameters():
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_jit_trace_follows_the_parameters(requires_grad):
     """torch.jit.trace of a model that had run held its cached (packed) weights as constants:
     after load_state_dict the traced module still ran the old ones.  A fresh model failed the
-    trace's default check (the first call filled the cache, the check run used it)."""
+    trace's default check (the first call filled the cache, the check run used it).  Parameters
+    that do not require grad: the trace records the fused ops; that do: the reference forward."""
     ref, fast = pair("tiny")
     _, other = pair("tiny", seed=1)
+    fresh = pair("tiny")[1]
+    for m in (fast, fresh):
+        m.requires_grad_(requires_grad)
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
-        torch.jit.trace(pair("tiny")[1], x)            # the default check_trace passes
+        torch.jit.trace(fresh, x)                      # the default check_trace passes
         fast(x)
         traced = torch.jit.trace(fast, x)
-        assert "prim::Constant[value=<Tensor>]" not in str(traced.inlined_graph)
+        graph = str(traced.inlined_graph)
+        assert "prim::Constant[value=<Tensor>]" not in graph
+        assert ("fastreshuffle::dense_layer_" in graph) == (not requires_grad)
         traced.load_state_dict(other.state_dict())
         assert (traced(x) - other(x)).abs().max().item() <= 1e-5
+
+
+def test_jit_trace_with_grad_mode_on():
+    """torch.jit.trace with grad mode on (the default; shipped models' parameters require grad)
+    failed inside the tracer ("unordered_map::at", the training forward's autograd.Function): it
+    now records the reference forward, which gives the same outputs and gradients."""
+    ref, fast = pair("tiny")
+    x = torch.rand(1, 3, 16, 16)
+    traced = torch.jit.trace(fast, x)
+    xt, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = traced(xt)
+    assert (out - ref(x)).abs().max().item() <= 1e-5
+    out.sum().backward()
+    ref(xr).sum().backward()
+    assert torch.allclose(xt.grad, xr.grad, rtol=1e-4, atol=1e-6)
+
+
+def _pack_then(monkeypatch, action):
+    """pack_dense_weights as FastReshuffleNet calls it, with ``action()`` run after the first
+    pack: what another thread may do while a call fills the weight cache.  Returns the list of
+    what was packed."""
+    import fastreshuffle.nn.fast as fast_mod
+    real, made = fast_mod.pack_dense_weights, []
+
+    def pack(*w):
+        made.append(real(*w))
+        if len(made) == 1:
+            action()
+        return made[-1]
+    monkeypatch.setattr(fast_mod, "pack_dense_weights", pack)
+    return made
+
+
+def test_weights_loaded_while_the_cache_fills_are_not_kept_stale(monkeypatch):
+    """Parameters made under inference_mode, load_state_dict run (as from another thread) while a
+    call packed the weights: the entry held the old packed weights beside a copy of the new
+    parameters, so every later call ran the old weights (a service swapping its weights: 106 of
+    150 tries).  The entry is now made from a snapshot taken before packing."""
+    with torch.inference_mode():
+        _, fast = pair("tiny")
+        _, other = pair("tiny", seed=1)
+        x = torch.rand(1, 3, 16, 16)
+        expect = other(x)
+        _pack_then(monkeypatch, lambda: fast.load_state_dict(other.state_dict()))
+        fast(x)
+        monkeypatch.undo()
+        assert (fast(x) - expect).abs().max().item() <= 1e-5
+        assert (fast(x) - expect).abs().max().item() <= 1e-5
+
+
+def test_weights_changed_during_a_call_raise_nothing(monkeypatch):
+    """An optimizer step or load_state_dict (same values) in another thread during a call made
+    dense_layer_ raise "packed was made from other weights" (48 of 51 calls): it compared each
+    layer's packed weights with the live parameters' versions.  A call runs one snapshot."""
+    _, fast = pair("small")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        expect = fast(x)
+        fast.clear_cache()
+
+        def bump():
+            for q in fast.parameters():
+                q.add_(0)                      # versions move, values stay
+        made = _pack_then(monkeypatch, bump)
+        out = fast(x)
+    if not any(m is not None for m in made):
+        pytest.skip("the CPU kernel packs no weights on this machine")
+    assert torch.equal(out, expect)
 
 
 def test_hooks_on_submodules_run():
