@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 import time
 from typing import Callable
@@ -69,7 +70,7 @@ def _sharpening(text):
         radius, percent = float(r), int(pc)
     except ValueError:
         raise ValueError(f"--sharpen takes R:P (radius, percent), e.g. 1:150, got {text!r}") from None
-    if not sep or radius <= 0 or percent <= 0:
+    if not sep or not math.isfinite(radius) or radius <= 0 or percent <= 0:
         raise ValueError(f"--sharpen takes R:P with R > 0 and P > 0, e.g. 1:150, got {text!r}")
     return radius, percent
 
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
         args.sharpen = _sharpening(args.sharpen)
     except ValueError as e:
         ap.error(str(e))
+    if args.sharpen is not None and args.first is not None and args.against != "first":
+        ap.error("--sharpen with --first sharpens the first decode: measure against it (--against first)")
 
     import torch
 

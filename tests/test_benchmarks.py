@@ -444,6 +444,37 @@ def test_harm_curve_exposure(tmp_path, capsys):
         assert "--exposure" in capsys.readouterr().err
 
 
+def test_harm_curve_sharpen(tmp_path, capsys):
+    """--sharpen R:P: each photo sharpened (Pillow's UnsharpMask) before coding and measured
+    against the sharpened photo; with --first, the first decode is sharpened (an edited camera
+    JPEG); bad values are refused."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    from benchmarks import harm_curve
+    make_images(tmp_path / "photos", n=2, size=64)
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "photos").iterdir())]
+
+    def usm(a):
+        return np.asarray(Image.fromarray(a).filter(ImageFilter.UnsharpMask(1.0, 150, 0)))
+    for first in (None, 60):
+        out = tmp_path / f"harm{first}.json"
+        assert harm_curve.main(["--data", str(tmp_path / "photos"), "--qualities", "30", "--sharpen", "1:150",
+                                "--json", str(out)] + (["--first", "60", "--against", "first"] if first else [])) == 0
+        doc = json.loads(out.read_text())
+        assert doc["sharpen"] == [1.0, 150]
+        refs = [usm(a) if first is None else usm(harm_curve._encode(a, 60, 2)[1]) for a in photos]
+        assert not any(np.array_equal(r, a) for r, a in zip(refs, photos))
+        want = np.mean([harm_curve._psnr(r, harm_curve._encode(r, 30, 2)[1]) for r in refs])
+        assert abs(doc["rows"][0]["codec_psnr_mean"] - want) < 1e-9
+        assert "sharpened: unsharp mask radius 1, 150%" in capsys.readouterr().out
+    for bad in (["--sharpen", "1"], ["--sharpen", "0:150"], ["--sharpen", "1:x"], ["--sharpen", "nan:150"],
+                ["--sharpen", "1:150", "--first", "60"]):
+        with pytest.raises(SystemExit):
+            harm_curve.main(["--data", str(tmp_path / "photos")] + bad)
+        assert "--sharpen" in capsys.readouterr().err
+
+
 def test_harm_curve_first_codes_twice_and_measures_against_the_chosen_reference(tmp_path, capsys):
     """--first Q: each photo coded at Q first, then at each quality; the codec's figure is the second
     decode against the photo (--against photo) or against the first decode (--against first);

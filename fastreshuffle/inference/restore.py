@@ -376,7 +376,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
     "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
-    its pixels) with its low-quality specialist ``jpeg-low``, one of quality 55-80 with ``jpeg-mid``
+    its pixels) with its low-quality specialist ``jpeg-low``, one of quality 45-80 with ``jpeg-mid``
     and one of quality 81 or more with ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
     coded at QP 42 or more (x265 quality 10 or less) with ``hevc-low``
     (:func:`fastreshuffle.inference.loading.band_model`).  ``"hevc-paper"`` (asked for by name
@@ -483,8 +483,14 @@ def _in_eval_mode(model):
             if entry is not None:
                 entry[0] += 1
             elif any(m.training for m in model.modules()):
-                entry = _EVAL_USERS[id(model)] = [1, [(m, m.training) for m in model.modules()]]
-                model.eval()
+                modes = [(m, m.training) for m in model.modules()]
+                try:
+                    model.eval()
+                except BaseException:          # (a module's own train() may raise): nothing kept
+                    for m, training in modes:
+                        m.training = training
+                    raise
+                entry = _EVAL_USERS[id(model)] = [1, modes]
     try:
         yield
     finally:

@@ -256,10 +256,12 @@ class FastReshuffleNet(ReshuffleNet):
         copy of the parameters, compared on each call (one pass over them).  Changes made through
         ``p.data`` leave no version behind and need :meth:`clear_cache`.
 
-        The cached entry is made from a snapshot of the parameters, taken after the key: a call
-        runs one set of weights from end to end, and weights changed by another thread meanwhile
-        (``load_state_dict``, an optimizer step) leave the key stale, so the next call makes the
-        entry again -- never a packed copy of the old weights beside the new ones."""
+        The cached entry is made from a snapshot of the parameters (a copy of each), taken after
+        the key: the weights a call packed are the ones it runs, whatever another thread does to
+        the parameters meanwhile (``load_state_dict``, an optimizer step; a change while the copies
+        are taken can give that one call some layers old and some new, as with any module), and
+        such a change leaves the key stale, so the next call makes the entry again -- never a
+        packed copy of the old weights kept beside the new ones."""
         if not cache:
             return (*self._scaled_params(mixed), None)
         ps = list(self.parameters())

@@ -199,50 +199,74 @@ def test_restore_leaves_a_model_object_as_it_was(tiny_model):
         assert next(model.parameters()).device.type == "cpu"
 
 
+class _Blocking:
+    """restore()'s ``_restore`` replaced by one that, per image given (a ``Named``), says it has
+    started, waits until released, records ``probe()`` and runs the real one; the threads that
+    call restore() keep their errors, re-raised by :meth:`join`."""
+
+    class Named:                # restore()'s image: only passed through to the patched _restore
+        def __init__(self, name, x):
+            self.name, self.x = name, x
+
+    def __init__(self, monkeypatch, probe):
+        import threading
+        from fastreshuffle.inference import restore as restore_mod
+        self.restore, self.real, self.probe = restore_mod.restore, restore_mod._restore, probe
+        self.started, self.release, self.seen, self.errors, self.threads = {}, {}, {}, [], []
+        self.threading = threading
+        monkeypatch.setattr(restore_mod, "_restore", self._blocking)
+
+    def _blocking(self, image, *args):
+        self.started[image.name].set()
+        assert self.release[image.name].wait(30)
+        self.seen[image.name] = self.probe()
+        return self.real(image.x, *args)
+
+    def start(self, name, image, model):
+        self.started[name], self.release[name] = self.threading.Event(), self.threading.Event()
+
+        def run():
+            try:
+                self.restore(image, model)
+            except BaseException as e:     # noqa: BLE001 -- re-raised by join()
+                self.errors.append(e)
+        t = self.threading.Thread(target=run)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def join(self):
+        for e in self.release.values():
+            e.set()
+        for t in self.threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in self.threads)
+        if self.errors:
+            raise self.errors[0]
+
+
 def test_restore_from_threads_keeps_a_training_model_in_eval_mode_until_the_last_call_ends(
         tiny_model, monkeypatch):
     """Calls from several threads on one model in training mode: each saved the modes it found and
     put them back as it ended, so one call put training mode back while another still ran, and a
     call could save the half-switched modes of another (3 of 40 rounds left them mixed).  The
     first call now switches, the last one puts the modes back."""
-    import threading
-    from fastreshuffle.inference import restore as restore_mod
     model = ReshuffleNet(ReshuffleNetConfig.preset("tiny"))
     model.load_state_dict(tiny_model.state_dict())
     model.train()
-    real = restore_mod._restore
-    started = {n: threading.Event() for n in "ab"}
-    finish = {n: threading.Event() for n in "ab"}
-    seen = {}
-
-    def blocking(image, *args):
-        name = image.name
-        started[name].set()
-        assert finish[name].wait(30)
-        seen[name] = [m.training for m in model.modules()]
-        return real(image.x, *args)
-
-    class Named:                # restore()'s image: only passed through to the patched _restore
-        def __init__(self, name, x):
-            self.name, self.x = name, x
-    monkeypatch.setattr(restore_mod, "_restore", blocking)
+    calls = _Blocking(monkeypatch, lambda: [m.training for m in model.modules()])
     x = torch.rand(1, 3, 16, 24)
-    threads = {n: threading.Thread(target=restore_mod.restore, args=(Named(n, x), model)) for n in "ab"}
     try:
-        threads["a"].start()
-        assert started["a"].wait(30)
-        threads["b"].start()
-        assert started["b"].wait(30)
-        finish["a"].set()
-        threads["a"].join(30)
+        calls.start("a", calls.Named("a", x), model)
+        assert calls.started["a"].wait(30)
+        calls.start("b", calls.Named("b", x), model)
+        assert calls.started["b"].wait(30)
+        calls.release["a"].set()
+        calls.threads[0].join(30)
         assert not any(m.training for m in model.modules())   # b still runs: still in eval mode
     finally:
-        for e in finish.values():
-            e.set()
-        for t in threads.values():
-            if t.is_alive():
-                t.join(30)
-    assert not any(any(v) for v in seen.values())          # both ran in eval mode
+        calls.join()
+    assert set(calls.seen) == {"a", "b"} and not any(any(v) for v in calls.seen.values())   # both in eval mode
     assert all(m.training for m in model.modules())        # the caller's modes back
 
 
@@ -250,35 +274,39 @@ def test_restore_runs_calls_on_one_pil_image_one_at_a_time(tiny_model, monkeypat
     """An opened PIL image loads its pixels on first use, and restore() reads its file object:
     Pillow does neither safely from two threads at once (one image restored with two settings at
     once failed with "I/O operation on closed file" or "got shape ()").  Calls on one image now
-    run one after the other (calls on different images are not held up); the outputs are those
-    of a call alone."""
+    run one after the other; a call on another image is not held up; the outputs are those of a
+    call alone."""
     import io
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
     from fastreshuffle.inference import restore as restore_mod
     buf = io.BytesIO()
     Image.fromarray(_rand_img(24, 40)).save(buf, "JPEG", quality=30)
     data = buf.getvalue()
     alone = np.asarray(fastreshuffle.restore(Image.open(io.BytesIO(data)), tiny_model))
-    real, lock, inside, most = restore_mod._restore, threading.Lock(), {}, {}
-
-    def counting(image, *args):
-        with lock:
-            inside[id(image)] = inside.get(id(image), 0) + 1
-            most[id(image)] = max(most.get(id(image), 0), inside[id(image)])
-        time.sleep(0.05)
-        try:
-            return real(image, *args)
-        finally:
-            with lock:
-                inside[id(image)] -= 1
-    monkeypatch.setattr(restore_mod, "_restore", counting)
+    real = restore_mod._restore
     one, other = Image.open(io.BytesIO(data)), Image.open(io.BytesIO(data))
-    with ThreadPoolExecutor(4) as ex:
-        outs = list(ex.map(lambda im: np.asarray(fastreshuffle.restore(im, tiny_model)), [one, one, other, other]))
-    assert most[id(one)] == most[id(other)] == 1
-    assert all(np.array_equal(o, alone) for o in outs)
+    names = {id(one): "one", id(other): "other"}
+    outs = []
+
+    class Tagged(_Blocking):
+        def _blocking(self, image, *args):
+            name = names[id(image)] + str(sum(n.startswith(names[id(image)]) for n in self.started if self.started[n].is_set()))
+            self.started[name].set()
+            assert self.release[name].wait(30)
+            outs.append(np.asarray(real(image, *args)))
+
+    calls = Tagged(monkeypatch, lambda: None)
+    try:
+        calls.start("one0", one, tiny_model)
+        assert calls.started["one0"].wait(30)
+        calls.start("one1", one, tiny_model)
+        calls.start("other0", other, tiny_model)
+        assert calls.started["other0"].wait(30)                 # another image: not held up
+        assert not calls.started["one1"].wait(0.5)              # the same image: waits for the first
+        calls.release["one0"].set()
+        assert calls.started["one1"].wait(30)
+    finally:
+        calls.join()
+    assert len(outs) == 3 and all(np.array_equal(o, alone) for o in outs)
 
 
 def test_restore_16bit_grey_pil_scales_as_the_array_and_the_cli(tiny_model, tmp_path):
