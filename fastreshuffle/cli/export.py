@@ -42,7 +42,7 @@ def run(args) -> int:
           "(an image under 8 px on a side comes back as it went in)\n"
           "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
           "image, which makes high-quality and never-compressed photos worse (the jpeg network on Kodak24 at JPEG q90: -1.1 dB mean, -2.7 dB worst); use it on "
-          "JPEGs of quality 50 or less, or apply fastreshuffle.inference.guard.strength(quality) yourself "
+          "JPEGs of quality 44 or less (export the band of the quality you restore), or apply fastreshuffle.inference.guard.strength(quality) yourself "
           "(strength(quality, 'jpeg-high') for jpeg-high, the same for jpeg-mid)",
           file=sys.stderr)
     return 0

@@ -52,7 +52,7 @@ JPEG_LOW_MAX = 20.0
 # quality 60-97 (strength 1 there, as "jpeg-high"'s schedule gives up to q85).  Both bounds were
 # chosen (2026-12-06) on the seven outside photos and the 8 CBSD432 photos held out of training
 # (shrunk 2x), as they are and darkened to 6% and 2% (fastreshuffle/weights/README.md,
-# "jpeg-mid"): at q55-69, where "jpeg" keeps 0.88-0.5 of its correction, "jpeg" lost up to 5.2 dB
+# "jpeg-mid"); then (the bound at 55): at q55-69, where "jpeg" keeps 0.88-0.5 of its correction, "jpeg" lost up to 5.2 dB
 # on a darkened photo (the star field x 0.02 at q55 and q65) and "jpeg-mid" kept every worst
 # image above no change; as they are it is ahead of "jpeg" in the held-out mean from q55 (+0.05
 # dB; level at q50, where "jpeg" restores at full strength, the worst image 0.06 dB behind; on
@@ -67,8 +67,9 @@ JPEG_LOW_MAX = 20.0
 # radius 1 at 150%: worst -0.38 / -0.61 / -0.59 dB at q45 / 50 / 54; radius 2 at 250%: -0.73 /
 # -0.85 / -0.81), and so did the held-out photos darkened to 2% (-0.67 to -0.82), where
 # "jpeg-mid" gains on every image (worst +0.19 to +0.41 sharpened, +0.01 to +0.04 darkened).  The
-# cost: as they are "jpeg-mid" is behind in the mean (held out 0.13 / 0.08 / 0.05 dB at q45 / 50 /
-# 54, the seven outside photos 0.13 / 0.06 / 0.02; Kodak24, not chosen on, q50 +1.24 -> +1.07),
+# cost: as they are "jpeg-mid" is behind in the mean (from the unrounded means: held out 0.13 /
+# 0.08 / 0.05 dB at q45 / 50 / 54, the seven outside photos 0.13 / 0.06 / 0.02; Kodak24, not
+# chosen on, q50 +1.24 -> +1.07),
 # every image still gaining.  At q40 "jpeg" loses less (-0.22 / -0.56 sharpened, darkened +0.13)
 # and leads by more (held out 0.17 dB, the outside photos 0.21, Kodak24 0.25), so the bound stays
 # above it; sharpened hard (radius 2 at 250%) such photos still lose with "jpeg" down to q25-35
@@ -302,7 +303,10 @@ _CACHE: "OrderedDict[Tuple, torch.nn.Module]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 # Networks kept loaded at most, the ones used last (least recently used dropped first): the seven
 # shipped models in both precisions (bf16 and fp32), so that restore() going through JPEG files of
-# every band and HEIF files of both, in either precision, does not reload any.
+# every band and HEIF files of both, in either precision, does not reload any (the key holds the
+# device and dtype too: fp16 on CUDA beside them evicts).  Each keeps its weights, a copy packed
+# for the CPU kernel and the last call's work buffers: a few MB per `small` network (27 MB of
+# weights for `hevc-paper`) plus buffers that grow with the image (tiles bound them).
 CACHE_MAX = 14
 
 

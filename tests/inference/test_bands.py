@@ -108,7 +108,7 @@ def test_a_dark_photo_is_not_made_worse(name, quality):
     (0.17 dB while the high band began at 75; "jpeg-high" gained +0.06 dB, +0.45 since its
     dark-photo phase, "jpeg-mid" +0.67), the Hubble deep field (one of the seven outside photos) at
     q55 / q65 (4.2 / 5.2 dB at 0.875 / 0.625 of the correction; "jpeg-mid", q55-80 since
-    2026-12-06, gains)."""
+    2026-12-06, q45-80 since session 44, gains)."""
     from skimage import data
 
     from fastreshuffle.metrics import psnr
