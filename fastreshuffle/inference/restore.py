@@ -231,6 +231,16 @@ def _pixels_are_the_files(img, arr: np.ndarray, source) -> bool:
 _READ_FROM_MEMORY: dict = {}
 
 
+def _image_slot(table: dict, image, make):
+    """``table``'s entry for a PIL image (by id: PIL images are not hashable), made by ``make()``
+    the first time and dropped as the image goes."""
+    key = id(image)
+    if key not in table:
+        table[key] = make()
+        weakref.finalize(image, table.pop, key, None)
+    return table[key]
+
+
 def _file_bytes(img) -> Optional[bytes]:
     """The file a PIL image was opened from (its path, else its still-open file object, else what
     an earlier call read from that object), or None."""
@@ -249,10 +259,7 @@ def _file_bytes(img) -> Optional[bytes]:
             finally:
                 fp.seek(pos)
             if isinstance(data, bytes):
-                if id(img) not in _READ_FROM_MEMORY:
-                    import weakref
-                    weakref.finalize(img, _READ_FROM_MEMORY.pop, id(img), None)
-                _READ_FROM_MEMORY[id(img)] = data
+                _image_slot(_READ_FROM_MEMORY, img, lambda: data)
                 return data
             return None
     except (OSError, ValueError):
@@ -458,11 +465,7 @@ def _one_call_at_a_time(image):
     if pil is None or not isinstance(image, pil.Image):
         return contextlib.nullcontext()
     with _IMAGE_LOCKS_LOCK:
-        lock = _IMAGE_LOCKS.get(id(image))
-        if lock is None:
-            lock = _IMAGE_LOCKS[id(image)] = threading.RLock()   # (restore() may call itself)
-            weakref.finalize(image, _IMAGE_LOCKS.pop, id(image), None)
-    return lock
+        return _image_slot(_IMAGE_LOCKS, image, threading.RLock)   # (re-entrant: restore() may call itself)
 
 
 # Models in training mode that restore() calls are running in eval mode: id -> [calls, the modes

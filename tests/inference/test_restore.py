@@ -287,9 +287,12 @@ def test_restore_runs_calls_on_one_pil_image_one_at_a_time(tiny_model, monkeypat
     names = {id(one): "one", id(other): "other"}
     outs = []
 
-    class Tagged(_Blocking):
+    class Tagged(_Blocking):      # the calls on each image named in the order they start: one0, one1, ...
+        calls: dict = {}
+
         def _blocking(self, image, *args):
-            name = names[id(image)] + str(sum(n.startswith(names[id(image)]) for n in self.started if self.started[n].is_set()))
+            n = self.calls[id(image)] = self.calls.get(id(image), -1) + 1
+            name = f"{names[id(image)]}{n}"
             self.started[name].set()
             assert self.release[name].wait(30)
             outs.append(np.asarray(real(image, *args)))
