@@ -75,12 +75,6 @@ def _sharpening(text):
     return radius, percent
 
 
-def sharpen(a: np.ndarray, radius: float, percent: int) -> np.ndarray:
-    """uint8 RGB ``a`` through Pillow's UnsharpMask (threshold 0)."""
-    from PIL import ImageFilter
-    return np.asarray(Image.fromarray(a).filter(ImageFilter.UnsharpMask(radius, percent, 0)))
-
-
 def _encode(a, q, sub):
     from fastreshuffle.io.codecs import jpeg_file
     data = jpeg_file(a, q, SUBSAMPLING[sub])
@@ -156,6 +150,7 @@ def main(argv=None) -> int:
     from fastreshuffle.io.datasets import eval_dir
     from fastreshuffle.io.codecs import jpeg_file
     from fastreshuffle.io.jpeg_tables import tables_from_pil
+    from fastreshuffle.training.data import sharpen
 
     folder = Path(args.data) if args.data else eval_dir()
     images, names, _ = load_eval_images(folder)

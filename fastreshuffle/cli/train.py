@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full-range variations per sample, with probabilities: none (uncompressed, "
                         "target = input), 444 (JPEG 4:4:4 chroma), offset (coding grid off the 8-pixel "
                         "grid), double (compressed twice), dark / bright (the photo darkened, or moved towards "
-                        "white, by a factor of 1/50 to 1/2 before coding), e.g. "
+                        "white, by a factor of 1/50 to 1/2 before coding), sharpen (an unsharp mask of "
+                        "radius 0.5-2.5 at 50-250%% before coding, the sharpened photo the target; with "
+                        "double, between the two codings: an edited camera JPEG saved again), e.g. "
                         "none=0.1,444=0.25,offset=0.5,double=0.15,dark=0.1")
     g.add_argument("--encode", choices=["patch", "whole"],
                    help="patch: code every patch on its own; whole: cut patches (at multiples of 8) from "

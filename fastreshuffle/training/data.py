@@ -207,17 +207,24 @@ class Mix:
     * ``dark``: the patch darkened before coding, every value times a factor drawn log-uniformly
       in [:data:`EXPOSURE_MIN`, 1/2] (an underexposed or night photo: CBSD432 has few dark
       areas, and a network trained on it alone added up to a level of brightness to them);
-    * ``bright``: the same towards white, 255 - factor x (255 - value) (an overexposed photo).
+    * ``bright``: the same towards white, 255 - factor x (255 - value) (an overexposed photo);
+    * ``sharpen``: the patch sharpened (:func:`sharpen`, radius drawn log-uniformly in
+      [:data:`SHARPEN_RADIUS`], percent uniformly in [:data:`SHARPEN_PERCENT`]) before its coding,
+      as phones' pipelines, editors and web resizers do; the sharpened patch is the target (the
+      network must keep the sharpening, not undo it).  With ``double`` drawn too, the sharpening
+      comes between the two codings: a camera's JPEG edited, then saved again -- the target is
+      the sharpened first decode, with the first coding's noise sharpened in it.
 
     All zero: exactly the samples of a run without ``--mix`` (no extra random draws); ``dark``
-    and ``bright`` draw after the others, so a mix without them gives the samples it gave before
-    they existed."""
+    and ``bright`` draw after the others, and ``sharpen`` after them, so a mix without them gives
+    the samples it gave before they existed."""
     none: float = 0.0
     s444: float = 0.0
     offset: float = 0.0
     double: float = 0.0
     dark: float = 0.0
     bright: float = 0.0
+    sharpen: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -235,6 +242,19 @@ def expose(img: np.ndarray, factor: float, bright: bool = False) -> np.ndarray:
     if bright:
         return np.clip(255.0 - np.rint((255.0 - x) * np.float32(factor)), 0, 255).astype(np.uint8)
     return np.clip(np.rint(x * np.float32(factor)), 0, 255).astype(np.uint8)
+
+
+# --mix sharpen: the unsharp mask's radius (pixels, drawn log-uniformly) and percent (uniformly)
+SHARPEN_RADIUS = (0.5, 2.5)
+SHARPEN_PERCENT = (50, 250)
+
+
+def sharpen(img: np.ndarray, radius: float, percent: int) -> np.ndarray:
+    """uint8 RGB ``img`` through Pillow's UnsharpMask of ``radius`` and ``percent``, threshold 0
+    (what editors call unsharp masking)."""
+    from PIL import Image, ImageFilter
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).filter(
+        ImageFilter.UnsharpMask(float(radius), int(percent), 0)))
 
 
 def parse_mix(text: Optional[str]) -> Mix:
@@ -340,12 +360,22 @@ class PatchPairs(Dataset):
                 bright = rng.random() >= 0.5
             if dark or bright:
                 crop = expose(crop, factor, bright=bright)
+        sharpened = None
+        if m.sharpen:              # drawn after dark / bright, for the same reason
+            sharp = rng.random() < m.sharpen
+            radius = float(np.exp(rng.uniform(*np.log(SHARPEN_RADIUS))))
+            percent = int(rng.integers(SHARPEN_PERCENT[0], SHARPEN_PERCENT[1] + 1))
+            if sharp:
+                sharpened = (radius, percent)
+        spec = self.codec.with_sampling("444") if s444 else self.codec
+        if sharpened is not None:  # the target is the sharpened patch (after a first coding, if double)
+            if double and not none:
+                crop = spec.with_quality(q0)(crop).image
+                double = False
+            crop = sharpen(crop, *sharpened)
         if none:
             coded, q = crop, 100
         else:
-            spec = self.codec
-            if s444:
-                spec = spec.with_sampling("444")
             coded = crop
             if double:
                 coded = spec.with_quality(q0)(coded).image

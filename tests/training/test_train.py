@@ -314,6 +314,51 @@ def test_mix_dark_and_bright(tmp_path):
             assert 4 <= sum(up for _, up in factors) <= 20
 
 
+def test_mix_sharpen(tmp_path, monkeypatch):
+    """--mix sharpen: the target is the very crop a mix without it draws through Pillow's unsharp
+    mask (called here on its own) of a radius and percent in the documented ranges, the input that
+    target coded; with double, the mask comes between the two codings (the target is the sharpened
+    first decode); radius and percent span their ranges; a mix without sharpen keeps its samples."""
+    from fastreshuffle.io.codecs import jpeg
+    from fastreshuffle.training import data as data_mod
+    from fastreshuffle.training.data import SHARPEN_PERCENT, SHARPEN_RADIUS, Mix, parse_mix
+    from PIL import Image, ImageFilter
+    images, _, _ = load_folder(make_images(tmp_path / "imgs", n=3, size=64), min_size=32)
+    kw = dict(patch=32, codec="jpeg", qualities=[30, 90], seed=9)
+    assert parse_mix("sharpen=0.2,double=0.1") == Mix(sharpen=0.2, double=0.1)
+    assert SHARPEN_RADIUS == (0.5, 2.5) and SHARPEN_PERCENT == (50, 250)
+    calls = []
+    real = data_mod.sharpen
+    monkeypatch.setattr(data_mod, "sharpen", lambda a, r, p: calls.append((a.copy(), r, p)) or real(a, r, p))
+
+    def unsharp(a, r, p):
+        return np.asarray(Image.fromarray(a).filter(ImageFilter.UnsharpMask(r, p, 0)))
+
+    plain = PatchPairs(images, mix=parse_mix("sharpen=1e-12"), **kw)   # the same draws, never sharpened
+    params = []
+    for i in range(24):
+        calls.clear()
+        c, o, q = PatchPairs(images, mix=parse_mix("sharpen=1"), **kw).sample(i)
+        _, src, q_plain = plain.sample(i)
+        assert len(calls) == 1 and np.array_equal(calls[0][0], src), i
+        _, r, p = calls[0]
+        assert 0.5 <= r <= 2.5 and 50 <= p <= 250, (r, p)
+        assert np.array_equal(o, unsharp(src, r, p)) and not np.array_equal(o, src), i
+        assert q == q_plain and np.array_equal(c, jpeg(o, q).image), i
+        params.append((r, p))
+    rs, ps = [r for r, _ in params], [p for _, p in params]
+    assert min(rs) < 0.8 and max(rs) > 1.6 and min(ps) < 110 and max(ps) > 190, params
+    # double + sharpen: target = mask(first decode), input = that target coded again
+    both = PatchPairs(images, mix=parse_mix("sharpen=1,double=1"), **kw)
+    dbl = PatchPairs(images, mix=parse_mix("sharpen=1e-12,double=1"), **kw)
+    for i in range(6):
+        calls.clear()
+        c, o, q = both.sample(i)
+        (first, r, p), = calls
+        assert any(np.array_equal(first, jpeg(dbl.sample(i)[1], q0).image) for q0 in (30, 90)), i
+        assert np.array_equal(o, unsharp(first, r, p)) and np.array_equal(c, jpeg(o, q).image), i
+
+
 def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
     """--encode whole: every pair is an 8-aligned crop of (one orientation of a training image, that
     oriented image coded whole), checked against an independent search and coding; the versions are
