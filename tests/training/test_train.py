@@ -315,10 +315,12 @@ def test_mix_dark_and_bright(tmp_path):
 
 
 def test_mix_sharpen(tmp_path, monkeypatch):
-    """--mix sharpen: the target is the very crop a mix without it draws through Pillow's unsharp
-    mask (called here on its own) of a radius and percent in the documented ranges, the input that
-    target coded; with double, the mask comes between the two codings (the target is the sharpened
-    first decode); radius and percent span their ranges; a mix without sharpen keeps its samples."""
+    """--mix sharpen: the target is the very crop the same mix at a vanishing sharpen probability
+    draws, through Pillow's unsharp mask (called here on its own) of a radius and percent in the
+    documented ranges, the input that target coded; with double, the mask comes between the two
+    codings at the first quality the mix drew (the target is the sharpened first decode); radius and
+    percent span their ranges; the sharpen draws come last, so a mix gives the samples it gave
+    before sharpen existed."""
     from fastreshuffle.io.codecs import jpeg
     from fastreshuffle.training import data as data_mod
     from fastreshuffle.training.data import SHARPEN_PERCENT, SHARPEN_RADIUS, Mix, parse_mix
@@ -355,8 +357,17 @@ def test_mix_sharpen(tmp_path, monkeypatch):
         calls.clear()
         c, o, q = both.sample(i)
         (first, r, p), = calls
-        assert any(np.array_equal(first, jpeg(dbl.sample(i)[1], q0).image) for q0 in (30, 90)), i
+        c_dbl, o_dbl, q_dbl = dbl.sample(i)
+        q0s = [q0 for q0 in (30, 90) if np.array_equal(c_dbl, jpeg(jpeg(o_dbl, q0).image, q_dbl).image)]
+        assert len(q0s) == 1 and q == q_dbl, (i, q0s)     # the first quality this sample drew
+        assert np.array_equal(first, jpeg(o_dbl, q0s[0]).image), i
         assert np.array_equal(o, unsharp(first, r, p)) and np.array_equal(c, jpeg(o, q).image), i
+    # a mix with the other items draws the same samples with sharpen absent as before it existed:
+    # the same crops, exposures and codings as with sharpen at a vanishing probability
+    for mix in ("double=0.5,dark=0.3,bright=0.2,offset=0.5,none=0.1", "dark=1"):
+        old, new = (PatchPairs(images, mix=parse_mix(m), **kw) for m in (mix, mix + ",sharpen=1e-12"))
+        for i in range(8):
+            assert all(np.array_equal(a, b) for a, b in zip(old.sample(i)[:2], new.sample(i)[:2])), (mix, i)
 
 
 def test_whole_image_pairs(tmp_path, monkeypatch, capsys):
