@@ -249,6 +249,11 @@ SHARPEN_RADIUS = (0.5, 2.5)
 SHARPEN_PERCENT = (50, 250)
 
 
+def _log_uniform(rng, lo: float, hi: float) -> float:
+    """A draw of ``rng`` log-uniform in [lo, hi]."""
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def sharpen(img: np.ndarray, radius: float, percent: int) -> np.ndarray:
     """uint8 RGB ``img`` through Pillow's UnsharpMask of ``radius`` and ``percent``, threshold 0
     (what editors call unsharp masking)."""
@@ -355,24 +360,20 @@ class PatchPairs(Dataset):
         crop = np.ascontiguousarray(crop)
         if m.dark or m.bright:     # drawn last: a mix without them keeps its old samples
             dark, bright = rng.random() < m.dark, rng.random() < m.bright
-            factor = float(np.exp(rng.uniform(np.log(EXPOSURE_MIN), np.log(0.5))))
+            factor = _log_uniform(rng, EXPOSURE_MIN, 0.5)
             if dark and bright:    # both: one of them, with equal chance
                 bright = rng.random() >= 0.5
             if dark or bright:
                 crop = expose(crop, factor, bright=bright)
-        sharpened = None
+        spec = self.codec.with_sampling("444") if s444 else self.codec
         if m.sharpen:              # drawn after dark / bright, for the same reason
             sharp = rng.random() < m.sharpen
-            radius = float(np.exp(rng.uniform(*np.log(SHARPEN_RADIUS))))
+            radius = _log_uniform(rng, *SHARPEN_RADIUS)
             percent = int(rng.integers(SHARPEN_PERCENT[0], SHARPEN_PERCENT[1] + 1))
-            if sharp:
-                sharpened = (radius, percent)
-        spec = self.codec.with_sampling("444") if s444 else self.codec
-        if sharpened is not None:  # the target is the sharpened patch (after a first coding, if double)
-            if double and not none:
-                crop = spec.with_quality(q0)(crop).image
-                double = False
-            crop = sharpen(crop, *sharpened)
+            if sharp:              # the target is the sharpened patch (after a first coding, if double)
+                if double and not none:
+                    crop, double = spec.with_quality(q0)(crop).image, False
+                crop = sharpen(crop, radius, percent)
         if none:
             coded, q = crop, 100
         else:
