@@ -18,7 +18,7 @@ Two pins per row
   with ``jpeg``'s second dark-photo phase, q75-q95 the same day with ``jpeg-high``'s, q60 and q75 again
   with the band ``jpeg-mid`` (q55-80), q30-q50 again with ``jpeg``'s third to fifth dark-photo phases,
   q50 again when ``jpeg-mid`` took q45-80 (session 44), q50-q95 with ``jpeg-mid``'s and ``jpeg-high``'s
-  sharpened-photo phases (session 45),
+  sharpened-photo phases (session 45), q30 and q40 again with ``jpeg``'s (session 46),
   on a 2-core Intel Xeon VM with AVX-512, the other rows the same there to four decimals; torch 2.13.0 CPU,
   Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
