@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the consistency with the quantisation and the pixel search for JPEG compression that "
                         "restore applies")
     p.add_argument("--json", help="write the results as JSON here")
-    p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (needs several qualities)")
+    p.add_argument("--plot", help="write a rate-distortion plot (PNG) here (one point per quality: give several for a curve)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json / --plot files")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -41,7 +41,7 @@ def run(args) -> int:
     print(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
           "(an image under 8 px on a side comes back as it went in)\n"
           "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
-          "image, which makes high-quality and never-compressed photos worse (the jpeg network on Kodak24 at JPEG q90: -1.1 dB mean, -2.7 dB worst); use it on "
+          "image, which makes high-quality and never-compressed photos worse (the jpeg network on Kodak24 at JPEG q90: -1.0 dB mean, -2.1 dB worst, docs/harm_curve.json); use it on "
           "JPEGs of quality 44 or less (export the band of the quality you restore), or apply fastreshuffle.inference.guard.strength(quality) yourself "
           "(strength(quality, 'jpeg-high') for jpeg-high, the same for jpeg-mid)",
           file=sys.stderr)

@@ -40,18 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
                    help="folder for the restored images (created if needed; default: next to each input); "
-                        "with one input file, also an output file name (.png, .jpg, .webp, .tif: its format; a "
-                        "name ending in / is a folder)")
+                        "with one input file, also an output file name if it ends in .png, .jpg, .jpeg, .webp, .tif or .tiff "
+                        "(its format); any other name, or one ending in /, is a folder")
     p.add_argument("--format", default=None, choices=("png", "jpeg", "webp", "tiff", "same"),
                    help="output format (default: png, lossless, or that of -o FILE's extension; same = the "
                         "input's format where it can be written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
-                        "--format same copies a JPEG of quality >= 85 and any file whose pixels stay unchanged "
-                        "as they are)")
+                        "--format same copies a JPEG of quality >= 85, and a JPEG or WebP file whose pixels stay "
+                        "unchanged, as they are; lossless formats are written again, with the same pixels)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-mid|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
-                        "HEIF files, jpeg for everything else; said per file; hevc-paper: the paper's "
+                        "HEIF files, jpeg for everything else; said per file; a shipped name, auto's "
+                        "included, hands each file to the band of its quality: jpeg-low / jpeg-mid / "
+                        "jpeg-high, hevc-low; a file's weights are used as they are; hevc-paper: the paper's "
                         "network for HEIF files, slightly better than hevc and about 7x slower)")
     add_device_argument(p)
     add_threads_argument(p)
@@ -89,6 +91,20 @@ def _say(msg: str, bar=None) -> None:
         bar.write(msg, file=sys.stderr)
     else:
         print(msg, file=sys.stderr, flush=True)
+
+
+def _check_folder(folder: Path, what: str) -> None:
+    """Before any work: a UserError starting with ``what`` where a file stands where ``folder`` or
+    one of its parents should be (the folders could never be made).  A folder that cannot be
+    written in is said per file, where the write fails."""
+    import errno
+
+    from ..io.safe_write import check_output_folder
+    try:
+        check_output_folder(folder)
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            raise UserError(f"{what}: {e.filename} is a file, not a folder") from None
 
 
 def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
@@ -155,6 +171,9 @@ def run(args) -> int:
              "(pixels a level or more off along them; docs/restore.md, Tiling)")
 
     # -o FILE: one input file, written there in the format its extension names
+    if args.output_dir is not None and not args.output_dir.strip():   # (an unset shell variable, most likely)
+        raise UserError(f"-o {args.output_dir!r} is empty: give a folder or a file name, or leave -o out "
+                        "(outputs then go next to their inputs)")
     outdir = Path(args.output_dir) if args.output_dir else None
     out_file = None
     folder = bool(args.output_dir) and args.output_dir.endswith(tuple(filter(None, (os.sep, os.altsep))))
@@ -212,10 +231,13 @@ def run(args) -> int:
     if outdir is not None:
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"output folder {outdir} exists and is not a folder")
+        _check_folder(outdir, f"cannot create output folder {outdir}")
         try:
             outdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output folder {outdir}: {e.strerror or e}") from None
+    elif out_file is not None:
+        _check_folder(out_file.parent, f"cannot write -o {out_file}")
 
     # Model (after argument checks, before any file work).
     from ..errors import WeightsError
@@ -260,9 +282,13 @@ def run(args) -> int:
             elif o.status == "failed":
                 _say(f"error: {o.src}: {o.reason}", bar)
             else:
-                used[o.band or o.model] = used.get(o.band or o.model, 0) + 1
-                said = [f"model {o.model} ({str(dtype).replace('torch.', '')})"] if (
-                    args.model == "auto" and len(files) <= 20) else []
+                # the model that made the pixels: the band's where one ran; none for a file left as it
+                # was (its notes say why), which the tally counts as passed through
+                ran = o.band or o.model if o.status == "restored" else None
+                if ran is not None:
+                    used[ran] = used.get(ran, 0) + 1
+                said = [f"model {ran} ({str(dtype).replace('torch.', '')})"] if (
+                    ran is not None and args.model == "auto" and len(files) <= 20) else []
                 if not args.quiet:
                     for note in said + o.notes:
                         _say(f"note: {o.src}: {note}", bar)

@@ -369,12 +369,15 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
       back as RGB/RGBA (re-quantising would undo the restoration); "F" (float grey, values in
       [0, 1], else refused like a float array) as an "F" image; 16-bit grey ("I;16*", full
       scale 65535) as "I;16" and "I" (32-bit: full scale 255 when every value is 0..255, else
-      65535; values outside 0..65535 refused with ValueError) as "I"; other modes (CMYK, ...)
-      are restored through RGB and converted back (returned as they were where nothing changed);
+      65535; values outside 0..65535 refused with ValueError) as "I"; palette images ("P",
+      "PA") come back as RGB(A) and 1-bit ones ("1") as "L", changed or not (a palette or 1 bit
+      would undo the restoration); other modes (CMYK, ...) are restored through RGB and converted
+      back (returned as they were where nothing changed);
     * a torch tensor ``(3, H, W)`` or ``(N, 3, H, W)`` (``1`` channel for grayscale), float in
       [0, 1], on any device; the result has the same shape, dtype and device;
     * a file's path (str or ``os.PathLike``): opened with Pillow (HEIF files too) and restored as
-      that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies;
+      that opened image is; the result is a PIL image (as stored: its EXIF orientation still applies,
+      where ``fastreshuffle restore`` writes the pixels upright;
       16-bit colour at 8 bits, with a warning: pass a uint16 array for 16).
 
     An image under 8 pixels on a side comes back unchanged, with a warning (the network works on

@@ -32,7 +32,9 @@ def test_auto_picks_per_file_and_says_so(tmp_path, capsys):
     Image.fromarray(a).save(tmp_path / "clean.png")
     assert main(["restore", str(tmp_path), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "low.heic: model hevc" in err and "j.jpg: model jpeg" in err and "clean.png: model jpeg" in err
+    # each file with the model that made its pixels: the band's; none for one left as it was
+    assert "low.heic: model hevc-low (" in err and "j.jpg: model jpeg-low (" in err, err
+    assert "was_jpeg.png: model jpeg" in err and "clean.png: model" not in err and "high.heic: model" not in err
     assert "clean.png: no JPEG compression found" in err
     # clean.png and high.heic are written as they were: not counted as restored
     assert "3 restored, 2 passed through, 0 skipped, 0 failed" in err

@@ -234,6 +234,24 @@ def test_output_dir_is_a_file(tmp_path, weights, capsys):
     assert "output exists" in capsys.readouterr().err and (tmp_path / "good2.jpg").read_bytes() == before
 
 
+def test_o_through_a_file_or_empty_is_refused_before_any_work(tmp_path, weights, capsys):
+    """``-o afile/x.png`` (a file where a folder should be) failed per file with "File exists:
+    afile"; ``-o ''`` (an unset shell variable) wrote next to the input as if -o were not given."""
+    _good_files(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    before = _sha(tmp_path)
+    for o, said in ((tmp_path / "afile" / "x.png", "cannot write -o"), (tmp_path / "afile" / "sub" / "x.png", "cannot write -o"),
+                    (str(tmp_path / "afile" / "sub") + "/", "cannot create output folder")):
+        rc = cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(o), "--model", str(weights)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1, (o, err)
+        assert said in err[0] and "afile is a file, not a folder" in err[0], err
+    for empty in ("", " "):
+        assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", empty, "--model", str(weights)]) == 2
+        assert "is empty" in capsys.readouterr().err
+    assert _sha(tmp_path) == before
+
+
 def test_o_names_the_output_file_of_one_input(tmp_path, weights, capsys):
     """``restore photo.jpg -o out.png`` made a folder named out.png (then it was refused): it now
     writes that file, in the format its extension names."""

@@ -362,8 +362,22 @@ def test_auto_says_the_models_for_more_than_20_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model jpeg" not in err                              # not said per file ...
     assert "note: models chosen (--model auto" in err            # ... but once, per band
-    assert "jpeg for 21 file(s), jpeg-high for 1 file(s), jpeg-low for 1 file(s)" in err, err
+    # the 21 PNGs were left as they are: no model made their pixels (it once said "jpeg for 21 file(s)")
+    assert "(--model auto, bfloat16): jpeg-high for 1 file(s), jpeg-low for 1 file(s)\n" in err, err
     assert "2 restored, 21 passed through, 0 skipped, 0 failed" in err
+
+
+def test_auto_names_per_file_the_model_that_made_the_pixels(tmp_path, capsys):
+    """Up to 20 files each is said with the model that restored it: the band's (a q90 file was
+    said as "model jpeg", then "restored by jpeg-high"), none for a file left as it was."""
+    Image.fromarray(photo(32, 32)).save(tmp_path / "q90.jpg", quality=90)
+    Image.fromarray(photo(32, 32)).save(tmp_path / "q30.jpg", quality=30)
+    Image.fromarray(photo(32, 32)).save(tmp_path / "q99.jpg", quality=99)
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cpu", "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "q90.jpg: model jpeg-high (float32)" in err and "q30.jpg: model jpeg (float32)" in err, err
+    assert "q90.jpg: model jpeg (" not in err and "q99.jpg: model" not in err, err
+    assert "2 restored, 1 passed through" in err, err
 
 
 def test_ten_bit_heif_is_said_and_guarded_by_its_qp(tmp_path, capsys):

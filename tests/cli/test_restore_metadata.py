@@ -192,11 +192,16 @@ def test_a_copied_cmyk_jpeg_is_not_said_to_be_converted(tmp_path, capsys):
 
 
 def test_the_model_is_said_only_for_files_restored_and_output_quality_where_ignored(tmp_path, capsys):
+    import io
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    Image.fromarray(photo()).save(tmp_path / "p.png")
-    assert run(tmp_path / "bad.jpg", tmp_path / "p.png", "--format", "same", "--output-quality", "80") == 1
+    buf = io.BytesIO()
+    Image.fromarray(photo()).save(buf, "JPEG", quality=20)
+    Image.open(buf).save(tmp_path / "p.png")             # a JPEG's pixels: restored
+    Image.fromarray(photo()).save(tmp_path / "clean.png")  # never compressed: left as it is
+    assert run(tmp_path / "bad.jpg", tmp_path / "p.png", tmp_path / "clean.png", "--format", "same",
+               "--output-quality", "80") == 1
     err = capsys.readouterr().err
-    assert "bad.jpg: model" not in err and "p.png: model" in err
+    assert "bad.jpg: model" not in err and "p.png: model jpeg" in err and "clean.png: model" not in err, err
     assert "p.png: --output-quality does not apply to its PNG output (lossless)" in err
 
 

@@ -239,3 +239,22 @@ def test_check_encoder_turns_an_encoders_own_error_into_a_codec_error(monkeypatc
     with pytest.raises(CodecError, match=r"^--codec hevc: the encoder failed on a test picture: "
                                          r"RuntimeError: x265 \[error\]: bad option$"):
         codecs.check_encoder("hevc", 15, "--codec hevc")
+
+
+def test_a_three_digit_number_out_of_range_is_said_both_ways():
+    """``jpeg:411`` (4:1:1 chroma, which we do not code) was refused as "jpeg quality must be in
+    1..100, got 411"; the number is now named as neither a quality nor a sampling.  A quality
+    given apart (``--quality 500``) keeps its own message."""
+    from fastreshuffle.errors import CodecError
+    from fastreshuffle.io.codecs import parse_spec
+    for spec, lo in (("jpeg:411", 1), ("hevc:440", 0)):
+        with pytest.raises(CodecError, match=rf"^{spec.split(':')[0]}: {spec.split(':')[1]} is neither a quality "
+                                             rf"\({lo}\.\.100\) nor a chroma sampling \(420, 422, 444\)$"):
+            parse_spec(spec)
+    with pytest.raises(CodecError, match=r"^jpeg quality must be in 1\.\.100, got 1000$"):
+        parse_spec("jpeg:1000")
+    with pytest.raises(CodecError, match=r"^webp quality must be in 0\.\.100, got 101$"):   # (no samplings)
+        parse_spec("webp:101")
+    with pytest.raises(CodecError, match=r"^jpeg quality must be in 1\.\.100, got 500$"):
+        parse_spec("jpeg", 500)
+    assert parse_spec("jpeg:444").kwargs() == {"subsampling": "444"} and parse_spec("jpeg:100").quality == 100
