@@ -664,6 +664,21 @@ def test_small_images_smoke(capsys):
     assert (guard.UNIFORM_RADIUS, tiling.MIN_CONTEXT, guard.PLANAR_STEP) == shipped
 
 
+def test_blind_crops_smoke(tmp_path, capsys):
+    """The script behind docs/restore.md's figures for decoded JPEGs in small crops: each crop
+    that fits is coded, restored blind and from its file, and the never-compressed crops are
+    checked to come back unchanged (its exit status says so)."""
+    from benchmarks import blind_crops
+    make_images(tmp_path / "photos", n=2, size=210)
+    out = tmp_path / "b.json"
+    assert blind_crops.main(["--data", str(tmp_path / "photos"), "--qualities", "10", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "CPU flags:" in printed and "never-compressed crops returned unchanged: 2 of 2" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["quality"]) for r in rows] == [([96, 96], 10)]      # the larger crops do not fit
+    assert len(rows[0]["results"]) == 4 and all({"blind", "file", "found"} <= set(r) for r in rows[0]["results"])
+
+
 def test_graphics_smoke(capsys):
     """The script behind the non-photo figures (docs/restore.md): every picture and quality runs, a
     never-compressed picture comes back unchanged (else exit 1), the switch is put back."""
