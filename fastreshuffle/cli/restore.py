@@ -40,20 +40,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
                    help="folder for the restored images (created if needed; default: next to each input); "
-                        "with one input file, also an output file name if it ends in .png, .jpg, .jpeg, .webp, .tif or .tiff "
-                        "(its format); any other name, or one ending in /, is a folder")
+                        "with one input file, also an output file name if it ends in .png, .jpg, .jpeg, .jfif, .webp, .tif "
+                        "or .tiff (its format); a name with another image extension is refused; any other "
+                        "name, or one ending in /, is a folder")
     p.add_argument("--format", default=None, choices=("png", "jpeg", "webp", "tiff", "same"),
                    help="output format (default: png, lossless, or that of -o FILE's extension; same = the "
                         "input's format where it can be written, else png)")
     p.add_argument("--output-quality", type=int, default=None, metavar="Q",
                    help="quality 1-100 of JPEG/WebP outputs (default: JPEG 95, WebP lossless; without it, "
-                        "--format same copies a JPEG of quality >= 85, and a JPEG or WebP file whose pixels stay "
-                        "unchanged, as they are; lossless formats are written again, with the same pixels)")
+                        "a JPEG output of a JPEG input (--format same or jpeg) copies the file as it is where its quality "
+                        "is >= 85 or its pixels stay unchanged, as does a WebP output of a WebP input whose pixels stay "
+                        "unchanged; "
+                        "lossless formats are written again, with the same pixels)")
     p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-mid|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
-                        "HEIF files, jpeg for everything else; said per file; a shipped name, auto's "
-                        "included, hands each file to the band of its quality: jpeg-low / jpeg-mid / "
-                        "jpeg-high, hevc-low; a file's weights are used as they are; hevc-paper: the paper's "
+                        "HEIF files, jpeg for everything else; said per file; auto, jpeg and hevc hand each "
+                        "file to its quality band's model where installed: jpeg-low q <= 20, jpeg-mid 45-80, "
+                        "jpeg-high >= 81, hevc-low QP >= 42; other names and weights files run as given; "
+                        "hevc-paper: the paper's "
                         "network for HEIF files, slightly better than hevc and about 7x slower)")
     add_device_argument(p)
     add_threads_argument(p)

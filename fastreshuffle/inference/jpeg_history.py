@@ -52,7 +52,8 @@ class JpegHistory(NamedTuple):
     offset: tuple        # (dy, dx): the codec's 8x8 grid starts at this pixel
     dc_step: int         # luma DC quantisation step found
     quality: int         # IJG quality whose luma table fits best
-    score: float         # periodicity at the found offset and step (0..1)
+    score: float         # periodicity at the found offset and step (0..1); for a claim moved onto a
+    #                      coarser grid (_coarser_grid), the mean cos of its block means on that lattice
     transposed: bool = False  # the table fits transposed: the pixels were turned by 90 degrees
     sampling: Optional[tuple] = None  # chroma downsampling (v, h) found; None: not established
     mcu_offset: Optional[tuple] = None  # where the coding units (8 x sampling pixels) start
@@ -117,7 +118,7 @@ def detect_jpeg(rgb: np.ndarray, probe_blocks: int = 400, max_blocks: int = 4000
     _, i, step, quality, score, transposed = best
     if score < _THRESHOLD and score < _CONTRAST * _best_rival(textured, i, step, max_blocks):
         return None
-    coarser = _coarser_grid(y, textured, i, step, rng, max_blocks)
+    coarser = _coarser_grid(y, textured, i, step, transposed, rng, max_blocks)
     if coarser is not None:
         i, step, quality, score, transposed = coarser
     offset = (i // _N, i % _N)
@@ -131,7 +132,7 @@ def _cos_fit(values: np.ndarray, step: float) -> float:
     return float(np.cos(2 * np.pi * values / step).mean()) if values.size else 0.0
 
 
-def _coarser_grid(y: np.ndarray, textured, i: int, step: int, rng, max_blocks: int):
+def _coarser_grid(y: np.ndarray, textured, i: int, step: int, claimed_transposed: bool, rng, max_blocks: int):
     """The codec's own grid where a claim landed beside it, or None.
 
     On smooth pictures at low quality most of the codec's blocks are flat (their DC alone) and
@@ -144,9 +145,12 @@ def _coarser_grid(y: np.ndarray, textured, i: int, step: int, rng, max_blocks: i
     on a lattice ``k`` (2, 4, 8, ...) times as coarse, which the claimed grid's textured blocks do
     not (mean cos over the block means x 8, >= 0.8 there, < 0.5 at the claim).  The quality is
     then the IJG table of that DC step that best explains the coefficients there (the lowest that
-    fits the DC alone where no AC says anything).  Only grids with fewer textured blocks than the
-    claim's are tried (more of the codec's blocks are flat there than anywhere else): on a photo
-    with texture everywhere the counts are alike and nothing is tried."""
+    fits the DC alone where no AC says anything; the claim's orientation is kept then).  Only
+    grids with under 90 % of the claim's textured blocks are tried (more of the codec's blocks are
+    flat there than anywhere else): on a photo with texture everywhere the counts are alike and
+    nothing is tried.  Blocks whose mean is within half a claimed step of mid-grey (DC near 0)
+    sit on every lattice: the others must fit the coarser one too (mean cos >= 0.5, 8 of them at
+    least)."""
     claimed_dc = textured[i].mean(axis=(1, 2)) * _N
     coarser = [step * k for k in (2, 4, 8, 16, 32) if step * k <= 255 and _cos_fit(claimed_dc, step * k) < 0.5]
     best = None
@@ -159,20 +163,22 @@ def _coarser_grid(y: np.ndarray, textured, i: int, step: int, rng, max_blocks: i
         if len(b) > max_blocks:
             b = b[rng.choice(len(b), max_blocks, replace=False)]
         dc = b.mean(axis=(1, 2)) * _N
+        away = dc[np.abs(dc) >= step / 2]    # not mid-grey: a DC near 0 sits on every lattice
+        if away.size < _MIN_BLOCKS // 6:
+            continue
         fits = {c: _cos_fit(dc, c) for c in coarser}
-        # the coarsest lattice fitting about as well as the best (values near 0 -- mid-grey -- sit
-        # on every lattice and would carry a finer one's fit to the coarser ones)
+        # the coarsest lattice fitting about as well as the best, and not by its mid-grey blocks alone
         bar = max(0.8, 0.95 * max(fits.values()))
-        coarse = max((c for c, f in fits.items() if f >= bar), default=None)
+        coarse = max((c for c, f in fits.items() if f >= bar and _cos_fit(away, c) >= 0.5), default=None)
         if coarse is not None and (best is None or (coarse, fits[coarse]) > (best[1], best[2])):
             best = (j, coarse, fits[coarse], b)
     if best is None:
         return None
     j, coarse, fit, b = best
-    table_fit, quality, _, transposed = _quality(_DCT @ b @ _DCT.T, coarse)
+    table_fit, quality, ac_ok, transposed = _quality(_DCT @ b @ _DCT.T, coarse)
     if table_fit < 0:       # no IJG table has that DC step
         return None
-    return j, coarse, int(quality), fit, transposed
+    return j, coarse, int(quality), fit, transposed if ac_ok else claimed_transposed
 
 
 def _best_rival(textured, i: int, step: float, max_blocks: int) -> float:

@@ -157,7 +157,7 @@ def band_model(model, quality: Optional[float] = None, qp: Optional[float] = Non
 
 def bands_of(model) -> Dict[str, str]:
     """The installed bands of ``model`` (:func:`band_model`), each with the inputs it takes:
-    ``{"jpeg-low": "JPEG quality <= 20", "jpeg-mid": "JPEG quality >= 55 and < 81", "jpeg-high":
+    ``{"jpeg-low": "JPEG quality <= 20", "jpeg-mid": "JPEG quality >= 45 and < 81", "jpeg-high":
     "JPEG quality >= 81"}`` for "jpeg", ``{}`` for a model without bands."""
     found = {band_model(model, quality=0): f"JPEG quality <= {JPEG_LOW_MAX:g}",
              band_model(model, quality=JPEG_MID_MIN): f"JPEG quality >= {JPEG_MID_MIN:g} and < {JPEG_HIGH_MIN:g}",

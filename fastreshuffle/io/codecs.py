@@ -297,7 +297,8 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
         if p.lstrip("-").isdigit() and q is None and not opts and p not in SAMPLINGS:
             q = int(p)
             lo, hi = QUALITY_RANGE[name]
-            if not lo <= q <= hi and len(p) == 3 and "subsampling" in _OPTIONS[name]:   # "jpeg:411": a sampling?
+            if (quality is None and not lo <= q <= hi and len(p) == 3 and p.isdigit()
+                    and "subsampling" in _OPTIONS[name]):   # "jpeg:411": a sampling we do not code?
                 raise CodecError(f"{name}: {p} is neither a quality ({lo}..{hi}) nor a chroma sampling "
                                  f"({', '.join(SAMPLINGS)})")
             continue

@@ -286,6 +286,21 @@ def test_a_smooth_jpeg_is_found_on_its_own_grid_not_beside_it(name, y, x, size):
     assert psnr(a, blind) >= psnr(a, from_file) - 0.05 and psnr(a, blind) > psnr(a, dec) + 0.8
 
 
+def test_mid_grey_alone_does_not_move_a_claim():
+    """Blocks of mid-grey (DC 0) sit on every lattice: a grid made of them alone would take any
+    claim at the coarsest step tried (review of the first version); they must not decide."""
+    from fastreshuffle.inference.jpeg_history import _coarser_grid
+    y = np.zeros((256, 256))                                   # luma - 128: mid-grey everywhere
+    claimed = np.repeat((20 / 8 * (2 * np.arange(100) % 7 * 2 + 1))[:, None, None], 8, 1).repeat(8, 2)
+    textured = [claimed if j == 2 else np.zeros((0, 8, 8)) for j in range(64)]
+    assert _coarser_grid(y, textured, 2, 20, False, np.random.default_rng(0), 4000) is None
+    y[::16, ::16] = 8 * 80 / 8 * np.arange(256 // 16)[:, None] % 240   # DC on the 80-lattice at grid 0
+    y = np.kron(y[::8, ::8], np.ones((8, 8)))                # flat 8x8 blocks, most of them mid-grey
+    y[:128] = np.kron((np.arange(16)[:, None] * 7 + np.arange(32)) % 5 * 80 / 8 - 80, np.ones((8, 8)))
+    moved = _coarser_grid(y, textured, 2, 20, False, np.random.default_rng(0), 4000)
+    assert moved is not None and moved[:2] == (0, 80), moved  # with blocks away from grey: moved
+
+
 @pytest.mark.parametrize("factor", [8, 16])
 def test_a_photo_enlarged_by_repeating_pixels_is_not_taken_for_a_jpeg(factor):
     """Enlarged 8x or 16x by nearest neighbour, a never-compressed photo's block means sit on a

@@ -258,3 +258,6 @@ def test_a_three_digit_number_out_of_range_is_said_both_ways():
     with pytest.raises(CodecError, match=r"^jpeg quality must be in 1\.\.100, got 500$"):
         parse_spec("jpeg", 500)
     assert parse_spec("jpeg:444").kwargs() == {"subsampling": "444"} and parse_spec("jpeg:100").quality == 100
+    assert parse_spec("jpeg:411", 50).quality == 50       # the quality given apart replaces the spec's
+    with pytest.raises(CodecError, match=r"^jpeg quality must be in 1\.\.100, got -10$"):   # a sign: a quality
+        parse_spec("jpeg:-10")
