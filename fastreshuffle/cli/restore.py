@@ -24,6 +24,7 @@ interrupt.  Weights are read only from safetensors files.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -101,8 +102,6 @@ def _check_folder(folder: Path, what: str) -> None:
     """Before any work: a UserError starting with ``what`` where a file stands where ``folder`` or
     one of its parents should be (the folders could never be made).  A folder that cannot be
     written in is said per file, where the write fails."""
-    import errno
-
     from ..io.safe_write import check_output_folder
     try:
         check_output_folder(folder)
@@ -288,7 +287,7 @@ def run(args) -> int:
             else:
                 # the model that made the pixels: the band's where one ran; none for a file left as it
                 # was (its notes say why), which the tally counts as passed through
-                ran = o.band or o.model if o.status == "restored" else None
+                ran = (o.band or o.model) if o.status == "restored" else None
                 if ran is not None:
                     used[ran] = used.get(ran, 0) + 1
                 said = [f"model {ran} ({str(dtype).replace('torch.', '')})"] if (

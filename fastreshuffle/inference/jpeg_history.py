@@ -347,13 +347,10 @@ def _refined_step(c: np.ndarray, step: float) -> Optional[float]:
     c = c[np.abs(c) > 0.5 * step][:20000]
     if c.size < 32:
         return None
-
-    def fit(s):
-        return float(np.cos(2 * np.pi * c / s).mean())
-    if fit(step) >= 0.5:
+    if _cos_fit(c, step) >= 0.5:
         return float(step)
     steps = np.arange(max(2.0, np.floor(0.8 * step)), np.ceil(1.25 * step) + 1)
-    fits = [fit(s) for s in steps]
+    fits = [_cos_fit(c, s) for s in steps]
     k = int(np.argmax(fits))
     return float(steps[k]) if fits[k] >= 0.5 else None
 
