@@ -230,11 +230,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     run = runner(model)
 
     band = []   # the band's model that ran, if any
+    band_note = []   # (index in notes, what) of its note
 
     def band_run(what, **key):   # the run of the band for this key (a JPEG quality, a HEIF QP)
         if bands is None or bands.name(**key) == bands.model:
             return run
         band.append(bands.name(**key))
+        band_note.append((len(notes), what))
         notes.append(f"{what}: restored by {band[-1]}, the model of that quality band")
         return runner(bands.net(**key))
 
@@ -313,6 +315,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
     changed = not np.array_equal(restored, pixels)
+    if not changed:   # the band's model ran, but what it gave was not kept (passed through)
+        for i, what in band_note:
+            notes[i] = f"{what}: {band[-1]}, the model of that quality band, ran, but the pixels came out as they were"
     if changed and min(pixels.shape[:2]) < SMALL_SIDE:
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]}: an image under {SMALL_SIDE} px on a side gains less "
                      "surely (single small crops, near-black or saturated ones, lost up to a few dB in our tests)")

@@ -152,6 +152,17 @@ def test_decoded_high_quality_pixels_take_the_band_and_its_strength(tmp_path, ca
         assert f"restored by {band}" in err and f"quality ~{q}: 100% of the correction" in err
 
 
+def test_a_band_file_whose_pixels_come_out_unchanged_is_not_said_restored(tmp_path, capsys):
+    """A flat q90 JPEG goes to the high band, whose output is kept nowhere (a uniform area): its
+    note must not say the band's model restored it; the count says passed through."""
+    src = tmp_path / "flat.jpg"
+    Image.fromarray(np.full((96, 96, 3), 120, np.uint8)).save(src, quality=90)
+    assert main(["restore", str(src), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "restored by" not in err and "1 passed through" in err
+    assert f"{JPEG_HIGH}, the model of that quality band, ran, but the pixels came out as they were" in err
+
+
 def test_demo_says_which_network_restored_a_high_quality_jpeg(tmp_path, capsys):
     for model in ("auto", "jpeg"):
         assert main(["demo", "--model", model, "--quality", "95", "-o", str(tmp_path / f"{model}.png"),
