@@ -175,7 +175,7 @@ def run(args) -> int:
         mdesc["guard"] = bool(args.guard)
     if progress:
         print("", file=sys.stderr)
-    print(f"{folder}: {len(images)} images" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
+    print(f"{folder}: {len(images)} image{'s' if len(images) != 1 else ''}" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
     print_table(results)
     doc = {"data": str(folder), "images": len(images), "skipped": bad, "model": mdesc,
            "metrics": METRIC_NOTES, "seconds": time.time() - t0, "results": results}

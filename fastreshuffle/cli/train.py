@@ -80,7 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed for init and data [%(default)s]")
     g = p.add_argument_group("validation and output")
     g.add_argument("--out", required=True, help="run folder (created)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its own options (those given again win); the runtime "
+                        "ones (--threads, --device, --time-budget, --checkpoint-every, ...) are this command's")
     g.add_argument("--val-every", type=int, help="validate and checkpoint every K steps [%(default)s]")
     g.add_argument("--val-quality", type=int, nargs="+",
                    help="validation quality/qualities; the val PSNR is one PSNR over every (image, quality) "

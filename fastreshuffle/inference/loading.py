@@ -326,12 +326,21 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
 
 
 def get_model(model: ModelArg, device=None, half: bool = False,
-              precision: Optional[str] = "fp32") -> torch.nn.Module:
-    """A model object as given -- its device and dtype are the caller's: a ``device`` named that
-    is not the model's raises ValueError rather than moving the caller's model --, or a name /
-    path loaded in ``precision`` (see :func:`load_model`) once and cached while the file is
-    unchanged."""
+              precision: Optional[str] = None) -> torch.nn.Module:
+    """A model object as given -- its device and dtype are the caller's: a ``device`` or a
+    ``precision`` named ("fp32", "bf16", "fp16"; not None / "auto") that is not the model's raises
+    ValueError rather than converting the caller's model or being ignored --, or a name / path
+    loaded in ``precision`` (None: "fp32"; see :func:`load_model`) once and cached while the file
+    is unchanged."""
     if isinstance(model, torch.nn.Module):
+        if precision is not None and precision != "auto":
+            have = next((p for p in model.parameters() if p.is_floating_point()), None)
+            if have is not None:
+                want = resolve_precision(precision, have.device)
+                if have.dtype != want:
+                    raise ValueError(f"the model is in {str(have.dtype).replace('torch.', '')}, not in the precision "
+                                     f"asked for ({precision!r}): convert it first (model.to(torch.{str(want)[6:]})) "
+                                     "or leave precision unset (a model object runs in its own dtype)")
         if device is not None and device != "auto":
             want = resolve_device(device)
             if want.type == "cuda" and want.index is None:
@@ -344,7 +353,7 @@ def get_model(model: ModelArg, device=None, half: bool = False,
                                  "move it first (model.to(...)) or leave device unset")
         return model
     dev = resolve_device(device)
-    return _cached_model(model, dev, _dtype(precision, half, dev))
+    return _cached_model(model, dev, _dtype("fp32" if precision is None else precision, half, dev))
 
 
 def _dtype(precision, half: bool, dev: torch.device) -> torch.dtype:

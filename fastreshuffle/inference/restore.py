@@ -398,7 +398,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     AVX512-BF16 or AMX, within 0.003 dB of fp32 on Kodak24, else fp32), "fp32", "bf16", or "fp16" on CUDA
     (``half=True`` is "fp16" on CUDA; elsewhere ``precision``, with a warning, as ``fastreshuffle
     restore --half``).  A model object runs as it is: in its own dtype, on its own device
-    (a ``device`` given must be that one: it is not moved), in eval mode (its modules' training
+    (a ``device`` or ``precision`` given must be its own: it is not moved or converted, and
+    another one raises ValueError), in eval mode (its modules' training
     flags are put back afterwards).
 
     ``guard`` (default: on for JPEG models given by name or path, or loaded by :func:`load_model` /

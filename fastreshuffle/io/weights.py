@@ -1,6 +1,7 @@
 """Model weights as safetensors (never pickle), with the architecture in the file's metadata."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -40,7 +41,21 @@ def save_weights(model: torch.nn.Module, path, *, dtype: Optional[torch.dtype] =
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=overwrite)
+    return atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)), overwrite=overwrite)
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """A safetensors file with its metadata keys in sorted order: safetensors writes them in the
+    order of a randomly seeded hash map, so the same weights and metadata gave other bytes at each
+    save (a run repeated, or weights exported twice, could not be compared by checksum)."""
+    n = int.from_bytes(blob[:8], "little")
+    head = json.loads(blob[8:8 + n])
+    meta = head.pop("__metadata__", None)
+    if meta is not None:
+        head = {"__metadata__": dict(sorted(meta.items())), **head}
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)        # the header padded to 8 bytes, as safetensors does
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 def read_metadata(path) -> Dict[str, str]:

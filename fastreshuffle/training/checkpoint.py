@@ -38,13 +38,15 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, names: Dict[int, str]) -> Dic
 def save_state(run: Path, model, opt, step: int, extra: Dict) -> None:
     from safetensors.torch import save
 
+    from ..io.weights import canonical_safetensors
     names = {i: n for i, (n, _) in enumerate(model.named_parameters())}
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(opt, names))
     meta = {"step": step, "version": STATE_VERSION, "param_groups": opt.state_dict()["param_groups"], **extra}
     text = json.dumps(meta, indent=1, default=str)
     atomic_write_bytes(run / "state.safetensors",
-                       save(tensors, metadata={"format": "fastreshuffle-train-state/1", "state": text}),
+                       canonical_safetensors(save(tensors, metadata={"format": "fastreshuffle-train-state/1",
+                                                                      "state": text})),
                        overwrite=True)
     atomic_write_bytes(run / "state.json", text.encode(), overwrite=True)
 

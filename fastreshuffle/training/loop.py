@@ -641,16 +641,17 @@ def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, sa
                f" >= --steps {args.steps}"))
         dist.close()
         return 0
+    init_val = None
     if args.init and not args.resume:
         if not args.was_given("lr"):
             warn(f"--init with --lr {args.lr} (the default, for training from scratch): fine-tuning usually wants "
                  "less (the shipped models' later phases used 1.5e-4 to 2e-4)")
         if valset is not None and start == 0:   # where the fine-tuning starts from, to compare with
-            v = validate(model, valset, device)
-            say(f"validation of the --init weights before training: {v['val_psnr']:.3f} dB "
-                f"(codec {v['val_psnr_codec']:.3f} dB)")
+            init_val = validate(model, valset, device)
+            say(f"validation of the --init weights before training: {init_val['val_psnr']:.3f} dB "
+                f"(codec {init_val['val_psnr_codec']:.3f} dB)")
     loop = _Loop(args, dist, model, opt, spec, cfg, qualities, images, valset, run_dir, say, setup, files)
-    return loop.run(start, max(start, end), best, loss_acc, cpu_seconds, val_pending)
+    return loop.run(start, max(start, end), best, loss_acc, cpu_seconds, val_pending, init_val)
 
 
 def _precision_line(precision: str, model, device) -> str:
@@ -687,6 +688,15 @@ class _TimedBatches:
         out = self.waited / total if total > 0 else 0.0
         self.waited = self.busy = 0.0
         return out
+
+
+def _saved_step(path: Path) -> Optional[int]:
+    """The training step a run's weights file was saved at (its metadata), None if unreadable."""
+    from ..io.weights import read_metadata
+    try:
+        return int(read_metadata(path).get("step", ""))
+    except (WeightsError, ValueError):
+        return None
 
 
 class _Loop:
@@ -794,7 +804,10 @@ class _Loop:
         return self.cpu_base + time.process_time() - self.cpu0
 
     def run(self, start: int, end: int, best: float, loss_acc, cpu_base: float = 0.0,
-            val_pending: bool = False) -> int:
+            val_pending: bool = False, init_val: Optional[Dict] = None) -> int:
+        """Steps ``start`` to ``end``; ``init_val``: the validation of the --init weights before
+        training, which count as the run's first best (checkpointed at ``start``): best.safetensors
+        is never worse than the weights the run started from."""
         args, dist, model, opt, say = self.args, self.dist, self.model, self.opt, self.say
         device = dist.device
         self.best = best
@@ -830,6 +843,10 @@ class _Loop:
         # or slowed by other work on the machine still gets its full share (the preset study).
         cpu_clock = getattr(args, "budget_clock", "wall") == "cpu"
         t_ckpt = t0
+        if init_val is not None:
+            self.best, self.val_codec = init_val["val_psnr"], init_val["val_psnr_codec"]
+            if dist.main:
+                self.checkpoint(start, True, init_val["val_psnr"])
         loss_fn = F.mse_loss if getattr(args, "loss", "l1") == "mse" else F.l1_loss
         try:
             if val_pending:         # the saved step's validation (and checkpoint) was interrupted
@@ -942,6 +959,9 @@ class _Loop:
             best_txt += "; " if best_txt else ""
             best_file = self.run_dir / "best.safetensors"
             weights = best_file if best_file.is_file() else self.run_dir / "last.safetensors"
-            say(f"done: {step} steps in {time.time() - t0:.1f} s; {best_txt}weights in {weights}")
+            if best_file.is_file() and _saved_step(best_file) == 0:   # (only --init validates at step 0)
+                best_txt += "the --init weights, as no trained step validated better; "
+            ran = f"{step} steps" if start == 0 else f"step {step} ({step - start} in this segment)"
+            say(f"done: {ran} in {time.time() - t0:.1f} s; {best_txt}weights in {weights}")
         dist.close()
         return 0

@@ -262,3 +262,16 @@ def test_a_16_bit_colour_file_given_by_path_says_it_comes_back_at_8_bits(tmp_pat
     tifffile.imwrite(tmp_path / "f.tif", _photo(size=32).astype(np.float32) / 255, photometric="rgb")
     with pytest.raises(Exception, match="tifffile.imread, floats in"):
         fr.restore(tmp_path / "f.tif", device="cpu")
+
+
+def test_a_precision_that_is_not_the_loaded_models_is_refused_not_ignored():
+    """restore(img, model_object, precision=...) ran the model in its own dtype whatever was asked,
+    without a word; a precision named that is not the model's dtype now raises, "auto" runs it as
+    it is, and one that is its dtype runs."""
+    import fastreshuffle as fr
+    img = np.full((32, 32, 3), 100, np.uint8)
+    m = fr.load_pretrained("jpeg-low")                    # float32
+    with pytest.raises(ValueError, match=r"in float32, not in the precision asked for \('bf16'\)"):
+        fr.restore(img, m, device="cpu", precision="bf16", guard=False)
+    np.testing.assert_array_equal(np.asarray(fr.restore(img, m, device="cpu", precision="fp32", guard=False)),
+                                  np.asarray(fr.restore(img, m, device="cpu", guard=False)))

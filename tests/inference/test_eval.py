@@ -384,7 +384,7 @@ def test_eval_recursive_takes_the_sub_folders(tmp_path, capsys):
     make_images(data / "more", n=2, size=32, seed=3)
     assert main(["eval", "--data", str(data), "--quality", "50", "-q"]) == 0
     said = capsys.readouterr()
-    assert "-r includes them" in said.err and ": 1 images" in said.out
+    assert "-r includes them" in said.err and ": 1 image\n" in said.out
     assert main(["eval", "--data", str(data), "--quality", "50", "-q", "-r"]) == 0
     assert ": 3 images" in capsys.readouterr().out
 

@@ -47,6 +47,21 @@ def test_roundtrip_fp16(good, model):
         assert (loaded(x) - model(x)).abs().max().item() < 5e-3  # fp16 rounding of the weights
 
 
+def test_the_same_weights_and_metadata_give_the_same_bytes(model, tmp_path):
+    """safetensors orders the metadata by a randomly seeded hash map: without sorting, two saves
+    of the same model differed in their header (a repeated training run could not be checked
+    with a checksum)."""
+    meta = {f"key{i}": str(i) for i in range(12)}
+    blobs = set()
+    for i in range(6):
+        save_weights(model, tmp_path / f"w{i}.safetensors", metadata=meta)
+        blobs.add((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    cfg, state, got = read_weights(tmp_path / "w0.safetensors")
+    assert cfg == model.config and {k: got[k] for k in meta} == meta
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("keep", [0, 7, 100, -50])
 def test_truncated(good, tmp_path, keep):
     data = good.read_bytes()

@@ -193,6 +193,32 @@ def test_fine_tuning_a_shipped_model_by_name(tmp_path, capsys):
     assert "validation of the --init weights before training" in err and "fine-tuning usually wants less" in err
 
 
+def test_best_is_never_worse_than_the_init_weights(tmp_path, capsys):
+    """With --init, the weights it starts from are validated and count as the run's first best:
+    a run whose steps only validate worse (here a learning rate that wrecks the network) keeps
+    them as best.safetensors, and its last line says so.  (best.safetensors used to be the best
+    trained step, worse than the weights the run started from.)"""
+    from safetensors.torch import load_file
+
+    from fastreshuffle.inference.loading import load_model
+    data = make_images(tmp_path / "imgs", n=3)
+    out = tmp_path / "ft"
+    assert main(["train", "--data", str(data), "--val", str(data), "--out", str(out), "--init", "jpeg",
+                 "--preset", "small", "--steps", "2", "--batch-size", "2", "--patch", "32", "--val-every", "2",
+                 "--lr", "0.02", "--warmup", "0", "--precision", "fp32", "--workers", "0", "--threads", "1", "--no-progress",
+                 "--val-images", "2"]) == 0
+    err = capsys.readouterr().err
+    before = float(err.split("validation of the --init weights before training: ")[1].split()[0])
+    after = float(err.split("step 2: val PSNR ")[1].split()[0])
+    assert after < before                        # the step validated worse ...
+    last = err.strip().splitlines()[-1]
+    assert "the --init weights, as no trained step validated better" in last and f"{before:.3f}" in last
+    best = load_file(str(out / "best.safetensors"))      # ... and the best file is the start
+    init = load_model("jpeg").state_dict()
+    assert best.keys() == init.keys() and all(torch.equal(best[k], init[k].float()) for k in best)
+    assert not all(torch.equal(v, best[k]) for k, v in load_file(str(out / "last.safetensors")).items())
+
+
 def test_validation_default_is_said_and_its_absence_names_val(tmp_path, capsys, monkeypatch):
     data = make_images(tmp_path / "imgs", n=3)
     monkeypatch.setenv("FASTRESHUFFLE_DATA", str(tmp_path / "nowhere"))
