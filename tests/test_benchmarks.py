@@ -679,6 +679,25 @@ def test_blind_crops_smoke(tmp_path, capsys):
     assert len(rows[0]["results"]) == 4 and all({"blind", "file", "found"} <= set(r) for r in rows[0]["results"])
 
 
+def test_other_tables_smoke(tmp_path, capsys):
+    """The script behind the 4:4:4 / flat-table figures (fastreshuffle/weights/README.md): each
+    table pair at each sampling, restored now and with the guard before (--before); the guard is
+    put back; an IJG q97 4:4:4 file is now passed through and read as q97."""
+    from benchmarks import other_tables
+    from fastreshuffle.inference import guard
+    shipped = guard.guard_for
+    make_images(tmp_path / "photos", n=2, size=64)
+    out = tmp_path / "t.json"
+    assert other_tables.main(["--data", str(tmp_path / "photos"), "--tables", "ijg-97", "flat-6", "--before",
+                              "--json", str(out)]) == 0
+    assert guard.guard_for is shipped
+    assert "CPU flags:" in capsys.readouterr().out
+    res = {(r["tables"], r["sampling"]): r for r in json.loads(out.read_text())["results"]}
+    assert len(res) == 6 and all(len(r["now"]["per_image"]) == len(r["before"]["per_image"]) == 2 for r in res.values())
+    assert res["ijg-97", "4:4:4"]["quality"] == 97 and res["ijg-97", "4:4:4"]["now"]["per_image"] == [0.0, 0.0]
+    assert res["flat-6", "4:2:0"]["quality"] == 93 and res["flat-6", "4:4:4"]["quality"] == 96
+
+
 def test_graphics_smoke(capsys):
     """The script behind the non-photo figures (docs/restore.md): every picture and quality runs, a
     never-compressed picture comes back unchanged (else exit 1), the switch is put back."""

@@ -9,7 +9,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["JpegTables", "tables_from_pil", "ijg_quality", "ijg_table", "IJG_LUMA", "IJG_CHROMA"]
+__all__ = ["JpegTables", "tables_from_pil", "ijg_quality", "detail_quality", "full_chroma", "ijg_table",
+           "IJG_LUMA", "IJG_CHROMA"]
 
 # IJG (libjpeg) base luminance table, natural order (quality 50).
 IJG_LUMA = np.array([
@@ -58,10 +59,33 @@ def ijg_table(quality: int, base: np.ndarray = IJG_LUMA) -> np.ndarray:
 
 def ijg_quality(luma: np.ndarray) -> float:
     """The IJG quality (1-100) whose scaled standard table is closest to ``luma`` (log distance)."""
+    return _closest_quality(luma, _ALL)
+
+
+# the upper half of the frequencies (u + v >= 7 of 0..14), where a table flatter than IJG's (a
+# camera's near-lossless one) keeps detail that IJG's table of the same overall size would not
+_ALL = np.ones(64, bool)
+_DETAIL = (np.add.outer(np.arange(8), np.arange(8)) >= 7).ravel()
+
+
+def detail_quality(luma: np.ndarray) -> float:
+    """The IJG quality (1-100) whose table is closest to ``luma`` in the upper half of the
+    frequencies (log distance): the quality of the detail the file kept.  For an IJG table it is
+    at most :func:`ijg_quality` (the lowest of equal fits is taken); for a flatter one, higher
+    (all steps 6: 96, where the whole table reads as 93)."""
+    return _closest_quality(luma, _DETAIL)
+
+
+def _closest_quality(luma: np.ndarray, where: np.ndarray) -> float:
     best, best_err = 50.0, np.inf
-    target = np.log(np.maximum(np.asarray(luma, np.float64).ravel(), 1))
+    target = np.log(np.maximum(np.asarray(luma, np.float64).ravel(), 1))[where]
     for quality in range(1, 101):
-        err = np.mean((np.log(ijg_table(quality)) - target) ** 2)
+        err = np.mean((np.log(ijg_table(quality))[where] - target) ** 2)
         if err < best_err:
             best, best_err = float(quality), err
     return best
+
+
+def full_chroma(tables: JpegTables) -> bool:
+    """No chroma subsampling to undo: a 4:4:4 or a grey JPEG."""
+    return tables.chroma is None or tuple(tables.subsampling) == (1, 1)

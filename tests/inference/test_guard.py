@@ -209,6 +209,49 @@ def test_the_high_band_has_its_own_schedule():
         assert [strength(q, other) for q in (80, 90, 95)] == [0.5, 0.25, 0.0]
 
 
+def test_full_chroma_files_take_their_own_high_schedule():
+    """A file with no chroma subsampling (4:4:4 or grey) gets none of the high band's correction
+    from IJG quality 97 (it lost there: fastreshuffle/weights/README.md, "4:4:4 and flat tables");
+    below, and for a subsampled file, the schedule is the band's as before."""
+    from fastreshuffle.inference.loading import JPEG_HIGH
+    from fastreshuffle.io.jpeg_tables import JpegTables
+    for q in range(80, 101):
+        lum, chroma = ijg_table(q).reshape(8, 8), ijg_table(q, IJG_CHROMA).reshape(8, 8)
+        sub = guard.guard_for(JpegTables(lum, (chroma, chroma), (2, 2)), "jpeg")
+        full = guard.guard_for(JpegTables(lum, (chroma, chroma), (1, 1)), "jpeg")
+        grey = guard.guard_for(JpegTables(lum, None, (1, 1)), "jpeg")
+        assert sub.quality == full.quality == grey.quality == ijg_quality(lum)     # IJG tables: as read
+        assert sub.strength == strength(q, JPEG_HIGH)
+        assert full.strength == grey.strength == (0.0 if q >= 97 else sub.strength), q
+
+
+def test_flat_tables_without_chroma_subsampling_are_read_by_the_detail_they_keep():
+    """A camera's near-lossless tables flatter than IJG's (every step 6) read as IJG q93 by their
+    size, but keep the detail of q96: at 4:4:4 and grey they take q96's share (they lost up to
+    0.56 dB with q93's); at 4:2:0 they keep q93's (they gained).  A linear ramp 1 + 0.3 (u + v)
+    reads as q97 and keeps q98's detail: at 4:4:4 the file comes back unchanged."""
+    from fastreshuffle.io.jpeg_tables import JpegTables, detail_quality
+    flat = np.full((8, 8), 6.0)
+    assert ijg_quality(flat) == 93 and detail_quality(flat) == 96
+    assert guard.guard_for(JpegTables(flat, (flat, flat), (2, 2)), "jpeg").quality == 93
+    for chroma in ((flat, flat), None):
+        g = guard.guard_for(JpegTables(flat, chroma, (1, 1)), "jpeg")
+        assert g.quality == 96 and g.strength == 0.25
+    u, v = np.mgrid[0:8, 0:8]
+    ramp = np.round(1 + 0.3 * (u + v))
+    a = photos(n=1, size=128)[0]
+    outs = {}
+    for sub in (0, 2):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG", qtables=[ramp.ravel().astype(int).tolist(),
+                                                       np.round(1 + 0.6 * (u + v)).ravel().astype(int).tolist()],
+                                subsampling=sub)
+        decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        outs[sub] = (decoded, np.asarray(fr.restore(Image.open(io.BytesIO(buf.getvalue())), device="cpu")))
+    np.testing.assert_array_equal(outs[0][1], outs[0][0])        # 4:4:4: passed through
+    assert (outs[2][1] != outs[2][0]).any()                       # 4:2:0: restored, as before
+
+
 def test_a_guard_takes_the_strength_of_its_band():
     """guard_for / blind_guard: the strength of the network that restores the quality found, from the
     model asked for: "jpeg" hands q75+ to "jpeg-high" (its schedule), a weights file keeps the
