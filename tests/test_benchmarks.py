@@ -680,7 +680,7 @@ def test_blind_crops_smoke(tmp_path, capsys):
 
 
 def test_other_tables_smoke(tmp_path, capsys):
-    """The script behind the 4:4:4 / flat-table figures (fastreshuffle/weights/README.md): each
+    """The script behind the 4:4:4 / flat-table figures (docs/other_tables.md): each
     table pair at each sampling, restored now and with the guard before (--before); the guard is
     put back; an IJG q97 4:4:4 file is now passed through and read as q97."""
     from benchmarks import other_tables

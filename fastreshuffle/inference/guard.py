@@ -54,8 +54,8 @@ _BAND_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE, "jpeg-mid": _HIGH_SCHEDULE}
 # has no chroma smear to undo, and near-lossless it lost where its 4:2:0 twin gains: IJG q97 4:4:4
 # on the 8 held-out CBSD432 photos shrunk 2x, -0.06 dB in the mean, -0.15 worst, at a quarter of
 # the correction (+0.12 worst at 4:2:0).  None of it from quality 97 on (a camera's flat tables:
-# :func:`guard_for` reads them by the detail they keep); fastreshuffle/weights/README.md, "4:4:4 and
-# flat tables".
+# :func:`guard_for` reads them by the detail they keep); docs/restore.md, "4:4:4, grey and other
+# encoders' tables" (benchmarks/other_tables.py).
 _HIGH_SCHEDULE_FULL_CHROMA = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.25), (96.0, 0.25), (97.0, 0.0))
 _FULL_CHROMA_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE_FULL_CHROMA, "jpeg-mid": _HIGH_SCHEDULE_FULL_CHROMA}
 
