@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=sorted(PRESETS), help="architecture [%(default)s]")
     g.add_argument("--config", help="architecture as JSON (overrides --preset)")
     g.add_argument("--init", help="start from these weights: a .safetensors file or a shipped model's name "
-                                  "(jpeg, hevc, ...); fine-tuning usually wants a lower --lr")
+                                  "(jpeg, hevc, ...); fine-tuning usually wants a lower --lr.  With a validation set they are "
+                                  "validated first and are the run's first best.safetensors")
     g.add_argument("--no-zero-tail", dest="zero_tail", action="store_false",
                    help="keep PyTorch's random init of the last conv (default: zero it, so a residual "
                         "model starts as the identity)")

@@ -184,7 +184,7 @@ class FileResult(NamedTuple):
     in a note)."""
     notes: List[str]
     changed: bool
-    band: Optional[str] = None   # the quality band's model that restored it, where not the model itself
+    band: Optional[str] = None   # the quality band's model that ran, where not the model itself
 
 
 def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Optional[int] = None,

@@ -11,6 +11,8 @@ at q95.  Two things make it safe, both driven by the file's own quantisation tab
    high-quality band ``jpeg-high`` (from :data:`.loading.JPEG_HIGH_MIN`) has a schedule of its own:
    1 up to q85, 0.75 at q90, 0.5 at q93, 0.25 at q95-97, 0 from q98 (the mid-quality band
    ``jpeg-mid``, from :data:`.loading.JPEG_MID_MIN`, the same: all of its correction in its band);
+   for a file with no chroma subsampling (4:4:4, grey) 0.25 at q95-96 and 0 from q97, its
+   quality read by the detail its luma table keeps where that is higher (:func:`guard_for`);
 2. the result is projected onto the JPEG's quantisation intervals
    (:mod:`.jpeg_consistency`), which can only move it towards the original.
 
@@ -52,8 +54,8 @@ _HIGH_SCHEDULE = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.25), (97.0, 0
 _BAND_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE, "jpeg-mid": _HIGH_SCHEDULE}
 # A JPEG file with no chroma subsampling (4:4:4, as ImageMagick writes from quality 90, or grey)
 # has no chroma smear to undo, and near-lossless it lost where its 4:2:0 twin gains: IJG q97 4:4:4
-# on the 8 held-out CBSD432 photos shrunk 2x, -0.06 dB in the mean, -0.15 worst, at a quarter of
-# the correction (+0.12 worst at 4:2:0).  None of it from quality 97 on (a camera's flat tables:
+# on the 8 held-out CBSD432 photos shrunk 2x, -0.075 dB in the mean, -0.163 worst, at a quarter of
+# the correction (+0.128 worst at 4:2:0).  None of it from quality 97 on (a camera's flat tables:
 # :func:`guard_for` reads them by the detail they keep); docs/restore.md, "4:4:4, grey and other
 # encoders' tables" (benchmarks/other_tables.py).
 _HIGH_SCHEDULE_FULL_CHROMA = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.25), (96.0, 0.25), (97.0, 0.0))
@@ -72,7 +74,7 @@ def strength(quality: float, net=None, full_chroma: bool = False) -> float:
 
 class Guard(NamedTuple):
     tables: JpegTables
-    quality: float            # IJG-equivalent quality of the luma table
+    quality: float            # IJG-equivalent quality of the luma table (of its detail: guard_for)
     strength: float           # 0 = the input is returned unchanged
     offset: tuple = (0, 0)    # where the coding units start (blind detection of a crop)
     blind: bool = False       # tables estimated from the pixels, not read from a file
@@ -82,15 +84,17 @@ class Guard(NamedTuple):
 def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
     """The guard of a JPEG file with these tables (None: no tables) restored when ``model`` is
     asked for: the strength of the network of its quality's band (:func:`.loading.band_model`).
-    The quality is the luma table's IJG quality; for a file with no chroma subsampling, the
-    quality of the detail it kept where that is higher (:func:`.jpeg_tables.detail_quality`: an
-    encoder's tables flatter than IJG's, taken by their overall size for IJG q93, lost up to 0.56
-    dB at 4:4:4 with the correction of q93)."""
+    The quality is the luma table's IJG quality; for a file with no chroma subsampling read as
+    the high band's (from :data:`.loading.JPEG_HIGH_MIN`), the quality of the detail it kept
+    where that is higher (:func:`.jpeg_tables.detail_quality`: an encoder's tables flatter than
+    IJG's, taken by their overall size for IJG q93, lost up to 0.57 dB at 4:4:4 with the
+    correction of q93)."""
     if tables is None:
         return None
+    from .loading import JPEG_HIGH_MIN
     full = full_chroma(tables)
     q = ijg_quality(tables.luma)
-    if full:
+    if full and q >= JPEG_HIGH_MIN:   # (below, the band would change too: not measured there)
         q = max(q, detail_quality(tables.luma))
     return Guard(tables, q, _band_strength(q, model, full))
 
@@ -155,7 +159,9 @@ def blind_guard(rgb: np.ndarray, model=None) -> Optional[Guard]:
         return t.T if h.transposed else t
     chroma = (table(IJG_CHROMA), table(IJG_CHROMA)) if h.sampling else None
     tables = JpegTables(table(IJG_LUMA), chroma, h.sampling or (1, 1))
-    return Guard(tables, float(h.quality), _band_strength(float(h.quality), model), h.mcu_offset, True)
+    # (the band's schedule for subsampled files whatever the sampling found: chroma None here is
+    # "not established", not a grey file; blind detection stops near q92, below where they differ)
+    return Guard(tables, float(h.quality), _band_strength(float(h.quality), model, False), h.mcu_offset, True)
 
 
 # The guard's strips (projection, uniform areas) run on this many threads at most: torch's thread

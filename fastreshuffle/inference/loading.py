@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..backends import resolve_device, resolve_precision
+from ..backends import PRECISIONS, _parse_precision, resolve_device, resolve_precision
 from ..errors import WeightsError
 from ..io.weights import load_state_checked, read_metadata, read_weights
 from ..nn.config import ReshuffleNetConfig
@@ -325,15 +325,17 @@ def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> tor
         return model
 
 
-def get_model(model: ModelArg, device=None, half: bool = False,
-              precision: Optional[str] = None) -> torch.nn.Module:
+_UNSET = object()
+
+
+def get_model(model: ModelArg, device=None, half: bool = False, precision=_UNSET) -> torch.nn.Module:
     """A model object as given -- its device and dtype are the caller's: a ``device`` or a
     ``precision`` named ("fp32", "bf16", "fp16"; not None / "auto") that is not the model's raises
     ValueError rather than converting the caller's model or being ignored --, or a name / path
-    loaded in ``precision`` (None: "fp32"; see :func:`load_model`) once and cached while the file
-    is unchanged."""
+    loaded in ``precision`` (not given: "fp32"; None: "auto"; see :func:`load_model`) once and
+    cached while the file is unchanged."""
     if isinstance(model, torch.nn.Module):
-        if precision is not None and precision != "auto":
+        if precision is not _UNSET and precision is not None and _parse_precision(precision, PRECISIONS) != "auto":
             have = next((p for p in model.parameters() if p.is_floating_point()), None)
             if have is not None:
                 want = resolve_precision(precision, have.device)
@@ -353,7 +355,7 @@ def get_model(model: ModelArg, device=None, half: bool = False,
                                  "move it first (model.to(...)) or leave device unset")
         return model
     dev = resolve_device(device)
-    return _cached_model(model, dev, _dtype("fp32" if precision is None else precision, half, dev))
+    return _cached_model(model, dev, _dtype("fp32" if precision is _UNSET else precision, half, dev))
 
 
 def _dtype(precision, half: bool, dev: torch.device) -> torch.dtype:

@@ -843,12 +843,17 @@ class _Loop:
         # or slowed by other work on the machine still gets its full share (the preset study).
         cpu_clock = getattr(args, "budget_clock", "wall") == "cpu"
         t_ckpt = t0
-        if init_val is not None:
-            self.best, self.val_codec = init_val["val_psnr"], init_val["val_psnr_codec"]
-            if dist.main:
-                self.checkpoint(start, True, init_val["val_psnr"])
         loss_fn = F.mse_loss if getattr(args, "loss", "l1") == "mse" else F.l1_loss
         try:
+            if init_val is not None and dist.main:   # the --init weights: the run's first best, logged
+                self.val_codec = init_val["val_psnr_codec"]
+                with _signals_held():
+                    self.best = init_val["val_psnr"]
+                    log.row(step=start, epoch_images=start * args.batch_size, lr=lr_at(start, args),
+                            val_psnr=init_val["val_psnr"], val_psnr_codec=init_val["val_psnr_codec"],
+                            val_gain=init_val["val_psnr"] - init_val["val_psnr_codec"], seconds=0.0,
+                            cpu_seconds=self.cpu_total())
+                    self.checkpoint(start, True, init_val["val_psnr"])
             if val_pending:         # the saved step's validation (and checkpoint) was interrupted
                 if dist.main:
                     if self.valset is not None:
@@ -946,6 +951,9 @@ class _Loop:
             if dist.main and step > start:
                 self.checkpoint(step, False)
                 say(f"interrupted: saved step {step} to {self.run_dir}; continue with --resume")
+            elif dist.main and init_val is not None and (self.run_dir / "state.safetensors").is_file():
+                say(f"interrupted at step {start}, the --init weights saved as its best in {self.run_dir}; "
+                    "continue with --resume")
             if log:
                 log.close()
             dist.close()

@@ -275,3 +275,16 @@ def test_a_precision_that_is_not_the_loaded_models_is_refused_not_ignored():
         fr.restore(img, m, device="cpu", precision="bf16", guard=False)
     np.testing.assert_array_equal(np.asarray(fr.restore(img, m, device="cpu", precision="fp32", guard=False)),
                                   np.asarray(fr.restore(img, m, device="cpu", guard=False)))
+
+
+def test_precision_none_is_auto_for_a_name_and_any_case_is_taken():
+    """restore(img, "jpeg-low", precision=None) loads as "auto" does (it loaded fp32 for a while);
+    "AUTO" for a model object runs it as it is."""
+    from fastreshuffle.backends import resolve_precision
+    from fastreshuffle.inference.loading import get_model
+    cpu = torch.device("cpu")
+    assert get_model("jpeg-low", "cpu", precision=None).input_dtype == torch.float32
+    assert next(get_model("jpeg-low", "cpu", precision=None).parameters()).dtype == resolve_precision("auto", cpu)
+    assert next(get_model("jpeg-low", "cpu").parameters()).dtype == torch.float32     # not given: fp32
+    m = fr.load_pretrained("jpeg-low")
+    assert get_model(m, "cpu", precision="AUTO") is m and get_model(m, "cpu", precision="FP32") is m

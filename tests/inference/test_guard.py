@@ -211,7 +211,7 @@ def test_the_high_band_has_its_own_schedule():
 
 def test_full_chroma_files_take_their_own_high_schedule():
     """A file with no chroma subsampling (4:4:4 or grey) gets none of the high band's correction
-    from IJG quality 97 (it lost there: fastreshuffle/weights/README.md, "4:4:4 and flat tables");
+    from IJG quality 97 (it lost there: docs/restore.md, "4:4:4, grey and other encoders' tables");
     below, and for a subsampled file, the schedule is the band's as before."""
     from fastreshuffle.inference.loading import JPEG_HIGH
     from fastreshuffle.io.jpeg_tables import JpegTables
@@ -228,12 +228,17 @@ def test_full_chroma_files_take_their_own_high_schedule():
 def test_flat_tables_without_chroma_subsampling_are_read_by_the_detail_they_keep():
     """A camera's near-lossless tables flatter than IJG's (every step 6) read as IJG q93 by their
     size, but keep the detail of q96: at 4:4:4 and grey they take q96's share (they lost up to
-    0.56 dB with q93's); at 4:2:0 they keep q93's (they gained).  A linear ramp 1 + 0.3 (u + v)
+    0.57 dB with q93's); at 4:2:0 and 4:2:2 they keep q93's (they gained).  Below the high band
+    (read under q81) the reading is the whole table's.  A linear ramp 1 + 0.3 (u + v)
     reads as q97 and keeps q98's detail: at 4:4:4 the file comes back unchanged."""
     from fastreshuffle.io.jpeg_tables import JpegTables, detail_quality
     flat = np.full((8, 8), 6.0)
     assert ijg_quality(flat) == 93 and detail_quality(flat) == 96
-    assert guard.guard_for(JpegTables(flat, (flat, flat), (2, 2)), "jpeg").quality == 93
+    for sub in ((2, 2), (1, 2), (2, 1)):
+        assert guard.guard_for(JpegTables(flat, (flat, flat), sub), "jpeg").quality == 93
+    coarse = np.full((8, 8), 20.0)
+    assert ijg_quality(coarse) < 81 < detail_quality(coarse)
+    assert guard.guard_for(JpegTables(coarse, (coarse, coarse), (1, 1)), "jpeg").quality == ijg_quality(coarse)
     for chroma in ((flat, flat), None):
         g = guard.guard_for(JpegTables(flat, chroma, (1, 1)), "jpeg")
         assert g.quality == 96 and g.strength == 0.25

@@ -724,13 +724,18 @@ def test_a_data_worker_ends_quietly_on_sigterm():
     import multiprocessing
     import os
     import signal
+    import time
 
     from fastreshuffle.training.data import worker_init
 
     def child(q):
         worker_init(0)
         q.put(os.getpid())
-        signal.pause()
+        # not signal.pause(): the kernel may hand the signal to the queue's feeder thread, and a
+        # main thread asleep in pause() never ran the handler (a hang, seen under load); a real
+        # worker's main thread waits with timeouts, as this loop does
+        while True:
+            time.sleep(0.05)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         # (a test run under nohup, as CI's, starts with SIGHUP ignored: not the case tested here)

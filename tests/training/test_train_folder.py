@@ -217,6 +217,10 @@ def test_best_is_never_worse_than_the_init_weights(tmp_path, capsys):
     init = load_model("jpeg").state_dict()
     assert best.keys() == init.keys() and all(torch.equal(best[k], init[k].float()) for k in best)
     assert not all(torch.equal(v, best[k]) for k, v in load_file(str(out / "last.safetensors")).items())
+    import csv
+    with open(out / "log.csv") as f:                     # the start's validation is logged too
+        rows = [r for r in csv.DictReader(f) if r["val_psnr"]]
+    assert [r["step"] for r in rows] == ["0", "2"] and abs(float(rows[0]["val_psnr"]) - before) < 1e-3
 
 
 def test_validation_default_is_said_and_its_absence_names_val(tmp_path, capsys, monkeypatch):
