@@ -785,10 +785,7 @@ class _Loop:
             is_best = v["val_psnr"] > self.best
             if is_best:
                 self.best = v["val_psnr"]
-            log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr,
-                    val_psnr=v["val_psnr"], val_psnr_codec=v["val_psnr_codec"],
-                    val_gain=v["val_psnr"] - v["val_psnr_codec"], seconds=time.time() - t0,
-                    cpu_seconds=self.cpu_total())
+            self._log_validation(log, step, lr, v, time.time() - t0)
             if bar is not None:
                 bar.set_postfix({"loss": f"{lval:.4f}", "psnr": f"{last_val:.2f}"}, refresh=True)
             else:
@@ -798,6 +795,11 @@ class _Loop:
         # validation of a run that had one: _check_resumable)
         self.checkpoint(step, is_best or self.valset is None, last_val)
         return last_val
+
+    def _log_validation(self, log, step: int, lr: float, v: Dict[str, float], seconds: float) -> None:
+        log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr, val_psnr=v["val_psnr"],
+                val_psnr_codec=v["val_psnr_codec"], val_gain=v["val_psnr"] - v["val_psnr_codec"],
+                seconds=seconds, cpu_seconds=self.cpu_total())
 
     def cpu_total(self) -> float:
         """CPU seconds of this process's training so far, plus those of the runs it resumed."""
@@ -849,10 +851,7 @@ class _Loop:
                 self.val_codec = init_val["val_psnr_codec"]
                 with _signals_held():
                     self.best = init_val["val_psnr"]
-                    log.row(step=start, epoch_images=start * args.batch_size, lr=lr_at(start, args),
-                            val_psnr=init_val["val_psnr"], val_psnr_codec=init_val["val_psnr_codec"],
-                            val_gain=init_val["val_psnr"] - init_val["val_psnr_codec"], seconds=0.0,
-                            cpu_seconds=self.cpu_total())
+                    self._log_validation(log, start, lr_at(start, args), init_val, 0.0)
                     self.checkpoint(start, True, init_val["val_psnr"])
             if val_pending:         # the saved step's validation (and checkpoint) was interrupted
                 if dist.main:
