@@ -3,18 +3,19 @@
 Most encoders scale the IJG (libjpeg) tables, but cameras, phones and editors write their own,
 often flatter ones at high quality, and 4:4:4 or grey files (ImageMagick from quality 90, GIMP,
 scanners).  Each photo of ``--data`` (shrunk ``--reduce`` times first) is written by Pillow with
-each table pair below, at 4:2:0, 4:4:4 and as a grey JPEG, restored as ``fastreshuffle.restore``
+each table pair below, at 4:2:0, 4:4:4 and as a grey JPEG (``--samplings``: 4:2:2 too), restored as ``fastreshuffle.restore``
 does (the file's tables: band, share of the correction, consistency), and scored against the
 photo (RGB PSNR, or grey).  ``--before`` also restores each file with the guard of session 47
 (the luma table's IJG quality and one schedule for every chroma sampling), side by side.
 
     python -m benchmarks.other_tables                                    # Kodak24
     python -m benchmarks.other_tables --data HELD_OUT --reduce 2 --before --tables flat-6 ijg-97
+    python -m benchmarks.other_tables --samplings 4:2:2                  # what many cameras write
 
 Tables (luma; chroma alongside), steps clipped to 1..255: ``ijg-Q`` IJG quality Q; ``flat-K``
 every step K (chroma too); ``lin-A-B`` A + B (u + v) (chroma A + 2B (u + v)); ``quad-A-B`` A + B
-(u^2 + v^2) (chroma 1.5x); ``stdceil-S`` the standard tables times S rounded up; ``l97-cflat1``
-IJG q97 luma, chroma steps 1; ``l88-c97`` IJG q88 luma, IJG q97 chroma; Pillow's presets
+(u^2 + v^2) (chroma 1.5x); ``stdceil-S`` the standard tables times S rounded up; ``lQ-cflat1``
+IJG qQ luma (97, 80, 90), chroma steps 1; ``l88-c97`` IJG q88 luma, IJG q97 chroma; Pillow's presets
 ``high``, ``medium``, ``low`` (Photoshop-like).  fp32 or the default precision, one thread, CPU
 flags printed.
 """
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLINGS = (("4:2:0", 2), ("4:4:4", 0), ("grey", None))
+SAMPLINGS = {"4:2:0": 2, "4:2:2": 1, "4:4:4": 0, "grey": None}   # -> Pillow's subsampling (None: grey)
+DEFAULT_SAMPLINGS = ("4:2:0", "4:4:4", "grey")
 
 
 def table_pairs():
@@ -54,7 +56,8 @@ def table_pairs():
     for s in (0.06, 0.1, 0.22):
         pairs[f"stdceil-{s}"] = (np.ceil(IJG_LUMA.reshape(8, 8) * s).astype(int),
                                  np.ceil(IJG_CHROMA.reshape(8, 8) * s).astype(int))
-    pairs["l97-cflat1"] = (ijg_table(97).reshape(8, 8).astype(int), np.ones((8, 8), int))
+    for q in (97, 80, 90):
+        pairs[f"l{q}-cflat1"] = (ijg_table(q).reshape(8, 8).astype(int), np.ones((8, 8), int))
     pairs["l88-c97"] = (ijg_table(88).reshape(8, 8).astype(int), ijg_table(97, IJG_CHROMA).reshape(8, 8).astype(int))
     for name in ("high", "medium", "low"):
         t = JpegPresets.presets[name]["quantization"]
@@ -82,6 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reduce", type=int, default=1, help="shrink each photo N times first (mean of N x N)")
     ap.add_argument("--tables", nargs="+", default=list(pairs), choices=list(pairs), metavar="NAME",
                     help="table pairs to write (default: all)")
+    ap.add_argument("--samplings", nargs="+", default=list(DEFAULT_SAMPLINGS), choices=list(SAMPLINGS),
+                    metavar="S", help=f"chroma samplings to write, of {', '.join(SAMPLINGS)} "
+                                      f"(default: {' '.join(DEFAULT_SAMPLINGS)})")
     ap.add_argument("--before", action="store_true", help="also restore with the guard of session 47")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--json", default=None, help="also write every result here")
@@ -121,7 +127,8 @@ def main(argv=None) -> int:
     try:
         for name in args.tables:
             luma, chroma = pairs[name]
-            for label, sub in SAMPLINGS:
+            for label in args.samplings:
+                sub = SAMPLINGS[label]
                 gains = {r: [] for r in rules}
                 quality = None
                 for a in images:
@@ -134,7 +141,9 @@ def main(argv=None) -> int:
                                                 subsampling=sub)
                     data = buf.getvalue()
                     decoded = np.asarray(Image.open(io.BytesIO(data)))
-                    quality = real(tables_from_pil(Image.open(io.BytesIO(data))), "jpeg").quality
+                    tables = tables_from_pil(Image.open(io.BytesIO(data)))
+                    quality = real(tables, "jpeg").quality
+                    read = list(tables.subsampling) if tables.chroma is not None else None
                     for r, rule in rules.items():
                         guard.guard_for = rule
                         got = np.asarray(fr.restore(Image.open(io.BytesIO(data)), device="cpu", precision=args.precision))
@@ -142,7 +151,7 @@ def main(argv=None) -> int:
                     guard.guard_for = real
                 print(f"{name:>12} {label:>8} {quality:3.0f} | "
                       + " | ".join(f"{np.mean(g):+6.3f} / {min(g):+6.3f}" for g in gains.values()), flush=True)
-                out.append({"tables": name, "sampling": label, "quality": quality,
+                out.append({"tables": name, "sampling": label, "quality": quality, "file_sampling": read,
                             **{r: {"mean": float(np.mean(g)), "worst": float(min(g)), "per_image": g}
                                for r, g in gains.items()}})
     finally:

@@ -336,7 +336,7 @@ def test_gpu_check_script_parses_and_its_python_names_are_defined():
 
 # ------------------------------------------------------------------ figures in README / docs
 def test_bench_cpu_details_smoke(capsys):
-    """The script behind README's GFLOP/s, page-fault and in-cache figures and the per-layer ms
+    """The script behind the GFLOP/s, page-fault and in-cache figures of docs/performance.md and the per-layer ms
     of docs/dense_layer.md."""
     from benchmarks import bench_cpu_details
 
@@ -697,6 +697,21 @@ def test_other_tables_smoke(tmp_path, capsys):
     assert len(res) == 6 and all(len(r["now"]["per_image"]) == len(r["before"]["per_image"]) == 2 for r in res.values())
     assert res["ijg-97", "4:4:4"]["quality"] == 97 and res["ijg-97", "4:4:4"]["now"]["per_image"] == [0.0, 0.0]
     assert res["flat-6", "4:2:0"]["quality"] == 93 and res["flat-6", "4:4:4"]["quality"] == 96
+    assert [res[t, s]["file_sampling"] for t, s in res if t == "ijg-97"] == [[2, 2], [1, 1], None]
+
+
+def test_other_tables_samplings_4_2_2(tmp_path):
+    """--samplings 4:2:2 writes 4:2:2 files (chroma halved across only: (v, h) = (1, 2)), which
+    are read as subsampled: IJG q97 gets a quarter of the correction, not 4:4:4's none."""
+    from benchmarks import other_tables
+    make_images(tmp_path / "photos", n=1, size=64)
+    out = tmp_path / "t.json"
+    assert other_tables.main(["--data", str(tmp_path / "photos"), "--tables", "ijg-97", "--samplings", "4:2:2",
+                              "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert (r["sampling"], r["file_sampling"], r["quality"]) == ("4:2:2", [1, 2], 97)
+    with pytest.raises(SystemExit):
+        other_tables.main(["--samplings", "4:1:1"])
 
 
 def test_graphics_smoke(capsys):
