@@ -24,6 +24,7 @@ the curve on any folder (README: Kodak24, held out from these choices).
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -101,7 +102,10 @@ def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
 
 def _band_strength(quality: float, model, full_chroma: bool = False) -> float:
     from .loading import band_model
-    return strength(quality, band_model(model, quality=quality), full_chroma)
+    net = band_model(model, quality=quality)
+    if not isinstance(net, (str, os.PathLike)):   # a loaded model: the schedule of the name it was loaded by
+        net = getattr(net, "weights_name", None)
+    return strength(quality, net, full_chroma)
 
 
 # Which guard restores an input: decided here once, for restore() (inference/restore.py),

@@ -267,7 +267,9 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     "fp16" on CUDA; ``half=True`` is "fp16" on CUDA, ``precision`` with a warning elsewhere).  A bf16 /
     fp16 FastReshuffleNet takes float32 input.
     The model's ``codec`` attribute is the codec its file was trained for (:func:`model_codec`;
-    None when the file does not say): :func:`fastreshuffle.restore` guards by it.
+    None when the file does not say): :func:`fastreshuffle.restore` guards by it; ``weights_name``
+    is the installed model's name it was loaded by (None for a path), whose strength schedule the
+    guard uses for it (a loaded model brings no bands: it restores every quality itself).
     """
     path = resolve_weights(name_or_path)
     cfg, state, meta = read_weights(path)
@@ -293,6 +295,9 @@ def load_model(name_or_path: Union[str, os.PathLike] = "jpeg", device="cpu", *,
     load_state_checked(model, state, source=str(path))
     name = os.fspath(name_or_path)
     model.codec = _codec_of(meta) or (name if name in SHIPPED_MODELS else None)
+    # the installed model's name it was loaded by (None for a file path): restore() guards the model
+    # object with that name's strength schedule ("jpeg-high", "jpeg-mid" have their own), as by name
+    model.weights_name = name if name in SHIPPED_MODELS or name in available_models() else None
     return model.to(dev, dtype).eval()
 
 

@@ -778,6 +778,38 @@ def test_cli_threads_option(tmp_path, tiny_weights, capsys):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("name, quality", [("jpeg-high", 90), ("jpeg-mid", 70), ("jpeg", 90)])
+def test_a_loaded_band_model_gets_its_names_strength(name, quality):
+    """A model loaded by name and passed as an object is guarded as that name is (docs/restore.md,
+    *Python API*): `jpeg-high` and `jpeg-mid` loaded got the general schedule (q90: a quarter of
+    the correction instead of three quarters; q70: half instead of all), so a Kodak q90 photo
+    restored by the loaded `jpeg-high` came out 0.56 dB behind the same network asked for by name.
+    A loaded model brings no bands: `jpeg` loaded restores q90 itself, at the general schedule."""
+    import io
+
+    from PIL import Image
+
+    from fastreshuffle.inference.guard import guard_for, strength
+    from fastreshuffle.io.jpeg_tables import tables_from_pil
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:64, 0:80]
+    photo = np.clip(np.stack([100 + 60 * np.sin(x / 7.0), 120 + 50 * np.cos(y / 5.0), 90 + x + y], -1)
+                    + rng.normal(0, 6, (64, 80, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=quality)
+    model = fastreshuffle.load_pretrained(name, "cpu")
+    assert model.weights_name == name
+    g = guard_for(tables_from_pil(Image.open(io.BytesIO(buf.getvalue()))), model)
+    assert g.strength == strength(g.quality, name) > 0
+    assert name == "jpeg" or g.strength > strength(g.quality, None)       # the band's own schedule
+    loaded = np.asarray(fastreshuffle.restore(Image.open(io.BytesIO(buf.getvalue())), model))
+    # by name, the same fp32 network (a name other than "jpeg" has no bands either)
+    by_name = fastreshuffle.restore(Image.open(io.BytesIO(buf.getvalue())),
+                                    name if name != "jpeg" else model, precision="fp32" if name != "jpeg" else "auto")
+    assert np.array_equal(loaded, np.asarray(by_name))
+    assert fastreshuffle.load_pretrained(fastreshuffle.inference.loading.weights_path(name), "cpu").weights_name is None
+
+
 def test_a_loaded_model_is_guarded_as_its_name():
     """README's example loads fr.load_pretrained("jpeg"); passed to restore() as an object it ran
     unguarded by default: a q96 JPEG of kodim01 lost 6.9 dB, a never-compressed image was
