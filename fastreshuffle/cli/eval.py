@@ -160,6 +160,11 @@ def run(args) -> int:
         print("note: no --weights/--model given: codec only", file=sys.stderr)
     if model is not None and getattr(model, "codec", None) not in (None, spec.name):
         warn(f"the model was trained for {model.codec}, the images are coded with {spec.name}")
+    if model is not None and not args.quiet:   # which networks made the figures (a name brings its bands)
+        bands_said = "; ".join(f"{name} for {why}" for name, why in mdesc.get("bands", {}).items())
+        print(f"note: {'--weights ' + args.weights if args.weights else 'model ' + args.model} ({mdesc['dtype']}, "
+              + ("guarded as restore is" if args.guard else "unguarded: --no-guard") + ")"
+              + (f"; its bands: {bands_said}" if bands_said else ""), file=sys.stderr)
 
     progress = None
     if not args.quiet and sys.stderr.isatty():

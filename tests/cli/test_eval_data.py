@@ -30,6 +30,18 @@ def test_eval_any_folder_from_elsewhere(tmp_path, monkeypatch, capsys):
     assert len(head) == len(row)
 
 
+def test_eval_says_which_networks_made_its_figures(tmp_path, capsys):
+    """`eval --model jpeg` used the quality bands without saying so (a new user's trial)."""
+    data = make_images(tmp_path / "photos", n=1, size=40)
+    assert main(["eval", "--data", str(data), "--quality", "90", "--model", "jpeg", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "note: model jpeg (float32, guarded as restore is); its bands: jpeg-low for JPEG quality <= 20; " in err
+    assert "jpeg-high for JPEG quality >= 81" in err
+    assert main(["eval", "--data", str(data), "--quality", "90", "--model", "jpeg-high", "--no-guard",
+                 "--device", "cpu"]) == 0
+    assert "note: model jpeg-high (float32, unguarded: --no-guard)\n" in capsys.readouterr().err
+
+
 def test_missing_data_says_what_to_pass(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FASTRESHUFFLE_DATA", str(tmp_path / "nothing-here"))
