@@ -10,7 +10,7 @@ photo (RGB PSNR, or grey).  ``--before`` also restores each file with the guard 
 
     python -m benchmarks.other_tables                                    # Kodak24
     python -m benchmarks.other_tables --data HELD_OUT --reduce 2 --before --tables flat-6 ijg-97
-    python -m benchmarks.other_tables --samplings 4:2:2                  # what many cameras write
+    python -m benchmarks.other_tables --samplings 4:2:2                  # as some cameras write
 
 Tables (luma; chroma alongside), steps clipped to 1..255: ``ijg-Q`` IJG quality Q; ``flat-K``
 every step K (chroma too); ``lin-A-B`` A + B (u + v) (chroma A + 2B (u + v)); ``quad-A-B`` A + B
