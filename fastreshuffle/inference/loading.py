@@ -113,6 +113,9 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
     """Map a shipped model name or a file path to an existing weights file."""
     s = os.fspath(name_or_path)
     installed = available_models()
+    if not s.strip():   # ("" would be read as the current folder)
+        raise WeightsError(f"unknown model {s!r}: an empty name; the shipped models installed: "
+                           f"{', '.join(installed) or 'none'}; or give the path of a .safetensors weights file")
     if s in SHIPPED_MODELS or s in installed:
         p = weights_path(s)
         if not p.is_file():
@@ -340,6 +343,15 @@ def get_model(model: ModelArg, device=None, half: bool = False, precision=_UNSET
     loaded in ``precision`` (not given: "fp32"; None: "auto"; see :func:`load_model`) once and
     cached while the file is unchanged."""
     if isinstance(model, torch.nn.Module):
+        if any(p.is_meta for p in model.parameters()):
+            raise ValueError("the model is on the meta device: it has no weights to restore with "
+                             "(load real ones, e.g. load_pretrained(...), or use to_empty() and load a state dict)")
+        if half:   # half=True asks for fp16, as precision="fp16" does: a model object is not converted
+            have = next((p for p in model.parameters() if p.is_floating_point()), None)
+            if have is not None and have.dtype != torch.float16:
+                raise ValueError(f"half=True asks for float16, but the model is in {str(have.dtype).replace('torch.', '')}: "
+                                 "convert it first (model.half(), on CUDA) or leave half unset (a model object "
+                                 "runs in its own dtype)")
         if precision is not _UNSET and precision is not None and _parse_precision(precision, PRECISIONS) != "auto":
             have = next((p for p in model.parameters() if p.is_floating_point()), None)
             if have is not None:

@@ -109,6 +109,17 @@ def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[Tup
                     max(0, x0 - overlap), min(width, x1 + overlap)))
 
 
+def _run(model, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, refused with a clear error where it is not an image of ``x``'s shape (a module
+    that is not a restoring network: its output would otherwise be cut into tiles of the wrong size)."""
+    y = model(x)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"the model gave {got} for an input of shape {tuple(x.shape)}: restoring needs a "
+                         "network whose output is an image of its input's shape (N x 3 x H x W)")
+    return y
+
+
 def self_ensemble(model, x: torch.Tensor) -> torch.Tensor:
     """Geometric self-ensemble: the mean of the model's outputs over the 8 flips / 90-degree
     rotations of ``x`` (each mapped back), 8x the compute.
@@ -127,7 +138,7 @@ def self_ensemble(model, x: torch.Tensor) -> torch.Tensor:
             t = torch.rot90(x, k, (2, 3))
             if flip:
                 t = t.flip(3)
-            y = model(t)
+            y = _run(model, t)
             if flip:
                 y = y.flip(3)
             y = torch.rot90(y, -k, (2, 3)).float()
@@ -190,7 +201,7 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
     out = torch.empty_like(x)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = x[:, :, wy0:wy1, wx0:wx1].to(device=dev, dtype=dt)
-        y = model(win)
+        y = _run(model, win)
         y = y[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         if clamp:
             y = y.clamp(0, 1)
@@ -237,7 +248,7 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], dtype=np.int32 if top > 255 else np.uint8))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(top)
-        y = model(win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+        y = _run(model, win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         y = y.float().mul_(top).round_().clamp_(0, top).to(tdtype)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y

@@ -288,3 +288,25 @@ def test_precision_none_is_auto_for_a_name_and_any_case_is_taken():
     assert next(get_model("jpeg-low", "cpu").parameters()).dtype == torch.float32     # not given: fp32
     m = fr.load_pretrained("jpeg-low")
     assert get_model(m, "cpu", precision="AUTO") is m and get_model(m, "cpu", precision="FP32") is m
+
+
+def test_bad_models_are_refused_by_name_not_by_a_torch_or_numpy_error():
+    """From a probe of the API (session 49): half=True with a float32 model object ran fp32 without
+    a word (precision="fp16" raised); a model on the meta device failed in torch ("Cannot copy out
+    of meta tensor"); a module whose output is not an image of its input's shape failed in numpy
+    ("could not broadcast ..."); an empty model name said ". is a folder"."""
+    from fastreshuffle.errors import WeightsError
+    img = np.full((40, 48, 3), 100, np.uint8)
+    m = fr.load_pretrained("jpeg-low")                    # float32
+    with pytest.raises(ValueError, match="half=True asks for float16, but the model is in float32"):
+        fr.restore(img, m, device="cpu", guard=False, half=True)
+    with pytest.raises(ValueError, match="the model is on the meta device"):
+        fr.restore(img, fr.load_pretrained("jpeg-low").to("meta"), guard=False)
+    for net, kw in ((torch.nn.Conv2d(3, 4, 1), {}), (torch.nn.Conv2d(3, 3, 3, stride=2), {"guard": False}),
+                    (torch.nn.Conv2d(3, 4, 1), {"guard": False, "self_ensemble": True})):
+        with pytest.raises(ValueError, match=r"restoring needs a network whose output is an image of its input's shape"):
+            fr.restore(img, net, **kw)
+    with pytest.raises(WeightsError, match="unknown model '': an empty name; the shipped models installed: "):
+        fr.restore(img, "")
+    # a model that does restore still runs, and a well-shaped module is taken as it is
+    assert fr.restore(img, torch.nn.Identity(), guard=False).shape == img.shape
