@@ -343,36 +343,42 @@ def get_model(model: ModelArg, device=None, half: bool = False, precision=_UNSET
     loaded in ``precision`` (not given: "fp32"; None: "auto"; see :func:`load_model`) once and
     cached while the file is unchanged."""
     if isinstance(model, torch.nn.Module):
-        if any(p.is_meta for p in model.parameters()):
-            raise ValueError("the model is on the meta device: it has no weights to restore with "
-                             "(load real ones, e.g. load_pretrained(...), or use to_empty() and load a state dict)")
-        if half:   # half=True asks for fp16, as precision="fp16" does: a model object is not converted
-            have = next((p for p in model.parameters() if p.is_floating_point()), None)
-            if have is not None and have.dtype != torch.float16:
-                raise ValueError(f"half=True asks for float16, but the model is in {str(have.dtype).replace('torch.', '')}: "
-                                 "convert it first (model.half(), on CUDA) or leave half unset (a model object "
-                                 "runs in its own dtype)")
-        if precision is not _UNSET and precision is not None and _parse_precision(precision, PRECISIONS) != "auto":
-            have = next((p for p in model.parameters() if p.is_floating_point()), None)
-            if have is not None:
-                want = resolve_precision(precision, have.device)
-                if have.dtype != want:
-                    raise ValueError(f"the model is in {str(have.dtype).replace('torch.', '')}, not in the precision "
-                                     f"asked for ({precision!r}): convert it first (model.to(torch.{str(want)[6:]})) "
-                                     "or leave precision unset (a model object runs in its own dtype)")
-        if device is not None and device != "auto":
-            want = resolve_device(device)
-            if want.type == "cuda" and want.index is None:
-                want = torch.device("cuda", torch.cuda.current_device())
-            if want.type == "cpu":          # "cpu:0" is the CPU, where tensors say "cpu"
-                want = torch.device("cpu")
-            have = next((p.device for p in model.parameters()), want)
-            if have != want:
-                raise ValueError(f"the model is on {have}, not on the device asked for ({device!r}): "
-                                 "move it first (model.to(...)) or leave device unset")
+        _check_as_given(model, device, half, precision)
         return model
     dev = resolve_device(device)
     return _cached_model(model, dev, _dtype("fp32" if precision is _UNSET else precision, half, dev))
+
+
+def _check_as_given(model: torch.nn.Module, device, half: bool, precision) -> None:
+    """ValueError where ``model`` cannot run as :func:`get_model` is asked to: on the meta device
+    (no weights), or in another dtype (``half``, a ``precision`` named) or on another device than
+    the one asked for (a model object is never converted or moved)."""
+    params = list(model.parameters())
+    if any(p.is_meta for p in params):
+        raise ValueError("the model is on the meta device: it has no weights to restore with "
+                         "(load real ones, e.g. load_pretrained(...), or use to_empty() and load a state dict)")
+    have = next((p for p in params if p.is_floating_point()), None)
+    if have is not None:
+        held = str(have.dtype).replace("torch.", "")
+        if half and have.dtype != torch.float16:   # half=True asks for fp16, as precision="fp16" does
+            raise ValueError(f"half=True asks for float16, but the model is in {held}: convert it first "
+                             "(model.half(), on CUDA) or leave half unset (a model object runs in its own dtype)")
+        if precision is not _UNSET and precision is not None and _parse_precision(precision, PRECISIONS) != "auto":
+            want = resolve_precision(precision, have.device)
+            if have.dtype != want:
+                raise ValueError(f"the model is in {held}, not in the precision asked for ({precision!r}): "
+                                 f"convert it first (model.to(torch.{str(want)[6:]})) or leave precision unset "
+                                 "(a model object runs in its own dtype)")
+    if device is not None and device != "auto":
+        want = resolve_device(device)
+        if want.type == "cuda" and want.index is None:
+            want = torch.device("cuda", torch.cuda.current_device())
+        if want.type == "cpu":          # "cpu:0" is the CPU, where tensors say "cpu"
+            want = torch.device("cpu")
+        on = params[0].device if params else want
+        if on != want:
+            raise ValueError(f"the model is on {on}, not on the device asked for ({device!r}): "
+                             "move it first (model.to(...)) or leave device unset")
 
 
 def _dtype(precision, half: bool, dev: torch.device) -> torch.dtype:
