@@ -36,6 +36,7 @@ class Coded:
     nbytes: int        # compressed size in bytes
     tables: Optional["JpegTables"] = None  # JPEG: quantisation tables and chroma sampling
     qp: Optional[float] = None             # HEVC: mean slice QP read from the file (io.heif_qp)
+    webp_index: Optional[float] = None     # WebP: mean luma AC quantiser index read from the file (io.webp_quant)
 
     @property
     def bpp(self) -> float:
@@ -181,7 +182,9 @@ def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
     data = buf.getvalue()
     with Image.open(io.BytesIO(data)) as im:
         dec = np.asarray(im.convert("RGB"))
-    return Coded(dec, len(data))
+    from .webp_quant import webp_quant
+    wq = webp_quant(data)
+    return Coded(dec, len(data), webp_index=None if wq is None else wq.index)
 
 
 # ------------------------------------------------------------------ registry / specs
