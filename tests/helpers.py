@@ -52,3 +52,26 @@ def photo(h=48, w=72):
     g = 40 + 180 * y / h
     b = 128 + 60 * np.sin(x / 7.0) * (y > h / 3)
     return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
+
+
+def png16_bytes(arr: np.ndarray, ctype: int | None = None, interlace: bool = False) -> bytes:
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB or grey with alpha): ``arr``
+    uint16, H x W (grey), H x W x 2 (grey + alpha), H x W x 3 (RGB) or H x W x 4 (RGBA); ``ctype``
+    the PNG colour type (default: from the shape); ``interlace``: Adam7."""
+    import struct
+    import zlib
+
+    if ctype is None:
+        ctype = 0 if arr.ndim == 2 else {2: 4, 3: 2, 4: 6}[arr.shape[2]]
+
+    def chunk(k, p):
+        return struct.pack(">I", len(p)) + k + p + struct.pack(">I", zlib.crc32(k + p))
+    be = arr.astype(">u2")
+    if interlace:
+        passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+        raw = b"".join(b"\0" + row.tobytes() for y0, x0, dy, dx in passes for row in be[y0::dy, x0::dx])
+    else:
+        raw = b"".join(b"\0" + row.tobytes() for row in be)
+    h, w = arr.shape[:2]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, int(interlace)))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

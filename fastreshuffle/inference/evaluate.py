@@ -50,7 +50,7 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     """Images of ``folder`` (sub-folders too with ``recursive``, or if it has none itself) ->
     (images, names, skipped)."""
     from ..errors import ImageReadError
-    from ..io.images import list_images, read_image
+    from ..io.images import list_images, load_image_file
 
     if not folder.exists():
         from ..io.datasets import missing_folder_message
@@ -73,10 +73,15 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     if limit:
         paths = paths[:limit]
     images, names, bad = [], [], []
+    transparent, decoded = [], []    # what the scores do not see: said once each
     for p in paths:
         try:
-            images.append(read_image(p))
+            f = load_image_file(p)
+            images.append(f.rgb)
             names.append(str(p.relative_to(folder)))
+            if f.alpha is not None:
+                transparent.append(names[-1])
+            decoded += [f"{names[-1]}: {n}" for n in f.notes if "decoded at 8 bits" in n]
         except ImageReadError as e:
             if not skip_bad:
                 raise UserError(f"cannot read {e.path}: {e.reason} (use --skip-bad to skip such files)") from None
@@ -85,6 +90,13 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
             bad.append({"file": str(p), "reason": e.reason})
     if not images:
         raise UserError(f"no readable images in {folder}")
+    if warn and transparent:
+        warn(f"{len(transparent)} of the {len(names)} images have transparency ({', '.join(transparent[:3])}"
+             + (", ..." if len(transparent) > 3 else "") + "): coded and scored on their RGB values as stored, "
+             "the alpha channel left out")
+    if warn:
+        for n in decoded[:3]:
+            warn(n + " (scored at 8 bits)")
     return images, names, bad
 
 

@@ -15,11 +15,9 @@ orientation, then turned.
 """
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
+from helpers import png16_bytes
 from PIL import Image
 
 import fastreshuffle
@@ -125,14 +123,7 @@ def test_cmyk(tmp_path):
 
 def _png16(path, a):
     """A 16-bit PNG (grey or RGB) written by hand: Pillow cannot write 16-bit RGB."""
-    h, w = a.shape[:2]
-    ctype = 0 if a.ndim == 2 else 2
-    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(png16_bytes(a))
 
 
 def _read16(path):

@@ -3,7 +3,7 @@ eval prints the set-level gain, the mean of per-image gains and the worst image,
 import json
 
 import numpy as np
-from helpers import make_images
+from helpers import make_images, png16_bytes
 
 from fastreshuffle.cli import main
 
@@ -102,3 +102,18 @@ def test_no_data_root_claim_when_the_checkout_root_exists(tmp_path, monkeypatch)
     assert "folder not found" in msg and "No data root" not in msg
     checkout.rmdir()
     assert "No data root" in datasets.missing_folder_message(here / "eval" / "Kodak24", "eval")
+
+
+def test_eval_says_what_its_scores_leave_out(tmp_path, capsys):
+    """An original with transparency is scored on its RGB values, a 16-bit one Pillow reads at 8
+    bits is scored at 8 bits: each said (a helper's recomputation of eval's figures found both silent)."""
+    from PIL import Image
+    data = make_images(tmp_path / "photos", n=2, size=40)
+    rgb = np.asarray(Image.open(next(data.iterdir())))
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(data / "t.png")
+    g = (np.mgrid[0:40, 0:40][1] * 1500 + 7).astype(np.uint16)
+    (data / "la16.png").write_bytes(png16_bytes(np.dstack([g, 65535 - g])))
+    assert main(["eval", "--data", str(data), "--codec", "jpeg", "--quality", "30", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "2 of the 4 images have transparency (la16.png, t.png): coded and scored on their RGB values" in err, err
+    assert "la16.png: 16-bit grey PNG with alpha decoded at 8 bits (scored at 8 bits)" in err, err

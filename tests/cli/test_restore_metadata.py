@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import photo, png16_bytes
 from PIL import Image, ImageCms, PngImagePlugin
 
 import fastreshuffle as fr
@@ -159,17 +159,7 @@ def test_an_opaque_alpha_is_written_as_jpeg_and_transparency_refused_before_rest
 
 
 def _png16(arr, ctype, interlace=False):
-    def chunk(k, p):
-        return struct.pack(">I", len(p)) + k + p + struct.pack(">I", zlib.crc32(k + p))
-    be = arr.astype(">u2")
-    if interlace:
-        passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
-        raw = b"".join(b"\0" + row.tobytes() for y0, x0, dy, dx in passes for row in be[y0::dy, x0::dx])
-    else:
-        raw = b"".join(b"\0" + row.tobytes() for row in be)
-    h, w = arr.shape[:2]
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, int(interlace)))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return png16_bytes(arr, ctype, interlace)
 
 
 def test_16bit_pngs_pillow_reads_at_8_bits_are_said_and_grey_stays_grey(tmp_path, capsys):
