@@ -110,6 +110,21 @@ def _check_folder(folder: Path, what: str) -> None:
             raise UserError(f"{what}: {e.filename} is a file, not a folder") from None
 
 
+def _say_leftovers(files, outdir, out_file, suffix) -> None:
+    """A note naming temporary files found in the output folders after the run: none of this run's
+    is left (removed even through a second interrupt), so they are a killed run's (SIGKILL, a power
+    cut) -- or another run's, still writing into the same folder."""
+    from ..inference.files import output_path_for
+    from ..io.safe_write import leftover_temp_files
+    folders = {out_file.parent} if out_file is not None else {
+        output_path_for(src, base, outdir, suffix).parent for src, base in files}
+    left = [p for folder in sorted(folders) for p in leftover_temp_files(folder, recursive=False)]
+    if left:
+        _say(f"note: {len(left)} temporary file(s) of an interrupted or killed earlier run (or of another run "
+             f"writing there now) in the output folder(s): {', '.join(map(str, left[:3]))}"
+             + (", ..." if len(left) > 3 else "") + "; remove them once no other run is writing")
+
+
 def _counts(restored: int, same: int, skipped: int, failed: int) -> str:
     """The end-of-run tally, the same four fields every time; a file written with its pixels as
     they were (nothing to remove, a high-quality JPEG copied, under 8 px: its note says why) is
@@ -211,7 +226,7 @@ def run(args) -> int:
             raise UserError(f"--output-quality applies to jpeg/webp outputs, not {fmt.upper()} (lossless)")
 
     apply_threads(args)
-    found = collect_inputs(args.inputs, args.recursive, suffix)
+    found = collect_inputs(args.inputs, args.recursive, suffix, outdir)
     files, errors = found.files, found.errors
     for line in errors:
         _say(line)
@@ -220,7 +235,7 @@ def run(args) -> int:
         names = ", ".join(str(f) for f in sorted(found.skipped_outputs)[:10]) + (
             f" and {len(found.skipped_outputs) - 10} more" if len(found.skipped_outputs) > 10 else "")
         _say(f"note: skipped {len(found.skipped_outputs)} file(s) that are fastreshuffle outputs (marked as ours "
-             f"in their EXIF, or named as the {suffix!r} output of an image beside them): {names}")
+             f"in their EXIF, or named as the {suffix!r} output of an image beside them or in -o's folder): {names}")
     if found.skipped_folders and said:
         _say(f"note: {found.skipped_folders} sub-folder(s) not searched (use -r/--recursive)")
     if found.linked_folders and said:
@@ -312,6 +327,7 @@ def run(args) -> int:
              + ", ".join(f"{name} for {n} file(s)" for name, n in sorted(used.items())))
     if args.quiet and counts["skipped"]:
         _say(f"skipped: {counts['skipped']} file(s) whose output exists (use --overwrite; listed without -q)")
+    _say_leftovers(files, outdir, out_file, suffix)
     if not args.quiet or counts["failed"]:      # the last line: the tally
         counts["skipped"] += len(found.skipped_outputs)
         _say(f"done in {time.time() - t0:.1f}s: {_counts(**counts)}"

@@ -74,12 +74,15 @@ def _broken_link(link: Path) -> str:
     return f"a link to nothing (its target {target} does not exist)"
 
 
-def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Collected:
+def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
+                   outdir: Optional[Path] = None) -> Collected:
     """The image files that ``inputs`` (files and folders) name, each once, sorted per folder.
 
     In folders, hidden files and folders and other extensions are left out; so are our own earlier
     outputs (by their EXIF mark, whatever suffix they were written with, or named as this run's
-    suffix would name another image's output), listed in ``skipped_outputs``."""
+    suffix would name another image's output -- beside it, or where this run writes it in the
+    output folder ``outdir``), listed in ``skipped_outputs``."""
+    from ..io.output import EXTENSIONS
     files: List[Tuple[Path, Optional[Path]]] = []
     errors: List[str] = []
     skipped_outputs: List[Path] = []
@@ -110,9 +113,14 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str) -> Colle
             stems: Dict[Path, set] = {}
             for f in images:
                 stems.setdefault(f.parent, set()).add(f.stem)
+            # where this run would write the folder's images' outputs in ``outdir`` (inside the folder
+            # with -r: an earlier run's byte copy of a high-quality JPEG there carries no mark)
+            outputs = set() if outdir is None else {
+                os.path.realpath(output_path_for(f, p, outdir, suffix, ext)) for f in images
+                for ext in set(EXTENSIONS.values())}
             found = []
             for f in images:
-                if _is_earlier_output(f, suffix, stems[f.parent]):
+                if os.path.realpath(f) in outputs or _is_earlier_output(f, suffix, stems[f.parent]):
                     skipped_outputs.append(f)
                     continue
                 found.append(f)

@@ -141,9 +141,16 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
                     raise OutputExistsError(path) from None
                 os.replace(tmp, path)
         _fsync_dir(folder)
-    finally:  # also runs on KeyboardInterrupt / SystemExit
-        if tmp is not None:
-            _remove_quietly(tmp)
+    finally:  # also runs on KeyboardInterrupt / SystemExit -- and finishes through a second one
+        pending = None      # (Ctrl-C pressed twice, SIGTERM then SIGINT: raised inside the removal,
+        while tmp is not None:   # it left the temporary file behind; a helper's probe, 3 runs in 6)
+            try:
+                _remove_quietly(tmp)
+                tmp = None
+            except BaseException as e:   # (KeyboardInterrupt / SystemExit from a signal handler)
+                pending = e
+        if pending is not None:
+            raise pending
 
 
 def check_writable(folder: PathLike) -> None:
@@ -235,7 +242,12 @@ def is_temp_name(path: PathLike) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def leftover_temp_files(folder: PathLike):
-    """Temporary files of ours left in ``folder`` (there should never be any)."""
+def leftover_temp_files(folder: PathLike, recursive: bool = True):
+    """Temporary files of ours in ``folder`` (and its sub-folders with ``recursive``): another run's
+    still being written, or one a killed run (SIGKILL, a power cut) could not remove."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob(TEMP_PREFIX + "*") if is_temp_name(p))
+    found = folder.rglob(TEMP_PREFIX + "*") if recursive else folder.glob(TEMP_PREFIX + "*")
+    try:
+        return sorted(p for p in found if is_temp_name(p))
+    except OSError:
+        return []

@@ -352,6 +352,27 @@ def test_interrupt_during_write_in_process(tmp_path, weights, capsys, monkeypatc
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_killed_runs_temporary_file_is_named(tmp_path, weights, capsys):
+    """A run killed by SIGKILL cannot remove its temporary file: the next run into the folder
+    restores the files and names the file it finds (it never removes it: another run may be
+    writing it), and says nothing where there is none."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_img()).save(src / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".fastreshuffle-a_restored.png.1a2b3c.part"
+    stale.write_bytes(b"half an image")
+    assert cli_main(["restore", str(src), "-o", str(out), "--model", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert f"1 temporary file(s) of an interrupted or killed earlier run (or of another run writing there now) " \
+           f"in the output folder(s): {stale}" in err, err
+    assert stale.exists() and (out / "a_restored.png").is_file()
+    stale.unlink()
+    assert cli_main(["restore", str(src), "-o", str(out), "--model", str(weights), "--overwrite"]) == 0
+    assert "temporary file" not in capsys.readouterr().err
+
+
 def test_unreadable_folders_are_named_not_skipped(tmp_path, weights, capsys, monkeypatch):
     """A folder that cannot be listed (given, or met with -r) is one error line and exit 1, the
     readable files still restored -- not a traceback, not silently left out."""

@@ -621,3 +621,23 @@ def test_a_small_image_that_is_changed_says_it_gains_less_surely(tmp_path, capsy
     err = capsys.readouterr().err
     assert "s.jpg: 48x40: an image under 64 px on a side gains less surely" in err
     assert "h.jpg: 48x40" not in err              # left as it was: nothing to warn of
+
+
+def test_a_rerun_into_an_output_folder_inside_the_input_skips_its_copies(tmp_path, capsys):
+    """-r with -o inside the input folder: an earlier run's byte copy of a q>=85 JPEG (no mark)
+    in the output folder was taken as an input on the next run -- "would replace an input" (exit
+    1), and one folder deeper on every run (a helper's probe).  It is now an earlier output."""
+    Image.fromarray(photo(64)).save(tmp_path / "hq.jpg", quality=90)
+    Image.fromarray(photo(64)).save(tmp_path / "sub.jpg", quality=50)
+    (tmp_path / "d").mkdir()
+    Image.fromarray(photo(64)).save(tmp_path / "d" / "hq2.jpg", quality=92)
+    args = ["restore", str(tmp_path), "-r", "-o", str(tmp_path / "out"), "--format", "same", "--device", "cpu"]
+    assert main(args) == 0
+    assert (tmp_path / "out" / "hq_restored.jpg").read_bytes() == (tmp_path / "hq.jpg").read_bytes()
+    assert (tmp_path / "out" / "d" / "hq2_restored.jpg").read_bytes() == (tmp_path / "d" / "hq2.jpg").read_bytes()
+    capsys.readouterr()
+    for _ in range(2):
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert "0 restored, 0 passed through, 6 skipped, 0 failed" in err, err   # 3 outputs, 3 existing
+    assert not (tmp_path / "out" / "out").exists()
