@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-gamma", type=float, help="step schedule: LR factor [%(default)s]")
     g.add_argument("--stop-at", type=int,
                    help="stop (with a checkpoint) after this step, keeping the --steps schedule; "
-                        "continue later with --resume")
+                        "continue later with --resume (which goes on to this step where the run stopped "
+                        "before it, else to --steps)")
     g.add_argument("--warmup", type=int, help="linear warmup steps [%(default)s]")
     g.add_argument("--loss", choices=("l1", "mse"),
                    help="training loss: l1 (the paper's) or mse (what PSNR measures; for a last, "

@@ -223,10 +223,8 @@ def _codec_and_qualities(args):
     from .data import parse_quality_range
 
     given = args.quality is not None
-    if not given:
-        args.quality = DEFAULT_QUALITY
     try:
-        qualities = parse_quality_range(args.quality)
+        qualities = parse_quality_range(args.quality if given else DEFAULT_QUALITY)
         # a run is named by what is coded; x265's thread count changes the cost, not the bytes
         spec = with_threads(parse_spec(args.codec), None)
         if fixed_qp(spec) is not None:   # every sample coded at that QP: a quality would be a false label
@@ -238,6 +236,8 @@ def _codec_and_qualities(args):
             if given:
                 raise ValueError(f"--codec {args.codec} names the quality; give no --quality beside it")
             qualities = [spec.quality]
+        if not given and spec.quality is None and fixed_qp(spec) is None:
+            args.quality = DEFAULT_QUALITY   # (left None where the codec names it: a resume takes the run's None)
         for q in sorted(set(qualities)):
             try:
                 parse_spec(spec, q)
@@ -452,15 +452,33 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
     return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
+def _codec_names_quality(codec) -> bool:
+    """Whether a codec spec names the quality ("jpeg:90") or fixes the QP ("hevc:qp=30")."""
+    from ..io.codecs import fixed_qp, parse_spec
+    try:
+        spec = parse_spec(codec)
+    except (CodecError, ValueError, TypeError):
+        return False
+    return spec.quality is not None or fixed_qp(spec) is not None
+
+
 def _the_runs_options(args: TrainConfig) -> TrainConfig:
     """--resume: what defines the run (:data:`.config.RUN_OPTIONS`) and was not given again is
     the saved run's, said in one line (``fastreshuffle train --out RUN --resume`` continues RUN as
     it was started; an option given anew is used, and a change is warned of or refused later)."""
-    saved = read_state_meta(Path(args.out)).get("args")
+    meta = read_state_meta(Path(args.out))
+    saved = meta.get("args")
     if not isinstance(saved, dict):
         return args
     taken = {k: saved[k] for k in RUN_OPTIONS
              if not args.was_given(k) and k in saved and saved[k] != getattr(args, k)}
+    # a segment stopped before its --stop-at (Ctrl-C, --time-budget) goes on to it, as it would have
+    # uninterrupted (it trained on to --steps: a helper's probe); one that reached it goes on to --steps
+    stop = saved.get("stop_at")
+    if not args.was_given("stop_at") and isinstance(stop, int) and meta["step"] < stop and stop != args.stop_at:
+        taken["stop_at"] = stop
+    if "quality" in taken and not args.was_given("codec") and _codec_names_quality(saved.get("codec")):
+        del taken["quality"]    # (runs saved before 2026-12-07 kept the default 10 beside "jpeg:90")
     if taken and int(os.environ.get("RANK", "0") or 0) == 0:
         print("--resume: the run's own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in taken.items()),
               file=sys.stderr, flush=True)
@@ -759,14 +777,25 @@ class _Loop:
                    str(self.spec.quality) if self.spec.quality is not None else str(args.quality))
         wmeta = {"step": str(step), "codec": self.spec.name, "quality": quality,
                  "val_psnr": psnr(val_psnr), "preset": args.preset}
-        with _signals_held():
-            save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)
-            if is_best:
-                save_weights(self.model, self.run_dir / "best.safetensors", metadata={**wmeta, "val_psnr": psnr(best)})
-            save_state(self.run_dir, self.model, self.opt, step,
-                       {**self.extra_meta, "best_psnr": best, "val_pending": self.val_pending,
-                        "args": {k: v for k, v in vars(args).items() if k != "given"},   # (a run's options)
-                        "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
+        try:
+            with _signals_held():
+                save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)
+                if is_best:
+                    save_weights(self.model, self.run_dir / "best.safetensors",
+                                 metadata={**wmeta, "val_psnr": psnr(best)})
+                save_state(self.run_dir, self.model, self.opt, step,
+                           {**self.extra_meta, "best_psnr": best, "val_pending": self.val_pending,
+                            "args": {k: v for k, v in vars(args).items() if k != "given"},   # (a run's options)
+                            "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
+        except OSError as e:   # a full disk, a quota, a folder gone: said in one line, not a traceback
+            try:
+                saved = read_state_meta(self.run_dir)["step"]
+            except (UserError, OSError, KeyError, ValueError):
+                saved = None
+            raise UserError(f"cannot save the checkpoint of step {step} in {self.run_dir}: {e.strerror or e}; "
+                            + (f"the last one saved is step {saved}: free space, then --resume"
+                               if saved is not None else "no checkpoint was saved: free space, then run again "
+                               f"into an empty --out (remove {self.run_dir}'s files first)")) from None
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
         v = None

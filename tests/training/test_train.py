@@ -969,3 +969,57 @@ def test_resume_says_when_the_thread_count_differs(tmp_path, capsys):
     assert "saved with 1 thread(s) per process, this one has 2" in capsys.readouterr().err
     assert main(base + ["--resume"] + two[:-1] + ["4"]) == 0       # (saved last with 2)
     assert "thread(s) per process" not in capsys.readouterr().err
+
+
+def test_resume_keeps_what_the_run_was_started_with(tmp_path, capsys):
+    """Two findings of a helper's probe: a segment interrupted before its --stop-at trained on to
+    --steps when resumed (--stop-at was not the run's); a run whose --codec names the quality
+    (jpeg:90) or fixes the QP could not be resumed at all ("give no --quality beside it": the
+    default 10 was saved as if given).  A segment that reached its --stop-at goes on to --steps."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON[:-1] + ["9"]
+    a = tmp_path / "a"
+    assert main(base + ["--out", str(a), "--stop-at", "6", "--time-budget", "0.001"]) == 0   # stopped at once
+    stopped = json.loads((a / "state.json").read_text())["step"]
+    assert stopped < 6
+    assert main(base + ["--out", str(a), "--resume"]) == 0
+    assert json.loads((a / "state.json").read_text())["step"] == 6
+    assert main(base + ["--out", str(a), "--resume"]) == 0          # its segment done: on to --steps
+    assert json.loads((a / "state.json").read_text())["step"] == 9
+    capsys.readouterr()
+    for codec in ("jpeg:90", "webp:30"):
+        b = tmp_path / codec.replace(":", "_")
+        one = ["train", "--data", str(data), "--val", "none", "--workers", "0", "--preset", "tiny",
+               "--batch-size", "4", "--patch", "32", "--no-progress", "--threads", "1", "--steps", "4"]
+        assert main(one + ["--codec", codec, "--out", str(b), "--stop-at", "2"]) == 0
+        assert main(one + ["--out", str(b), "--resume"]) == 0, capsys.readouterr().err
+        assert json.loads((b / "state.json").read_text())["step"] == 4
+        from safetensors import safe_open
+        with safe_open(str(b / "last.safetensors"), "pt") as f:
+            assert f.metadata()["quality"] == codec.split(":")[1]
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    """No space left while a checkpoint is saved: a traceback before (a helper's probe, a 300 KB
+    tmpfs); now one line saying which step was saved last and what to do."""
+    import errno
+    import os
+
+    from fastreshuffle.training import loop
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0", "--out", str(tmp_path / "r")]
+    real, calls = loop.save_state, []
+
+    def full(run, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(run, *a, **kw)
+    monkeypatch.setattr(loop, "save_state", full)
+    assert main(base + COMMON[:-1] + ["4", "--stop-at", "2"]) == 0          # step 2 saved
+    capsys.readouterr()
+    assert main(base + COMMON[:-1] + ["4", "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("cannot save the checkpoint of step 4 in " + str(tmp_path / "r") + ": No space left on device; "
+            "the last one saved is step 2: free space, then --resume") in err, err
