@@ -493,6 +493,11 @@ def train(config: TrainConfig) -> int:
     args = config if isinstance(config, TrainConfig) else TrainConfig(**vars(config))
     if args.resume:
         args = _the_runs_options(args)
+    else:   # the run's folders as absolute paths: a resume from another folder finds the same ones
+        folder = lambda p: (os.path.abspath(p) if p and os.fspath(p).lower() not in ("split", "none")  # noqa: E731
+                            else p)
+        args = dataclasses.replace(args, data=folder(args.data), val=folder(args.val),
+                                   data_root=folder(args.data_root))
     _check_args(args)
     spec, qualities = _codec_and_qualities(args)
     val_qualities = args.val_quality or [min(qualities)]

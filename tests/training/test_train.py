@@ -1023,3 +1023,18 @@ def test_a_full_disk_at_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
     assert ("cannot save the checkpoint of step 4 in " + str(tmp_path / "r") + ": No space left on device; "
             "the last one saved is step 2: free space, then --resume") in err, err
+
+
+def test_resume_from_another_folder_finds_the_runs_folders(tmp_path, monkeypatch, capsys):
+    """--data / --val given as relative paths were saved as typed: a resume from another working
+    folder looked elsewhere and was refused (a helper's probe).  They are saved absolute now."""
+    make_images(tmp_path / "w" / "tr", n=2, size=40)
+    make_images(tmp_path / "w" / "val", n=2, size=40)
+    monkeypatch.chdir(tmp_path / "w")
+    base = ["train", "--data", "tr", "--val", "val", "--workers", "0"] + COMMON[:-1] + ["4"]
+    assert main(base + ["--out", "run", "--stop-at", "2"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "w/run", "--threads", "1", "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((tmp_path / "w" / "run" / "state.json").read_text())["step"] == 4
