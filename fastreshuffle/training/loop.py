@@ -298,6 +298,10 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
         if not args.val and not val_dir.is_dir():
             raise UserError(f"validation: the default set {val_dir} is not there; pass --val FOLDER (originals "
                             "never compressed), --val split (hold out the last --val-images of --data) or --val none")
+        if args.val and not val_dir.is_dir():   # (said as missing training data before)
+            raise UserError(f"--val {args.val}: " + ("not a folder" if val_dir.exists() else "no such folder")
+                            + "; give a folder of originals, split (hold out the last --val-images of --data) "
+                            "or none")
         try:
             vimgs, vnames, vrep = load_folder(val_dir, warn=warn, limit=args.val_images, reduce=reduce)
         except DataError as e:

@@ -157,6 +157,11 @@ def test_bad_data(tmp_path, capsys):
     assert "no image files" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
     assert "not found" in capsys.readouterr().err
+    # a missing --val folder is named as such (it was said as missing training data)
+    good = make_images(tmp_path / "good", n=2, size=40)
+    assert main(["train", "--data", str(good), "--val", str(tmp_path / "nonexist"), "--out", str(tmp_path / "r"),
+                 "--steps", "1", "--patch", "32", "--workers", "0"]) == 2
+    assert f"--val {tmp_path / 'nonexist'}: no such folder" in capsys.readouterr().err
     assert main(["train", "--data", str(empty), "--out", str(tmp_path / "r"), "--patch", "30"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
     for clip in ("-1", "nan", "inf"):
