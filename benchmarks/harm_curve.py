@@ -39,6 +39,9 @@ have no QP: PSNR of the network's output against its input, and the guarded rest
 megapixel of a HEIF file of quality 15.  With ``--strengths``: per quality,
 the raw output blended at fixed strengths 1 / 0.75 / 0.5 / 0.25 (how the QP schedule of
 :mod:`fastreshuffle.inference.guard` was chosen).
+
+``--codec webp`` (with ``--model webp``): the same per WebP quality (Pillow/libwebp, method 4),
+the guard being the share of the file's quantiser index (:func:`fastreshuffle.inference.guard.webp_guarded`).
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ from fastreshuffle.metrics import psnr as _psnr
 
 DEFAULT_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
 DEFAULT_HEVC_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80)
+DEFAULT_WEBP_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
 
 
 def _sharpening(text):
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of photos (default: the eval set, Kodak24)")
     ap.add_argument("--model", default="jpeg")
-    ap.add_argument("--codec", default="jpeg", choices=("jpeg", "hevc"))
+    ap.add_argument("--codec", default="jpeg", choices=("jpeg", "hevc", "webp"))
     ap.add_argument("--qualities", type=int, nargs="+", default=None,
                     help=f"[JPEG: {' '.join(map(str, DEFAULT_QUALITIES))}; HEVC: "
                          f"{' '.join(map(str, DEFAULT_HEVC_QUALITIES))}]")
@@ -170,7 +174,7 @@ def main(argv=None) -> int:
     def raw(x):
         return restore_uint8(net, x, tile=0)
 
-    if args.codec == "hevc":
+    if args.codec in ("hevc", "webp"):
         return _hevc(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
     sources = images          # what is coded at each quality; ``images`` are what it is measured against
@@ -316,40 +320,53 @@ def _plot(path, rows, series, xlabel: str, title: str) -> None:
     print(f"wrote {path}")
 
 
+def _webp_file(a: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
 def _hevc(args, folder, images, names, raw) -> int:
-    """The HEVC curve: raw network vs the HEIF guard, per quality."""
+    """The HEVC (or WebP) curve: raw network vs the HEIF guard (the lossy WebP guard), per quality."""
     import torch
 
-    from fastreshuffle.inference.guard import blend, hevc_guarded
+    from fastreshuffle.inference.guard import blend, hevc_guarded, webp_guarded
     from fastreshuffle.inference.loading import Bands, get_model
     from fastreshuffle.inference.tiling import restore_uint8
     from fastreshuffle.io import codecs
 
+    webp = args.codec == "webp"
     bands = Bands(args.model, lambda m: get_model(m, "cpu"))   # the network of the file's QP, as restore picks it
 
     def for_qp(qp):
         net = bands.net(qp=qp)
         return lambda x: restore_uint8(net, x, tile=0)
 
-    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright, args.sharpen)}, model {args.model}, HEVC (pillow-heif/x265, 4:2:0)")
+    what = "WebP (Pillow/libwebp, method 4)" if webp else "HEVC (pillow-heif/x265, 4:2:0)"
+    key = "index" if webp else "QP"
+    print(f"# harm curve: {_data_label(folder, images, args.reduce, args.exposure, args.bright, args.sharpen)}, model {args.model}, {what}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
     if not args.strengths:
-        print(f"{'q':>4} {'QP':>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
+        print(f"{'q':>4} {key:>5} {'bpp':>6} {'codec':>6} | {'raw':>15} | {'guarded (file)':>15}   gains in dB: mean/worst")
     rows = []
-    for q in args.qualities or DEFAULT_HEVC_QUALITIES:
+    for q in args.qualities or (DEFAULT_WEBP_QUALITIES if webp else DEFAULT_HEVC_QUALITIES):
         rec = {"bpp": [], "codec": [], "raw": [], "guarded": [], "qp": []}
         strengths = {st: [] for st in (1.0, 0.75, 0.5, 0.25)} if args.strengths else {}
         for a in images:
-            c = codecs.hevc(a, q)
+            c = codecs.webp(a, q) if webp else codecs.hevc(a, q)
+            k = c.webp_index if webp else c.qp
             base = _psnr(a, c.image)
             rec["bpp"].append(c.bpp)
             rec["codec"].append(base)
-            rec["qp"].append(np.nan if c.qp is None else c.qp)
+            rec["qp"].append(np.nan if k is None else k)
             out = raw(c.image)
             rec["raw"].append(_psnr(a, out) - base)
             for st in strengths:
                 strengths[st].append(_psnr(a, blend(c.image, out, st)) - base)
             if args.strengths:
+                continue
+            if webp:
+                rec["guarded"].append(_psnr(a, webp_guarded(lambda x: out, c.image, k)[0]) - base)
                 continue
             same = bands.name(qp=c.qp) == bands.model   # no band of its own: reuse the raw output
             rec["guarded"].append(_psnr(a, hevc_guarded(lambda x: out, c.image, c.nbytes, c.qp,
@@ -366,27 +383,31 @@ def _hevc(args, folder, images, names, raw) -> int:
         _say_harmed(q, row, ("guarded",))
     if args.strengths:
         if args.json:
-            Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": "hevc",
+            Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": args.codec,
                                                    "cpu_flags": cpu_flags(), "rows": rows}, indent=1))
         return 0
-    # A never-compressed photo given as pixels (a PNG, an array): no HEIF file, so no QP to guard
-    # by -- what ``restore --model hevc`` does to it is the raw network's full correction.
+    # A never-compressed photo given as pixels (a PNG, an array): no file, so no quantiser to guard
+    # by -- what ``restore --model hevc`` (or ``webp``) does to it is the raw network's full correction.
     never = [_psnr(a, raw(a)) for a in images]
-    print(f"never compressed, as pixels (no QP: the full correction): output vs input PSNR mean "
+    print(f"never compressed, as pixels (no {key}: the full correction): output vs input PSNR mean "
           f"{np.mean(never):.2f} dB, worst {np.min(never):.2f} dB")
-    import pillow_heif
-    pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them
-    per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
+    if webp:
+        per_mp = _seconds_per_megapixel(images, args.model, "WebP quality 30", lambda a: _webp_file(a, 30))
+    else:
+        import pillow_heif
+        pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them
+        per_mp = _seconds_per_megapixel(images, args.model, "HEIF quality 15", lambda a: codecs.hevc_file(a, 15))
     if args.json:
-        Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": "hevc",
+        Path(args.json).write_text(json.dumps({**_doc_head(args, folder, images), "codec": args.codec,
                                                "cpu_flags": cpu_flags(), "rows": rows,
                                                "never_compressed_pixels": _stats(never, names),
                                                "seconds_per_megapixel": per_mp}, indent=1))
     if args.plot:
-        _plot(args.plot, rows, (("raw", "network as is (--no-guard)"), ("guarded", "restore (guarded by the file's QP)")),
-              "HEVC quality (pillow-heif/x265, 4:2:0)", f"{folder.name}: gain vs HEVC quality, model {args.model}")
+        _plot(args.plot, rows, (("raw", "network as is (--no-guard)"),
+                                ("guarded", f"restore (guarded by the file's {key})")),
+              what.replace("(", "quality (", 1) if not webp else "WebP quality (Pillow/libwebp)",
+              f"{folder.name}: gain vs {'WebP' if webp else 'HEVC'} quality, model {args.model}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -574,6 +574,34 @@ def test_harm_curve_hevc(tmp_path, capsys):
     assert json.loads(out.read_text())["seconds_per_megapixel"] > 0
 
 
+def test_harm_curve_webp(tmp_path, capsys):
+    """--codec webp: raw vs guarded per quality, the index read from each file; the guarded gain is
+    that of restore() on the WebP file itself (recomputed here), 0 at quality 95 (passed through)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import fastreshuffle
+    from benchmarks import harm_curve
+    make_images(tmp_path / "photos", n=2, size=64)
+    out = tmp_path / "harm.json"
+    assert harm_curve.main(["--data", str(tmp_path / "photos"), "--codec", "webp", "--model", "webp",
+                            "--qualities", "20", "95", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["quality"] for r in rows] == [20, 95] and rows[0]["qp_mean"] > rows[1]["qp_mean"]
+    assert rows[1]["guarded"]["per_image"] == {"img0.png": 0.0, "img1.png": 0.0}
+    for name, got in rows[0]["guarded"]["per_image"].items():
+        a = np.asarray(Image.open(tmp_path / "photos" / name).convert("RGB"))
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="WEBP", quality=20, method=4)
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        y = np.asarray(fastreshuffle.restore(Image.open(io.BytesIO(buf.getvalue())), "webp", device="cpu",
+                                             precision="fp32", tile=0).convert("RGB"))
+        assert abs(got - (harm_curve._psnr(a, y) - harm_curve._psnr(a, dec))) < 1e-9, name
+    assert "WebP quality 30" in capsys.readouterr().out
+
+
 def test_harm_curve_hevc_strengths(tmp_path, capsys):
     """--codec hevc --strengths: per quality, the raw output blended at fixed strengths, each
     recomputed here from restore()'s unguarded output and the blend written out."""

@@ -1,6 +1,6 @@
 """Print the README "Shipped models" rows and the test pins from one ``fastreshuffle eval --json`` file.
 
-    python -m tools.readme_pins EVAL.json jpeg|hevc|hevc-paper
+    python -m tools.readme_pins EVAL.json jpeg|hevc|hevc-paper|webp
 
 Prints three blocks to paste: the README table rows, the ``README_FIGURES`` entry and the
 ``MEASURED`` entry of ``tests/inference/test_shipped_models.py`` (same run, two roundings).
@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-BOLD = {"jpeg": {10, 30, 50}, "hevc": set()}
-LABEL = {"jpeg": "q{}", "hevc": "quality {}"}
-CODEC = {"jpeg": "jpeg", "hevc": "hevc", "hevc-paper": "hevc"}   # README's pinned models -> their codec
+BOLD = {"jpeg": {10, 30, 50}, "hevc": set(), "webp": set()}
+LABEL = {"jpeg": "q{}", "hevc": "quality {}", "webp": "quality {}"}
+CODEC = {"jpeg": "jpeg", "hevc": "hevc", "hevc-paper": "hevc", "webp": "webp"}   # README's pinned models -> their codec
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ from ._common import printable
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="jpeg", metavar="NAME|PATH",
-                   help="a shipped model (jpeg, jpeg-low, jpeg-mid, jpeg-high, hevc, hevc-low, hevc-paper) or a "
+                   help="a shipped model (jpeg, jpeg-low, jpeg-mid, jpeg-high, hevc, hevc-low, hevc-paper, webp) or a "
                         ".safetensors weights file (default: jpeg)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")

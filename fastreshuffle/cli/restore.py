@@ -53,9 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "is >= 85 or its pixels stay unchanged, as does a WebP output of a WebP input whose pixels stay "
                         "unchanged; "
                         "lossless formats are written again, with the same pixels)")
-    p.add_argument("--model", default="auto", metavar="auto|jpeg|jpeg-low|jpeg-mid|jpeg-high|hevc|hevc-low|hevc-paper|PATH",
+    p.add_argument("--model", default="auto",
+                   metavar="auto|jpeg|jpeg-low|jpeg-mid|jpeg-high|hevc|hevc-low|hevc-paper|webp|PATH",
                    help="shipped model name or a .safetensors weights file (default: auto = hevc for "
-                        "HEIF files, jpeg for everything else; said per file; auto, jpeg and hevc hand each "
+                        "HEIF files, webp for lossy WebP files, jpeg for everything else; said per file; auto, jpeg and hevc hand each "
                         "file to its quality band's model where installed: jpeg-low q <= 20, jpeg-mid 45-80, "
                         "jpeg-high >= 81, hevc-low QP >= 42; other names and weights files run as given; "
                         "hevc-paper: the paper's "

@@ -116,14 +116,17 @@ def _guarded_restore(model, coded, device, guard: bool, codec: str = "jpeg", pic
     ``guard=False``: the raw network.  ``pick(quality=, qp=)``: the network for a JPEG of that
     quality or a HEIF file of that QP (the bands, :class:`.loading.Bands`); ``asked``: the model
     name they are the bands of (their strengths, :func:`.guard.guard_for`)."""
-    from .guard import BLIND, HEIF_QP, TABLES, guard_pixels, hevc_guarded, route
+    from .guard import BLIND, HEIF_QP, TABLES, WEBP_Q, guard_pixels, hevc_guarded, route, webp_guarded
 
     def runner(net):
         return lambda img: _restore(net, img, device)
     run = runner(model)
 
     how = route(model_codec, guard=None if guard else False, jpeg_file=coded.tables is not None,
-                tables=coded.tables is not None, heif=codec == "hevc")
+                tables=coded.tables is not None, heif=codec == "hevc",
+                webp=codec == "webp" and coded.webp_index is not None)
+    if how.kind == WEBP_Q:
+        return webp_guarded(run, coded.image, coded.webp_index)[0]
     if how.kind == HEIF_QP:
         for_qp = (lambda qp: runner(pick(qp=qp))) if pick is not None else None
         return hevc_guarded(run, coded.image, coded.nbytes, coded.qp, for_qp)[0]

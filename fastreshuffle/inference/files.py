@@ -171,6 +171,16 @@ def sniff_format(src: Path) -> Optional[str]:
         return None
 
 
+def _lossy_webp_file(src: Path) -> bool:
+    """Whether ``src`` is a lossy still WebP file whose quantiser can be read (False when unreadable)."""
+    from ..io.webp_quant import webp_quant
+    try:
+        with open(src, "rb") as f:
+            return webp_quant(f.read()) is not None
+    except OSError:
+        return False
+
+
 # Under this many pixels on a side, an image is said to gain less surely (docs/restore.md, "Small
 # images"): 16-64 px crops of photos lost up to a few dB where they are near-black or saturated.
 SMALL_SIDE = 64
@@ -217,7 +227,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array, read_unchanged
     from ..io.output import DEFAULT_QUALITY, check_alpha_fits, write_restored
     from ..io.safe_write import atomic_write_bytes
-    from .guard import BLIND, HEIF_QP, TABLES, guard_for, guard_pixels, hevc_guarded_file, route, run_guarded
+    from .guard import (BLIND, HEIF_QP, TABLES, WEBP_Q, guard_for, guard_pixels, hevc_guarded_file, route,
+                        run_guarded, webp_guarded)
     from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -256,8 +267,12 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
 
     small = too_small(*pixels.shape[:2])
     # the same decision as restore() and eval (guard.route): with the guard on, its default
+    wq = None
+    if f.format == "WEBP" and f.n_frames == 1:   # a lossy WebP file's quantiser (None: lossless)
+        from ..io.webp_quant import webp_quant
+        wq = webp_quant(read_unchanged(src, f.source))
     how = route(codec, guard=None if guard else False, jpeg_file=f.format in ("JPEG", "MPO"),
-                tables=f.jpeg_tables is not None and f.rgb16 is None, heif=f.format == "HEIF")
+                tables=f.jpeg_tables is not None and f.rgb16 is None, heif=f.format == "HEIF", webp=wq is not None)
     asked = bands.model if bands is not None else None   # the model asked for: its bands' strengths
     g = guard_for(f.jpeg_tables, asked) if how.kind == TABLES else None
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
@@ -297,6 +312,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"{what}: " + ("the full correction" if d.strength >= 1 else
                                     f"{_share(d.strength)} of the correction" if d.strength > 0
                                     else "little to remove; pixels left as they are"))
+    elif how.kind == WEBP_Q:   # on the pixels as stored (before an EXIF rotation: the codec's blocks on the cells)
+        o = f.orientation
+        restored, d = webp_guarded(run, orient_array(pixels, INVERSE_ORIENTATION.get(o, 1)), wq.index)
+        restored = orient_array(restored, o)
+        notes.append(f"WebP coded at quantiser {d.index:.0f} of 127: " + (
+            "the full correction" if d.strength >= 1 else f"{_share(d.strength)} of the correction"
+            if d.strength > 0 else "little to remove; pixels left as they are"))
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
         if bg is None:
@@ -317,7 +339,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                             + ("over 99%" if bg.share > 0.99 else f"{bg.share:.0%}")
                             + " of the image; the rest left as it is)" if bg.share < 1 else ""))
     else:
-        if how.note:  # an HEVC model without a QP guard: decoded pixels (a PNG from bpgdec, ...)
+        if how.note:  # an HEVC or WebP model without a quantiser to go by: decoded pixels (a PNG from bpgdec, ...)
             notes.append(how.note)
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
@@ -421,7 +443,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
         try:
             in_fmt = sniff_format(src)
             out_fmt, fmt_note = resolve_format(fmt, in_fmt)
-            name = model if model != "auto" else auto_model_name(in_fmt)
+            name = model if model != "auto" else auto_model_name(in_fmt, in_fmt == "WEBP" and _lossy_webp_file(src))
             out = Path(output) if output is not None else output_path_for(src, base, outdir, suffix,
                                                                           EXTENSIONS[out_fmt])
             key = os.path.realpath(out)

@@ -37,7 +37,8 @@ from .jpeg_history import box_sum
 __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_QP", "BLIND", "UNGUARDED",
            "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
-           "hevc_guarded", "hevc_guarded_file", "blend"]
+           "hevc_guarded", "hevc_guarded_file", "WEBP_Q", "WEBP_QUANT_UNKNOWN", "webp_strength", "WebpDecision",
+           "webp_guarded", "webp_guarded_file", "blend"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -110,41 +111,51 @@ def _band_strength(quality: float, model, full_chroma: bool = False) -> float:
 
 # Which guard restores an input: decided here once, for restore() (inference/restore.py),
 # `fastreshuffle restore` (inference/files.py) and `fastreshuffle eval` (inference/evaluate.py).
-TABLES, HEIF_QP, BLIND, UNGUARDED = "tables", "heif-qp", "blind", "unguarded"
+TABLES, HEIF_QP, WEBP_Q, BLIND, UNGUARDED = "tables", "heif-qp", "webp-q", "blind", "unguarded"
 HEVC_QP_UNKNOWN = ("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, unguarded "
                    "(a never-compressed image is changed too)")
+WEBP_QUANT_UNKNOWN = ("not a lossy WebP file, so its quantiser is unknown: the full correction is applied, unguarded "
+                      "(a never-compressed image is changed too)")
 HEVC_ON_JPEG = ("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
+                "--model auto, is the one trained for JPEG files)")
+WEBP_ON_JPEG = ("a JPEG file given to a WebP model: restored under the JPEG guard (the jpeg model, "
                 "--model auto, is the one trained for JPEG files)")
 
 
 class Route(NamedTuple):
-    kind: str                 # TABLES, HEIF_QP, BLIND or UNGUARDED
+    kind: str                 # TABLES, HEIF_QP, WEBP_Q, BLIND or UNGUARDED
     note: Optional[str] = None
 
 
 def route(codec: Optional[str], *, guard: Optional[bool] = None, jpeg_file: bool = False, tables: bool = False,
-          heif: bool = False, named: bool = True) -> Route:
+          heif: bool = False, webp: bool = False, named: bool = True) -> Route:
     """How an input is restored, from the codec the model was trained for (None: unknown) and what
     the input is: ``jpeg_file`` (opened from a JPEG file), ``tables`` (and its quantisation tables
-    describe its pixels), ``heif`` (a HEIF file, or coded pixels, whose QP can be known).
+    describe its pixels), ``heif`` (a HEIF file, or coded pixels, whose QP can be known), ``webp``
+    (a lossy WebP file, or coded pixels, whose quantiser can be known).
     ``guard``: False (the network's output), True, or None for the default -- on for the JPEG
     model, for a JPEG file given to a model named or whose codec is known (not a network built in
-    Python), for the HEVC model on a HEIF file.  ``named``: the model was given by name or path.
+    Python), for the HEVC model on a HEIF file, for the WebP model on a lossy WebP file.
+    ``named``: the model was given by name or path.
 
     TABLES: the JPEG file's own tables, whichever model restores it; HEIF_QP: the QP's strength
-    (the HEVC model on a HEIF file); BLIND: only where JPEG compression is found in the pixels
-    (the JPEG model; another, not HEVC, asked to guard); UNGUARDED: the network's output --
-    with a note when a guard was wanted but an HEVC model has no QP to go by."""
-    if guard is not False and codec == "hevc" and not heif and not tables:
-        return Route(UNGUARDED, HEVC_QP_UNKNOWN)
+    (the HEVC model on a HEIF file); WEBP_Q: the quantiser's strength (the WebP model on a lossy
+    WebP file); BLIND: only where JPEG compression is found in the pixels (the JPEG model;
+    another, not HEVC or WebP, asked to guard); UNGUARDED: the network's output -- with a note
+    when a guard was wanted but an HEVC or WebP model has no quantiser to go by."""
+    coded = {"hevc": heif, "webp": webp}
+    if guard is not False and codec in coded and not coded[codec] and not tables:
+        return Route(UNGUARDED, HEVC_QP_UNKNOWN if codec == "hevc" else WEBP_QUANT_UNKNOWN)
     if guard is None:
-        guard = codec == "jpeg" or (jpeg_file and (codec is not None or named)) or (codec == "hevc" and heif)
+        guard = codec == "jpeg" or (jpeg_file and (codec is not None or named)) or bool(coded.get(codec))
     if not guard:
         return Route(UNGUARDED)
     if tables:
-        return Route(TABLES, HEVC_ON_JPEG if codec == "hevc" else None)
+        return Route(TABLES, {"hevc": HEVC_ON_JPEG, "webp": WEBP_ON_JPEG}.get(codec))
     if heif and codec == "hevc":
         return Route(HEIF_QP)
+    if webp and codec == "webp":
+        return Route(WEBP_Q)
     return Route(BLIND)
 
 
@@ -398,6 +409,50 @@ def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarr
     """:func:`hevc_guarded` for a HEIF file's bytes ``data``: its size and the QP read from it."""
     from ..io.heif_qp import heif_qp
     return hevc_guarded(run, decoded, len(data), heif_qp(data), for_qp)
+
+
+# ---------------------------------------------------------------------------------- WebP
+# The WebP model's share of its correction, keyed on the luma AC quantiser index (0-127) the file
+# was coded with, averaged over its segments (io.webp_quant; libwebp at Pillow quality 30 / 40 / 50
+# / 60 / 75 / 80 / 88 / 90 codes a mean index of 51 / 44 / 37.7 / 32.4 / 25.3 / 19.1 / 10.4 / 8.4 on
+# photos, within about 1 whatever the photo).  Per quality, the strength of 1 / 0.75 / 0.5 / 0.25 / 0
+# with the best worst-image gain on the 8 CBSD432 photos held out of its training, shrunk 2x (the
+# CBSD432 files are JPEGs of quality 95, whose own noise would be scored at full size; chosen as
+# the JPEG and HEVC schedules, `python -m benchmarks.harm_curve --data DIR --reduce 2 --codec webp
+# --model webp --strengths`): 1 up to q30, 0.75 at q40-50, 0.5 at q60-75, 0.25 at q80-88, none
+# from q90 (a quarter lost up to 0.10 dB there, at q95); fastreshuffle/weights/README.md, *webp*.
+_WEBP_SCHEDULE = ((9.0, 0.0), (10.5, 0.25), (19.0, 0.25), (25.0, 0.5), (32.5, 0.5), (37.5, 0.75), (44.0, 0.75),
+                  (51.0, 1.0))
+
+
+def webp_strength(index: float) -> float:
+    """Share of the WebP model's correction kept for a file of mean luma AC quantiser ``index``."""
+    return float(np.interp(index, [q for q, _ in _WEBP_SCHEDULE], [s for _, s in _WEBP_SCHEDULE]))
+
+
+class WebpDecision(NamedTuple):
+    strength: float
+    index: float              # the mean luma AC quantiser index read from the file
+
+
+def webp_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, index: float):
+    """Restore a lossy WebP file's ``decoded`` pixels, coded at mean luma AC quantiser ``index``
+    (:func:`fastreshuffle.io.webp_quant.webp_quant`), with :func:`webp_strength`'s share of the
+    correction; ``run`` is not called at strength 0.  -> (result, :class:`WebpDecision`)."""
+    d = WebpDecision(webp_strength(index), float(index))
+    if d.strength <= 0:
+        return decoded.copy(), d
+    return keep_uniform(decoded, blend(decoded, run(decoded), d.strength), workers=strip_workers()), d
+
+
+def webp_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, data: bytes):
+    """:func:`webp_guarded` for a lossy WebP file's bytes ``data`` (None where its quantiser
+    cannot be read: the caller routes such a file elsewhere, :func:`route`)."""
+    from ..io.webp_quant import webp_quant
+    q = webp_quant(data)
+    if q is None:
+        return None
+    return webp_guarded(run, decoded, q.index)
 
 
 def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:

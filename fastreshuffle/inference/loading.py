@@ -38,7 +38,7 @@ from ..io.weights import load_state_checked, read_metadata, read_weights
 from ..nn.config import ReshuffleNetConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-SHIPPED_MODELS = ("jpeg", "hevc")
+SHIPPED_MODELS = ("jpeg", "hevc", "webp")
 # The shipped JPEG model's low-quality band: a JPEG whose quality (from its tables, or detected
 # in its pixels) is at most JPEG_LOW_MAX is restored by "jpeg-low", a specialist fine-tuned on
 # quality 5-20 from the general model, when it is installed.  The bound is where the two
@@ -135,11 +135,17 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
         "or give the path of a .safetensors weights file")
 
 
-def auto_model_name(input_format: Optional[str]) -> str:
+def auto_model_name(input_format: Optional[str], lossy_webp: bool = False) -> str:
     """The shipped model ``--model auto`` picks for an input of this Pillow format: ``hevc`` for
-    HEIF files, ``jpeg`` for everything else (a JPEG through its tables, other images only where
-    JPEG compression is found in their pixels: see :mod:`fastreshuffle.inference.guard`)."""
-    return "hevc" if input_format == "HEIF" else "jpeg"
+    HEIF files, ``webp`` for lossy still WebP files (``lossy_webp``: the file's quantiser can be
+    read, :func:`fastreshuffle.io.webp_quant.webp_quant`; where the model is installed), ``jpeg``
+    for everything else (a JPEG through its tables, other images -- a lossless WebP too -- only
+    where JPEG compression is found in their pixels: see :mod:`fastreshuffle.inference.guard`)."""
+    if input_format == "HEIF":
+        return "hevc"
+    if input_format == "WEBP" and lossy_webp and weights_path("webp").is_file():
+        return "webp"
+    return "jpeg"
 
 
 def band_model(model, quality: Optional[float] = None, qp: Optional[float] = None):
@@ -188,7 +194,7 @@ class Bands:
 
 
 def model_codec(model) -> Optional[str]:
-    """The codec a model was trained for ("jpeg", "hevc"), or None when nothing says: a shipped
+    """The codec a model was trained for ("jpeg", "hevc", "webp"), or None when nothing says: a shipped
     name is its codec; a weights file's metadata ``codec`` key, else the ``--codec`` of the
     training command recorded in it; a loaded model, the ``codec`` :func:`load_model` recorded
     from its file (a network built otherwise has none)."""
@@ -309,13 +315,13 @@ load_pretrained = load_model
 
 _CACHE: "OrderedDict[Tuple, torch.nn.Module]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-# Networks kept loaded at most, the ones used last (least recently used dropped first): the seven
+# Networks kept loaded at most, the ones used last (least recently used dropped first): the eight
 # shipped models in both precisions (bf16 and fp32), so that restore() going through JPEG files of
-# every band and HEIF files of both, in either precision, does not reload any (the key holds the
+# every band, HEIF files of both and WebP files, in either precision, does not reload any (the key holds the
 # device and dtype too: fp16 on CUDA beside them evicts).  Each keeps its weights, a copy packed
 # for the CPU kernel and the last call's work buffers: a few MB per `small` network (27 MB of
 # weights for `hevc-paper`) plus buffers that grow with the image (tiles bound them).
-CACHE_MAX = 14
+CACHE_MAX = 16
 
 
 def _cached_model(name_or_path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

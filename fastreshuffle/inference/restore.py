@@ -302,6 +302,44 @@ def _restore_heif(net, img, tile, overlap, bands=None):
     return _restore_pil(net, img, tile, overlap, run_rgb=run_rgb)
 
 
+def _restore_webp(net, img, tile, overlap):
+    """A PIL image opened from a lossy WebP file, with the WebP model: the guard of ``restore`` on
+    the file (:func:`.guard.webp_guarded_file`: the strength of its quantiser).  A file no longer
+    reachable, or pixels that are no longer the file's, have no quantiser to go by: returned
+    unchanged, with a warning (as :func:`_restore_heif`)."""
+    from .guard import webp_guarded_file
+    from .tiling import too_small
+
+    data = _file_bytes(img)
+    if data is None:
+        _warn_caller("a WebP image whose file can no longer be read (opened from memory and already loaded): "
+                     "its quantiser is unknown, so it is returned unchanged; pass the image as Image.open "
+                     "returned it, or open it from its path (guard=False restores it anyway)")
+        return img.copy()
+    if not _pixels_are_the_files(img, np.asarray(img), data):
+        _warn_caller("a WebP image whose pixels are no longer its file's (changed in place): the file's quantiser "
+                     "does not describe them, so it is returned unchanged (guard=False restores it anyway)")
+        return img.copy()
+    runner = _uint8_runner(tile, overlap)
+
+    def run_rgb(rgb: np.ndarray) -> np.ndarray:     # modes and alpha: as for any PIL image
+        if too_small(*rgb.shape[:2]):
+            return rgb.copy()
+        return webp_guarded_file(runner(net), rgb, data)[0]
+    return _restore_pil(net, img, tile, overlap, run_rgb=run_rgb)
+
+
+def _lossy_webp(img) -> Optional[bool]:
+    """Whether a PIL image is a still image opened from a lossy WebP file whose quantiser can be
+    read; None for a WebP image whose file is out of reach (opened from memory and already loaded:
+    which it was is unknown)."""
+    if getattr(img, "format", None) != "WEBP" or int(getattr(img, "n_frames", 1) or 1) != 1:
+        return False
+    from ..io.webp_quant import webp_quant
+    data = _file_bytes(img)
+    return None if data is None else webp_quant(data) is not None
+
+
 # what a restored PIL image keeps of its source's info: the photo's metadata (not how its file was
 # coded), so that getexif() reads the source's EXIF -- orientation included: the pixels come back
 # as stored -- and saving passes on what the caller passes on, as for the source image
@@ -383,8 +421,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     An image under 8 pixels on a side comes back unchanged, with a warning (the network works on
     8 x 8 cells).
 
-    ``model`` is a shipped model name ("jpeg", "hevc"), a safetensors path, a loaded model, or
-    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, else ``jpeg``.  The
+    ``model`` is a shipped model name ("jpeg", "hevc", "webp"), a safetensors path, a loaded model, or
+    "auto" (default): ``hevc`` for a PIL image opened from a HEIF file, ``webp`` for one opened
+    from a lossy WebP file, else ``jpeg``.  The
     shipped ``jpeg`` restores a JPEG of quality 20 or less (read from its tables, or detected in
     its pixels) with its low-quality specialist ``jpeg-low``, one of quality 45-80 with ``jpeg-mid``
     and one of quality 81 or more with ``jpeg-high`` (with the strengths of its own schedule), the shipped ``hevc`` a HEIF file
@@ -406,7 +445,8 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     ``load_pretrained`` from such a file (their ``codec``); for any model given by name or path
     -- also a weights file that names no codec -- and any loaded model that knows its codec, on a
     PIL image opened from a JPEG file (its tables, as ``fastreshuffle restore``); for the HEVC
-    model on a PIL image opened from a HEIF file; off for a network whose codec is unknown, such
+    model on a PIL image opened from a HEIF file, the WebP model on one opened from a lossy WebP
+    file (the share of its quantiser, :func:`.guard.webp_strength`); off for a network whose codec is unknown, such
     as one built in Python; a loaded model does not bring its quality band's specialist, as
     ``model="jpeg"`` does): do no harm
     (:mod:`fastreshuffle.inference.guard`).  A HEIF image gets the share of the correction the
@@ -564,8 +604,9 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     check_tile_args(0 if tile is None else tile, overlap)
     if isinstance(model, str) and model == "auto":
         from .loading import auto_model_name
-        model = auto_model_name(getattr(image, "format", None) if not isinstance(image, (np.ndarray, torch.Tensor))
-                                else None)
+        pil = not isinstance(image, (np.ndarray, torch.Tensor))
+        model = auto_model_name(getattr(image, "format", None) if pil else None,
+                                pil and _lossy_webp(image) is True)
     from .loading import Bands
 
     if half and not isinstance(model, torch.nn.Module):   # one warning per call, at the caller (not one per band)
@@ -580,7 +621,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         return SelfEnsemble(n) if self_ensemble else n
     bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (jpeg: four bands, hevc: two)
     net = bands.net()
-    from .guard import HEIF_QP, UNGUARDED, route
+    from .guard import HEIF_QP, UNGUARDED, WEBP_Q, route
     from .loading import model_codec
     codec = model_codec(model)      # a loaded model: the codec load_model recorded, if any
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
@@ -592,7 +633,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     from ..io.jpeg_tables import tables_from_pil
     tables = jpeg_file and tables_from_pil(image) is not None   # (CMYK, RGB-coded: none it can use)
     how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=tables, heif=fmt == "HEIF",
-                named=not isinstance(model, torch.nn.Module))
+                webp=codec == "webp" and _lossy_webp(image) is not False, named=not isinstance(model, torch.nn.Module))
     hw = _height_width(image)
     if hw is not None and min(hw) > 0:
         from .tiling import too_small
@@ -601,8 +642,10 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
                          "works on 8x8 cells)")
     if how.kind == HEIF_QP:
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
+    if how.kind == WEBP_Q:
+        return _with_info(_restore_webp(net, image, tile, overlap), image)
     if how.kind == UNGUARDED and how.note:
-        _warn_caller(f"HEVC model: {how.note}")
+        _warn_caller(f"{'WebP' if codec == 'webp' else 'HEVC'} model: {how.note}")
     if (how.kind != UNGUARDED and codec == "jpeg" and fmt is None
             and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
         _warn_caller("this image was decoded from a JPEG file (its info says so) but no longer carries the "

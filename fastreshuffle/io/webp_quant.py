@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple, Optional, Tuple
 
-__all__ = ["WebpQuant", "webp_quant", "lossy_still_webp"]
+__all__ = ["WebpQuant", "webp_quant"]
 
 
 class _Bad(Exception):
@@ -75,15 +75,13 @@ class _Bool:
         return self.signed(n) if self.bool(128) else 0
 
 
-def _vp8_chunk(data: bytes, whole: bool = True) -> Tuple[int, int]:
-    """(start, end) of the lossy ``VP8 `` chunk's payload of a still WebP file (``whole``: all of
-    it in ``data``; else ``data`` may be the file's first bytes, up to that chunk's header)."""
+def _vp8_chunk(data: bytes) -> Tuple[int, int]:
+    """(start, end) of the lossy ``VP8 `` chunk's payload of a still WebP file."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         raise _Bad("not a WebP file")
-    end = 8 + struct.unpack_from("<I", data, 4)[0]
-    end = min(len(data), end) if whole else end
+    end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
     pos = 12
-    while pos + 8 <= min(end, len(data)):
+    while pos + 8 <= end:
         kind = data[pos:pos + 4]
         size = struct.unpack_from("<I", data, pos + 4)[0]
         start = pos + 8
@@ -95,16 +93,6 @@ def _vp8_chunk(data: bytes, whole: bool = True) -> Tuple[int, int]:
             raise _Bad("lossless or animated")
         pos = start + size + (size & 1)
     raise _Bad("no VP8 chunk")
-
-
-def lossy_still_webp(head: bytes) -> bool:
-    """Whether ``head`` (a file's first bytes: its chunks up to the image data; 4 KiB do for any
-    file but one with a large ICC profile or metadata first) starts a lossy still WebP file."""
-    try:
-        _vp8_chunk(head if isinstance(head, bytes) else bytes(head), whole=False)
-        return True
-    except (_Bad, struct.error, IndexError, ValueError):
-        return False
 
 
 def webp_quant(data: bytes) -> Optional[WebpQuant]:

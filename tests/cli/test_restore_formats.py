@@ -326,8 +326,10 @@ def test_same_lossy_format_never_reencodes_what_it_would_make_worse(tmp_path, ca
     for name, q in (("q95", 95), ("q90", 90), ("q50", 50)):
         src[name] = tmp_path / f"{name}.jpg"
         Image.fromarray(a).save(src[name], quality=q)
-    src["w"] = tmp_path / "w.webp"                     # no JPEG history: left unchanged
-    Image.fromarray(a).save(src["w"], quality=60)
+    src["w"] = tmp_path / "w.webp"                     # quantiser 0 (the webp model's guard): left unchanged
+    Image.fromarray(a).save(src["w"], quality=100)
+    src["w60"] = tmp_path / "w60.webp"                 # restored, written as a lossless WebP
+    Image.fromarray(a).save(src["w60"], quality=60)
     src["m"] = tmp_path / "m.jpg"                      # a phone's MPO (JPEG + a second image), q95
     Image.fromarray(a).save(src["m"], format="MPO", save_all=True, append_images=[Image.fromarray(a[::-1].copy())],
                             quality=95)
@@ -340,6 +342,9 @@ def test_same_lossy_format_never_reencodes_what_it_would_make_worse(tmp_path, ca
     assert "file copied unchanged" in said.out + said.err          # q90: why the restoration was not kept
     q50 = (out / "q50_restored.jpg").read_bytes()
     assert q50 != src["q50"].read_bytes() and Image.open(io.BytesIO(q50)).format == "JPEG"
+    w60 = Image.open(out / "w60_restored.webp")
+    assert w60.format == "WEBP" and not np.array_equal(np.asarray(w60.convert("RGB")),
+                                                       np.asarray(Image.open(src["w60"]).convert("RGB")))
     # an explicit output quality re-encodes; PNG (the default) keeps q90's partial restoration
     again = tmp_path / "again"
     assert main(["restore", "-q", str(src["q95"]), str(src["q90"]), "--format", "same", "--output-quality", "95",

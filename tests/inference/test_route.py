@@ -14,7 +14,7 @@ from PIL import Image
 import fastreshuffle
 import fastreshuffle as fr
 from fastreshuffle.inference.guard import (BLIND, HEIF_QP, HEVC_ON_JPEG, HEVC_QP_UNKNOWN, TABLES, UNGUARDED,
-                                           route)
+                                           WEBP_ON_JPEG, WEBP_Q, WEBP_QUANT_UNKNOWN, route)
 
 
 @pytest.mark.parametrize("codec, kw, kind, note", [
@@ -32,8 +32,14 @@ from fastreshuffle.inference.guard import (BLIND, HEIF_QP, HEVC_ON_JPEG, HEVC_QP
     (None, dict(), UNGUARDED, None),
     (None, dict(jpeg_file=True, tables=True, named=False), UNGUARDED, None),  # a network built in Python
     (None, dict(guard=True), BLIND, None),
-    ("webp", dict(), UNGUARDED, None),
-    ("webp", dict(guard=True), BLIND, None),
+    ("jpeg", dict(webp=True), BLIND, None),                          # a lossy WebP file given to the JPEG model
+    ("webp", dict(webp=True), WEBP_Q, None),
+    ("webp", dict(jpeg_file=True, tables=True), TABLES, WEBP_ON_JPEG),
+    ("webp", dict(), UNGUARDED, WEBP_QUANT_UNKNOWN),                 # a PNG, an array, a lossless WebP
+    ("webp", dict(guard=True), UNGUARDED, WEBP_QUANT_UNKNOWN),
+    ("webp", dict(heif=True), UNGUARDED, WEBP_QUANT_UNKNOWN),
+    ("webp", dict(guard=False, webp=True), UNGUARDED, None),
+    ("hevc", dict(webp=True), UNGUARDED, HEVC_QP_UNKNOWN),
 ])
 def test_route(codec, kw, kind, note):
     assert tuple(route(codec, **kw)) == (kind, note)

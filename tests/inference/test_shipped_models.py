@@ -18,7 +18,8 @@ Two pins per row
   with ``jpeg``'s second dark-photo phase, q75-q95 the same day with ``jpeg-high``'s, q60 and q75 again
   with the band ``jpeg-mid`` (q55-80), q30-q50 again with ``jpeg``'s third to fifth dark-photo phases,
   q50 again when ``jpeg-mid`` took q45-80 (session 44), q50-q95 with ``jpeg-mid``'s and ``jpeg-high``'s
-  sharpened-photo phases (session 45), q30 and q40 again with ``jpeg``'s (session 46),
+  sharpened-photo phases (session 45), q30 and q40 again with ``jpeg``'s (session 46); the WebP rows
+  2026-12-07 (session 50) on a 2-core AMD EPYC (Zen 4) VM, Pillow's libwebp,
   on a 2-core Intel Xeon VM with AVX-512, the other rows the same there to four decimals; torch 2.13.0 CPU,
   Pillow 13.0.0, pillow-heif 1.8.1 / x265 4.3), +-0.002 dB and +-0.0002 bpp.  Derivation: the
   restored images are uint8, and the model's float32 differences between paths do not reach
@@ -47,7 +48,7 @@ from tools.readme_pins import CODEC, LABEL
 
 # README's table of each pinned model starts with a header row beginning with this
 TABLE = {"jpeg": "| JPEG (Pillow, 4:2:0) |", "hevc": "| HEVC (pillow-heif/x265, 4:2:0) |",
-         "hevc-paper": "| HEVC, `hevc-paper` ("}
+         "hevc-paper": "| HEVC, `hevc-paper` (", "webp": "| WebP (Pillow/libwebp, method 4) |"}
 
 ROOT = Path(__file__).resolve().parents[2]
 PSNR_TOL = 0.02
@@ -78,6 +79,11 @@ README_FIGURES = {
                    20: (0.193, 27.90, 28.47, 28.30, 28.91, 0.44, 0.21),
                    40: (0.743, 33.82, 34.14, 34.11, 34.43, 0.29, 0.19),
                    60: (2.120, 39.45, 39.70, 39.45, 39.70, 0.00, 0.00)},
+    "webp": {10: (0.321, 28.69, 29.05, 29.13, 29.49, 0.44, 0.28),
+             30: (0.549, 31.05, 31.32, 31.65, 31.91, 0.60, 0.33),
+             50: (0.765, 32.90, 33.11, 33.46, 33.67, 0.56, 0.33),
+             75: (1.055, 34.81, 34.97, 35.21, 35.37, 0.40, 0.25),
+             90: (2.115, 39.33, 39.43, 39.33, 39.43, 0.00, 0.00)},
 }
 # The same run at four decimals: setting -> (bpp, codec PSNR set, mean, restored PSNR set, mean, worst gain)
 MEASURED = {
@@ -101,6 +107,11 @@ MEASURED = {
                    20: (0.19331, 27.9032, 28.4672, 28.3022, 28.9055, 0.2089),
                    40: (0.74291, 33.8205, 34.1367, 34.1064, 34.4302, 0.1877),
                    60: (2.11953, 39.4492, 39.6954, 39.4492, 39.6954, 0.0000)},
+    "webp": {10: (0.32142, 28.6899, 29.0482, 29.1335, 29.4906, 0.2776),
+             30: (0.54915, 31.0482, 31.3163, 31.6478, 31.9130, 0.3340),
+             50: (0.76451, 32.9007, 33.1086, 33.4639, 33.6716, 0.3265),
+             75: (1.05549, 34.8134, 34.9695, 35.2127, 35.3712, 0.2512),
+             90: (2.11543, 39.3316, 39.4287, 39.3316, 39.4287, 0.0000)},
 }
 # README: "On photos outside Kodak24 (scikit-image's astronaut / coffee / chelsea / rocket, JPEG
 # q10) the JPEG model gains +1.69 / +1.62 / +1.17 / +1.29 dB" (benchmarks/eval_photos.py)
@@ -183,9 +194,9 @@ def test_readme_pins_tool_prints_readme_rows(tmp_path, capsys):
         assert readme_pins.main([str(f), name]) == 2
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
-    f.write_text(json.dumps(doc))
-    assert readme_pins.main([str(f), "jpeg"]) == 2
-    assert "codec hevc" in capsys.readouterr().err
+    f.write_text(json.dumps(doc))                       # (the last model's run: not a JPEG one)
+    assert CODEC[name] != "jpeg" and readme_pins.main([str(f), "jpeg"]) == 2
+    assert f"codec {CODEC[name]}" in capsys.readouterr().err
     for bad in (tmp_path / "missing.json", ROOT / "README.md"):
         assert readme_pins.main([str(bad), name]) == 2
         assert capsys.readouterr().err.count("\n") == 1

@@ -235,5 +235,5 @@ def test_folder_and_missing(tmp_path):
         fastreshuffle.load_pretrained(tmp_path)
     with pytest.raises(WeightsError, match="unknown model"):
         fastreshuffle.load_pretrained(tmp_path / "missing.safetensors")
-    with pytest.raises(WeightsError, match=r"installed: hevc, hevc-low, hevc-paper, jpeg, jpeg-high, jpeg-low, jpeg-mid;"):
+    with pytest.raises(WeightsError, match=r"installed: hevc, hevc-low, hevc-paper, jpeg, jpeg-high, jpeg-low, jpeg-mid, webp;"):
         fastreshuffle.load_pretrained("paper")              # every name a user can pass is listed
