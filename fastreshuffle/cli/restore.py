@@ -193,6 +193,12 @@ def run(args) -> int:
     if args.output_dir is not None and not args.output_dir.strip():   # (an unset shell variable, most likely)
         raise UserError(f"-o {args.output_dir!r} is empty: give a folder or a file name, or leave -o out "
                         "(outputs then go next to their inputs)")
+    # "-" is not standard input / output here (a folder named "-" was made silently; a helper's probe)
+    if args.output_dir == "-" and not os.path.isdir("-"):
+        raise UserError("-o -: writing to standard output is not supported; give an output file (-o out.png) "
+                        "or folder")
+    if "-" in args.inputs and not os.path.lexists("-"):
+        raise UserError("reading an image from standard input ('-') is not supported; give image files or folders")
     outdir = Path(args.output_dir) if args.output_dir else None
     out_file = None
     folder = bool(args.output_dir) and args.output_dir.endswith(tuple(filter(None, (os.sep, os.altsep))))

@@ -252,6 +252,22 @@ def test_o_through_a_file_or_empty_is_refused_before_any_work(tmp_path, weights,
     assert _sha(tmp_path) == before
 
 
+def test_a_dash_is_not_standard_input_or_output(tmp_path, weights, capsys, monkeypatch):
+    """``-o -`` made a folder named "-" and wrote into it, exit 0 (a Unix user expects stdout);
+    an input "-" said "no such file or folder" (a helper's probe): both say what is not supported.
+    A real folder named "-" is still one."""
+    _good_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["restore", "-q", "good1.png", "-o", "-", "--model", str(weights)]) == 2
+    assert "writing to standard output is not supported" in capsys.readouterr().err
+    assert not os.path.exists("-")
+    assert cli_main(["restore", "-q", "-", "--model", str(weights)]) == 2
+    assert "reading an image from standard input ('-') is not supported" in capsys.readouterr().err
+    os.mkdir("-")
+    assert cli_main(["restore", "-q", "good1.png", "-o", "-", "--model", str(weights)]) == 0
+    assert os.listdir("-") == ["good1_restored.png"]
+
+
 def test_o_names_the_output_file_of_one_input(tmp_path, weights, capsys):
     """``restore photo.jpg -o out.png`` made a folder named out.png (then it was refused): it now
     writes that file, in the format its extension names."""
