@@ -188,6 +188,11 @@ def run(args) -> int:
         # 7 levels along the seams, at 0 up to 25; at 64 every pixel within one rounding)
         _say(f"note: --overlap {overlap} is under the default {DEFAULT_OVERLAP}: the seams between tiles can show "
              "(pixels a level or more off along them; docs/restore.md, Tiling)")
+    if args.tile and not args.quiet and (args.tile + 2 * overlap) ** 2 >= 4 * args.tile ** 2:
+        # (each tile runs with its context on every side: --tile 8 took ~289x the work, silently)
+        _say(f"note: --tile {args.tile} with --overlap {overlap}: each tile runs on {args.tile + 2 * overlap} px "
+             f"squares, {((args.tile + 2 * overlap) / args.tile) ** 2:.0f}x the work of its own pixels (slow; "
+             "the default tile is 768 on CPU)")
 
     # -o FILE: one input file, written there in the format its extension names
     if args.output_dir is not None and not args.output_dir.strip():   # (an unset shell variable, most likely)

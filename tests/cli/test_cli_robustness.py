@@ -909,3 +909,14 @@ def test_a_truncated_heif_file_is_one_clean_error_line(tmp_path, weights, capsys
     assert cli_main(["restore", str(tmp_path / "cut.heic"), "--model", str(weights)]) == 1
     line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:"))
     assert "cannot decode image" in line and not line.endswith("\\n") and line == line.strip(), line
+
+
+def test_a_tile_small_beside_its_context_is_said(tmp_path, weights, capsys):
+    """--tile 8 ran each 8-px tile with 64 px of context on every side, ~289x the work, with no
+    word (a helper's probe); such settings are said, the default ones not."""
+    _good_files(tmp_path)
+    assert cli_main(["restore", str(tmp_path / "good1.png"), "--tile", "16", "--model", str(weights)]) == 0
+    assert "note: --tile 16 with --overlap 64: each tile runs on 144 px squares, 81x the work" in \
+        capsys.readouterr().err
+    assert cli_main(["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights)]) == 0
+    assert "the work of its own pixels" not in capsys.readouterr().err
