@@ -320,12 +320,6 @@ def _plot(path, rows, series, xlabel: str, title: str) -> None:
     print(f"wrote {path}")
 
 
-def _webp_file(a: np.ndarray, quality: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="WEBP", quality=quality, method=4)
-    return buf.getvalue()
-
-
 def _hevc(args, folder, images, names, raw) -> int:
     """The HEVC (or WebP) curve: raw network vs the HEIF guard (the lossy WebP guard), per quality."""
     import torch
@@ -392,7 +386,7 @@ def _hevc(args, folder, images, names, raw) -> int:
     print(f"never compressed, as pixels (no {key}: the full correction): output vs input PSNR mean "
           f"{np.mean(never):.2f} dB, worst {np.min(never):.2f} dB")
     if webp:
-        per_mp = _seconds_per_megapixel(images, args.model, "WebP quality 30", lambda a: _webp_file(a, 30))
+        per_mp = _seconds_per_megapixel(images, args.model, "WebP quality 30", lambda a: codecs.webp_file(a, 30))
     else:
         import pillow_heif
         pillow_heif.register_heif_opener()   # the timed files are opened with Pillow, as restore gets them

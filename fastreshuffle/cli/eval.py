@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="restore with the x8 flip/rotation self-ensemble (8x slower)")
     p.add_argument("--recursive", "-r", action="store_true", help="also the images in --data's sub-folders")
     p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="evaluate the raw network: without the strength from the JPEG tables or the HEIF QP, "
+                   help="evaluate the raw network: without the strength from the JPEG tables, the HEIF QP or the WebP "
+                        "quantiser, "
                         "the consistency with the quantisation and the pixel search for JPEG compression that "
                         "restore applies")
     p.add_argument("--json", help="write the results as JSON here")

@@ -76,8 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="average the model over the 8 flips/rotations of each tile (8x slower, "
                         "+0.05-0.06 dB on Kodak24 JPEG q10-30)")
     p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="the network's full correction on every image: no strength from a JPEG's tables or a "
-                        "HEIF file's QP, no consistency with the quantisation, no search for JPEG compression "
+                   help="the network's full correction on every image: no strength from a JPEG's tables, a "
+                        "HEIF file's QP or a WebP file's quantiser, no consistency with the quantisation, no search for JPEG compression "
                         "in other images' pixels (can make high-quality and never-compressed images worse; "
                         "for experiments)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")

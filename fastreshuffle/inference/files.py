@@ -41,6 +41,12 @@ def _share(strength: float) -> str:
     return "<1%" if 0 < strength < 0.005 else f"{strength:.0%}"
 
 
+def _strength_said(strength: float) -> str:
+    """What a HEIF or WebP file's guard kept of the correction, as its note says it."""
+    return ("the full correction" if strength >= 1 else f"{_share(strength)} of the correction" if strength > 0
+            else "little to remove; pixels left as they are")
+
+
 def _folder_entries(folder: Path, recursive: bool, errors: List[str]) -> List[Path]:
     """The entries of ``folder`` (with ``recursive``, of its sub-folders too: not through links to
     folders, hidden ones left out), each folder that cannot be read added to ``errors``."""
@@ -115,12 +121,13 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
                 stems.setdefault(f.parent, set()).add(f.stem)
             # where this run would write the folder's images' outputs in ``outdir`` (inside the folder
             # with -r: an earlier run's byte copy of a high-quality JPEG there carries no mark)
-            outputs = set() if outdir is None else {
-                os.path.realpath(output_path_for(f, p, outdir, suffix, ext)) for f in images
+            outputs = {} if outdir is None else {
+                os.path.realpath(output_path_for(f, p, outdir, suffix, ext)): os.path.realpath(f) for f in images
                 for ext in set(EXTENSIONS.values())}
             found = []
             for f in images:
-                if os.path.realpath(f) in outputs or _is_earlier_output(f, suffix, stems[f.parent]):
+                key = os.path.realpath(f)   # (a file at its own output path is an input: refused later, said)
+                if outputs.get(key, key) != key or _is_earlier_output(f, suffix, stems[f.parent]):
                     skipped_outputs.append(f)
                     continue
                 found.append(f)
@@ -309,16 +316,12 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         restored = orient_array(restored, o)
         what = (f"HEIF coded at QP {d.qp:.0f}" if d.qp is not None
                 else f"HEIF at {d.ratio:.2f}x the size of a JPEG q90 of it (its QP could not be read)")
-        notes.append(f"{what}: " + ("the full correction" if d.strength >= 1 else
-                                    f"{_share(d.strength)} of the correction" if d.strength > 0
-                                    else "little to remove; pixels left as they are"))
+        notes.append(f"{what}: {_strength_said(d.strength)}")
     elif how.kind == WEBP_Q:   # on the pixels as stored (before an EXIF rotation: the codec's blocks on the cells)
         o = f.orientation
         restored, d = webp_guarded(run, orient_array(pixels, INVERSE_ORIENTATION.get(o, 1)), wq.index)
         restored = orient_array(restored, o)
-        notes.append(f"WebP coded at quantiser {d.index:.0f} of 127: " + (
-            "the full correction" if d.strength >= 1 else f"{_share(d.strength)} of the correction"
-            if d.strength > 0 else "little to remove; pixels left as they are"))
+        notes.append(f"WebP coded at quantiser {d.index:.0f} of 127: {_strength_said(d.strength)}")
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
         if bg is None:

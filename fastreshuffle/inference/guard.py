@@ -114,8 +114,9 @@ def _band_strength(quality: float, model, full_chroma: bool = False) -> float:
 TABLES, HEIF_QP, WEBP_Q, BLIND, UNGUARDED = "tables", "heif-qp", "webp-q", "blind", "unguarded"
 HEVC_QP_UNKNOWN = ("not a HEIF file, so its HEVC QP is unknown: the full correction is applied, unguarded "
                    "(a never-compressed image is changed too)")
-WEBP_QUANT_UNKNOWN = ("not a lossy WebP file, so its quantiser is unknown: the full correction is applied, unguarded "
-                      "(a never-compressed image is changed too)")
+WEBP_QUANT_UNKNOWN = ("not a lossy still WebP file whose quantiser can be read (pixels, a lossless or animated WebP), "
+                      "so its quantiser is unknown: the full correction is applied, unguarded (a never-compressed image "
+                      "is changed too)")
 HEVC_ON_JPEG = ("a JPEG file given to an HEVC model: restored under the JPEG guard (the jpeg model, "
                 "--model auto, is the one trained for JPEG files)")
 WEBP_ON_JPEG = ("a JPEG file given to a WebP model: restored under the JPEG guard (the jpeg model, "
@@ -419,7 +420,7 @@ def hevc_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarr
 # with the best worst-image gain on the 8 CBSD432 photos held out of its training, shrunk 2x (the
 # CBSD432 files are JPEGs of quality 95, whose own noise would be scored at full size; chosen as
 # the JPEG and HEVC schedules, `python -m benchmarks.harm_curve --data DIR --reduce 2 --codec webp
-# --model webp --strengths`): 1 up to q30, 0.75 at q40-50, 0.5 at q60-75, 0.25 at q80-88, none
+# --model webp --strengths`): 1 up to about q30, 0.75 at q40-50, 0.5 at q60-75, 0.25 at q80-88, none
 # from q90 (a quarter lost up to 0.10 dB there, at q95); fastreshuffle/weights/README.md, *webp*.
 _WEBP_SCHEDULE = ((9.0, 0.0), (10.5, 0.25), (19.0, 0.25), (25.0, 0.5), (32.5, 0.5), (37.5, 0.75), (44.0, 0.75),
                   (51.0, 1.0))

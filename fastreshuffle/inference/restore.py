@@ -606,7 +606,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         from .loading import auto_model_name
         pil = not isinstance(image, (np.ndarray, torch.Tensor))
         model = auto_model_name(getattr(image, "format", None) if pil else None,
-                                pil and _lossy_webp(image) is True)
+                                pil and _lossy_webp(image) is not False)   # (out of reach: webp, which says so)
     from .loading import Bands
 
     if half and not isinstance(model, torch.nn.Module):   # one warning per call, at the caller (not one per band)

@@ -169,8 +169,8 @@ def hevc_file(img: np.ndarray, quality: Optional[int] = 15, qp: Optional[int] = 
 
 
 # ------------------------------------------------------------------ WebP
-def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
-    """Lossy WebP via Pillow/libwebp (always 4:2:0)."""
+def webp_file(img: np.ndarray, quality: int = 20, method: int = 4) -> bytes:
+    """The bytes of the lossy WebP file :func:`webp` codes (Pillow/libwebp, always 4:2:0)."""
     from PIL import Image
 
     img = _check_rgb(img)
@@ -179,7 +179,14 @@ def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
         raise CodecError(f"WebP quality must be in 0..100, got {quality}")
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, format="WEBP", quality=q, method=int(method), lossless=False)
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def webp(img: np.ndarray, quality: int = 20, method: int = 4) -> Coded:
+    """Lossy WebP via Pillow/libwebp (always 4:2:0)."""
+    from PIL import Image
+
+    data = webp_file(img, quality, method)
     with Image.open(io.BytesIO(data)) as im:
         dec = np.asarray(im.convert("RGB"))
     from .webp_quant import webp_quant

@@ -646,3 +646,16 @@ def test_a_rerun_into_an_output_folder_inside_the_input_skips_its_copies(tmp_pat
         err = capsys.readouterr().err
         assert "0 restored, 0 passed through, 6 skipped, 0 failed" in err, err   # 3 outputs, 3 existing
     assert not (tmp_path / "out" / "out").exists()
+
+
+def test_a_file_at_its_own_output_path_is_an_input_refused_not_an_earlier_output(tmp_path, capsys):
+    """-o the input folder with --suffix '': each file is its own output path.  It was said to be
+    "a fastreshuffle output" and skipped (a review of the check for earlier outputs in -o's
+    folder); it is an input whose output would replace it, refused per file."""
+    Image.fromarray(photo(64)).save(tmp_path / "o.png")
+    Image.fromarray(photo(64)).save(tmp_path / "q30.jpg", quality=30)
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path), "--suffix", "", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "fastreshuffle outputs" not in err, err
+    assert err.count("would replace an input file") == 1 and "o.png would replace an input file" in err, err
+    assert "1 restored, 0 passed through, 0 skipped, 1 failed" in err        # q30.jpg -> q30.png

@@ -95,17 +95,18 @@ def test_webp_model_elsewhere(tmp_path, capsys):
     a WebP image no longer its file's is returned unchanged, with a warning."""
     a = _photo(64)
     dec = np.asarray(Image.open(io.BytesIO(_webp(a, 20))).convert("RGB"))
-    with pytest.warns(UserWarning, match="not a lossy WebP file, so its quantiser is unknown"):
+    with pytest.warns(UserWarning, match="not a lossy still WebP file whose quantiser can be read"):
         out = fr.restore(dec, "webp", device="cpu", precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         raw = fr.restore(dec, "webp", device="cpu", precision="fp32", guard=False)
     np.testing.assert_array_equal(out, raw)
-    im = Image.open(io.BytesIO(_webp(a, 20)))
-    im.load()                                   # (Pillow lets go of the bytes)
-    with pytest.warns(UserWarning, match="its quantiser is unknown, so it is returned unchanged"):
-        same = fr.restore(im, "webp", device="cpu")
-    np.testing.assert_array_equal(np.asarray(same), np.asarray(im))
+    for model in ("webp", "auto"):              # (auto took it to the JPEG model's blind path, silently)
+        im = Image.open(io.BytesIO(_webp(a, 20)))
+        im.load()                               # (Pillow lets go of the bytes)
+        with pytest.warns(UserWarning, match="its quantiser is unknown, so it is returned unchanged"):
+            same = fr.restore(im, model, device="cpu")
+        np.testing.assert_array_equal(np.asarray(same), np.asarray(im))
     (tmp_path / "p.webp").write_bytes(_webp(a, 20))
     im = Image.open(tmp_path / "p.webp")
     im.load()
@@ -115,4 +116,4 @@ def test_webp_model_elsewhere(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(same), np.asarray(im))
     Image.fromarray(dec).save(tmp_path / "d.png")
     assert main(["restore", str(tmp_path / "d.png"), "--model", "webp", "--device", "cpu"]) == 0
-    assert "not a lossy WebP file, so its quantiser is unknown" in capsys.readouterr().err
+    assert "not a lossy still WebP file whose quantiser can be read" in capsys.readouterr().err
