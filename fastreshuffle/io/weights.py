@@ -106,6 +106,18 @@ _WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source="weights") -> None:
     """Load ``state`` into ``model`` strictly, naming any missing, unexpected or mis-shaped tensor."""
     own = model.state_dict()
+    check_state(own, state, source)
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k].to(p.dtype))
+    if hasattr(model, "clear_cache"):   # FastReshuffleNet: weights cached per version (none for inference tensors)
+        model.clear_cache()
+
+
+def check_state(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], source="weights") -> None:
+    """Raise :class:`WeightsError` naming any tensor of ``state`` missing, unexpected, mis-shaped,
+    of another dtype than weights have, or not finite, against a model's ``own`` state dict (its
+    shapes only: a model on the meta device will do)."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -121,8 +133,3 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
                                f"{', '.join(str(d).replace('torch.', '') for d in _WEIGHT_DTYPES)}")
         if not torch.isfinite(v).all():
             raise WeightsError(f"{source}: tensor {k!r} contains NaN or Inf")
-    with torch.no_grad():
-        for k, p in own.items():
-            p.copy_(state[k].to(p.dtype))
-    if hasattr(model, "clear_cache"):   # FastReshuffleNet: weights cached per version (none for inference tensors)
-        model.clear_cache()

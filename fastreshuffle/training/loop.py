@@ -647,6 +647,14 @@ def _check_init(args, cfg):
     if icfg is not None and icfg != cfg:
         raise UserError(f"--init {args.init}: architecture {icfg.to_dict()} differs from {cfg.to_dict()}; "
                         "use the matching --preset/--config")
+    from ..io.weights import check_state
+    from ..nn.reference import ReshuffleNet
+    with torch.device("meta"):      # (the tensors' names and shapes, before the data is read)
+        shapes = ReshuffleNet(cfg).state_dict()
+    try:
+        check_state(shapes, istate, source=f"--init {args.init}")
+    except WeightsError as e:
+        raise UserError(str(e)) from None
     return istate
 
 

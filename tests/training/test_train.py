@@ -1043,3 +1043,16 @@ def test_resume_from_another_folder_finds_the_runs_folders(tmp_path, monkeypatch
     assert main(["train", "--resume", "--out", "w/run", "--threads", "1", "--no-progress"]) == 0, \
         capsys.readouterr().err
     assert json.loads((tmp_path / "w" / "run" / "state.json").read_text())["step"] == 4
+
+
+def test_init_of_the_wrong_tensors_is_refused_before_the_data_is_read(tmp_path, capsys):
+    """--init of a training-state file (not weights): refused only after the data was read, leaving
+    an empty --out (a helper's probe); now before anything is read or made, as --help says."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON[:-1] + ["2"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "state.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "tensors do not match the model" in err and "train data:" not in err, err
+    assert not (tmp_path / "b").exists()
