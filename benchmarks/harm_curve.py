@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         return restore_uint8(net, x, tile=0)
 
     if args.codec in ("hevc", "webp"):
-        return _hevc(args, folder, images, names, raw)
+        return _coded_file_curve(args, folder, images, names, raw)
     args.qualities = args.qualities or list(DEFAULT_QUALITIES)
     sources = images          # what is coded at each quality; ``images`` are what it is measured against
     if args.first is not None:
@@ -320,7 +320,7 @@ def _plot(path, rows, series, xlabel: str, title: str) -> None:
     print(f"wrote {path}")
 
 
-def _hevc(args, folder, images, names, raw) -> int:
+def _coded_file_curve(args, folder, images, names, raw) -> int:
     """The HEVC (or WebP) curve: raw network vs the HEIF guard (the lossy WebP guard), per quality."""
     import torch
 

@@ -602,11 +602,12 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         raise TypeError("model must be a shipped model name (e.g. 'jpeg'), a weights file path or a loaded "
                         f"network, got {type(model).__name__} {model!r}")
     check_tile_args(0 if tile is None else tile, overlap)
+    pil = not isinstance(image, (np.ndarray, torch.Tensor))
+    # a lossy WebP file's image (None: a WebP whose file is out of reach -- the WebP route says so)
+    webp_file = pil and _lossy_webp(image) is not False
     if isinstance(model, str) and model == "auto":
         from .loading import auto_model_name
-        pil = not isinstance(image, (np.ndarray, torch.Tensor))
-        model = auto_model_name(getattr(image, "format", None) if pil else None,
-                                pil and _lossy_webp(image) is not False)   # (out of reach: webp, which says so)
+        model = auto_model_name(getattr(image, "format", None) if pil else None, webp_file)
     from .loading import Bands
 
     if half and not isinstance(model, torch.nn.Module):   # one warning per call, at the caller (not one per band)
@@ -633,7 +634,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     from ..io.jpeg_tables import tables_from_pil
     tables = jpeg_file and tables_from_pil(image) is not None   # (CMYK, RGB-coded: none it can use)
     how = route(codec, guard=guard, jpeg_file=jpeg_file, tables=tables, heif=fmt == "HEIF",
-                webp=codec == "webp" and _lossy_webp(image) is not False, named=not isinstance(model, torch.nn.Module))
+                webp=codec == "webp" and webp_file, named=not isinstance(model, torch.nn.Module))
     hw = _height_width(image)
     if hw is not None and min(hw) > 0:
         from .tiling import too_small
