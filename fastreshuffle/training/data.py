@@ -145,7 +145,8 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
 
     ``reduce`` > 1 shrinks each image that many times first (:func:`shrink`).  Unreadable files
     are named (via ``warn``) and skipped; images with a side smaller than ``min_size`` (after
-    shrinking) are padded (``small="pad"``) or skipped (``small="skip"``).  Raises
+    shrinking) are padded (``small="pad"``) or skipped (``small="skip"``).  ``limit`` counts the
+    images kept, in name order, not the files tried.  Raises
     :class:`DataError` for a missing or empty folder or when nothing is readable.
     """
     if warn is None:
@@ -162,11 +163,12 @@ def load_folder(folder: Union[str, os.PathLike], min_size: int = 0, small: str =
         paths = list_images(folder, recursive=True)
     if not paths:
         raise DataError(f"no image files in {folder}")
-    if limit is not None:
-        paths = paths[:limit]
-    rep = LoadReport(found=len(paths))
+    rep = LoadReport()
     images, names = [], []
     for p in paths:
+        if limit is not None and len(images) >= limit:    # ``limit`` usable images, not files
+            break
+        rep.found += 1
         try:
             img = read_image(p)
         except ImageReadError as e:

@@ -177,6 +177,9 @@ def test_bad_data(tmp_path, capsys):
     assert any("broken.png" in m for m in msgs)
     images, names, rep = load_folder(data, min_size=32, small="pad", warn=msgs.append)
     assert len(images) == 3 and images[-1].shape == (32, 32, 3) and len(rep.padded) == 1
+    # ``limit`` (--val-images) counts images kept, not files tried: broken.png sorts first
+    images, names, rep = load_folder(data, min_size=32, small="skip", warn=msgs.append, limit=2)
+    assert names == ["img0.png", "img1.png"] and len(rep.unreadable) == 1
     (data / "img0.png").unlink(); (data / "img1.png").unlink(); (data / "tiny.png").unlink()
     with pytest.raises(DataError, match="no usable images"):
         load_folder(data, min_size=32)
