@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..backends import cpu_has_bf16, training_precision
 from ..errors import CodecError, DataError, UserError, WeightsError
-from ..nn.config import ReshuffleNetConfig
+from ..nn.config import PRESETS, ReshuffleNetConfig
 from .config import DEFAULT_QUALITY, RUN_OPTIONS, TrainConfig
 from .checkpoint import CsvLog, load_state, read_state_meta, save_state
 from .dist import Dist
@@ -138,6 +138,14 @@ def _resolve_config(args) -> ReshuffleNetConfig:
                         "a preset is --preset)")
             raise UserError(f"--config: {e}{hint}") from None
     return ReshuffleNetConfig.preset(args.preset)
+
+
+def _preset_name(args, cfg: ReshuffleNetConfig) -> str:
+    """What the weights' metadata call the architecture: --preset's name, or under --config the
+    preset it equals, else "custom" (it said --preset's default whatever --config gave)."""
+    if not args.config:
+        return args.preset
+    return next((name for name, c in sorted(PRESETS.items()) if c == cfg), "custom")
 
 
 
@@ -742,7 +750,7 @@ class _Loop:
         self.args, self.dist, self.model, self.opt, self.spec = args, dist, model, opt, spec
         self.valset, self.run_dir, self.say = valset, run_dir, say
         self.qualities, self.images = qualities, images
-        self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": args.preset,
+        self.extra_meta = {"codec": str(spec), "quality": args.quality, "preset": _preset_name(args, cfg),
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used, "encode": getattr(args, "encode", "patch"),
@@ -793,7 +801,7 @@ class _Loop:
         quality = (f"qp={qp}" if qp is not None else
                    str(self.spec.quality) if self.spec.quality is not None else str(args.quality))
         wmeta = {"step": str(step), "codec": self.spec.name, "quality": quality,
-                 "val_psnr": psnr(val_psnr), "preset": args.preset}
+                 "val_psnr": psnr(val_psnr), "preset": self.extra_meta["preset"]}
         try:
             with _signals_held():
                 save_weights(self.model, self.run_dir / "last.safetensors", metadata=wmeta)

@@ -1059,3 +1059,23 @@ def test_init_of_the_wrong_tensors_is_refused_before_the_data_is_read(tmp_path, 
     err = capsys.readouterr().err
     assert "tensors do not match the model" in err and "train data:" not in err, err
     assert not (tmp_path / "b").exists()
+
+
+def test_preset_metadata_under_config(tmp_path):
+    """The weights' "preset" names the architecture trained: under --config the preset it equals,
+    else "custom" (it gave --preset's value, whatever --config said)."""
+    import json
+
+    from fastreshuffle.io.weights import read_metadata
+    from fastreshuffle.nn.config import PRESETS
+
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    opts = [a for a in COMMON if a not in ("--preset", "tiny")] + ["--steps", "1"]
+    tiny = json.dumps(PRESETS["tiny"].to_dict())
+    custom = json.dumps({**PRESETS["tiny"].to_dict(), "residual": False})
+    for config, want in ((tiny, "tiny"), (custom, "custom")):
+        out = tmp_path / want
+        assert main(["train", "--data", str(data), "--val", "none", "--workers", "0", "--out", str(out),
+                     "--preset", "small", "--config", config] + opts) == 0
+        assert read_metadata(out / "last.safetensors")["preset"] == want
+        assert json.loads((out / "state.json").read_text())["preset"] == want
