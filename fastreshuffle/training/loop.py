@@ -275,7 +275,10 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
     """-> (training images, validation set or None, the files they came from: :func:`_files_record`)."""
     from .data import ValidationSet, load_folder, with_shrunk
 
-    shown = dataclasses.replace(spec, quality=None)   # the codec without a quality ("jpeg:444")
+    from ..io.codecs import fixed_qp
+    # the codec without a quality ("jpeg:444", "jpeg:444 quality [10]"); a fixed QP has none to show
+    shown = dataclasses.replace(spec, quality=None)
+    shown = f"{shown}" if fixed_qp(spec) is not None else f"{shown} quality {val_qualities}"
     data_dir = _data_dir(args)
     reduce = getattr(args, "reduce", 1)
     vnames: List[str] = []
@@ -299,7 +302,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             f"training on {len(images)}")
         if main:
             valset = ValidationSet(held, spec, val_qualities, crop=args.val_crop or None)
-            say(f"validation: {len(held)} held-out images, {shown} quality {val_qualities}, "
+            say(f"validation: {len(held)} held-out images, {shown}, "
                 f"crop {args.val_crop or 'full'}")
     elif main and val_mode != "none":
         val_dir = _val_dir(args)
@@ -318,7 +321,7 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
             say(f"validation on the data root's {val_dir.name} (--val FOLDER or --val split to validate on "
                 "your own photos)")
         valset = ValidationSet(vimgs, spec, val_qualities, crop=args.val_crop or None)
-        say(f"validation: {vrep.summary(val_dir)}, {shown} quality {val_qualities}, "
+        say(f"validation: {vrep.summary(val_dir)}, {shown}, "
             f"crop {args.val_crop or 'full'}")
         if len(vimgs) < args.val_images:
             warn(f"validation: {len(vimgs)} image(s) in {val_dir}, fewer than --val-images {args.val_images}")

@@ -1079,3 +1079,15 @@ def test_preset_metadata_under_config(tmp_path):
                      "--preset", "small", "--config", config] + opts) == 0
         assert read_metadata(out / "last.safetensors")["preset"] == want
         assert json.loads((out / "state.json").read_text())["preset"] == want
+
+
+def test_fixed_qp_validation_line_names_no_quality(tmp_path, capsys):
+    """With ``hevc:qp=N`` the QP is what is coded: the validation line said a quality beside it."""
+    pytest.importorskip("pillow_heif")
+    data = make_images(tmp_path / "imgs", n=3, size=40)
+    common = [c for c in COMMON if c not in ("--quality", "5-30", "--val-images", "2")]
+    assert main(["train", "--data", str(data), "--val", "split", "--val-images", "1", "--out", str(tmp_path / "h"),
+                 "--workers", "0", "--codec", "hevc:qp=30"] + common[:-1] + ["1"]) == 0
+    cap = capsys.readouterr()
+    line = next(x for x in (cap.out + cap.err).splitlines() if x.startswith("validation:"))
+    assert "hevc:qp=30" in line and "quality" not in line, line
