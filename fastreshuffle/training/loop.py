@@ -584,7 +584,7 @@ def train(config: TrainConfig) -> int:
         return _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files,
                       init_state)
     finally:
-        _unlock(run_dir, lock)
+        _forget(run_dir, created, lock)      # (the folder it made goes only if the run wrote nothing there)
 
 
 def _refuse_a_run(run_dir: Path) -> None:
@@ -637,7 +637,8 @@ def _unlock(run_dir: Path, lock) -> None:
 
 
 def _forget(run_dir: Path, created: bool, lock) -> None:
-    """A run that never started: its lock released, and the folder it made removed if empty."""
+    """A run that ended: its lock released, and the folder it made removed if the run wrote nothing
+    in it (it failed or was stopped before its first file)."""
     _unlock(run_dir, lock)
     if created:
         try:

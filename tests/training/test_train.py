@@ -1091,3 +1091,24 @@ def test_fixed_qp_validation_line_names_no_quality(tmp_path, capsys):
     cap = capsys.readouterr()
     line = next(x for x in (cap.out + cap.err).splitlines() if x.startswith("validation:"))
     assert "hevc:qp=30" in line and "quality" not in line, line
+
+
+def test_a_run_that_fails_before_its_first_file_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """A run that fails after it started but before it wrote anything removes the --out it made
+    (it left an empty folder); a folder that was there before, or holds files, stays."""
+    from fastreshuffle.errors import UserError
+    from fastreshuffle.training import loop
+
+    def fail(self, *a, **k):
+        raise UserError("the network's first step failed")
+    monkeypatch.setattr(loop._Loop, "run", fail)
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    base = ["train", "--data", str(data), "--val", "none", "--workers", "0"] + COMMON
+    out = tmp_path / "new" / "run"
+    assert main(base + ["--out", str(out)]) == 2
+    assert "first step failed" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "new").is_dir()      # (a parent it made too may stay)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert main(base + ["--out", str(mine)]) == 2
+    assert mine.is_dir() and not any(mine.iterdir())
