@@ -403,7 +403,8 @@ def _check_resumable(args, run_dir: Path, cfg, setup: Optional[Dict]) -> None:
                         f"from {run_dir / 'last.safetensors'} with --init and another --out")
 
 
-def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tuple[int, float, tuple, float, bool]:
+def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None,
+            world: int = 1) -> Tuple[int, float, tuple, float, bool]:
     """-> (start step, best PSNR, partial loss accumulator, CPU seconds so far, whether the last
     step's validation and checkpoint were interrupted) of the saved run (checked by
     :func:`_check_resumable` before anything was created; the files it was trained and validated
@@ -464,6 +465,12 @@ def _resume(args, run_dir: Path, model, opt, spec, say, warn, files=None) -> Tup
         warn(f"--resume: the run was saved with {threads} thread(s) per process, this one has "
              f"{torch.get_num_threads()}; the sums split otherwise, so the result will differ slightly from an "
              f"uninterrupted run (give --threads {threads} to continue it exactly)")
+    # so does the number of processes (torchrun): each takes another share of the same global batch
+    saved_world = meta.get("world")     # (not recorded by runs saved before 2026-12-07: not said)
+    if isinstance(saved_world, int) and saved_world != world:
+        warn(f"--resume: the run was saved by {saved_world} training process(es), this one has {world}; each "
+             f"step's batch is split and summed otherwise, so the result will differ slightly from an "
+             f"uninterrupted run (resume it with {saved_world} to continue it exactly)")
     return start, best, loss_acc, cpu_seconds, bool(meta.get("val_pending"))
 
 
@@ -680,7 +687,7 @@ def _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, sa
     start, best, loss_acc, cpu_seconds, val_pending = 0, -float("inf"), (0.0, 0), 0.0, False
     if args.resume:
         start, best, loss_acc, cpu_seconds, val_pending = _resume(args, run_dir, model, opt, spec, say, warn,
-                                                                   files if dist.main else None)
+                                                                   files if dist.main else None, dist.world)
     end = min(args.steps, args.stop_at) if args.stop_at else args.steps
     if end <= start and not val_pending:     # (a pending validation is done even so)
         say(f"nothing to do: the run is already at step {start}"
@@ -758,7 +765,8 @@ class _Loop:
                            "config": cfg.to_dict(), "seed": args.seed, "batch_size": args.batch_size,
                            "patch": args.patch, "lr": args.lr, "schedule": args.schedule, "steps": args.steps,
                            "precision": args.precision_used, "encode": getattr(args, "encode", "patch"),
-                           "validation": setup, "files": files, "threads": torch.get_num_threads()}
+                           "validation": setup, "files": files, "threads": torch.get_num_threads(),
+                           "world": dist.world}
         self.best = -float("inf")
         # the step's validation and checkpoint are due but not done: an interrupt saves them as to do
         self.val_pending = False

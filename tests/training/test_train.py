@@ -979,6 +979,30 @@ def test_resume_says_when_the_thread_count_differs(tmp_path, capsys):
     assert "thread(s) per process" not in capsys.readouterr().err
 
 
+def test_resume_says_when_the_process_count_differs(tmp_path, capsys):
+    """A run resumed by another number of processes (torchrun) sums each step's batch otherwise:
+    said, as for the thread count (it was silent).  The saved count is set by hand here: the
+    tests run no second process."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    run = tmp_path / "r"
+    base = ["train", "--data", str(data), "--val", "none", "--out", str(run), "--workers", "0"] + COMMON[:-1]
+    assert main(base + ["2"]) == 0
+    assert json.loads((run / "state.json").read_text())["world"] == 1
+    st = run / "state.safetensors"
+    with safe_open(str(st), "pt") as f:
+        meta = f.metadata()
+    state = json.loads(meta["state"])
+    state["world"] = 2
+    save_file(load_file(str(st)), str(st), metadata={**meta, "state": json.dumps(state)})
+    capsys.readouterr()
+    assert main(base + ["3", "--resume"]) == 0
+    assert "saved by 2 training process(es), this one has 1" in capsys.readouterr().err
+    assert main(base + ["4", "--resume"]) == 0                     # (saved last by one)
+    assert "training process(es)" not in capsys.readouterr().err
+
 def test_resume_keeps_what_the_run_was_started_with(tmp_path, capsys):
     """Two findings of a helper's probe: a segment interrupted before its --stop-at trained on to
     --steps when resumed (--stop-at was not the run's); a run whose --codec names the quality
