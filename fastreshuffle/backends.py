@@ -65,10 +65,18 @@ def _parse_cpu_kernel(value: Optional[str], source: str) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _from_environment() -> Settings:
+def _env_triton() -> bool:
     value = os.environ.get(TRITON_ENV, "").strip().lower()
-    triton = bool(value) and value not in _FALSE    # unset or empty: the default, off
-    return Settings(triton=triton, cpu_kernel=_parse_cpu_kernel(os.environ.get(CPU_KERNEL_ENV), CPU_KERNEL_ENV))
+    return bool(value) and value not in _FALSE    # unset or empty: the default, off
+
+
+@functools.lru_cache(maxsize=None)
+def _env_cpu_kernel() -> Optional[str]:
+    return _parse_cpu_kernel(os.environ.get(CPU_KERNEL_ENV), CPU_KERNEL_ENV)
+
+
+def _from_environment() -> Settings:
+    return Settings(triton=_env_triton(), cpu_kernel=_env_cpu_kernel())
 
 
 _override: contextvars.ContextVar[Optional[Settings]] = contextvars.ContextVar("fastreshuffle_backends",
@@ -84,9 +92,10 @@ def settings() -> Settings:
 @contextlib.contextmanager
 def override(*, triton: Optional[bool] = None, cpu_kernel: Optional[str] = None) -> Iterator[Settings]:
     """Within this block (this thread / task), use these switches; ``None`` keeps the current one."""
-    cur = settings()
-    new = Settings(triton=cur.triton if triton is None else bool(triton),
-                   cpu_kernel=cur.cpu_kernel if cpu_kernel is None else _parse_cpu_kernel(cpu_kernel, "cpu_kernel"))
+    cur = _override.get()      # (a switch given here is not read from the environment, which may be bad)
+    new = Settings(triton=(cur.triton if cur else _env_triton()) if triton is None else bool(triton),
+                   cpu_kernel=((cur.cpu_kernel if cur else _env_cpu_kernel()) if cpu_kernel is None
+                               else _parse_cpu_kernel(cpu_kernel, "cpu_kernel")))
     token = _override.set(new)
     try:
         yield new

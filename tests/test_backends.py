@@ -68,6 +68,11 @@ def test_bad_switch_values_name_the_switch():
             pass
     r = _in_child("from fastreshuffle import backends; backends.cpu_kernel_isa()", FASTRESHUFFLE_CPU_KERNEL="avx9")
     assert r.returncode != 0 and "FASTRESHUFFLE_CPU_KERNEL" in r.stderr
+    # an override of that switch gets past the bad value (it read the environment first, and failed)
+    r = _in_child("from fastreshuffle import backends\n"
+                  "with backends.override(cpu_kernel='off'): print(backends.cpu_kernel_isa())",
+                  FASTRESHUFFLE_CPU_KERNEL="avx9")
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
 
 
 def test_resolve_device():
