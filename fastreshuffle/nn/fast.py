@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .. import backends
 from ..ops.block import dense_block
-from ..ops.dense import (dense_layer_, dense_layer_reshuffle_, pack_dense_weights, traced as _tracing, use_triton,
+from ..ops.dense import (dense_layer_, dense_layer_reshuffle_, pack_snapshot, traced as _tracing, use_triton,
                          weights_stamp)
 from ..ops.reshuffle import reshuffle_down, reshuffle_into, reshuffle_up
 from .buffers import block_buffers_plan, reshuffle_up_rows, separate_block_buffers, starts_inside
@@ -114,7 +114,10 @@ def _autocast_dtype(t: torch.Tensor) -> Optional[torch.dtype]:
     """The dtype autocast runs convolutions on ``t`` in (``torch.autocast`` active for its device
     and ``t`` a 16/32-bit float of another dtype), else None."""
     dev = t.device.type
-    if not torch.is_autocast_enabled(dev):
+    try:
+        if not torch.is_autocast_enabled(dev):
+            return None
+    except RuntimeError:    # a device autocast does not know ("meta"): none there
         return None
     dtype = torch.get_autocast_dtype(dev)
     return dtype if t.dtype in (torch.float32, torch.float16, torch.bfloat16) and t.dtype != dtype else None
@@ -272,7 +275,7 @@ class FastReshuffleNet(ReshuffleNet):
             return hit[1]
         snapshot = {id(q): q.detach().clone() for q in ps}
         blocks, tail = self._scaled_params(mixed, lambda q: snapshot[id(q)])
-        out = [[(*p, pack_dense_weights(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
+        out = [[(*p, pack_snapshot(*p)) for p in layers] for layers in blocks], tail, subpixel_tail_weight(*tail)
         copies = [snapshot[id(q)] for q in ps] if any(q.is_inference() for q in ps) else None
         self._params_cache[mixed] = (key, out, copies)
         return out

@@ -106,7 +106,8 @@ def _check_feature(op: str, name: str, t: torch.Tensor):
 
 def _check_buffer(op: str, buf) -> None:
     _check_feature(op, "buf", buf)
-    if buf.is_neg() or buf.is_conj():   # torch's fallback cannot write through one into an op's buffer
+    # (not while compiling: dynamo cannot trace is_neg, and a traced tensor has no lazy view)
+    if not torch.compiler.is_compiling() and (buf.is_neg() or buf.is_conj()):   # torch's fallback cannot write through one into an op's buffer
         raise ValueError(f"{op}: buf must not be a lazily negated or conjugated view; pass a tensor with its "
                          "values in memory (buf.resolve_neg() / resolve_conj() make one)")
 
@@ -345,9 +346,13 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
     so that the CPU kernel does not pack them on every call (used when called eagerly).
     """
     c_in, _ = _check_inplace(buf, c_in, w1, b1, w3, b3)
-    if isinstance(packed, PackedDenseWeights) and packed.made_from != weights_stamp((w1, b1, w3, b3)):
-        raise ValueError("dense_layer_: packed was made from other weights, or from these before they were "
-                         "changed: pack them again (pack_dense_weights(w1, b1, w3, b3))")
+    if packed is not None:
+        if not isinstance(packed, PackedDenseWeights):   # (a list of tensors cannot say what it was made from)
+            raise TypeError(f"dense_layer_: packed must be what pack_dense_weights returned, got "
+                            f"{type(packed).__name__}")
+        if not packed.made_for((w1, b1, w3, b3)):
+            raise ValueError("dense_layer_: packed was made from other weights, or from these before they were "
+                             "changed: pack them again (pack_dense_weights(w1, b1, w3, b3))")
     _no_grad_guard("dense_layer_", buf, w1, b1, w3, b3)
     refuse_forward_ad("dense_layer_", (buf, w1, b1, w3, b3), _NO_JVP)
     if _direct(buf):
@@ -359,8 +364,16 @@ def dense_layer_(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tenso
 
 class PackedDenseWeights(list):
     """:func:`pack_dense_weights`' result: the packed tensors, and which weights (memory and
-    version) they were packed from, so that :func:`dense_layer_` refuses them with others."""
+    version) they were packed from, so that :func:`dense_layer_` refuses them with others.
+    Inference tensors keep no version: for them ``copies`` holds the weights as packed, compared
+    on each call (a pass over the weights)."""
     made_from: tuple
+    copies: Optional[tuple] = None
+
+    def made_for(self, weights) -> bool:
+        """Whether these are packed from ``weights`` as they are now."""
+        return self.made_from == weights_stamp(weights) and (
+            self.copies is None or all(map(torch.equal, self.copies, weights)))
 
 
 def weights_stamp(tensors) -> tuple:
@@ -374,12 +387,27 @@ def pack_dense_weights(w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
                        b3: torch.Tensor) -> Optional[List[torch.Tensor]]:
     """The weights in the CPU kernel's layout for :func:`dense_layer_`'s ``packed``, or None
     where that kernel does not run them.  Pack again after changing the weights: packed weights
-    given with other weights, or with these changed in place since, are refused."""
-    packed = cpu_pack(w1, b1, w3, b3)
+    given with other weights, or with these changed in place since, are refused -- but for
+    changes made through ``.data``, which leave no trace (inference tensors are compared with a
+    copy kept of them)."""
+    return _pack((w1, b1, w3, b3), copies=True)
+
+
+def pack_snapshot(w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
+                  b3: torch.Tensor) -> Optional[List[torch.Tensor]]:
+    """:func:`pack_dense_weights` of weights that their owner never changes (FastReshuffleNet's
+    snapshot of its parameters): no copy kept, as nothing is to be compared."""
+    return _pack((w1, b1, w3, b3), copies=False)
+
+
+def _pack(weights, copies: bool) -> Optional[List[torch.Tensor]]:
+    packed = cpu_pack(*weights)
     if packed is None:
         return None
     out = PackedDenseWeights(packed)
-    out.made_from = weights_stamp((w1, b1, w3, b3))
+    out.made_from = weights_stamp(weights)
+    if copies and any(t.is_inference() for t in weights):
+        out.copies = tuple(t.detach().clone() for t in weights)
     return out
 
 

@@ -20,6 +20,16 @@ def test_state_dict_compatible():
     assert isinstance(fast, ReshuffleNet)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_meta_device_shapes_as_the_reference(grad):
+    """On the meta device (shapes only) FastReshuffleNet works as ReshuffleNet does; with grad
+    enabled it asked autocast about "meta" and failed ("unknown device type for autocast")."""
+    ref, fast = (m.to("meta") for m in pair("tiny"))
+    x = torch.empty(2, 3, 13, 21, device="meta")
+    with torch.set_grad_enabled(grad):
+        assert fast(x).shape == ref(x).shape == x.shape and fast(x).device.type == "meta"
+
+
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 @pytest.mark.parametrize("shape", [(2, 3, 13, 21), (1, 3, 13, 21), (1, 3, 16, 24), (1, 3, 5, 3)], ids=str)
 def test_inference_matches_reference(preset, shape):
@@ -109,18 +119,18 @@ def test_jit_trace_with_grad_mode_on():
 
 
 def _pack_then(monkeypatch, action):
-    """pack_dense_weights as FastReshuffleNet calls it, with ``action()`` run after the first
+    """pack_snapshot as FastReshuffleNet calls it, with ``action()`` run after the first
     pack: what another thread may do while a call fills the weight cache.  Returns the list of
     what was packed."""
     import fastreshuffle.nn.fast as fast_mod
-    real, made = fast_mod.pack_dense_weights, []
+    real, made = fast_mod.pack_snapshot, []
 
     def pack(*w):
         made.append(real(*w))
         if len(made) == 1:
             action()
         return made[-1]
-    monkeypatch.setattr(fast_mod, "pack_dense_weights", pack)
+    monkeypatch.setattr(fast_mod, "pack_snapshot", pack)
     return made
 
 

@@ -190,6 +190,17 @@ def test_forward_mode_ad_is_refused_not_zero():
     assert torch.equal(dense_layer(x, *wts), dense_layer(x, *wts))   # no tangent: runs as before
 
 
+def test_torch_func_grad_is_refused_clearly():
+    """torch.func.grad / jacrev through dense_layer and dense_block failed inside torch (on
+    autograd.Function's setup_context); now said plainly.  Plain autograd works (the tests above)."""
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    wts = make_weights(4, 6, 2, dtype=torch.float64)
+    for f in (lambda z: dense_layer(z, *wts).sum(), lambda z: dense_block(z, [wts]).sum()):
+        for transform in (torch.func.grad, torch.func.jacrev):
+            with pytest.raises(NotImplementedError, match="torch.func's grad / jacrev / jvp"):
+                transform(f)(x)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_negated_views(channels_last):
     """A lazily negated buf (torch._neg_view) as the in-place ops' buffer tripped an internal
@@ -281,6 +292,27 @@ def test_torch_compile_sees_op():
     dense_layer_(expect, 5, *wts)
     out = torch.compile(f, backend="aot_eager", fullgraph=True)(buf)
     assert torch.allclose(out, expect * 2)
+
+
+def test_torch_compile_fullgraph_of_the_public_functions():
+    """dense_layer_ and dense_layer_reshuffle_ (the Python functions, not the raw ops) under
+    torch.compile(fullgraph=True): their buffer check (is_neg) broke the graph, an error."""
+    from fastreshuffle.ops import dense_layer_reshuffle_, reshuffle_up
+    wts, wr = make_weights(5, 6, 4), make_weights(2, 6, 4)
+
+    def f(buf, big, src):
+        dense_layer_(buf, 5, *wts)
+        dense_layer_reshuffle_(big, src, *wr)
+        return buf * 2, big * 2
+
+    buf, big, src = torch.randn(1, 9, 5, 6), torch.randn(1, 6, 10, 12), torch.randn(1, 8, 5, 6)
+    expect, ebig = buf.clone(), big.clone()
+    with torch.no_grad():
+        dense_layer_(expect, 5, *wts)
+        dense_layer_reshuffle_(ebig, src, *wr)
+        out, obig = torch.compile(f, backend="aot_eager", fullgraph=True)(buf, big, src)
+    assert torch.equal(out, expect * 2) and torch.equal(obig, ebig * 2)
+    assert torch.equal(ebig[:, :2], reshuffle_up(src, 2))
 
 
 # ------------------------------------------------ the extension's CPU kernel (float32)

@@ -116,6 +116,21 @@ def test_public_packed_weights_only_with_the_weights_they_came_from():
         wts[2].mul_(2)
         with pytest.raises(ValueError, match="pack them again"):
             dense_layer_(buf.clone(), m, *wts, packed=packed)
+        # a list of tensors cannot say what it was packed from (another layer's ran, silently)
+        with pytest.raises(TypeError, match="what pack_dense_weights returned"):
+            dense_layer_(buf.clone(), m, *wts, packed=list(pack_dense_weights(*other)))
+    # inference tensors keep no version counter: changed in place, their packed weights ran on
+    # (off by 119 in a helper's probe); a copy kept of them tells
+    with torch.inference_mode():
+        iw = [w.clone() for w in wts]
+        a, b = buf.clone(), buf.clone()
+        packed = pack_dense_weights(*iw)
+        dense_layer_(a, m, *iw)
+        dense_layer_(b, m, *iw, packed=packed)
+        assert torch.equal(a, b)
+        iw[0].mul_(-1)
+        with pytest.raises(ValueError, match="pack them again"):
+            dense_layer_(buf.clone(), m, *iw, packed=packed)
 
 
 @needs_kernel

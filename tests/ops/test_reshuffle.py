@@ -450,6 +450,19 @@ def test_forward_mode_ad_is_refused_not_zero():
         reshuffle_down(fwad.make_dual(x, t), 1)
 
 
+def test_torch_func_derivative_transforms_are_refused_clearly():
+    """torch.func.grad / jacrev through the ops failed inside torch, on autograd.Function's
+    setup_context; now said plainly.  vmap keeps working, and plain autograd too."""
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    for f in (lambda z: reshuffle_up(z, 2).sum(), lambda z: reshuffle_down(z, 1).sum()):
+        for transform in (torch.func.grad, torch.func.jacrev):
+            with pytest.raises(NotImplementedError, match="torch.func's grad / jacrev / jvp"):
+                transform(f)(x)
+    assert torch.equal(torch.vmap(lambda z: reshuffle_up(z, 2))(x[None]), reshuffle_up(x, 2)[None])
+    g, = torch.autograd.grad(reshuffle_up(x.requires_grad_(), 2).sum(), x)
+    assert torch.equal(g, torch.ones_like(x))
+
+
 def test_sparse_tensors_are_refused_with_a_clear_error():
     """They reached the dispatcher's "Could not run ... from the 'SparseCPU' backend"."""
     for op in (reshuffle_down, reshuffle_up):

@@ -690,7 +690,8 @@ void dense_layer_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
                                   "1x1 panel width", "3x3 panel width", "dot step"};
     for (int i = 1; i < kPackFields; ++i)
       TORCH_CHECK(m[i] == want[i], "dense_layer_cpu_: the packed weights were made for another ", names[i], " (",
-                  m[i], ", this call: ", want[i], "); pack again with dense_cpu_pack");
+                  m[i], ", this call: ", want[i], "); pack again (fastreshuffle.ops.pack_dense_weights) under the "
+                  "same settings as the call");
     const int64_t kp1 = padded_rows(M, static_cast<int>(m[9])), kp3 = padded_rows(K, static_cast<int>(m[9]));
     const int64_t pan1 = (K + m[7] - 1) / m[7], pan3 = (N + m[8] - 1) / m[8];
     TORCH_CHECK(t[0].scalar_type() == dt && t[0].numel() == pan1 * kp1 * m[7] && t[0].size(0) == pan1 &&
