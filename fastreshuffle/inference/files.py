@@ -285,9 +285,10 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
     # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
     # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
-    # (A phone's MPO -- a JPEG with a second image -- is copied whole; an animated WebP is not.)
+    # (A phone's MPO -- a JPEG with a second image -- is copied whole, and so is an animated WebP
+    # left as it is: its frames kept, rather than its first frame alone written.)
     keep_file = quality is None and (
-        (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP" and f.n_frames == 1))
+        (fmt == "jpeg" and f.format in ("JPEG", "MPO")) or (fmt == "webp" and f.format == "WEBP"))
     if small:
         notes.append(f"{pixels.shape[1]}x{pixels.shape[0]} is under 8 pixels on a side: pixels left as they are")
         restored = pixels.copy()
@@ -324,7 +325,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         notes.append(f"WebP coded at quantiser {d.index:.0f} of 127: {_strength_said(d.strength)}")
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
-        if bg is None:
+        if bg is None and wq is not None:    # a JPEG model asked for (by name): nothing of JPEG in a WebP
+            notes.append("a lossy WebP file, and no JPEG compression found in its pixels for this JPEG model: left "
+                         "as it is (--model webp, or auto, restores lossy WebP files)")
+        elif bg is None and f.format == "WEBP" and f.n_frames > 1:
+            notes.append("an animated WebP (the webp model reads the quantiser of still files only), no JPEG "
+                         "compression found in its first frame: left as it is")
+        elif bg is None:
             why = ("a JPEG whose tables cannot be used (CMYK, RGB-coded, or an unusual chroma sampling), and no "
                    "JPEG compression found in its RGB pixels" if f.format in ("JPEG", "MPO")
                    else "no JPEG compression found in the pixels")

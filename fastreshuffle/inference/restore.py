@@ -356,6 +356,8 @@ def _with_info(out, img):
 # keys Pillow's JPEG decoder puts in Image.info (JFIF / Adobe markers, progressive coding): they
 # survive .convert() and .transpose(), the file's quantisation tables do not
 _JPEG_INFO_KEYS = frozenset({"jfif", "jfif_version", "adobe", "adobe_transform", "progressive", "progression"})
+# and those its WebP decoder puts there (a GIF has "background" and "loop" too, but no "timestamp")
+_WEBP_INFO_KEYS = frozenset({"timestamp", "background"})
 
 
 def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, bands=None) -> torch.Tensor:
@@ -604,7 +606,8 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     check_tile_args(0 if tile is None else tile, overlap)
     pil = not isinstance(image, (np.ndarray, torch.Tensor))
     # a lossy WebP file's image (None: a WebP whose file is out of reach -- the WebP route says so)
-    webp_file = pil and _lossy_webp(image) is not False
+    lossy_webp = _lossy_webp(image) if pil else False
+    webp_file = lossy_webp is not False
     if isinstance(model, str) and model == "auto":
         from .loading import auto_model_name
         model = auto_model_name(getattr(image, "format", None) if pil else None, webp_file)
@@ -622,7 +625,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         return SelfEnsemble(n) if self_ensemble else n
     bands = Bands(model, load)   # the network of a JPEG's quality, a HEIF file's QP (jpeg: four bands, hevc: two)
     net = bands.net()
-    from .guard import HEIF_QP, UNGUARDED, WEBP_Q, route
+    from .guard import BLIND, HEIF_QP, UNGUARDED, WEBP_Q, route
     from .loading import model_codec
     codec = model_codec(model)      # a loaded model: the codec load_model recorded, if any
     fmt = None if isinstance(image, (np.ndarray, torch.Tensor)) else getattr(image, "format", None)
@@ -647,6 +650,14 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         return _with_info(_restore_webp(net, image, tile, overlap), image)
     if how.kind == UNGUARDED and how.note:
         _warn_caller(f"{'WebP' if codec == 'webp' else 'HEVC'} model: {how.note}")
+    if how.kind == BLIND and fmt == "WEBP" and lossy_webp is True:
+        _warn_caller("a lossy WebP file given to a JPEG model: it is restored only where JPEG compression is "
+                     "found in its pixels (as a rule, nowhere); model='webp' or 'auto' restores lossy WebP files")
+    elif how.kind == BLIND and fmt is None and _WEBP_INFO_KEYS <= set(getattr(image, "info", None) or {}):
+        _warn_caller("this image was decoded from a WebP file (its info says so) but is no longer the image "
+                     "Image.open returned (.convert(), ImageOps.exif_transpose() and copies lose the file): it is "
+                     "restored only where JPEG compression is found in its pixels; pass the image Image.open "
+                     "returned, as it is, or the file's path")
     if (how.kind != UNGUARDED and codec == "jpeg" and fmt is None
             and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
         _warn_caller("this image was decoded from a JPEG file (its info says so) but no longer carries the "

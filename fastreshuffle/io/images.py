@@ -420,7 +420,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 gray = mode in GRAY_MODES
                 n_frames = int(getattr(im, "n_frames", 1) or 1)
                 if n_frames > 1:
-                    notes.append(f"has {n_frames} frames; only the first is restored")
+                    notes.append(f"has {n_frames} frames; only the first is read (and written)")
                 transparent = "A" in im.getbands() or "transparency" in im.info
                 if fmt == "PNG":   # decoded first: its getexif() decodes it, and a decoding error swallowed
                     im.load()      # there (as a broken EXIF) once left a PNG damaged mid-file "restored"
@@ -547,7 +547,7 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
     alpha = _float_to_8bit(a[..., -1]) if c in (2, 4) else None
     notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
     if n_frames > 1:
-        notes.append(f"has {n_frames} frames; only the first is restored")
+        notes.append(f"has {n_frames} frames; only the first is read (and written)")
     return ImageFile(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=c <= 2, mode="F", format="TIFF",
                      icc_profile=icc if isinstance(icc, bytes) and icc else None, n_frames=n_frames,
                      notes=tuple(notes), orientation=orientation)

@@ -153,8 +153,8 @@ def test_multiframe_said(tmp_path, capsys):
     frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
     assert main(["restore", str(tmp_path), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "anim.gif: has 3 frames; only the first is restored" in err
-    assert "pages.tif: has 3 frames; only the first is restored" in err
+    assert "anim.gif: has 3 frames; only the first is read (and written)" in err
+    assert "pages.tif: has 3 frames; only the first is read (and written)" in err
     assert load_image_file(tmp_path / "pages.tif").n_frames == 3
 
 

@@ -117,3 +117,35 @@ def test_webp_model_elsewhere(tmp_path, capsys):
     Image.fromarray(dec).save(tmp_path / "d.png")
     assert main(["restore", str(tmp_path / "d.png"), "--model", "webp", "--device", "cpu"]) == 0
     assert "not a lossy still WebP file whose quantiser can be read" in capsys.readouterr().err
+
+
+def test_webp_files_a_jpeg_model_or_a_copy_cannot_restore_say_so(tmp_path, capsys):
+    """Findings of a helper's probe: a lossy WebP given to a JPEG model came back unchanged with a
+    note that did not say why (and suggested --no-guard, which costs 1 dB at q90), and from the API
+    with no word; so did a WebP image after .convert() / ImageOps.exif_transpose() / .copy() with
+    --model auto.  An animated WebP was said to be restored ("only the first is restored") and
+    then left as it was, and with --format same written as its first frame alone."""
+    from PIL import ImageOps
+    a = _photo(64)
+    (tmp_path / "p.webp").write_bytes(_webp(a, 30))
+    assert main(["restore", str(tmp_path / "p.webp"), "--model", "jpeg", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "a lossy WebP file, and no JPEG compression found" in err and "--model webp" in err, err
+    assert "--no-guard" not in err
+    with pytest.warns(UserWarning, match="a lossy WebP file given to a JPEG model"):
+        fr.restore(Image.open(tmp_path / "p.webp"), "jpeg", device="cpu")
+    for derive in (lambda i: i.convert("RGB"), lambda i: i.copy(), ImageOps.exif_transpose):
+        with pytest.warns(UserWarning, match="decoded from a WebP file .its info says so."):
+            fr.restore(derive(Image.open(tmp_path / "p.webp")), device="cpu")
+    with warnings.catch_warnings():             # a PNG's image: nothing of the kind said
+        warnings.simplefilter("error")
+        Image.fromarray(a).save(tmp_path / "a.png")
+        fr.restore(Image.open(tmp_path / "a.png").convert("RGB"), device="cpu")
+    frames = [Image.fromarray(a), Image.fromarray(a[::-1].copy())]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], quality=30, duration=100)
+    assert main(["restore", str(tmp_path / "anim.webp"), "--format", "same", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "an animated WebP" in err and "only the first is restored" not in err, err
+    assert (tmp_path / "anim_restored.webp").read_bytes() == (tmp_path / "anim.webp").read_bytes()
+    assert main(["restore", str(tmp_path / "anim.webp"), "--device", "cpu"]) == 0     # a PNG: the first frame
+    assert "has 2 frames; only the first is read (and written)" in capsys.readouterr().err
