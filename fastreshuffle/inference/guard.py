@@ -426,9 +426,16 @@ _WEBP_SCHEDULE = ((9.0, 0.0), (10.5, 0.25), (19.0, 0.25), (25.0, 0.5), (32.5, 0.
                   (51.0, 1.0))
 
 
+# A share under this is none: just above the schedule's first point (a flat or dark picture at q90
+# reads 9.0-9.2, a segment of a few macroblocks at index 10 beside the rest at 9) the network ran for
+# a correction that rounding took away, and the note said "1% of the correction" of a file passed through.
+_WEBP_MIN_SHARE = 0.05
+
+
 def webp_strength(index: float) -> float:
     """Share of the WebP model's correction kept for a file of mean luma AC quantiser ``index``."""
-    return float(np.interp(index, [q for q, _ in _WEBP_SCHEDULE], [s for _, s in _WEBP_SCHEDULE]))
+    s = float(np.interp(index, [q for q, _ in _WEBP_SCHEDULE], [s for _, s in _WEBP_SCHEDULE]))
+    return s if s >= _WEBP_MIN_SHARE else 0.0
 
 
 class WebpDecision(NamedTuple):

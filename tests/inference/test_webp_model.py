@@ -42,6 +42,9 @@ def test_strength_follows_the_quantiser():
     s = [webp_strength(i) for i in idx]
     assert all(a >= b for a, b in zip(s, s[1:])), s           # less of the correction at higher qualities
     assert s[0] == 1.0 and s[-1] == 0.0 and webp_strength(127) == 1.0
+    # just above the first point of the schedule (a flat or dark picture at q90: 9.0-9.2) a share
+    # of 1% ran the network for nothing, and was said; none now, and a quarter where it was meant
+    assert webp_strength(9.2) == 0.0 and webp_strength(9.4) > 0 and webp_strength(10.5) == 0.25
 
 
 def _webp(a, q, **kw):
