@@ -245,16 +245,39 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     top = 255.0 if image.dtype == np.uint8 else 65535.0
     tdtype = torch.uint8 if image.dtype == np.uint8 else torch.int32
     out = np.empty_like(image)
+    grey = is_grey(image)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], dtype=np.int32 if top > 255 else np.uint8))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(top)
-        y = _run(model, win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
-        y = y.float().mul_(top).round_().clamp_(0, top).to(tdtype)
+        y = _run(model, win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0].float()
+        if grey:     # a grey picture stays grey (its luma in R, G and B): the networks put faint colour on it
+            y = (y * _LUMA.to(y.device)[:, None, None]).sum(0, keepdim=True).expand(3, -1, -1)
+        y = y.mul(top).round_().clamp_(0, top).to(tdtype)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y
         if progress is not None:
             progress((cy1 - cy0) * (cx1 - cx0))
     return out
+
+
+# BT.601 luma, as JPEG and the codecs' YCbCr: a grey picture's one channel is this of the output
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+# A decoded grey picture's channels differ by this much at most (libwebp's YUV to RGB of a grey
+# file: 0.3% of the pixels off by 1-2 levels)
+GREY_SPREAD = 2
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an H x W x 3 integer array is grey: its channels within :data:`GREY_SPREAD` levels
+    of each other everywhere (a black-and-white photo stored as RGB: a JPEG, WebP or PNG of it)."""
+    for y in range(0, image.shape[0], 64):     # strips of rows: little memory, and a colour photo's first says no
+        r, g, b = image[y:y + 64, :, 0], image[y:y + 64, :, 1], image[y:y + 64, :, 2]
+        spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)   # (>= 0: no wrap)
+        if spread.max(initial=0) > GREY_SPREAD:
+            return False
+    return True
 
 
 def restore_uint8(model: torch.nn.Module, image: np.ndarray, **kwargs) -> np.ndarray:
