@@ -53,6 +53,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
+def _lossless_webp(path: Path) -> bool:
+    """Whether ``path`` is a lossless WebP file (a never-compressed original, though ``.webp``)."""
+    if path.suffix.lower() != ".webp":
+        return False
+    from ..io.webp_quant import webp_lossless
+    try:
+        with open(path, "rb") as f:
+            return webp_lossless(f.read(1 << 16))     # (the chunk is near the start)
+    except OSError:
+        return False
+
+
 def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
@@ -150,7 +162,7 @@ def run(args) -> int:
                                 "name another file")
     images, names, bad = load_eval_images(folder, args.skip_bad, args.limit, warn, recursive=args.recursive)
     from ..io.images import LOSSY_EXTENSIONS
-    lossy = [n for n in names if Path(n).suffix.lower() in LOSSY_EXTENSIONS]
+    lossy = [n for n in names if Path(n).suffix.lower() in LOSSY_EXTENSIONS and not _lossless_webp(folder / n)]
     if lossy:
         warn(f"{len(lossy)} of the {len(names)} images are in a lossy format ({', '.join(lossy[:3])}"
              f"{', ...' if len(lossy) > 3 else ''}): eval codes each image and measures against it, so it needs "

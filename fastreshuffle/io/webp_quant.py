@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple, Optional, Tuple
 
-__all__ = ["WebpQuant", "webp_quant"]
+__all__ = ["WebpQuant", "webp_lossless", "webp_quant"]
 
 
 class _Bad(Exception):
@@ -95,6 +95,26 @@ def _vp8_chunk(data: bytes) -> Tuple[int, int]:
     raise _Bad("no VP8 chunk")
 
 
+def webp_lossless(data: bytes) -> bool:
+    """Whether the WebP file ``data`` is lossless: its (first frame's) image a ``VP8L`` chunk.
+    False for a lossy one and for anything that is not a WebP file."""
+    try:
+        if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+            return False
+        pos, end = 12, len(data)
+        while pos + 8 <= end:
+            kind, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+            if kind in (b"VP8L", b"VP8 "):
+                return kind == b"VP8L"
+            if kind == b"ANMF":        # a frame: 16 bytes of its own, then its image's chunks
+                pos += 8 + 16
+                continue
+            pos += 8 + size + (size & 1)
+    except (struct.error, TypeError):
+        pass
+    return False
+
+
 def webp_quant(data: bytes) -> Optional[WebpQuant]:
     """The luma AC quantiser of the lossy still WebP file ``data`` (:class:`WebpQuant`), or None
     where there is none to read (lossless, animated, not WebP, damaged)."""
@@ -146,5 +166,5 @@ def webp_quant(data: bytes) -> Optional[WebpQuant]:
             raise _Bad("no segment has macroblocks")
         index = sum(q * s for q, s in zip(segments, shares)) / total
         return WebpQuant(base, segments, tuple(s / total for s in shares), index)
-    except (_Bad, struct.error, IndexError, ValueError):
+    except (_Bad, struct.error, IndexError, ValueError, TypeError):   # (TypeError: not bytes at all)
         return None

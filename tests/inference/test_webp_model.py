@@ -152,3 +152,18 @@ def test_webp_files_a_jpeg_model_or_a_copy_cannot_restore_say_so(tmp_path, capsy
     assert (tmp_path / "anim_restored.webp").read_bytes() == (tmp_path / "anim.webp").read_bytes()
     assert main(["restore", str(tmp_path / "anim.webp"), "--device", "cpu"]) == 0     # a PNG: the first frame
     assert "has 2 frames; only the first is read (and written)" in capsys.readouterr().err
+
+
+def test_eval_takes_a_lossless_webp_for_an_original(tmp_path, capsys):
+    """eval's "in a lossy format" warning went by the name: a lossless WebP was called lossy."""
+    from fastreshuffle.io.webp_quant import webp_lossless
+    a = _photo(64)
+    (tmp_path / "lossless.webp").write_bytes(_webp(a, 100, lossless=True))
+    (tmp_path / "q50.webp").write_bytes(_webp(a, 50))
+    frames = [Image.fromarray(a), Image.fromarray(a[::-1].copy())]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert webp_lossless((tmp_path / "anim.webp").read_bytes()) and not webp_lossless(_webp(a, 50))
+    assert not webp_lossless(b"RIFF") and not webp_lossless(None)
+    assert main(["eval", "--data", str(tmp_path), "--codec", "jpeg", "--quality", "50", "--no-model"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of the 3 images are in a lossy format (q50.webp)" in err, err

@@ -135,6 +135,8 @@ def test_what_has_no_quantiser_gives_none():
                 good[:12] + b"ANIM" + good[16:],                                # animated
                 good[:23] + b"\x00\x00\x00" + good[26:]):                        # no start code
         assert webp_quant(bad) is None
+    for not_bytes in (None, "RIFF", 12):                                        # (a TypeError before)
+        assert webp_quant(not_bytes) is None
     tag = bytearray(good)
     tag[20] |= 1                                                                # an inter frame
     assert webp_quant(bytes(tag)) is None
