@@ -290,6 +290,15 @@ def with_threads(spec: CodecSpec, threads: Optional[int]) -> CodecSpec:
     return dataclasses.replace(spec, options=opts)
 
 
+def _not_whole(text: str) -> bool:
+    """Whether ``text`` is a number but not a whole one ("50.5", "1e3")."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not text.lstrip("-").isdigit()
+
+
 def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
     """Parse ``"jpeg"``, ``"jpeg:10"``, ``"hevc:15:444"``, ``"hevc:qp=37"``, ``"webp:20:method=6"``."""
     if isinstance(spec, CodecSpec):
@@ -312,6 +321,9 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
                 raise CodecError(f"{name}: {p} is neither a quality ({lo}..{hi}) nor a chroma sampling "
                                  f"({', '.join(SAMPLINGS)})")
             continue
+        if _not_whole(p):   # "jpeg:50.5": it was said as an unknown option
+            lo, hi = QUALITY_RANGE[name]
+            raise CodecError(f"{name}: quality {p} is not a whole number ({lo}..{hi})")
         for item in p.split(","):
             k, _, v = item.partition("=")
             opts.append((k.strip(), v.strip()))

@@ -154,6 +154,9 @@ def test_parse_spec():
     for bad in ["png:10", "jpeg:0", "jpeg:101", "jpeg:10:bogus", "hevc:qp=60"]:
         with pytest.raises(codecs.CodecError):
             codecs.compress(_photo(16, 16), bad)
+    for bad in ("webp:50.5", "jpeg:1e3", "hevc:15.0:444"):   # (said as an unknown option '50.5')
+        with pytest.raises(codecs.CodecError, match=r"quality .* is not a whole number"):
+            codecs.parse_spec(bad)
 
 
 def test_hevc_threads_same_bitstream_and_passed_to_x265(monkeypatch):
