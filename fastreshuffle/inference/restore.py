@@ -282,12 +282,14 @@ def _restore_heif(net, img, tile, overlap, bands=None):
 
     data = _file_bytes(img)
     if data is None:
-        _warn_caller("a HEIF image whose file can no longer be read (opened from memory and already loaded): "
+        _warn_caller("a HEIF image whose file can no longer be read (opened from memory and already loaded, or "
+                     "its file since removed): "
                      "its QP is unknown, so it is returned unchanged; pass the image as Image.open returned "
                      "it, or open it from its path (guard=False restores it anyway)")
         return img.copy()
     if not _pixels_are_the_files(img, np.asarray(img), data):   # pasted into, resized in place, ...
-        _warn_caller("a HEIF image whose pixels are no longer its file's (changed in place): the file's QP "
+        _warn_caller("a HEIF image whose pixels are no longer its file's (changed in place, or the file "
+                     "replaced since): the file's QP "
                      "does not describe them, so it is returned unchanged (guard=False restores it anyway)")
         return img.copy()
     o = coded_orientation(img)
@@ -312,12 +314,14 @@ def _restore_webp(net, img, tile, overlap):
 
     data = _file_bytes(img)
     if data is None:
-        _warn_caller("a WebP image whose file can no longer be read (opened from memory and already loaded): "
+        _warn_caller("a WebP image whose file can no longer be read (opened from memory and already loaded, or "
+                     "its file since removed): "
                      "its quantiser is unknown, so it is returned unchanged; pass the image as Image.open "
                      "returned it, or open it from its path (guard=False restores it anyway)")
         return img.copy()
     if not _pixels_are_the_files(img, np.asarray(img), data):
-        _warn_caller("a WebP image whose pixels are no longer its file's (changed in place): the file's quantiser "
+        _warn_caller("a WebP image whose pixels are no longer its file's (changed in place, or the file "
+                     "replaced since): the file's quantiser "
                      "does not describe them, so it is returned unchanged (guard=False restores it anyway)")
         return img.copy()
     runner = _uint8_runner(tile, overlap)

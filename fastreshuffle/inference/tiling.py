@@ -245,23 +245,19 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     top = 255.0 if image.dtype == np.uint8 else 65535.0
     tdtype = torch.uint8 if image.dtype == np.uint8 else torch.int32
     out = np.empty_like(image)
-    grey = is_grey(image)
+    grey = image.dtype == np.uint8 and is_grey(image)   # (16-bit: not, as restore()'s float path)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], dtype=np.int32 if top > 255 else np.uint8))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(top)
         y = _run(model, win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0].float()
-        if grey:     # a grey picture stays grey (its luma in R, G and B): the networks put faint colour on it
-            y = (y * _LUMA.to(y.device)[:, None, None]).sum(0, keepdim=True).expand(3, -1, -1)
+        if grey:     # a grey picture stays grey (the channels' mean in R, G and B, as for a grey image):
+            y = y.clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)   # the networks put faint colour on it
         y = y.mul(top).round_().clamp_(0, top).to(tdtype)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y
         if progress is not None:
             progress((cy1 - cy0) * (cx1 - cx0))
     return out
-
-
-# BT.601 luma, as JPEG and the codecs' YCbCr: a grey picture's one channel is this of the output
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 # A decoded grey picture's channels differ by this much at most (libwebp's YUV to RGB of a grey

@@ -128,8 +128,10 @@ def test_restore_numpy_kinds(tiny_model):
     g = img[..., 0]
     outg = fastreshuffle.restore(g, model=tiny_model)
     assert outg.shape == g.shape and outg.dtype == np.uint8
-    # documented: the gray image replicated to RGB, restored, the three channels averaged
-    expect_g = np.round(_direct_uint8(tiny_model, np.repeat(g[..., None], 3, 2)).astype(np.float32).mean(2))
+    # documented: the gray image replicated to RGB, restored, the three channels averaged (before
+    # rounding: a grey picture's restoration is grey, tiling.restore_pixels)
+    f_g = _model_float(tiny_model, np.repeat(g[..., None], 3, 2).astype(np.float32) / 255.0)
+    expect_g = np.round(torch.from_numpy(f_g).mean(2).mul(255.0).numpy())
     np.testing.assert_array_equal(outg, expect_g.astype(np.uint8))
     np.testing.assert_array_equal(fastreshuffle.restore(g[..., None], model=tiny_model), outg[..., None])
 
