@@ -306,7 +306,8 @@ def _exif_upright(im) -> Tuple[int, Optional[bytes]]:
     stored = exif.pop(ORIENTATION, None)  # this is the image's own Exif: put the tag back below
     try:
         for ifd in (0x8769, 0x8825):  # EXIF and GPS sub-IFDs, so that tobytes() writes them
-            exif.get_ifd(ifd)
+            if ifd in exif:           # (only those it has: get_ifd makes an empty one, written as a pointer)
+                exif.get_ifd(ifd)
         data = exif.tobytes()
     except Exception:
         data = None

@@ -77,7 +77,7 @@ def _exif_bytes(exif: Optional[bytes], size: Optional[Tuple[int, int]] = None, x
     if exif:
         try:
             ex.load(exif)
-            sub = ex.get_ifd(EXIF_IFD)
+            sub = ex.get_ifd(EXIF_IFD) if EXIF_IFD in ex else {}   # (get_ifd would add an empty one)
             for tag in drop:
                 sub.pop(tag, None)
             if size is not None:

@@ -277,3 +277,23 @@ def test_a_profile_that_does_not_fit_the_output_is_said_when_left_out(tmp_path, 
     assert "c.jpg: its ICC profile" not in err
     assert "icc_profile" not in Image.open(tmp_path / "g_restored.png").info
     assert Image.open(tmp_path / "c_restored.png").info["icc_profile"] == SRGB
+
+
+def test_no_empty_exif_or_gps_directory_is_added(tmp_path):
+    """An input whose EXIF has no EXIF or GPS sub-directory came back with empty ones (pointer tags
+    34665 and 34853 it did not have: a helper's read); one that has them keeps them."""
+    ex = Image.Exif()
+    ex[0x010F] = "Cam"
+    ex[0x0112] = 1
+    Image.fromarray(photo(48, 64)).save(tmp_path / "plain.jpg", quality=30, exif=ex.tobytes())
+    ex.get_ifd(0x8825)[2] = (52.0, 30.0, 0.0)                  # GPSLatitude
+    ex.get_ifd(0x8769)[0x9003] = "2026:12:07 10:00:00"         # DateTimeOriginal
+    Image.fromarray(photo(48, 64)).save(tmp_path / "gps.jpg", quality=30, exif=ex.tobytes())
+    for fmt in ("png", "jpeg"):
+        assert run(tmp_path / "plain.jpg", tmp_path / "gps.jpg", "--format", fmt, "--overwrite", "-o", tmp_path / fmt) == 0
+        suffix = ".png" if fmt == "png" else ".jpg"
+        plain = Image.open(tmp_path / fmt / f"plain_restored{suffix}").getexif()
+        assert plain[0x010F] == "Cam" and 0x8769 not in plain and 0x8825 not in plain, dict(plain)
+        gps = Image.open(tmp_path / fmt / f"gps_restored{suffix}").getexif()
+        assert gps.get_ifd(0x8825)[2] == (52.0, 30.0, 0.0)
+        assert gps.get_ifd(0x8769)[0x9003] == "2026:12:07 10:00:00"
