@@ -26,19 +26,29 @@ def interrupted(e: KeyboardInterrupt):
 
 @contextlib.contextmanager
 def signals_as_interrupts():
-    """While a command runs (in the main thread): SIGTERM and SIGHUP raise :class:`Terminated`."""
+    """While a command runs (in the main thread): SIGTERM and SIGHUP raise :class:`Terminated`,
+    Ctrl-C KeyboardInterrupt as always -- the first of them: once the command is ending, later
+    ones are let go.  A terminal's Ctrl-C pressed three times came out of the cleanup (a data
+    loader shutting its workers down) as "Exception ignored ..." tracebacks."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    ending = []
 
     def handler(signum, frame):
-        raise Terminated(signum)
-    # a signal ignored when we start (SIGHUP under nohup) stays ignored; one whose handler was set
-    # outside Python (getsignal: None) is left alone, as it could not be put back
+        if ending:          # the command is already ending, its files being put in order
+            return
+        ending.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+    # a signal ignored when we start (SIGHUP under nohup, SIGINT in a shell's background job) stays
+    # ignored; one whose handler was set outside Python (getsignal: None), or by the program that
+    # calls main() (Ctrl-C: not Python's own), is left alone, as it could not be put back
     sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
             if s is not None and signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        sigs.append(signal.SIGINT)
     old = {s: signal.signal(s, handler) for s in sigs}
     try:
         yield

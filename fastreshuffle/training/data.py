@@ -570,9 +570,25 @@ def worker_init(_worker_id: int) -> None:
     died *of* the signal made torch raise "DataLoader worker ... is killed by signal" over the
     command's own handling of it (exit 1, the last steps unsaved), while a worker that ends with
     status 0 is not an error to torch, and the command saves the step reached.  (Ignoring the
-    signal instead left a worker that the DataLoader's own terminate() could not end: a hang.)"""
+    signal instead left a worker that the DataLoader's own terminate() could not end: a hang.)
+    Ctrl-C, which the terminal also sends to the whole group, is the command's to handle: the
+    worker ignores it (a second Ctrl-C in its cleanup printed tracebacks, and torch then raised
+    "DataLoader worker ... exited unexpectedly" at exit); the command's end stops the workers.
+    A pipe to the command broken as it ends (the thread handing a batch's memory over) is not
+    printed either: the command is going, and says why."""
+    import signal
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _handle_end_signals(_quiet_exit)
+    sys.excepthook = _quiet_broken_pipe
+
+
+def _quiet_broken_pipe(kind, value, tb) -> None:
+    """A worker's ``sys.excepthook`` (multiprocessing's resource sharer reports through it):
+    a broken pipe or reset connection is the command ending, said by the command itself."""
+    if issubclass(kind, (BrokenPipeError, ConnectionResetError)):
+        return
+    sys.__excepthook__(kind, value, tb)
 
 
 def _pool_worker_init() -> None:

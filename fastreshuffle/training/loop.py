@@ -583,15 +583,12 @@ def train(config: TrainConfig) -> int:
 
     try:
         images, valset, files = _load_data(args, spec, val_qualities, dist.main, say, warn)
-    except UserError:
-        if dist.main:
-            _forget(run_dir, created, lock)  # no empty folder left behind by a run that never started
-        raise
-    try:
         return _train(args, dist, cfg, device, spec, qualities, images, valset, run_dir, say, warn, setup, files,
                       init_state)
     finally:
-        _forget(run_dir, created, lock)      # (the folder it made goes only if the run wrote nothing there)
+        # its lock released; the folder it made goes if the run wrote nothing there (it failed, or
+        # was interrupted, before its first file: while reading the data, too)
+        _forget(run_dir, created, lock)
 
 
 def _refuse_a_run(run_dir: Path) -> None:

@@ -1136,3 +1136,12 @@ def test_a_run_that_fails_before_its_first_file_leaves_no_folder(tmp_path, capsy
     mine.mkdir()
     assert main(base + ["--out", str(mine)]) == 2
     assert mine.is_dir() and not any(mine.iterdir())
+    # interrupted while the data is read (a review: only the run itself was covered; the folder
+    # was left holding the lock file)
+    monkeypatch.undo()
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_load_data", interrupt)
+    assert main(base + ["--out", str(out)]) == 130
+    assert not out.exists()

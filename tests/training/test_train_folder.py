@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from helpers import make_images
 from PIL import Image
@@ -132,6 +133,49 @@ def test_coding_workers_leave_interrupts_to_the_command():
             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["True", "True"], r.stderr
+
+
+def test_data_workers_leave_interrupts_to_the_command():
+    """A DataLoader worker ignores Ctrl-C (the terminal sends it to the whole group: a second one
+    in the worker's cleanup printed tracebacks, and torch raised "DataLoader worker ... exited
+    unexpectedly"), and a pipe broken as the command ends is not printed from it."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from fastreshuffle.training.data import worker_init; worker_init(0); "
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN); "
+            "sys.excepthook(BrokenPipeError, BrokenPipeError(32, 'Broken pipe'), None); "
+            "sys.excepthook(ValueError, ValueError('kept'), None)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True"], r.stderr
+    assert "kept" in r.stderr and "Broken pipe" not in r.stderr, r.stderr
+
+
+def test_the_command_lets_later_interrupts_go_once_it_is_ending():
+    """The first Ctrl-C / SIGTERM ends a command; those that follow while it cleans up (a data
+    loader stopping its workers, a checkpoint) came out as tracebacks: they are let go now.
+    Outside the command the handlers are as they were."""
+    import os
+    import signal
+
+    from fastreshuffle.cli._common import Terminated, signals_as_interrupts
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for first, kind in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)):
+            cleaned = []
+            with pytest.raises(KeyboardInterrupt) as e:
+                with signals_as_interrupts():
+                    try:
+                        os.kill(os.getpid(), first)
+                    finally:                       # the command's cleanup, interrupted again and again
+                        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+                            os.kill(os.getpid(), sig)
+                        cleaned.append(True)
+            assert type(e.value) is kind and cleaned == [True]      # the first one, the cleanup whole
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)           # ignored when it starts: stays so
+        with signals_as_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_train_from_python_with_a_config(tmp_path):
