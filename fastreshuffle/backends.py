@@ -75,6 +75,7 @@ def _env_cpu_kernel() -> Optional[str]:
     return _parse_cpu_kernel(os.environ.get(CPU_KERNEL_ENV), CPU_KERNEL_ENV)
 
 
+@functools.lru_cache(maxsize=None)
 def _from_environment() -> Settings:
     return Settings(triton=_env_triton(), cpu_kernel=_env_cpu_kernel())
 

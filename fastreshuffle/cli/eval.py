@@ -60,7 +60,7 @@ def _lossless_webp(path: Path) -> bool:
     from ..io.webp_quant import webp_lossless
     try:
         with open(path, "rb") as f:
-            return webp_lossless(f.read(1 << 16))     # (the chunk is near the start)
+            return webp_lossless(f.read())
     except OSError:
         return False
 

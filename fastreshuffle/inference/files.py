@@ -326,8 +326,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     elif how.kind == BLIND:  # no tables: only where JPEG compression is in the pixels
         restored, bg = guard_pixels(run, pixels, for_quality=for_quality, model=asked)
         if bg is None and wq is not None:    # a JPEG model asked for (by name): nothing of JPEG in a WebP
-            notes.append("a lossy WebP file, and no JPEG compression found in its pixels for this JPEG model: left "
-                         "as it is (--model webp, or auto, restores lossy WebP files)")
+            notes.append("a lossy WebP file, and no JPEG compression found in its pixels: left as it is "
+                         "(--model webp, or auto, restores lossy WebP files)")
         elif bg is None and f.format == "WEBP" and f.n_frames > 1:
             notes.append("an animated WebP (the webp model reads the quantiser of still files only), no JPEG "
                          "compression found in its first frame: left as it is")

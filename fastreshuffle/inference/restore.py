@@ -660,8 +660,8 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     elif how.kind == BLIND and fmt is None and _WEBP_INFO_KEYS <= set(getattr(image, "info", None) or {}):
         _warn_caller("this image was decoded from a WebP file (its info says so) but is no longer the image "
                      "Image.open returned (.convert(), ImageOps.exif_transpose() and copies lose the file): it is "
-                     "restored only where JPEG compression is found in its pixels; pass the image Image.open "
-                     "returned, as it is, or the file's path")
+                     "restored only where JPEG compression is found in its pixels; if the file is a lossy WebP, "
+                     "pass the image Image.open returned, as it is, or the file's path")
     if (how.kind != UNGUARDED and codec == "jpeg" and fmt is None
             and _JPEG_INFO_KEYS.intersection(getattr(image, "info", None) or {})):
         _warn_caller("this image was decoded from a JPEG file (its info says so) but no longer carries the "

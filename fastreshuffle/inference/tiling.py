@@ -199,13 +199,17 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
                               ensemble=ensemble)[:, :, py:py + h, px:px + w].contiguous()
     model, dev, dt, tile = _prepare(model, tile, ensemble)
     out = torch.empty_like(x)
+    grey = tensor_is_grey(x)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = x[:, :, wy0:wy1, wx0:wx1].to(device=dev, dtype=dt)
         y = _run(model, win)
         y = y[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
         if clamp:
             y = y.clamp(0, 1)
-        out[:, :, cy0:cy1, cx0:cx1] = y.to(device=out.device, dtype=out.dtype)
+        y = y.to(device=out.device, dtype=out.dtype)
+        if grey.any():
+            y[grey] = colour_kept(y[grey], x[grey][:, :, cy0:cy1, cx0:cx1]).to(y.dtype)
+        out[:, :, cy0:cy1, cx0:cx1] = y
     return out
 
 
@@ -245,13 +249,14 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     top = 255.0 if image.dtype == np.uint8 else 65535.0
     tdtype = torch.uint8 if image.dtype == np.uint8 else torch.int32
     out = np.empty_like(image)
-    grey = image.dtype == np.uint8 and is_grey(image)   # (16-bit: not, as restore()'s float path)
+    grey = is_grey(image)
     for (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1) in iter_tiles(h, w, tile, overlap):
         win = torch.from_numpy(np.array(image[wy0:wy1, wx0:wx1], dtype=np.int32 if top > 255 else np.uint8))
         win = win.to(dev).permute(2, 0, 1).unsqueeze(0).to(dt).div_(top)
         y = _run(model, win)[0, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0].float()
-        if grey:     # a grey picture stays grey (the channels' mean in R, G and B, as for a grey image):
-            y = y.clamp(0, 1).mean(0, keepdim=True).expand(3, -1, -1)   # the networks put faint colour on it
+        if grey:
+            x = torch.from_numpy(image[cy0:cy1, cx0:cx1].astype(np.float32)).to(y.device).permute(2, 0, 1) / top
+            y = colour_kept(y[None].clamp(0, 1), x[None])[0]
         y = y.mul(top).round_().clamp_(0, top).to(tdtype)
         out[cy0:cy1, cx0:cx1] = y.permute(1, 2, 0).cpu().numpy()
         del win, y
@@ -260,18 +265,38 @@ def restore_pixels(model: torch.nn.Module, image: np.ndarray, *, tile: Optional[
     return out
 
 
-# A decoded grey picture's channels differ by this much at most (libwebp's YUV to RGB of a grey
-# file: 0.3% of the pixels off by 1-2 levels)
+# A grey picture stored as RGB (a black-and-white photo in a colour JPEG or WebP, a PNG of it) keeps
+# its colour as it is: the networks put faint colour on it (|R-G|+|G-B| up to 5 levels in 42% of a
+# grey WebP's pixels).  Grey: its channels within this many levels (of 255) of each other everywhere
+# (libwebp's YUV to RGB of a grey file: 0.3% of the pixels off by 1-2 levels; a tone of a level or
+# two).  The result is the mean of the network's channels plus each channel's own offset from the
+# input's mean: exactly grey from exactly grey, a tone kept as it was.
 GREY_SPREAD = 2
 
 
+def colour_kept(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The network's output ``y`` (N x 3 x h x w, clamped) with the colour of its input ``x``
+    (the same pixels, float in [0, 1]): y's channel mean plus x's offsets from its own mean."""
+    x = x.float()
+    return y.float().mean(1, keepdim=True) + (x - x.mean(1, keepdim=True))
+
+
+def tensor_is_grey(x: torch.Tensor) -> torch.Tensor:
+    """Per image of a float batch ``(N, 3, H, W)`` in [0, 1]: whether it is grey
+    (:data:`GREY_SPREAD`, in 8-bit levels)."""
+    spread = (x.amax(1) - x.amin(1)).flatten(1).amax(1) if x.numel() else x.new_zeros(x.shape[0])
+    return spread <= (GREY_SPREAD + 0.5) / 255.0
+
+
 def is_grey(image: np.ndarray) -> bool:
-    """Whether an H x W x 3 integer array is grey: its channels within :data:`GREY_SPREAD` levels
-    of each other everywhere (a black-and-white photo stored as RGB: a JPEG, WebP or PNG of it)."""
+    """Whether an H x W x 3 uint8 or uint16 array is grey (:data:`GREY_SPREAD` 8-bit levels; the
+    same bound as :func:`tensor_is_grey` on the array scaled to [0, 1])."""
+    top = 255 if image.dtype == np.uint8 else 65535
+    bound = (GREY_SPREAD + 0.5) / 255.0 * top
     for y in range(0, image.shape[0], 64):     # strips of rows: little memory, and a colour photo's first says no
         r, g, b = image[y:y + 64, :, 0], image[y:y + 64, :, 1], image[y:y + 64, :, 2]
         spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)   # (>= 0: no wrap)
-        if spread.max(initial=0) > GREY_SPREAD:
+        if spread.max(initial=0) > bound:
             return False
     return True
 

@@ -291,7 +291,7 @@ def with_threads(spec: CodecSpec, threads: Optional[int]) -> CodecSpec:
 
 
 def _not_whole(text: str) -> bool:
-    """Whether ``text`` is a number but not a whole one ("50.5", "1e3")."""
+    """Whether ``text`` is a number, but not written as a whole one ("50.5", "1e3", "+50")."""
     try:
         float(text)
     except ValueError:
@@ -323,7 +323,7 @@ def parse_spec(spec: str, quality: Optional[int] = None) -> CodecSpec:
             continue
         if _not_whole(p):   # "jpeg:50.5": it was said as an unknown option
             lo, hi = QUALITY_RANGE[name]
-            raise CodecError(f"{name}: quality {p} is not a whole number ({lo}..{hi})")
+            raise CodecError(f"{name}: quality {p!r} is not valid: give a whole number in {lo}..{hi}")
         for item in p.split(","):
             k, _, v = item.partition("=")
             opts.append((k.strip(), v.strip()))

@@ -16,7 +16,10 @@ def refuse_forward_ad(op: str, tensors, instead: str) -> None:
     if any(isinstance(t, torch.Tensor) and unpack(t).tangent is not None for t in tensors):
         raise NotImplementedError(f"{op}: forward-mode AD (jvp) is not supported; {instead}")
     # torch.func's derivative transforms (grad, jacrev, jvp, ...) fail inside torch on a custom
-    # op's autograd formula with a message about autograd.Function's setup_context; vmap works
+    # op's autograd formula with a message about autograd.Function's setup_context; vmap works.
+    # (Outside any transform, the usual case, one cheap call says so.)
+    if torch._C._functorch.maybe_current_level() is None:
+        return
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
     from torch._C._functorch import TransformType
     if any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in retrieve_all_functorch_interpreters()):

@@ -372,8 +372,9 @@ class PackedDenseWeights(list):
 
     def made_for(self, weights) -> bool:
         """Whether these are packed from ``weights`` as they are now."""
-        return self.made_from == weights_stamp(weights) and (
-            self.copies is None or all(map(torch.equal, self.copies, weights)))
+        return self.made_from == weights_stamp(weights) and (     # (NaN weights: equal to themselves)
+            self.copies is None or all(torch.allclose(c, w, rtol=0, atol=0, equal_nan=True)
+                                       for c, w in zip(self.copies, weights)))
 
 
 def weights_stamp(tensors) -> tuple:

@@ -155,7 +155,7 @@ def test_parse_spec():
         with pytest.raises(codecs.CodecError):
             codecs.compress(_photo(16, 16), bad)
     for bad in ("webp:50.5", "jpeg:1e3", "hevc:15.0:444"):   # (said as an unknown option '50.5')
-        with pytest.raises(codecs.CodecError, match=r"quality .* is not a whole number"):
+        with pytest.raises(codecs.CodecError, match=r"quality .* is not valid: give a whole number"):
             codecs.parse_spec(bad)
 
 
