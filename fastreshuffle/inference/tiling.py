@@ -208,7 +208,8 @@ def restore_tensor(model: torch.nn.Module, x: torch.Tensor, *, tile: Optional[in
             y = y.clamp(0, 1)
         y = y.to(device=out.device, dtype=out.dtype)
         if grey.any():
-            y[grey] = colour_kept(y[grey], x[grey][:, :, cy0:cy1, cx0:cx1]).to(y.dtype)
+            kept = colour_kept(y[grey], x[:, :, cy0:cy1, cx0:cx1][grey])
+            y[grey] = (kept.clamp(0, 1) if clamp else kept).to(y.dtype)
         out[:, :, cy0:cy1, cx0:cx1] = y
     return out
 
