@@ -324,11 +324,12 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
             g = g._replace(strength=0.0, share=0.0)
     if g is None or g.strength <= 0:
         return rgb.copy(), g
-    out = run_guarded(for_quality(g.quality) if for_quality is not None else run, u8, g)
-    if dtype == np.uint16:
-        out = out.astype(np.uint16) * 257
-    elif dtype != np.uint8:
-        out = (out.astype(np.float64) / 255.0).astype(dtype)
+    out8 = run_guarded(for_quality(g.quality) if for_quality is not None else run, u8, g)
+    if dtype == np.uint8:
+        out = out8
+    else:   # a value the guard left as it was keeps its own precision (it was cut to the 8-bit grid)
+        out = out8.astype(np.uint16) * 257 if dtype == np.uint16 else (out8.astype(np.float64) / 255.0).astype(dtype)
+        out = np.where(out8 == u8, rgb, out)
     if g.blind:   # found in the pixels: changed only where they show it (a photo in a screenshot)
         from .jpeg_history import history_mask
         where = history_mask(u8, g.offset, g.tables.luma, steps)

@@ -142,11 +142,14 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
             from ..io.jpeg_tables import tables_from_pil
             from .jpeg_history import tables_fit
             tables = tables_from_pil(img)   # an opened JPEG: its own tables (stored orientation) ...
-            if (tables is not None
-                    and not tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3), tables.luma)
-                    and not _pixels_are_the_files(img, arr, source)):
-                tables = None               # ... unless resized or painted in place: then as an array
-                if source is None:          # (or out of reach: say so, as for a HEIF file)
+            # ... while its pixels are the file's (decoded again: a line drawn or a square pasted on
+            # it still fit the tables, and the guard moved them by up to 74 levels); the file out of
+            # reach, while they still fit its tables
+            if tables is not None and not (_pixels_are_the_files(img, arr, source) if source is not None
+                                           else tables_fit(arr if arr.ndim == 3 else np.dstack([arr] * 3),
+                                                           tables.luma)):
+                tables = None               # ... else as an array
+                if source is None:          # (out of reach: say so, as for a HEIF file)
                     _warn_caller("a JPEG image whose file can no longer be read (opened from memory and already "
                                  "loaded), with pixels its quantisation tables do not evidently describe (a smooth "
                                  "picture, or changed in place): it is restored only where JPEG compression is "
@@ -161,7 +164,8 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
         return Image.fromarray(np.concatenate([color, arr[..., -1:]], axis=2), mode)
     if mode in ("P", "PA", "1"):
         # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
-        has_alpha = mode == "PA" or "transparency" in img.info
+        has_alpha = (mode == "PA" or "transparency" in img.info    # (an RGBA palette made in memory: no key)
+                     or (mode == "P" and img.palette is not None and img.palette.mode == "RGBA"))
         target = "L" if mode == "1" else ("RGBA" if has_alpha else "RGB")
         return _restore_pil(net, img.convert(target), tile, overlap, guard, bands=bands, run_rgb=run_rgb)
     if mode == "F":   # 32-bit float grey: as a float array (through RGB it would be cut to 0 / 1)
@@ -180,6 +184,18 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
     if np.array_equal(np.asarray(out), np.asarray(via)):
         return img.copy()
     return out.convert(mode)
+
+
+def _check_loadable(img) -> None:
+    """A clear error for a PIL image whose pixels can no longer be read: its file closed before
+    they were (``with Image.open(...) as im:`` ended, ``im.close()``); Pillow's own is a bare
+    AssertionError or "seek of closed file"."""
+    pixels = getattr(img, "_im", None)          # (Pillow's: None until loaded, an error object once closed)
+    fp = getattr(img, "fp", None)
+    if pixels is None and (fp is None or getattr(fp, "closed", False)) or type(pixels).__name__ == "DeferredError":
+        raise ValueError("the image's pixels cannot be read: its file was closed before they were (a "
+                         "`with Image.open(...)` block that ended, or im.close()); load them inside the block "
+                         "(im.load()), or open the file again")
 
 
 def _refuse_damaged_jpeg(img) -> None:
@@ -461,8 +477,11 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     while its pixels are the file's -- decoded again and compared -- or, the file out of reach,
     still fit its tables: not after an in-place ``thumbnail``), else detected in its 8-bit pixels (any 8x8 grid offset) -- with the share of the correction
     its quality warrants, kept consistent with the quantisation; anything else (a never-compressed
-    photo, a JPEG of quality ~98 and above) comes back unchanged.  ``guard=False``: the network's
-    output as is, as ``fastreshuffle restore --no-guard``.
+    photo, a JPEG of quality ~98 and above) comes back unchanged; a 16-bit or float image is
+    guarded through its 8-bit rounding, and what the guard leaves as it was keeps its own values.
+    ``guard=False``: the network's output as is, as ``fastreshuffle restore --no-guard``.
+    ``guard=True`` with the HEVC or WebP model on pixels that are not its file's (no quantiser to
+    go by) raises ValueError; left out, such pixels get the full correction, with a warning.
     """
     import os
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
@@ -609,6 +628,8 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
                         f"network, got {type(model).__name__} {model!r}")
     check_tile_args(0 if tile is None else tile, overlap)
     pil = not isinstance(image, (np.ndarray, torch.Tensor))
+    if pil and hasattr(image, "load") and hasattr(image, "mode"):
+        _check_loadable(image)
     # a lossy WebP file's image (None: a WebP whose file is out of reach -- the WebP route says so)
     lossy_webp = _lossy_webp(image) if pil else False
     webp_file = lossy_webp is not False
@@ -653,7 +674,12 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
     if how.kind == WEBP_Q:
         return _with_info(_restore_webp(net, image, tile, overlap), image)
     if how.kind == UNGUARDED and how.note:
-        _warn_caller(f"{'WebP' if codec == 'webp' else 'HEVC'} model: {how.note}")
+        what = "WebP" if codec == "webp" else "HEVC"
+        if guard is True:   # asked for, and there is nothing to guard by: not done without a word
+            raise ValueError(f"guard=True, but the {what} model has no quantiser to go by: {how.note.split(':')[0]}; "
+                             f"pass the {'lossy WebP' if codec == 'webp' else 'HEIF'} file (its path, or the image "
+                             "Image.open returned), or leave guard out for the full correction (said)")
+        _warn_caller(f"{what} model: {how.note}")
     if how.kind == BLIND and fmt == "WEBP" and lossy_webp is True:
         _warn_caller("a lossy WebP file given to a JPEG model: it is restored only where JPEG compression is "
                      "found in its pixels (as a rule, nowhere); model='webp' or 'auto' restores lossy WebP files")

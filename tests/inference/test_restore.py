@@ -905,3 +905,54 @@ def test_a_grey_picture_keeps_its_colour(tmp_path, fmt, tone):
         assert abs((out[..., 0] - out[..., 2]).mean() - (dec[..., 0] - dec[..., 2]).mean()) < 0.05
     mse = lambda x: np.mean((x - a.astype(np.float64)) ** 2)                     # noqa: E731
     assert 10 * np.log10(mse(dec) / mse(cli)) > 0.5                               # a gain, in dB
+
+
+def test_what_the_guard_leaves_keeps_its_precision_and_edits_are_not_the_files(tmp_path):
+    """Findings of a helper's probe of restore()'s inputs:
+    * a guarded uint16 or float image came back on the 8-bit grid everywhere, also where the
+      guard changed nothing (99% of a uint16 photo's values changed, 72% at 8 bits);
+    * a JPEG opened and then drawn on still used its file's tables (they still fit), and the
+      guard moved the line by up to 74 levels: it is now restored as its pixels are (an array);
+    * an RGBA palette made in memory (convert("P") / quantize() of an RGBA image) lost its alpha."""
+    from PIL import ImageDraw
+    from skimage import data
+    a = np.ascontiguousarray(data.astronaut()[:128, :192])
+    Image.fromarray(a).save(tmp_path / "q30.jpg", quality=30)
+    b = np.asarray(Image.open(tmp_path / "q30.jpg"))
+    rng = np.random.default_rng(0)
+    u16 = np.clip(b.astype(np.int64) * 257 + rng.integers(-100, 100, b.shape), 0, 65535).astype(np.uint16)
+    f32 = np.clip(b / 255 + rng.uniform(-0.0015, 0.0015, b.shape), 0, 1).astype(np.float32)
+    o8 = fastreshuffle.restore(b, device="cpu")
+    kept = o8 == b
+    assert 0.05 < kept.mean() < 0.95                              # the guard changed some, not all
+    for x in (u16, f32):
+        o = fastreshuffle.restore(x, device="cpu")
+        np.testing.assert_array_equal(o[kept], x[kept])
+        assert o.dtype == x.dtype and not np.array_equal(o, x)
+    im = Image.open(tmp_path / "q30.jpg")
+    im.load()
+    ImageDraw.Draw(im).line((0, 0, 191, 127), fill=(0, 255, 0), width=3)
+    drawn = np.asarray(im).copy()
+    np.testing.assert_array_equal(np.asarray(fastreshuffle.restore(im, device="cpu")),
+                                  fastreshuffle.restore(drawn, device="cpu"))
+    rgba = Image.fromarray(np.dstack([a, np.full(a.shape[:2], 128, np.uint8)]), "RGBA").quantize(64)
+    assert rgba.mode == "P" and "transparency" not in rgba.info
+    out = fastreshuffle.restore(rgba, device="cpu")
+    assert out.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(out)[..., 3], np.asarray(rgba.convert("RGBA"))[..., 3])
+
+
+def test_a_closed_image_is_refused_clearly(tmp_path):
+    """After ``with Image.open(...) as im: pass`` (or im.close()) Pillow raised a bare
+    AssertionError from restore() (a helper's probe)."""
+    Image.fromarray(_rand_img(32, 32)).save(tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        pass
+    shut = Image.open(tmp_path / "a.png")
+    shut.close()
+    for bad in (im, shut):
+        with pytest.raises(ValueError, match="its file was closed before they were"):
+            fastreshuffle.restore(bad, device="cpu")
+    with Image.open(tmp_path / "a.png") as im:
+        im.load()
+    assert fastreshuffle.restore(im, device="cpu").size == (32, 32)

@@ -50,10 +50,20 @@ def _picture(size=96):
     return np.ascontiguousarray(data.astronaut()[120:120 + size, 180:180 + size, :3])
 
 
-def test_restore_hevc_on_an_array_with_guard_is_unguarded_as_it_says():
+@pytest.mark.parametrize("model", ["hevc", "webp"])
+def test_restore_hevc_on_an_array_with_guard_is_refused(model):
+    """guard=True asked for a guard the HEVC / WebP model has nothing to go by on pixels: it gave
+    the full correction with a warning (71.6% of a never-compressed photo's pixels changed, a
+    helper's probe).  Refused now; left out, the full correction is said, as before."""
+    a = _picture()
+    with pytest.raises(ValueError, match="guard=True, but the (HEVC|WebP) model has no quantiser"):
+        fastreshuffle.restore(a, model, device="cpu", precision="fp32", guard=True)
+
+
+def test_restore_hevc_on_an_array_is_unguarded_as_it_says():
     a = _picture()
     with pytest.warns(UserWarning, match="QP is unknown"):
-        out = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32", guard=True)
+        out = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         raw = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32", guard=False)
