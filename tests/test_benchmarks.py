@@ -755,3 +755,17 @@ def test_graphics_smoke(capsys):
         assert ("uniform areas only" in out) == bool(extra)
         assert guard.PLANAR_STEP == shipped
     assert graphics.main(["--pictures", "nope"]) == 2
+
+
+def test_annotations_smoke(capsys):
+    """benchmarks.annotations (README, *Where it can still lose*): one photo, one quality, one
+    colour; a colour that is not R,G,B is refused."""
+    from benchmarks import annotations
+    assert annotations.main(["--photos", "astronaut", "--size", "96", "--qualities", "30", "--colours", "0,255,0"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("  astronaut")]
+    assert len(rows) == 1 and rows[0].count("->") == 2 and "CPU flags:" in out, out
+    before, after = (float(v) for v in re.findall(r"([\d.]+) ->\s+([\d.]+) dB", rows[0])[0])
+    assert 20 < before < 60 and 20 < after < 60
+    with pytest.raises(SystemExit):
+        annotations.main(["--colours", "0,255"])
