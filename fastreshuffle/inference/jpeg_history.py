@@ -337,16 +337,6 @@ def _quality(coefs: np.ndarray, step: float):
 _MASK_MOVE = 1.5            # levels (mean over the block) a JPEG block moves at most when requantised
 _MASK_FLAT = 1.0            # luma spread under which a block says nothing
 _MASK_RADII = (6, 2)        # blocks: the nearest evidence decides
-# A block that moves by more than this is not JPEG-coded whatever its neighbours are, and neither
-# are the blocks within _MASK_VETO_AROUND of it (the network's correction there leans on it): marks
-# drawn on a decoded JPEG (a line, text: python -m benchmarks.annotations) were restored with the
-# blocks around them and smeared, within 6 px of them by 0.3-10.5 dB, the whole picture losing up
-# to 1.2 dB (green marks); with the veto the whole picture gains in all 18 cases (+0.5 to +1.0 dB)
-# and within 6 px of the marks the worst is -1.0 dB (radius 1: -1.8; none: -10.5).  Twice
-# _MASK_MOVE (JPEG blocks seldom move by more than 1.1): on the seven outside photos as arrays
-# only q10 moved, +1.261 -> +1.246 dB mean (benchmarks.harm_curve, "blind").
-_MASK_VETO = 3.0
-_MASK_VETO_AROUND = 2
 
 
 def _refined_step(c: np.ndarray, step: float) -> Optional[float]:
@@ -418,7 +408,6 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
     step = np.where(np.isnan(steps), np.asarray(luma_table, np.float64).reshape(_N, _N), steps)
     num = np.zeros((hb, wb))        # blocks that are JPEG
     den = np.zeros((hb, wb))        # blocks that say something
-    veto = np.zeros((hb, wb), bool)  # blocks that are clearly not
     rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
     for a in range(0, hb, rows):
         b = min(hb, a + rows)
@@ -435,13 +424,10 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         says = ((flat.max(axis=2) - flat.min(axis=2)) >= _MASK_FLAT) & ~tinted
         num[a:b] = says & (moved <= _MASK_MOVE)
         den[a:b] = says
-        veto[a:b] = says & (moved > _MASK_VETO)
     m = np.ones((hb, wb), bool)
     for r in _MASK_RADII:
         n, d = box_sum(num, r), box_sum(den, r)
         m = np.where(d > 0, 2 * n >= d, m)
-    if veto.any():
-        m &= box_sum(veto.astype(np.float64), _MASK_VETO_AROUND) == 0
     by = np.clip((np.arange(h) - oy) // _N, 0, hb - 1)     # the partial blocks at the edges: their neighbour's
     bx = np.clip((np.arange(w) - ox) // _N, 0, wb - 1)
     return m[by][:, bx]

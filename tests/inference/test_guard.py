@@ -660,28 +660,6 @@ def test_history_mask_covers_a_decoded_jpeg():
         assert history_mask(dec, g.offset, g.tables.luma).mean() >= 0.97, q
 
 
-@pytest.mark.parametrize("colour", [(0, 255, 0), (200, 60, 60)])
-def test_marks_drawn_on_a_decoded_jpeg_are_left_as_they_are(colour):
-    """A line and text drawn on a decoded JPEG (an annotated screenshot: benchmarks.annotations)
-    were restored with the blocks around them and smeared (astronaut q75, green: the whole picture
-    -1.15 dB, within 6 px of the marks -10.5 dB).  The blocks the marks cross, and those within 2
-    of them, are left as they are; the rest of the picture is still restored."""
-    from benchmarks.annotations import _marked
-    from scipy.ndimage import binary_dilation
-    from skimage import data
-    a = np.ascontiguousarray(data.astronaut()[:256, :256])
-    b = io.BytesIO()
-    Image.fromarray(a).save(b, "JPEG", quality=75)
-    dec = np.asarray(Image.open(b).convert("RGB"))
-    drawn, truth = _marked(dec.copy(), colour), _marked(a.copy(), colour)
-    marks = np.any(drawn != dec, axis=2)
-    out = np.asarray(fr.restore(drawn, device="cpu", precision="fp32"))
-    assert np.array_equal(out[marks], drawn[marks])                      # the marks as drawn
-    near = binary_dilation(marks, iterations=6)
-    assert psnr(out[near], truth[near]) >= psnr(drawn[near], truth[near]) - 0.1
-    assert psnr(out, truth) > psnr(drawn, truth) + 0.3                   # and the photo restored
-
-
 @pytest.mark.parametrize("preset", ["medium", "high"])
 def test_a_decoded_jpeg_of_other_tables_is_not_made_worse(preset):
     """Photoshop-style tables (Pillow's presets) are not IJG's: restored blind at the IJG quality
