@@ -276,9 +276,10 @@ def _load_data(args, spec, val_qualities, main: bool, say, warn):
     from .data import ValidationSet, load_folder, with_shrunk
 
     from ..io.codecs import fixed_qp
-    # the codec without a quality ("jpeg:444", "jpeg:444 quality [10]"); a fixed QP has none to show
-    shown = dataclasses.replace(spec, quality=None)
-    shown = f"{shown}" if fixed_qp(spec) is not None else f"{shown} quality {val_qualities}"
+    # the codec and the validation qualities ("jpeg:444 quality [10]"); a fixed QP has none to show
+    shown = str(dataclasses.replace(spec, quality=None))
+    if fixed_qp(spec) is None:
+        shown += f" quality {val_qualities}"
     data_dir = _data_dir(args)
     reduce = getattr(args, "reduce", 1)
     vnames: List[str] = []

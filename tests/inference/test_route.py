@@ -60,13 +60,17 @@ def test_restore_hevc_on_an_array_with_guard_is_refused(model):
         fastreshuffle.restore(a, model, device="cpu", precision="fp32", guard=True)
 
 
-def test_restore_hevc_on_an_array_is_unguarded_as_it_says():
+@pytest.mark.parametrize("model, said", [("hevc", "QP is unknown"),
+                                         ("webp", "not a lossy still WebP file whose quantiser can be read")])
+def test_restore_hevc_on_an_array_is_unguarded_as_it_says(model, said):
+    """Without its file there is no quantiser: pixels get the full correction, said; guard=False
+    gives the same without a word."""
     a = _picture()
-    with pytest.warns(UserWarning, match="QP is unknown"):
-        out = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32")
+    with pytest.warns(UserWarning, match=said):
+        out = fastreshuffle.restore(a, model, device="cpu", precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        raw = fastreshuffle.restore(a, "hevc", device="cpu", precision="fp32", guard=False)
+        raw = fastreshuffle.restore(a, model, device="cpu", precision="fp32", guard=False)
     np.testing.assert_array_equal(out, raw)
 
 
