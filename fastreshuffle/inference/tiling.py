@@ -111,12 +111,16 @@ def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[Tup
 
 def _run(model, x: torch.Tensor) -> torch.Tensor:
     """``model(x)``, refused with a clear error where it is not an image of ``x``'s shape (a module
-    that is not a restoring network: its output would otherwise be cut into tiles of the wrong size)."""
+    that is not a restoring network: its output would otherwise be cut into tiles of the wrong size)
+    or not finite."""
     y = model(x)
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"the model gave {got} for an input of shape {tuple(x.shape)}: restoring needs a "
                          "network whose output is an image of its input's shape (N x 3 x H x W)")
+    if not bool(torch.isfinite(y).all()):   # else clamped to black (NaN) or white and written as restored
+        raise ValueError("the model's output holds NaN or infinite values (its weights overflow on this "
+                         "input): nothing restored; check the weights file")
     return y
 
 

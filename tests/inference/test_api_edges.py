@@ -310,3 +310,27 @@ def test_bad_models_are_refused_by_name_not_by_a_torch_or_numpy_error():
         fr.restore(img, "")
     # a model that does restore still runs, and a well-shaped module is taken as it is
     assert fr.restore(img, torch.nn.Identity(), guard=False).shape == img.shape
+
+
+class _Overflowing(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.value = value
+
+    def forward(self, x):
+        y = x * self.w
+        y[..., 5, 7] = self.value
+        return y
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_model_whose_output_is_not_finite_is_refused(value):
+    """From a probe of the CLI (session 52): weights that overflow (the shipped ones x300) gave NaN,
+    clamped to black, written and counted as restored, exit 0."""
+    img = np.full((40, 48, 3), 100, np.uint8)
+    for kw in ({"guard": False}, {"guard": False, "tile": 16}, {"guard": False, "self_ensemble": True}):
+        with pytest.raises(ValueError, match="the model's output holds NaN or infinite values"):
+            fr.restore(img, _Overflowing(value), **kw)
+    with pytest.raises(ValueError, match="the model's output holds NaN or infinite values"):
+        fr.restore(torch.rand(1, 3, 40, 48), _Overflowing(value), guard=False)
