@@ -261,11 +261,7 @@ def run(args) -> int:
     if outdir is not None:
         if outdir.exists() and not outdir.is_dir():
             raise UserError(f"output folder {outdir} exists and is not a folder")
-        _check_folder(outdir, f"cannot create output folder {outdir}")
-        try:
-            outdir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create output folder {outdir}: {e.strerror or e}") from None
+        _check_folder(outdir, f"cannot create output folder {outdir}")   # made with its first file
     elif out_file is not None:
         _check_folder(out_file.parent, f"cannot write -o {out_file}")
 

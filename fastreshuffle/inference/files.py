@@ -440,7 +440,7 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
 
     from ..errors import OutputExistsError
     from ..io.output import EXTENSIONS, resolve_format
-    from ..io.safe_write import check_writable
+    from ..io.safe_write import check_output_folder
     from .loading import Bands, auto_model_name
 
     if output is not None and len(files) != 1:
@@ -479,9 +479,8 @@ def restore_files(files: Sequence[Tuple[Path, Optional[Path]]], models: NamedMod
                     del planned[key]    # nothing written: the name is free for the next input
                 yield Outcome(src, "failed" if fail is not None else "skipped", [], fail or skip)
                 continue
-            if out.parent not in writable:   # once per output folder, before any image work
-                out.parent.mkdir(parents=True, exist_ok=True)
-                check_writable(out.parent)
+            if out.parent not in writable:   # once per output folder, before any image work; made
+                check_output_folder(out.parent)  # when its first file is written (none left by a failure)
                 writable.add(out.parent)
             net, codec = models(name)
             with (tile_progress(src) if tile_progress is not None else contextlib.nullcontext()) as tiles:

@@ -108,8 +108,9 @@ def atomic_open(path: PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO
                     tmp = None      # not ours
         except OSError as e:   # name the output, not the temporary file's made-up name
             if os.path.lexists(folder) and not os.path.isdir(folder):   # (mkdir: "File exists")
-                raise OSError(errno.ENOTDIR, f"its folder {folder} is not a folder (a file has its name)",
-                              str(path)) from None
+                what = ("a link to a missing folder or a loop of links" if os.path.islink(folder)
+                        and not os.path.exists(folder) else "a file has its name")
+                raise OSError(errno.ENOTDIR, f"its folder {folder} is not a folder ({what})", str(path)) from None
             raise OSError(e.errno, f"{e.strerror} (cannot write in {folder})", str(path)) from None
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -656,6 +656,26 @@ def test_an_output_folder_replaced_by_a_file_mid_run_is_said_so(tmp_path, weight
     assert out.read_bytes() == b"a file now"
 
 
+def test_a_run_that_fails_leaves_no_folder_behind(tmp_path, weights, capsys):
+    """From a CLI probe (session 52): -o a/b/x.png or -o a/b/ for an input that fails made a/b
+    (the output folder was made before any image work); it is made with its first file now.  And
+    -o naming a dangling link said "a file has its name"."""
+    bad = tmp_path / "zero.jpg"
+    bad.write_bytes(b"")
+    for out in (str(tmp_path / "n1" / "a" / "x.png"), str(tmp_path / "n2" / "a") + "/"):
+        assert cli_main(["restore", "-q", str(bad), "-o", out, "--model", str(weights)]) == 1
+        assert "empty file" in capsys.readouterr().err
+    assert not (tmp_path / "n1").exists() and not (tmp_path / "n2").exists()
+    _good_files(tmp_path)
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "n3" / "a") + "/",
+                     "--model", str(weights)]) == 0
+    assert (tmp_path / "n3" / "a" / "good1_restored.png").is_file()     # made when written
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    assert cli_main(["restore", "-q", str(tmp_path / "good1.png"), "-o", str(tmp_path / "dangling") + "/",
+                     "--model", str(weights)]) == 1
+    assert "is not a folder (a link to a missing folder or a loop of links)" in capsys.readouterr().err
+
+
 def test_absurd_thread_counts_are_refused(tmp_path, weights, capsys, monkeypatch):
     """--threads 100000 crashed (a segfault in torch's thread pool), 30000 gave libgomp's message."""
     _good_files(tmp_path)
