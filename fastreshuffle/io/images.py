@@ -15,6 +15,7 @@ frame count, and notes saying what was done beyond plain decoding.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -435,12 +436,22 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 orientation, exif = _exif_upright(im)
                 coded = coded_orientation(im)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
+                data = None
                 if fmt in ("JPEG", "MPO"):   # damage libjpeg would decode into grey or noise, said
                     from .jpeg_check import jpeg_damage
-                    damage = jpeg_damage(read_unchanged(path, source))
+                    data = read_unchanged(path, source)
+                    damage = jpeg_damage(data)
                     if damage:
                         raise ImageReadError(path, damage)
-                im.load()
+                try:
+                    im.load()
+                except OSError:   # "truncated" by Pillow, whole by the walk: only its end-of-image marker
+                    from .jpeg_check import scans_whole    # missing (a cut download of the last 2 bytes)
+                    if data is None or not scans_whole(data):
+                        raise
+                    im = Image.open(io.BytesIO(data + b"\xff\xd9"))
+                    im.load()
+                    notes.append("its end-of-image marker is missing (its data is whole): decoded as if it were there")
                 text = _png_text(im) if fmt == "PNG" else ()
                 comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None
                 # (a TIFF without resolution tags: Pillow says 1 x 1 dpi, a placeholder, not the file's)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["jpeg_damage"]
+__all__ = ["jpeg_damage", "scans_whole"]
 
 _WHAT = {
     2: "its compressed data ends early",
@@ -22,14 +22,24 @@ _WHAT = {
 }
 
 
-def jpeg_damage(data: bytes) -> Optional[str]:
-    """What is wrong with the JPEG file ``data``, in words, or None: whole, or of a kind the walk
-    does not cover (arithmetic coding, lossless, hierarchical; the decoder is then trusted)."""
+def _walk(data: bytes):
     import torch
 
     from ..ops._extension import ops
-    status, offset, done, total, scan = ops.jpeg_scan_check(torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                                                            if data else torch.empty(0, dtype=torch.uint8))
+    return ops.jpeg_scan_check(torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                               if data else torch.empty(0, dtype=torch.uint8))
+
+
+def scans_whole(data: bytes) -> bool:
+    """Whether every scan of the JPEG file ``data`` was walked whole (False for the kinds the walk
+    does not cover): a file Pillow calls truncated is then only missing its end-of-image marker."""
+    return _walk(data)[0] == 0
+
+
+def jpeg_damage(data: bytes) -> Optional[str]:
+    """What is wrong with the JPEG file ``data``, in words, or None: whole, or of a kind the walk
+    does not cover (arithmetic coding, lossless, hierarchical; the decoder is then trusted)."""
+    status, offset, done, total, scan = _walk(data)
     if status in (0, 1):
         return None
     what = _WHAT.get(status, "its compressed data is damaged")

@@ -187,3 +187,24 @@ def test_bytes_after_a_whole_scan_are_allowed():
     data = _jpeg(_photo(32, 32), quality=50)
     eoi = data.rindex(b"\xff\xd9")
     assert _status(data[:eoi] + b"\x12\x34\x56" + data[eoi:])[0] == 0
+
+
+@pytest.mark.parametrize("kw", [dict(quality=30), dict(quality=75, progressive=True)])
+def test_a_file_missing_only_its_end_marker_is_read(tmp_path, kw):
+    """From a CLI probe (session 52): a whole JPEG without its last 2 bytes (FF D9) was refused
+    as Pillow's "truncated image file (39 bytes not processed)"; its data is whole, and it decodes
+    to the same pixels with the marker put back.  Cut one byte earlier it is still refused."""
+    from fastreshuffle.errors import ImageReadError
+    from fastreshuffle.io.images import load_image_file
+    from fastreshuffle.io.jpeg_check import scans_whole
+    data = _jpeg(_photo(96, 120), **kw)
+    assert data.endswith(b"\xff\xd9")
+    whole = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    (tmp_path / "a.jpg").write_bytes(data[:-2])
+    f = load_image_file(tmp_path / "a.jpg")
+    assert np.array_equal(f.rgb, whole)
+    assert any("end-of-image marker is missing" in n for n in f.notes), f.notes
+    assert scans_whole(data[:-2]) and not scans_whole(data[:-3])
+    (tmp_path / "b.jpg").write_bytes(data[:-3])
+    with pytest.raises(ImageReadError, match="truncated"):
+        load_image_file(tmp_path / "b.jpg")
