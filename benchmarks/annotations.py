@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", default="astronaut,coffee,chelsea",
                     help="comma-separated scikit-image photos [astronaut,coffee,chelsea]")
     ap.add_argument("--size", type=int, default=256, help="the top-left crop's side [256]")
-    ap.add_argument("--qualities", type=int, nargs="+", default=[30, 75])
+    ap.add_argument("--qualities", type=int, nargs="+", default=[10, 30, 50, 75, 90])
     ap.add_argument("--colours", type=_colour, nargs="+", default=[(0, 255, 0), (200, 60, 60), (255, 255, 255)])
     args = ap.parse_args(argv)
 

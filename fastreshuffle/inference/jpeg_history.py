@@ -337,6 +337,18 @@ def _quality(coefs: np.ndarray, step: float):
 _MASK_MOVE = 1.5            # levels (mean over the block) a JPEG block moves at most when requantised
 _MASK_FLAT = 1.0            # luma spread under which a block says nothing
 _MASK_RADII = (6, 2)        # blocks: the nearest evidence decides
+# A block that moves by more than 0.15 x the luma DC step + 1.5 levels is not JPEG-coded whatever its
+# neighbours are, and neither are the blocks within 2 of it (the network's correction there leans on
+# it): marks drawn on a decoded JPEG (a line, text: python -m benchmarks.annotations) were restored
+# with the blocks around them and smeared, the whole picture losing up to 3.7 dB (q90).  The limit
+# follows the steps: JPEG blocks near clipped colours move more at low quality (the most over 22
+# photos, 4:2:0 and 4:4:4: 10.6 levels at q5, 7.8 at q10 (limit 13.5), 3.5 at q40 (4.5), 2.7 at q50
+# (3.9), 1.7 at q75 (2.7), 0.6 at q90 (1.95)), while the marks move by 2-20 (a flat limit of 3 cost
+# astronaut at q10 as pixels 0.11 dB; 2 levels instead of 1.5 let marks through at q90: -4.8 dB
+# near them).  docs/quality.md, *Annotated pictures*.
+_MASK_VETO = (0.15, 1.5)
+_MASK_VETO_TINTED = 2.0     # x the limit for a block with a colour clipped in one or two channels
+_MASK_VETO_AROUND = 2
 
 
 def _refined_step(c: np.ndarray, step: float) -> Optional[float]:
@@ -408,6 +420,8 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
     step = np.where(np.isnan(steps), np.asarray(luma_table, np.float64).reshape(_N, _N), steps)
     num = np.zeros((hb, wb))        # blocks that are JPEG
     den = np.zeros((hb, wb))        # blocks that say something
+    veto = np.zeros((hb, wb))       # blocks that are clearly not
+    limit = _MASK_VETO[0] * step[0, 0] + _MASK_VETO[1]
     rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
     for a in range(0, hb, rows):
         b = min(hb, a + rows)
@@ -421,13 +435,17 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         back = _DCT.T @ (np.round(c / step) * step) @ _DCT + 128
         moved = np.abs(np.clip(back, 0, 255) - y).mean(axis=(2, 3))
         flat = np.ascontiguousarray(y).reshape(b - a, wb, _N * _N)
-        says = ((flat.max(axis=2) - flat.min(axis=2)) >= _MASK_FLAT) & ~tinted
+        spread = flat.max(axis=2) - flat.min(axis=2)
+        says = (spread >= _MASK_FLAT) & ~tinted
         num[a:b] = says & (moved <= _MASK_MOVE)
         den[a:b] = says
+        veto[a:b] = (says & (moved > limit)) | (tinted & (spread >= _MASK_FLAT) & (moved > _MASK_VETO_TINTED * limit))
     m = np.ones((hb, wb), bool)
     for r in _MASK_RADII:
         n, d = box_sum(num, r), box_sum(den, r)
         m = np.where(d > 0, 2 * n >= d, m)
+    if veto.any():
+        m &= box_sum(veto, _MASK_VETO_AROUND) == 0
     by = np.clip((np.arange(h) - oy) // _N, 0, hb - 1)     # the partial blocks at the edges: their neighbour's
     bx = np.clip((np.arange(w) - ox) // _N, 0, wb - 1)
     return m[by][:, bx]
