@@ -236,11 +236,13 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     from ..io.safe_write import atomic_write_bytes
     from .guard import (BLIND, HEIF_QP, TABLES, WEBP_Q, guard_for, guard_pixels, hevc_guarded_file, route,
                         run_guarded, webp_guarded)
-    from .tiling import DEFAULT_OVERLAP, restore_pixels, too_small
+    from .tiling import DEFAULT_OVERLAP, fill_hidden, hidden_pixels, restore_pixels, too_small
 
     f = load_image_file(src)
-    pixels = f.rgb16 if f.rgb16 is not None else f.rgb
+    seen = f.rgb16 if f.rgb16 is not None else f.rgb
     alpha = check_alpha_fits(fmt, f.alpha16 if (f.rgb16 is not None and f.alpha16 is not None) else f.alpha)
+    hidden = hidden_pixels(alpha)       # colour under alpha 0: restored as a fill from the visible pixels
+    pixels = fill_hidden(seen, hidden)
     total = pixels.shape[0] * pixels.shape[1]
     done = [0]
     notes = list(f.notes)
@@ -354,6 +356,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         restored = run(pixels)
     if progress is not None and done[0] < total:  # the network did not run (or not over it all)
         progress(total, total)
+    if hidden is not None:              # given back as it was
+        restored[hidden] = seen[hidden]
+    pixels = seen
     changed = not np.array_equal(restored, pixels)
     if not changed:   # the band's model ran, but what it gave was not kept (passed through)
         for i, what in band_note:

@@ -83,7 +83,7 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
                    bands=None, run_rgb=None) -> np.ndarray:
     """``arr`` restored (grey and alpha split off and put back); ``run_rgb``: restores the
     H x W x 3 uint8 colour instead of the network / guard (a HEIF file's QP guard)."""
-    from .tiling import restore_uint8
+    from .tiling import fill_hidden, hidden_pixels, restore_uint8
 
     given = arr.dtype
     if not given.isnative:   # e.g. big-endian uint16 from a file: the same values, native order (given back)
@@ -102,6 +102,8 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
         check_float_range(float(rgb.min()) if finite else 0.0, float(rgb.max()) if finite else 0.0, finite)
     if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
+    seen, hidden = rgb, hidden_pixels(alpha)    # colour under alpha 0: a fill from the visible pixels
+    rgb = fill_hidden(rgb, hidden)
     if run_rgb is not None:
         if dtype != np.uint8:
             raise TypeError(f"a HEIF image decoded as {dtype}: only 8-bit HEIF pixels are restored")
@@ -115,6 +117,8 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
         out = np.round(out * 65535.0).astype(np.uint16)
     else:
         out = _restore_float_hwc(net, rgb, tile, overlap).astype(dtype, copy=False)
+    if hidden is not None:
+        out[hidden] = seen[hidden]     # given back as it was
     if gray:
         if dtype == np.uint8 or dtype == np.uint16:
             out = np.round(out.astype(np.float32).mean(axis=2)).astype(dtype)

@@ -334,3 +334,36 @@ def test_a_model_whose_output_is_not_finite_is_refused(value):
             fr.restore(img, _Overflowing(value), **kw)
     with pytest.raises(ValueError, match="the model's output holds NaN or infinite values"):
         fr.restore(torch.rand(1, 3, 40, 48), _Overflowing(value), guard=False)
+
+
+@pytest.mark.parametrize("kind", ["array", "png file"])
+def test_colour_under_alpha_0_does_not_bleed_into_the_picture(tmp_path, kind):
+    """From a probe (session 52): a grey q15 JPEG, decoded, with a transparent corner over an
+    editor's leftover green: the visible pixels within 8 px of the corner took colour up to 57
+    levels (-7.7 dB there).  Restoring now sees a fill from the visible pixels under alpha 0, and
+    the hidden pixels are given back as they were."""
+    from skimage import data
+    o = np.dstack([data.camera()[100:228, 100:228]] * 3)
+    b = io.BytesIO()
+    Image.fromarray(o).save(b, "JPEG", quality=15)
+    d = np.asarray(Image.open(b).convert("RGB"))
+    rgba = np.dstack([d, np.full(d.shape[:2], 255, np.uint8)])
+    rgba[:40, :40, 3] = 0
+    rgba[:40, :40, :3] = (0, 255, 0)
+    if kind == "array":
+        out = fr.restore(rgba, "jpeg", device="cpu", precision="fp32")
+    else:
+        Image.fromarray(rgba).save(tmp_path / "a.png")
+        from fastreshuffle.cli import main as cli_main
+        assert cli_main(["restore", "-q", str(tmp_path / "a.png"), "--model", "jpeg", "--precision", "fp32"]) == 0
+        out = np.asarray(Image.open(tmp_path / "a_restored.png"))
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+    assert np.array_equal(out[:40, :40], rgba[:40, :40])                 # hidden: as it was
+    near = np.zeros(d.shape[:2], bool)
+    near[:48, :48] = True
+    near[:40, :40] = False
+    before = 10 * np.log10(255.0 ** 2 / np.mean((d[near].astype(float) - o[near]) ** 2))
+    after = 10 * np.log10(255.0 ** 2 / np.mean((out[..., :3][near].astype(float) - o[near]) ** 2))
+    assert after > before + 0.5, (before, after)
+    visible = out[..., :3][rgba[..., 3] > 0].astype(int)
+    assert np.ptp(visible, axis=1).max() <= 2                              # still grey

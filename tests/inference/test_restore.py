@@ -15,7 +15,7 @@ from PIL import Image
 import fastreshuffle
 from fastreshuffle import ReshuffleNet, ReshuffleNetConfig
 from fastreshuffle.cli import main as cli_main
-from fastreshuffle.inference.tiling import iter_tiles, restore_tensor, restore_uint8
+from fastreshuffle.inference.tiling import fill_hidden, iter_tiles, restore_tensor, restore_uint8
 from fastreshuffle.io.weights import WeightsError, save_weights
 
 
@@ -136,10 +136,17 @@ def test_restore_numpy_kinds(tiny_model):
     np.testing.assert_array_equal(fastreshuffle.restore(g[..., None], model=tiny_model), outg[..., None])
 
     rgba = _rand_img(20, 28, 4)
+    rgba[..., 3] |= 1      # nothing hidden (under alpha 0 the network sees a fill instead, given back as it was)
     outa = fastreshuffle.restore(rgba, model=tiny_model)
     assert outa.shape == rgba.shape
     np.testing.assert_array_equal(outa[..., :3], _direct_uint8(tiny_model, rgba[..., :3]))
     np.testing.assert_array_equal(outa[..., 3], rgba[..., 3])
+    rgba[:6, :9, 3] = 0
+    filled = fill_hidden(rgba[..., :3], rgba[..., 3] == 0)
+    assert not np.array_equal(filled, rgba[..., :3]) and np.array_equal(filled[6:], rgba[6:, :, :3])
+    outa = fastreshuffle.restore(rgba, model=tiny_model)
+    np.testing.assert_array_equal(outa[6:, :, :3], _direct_uint8(tiny_model, filled)[6:])
+    np.testing.assert_array_equal(outa[:6, :9], rgba[:6, :9])
 
     u16 = np.random.default_rng(4).integers(0, 65536, (20, 28, 3), dtype=np.uint16)
     out16 = fastreshuffle.restore(u16, model=tiny_model)
