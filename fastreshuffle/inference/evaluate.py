@@ -67,7 +67,7 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     if ours:
         paths = [p for p in paths if p not in ours]
         if warn:
-            warn(f"skipped {len(ours)} file(s) that are fastreshuffle outputs (restored images, not originals)")
+            warn(f"skipped {len(ours)} file(s) that are fastreshuffle outputs (restored images or eval plots, not originals)")
     if not paths:
         raise UserError(f"no image files in {folder}" + (" other than fastreshuffle outputs" if ours else ""))
     if limit:
@@ -280,7 +280,8 @@ def plot_rd(results: List[Dict], path, title: str = ""):
     ax.margins(x=0.08)    # room for the last point's label inside the axes
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    from ..io.output import software_tag   # marked as ours: eval of its folder again does not take it for an image
+    fig.savefig(path, format="png", metadata={"Software": software_tag()})
     plt.close(fig)
     return path
 

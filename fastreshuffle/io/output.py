@@ -273,7 +273,8 @@ def _encode_16bit_colour(pixels, alpha, fmt, icc, exif, xmp, dpi, text, comment,
 
 
 def is_restored_output(path: Path) -> bool:
-    """Whether ``path`` is an image this package wrote (EXIF Software = fastreshuffle ...).
+    """Whether ``path`` is an image this package wrote (EXIF Software = fastreshuffle ..., or a PNG
+    text chunk Software of the same: eval's ``--plot``).
 
     Reads the file's header only; any error means "no"."""
     if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}:
@@ -281,7 +282,7 @@ def is_restored_output(path: Path) -> bool:
     try:
         from PIL import Image
         with Image.open(path) as im:
-            tag = im.getexif().get(SOFTWARE)
+            tags = (im.getexif().get(SOFTWARE), im.info.get("Software") if im.format == "PNG" else None)
     except Exception:
         return False
-    return isinstance(tag, str) and tag.startswith(_MARK + " ")
+    return any(isinstance(t, str) and t.startswith(_MARK + " ") for t in tags)

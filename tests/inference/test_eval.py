@@ -50,6 +50,18 @@ def test_eval_json_schema_and_plot(tmp_path, weights, capsys):
     assert (tmp_path / "rd.png").stat().st_size > 1000
 
 
+def test_eval_does_not_take_its_own_plot_for_an_image(tmp_path, capsys):
+    """From a CLI probe (session 52): --plot written into the data folder was counted as an
+    image by the next eval of that folder ("2 images"), changing its figures silently."""
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    assert main(["eval", "--data", str(data), "--quality", "30", "50", "--plot", str(data / "rd.png"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--data", str(data), "--quality", "30", "--json", str(tmp_path / "r.json")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads((tmp_path / "r.json").read_text())["images"] == 2, out
+    assert "skipped 1 file(s) that are fastreshuffle outputs (restored images or eval plots" in err
+
+
 def test_eval_codec_only_hevc(tmp_path):
     data = make_images(tmp_path / "imgs", n=2, size=40)
     out = tmp_path / "res.json"
