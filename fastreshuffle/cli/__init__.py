@@ -74,7 +74,11 @@ def console():
     """The ``fastreshuffle`` command (and ``python -m fastreshuffle.cli``): :func:`main`, then the
     exit.  A training process that joined a torchrun process group ends as
     :func:`fastreshuffle.training.dist.leave` says (only such a process has imported it)."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:   # Ctrl-C before a command's own handling (while Python imports it)
+        print("fastreshuffle: interrupted", file=sys.stderr)
+        code = 130
     dist = sys.modules.get("fastreshuffle.training.dist")
     if dist is not None:
         dist.leave(code)

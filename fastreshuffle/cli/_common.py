@@ -35,12 +35,18 @@ def signals_as_interrupts():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    ending = []
+    ending, deferred = [], []
 
     def handler(signum, frame):
         if ending:          # the command is already ending, its files being put in order
             return
         ending.append(signum)
+        f = frame
+        while f is not None:    # raised in a __del__ (a progress bar's), it would only be printed as
+            if f.f_code.co_name == "__del__":   # "Exception ignored ..." and lost: raised on leaving
+                deferred.append(signum)
+                return
+            f = f.f_back
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
     # a signal ignored when we start (SIGHUP under nohup, SIGINT in a shell's background job) stays
     # ignored; one whose handler was set outside Python (getsignal: None), or by the program that
@@ -55,6 +61,8 @@ def signals_as_interrupts():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    if deferred:
+        raise KeyboardInterrupt() if deferred[0] == signal.SIGINT else Terminated(deferred[0])
 
 
 def printable(msg: str) -> str:

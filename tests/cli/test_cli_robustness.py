@@ -734,6 +734,37 @@ def test_an_ignored_sighup_stays_ignored(monkeypatch):
         signal.signal(signal.SIGHUP, old_hup)
 
 
+def test_a_signal_inside_a_del_is_raised_on_leaving_not_lost(capsys, monkeypatch):
+    """From a CLI probe (session 52): SIGTERM just after restore's last line landed in a progress
+    bar's __del__: "Exception ignored in: <function tqdm.__del__>" and a traceback, then exit 0
+    (the signal lost).  It is raised as the command leaves now; and Ctrl-C before a command's own
+    handling (while Python imports it) says "interrupted", exit 130, instead of a traceback."""
+    import os
+
+    from fastreshuffle import cli
+    from fastreshuffle.cli._common import Terminated, signals_as_interrupts
+
+    class Dying:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.after = True      # (the handler runs here, in __del__)
+
+    reached = []
+    with pytest.raises(Terminated):
+        with signals_as_interrupts():
+            d = Dying()
+            del d
+            reached.append(True)
+    assert reached == [True] and "Exception ignored" not in capsys.readouterr().err
+
+    def interrupted_early():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "main", interrupted_early)
+    with pytest.raises(SystemExit) as e:
+        cli.console()
+    assert e.value.code == 130 and capsys.readouterr().err == "fastreshuffle: interrupted\n"
+
+
 def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weights, capsys):
     bad = tmp_path / "bad\nname.jpg"
     bad.write_bytes(b"not an image")
