@@ -98,7 +98,8 @@ def _resolve_model(args, device):
 
 def run(args) -> int:
     from ..errors import CodecError
-    from ..inference.evaluate import METRIC_NOTES, evaluate, json_ready, load_eval_images, plot_rd, print_table
+    from ..inference.evaluate import (METRIC_NOTES, decoded_jpegs, evaluate, json_ready, load_eval_images, plot_rd,
+                                      print_table)
     from ..io.codecs import check_encoder, check_qp, fixed_qp, parse_spec
     from ..io.datasets import eval_dir
 
@@ -142,6 +143,8 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     for opt, path in (("--json", args.json), ("--plot", args.plot)):   # before the evaluation, not after
+        if path is not None and not path.strip():
+            raise UserError(f"{opt} names no file (an empty name): nothing would be written")
         if path:
             check_output_arg(opt, Path(path), args.overwrite)
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
@@ -168,6 +171,11 @@ def run(args) -> int:
              f"{', ...' if len(lossy) > 3 else ''}): eval codes each image and measures against it, so it needs "
              "originals that were never compressed (PNG, TIFF); against a JPEG the figures are not those of "
              "restoring a photo (to restore your JPEGs: fastreshuffle restore)")
+    was_jpeg = decoded_jpegs([im for im, n in zip(images, names) if n not in lossy], [n for n in names if n not in lossy])
+    if was_jpeg:
+        warn(f"{len(was_jpeg)} of the {len(names)} images hold a decoded JPEG in their pixels ({', '.join(was_jpeg[:3])}"
+             f"{', ...' if len(was_jpeg) > 3 else ''}): restoring removes those artifacts too, which is scored as a "
+             "loss against them; use originals that were never compressed")
     model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:
         print("note: no --weights/--model given: codec only", file=sys.stderr)

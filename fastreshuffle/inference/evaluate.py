@@ -101,6 +101,20 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
 
 
 @torch.no_grad()
+def decoded_jpegs(images: List[np.ndarray], names: List[str]) -> List[str]:
+    """"NAME (~qQ)" for each 8-bit RGB original whose pixels hold a decoded JPEG (the guard's
+    detector, :func:`.jpeg_history.detect_jpeg`: none of Kodak24's 24 photos is claimed): a PNG
+    saved from a JPEG.  Restoring removes those artifacts too, scored as a loss against them."""
+    from .jpeg_history import detect_jpeg
+    found = []
+    for name, img in zip(names, images):
+        if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+            h = detect_jpeg(np.ascontiguousarray(img))
+            if h is not None:
+                found.append(f"{name} (~q{h.quality})")
+    return found
+
+
 def _restore(model, img: np.ndarray, device) -> np.ndarray:
     from ..io.images import to_tensor, to_uint8
     from .tiling import restore_tensor

@@ -79,11 +79,12 @@ def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
 
 
 def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
-    """Image-like files in ``folder`` (by extension), sorted by name; hidden files skipped."""
+    """Image-like files in ``folder`` (by extension), sorted by name; hidden files skipped, and with
+    ``recursive`` hidden folders too (``.ipynb_checkpoints``, ``.thumbnails``), as ``restore`` does."""
     folder = Path(folder)
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def int_gray_scale(mode: str, a: np.ndarray) -> float:

@@ -62,6 +62,29 @@ def test_eval_does_not_take_its_own_plot_for_an_image(tmp_path, capsys):
     assert "skipped 1 file(s) that are fastreshuffle outputs (restored images or eval plots" in err
 
 
+def test_eval_warns_of_originals_that_are_decoded_jpegs_and_skips_hidden_folders(tmp_path, capsys):
+    """From a probe of eval (session 52): a PNG saved from a JPEG q30 was scored as an original
+    without a word (gain -8.2 dB, worst -17.8); -r read images inside hidden folders
+    (.ipynb_checkpoints, .thumbnails); --json "" wrote nothing, exit 0."""
+    import io
+
+    from skimage import data
+    folder = make_images(tmp_path / "imgs", n=2, size=64)
+    b = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[:160, :200])).save(b, "JPEG", quality=30)
+    Image.open(b).convert("RGB").save(folder / "was_jpeg.png")
+    (folder / ".thumbnails").mkdir()
+    Image.open(folder / "img0.png").save(folder / ".thumbnails" / "t.png")
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(folder), "--quality", "30", "-r", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "1 of the 3 images hold a decoded JPEG in their pixels (was_jpeg.png (~q30))" in err, err
+    assert json.loads(out.read_text())["images"] == 3
+    for opt in ("--json", "--plot"):
+        assert main(["eval", "--data", str(folder), "--quality", "30", opt, ""]) == 2
+        assert f"{opt} names no file (an empty name)" in capsys.readouterr().err
+
+
 def test_eval_codec_only_hevc(tmp_path):
     data = make_images(tmp_path / "imgs", n=2, size=40)
     out = tmp_path / "res.json"
