@@ -914,6 +914,43 @@ def test_a_grey_picture_keeps_its_colour(tmp_path, fmt, tone):
     assert 10 * np.log10(mse(dec) / mse(cli)) > 0.5                               # a gain, in dB
 
 
+@pytest.mark.parametrize("kind", ["file", "array", "tensor"])
+def test_a_grey_picture_with_a_small_logo_keeps_its_grey(tmp_path, kind):
+    """From a probe (session 52): grey was kept only where the whole picture was grey, so a
+    black-and-white photo with a small red logo took colour up to 7.7 levels in 16% of its pixels,
+    far from the logo.  A picture grey in at least 99% of its pixels keeps its colour wherever no
+    colour is within 8 px; the logo and its surroundings are restored as colour."""
+    from skimage import data
+    y = np.ascontiguousarray(data.camera()[:, 64:448])
+    a = np.repeat(y[..., None], 3, axis=2)
+    a[20:34, 320:340] = (220, 30, 30)                                  # the logo
+    src = tmp_path / "g.jpg"
+    Image.fromarray(a).save(src, "JPEG", quality=20)
+    dec = np.asarray(Image.open(src).convert("RGB"))
+    if kind == "file":
+        out = np.asarray(fastreshuffle.restore(Image.open(src), device="cpu", precision="fp32"))
+    elif kind == "array":
+        out = fastreshuffle.restore(dec, "jpeg", device="cpu", precision="fp32", guard=False)
+    else:
+        t = torch.from_numpy(dec.copy()).permute(2, 0, 1)[None].float() / 255
+        out = fastreshuffle.restore(t, "jpeg", device="cpu", precision="fp32", guard=False)
+        out = np.round(out[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    colour = np.ptp(dec.astype(int), axis=2) > 2
+    assert 0 < colour.mean() < 0.01
+    far = ~binary_dilation_np(colour, 9)
+    off = lambda z: z.astype(np.float64) - z.mean(axis=2, keepdims=True)      # noqa: E731
+    assert np.abs(off(out) - off(dec))[far].max() <= 1.0 + 1e-4              # grey far from the logo, to rounding
+    near = binary_dilation_np(colour, 2) & ~colour
+    assert np.abs(off(out) - off(dec))[colour | near].max() > 2              # colour restored at the logo
+    mse = lambda x: np.mean((x.astype(np.float64) - a) ** 2)                  # noqa: E731
+    assert 10 * np.log10(mse(dec) / mse(out)) > 0.5
+
+
+def binary_dilation_np(m, r):
+    from fastreshuffle.inference.jpeg_history import box_sum
+    return box_sum(m, r, np.int32) > 0
+
+
 def test_what_the_guard_leaves_keeps_its_precision_and_edits_are_not_the_files(tmp_path):
     """Findings of a helper's probe of restore()'s inputs:
     * a guarded uint16 or float image came back on the 8-bit grid everywhere, also where the
