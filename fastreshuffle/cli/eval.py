@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -214,6 +215,11 @@ def run(args) -> int:
                                                      overwrite=args.overwrite)))
     if args.plot:
         title = f"{folder.name}: {spec.name.upper()}" + (" + restoration" if model is not None else "")
+        endless = sum(1 for r in results for k in ("psnr_codec", "psnr_restored")
+                      if r[k] is not None and not math.isfinite(r[k]))
+        if endless:
+            warn(f"--plot leaves out {endless} point(s) whose PSNR is infinite (coded or restored identical to "
+                 "the originals)")
         outputs.append(("--plot", Path(args.plot),
                         lambda p: atomic_write_with(p, lambda f: plot_rd(results, f, title), overwrite=args.overwrite)))
     failed = False

@@ -82,6 +82,8 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
             if f.alpha is not None:
                 transparent.append(names[-1])
             decoded += [f"{names[-1]}: {n}" for n in f.notes if "decoded at 8 bits" in n]
+            if f.rgb16 is not None:
+                decoded.append(f"{names[-1]}: 16-bit samples decoded at 8 bits")
         except ImageReadError as e:
             if not skip_bad:
                 raise UserError(f"cannot read {e.path}: {e.reason} (use --skip-bad to skip such files)") from None
@@ -281,12 +283,15 @@ def plot_rd(results: List[Dict], path, title: str = ""):
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     bpp = [r["bpp"] for r in rs]
     name = rs[0]["codec"].upper() if rs else "codec"
-    ax.plot(bpp, [r["psnr_codec"] for r in rs], "o-", label=name)
-    for r in rs:
+    codec = [r["psnr_codec"] if math.isfinite(r["psnr_codec"]) else math.nan for r in rs]   # (infinite: left out,
+    ax.plot(bpp, codec, "o-", label=name)                                                  # said by the caller)
+    for r, y in zip(rs, codec):
         lab = f"qp{r['qp']}" if "qp" in r else f"q{r['quality']}"
-        ax.annotate(lab, (r["bpp"], r["psnr_codec"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        if math.isfinite(y):
+            ax.annotate(lab, (r["bpp"], y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     if any(r["psnr_restored"] is not None for r in rs):
-        ax.plot(bpp, [r["psnr_restored"] for r in rs], "s-", label=f"{name} + restoration")
+        ax.plot(bpp, [r["psnr_restored"] if math.isfinite(r["psnr_restored"]) else math.nan for r in rs], "s-",
+                label=f"{name} + restoration")
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB, RGB, one MSE over the set)")
     ax.set_title(title or "rate-distortion")

@@ -85,6 +85,24 @@ def test_eval_warns_of_originals_that_are_decoded_jpegs_and_skips_hidden_folders
         assert f"{opt} names no file (an empty name)" in capsys.readouterr().err
 
 
+def test_eval_says_what_its_plot_and_scores_leave_out(tmp_path, capsys):
+    """From a probe of eval (session 52): a set whose PSNR is infinite (a flat picture JPEG codes
+    exactly) gave an empty plot without a word; a 16-bit colour PNG was scored at 8 bits without
+    a note (other 16-bit inputs had one)."""
+    from helpers import png16_bytes
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(flat / "f.png")
+    assert main(["eval", "--data", str(flat), "--quality", "10", "50", "--plot", str(tmp_path / "p.png")]) == 0
+    assert "--plot leaves out 2 point(s) whose PSNR is infinite" in capsys.readouterr().err
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    rng = np.random.default_rng(0)
+    (deep / "d.png").write_bytes(png16_bytes(rng.integers(0, 65536, (40, 48, 3), dtype=np.uint16)))
+    assert main(["eval", "--data", str(deep), "--quality", "30"]) == 0
+    assert "d.png: 16-bit samples decoded at 8 bits (scored at 8 bits)" in capsys.readouterr().err
+
+
 def test_eval_codec_only_hevc(tmp_path):
     data = make_images(tmp_path / "imgs", n=2, size=40)
     out = tmp_path / "res.json"
