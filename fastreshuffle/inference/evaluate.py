@@ -70,11 +70,11 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
             warn(f"skipped {len(ours)} file(s) that are fastreshuffle outputs (restored images or eval plots, not originals)")
     if not paths:
         raise UserError(f"no image files in {folder}" + (" other than fastreshuffle outputs" if ours else ""))
-    if limit:
-        paths = paths[:limit]
     images, names, bad = [], [], []
     transparent, decoded = [], []    # what the scores do not see: said once each
     for p in paths:
+        if limit and len(images) >= limit:     # the first ``limit`` readable images (unreadable skipped)
+            break
         try:
             f = load_image_file(p)
             images.append(f.rgb)

@@ -126,6 +126,9 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert main(["eval", "--data", str(data), "--skip-bad", "--json", str(out), "-q"]) == 0
     doc = json.loads(out.read_text())
     assert doc["images"] == 2 and len(doc["skipped"]) == 1
+    # --limit counts images read, not files (bad.jpg sorts first: it gave 1 image of 2; a probe)
+    assert main(["eval", "--data", str(data), "--skip-bad", "--limit", "2", "--json", str(out), "--overwrite", "-q"]) == 0
+    assert json.loads(out.read_text())["images"] == 2
     assert main(["eval", "--data", str(data), "--weights", str(tmp_path / "nope.safetensors"), "-q",
                  "--skip-bad"]) == 2
     assert "not found" in capsys.readouterr().err
