@@ -160,12 +160,13 @@ def _restore_pil(net, img, tile, overlap, guard: bool = False, tables=None, band
                                  "found in its pixels; pass the image as Image.open returned it, or open it from "
                                  "its path")
         return Image.fromarray(numpy_path(arr, tables), mode)
-    if mode in ("RGBA", "LA"):
+    if mode in ("RGBA", "LA"):   # with the alpha: the colour under alpha 0 filled, and given back
         arr = np.asarray(img)
-        color = numpy_path(arr[..., :-1] if mode == "RGBA" else arr[..., 0])
-        if mode == "LA":
-            color = color[..., None]
-        return Image.fromarray(np.concatenate([color, arr[..., -1:]], axis=2), mode)
+        if mode == "RGBA":
+            return Image.fromarray(numpy_path(arr), mode)
+        out = numpy_path(np.stack([arr[..., 0]] * 3 + [arr[..., 1]], axis=2))   # grey as RGB, as an H x W one is
+        grey = np.round(out[..., :3].astype(np.float32).mean(axis=2)).astype(np.uint8)
+        return Image.fromarray(np.stack([grey, out[..., 3]], axis=2), mode)
     if mode in ("P", "PA", "1"):
         # Re-quantising to a palette would undo the restoration: return RGB(A) / L instead.
         has_alpha = (mode == "PA" or "transparency" in img.info    # (an RGBA palette made in memory: no key)

@@ -330,21 +330,32 @@ def restore_uint8(model: torch.nn.Module, image: np.ndarray, **kwargs) -> np.nda
 # visible ones, brought back up bilinearly), and the hidden pixels are given back as they were.
 def hidden_pixels(alpha: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """H x W bool: where ``alpha`` (H x W or H x W x 1, any dtype) is 0 -- None where it is None
-    or nothing is hidden, or everything is (there is nothing visible to fill from)."""
+    or nothing is hidden."""
     if alpha is None:
         return None
     hidden = np.asarray(alpha).reshape(alpha.shape[0], alpha.shape[1]) <= 0
-    return hidden if hidden.any() and not hidden.all() else None
+    return hidden if hidden.any() else None
+
+
+FILL_MARGIN = 64     # pixels of the picture around the hidden ones that the fill is made from
 
 
 def fill_hidden(rgb: np.ndarray, hidden: Optional[np.ndarray]) -> np.ndarray:
     """``rgb`` (H x W x 3, uint8 / uint16 / float) with its ``hidden`` pixels replaced by a smooth
-    fill from the others (a new array of its dtype; ``rgb`` itself where ``hidden`` is None)."""
-    if hidden is None:
+    fill from the others (a new array of its dtype; ``rgb`` itself where ``hidden`` is None, or
+    hides everything: nothing to fill from).  Worked in float32 on the box around the hidden
+    pixels (FILL_MARGIN more on each side), so one transparent pixel costs little."""
+    if hidden is None or hidden.all():
         return rgb
     import torch.nn.functional as F
-    seen = torch.from_numpy(~hidden).to(torch.float64)[None, None]
-    c = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float64)).permute(2, 0, 1)[None] * seen
+    rows, cols = np.flatnonzero(hidden.any(axis=1)), np.flatnonzero(hidden.any(axis=0))
+    box = (slice(max(0, rows[0] - FILL_MARGIN), rows[-1] + 1 + FILL_MARGIN),
+           slice(max(0, cols[0] - FILL_MARGIN), cols[-1] + 1 + FILL_MARGIN))
+    if hidden[box].all():   # (the margin cut off by the picture's edges, nothing visible in it)
+        box = (slice(None), slice(None))
+    hid = hidden[box]
+    seen = torch.from_numpy(~hid).to(torch.float32)[None, None]
+    c = torch.from_numpy(np.ascontiguousarray(rgb[box], dtype=np.float32)).permute(2, 0, 1)[None] * seen
     levels = [(c, seen)]
     while min(c.shape[-2:]) > 1 and not bool((seen > 0).all()):
         c, seen = F.avg_pool2d(c, 2, ceil_mode=True), F.avg_pool2d(seen, 2, ceil_mode=True)
@@ -354,9 +365,9 @@ def fill_hidden(rgb: np.ndarray, hidden: Optional[np.ndarray]) -> np.ndarray:
     for c, seen in reversed(levels[:-1]):
         up = F.interpolate(fill, size=c.shape[-2:], mode="bilinear", align_corners=False)
         fill = torch.where(seen > 0, c / seen.clamp_min(1e-30), up)
-    out = fill[0].permute(1, 2, 0).numpy()
+    fill = fill[0].permute(1, 2, 0).numpy()
     if np.issubdtype(rgb.dtype, np.integer):
-        out = np.round(out)
-    out = out.astype(rgb.dtype)
-    out[~hidden] = rgb[~hidden]
+        fill = np.round(fill)
+    out = rgb.copy()
+    out[box][hid] = fill[hid].astype(rgb.dtype)
     return out

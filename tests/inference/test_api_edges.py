@@ -336,7 +336,7 @@ def test_a_model_whose_output_is_not_finite_is_refused(value):
         fr.restore(torch.rand(1, 3, 40, 48), _Overflowing(value), guard=False)
 
 
-@pytest.mark.parametrize("kind", ["array", "png file"])
+@pytest.mark.parametrize("kind", ["array", "pil", "png file"])
 def test_colour_under_alpha_0_does_not_bleed_into_the_picture(tmp_path, kind):
     """From a probe (session 52): a grey q15 JPEG, decoded, with a transparent corner over an
     editor's leftover green: the visible pixels within 8 px of the corner took colour up to 57
@@ -352,6 +352,11 @@ def test_colour_under_alpha_0_does_not_bleed_into_the_picture(tmp_path, kind):
     rgba[:40, :40, :3] = (0, 255, 0)
     if kind == "array":
         out = fr.restore(rgba, "jpeg", device="cpu", precision="fp32")
+    elif kind == "pil":      # (a review: PIL's RGBA and LA had their alpha cut off first, and no fill)
+        out = np.asarray(fr.restore(Image.fromarray(rgba, "RGBA"), "jpeg", device="cpu", precision="fp32"))
+        la = np.stack([rgba[..., 1], rgba[..., 3]], axis=2)
+        out_la = np.asarray(fr.restore(Image.fromarray(la, "LA"), "jpeg", device="cpu", precision="fp32"))
+        assert np.array_equal(out_la[:40, :40], la[:40, :40]) and not np.array_equal(out_la, la)
     else:
         Image.fromarray(rgba).save(tmp_path / "a.png")
         from fastreshuffle.cli import main as cli_main
@@ -367,3 +372,5 @@ def test_colour_under_alpha_0_does_not_bleed_into_the_picture(tmp_path, kind):
     assert after > before + 0.5, (before, after)
     visible = out[..., :3][rgba[..., 3] > 0].astype(int)
     assert np.ptp(visible, axis=1).max() <= 2                              # still grey
+    rgba[..., 3] = 0                                                        # all hidden: all given back
+    assert np.array_equal(fr.restore(rgba, "jpeg", device="cpu", guard=False), rgba)
