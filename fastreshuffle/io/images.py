@@ -446,9 +446,10 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                         raise ImageReadError(path, damage)
                 try:
                     im.load()
-                except OSError:   # "truncated" by Pillow, whole by the walk: only its end-of-image marker
-                    from .jpeg_check import scans_whole    # missing (a cut download of the last 2 bytes)
-                    if data is None or not scans_whole(data):
+                except OSError:   # "truncated" by Pillow, one whole scan by the walk: only its end-of-image
+                    from .jpeg_check import one_whole_scan   # marker missing (a download short of its last 2 bytes)
+                    if (data is None or im.info.get("progressive") or im.info.get("progression")
+                            or not one_whole_scan(data)):
                         raise
                     im = Image.open(io.BytesIO(data + b"\xff\xd9"))
                     im.load()

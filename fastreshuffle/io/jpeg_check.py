@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["jpeg_damage", "scans_whole"]
+__all__ = ["jpeg_damage", "one_whole_scan"]
 
 _WHAT = {
     2: "its compressed data ends early",
@@ -30,10 +30,15 @@ def _walk(data: bytes):
                                if data else torch.empty(0, dtype=torch.uint8))
 
 
-def scans_whole(data: bytes) -> bool:
-    """Whether every scan of the JPEG file ``data`` was walked whole (False for the kinds the walk
-    does not cover): a file Pillow calls truncated is then only missing its end-of-image marker."""
-    return _walk(data)[0] == 0
+def one_whole_scan(data: bytes) -> bool:
+    """Whether the JPEG file ``data`` holds one scan, walked whole (False for the kinds the walk does
+    not cover): a sequential file Pillow calls truncated is then only missing its end-of-image
+    marker.  (A progressive file cut between two scans walks whole too -- 36 cuts of a 256-px q75
+    one did, the first after its DC scan, 22 dB off the whole file -- and so would a sequential one
+    coded a component per scan, cut after its first: the caller takes only sequential files, and
+    libjpeg writes all components in one scan.)"""
+    status, _, _, _, scans = _walk(data)
+    return status == 0 and scans == 1
 
 
 def jpeg_damage(data: bytes) -> Optional[str]:

@@ -189,14 +189,15 @@ def test_bytes_after_a_whole_scan_are_allowed():
     assert _status(data[:eoi] + b"\x12\x34\x56" + data[eoi:])[0] == 0
 
 
-@pytest.mark.parametrize("kw", [dict(quality=30), dict(quality=75, progressive=True)])
+@pytest.mark.parametrize("kw", [dict(quality=30), dict(quality=90, subsampling=0, restart_marker_blocks=3)])
 def test_a_file_missing_only_its_end_marker_is_read(tmp_path, kw):
     """From a CLI probe (session 52): a whole JPEG without its last 2 bytes (FF D9) was refused
     as Pillow's "truncated image file (39 bytes not processed)"; its data is whole, and it decodes
-    to the same pixels with the marker put back.  Cut one byte earlier it is still refused."""
+    to the same pixels with the marker put back.  Cut one byte earlier it is still refused, and so
+    is a progressive file cut between two scans (a review: it walks whole, and decoded 22 dB off)."""
     from fastreshuffle.errors import ImageReadError
     from fastreshuffle.io.images import load_image_file
-    from fastreshuffle.io.jpeg_check import scans_whole
+    from fastreshuffle.io.jpeg_check import one_whole_scan
     data = _jpeg(_photo(96, 120), **kw)
     assert data.endswith(b"\xff\xd9")
     whole = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
@@ -204,7 +205,13 @@ def test_a_file_missing_only_its_end_marker_is_read(tmp_path, kw):
     f = load_image_file(tmp_path / "a.jpg")
     assert np.array_equal(f.rgb, whole)
     assert any("end-of-image marker is missing" in n for n in f.notes), f.notes
-    assert scans_whole(data[:-2]) and not scans_whole(data[:-3])
+    assert one_whole_scan(data[:-2]) and not one_whole_scan(data[:-3])
     (tmp_path / "b.jpg").write_bytes(data[:-3])
     with pytest.raises(ImageReadError, match="truncated"):
         load_image_file(tmp_path / "b.jpg")
+    prog = _jpeg(_photo(96, 120), quality=75, progressive=True)
+    sos = [i for i in range(len(prog) - 1) if prog[i:i + 2] == b"\xff\xda"]
+    for cut in (sos[1], len(prog) - 2):     # after its first scan (DC only); all scans, marker missing
+        (tmp_path / "p.jpg").write_bytes(prog[:cut])
+        with pytest.raises(ImageReadError, match="truncated"):
+            load_image_file(tmp_path / "p.jpg")
