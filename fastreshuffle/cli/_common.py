@@ -30,23 +30,32 @@ def signals_as_interrupts():
     Ctrl-C KeyboardInterrupt as always -- the first of them: once the command is ending, later
     ones are let go.  A terminal's Ctrl-C pressed three times came out of the cleanup (a data
     loader shutting its workers down) as "Exception ignored ..." tracebacks."""
+    import os
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    ending, deferred = [], []
+    ending, deferred, active = [], [], [True]
+
+    def again(signum):
+        if active[0] and not ending and signum in deferred:
+            os.kill(os.getpid(), signum)
 
     def handler(signum, frame):
         if ending:          # the command is already ending, its files being put in order
             return
-        ending.append(signum)
         f = frame
-        while f is not None:    # raised in a __del__ (a progress bar's), it would only be printed as
-            if f.f_code.co_name == "__del__":   # "Exception ignored ..." and lost: raised on leaving
-                deferred.append(signum)
+        while f is not None:    # raised in a __del__ (a progress bar's, a data loader's), it would only be
+            if f.f_code.co_name == "__del__":   # printed as "Exception ignored ..." and lost: sent again a
+                if signum not in deferred:      # moment later (the __del__ over), raised on leaving at the latest
+                    deferred.append(signum)
+                t = threading.Timer(0.05, again, (signum,))
+                t.daemon = True
+                t.start()
                 return
             f = f.f_back
+        ending.append(signum)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
     # a signal ignored when we start (SIGHUP under nohup, SIGINT in a shell's background job) stays
     # ignored; one whose handler was set outside Python (getsignal: None), or by the program that
@@ -59,9 +68,10 @@ def signals_as_interrupts():
     try:
         yield
     finally:
+        active[0] = False
         for s, h in old.items():
             signal.signal(s, h)
-    if deferred:
+    if deferred and not ending:
         raise KeyboardInterrupt() if deferred[0] == signal.SIGINT else Terminated(deferred[0])
 
 

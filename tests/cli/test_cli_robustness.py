@@ -756,6 +756,18 @@ def test_a_signal_inside_a_del_is_raised_on_leaving_not_lost(capsys, monkeypatch
             del d
             reached.append(True)
     assert reached == [True] and "Exception ignored" not in capsys.readouterr().err
+    # a long command is not held to its end (a review: a data loader's __del__ at each epoch):
+    # the signal is sent again once the __del__ is over
+    import time
+    t0 = time.monotonic()
+    with pytest.raises(Terminated):
+        with signals_as_interrupts():
+            d = Dying()
+            del d
+            for _ in range(300):
+                time.sleep(0.01)
+            reached.append(True)
+    assert reached == [True] and time.monotonic() - t0 < 2.0
 
     def interrupted_early():
         raise KeyboardInterrupt
