@@ -175,8 +175,8 @@ def run(args) -> int:
     was_jpeg = decoded_jpegs([im for im, n in zip(images, names) if n not in lossy], [n for n in names if n not in lossy])
     if was_jpeg:
         warn(f"{len(was_jpeg)} of the {len(names)} images hold a decoded JPEG in their pixels ({', '.join(was_jpeg[:3])}"
-             f"{', ...' if len(was_jpeg) > 3 else ''}): restoring removes those artifacts too, which is scored as a "
-             "loss against them; use originals that were never compressed")
+             f"{', ...' if len(was_jpeg) > 3 else ''}): the figures are measured against those artifacts (restoring "
+             "removes them too, scored as a loss); use originals that were never compressed")
     model, bands, mdesc = _resolve_model(args, device)
     if model is None and not args.no_model:
         print("note: no --weights/--model given: codec only", file=sys.stderr)

@@ -102,7 +102,6 @@ def load_eval_images(folder: Path, skip_bad: bool = False, limit: Optional[int] 
     return images, names, bad
 
 
-@torch.no_grad()
 def decoded_jpegs(images: List[np.ndarray], names: List[str]) -> List[str]:
     """"NAME (~qQ)" for each 8-bit RGB original whose pixels hold a decoded JPEG (the guard's
     detector, :func:`.jpeg_history.detect_jpeg`: none of Kodak24's 24 photos is claimed): a PNG
@@ -117,6 +116,7 @@ def decoded_jpegs(images: List[np.ndarray], names: List[str]) -> List[str]:
     return found
 
 
+@torch.no_grad()
 def _restore(model, img: np.ndarray, device) -> np.ndarray:
     from ..io.images import to_tensor, to_uint8
     from .tiling import restore_tensor

@@ -78,7 +78,7 @@ def test_eval_warns_of_originals_that_are_decoded_jpegs_and_skips_hidden_folders
     out = tmp_path / "r.json"
     assert main(["eval", "--data", str(folder), "--quality", "30", "-r", "--json", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "1 of the 3 images hold a decoded JPEG in their pixels (was_jpeg.png (~q30))" in err, err
+    assert "1 of the 3 images hold a decoded JPEG in their pixels (was_jpeg.png (~q30)): the figures are" in err, err
     assert json.loads(out.read_text())["images"] == 3
     for opt in ("--json", "--plot"):
         assert main(["eval", "--data", str(folder), "--quality", "30", opt, ""]) == 2
