@@ -67,10 +67,11 @@ def _check_rgb(img: np.ndarray) -> np.ndarray:
 def jpeg_file(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> bytes:
     """The bytes of the JPEG file :func:`jpeg` codes (Pillow: baseline, standard tables scaled by
     ``quality`` 1-100), for callers that need the file itself (its tables, a PIL image opened
-    from it)."""
+    from it).  ``img``: H x W x 3 RGB, or H x W grey (a one-component JPEG)."""
     from PIL import Image
 
-    img = _check_rgb(img)
+    grey = np.asarray(img).ndim == 2        # H x W: a one-component (grey) JPEG
+    img = _check_rgb(np.asarray(img)[..., None].repeat(3, axis=2) if grey else img)
     q = int(quality)
     if not 1 <= q <= 100:
         raise CodecError(f"JPEG quality must be in 1..100, got {quality}")
@@ -78,7 +79,10 @@ def jpeg_file(img: np.ndarray, quality: int = 10, subsampling: str = "420") -> b
     if sub is None:
         raise CodecError(f"JPEG subsampling must be 420, 422 or 444, got {subsampling!r}")
     buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=q, subsampling=sub, optimize=False)
+    if grey:
+        Image.fromarray(np.ascontiguousarray(img[..., 0]), "L").save(buf, format="JPEG", quality=q, optimize=False)
+    else:
+        Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=q, subsampling=sub, optimize=False)
     return buf.getvalue()
 
 

@@ -103,6 +103,27 @@ def test_eval_says_what_its_plot_and_scores_leave_out(tmp_path, capsys):
     assert "d.png: 16-bit samples decoded at 8 bits (scored at 8 bits)" in capsys.readouterr().err
 
 
+def test_eval_codes_a_grey_original_as_a_grey_jpeg(tmp_path):
+    """From a probe of eval (session 52): a grey PNG was coded as a 3-component JPEG, its bpp ~70%
+    above a grey JPEG's at the same PSNR (0.474 vs 0.275 at q10).  It is coded as grey benchmarks
+    code it, one component: bpp and PSNR against Pillow's grey JPEG computed here."""
+    import io
+
+    from skimage import data
+    g = np.ascontiguousarray(data.camera()[:99, :155])
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    Image.fromarray(g, "L").save(folder / "g.png")
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(folder), "--quality", "10", "--json", str(out), "-q"]) == 0
+    r = json.loads(out.read_text())["results"][0]
+    b = io.BytesIO()
+    Image.fromarray(g, "L").save(b, "JPEG", quality=10)
+    dec = np.asarray(Image.open(b)).astype(np.float64)
+    assert r["bpp"] == pytest.approx(len(b.getvalue()) * 8 / g.size)
+    assert r["psnr_codec"] == pytest.approx(10 * np.log10(255 ** 2 / np.mean((dec - g) ** 2)))
+
+
 def test_eval_codec_only_hevc(tmp_path):
     data = make_images(tmp_path / "imgs", n=2, size=40)
     out = tmp_path / "res.json"

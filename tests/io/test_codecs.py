@@ -194,10 +194,21 @@ def test_with_threads():
 
 
 def test_rejects_non_rgb():
+    for bad in (np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 1), np.uint8), np.zeros((8, 8, 3), np.float32),
+                np.zeros((8, 8), np.float32)):
+        with pytest.raises(codecs.CodecError):
+            codecs.jpeg(bad)
     with pytest.raises(codecs.CodecError):
-        codecs.jpeg(np.zeros((8, 8), np.uint8))
-    with pytest.raises(codecs.CodecError):
-        codecs.jpeg(np.zeros((8, 8, 3), np.float32))
+        codecs.webp(np.zeros((8, 8), np.uint8))
+
+
+def test_an_h_x_w_image_is_coded_as_a_grey_jpeg():
+    """(eval codes grey originals so, as grey benchmarks do: one component, no chroma.)"""
+    g = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (24, 1))
+    c = codecs.jpeg(g, 50)
+    assert c.image.shape == (24, 32, 3) and c.tables.chroma is None
+    assert np.array_equal(c.image[..., 0], c.image[..., 2])
+    assert c.nbytes < codecs.jpeg(np.repeat(g[..., None], 3, axis=2), 50).nbytes
 
 
 def test_an_rgb_coded_jpeg_has_no_usable_tables():
