@@ -10,12 +10,14 @@ the original.  An existing output file is never replaced without ``--overwrite``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ._common import add_device_argument, add_threads_argument, apply_threads, check_output_arg, device_from_args
+from ._common import (add_device_argument, add_threads_argument, apply_threads, check_output_arg, device_from_args,
+                      printable)
 
 if TYPE_CHECKING:                 # numpy only when the demo runs, not for --help
     import numpy as np
@@ -93,8 +95,8 @@ def run(args) -> int:
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality must be in 1..100, got {args.quality}")
     out = Path(args.output)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"the demo writes a PNG: name the output .png, got {out}")
+    if out.suffix.lower() != ".png" or args.output.endswith(("/", os.sep)):   # (Path drops a final "/")
+        raise UserError(f"the demo writes a PNG: name the output file NAME.png, got {args.output!r}")
     check_output_arg("-o" if args.output != DEFAULT_OUTPUT else "the demo's default output", out, args.overwrite)
     try:
         original = demo_photo()
@@ -119,7 +121,7 @@ def run(args) -> int:
     except OutputExistsError:
         raise UserError(f"{out} exists; use --overwrite to replace it") from None
     except OSError as e:
-        print(f"fastreshuffle demo: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        print(printable(f"fastreshuffle demo: error: cannot write {out}: {e.strerror or e}"), file=sys.stderr)
         return 1
-    print(f"saved {out}  (left to right: JPEG q{args.quality}, restored, original)")
+    print(printable(f"saved {out}  (left to right: JPEG q{args.quality}, restored, original)"))
     return 0

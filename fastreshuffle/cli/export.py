@@ -24,8 +24,10 @@ def run(args) -> int:
     from ..inference.export import export_onnx
 
     if sys.stderr.isatty():   # progress, for a person waiting (an error stays one line in logs)
-        print(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens of "
-              "seconds on a CPU) ...", file=sys.stderr, flush=True)
+        print(printable(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens "
+                        "of seconds on a CPU) ..."), file=sys.stderr, flush=True)
+    if args.output.endswith(("/", os.sep)):
+        raise UserError(f"-o {args.output} names a folder: name the file to write (e.g. model.onnx)")
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, overwrite=args.overwrite)
     except WeightsError as e:
@@ -36,13 +38,30 @@ def run(args) -> int:
         print(printable(f"fastreshuffle export: error: cannot write {e.filename}: {e.strerror or e}"), file=sys.stderr)
         return 1
     if os.path.splitext(str(path))[1].lower() != ".onnx":
-        print(f"note: {path} is an ONNX file whatever its name says (.onnx is the usual suffix; ONNX Runtime, "
-              "OpenVINO and onnx.load read it)", file=sys.stderr)
-    print(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
-          "(an image under 8 px on a side comes back as it went in)\n"
-          "note: the graph is the network alone, without restore's guard: it applies the full correction to every "
-          "image, which makes high-quality and never-compressed photos worse (the jpeg network on Kodak24 at JPEG q90: -1.0 dB mean, -2.1 dB worst, docs/harm_curve.json); use it on "
-          "JPEGs of quality 44 or less (export the band of the quality you restore), or apply fastreshuffle.inference.guard.strength(quality) yourself "
-          "(strength(quality, 'jpeg-high') for jpeg-high, the same for jpeg-mid)",
-          file=sys.stderr)
+        print(printable(f"note: {path} is an ONNX file whatever its name says (.onnx is the usual suffix; ONNX "
+                        "Runtime, OpenVINO and onnx.load read it)"), file=sys.stderr)
+    print(printable(f"wrote {path}: input N x 3 x H x W float in [0, 1] -> output of the same size "
+                    "(an image under 8 px on a side comes back as it went in)"), file=sys.stderr)
+    print("note: the graph is the network alone, without restore's guard: it applies the full correction to every "
+          "image, which makes high-quality and never-compressed pictures worse (the jpeg network on Kodak24 at JPEG "
+          "q90: -1.0 dB mean, -2.1 dB worst, docs/harm_curve.json); " + _use(args.model), file=sys.stderr)
     return 0
+
+
+def _use(model: str) -> str:
+    """What the exported network is for, by the codec the model was trained for."""
+    from ..inference.loading import model_codec
+    try:
+        codec = model_codec(model)
+    except Exception:     # (an unreadable file was refused by the export already)
+        codec = None
+    if codec == "hevc":
+        return ("restore applies a share of it by the HEIF file's QP: all of it at QP 37 or more (libheif quality "
+                "20 or less), half at 32, a quarter at 22-27, none at 17 or less "
+                "(fastreshuffle.inference.guard.hevc_qp_strength(qp))")
+    if codec == "webp":
+        return ("restore applies a share of it by the lossy WebP file's quantiser index: none up to 9, all of it "
+                "from 51 (fastreshuffle.inference.guard.webp_strength(index); docs/restore.md, *Lossy WebP files*)")
+    return ("use it on JPEGs of the qualities its band restores (jpeg 21-44, jpeg-low 20 or less, jpeg-mid 45-80, "
+            "jpeg-high 81 and more; export the band of the quality you restore), or apply "
+            "fastreshuffle.inference.guard.strength(quality, name) yourself")

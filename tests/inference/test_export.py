@@ -159,3 +159,14 @@ def test_export_to_another_suffix_says_the_file_is_onnx(tmp_path, capsys, monkey
     for name, noted in (("m.pt", True), ("m.ONNX", False), ("m", True)):
         assert main(["export", "-o", str(tmp_path / name)]) == 0
         assert (f"{tmp_path / name} is an ONNX file whatever its name says" in capsys.readouterr().err) == noted
+
+
+def test_export_says_what_each_codec_s_network_is_for(tmp_path, capsys):
+    """From a probe (session 52): the note after an export gave the JPEG advice ("JPEGs of quality
+    44 or less") for the HEVC and WebP networks too; -o NAME/ wrote NAME."""
+    from fastreshuffle.cli.export import _use
+    assert "HEIF file's QP" in _use("hevc") and "HEIF file's QP" in _use("hevc-paper")
+    assert "WebP file's quantiser index" in _use("webp")
+    assert "jpeg-high 81 and more" in _use("jpeg-high") and "QP" not in _use("jpeg")
+    assert main(["export", "-o", str(tmp_path / "m.onnx") + "/"]) == 2
+    assert "names a folder" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()

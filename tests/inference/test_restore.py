@@ -602,7 +602,12 @@ def test_demo(tmp_path, tiny_weights, capsys):
     assert out.stat().st_mtime_ns == stamp
     assert "exists" in capsys.readouterr().err
     assert cli_main(["demo", "-o", str(tmp_path / "demo.txt"), "--model", str(tiny_weights)]) == 2
-    assert "name the output .png" in capsys.readouterr().err and not (tmp_path / "demo.txt").exists()
+    assert "name the output file NAME.png" in capsys.readouterr().err and not (tmp_path / "demo.txt").exists()
+    for name in (str(tmp_path / "x.png") + "/", ".png"):   # (a probe: x.png/ wrote x.png; ".png, got .png")
+        assert cli_main(["demo", "-o", name, "--model", str(tiny_weights)]) == 2
+        assert f"NAME.png, got {name!r}" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    assert cli_main(["demo", "-o", str(tmp_path / "a\nb.png"), "--model", str(tiny_weights)]) == 0
+    assert "saved " + str(tmp_path / "a\\nb.png") in capsys.readouterr().out     # the name escaped, one line
     (tmp_path / "dir.png").mkdir()                   # refused before the work, even with --overwrite
     assert cli_main(["demo", "-o", str(tmp_path / "dir.png"), "--model", str(tiny_weights), "--overwrite"]) == 2
     assert "is a folder" in capsys.readouterr().err
