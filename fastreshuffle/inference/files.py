@@ -170,8 +170,8 @@ def sniff_format(src: Path) -> Optional[str]:
 
         from ..io.images import _register_heif
         _register_heif()
-        with warnings.catch_warnings():     # a decompression bomb is said once, by the loader
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():     # a decompression bomb, a damaged EXIF: said once, by the loader
+            warnings.simplefilter("ignore")
             with Image.open(src) as im:
                 return im.format
     except Exception:

@@ -409,8 +409,10 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         source = _identity(os.stat(path))
     except OSError as e:
         raise ImageReadError(path, f"cannot access file: {e.strerror or e}") from None
+    caught: List[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:   # (Pillow's on a damaged EXIF: said as a note)
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
@@ -481,6 +483,14 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     im.info.pop("transparency", None)
                     alpha16 = _key_alpha(rgb16, key16)
                 rgb, alpha = _to_rgb_array(im)
+        for w in caught:   # the file's name on it, once, instead of a library line per reading
+            said = str(w.message).strip()
+            if said.startswith("Corrupt EXIF data"):
+                note = f"its EXIF is damaged ({said}): read as far as it goes"
+                if note not in notes:
+                    notes.append(note)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

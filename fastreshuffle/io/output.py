@@ -279,9 +279,11 @@ def is_restored_output(path: Path) -> bool:
     Reads the file's header only; any error means "no"."""
     if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}:
         return False
+    import warnings
     try:
         from PIL import Image
-        with Image.open(path) as im:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")      # (a damaged EXIF: the reading says so, once)
             tags = (im.getexif().get(SOFTWARE), im.info.get("Software") if im.format == "PNG" else None)
     except Exception:
         return False

@@ -777,6 +777,19 @@ def test_a_signal_inside_a_del_is_raised_on_leaving_not_lost(capsys, monkeypatch
     assert e.value.code == 130 and capsys.readouterr().err == "fastreshuffle: interrupted\n"
 
 
+def test_a_damaged_exif_is_said_once_with_the_file_name(tmp_path, weights, capsys):
+    """From a CLI probe (session 52): a JPEG whose EXIF is cut short printed Pillow's
+    "UserWarning: Corrupt EXIF data ..." twice, with library paths and no file name."""
+    import struct
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 2) + b"\x12\x01\x03\x00\x01\x00\x00\x00"
+    Image.fromarray(_img()).save(tmp_path / "x.jpg", quality=30, exif=exif)
+    assert cli_main(["restore", str(tmp_path / "x.jpg"), "--model", str(weights)]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "EXIF" in line]
+    assert len(said) == 1 and "x.jpg: its EXIF is damaged (Corrupt EXIF data." in said[0], err
+    assert "UserWarning" not in err and "TiffImagePlugin" not in err
+
+
 def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weights, capsys):
     bad = tmp_path / "bad\nname.jpg"
     bad.write_bytes(b"not an image")
