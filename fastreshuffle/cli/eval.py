@@ -172,7 +172,8 @@ def run(args) -> int:
              f"{', ...' if len(lossy) > 3 else ''}): eval codes each image and measures against it, so it needs "
              "originals that were never compressed (PNG, TIFF); against a JPEG the figures are not those of "
              "restoring a photo (to restore your JPEGs: fastreshuffle restore)")
-    was_jpeg = decoded_jpegs([im for im, n in zip(images, names) if n not in lossy], [n for n in names if n not in lossy])
+    kept = [(im, n) for im, n in zip(images, names) if n not in lossy]
+    was_jpeg = decoded_jpegs([im for im, _ in kept], [n for _, n in kept])
     if was_jpeg:
         warn(f"{len(was_jpeg)} of the {len(names)} images hold a decoded JPEG in their pixels ({', '.join(was_jpeg[:3])}"
              f"{', ...' if len(was_jpeg) > 3 else ''}): the figures are measured against those artifacts (restoring "

@@ -49,19 +49,25 @@ def run(args) -> int:
 
 
 def _use(model: str) -> str:
-    """What the exported network is for, by the codec the model was trained for."""
-    from ..inference.loading import model_codec
+    """What the exported network is for, by the codec the model was trained for: restore's bands and
+    schedules (:mod:`fastreshuffle.inference.loading`, :mod:`fastreshuffle.inference.guard`) in words."""
+    from ..inference import guard
+    from ..inference.loading import JPEG_HIGH_MIN, JPEG_LOW_MAX, JPEG_MID_MIN, model_codec
     try:
         codec = model_codec(model)
     except Exception:     # (an unreadable file was refused by the export already)
         codec = None
+
+    def shares(schedule, what):
+        return ", ".join(f"{share:g} at {what} {key:g}" for key, share in schedule) + " (interpolated between)"
     if codec == "hevc":
-        return ("restore applies a share of it by the HEIF file's QP: all of it at QP 37 or more (libheif quality "
-                "20 or less), half at 32, a quarter at 22-27, none at 17 or less "
-                "(fastreshuffle.inference.guard.hevc_qp_strength(qp))")
+        return ("restore applies a share of it by the HEIF file's QP: " + shares(guard._HEVC_QP_SCHEDULE, "QP")
+                + "; fastreshuffle.inference.guard.hevc_qp_strength(qp)")
     if codec == "webp":
-        return ("restore applies a share of it by the lossy WebP file's quantiser index: none up to 9, all of it "
-                "from 51 (fastreshuffle.inference.guard.webp_strength(index); docs/restore.md, *Lossy WebP files*)")
-    return ("use it on JPEGs of the qualities its band restores (jpeg 21-44, jpeg-low 20 or less, jpeg-mid 45-80, "
-            "jpeg-high 81 and more; export the band of the quality you restore), or apply "
+        return ("restore applies a share of it by the lossy WebP file's quantiser index: "
+                + shares(guard._WEBP_SCHEDULE, "index") + "; fastreshuffle.inference.guard.webp_strength(index), "
+                "docs/restore.md, *Lossy WebP files*")
+    return (f"use it on JPEGs of the qualities its band restores (jpeg {JPEG_LOW_MAX + 1:g}-{JPEG_MID_MIN - 1:g}, "
+            f"jpeg-low {JPEG_LOW_MAX:g} or less, jpeg-mid {JPEG_MID_MIN:g}-{JPEG_HIGH_MIN - 1:g}, jpeg-high "
+            f"{JPEG_HIGH_MIN:g} and more; export the band of the quality you restore), or apply "
             "fastreshuffle.inference.guard.strength(quality, name) yourself")

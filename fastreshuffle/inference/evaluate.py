@@ -190,6 +190,9 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
     def _ssim(a, b):        # None (left out of the mean) for an image smaller than SSIM's window
         return ssim(a, b) if min(a.shape[:2]) >= SSIM_WINDOW else None
 
+    # a grey original (its channels equal: a grey PNG read as RGB) is coded as a grey JPEG, one
+    # component, as grey benchmarks code it (in colour its bpp came out ~70% higher)
+    grey = [bool((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()) for img in images]
     results = []
     for setting in settings:
         if "qp" in setting:
@@ -203,10 +206,7 @@ def evaluate(images: List[np.ndarray], names: List[str], spec, settings: List[Di
         acc_c, acc_r = PSNRAccumulator(), PSNRAccumulator()
         rows = []
         for i, (img, name) in enumerate(zip(images, names)):
-            # a grey original (its channels equal: a grey PNG read as RGB) as a grey JPEG, one
-            # component, as grey benchmarks code it (in colour its bpp came out ~70% higher)
-            grey = s.name == "jpeg" and bool((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all())
-            coded = s(img[..., 0] if grey else img)
+            coded = s(img[..., 0] if grey[i] and s.name == "jpeg" else img)
             row = {"name": name, "height": img.shape[0], "width": img.shape[1], "bytes": coded.nbytes,
                    "bpp": coded.bpp,
                    "psnr_codec": acc_c.add(coded.image, img),

@@ -358,8 +358,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
         progress(total, total)
     if hidden is not None:              # given back as it was
         restored[hidden] = seen[hidden]
-    pixels = seen
-    changed = not np.array_equal(restored, pixels)
+    changed = not np.array_equal(restored, seen)
     if not changed:   # the band's model ran, but what it gave was not kept (passed through)
         for i, what in band_note:
             notes[i] = f"{what}: {band[-1]}, the model of that quality band, ran, but the pixels came out as they were"
