@@ -9,6 +9,14 @@ the photo with the same marks drawn on it, never compressed.
 
 Prints, per photo x quality x colour, the PSNR before -> after restoring over the whole picture
 and within 6 px of the marks.  Default precision of ``restore``, one process, CPU flags printed.
+
+``--pasted``: instead of marks, the decoded JPEG pasted on a page of each colour (64 px around it,
+the photo on the page's 16-px grid, as a screenshot of a web page has it), and a bar of each
+colour pasted on the decoded JPEG on its 8x8 grid (a redaction bar, a sticker); "near" is within 6
+px of the paste's edges.  A grey photo (``camera``) is given as RGB.
+
+    python -m benchmarks.annotations --pasted --photos camera,astronaut,coffee --qualities 10 30 75 90 \
+        --colours 30,60,200 200,30,30 250,250,250 20,20,20
 """
 from __future__ import annotations
 
@@ -45,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256, help="the top-left crop's side [256]")
     ap.add_argument("--qualities", type=int, nargs="+", default=[10, 30, 50, 75, 90])
     ap.add_argument("--colours", type=_colour, nargs="+", default=[(0, 255, 0), (200, 60, 60), (255, 255, 255)])
+    ap.add_argument("--pasted", action="store_true",
+                    help="the photo pasted on a page of each colour, and a bar of each colour pasted on the photo")
     args = ap.parse_args(argv)
 
     from PIL import Image
@@ -57,23 +67,55 @@ def main(argv=None) -> int:
     print(f"# annotations: {machine_line()}; CPU flags: {cpu_flags()}")
     print(f"# {'photo':10s} {'q':>3s} {'colour':>13s} | {'whole: before -> after':>22s} | near the marks")
     for name in args.photos.split(","):
-        a = np.ascontiguousarray(photo(name)[:args.size, :args.size, :3])
+        a = np.ascontiguousarray(photo(name)[:args.size, :args.size])
         for q in args.qualities:
             buf = io.BytesIO()
             Image.fromarray(a).save(buf, "JPEG", quality=q)
             decoded = np.asarray(Image.open(buf).convert("RGB"))
             for colour in args.colours:
-                drawn = _marked(decoded.copy(), colour)
-                truth = _marked(a.copy(), colour)
-                near = binary_dilation(np.any(drawn != decoded, axis=2), iterations=6)
-                out = fastreshuffle.restore(drawn, device="cpu")
+                if args.pasted:
+                    cases = _pasted(a, decoded, colour)
+                else:
+                    drawn = _marked(decoded.copy(), colour)
+                    cases = [(drawn, _marked(a.copy(), colour),
+                              binary_dilation(np.any(drawn != decoded, axis=2), iterations=6))]
+                for drawn, truth, near in cases:
+                    out = fastreshuffle.restore(drawn, device="cpu")
 
-                def psnr(x, m):
-                    return 10 * np.log10(255.0 ** 2 / np.mean((x.astype(np.float64) - truth)[m] ** 2))
-                whole = np.ones(near.shape, bool)
-                print(f"  {name:10s} {q:3d} {str(colour):>13s} | {psnr(drawn, whole):6.2f} -> {psnr(out, whole):6.2f} dB"
-                      f"       | {psnr(drawn, near):6.2f} -> {psnr(out, near):6.2f} dB", flush=True)
+                    def psnr(x, m):
+                        mse = np.mean((x.astype(np.float64) - truth)[m] ** 2)
+                        return 10 * np.log10(255.0 ** 2 / mse) if mse > 0 else float("inf")
+                    whole = np.ones(near.shape, bool)
+                    print(f"  {name:10s} {q:3d} {str(colour):>13s} | {psnr(drawn, whole):6.2f} -> "
+                          f"{psnr(out, whole):6.2f} dB       | {psnr(drawn, near):6.2f} -> {psnr(out, near):6.2f} dB",
+                          flush=True)
     return 0
+
+
+def _pasted(a, decoded, colour):
+    """[(picture, truth, near)] for the decoded JPEG on a page of ``colour`` (64 px around it) and
+    for a bar of ``colour`` pasted on the decoded JPEG on its 8x8 grid; near: within 6 px of the
+    paste's edges."""
+    from scipy.ndimage import binary_dilation
+    h, w = a.shape[:2]
+    picture = np.empty((h + 128, w + 128, 3), np.uint8)
+    picture[:] = colour
+    truth = picture.copy()
+    picture[64:64 + h, 64:64 + w] = decoded
+    truth[64:64 + h, 64:64 + w] = a
+    photo_area = np.zeros(picture.shape[:2], bool)
+    photo_area[64:64 + h, 64:64 + w] = True
+    bar, bar_truth = decoded.copy(), a.copy()
+    y0, x0 = h // 64 * 24, w // 64 * 8           # a bar across the middle, on the 8x8 grid
+    y1, x1 = y0 + h // 64 * 8, x0 + w // 64 * 40
+    bar[y0:y1, x0:x1] = colour
+    bar_truth[y0:y1, x0:x1] = colour
+    bar_area = np.zeros(bar.shape[:2], bool)
+    bar_area[y0:y1, x0:x1] = True
+
+    def near(m):
+        return binary_dilation(m, iterations=6) & binary_dilation(~m, iterations=6)
+    return [(picture, truth, near(photo_area)), (bar, bar_truth, near(bar_area))]
 
 
 if __name__ == "__main__":

@@ -32,10 +32,12 @@ OUTSIDE = PHOTOS + ("hubble_deep_field", "retina", "colorwheel")
 
 
 def photo(name: str) -> np.ndarray:
-    """RGB uint8 (alpha dropped) of a scikit-image sample photo."""
+    """RGB uint8 (alpha dropped; a grey photo, such as ``camera``, as three equal channels) of a
+    scikit-image sample photo."""
     import skimage.data
 
-    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+    a = getattr(skimage.data, name)()
+    return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3])
 
 
 def gains(photos: Sequence[str] = PHOTOS, model="jpeg", quality: int = 10, device="cpu",

@@ -332,7 +332,10 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
         out = np.where(out8 == u8, rgb, out)
     if g.blind:   # found in the pixels: changed only where they show it (a photo in a screenshot)
         from .jpeg_history import history_mask
-        where = history_mask(u8, g.offset, g.tables.luma, steps)
+        known = g.tables.chroma is not None     # the chroma sampling was found; else 4:2:0 is checked
+        where = history_mask(u8, g.offset, g.tables.luma, steps,
+                             sampling=g.tables.subsampling if known else (2, 2),
+                             chroma_offset=g.offset if known else None)
         if not where.all():
             out = np.where(where[..., None], out, rgb)
             g = g._replace(share=float(where.mean()))

@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
-from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc
+from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc, _ycc_plane
 
 __all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "picture_steps", "ijg_fits", "history_mask", "box_sum"]
 
@@ -407,10 +407,154 @@ def ijg_fits(steps: np.ndarray, luma_table) -> bool:
     return off <= 2 or 4 * off <= int(known.sum())
 
 
-def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray] = None) -> np.ndarray:
+# Chroma: libjpeg (and so Pillow, browsers, most programs) decodes subsampled chroma with its
+# "fancy" upsampling, each full-size sample 3/4 of the nearest coded one and 1/4 of the next, so the
+# chroma of a decoded 4:2:0 JPEG is that upsampling of some small plane, up to rounding: over 14
+# photos (6 outside ones and the 8 held-out CBSD432 ones) at q5-q95, a block's mean distance of
+# Cb and Cr from the upsampling of their recovered small planes (its *misfit*) was at most 0.80
+# levels (blocks with a colour clipped in one or two channels: up to 6.5, and they say nothing).  A
+# decoded JPEG pasted on a page of a saturated colour, or a coloured shape pasted on one, has sharp
+# chroma edges that no such upsampling makes: 2-6 levels in the blocks along them.  The networks,
+# trained on such decodes, put the page's colour into the photo there and the photo's into the page
+# (a grey photo on blue, q10: -4.0 dB on the whole picture; python -m benchmarks.annotations
+# --pasted).  A block whose misfit is over _CHROMA_VETO is not JPEG-coded 4:2:0, nor are the blocks
+# within _CHROMA_AROUND of it (1 instead of 2 kept the pasted pictures at +0.45 dB or more instead of
+# +0.58, a limit of 2 levels instead of 1.5 at +0.50; 2.5 let a grey photo on blue lose 3.8 dB).
+# A decoder that replicates the coded samples instead (libjpeg without fancy upsampling) leaves each
+# 2x2 box of chroma flat, which the fancy misfit takes for edges (a photo so decoded lost 0.16 dB of
+# its gain, up to 0.7): where the chroma varies gently (blocks whose Cb or Cr spans 2-24 levels,
+# at least _CHROMA_EVIDENCE of them) and replication explains it with under half the fancy misfit
+# (such decodes: 0.06-0.26 of it, libjpeg's: 0.91 or more), the misfit is replication's.  A grey
+# photo on a coloured page has no such blocks and is judged as libjpeg decodes.  Not checked where
+# the sampling was found to be 4:4:4, whose chroma has such edges; 4:2:2 and 4:4:0 along their
+# subsampled axis only.
+_CHROMA_VETO = 1.5
+_CHROMA_AROUND = 2
+_CHROMA_GENTLE = (2.0, 24.0)
+_CHROMA_EVIDENCE = 32
+_CHROMA_JUDGED = 1024
+_CHROMA_STRIP = 256         # rows of the picture per strip (a multiple of 16), plus a margin of
+_CHROMA_MARGIN_ROWS = 32    # rows above and below that the small planes' recovery reaches through
+
+
+def _fancy_up(x: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """libjpeg's fancy 2x upsampling of ``x`` along ``axis`` (``f`` = 2; 1: ``x`` itself): sample
+    ``2i`` is 3/4 of ``x[i]`` + 1/4 of ``x[i-1]``, ``2i+1`` 3/4 of ``x[i]`` + 1/4 of ``x[i+1]``,
+    edges replicated."""
+    if f == 1:
+        return x
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (1, 1)
+    e = np.pad(x, pad, mode="edge")
+    n = x.shape[axis]
+    prev, nxt = (e[:n], e[2:]) if axis == 0 else (e[:, :n], e[:, 2:])
+    out = np.stack((0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt), axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] *= 2
+    return out.reshape(shape)
+
+
+def _block_mean(x: np.ndarray) -> np.ndarray:
+    """Mean of each 8x8 block of H x W ``x`` (both multiples of 8): rows first, which numpy sums
+    along contiguous memory."""
+    h, w = x.shape
+    return x.reshape(h // _N, _N, w).sum(axis=1).reshape(h // _N, w // _N, _N).sum(axis=2) / (_N * _N)
+
+
+def _block_span(x: np.ndarray) -> np.ndarray:
+    h, w = x.shape
+    hi = x.reshape(h // _N, _N, w).max(axis=1).reshape(h // _N, w // _N, _N).max(axis=2)
+    lo = x.reshape(h // _N, _N, w).min(axis=1).reshape(h // _N, w // _N, _N).min(axis=2)
+    return hi - lo
+
+
+def chroma_misfits(rgb: np.ndarray, start, sampling, replicated: bool = False):
+    """Per 8x8 block of ``rgb[start[0]:, start[1]:]`` (cut to whole coding units of ``sampling`` =
+    (v, h) factors): the mean over the block and over Cb and Cr of the distance between the chroma
+    and libjpeg's fancy upsampling of the small plane that best explains it
+    (:func:`.jpeg_consistency._recover_plane`); with ``replicated`` also the same for pixel
+    replication of the box means and the larger span of Cb or Cr in the block (else None).
+    Worked in strips of rows."""
+    fv, fw = sampling
+    a = rgb[start[0]:, start[1]:]
+    h, w = a.shape[0] // (_N * fv) * _N * fv, a.shape[1] // (_N * fw) * _N * fw
+    out = np.zeros((3 if replicated else 1, h // _N, w // _N))
+    for top in range(0, h, _CHROMA_STRIP):
+        bottom = min(h, top + _CHROMA_STRIP)
+        lo, hi = max(0, top - _CHROMA_MARGIN_ROWS), min(h, bottom + _CHROMA_MARGIN_ROWS)
+        rows = slice(top - lo, bottom - lo)
+        for i in (1, 2):
+            plane = _ycc_plane(a[lo:hi, :w], i)
+            d = _fancy_up(_fancy_up(_recover_plane(plane, fv, fw), fv, 0), fw, 1)[rows]
+            d -= plane[rows]
+            out[0, top // _N:bottom // _N] += _block_mean(np.abs(d, out=d)) / 2
+            if replicated:
+                p = plane[rows]
+                d = np.repeat(np.repeat(_box_down(p, fv, fw), fv, 0), fw, 1) - p
+                out[1, top // _N:bottom // _N] += _block_mean(np.abs(d, out=d)) / 2
+                out[2, top // _N:bottom // _N] = np.maximum(out[2, top // _N:bottom // _N], _block_span(p))
+    return (out[0], out[1], out[2]) if replicated else (out[0], None, None)
+
+
+def _box_down(p: np.ndarray, fv: int, fw: int) -> np.ndarray:
+    h, w = p.shape
+    return p.reshape(h // fv, fv, w // fw, fw).mean(axis=(1, 3))
+
+
+def _chroma_veto(rgb: np.ndarray, offset, sampling, tinted: np.ndarray, units=None) -> np.ndarray:
+    """bool like ``tinted`` (the blocks of the luma grid at ``offset`` % 8 with a colour clipped in
+    one or two channels, which say nothing): the blocks whose chroma the decoder's upsampling of
+    ``sampling`` does not explain (see above).  ``units``: where the coding units start, when
+    known; else each of their phases on the grid is tried.  The phase and the upsampling are
+    judged on a crop of up to :data:`_CHROMA_JUDGED` pixels a side in the middle of the picture."""
+    fv, fw = sampling
+    oy, ox = offset[0] % _N, offset[1] % _N
+    hb, wb = tinted.shape
+    if units is not None:
+        starts = [(oy + (units[0] - oy) % (_N * fv), ox + (units[1] - ox) % (_N * fw))]
+    else:
+        starts = [(oy + _N * py, ox + _N * px) for py in range(fv) for px in range(fw)]
+    # the crop: whole coding units from the grid, in the middle
+    cy = max(0, (hb * _N - _CHROMA_JUDGED) // 2) // (_N * fv) * (_N * fv)
+    cx = max(0, (wb * _N - _CHROMA_JUDGED) // 2) // (_N * fw) * (_N * fw)
+    best = [None, None]                 # (total misfit, start, misfits, gentle) for fancy, replicated
+    for start in starts:
+        crop = rgb[start[0] + cy:start[0] + cy + _CHROMA_JUDGED, start[1] + cx:start[1] + cx + _CHROMA_JUDGED]
+        fancy, rep, span = chroma_misfits(crop, (0, 0), sampling, replicated=True)
+        if fancy.size == 0:
+            continue
+        by, bx = (start[0] - oy + cy) // _N, (start[1] - ox + cx) // _N
+        t = tinted[by:by + fancy.shape[0], bx:bx + fancy.shape[1]]
+        if t.shape != fancy.shape:
+            continue
+        gentle = ~t & (span >= _CHROMA_GENTLE[0]) & (span <= _CHROMA_GENTLE[1])
+        for k, m in enumerate((fancy, rep)):
+            total = float(m[~t].sum())
+            if best[k] is None or total < best[k][0]:
+                best[k] = (total, start, m, gentle)
+    veto = np.zeros((hb, wb), bool)
+    if best[0] is None:
+        return veto
+    start, replicated = best[0][1], False
+    fg, rg = best[0][3], best[1][3]
+    if rg.sum() >= _CHROMA_EVIDENCE and fg.sum() >= _CHROMA_EVIDENCE and \
+            np.median(best[1][2][rg]) < 0.5 * np.median(best[0][2][fg]):
+        start, replicated = best[1][1], True
+    fancy, rep, _ = chroma_misfits(rgb, start, sampling, replicated)
+    misfit = rep if replicated else fancy
+    by, bx = (start[0] - oy) // _N, (start[1] - ox) // _N
+    n, m = min(hb - by, misfit.shape[0]), min(wb - bx, misfit.shape[1])
+    veto[by:by + n, bx:bx + m] = misfit[:n, :m] > _CHROMA_VETO
+    return veto & ~tinted
+
+
+def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray] = None,
+                 sampling: Optional[tuple] = (2, 2), chroma_offset=None) -> np.ndarray:
     """H x W bool: where H x W x 3 uint8 ``rgb``, found to hold a JPEG with its 8x8 grid at
     ``offset`` and about ``luma_table``, looks JPEG-coded (see above).  ``steps``: the picture's
-    (:func:`picture_steps`), when already known."""
+    (:func:`picture_steps`), when already known.  ``sampling``: the chroma sampling its chroma is
+    checked for (None or (1, 1): not checked); ``chroma_offset``: where its coding units start,
+    None when not known (every phase is tried)."""
     h, w = rgb.shape[:2]
     oy, ox = offset[0] % _N, offset[1] % _N
     hb, wb = (h - oy) // _N, (w - ox) // _N
@@ -421,6 +565,7 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
     num = np.zeros((hb, wb))        # blocks that are JPEG
     den = np.zeros((hb, wb))        # blocks that say something
     veto = np.zeros((hb, wb))       # blocks that are clearly not
+    tinted_all = np.zeros((hb, wb), bool)
     limit = _MASK_VETO[0] * step[0, 0] + _MASK_VETO[1]
     rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
     for a in range(0, hb, rows):
@@ -437,6 +582,7 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         flat = np.ascontiguousarray(y).reshape(b - a, wb, _N * _N)
         spread = flat.max(axis=2) - flat.min(axis=2)
         says = (spread >= _MASK_FLAT) & ~tinted
+        tinted_all[a:b] = tinted
         num[a:b] = says & (moved <= _MASK_MOVE)
         den[a:b] = says
         veto[a:b] = (says & (moved > limit)) | (tinted & (spread >= _MASK_FLAT) & (moved > _MASK_VETO_TINTED * limit))
@@ -446,9 +592,14 @@ def history_mask(rgb: np.ndarray, offset, luma_table, steps: Optional[np.ndarray
         m = np.where(d > 0, 2 * n >= d, m)
     if veto.any():
         m &= box_sum(veto, _MASK_VETO_AROUND) == 0
+    chroma = np.zeros((hb, wb), bool)
+    if sampling is not None and tuple(sampling) != (1, 1):
+        cveto = _chroma_veto(rgb, offset, tuple(sampling), tinted_all, chroma_offset)
+        if cveto.any():
+            chroma = box_sum(cveto.astype(np.float64), _CHROMA_AROUND) > 0
     by = np.clip((np.arange(h) - oy) // _N, 0, hb - 1)     # the partial blocks at the edges: their neighbour's
     bx = np.clip((np.arange(w) - ox) // _N, 0, wb - 1)
-    return m[by][:, bx]
+    return (m & ~chroma)[by][:, bx]
 
 
 def box_sum(a: np.ndarray, r: int, dtype=np.float64) -> np.ndarray:
