@@ -466,10 +466,22 @@ class WholeImagePairs(Dataset):
             for j, path in enumerate(paths):
                 if path.is_file():
                     try:
-                        coded[j] = np.load(path, allow_pickle=False)
+                        c = np.load(path, allow_pickle=False)
                     except (ValueError, OSError, EOFError) as e:   # a damaged entry is coded again
                         if say:
                             say(f"coded cache {path} unreadable ({e}); coding it again")
+                        continue
+                    # an entry of another shape (a file put there, or damaged into another valid
+                    # array) is coded again too: cropped as it is, it failed later with a traceback
+                    img = self.images[self.versions[j].image]
+                    h, w = img.shape[:2]
+                    want = ((w, h) if self.versions[j].rot % 2 else (h, w)) + img.shape[2:]
+                    if c.shape != want or c.dtype != img.dtype:
+                        if say:
+                            say(f"coded cache {path} is not this image's ({c.dtype} {c.shape}, not "
+                                f"{img.dtype} {want}); coding it again")
+                        continue
+                    coded[j] = c
         todo = [j for j, c in enumerate(coded) if c is None]
         if todo and say:
             say(f"coding {len(todo)} of {len(coded)} whole-image versions ({self.codec}) with {processes} "

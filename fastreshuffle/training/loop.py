@@ -156,6 +156,10 @@ RUN_FILES = ("state.json", "state.safetensors", "log.csv", "last.safetensors", "
 def _check_args(args) -> None:
     if not str(args.out).strip():
         raise UserError("--out is empty: name the run's folder")
+    init = getattr(args, "init", None)
+    if init is not None and not str(init).strip():    # (else taken as no --init: trained from scratch)
+        raise UserError("--init is empty: name a .safetensors file or a shipped model (jpeg, hevc, ...), "
+                        "or leave --init out to train from scratch")
     if args.patch <= 0 or args.patch % 8:
         raise UserError(f"--patch must be a positive multiple of 8, got {args.patch}")
     if args.steps <= 0:
@@ -489,6 +493,8 @@ def _the_runs_options(args: TrainConfig) -> TrainConfig:
     """--resume: what defines the run (:data:`.config.RUN_OPTIONS`) and was not given again is
     the saved run's, said in one line (``fastreshuffle train --out RUN --resume`` continues RUN as
     it was started; an option given anew is used, and a change is warned of or refused later)."""
+    if int(os.environ.get("RANK", "0") or 0) == 0 and Path(args.out).is_dir():
+        _refuse_if_in_use(Path(args.out))   # (a live run's state, or none yet, is not judged as a dead one's)
     meta = read_state_meta(Path(args.out))
     saved = meta.get("args")
     if not isinstance(saved, dict):
@@ -521,6 +527,8 @@ def train(config: TrainConfig) -> int:
                             else p)
         args = dataclasses.replace(args, data=folder(args.data), val=folder(args.val),
                                    data_root=folder(args.data_root))
+    if args.coded_cache:    # so is the cache (given again on a resume too): else one from elsewhere codes anew
+        args = dataclasses.replace(args, coded_cache=os.path.abspath(args.coded_cache))
     _check_args(args)
     spec, qualities = _codec_and_qualities(args)
     val_qualities = args.val_quality or [min(qualities)]
@@ -558,6 +566,9 @@ def train(config: TrainConfig) -> int:
     if dist.main:
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"--out {run_dir} exists and is not a folder")
+        # a run in progress there first: its files (or the lack of a state before its first
+        # checkpoint) would be judged as a finished run's, with advice to remove them or --resume
+        _refuse_if_in_use(run_dir)
         if args.resume:
             _check_resumable(args, run_dir, cfg, setup)     # a clear error before anything is created
             if args.init:
@@ -619,8 +630,7 @@ def _lock_run(run_dir: Path):
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
-            raise UserError(f"--out {run_dir} is in use by another training run (it holds {LOCK_FILE}); "
-                            "wait for it to end, or choose another --out") from None
+            raise _in_use(run_dir) from None
         try:
             if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
                 return f
@@ -628,6 +638,29 @@ def _lock_run(run_dir: Path):
             pass
         f.close()
     raise UserError(f"--out {run_dir}: another training run is starting or ending there; try again")
+
+
+def _in_use(run_dir: Path) -> UserError:
+    return UserError(f"--out {run_dir} is in use by another training run (it holds {LOCK_FILE}); "
+                     "wait for it to end, or choose another --out")
+
+
+def _refuse_if_in_use(run_dir: Path) -> None:
+    """Refuse a folder whose lock (:func:`_lock_run`) another run holds, without making or taking
+    anything: the checks before the folder is locked must not mistake a live run for a dead one."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover  (not POSIX: no lock)
+        return
+    try:
+        with open(run_dir / LOCK_FILE, "rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise _in_use(run_dir) from None
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)  # (a lock file left by a killed run: not in use)
+    except OSError:     # no lock file there: no run holds the folder
+        return
 
 
 def _unlock(run_dir: Path, lock) -> None:
@@ -803,6 +836,10 @@ class _Loop:
         from ..io.weights import save_weights
 
         args, best = self.args, self.best
+        # with no validation set every checkpoint is the best there is (a resume cannot drop the
+        # validation of a run that had one: _check_resumable): best.safetensors is never older
+        # than last.safetensors, whichever path saved it (validation step, --stop-at, budget, Ctrl-C)
+        is_best = is_best or self.valset is None
         psnr = lambda v: f"{v:.4f}" if v is not None and math.isfinite(v) else ""  # noqa: E731
         # the quality trained on: a codec spec that names one ("jpeg:90") trains at it alone, one
         # that fixes the QP ("hevc:qp=30") at that QP
@@ -823,14 +860,32 @@ class _Loop:
                             "args": {k: v for k, v in vars(args).items() if k != "given"},   # (a run's options)
                             "loss_acc": [self.loss_sum, self.loss_n, self.grad_max], "cpu_seconds": self.cpu_total()})
         except OSError as e:   # a full disk, a quota, a folder gone: said in one line, not a traceback
-            try:
-                saved = read_state_meta(self.run_dir)["step"]
-            except (UserError, OSError, KeyError, ValueError):
-                saved = None
-            raise UserError(f"cannot save the checkpoint of step {step} in {self.run_dir}: {e.strerror or e}; "
-                            + (f"the last one saved is step {saved}: free space, then --resume"
-                               if saved is not None else "no checkpoint was saved: free space, then run again "
-                               f"into an empty --out (remove {self.run_dir}'s files first)")) from None
+            raise self._write_failed(f"cannot save the checkpoint of step {step} in {self.run_dir}", e) from None
+
+    def _write_failed(self, what: str, e: OSError) -> UserError:
+        """The one-line error for a file of the run that could not be written: what, why, and the
+        last checkpoint saved (what a --resume continues from)."""
+        try:
+            saved = read_state_meta(self.run_dir)["step"]
+        except (UserError, OSError, KeyError, ValueError):
+            saved = None
+        return UserError(f"{what}: {e.strerror or e}; "
+                         + (f"the last one saved is step {saved}: free space, then --resume"
+                            if saved is not None else "no checkpoint was saved: free space, then run again "
+                            f"into an empty --out (remove {self.run_dir}'s files first)"))
+
+    def _log(self, log, step: int, **row) -> None:
+        """A row of log.csv (of step ``step``), a failure to write it said as a checkpoint's is."""
+        try:
+            log.row(step=step, **row)
+        except OSError as e:
+            raise self._write_failed(f"cannot write the log of step {step} to {log.path}", e) from None
+
+    def _close_log(self, log, step: int) -> None:
+        try:
+            log.close()     # (a resumed run that logged nothing writes its kept rows here)
+        except OSError as e:
+            raise self._write_failed(f"cannot write the log of step {step} to {log.path}", e) from None
 
     def _validate_and_save(self, step: int, lr: float, lval: float, t0: float, log, bar) -> Optional[float]:
         v = None
@@ -855,15 +910,13 @@ class _Loop:
             else:
                 self.say(f"step {step}: val PSNR {v['val_psnr']:.3f} dB "
                          f"(codec {v['val_psnr_codec']:.3f}, gain {v['val_psnr'] - v['val_psnr_codec']:+.3f})")
-        # with no validation set every checkpoint is the best there is (a resume cannot drop the
-        # validation of a run that had one: _check_resumable)
-        self.checkpoint(step, is_best or self.valset is None, last_val)
+        self.checkpoint(step, is_best, last_val)    # (without a validation set: the best, checkpoint())
         return last_val
 
     def _log_validation(self, log, step: int, lr: float, v: Dict[str, float], seconds: float) -> None:
-        log.row(step=step, epoch_images=step * self.args.batch_size, lr=lr, val_psnr=v["val_psnr"],
-                val_psnr_codec=v["val_psnr_codec"], val_gain=v["val_psnr"] - v["val_psnr_codec"],
-                seconds=seconds, cpu_seconds=self.cpu_total())
+        self._log(log, step, epoch_images=step * self.args.batch_size, lr=lr, val_psnr=v["val_psnr"],
+                  val_psnr_codec=v["val_psnr_codec"], val_gain=v["val_psnr"] - v["val_psnr_codec"],
+                  seconds=seconds, cpu_seconds=self.cpu_total())
 
     def cpu_total(self) -> float:
         """CPU seconds of this process's training so far, plus those of the runs it resumed."""
@@ -959,10 +1012,10 @@ class _Loop:
                         if log_now:
                             now = time.time()
                             ips = (step - step_last) * args.batch_size / max(1e-9, now - t_last)
-                            log.row(step=step, epoch_images=step * args.batch_size, lr=lr,
-                                    loss=self.loss_sum / self.loss_n, seconds=now - t0,
-                                    cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
-                                    data_wait=data_wait)
+                            self._log(log, step, epoch_images=step * args.batch_size, lr=lr,
+                                      loss=self.loss_sum / self.loss_n, seconds=now - t0,
+                                      cpu_seconds=self.cpu_total(), images_per_s=ips, grad_norm=self.grad_max,
+                                      data_wait=data_wait)
                             t_last, step_last = now, step
                             if bar is not None:
                                 post = {"loss": f"{self.loss_sum / self.loss_n:.4f}", "lr": f"{lr:.2e}"}
@@ -981,6 +1034,8 @@ class _Loop:
                     if dist.main:
                         v = self._validate_and_save(step, lr, lval, t0, log, bar)
                         last_val = v if v is not None else last_val
+                        if step == end < args.steps:     # --stop-at on a validation step: said too
+                            say(f"stopped at step {step} (--stop-at); continue with --resume")
                     dist.barrier()
                 elif step == end:
                     if dist.main:
@@ -1018,11 +1073,11 @@ class _Loop:
                 say(f"interrupted at step {start}, the --init weights saved as its best in {self.run_dir}; "
                     "continue with --resume")
             if log:
-                log.close()
+                self._close_log(log, step)
             dist.close()
             raise interrupted           # its exit code (130, or 128 + the signal) goes with it
         if log:
-            log.close()
+            self._close_log(log, step)
         if dist.main:
             best_txt = f"best val PSNR {self.best:.3f} dB" if math.isfinite(self.best) else ""
             if best_txt and self.val_codec is not None:
