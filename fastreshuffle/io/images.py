@@ -9,9 +9,9 @@
 
 :func:`load_image_file` also keeps what an output needs: 16-bit pixels where the file has
 them (16-bit grey through Pillow, 16-bit colour PNG through :mod:`.png16`, 16-bit colour TIFF
-through ``tifffile`` when installed), the ICC profile (a CMYK file is converted to sRGB through
-its own profile), EXIF and XMP with the orientation reset to 1 (the pixels are upright), the
-frame count, and notes saying what was done beyond plain decoding.
+through ``tifffile`` when installed, a binary 16-bit PPM here), the ICC profile (a CMYK file is
+converted to sRGB through its own profile), EXIF and XMP with the orientation reset to 1 (the
+pixels are upright), the frame count, and notes saying what was done beyond plain decoding.
 """
 from __future__ import annotations
 
@@ -114,7 +114,11 @@ def _float_to_8bit(a: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.nan_to_num(a / float_scale(a)) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def _to_rgb_array(im, int_scale: Optional[float] = None,
+                  unsigned32: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """-> (H x W x 3 uint8, alpha or None).  ``int_scale``: the full scale of mode ``I`` samples
+    where the file states it (a 16-bit PGM's), else guessed by :func:`int_gray_scale`;
+    ``unsigned32``: mode ``I`` holds a file's unsigned 32-bit samples (Pillow's ``I`` is signed)."""
 
     alpha = None
     mode = im.mode
@@ -128,11 +132,15 @@ def _to_rgb_array(im) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         im = im.convert("RGBA")
         mode = "RGBA"
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im).astype(np.float64)
+        a = np.asarray(im)
+        if unsigned32 and a.dtype == np.int32:   # (read signed, 2**31 and over came out negative,
+            a = a.view(np.uint32)                # refused as "negative" samples they are not)
+        a = a.astype(np.float64)
         if mode == "F":
             g = _float_to_8bit(a)
         else:
-            g = np.clip(np.round(a / int_gray_scale(mode, a) * 255.0), 0, 255).astype(np.uint8)
+            scale = int_gray_scale(mode, a)   # (raises for samples outside 0..65535)
+            g = np.clip(np.round(a / (int_scale or scale) * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2), None
     if mode in ("RGB;16", "RGBA;16", "RGB;16B", "RGBA;16B"):  # unusual Pillow modes / pillow-heif HDR
         a = np.asarray(im).astype(np.float64) / 65535.0
@@ -330,6 +338,25 @@ def _dpi(value, orientation: int) -> Optional[Tuple[float, float]]:
     return (y, x) if orientation >= 5 else (x, y)   # 5-8 turn the image by 90 degrees
 
 
+def _jpeg_dpi(im) -> Optional[Tuple[float, float]]:
+    """A JPEG's resolution where the file states one: its JFIF density in dots per inch or cm
+    (units 1 or 2; 0 is an aspect ratio), else its EXIF X/YResolution in inches or cm (no unit:
+    inches, the TIFF default).  Pillow's ``info["dpi"]`` is 72 x 72 for a file with EXIF and
+    neither, which outputs carried as if the file had said it."""
+    if im.info.get("jfif_unit") in (1, 2):
+        return im.info.get("dpi")   # (Pillow's, from the density, cm turned into inches)
+    try:
+        exif = im.getexif()
+        x, unit = exif.get(0x011A), exif.get(0x0128, 2)
+        y = exif.get(0x011B, x)
+        if x is None or unit not in (2, 3):
+            return None
+        k = 2.54 if unit == 3 else 1.0
+        return float(x) * k, float(y) * k
+    except Exception:   # (a damaged EXIF, a zero denominator: no resolution)
+        return None
+
+
 def _png_text(im) -> Tuple[Tuple[str, str], ...]:
     """A PNG's text chunks, without XMP and ImageMagick's raw profiles (EXIF, ICC, XMP and IPTC
     as hex text: the first three travel on their own, orientation reset, which a copy would undo)."""
@@ -358,12 +385,23 @@ def round_16_to_8(a: np.ndarray) -> np.ndarray:
     return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """16-bit samples -> (H x W x 3 uint16 or None, alpha uint16 or None), before orientation."""
+def _read_16bit(path: Path, im, orientation: int = 1) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """16-bit samples -> (H x W x 3 uint16 or None, alpha uint16 or None), before orientation
+    (``orientation``: the file's, which Pillow's TIFF ``load()`` has already applied)."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         g = np.asarray(im).astype(np.uint16)
+        if im.format == "TIFF":   # loaded upright: back to as stored, as the caller turns them once
+            g = orient_array(g, INVERSE_ORIENTATION.get(orientation, 1))   # (turned twice, 2-4 came out as stored)
         return np.repeat(g[..., None], 3, axis=2), None
+    if im.format == "PPM" and mode == "I":   # a 16-bit PGM: Pillow's samples are on 0..65535 whatever
+        g = np.asarray(im)                   # its maxval (not 0..255: see load_image_file)
+        if g.size and 0 <= g.min() and g.max() <= 65535:
+            return np.repeat(g.astype(np.uint16)[..., None], 3, axis=2), None
+    if im.format == "PPM" and mode == "RGB":   # a 16-bit PPM: Pillow decodes it at 8 bits
+        a = _ppm16(path)
+        if a is not None:
+            return a, None
     if im.format == "PNG" and mode in ("RGB", "RGBA"):
         from .png16 import png16_header, read_png16
         if png16_header(path) is not None:
@@ -378,6 +416,54 @@ def _read_16bit(path: Path, im) -> Tuple[Optional[np.ndarray], Optional[np.ndarr
         if a.dtype == np.uint16 and a.ndim == 3 and a.shape[2] in (3, 4):
             return np.ascontiguousarray(a[..., :3]), (a[..., 3].copy() if a.shape[2] == 4 else None)
     return None, None
+
+
+def _pnm_header(path: Path) -> Optional[Tuple[bytes, int, int, int, int]]:
+    """A PGM/PPM's (magic, width, height, maxval, offset of its samples), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head[:2] not in (b"P2", b"P3", b"P5", b"P6"):
+        return None
+    values, i = [], 2
+    while len(values) < 3:
+        while i < len(head) and (head[i:i + 1].isspace() or head[i:i + 1] == b"#"):
+            if head[i:i + 1] == b"#":   # a comment, to the end of its line
+                while i < len(head) and head[i:i + 1] not in (b"\n", b"\r"):
+                    i += 1
+            else:
+                i += 1
+        j = i
+        while j < len(head) and head[j:j + 1].isdigit():
+            j += 1
+        if j == i:
+            return None
+        values.append(int(head[i:j]))
+        i = j
+    if i >= len(head) or not head[i:i + 1].isspace():
+        return None
+    return (head[:2], values[0], values[1], values[2], i + 1)   # (one whitespace byte, then the samples)
+
+
+def _ppm16(path: Path) -> Optional[np.ndarray]:
+    """A binary PPM's samples of maxval 256..65535 as H x W x 3 uint16 on 0..65535 (scaled as
+    Pillow scales its 8-bit ones: ``round(v / maxval * full scale)``), None for any other file."""
+    h = _pnm_header(path)
+    if h is None or h[0] != b"P6" or not 255 < h[3] <= 65535:
+        return None
+    _, w, hh, maxval, offset = h
+    n = w * hh * 3
+    with open(path, "rb") as f:
+        f.seek(offset)
+        a = np.frombuffer(f.read(2 * n), dtype=">u2")
+    if a.size != n or (a.size and int(a.max()) > maxval):   # (Pillow has refused such a file already)
+        return None
+    a = a.reshape(hh, w, 3)
+    if maxval != 65535:
+        a = np.round(a.astype(np.float64) * (65535.0 / maxval))
+    return a.astype(np.uint16)
 
 
 def _cmyk_to_srgb(im, icc: Optional[bytes]):
@@ -414,7 +500,12 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         with warnings.catch_warnings(record=True) as caught:   # (Pillow's on a damaged EXIF: said as a note)
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            # Opened from a file object, not by name: for a name Pillow maps an uncompressed file's
+            # L/P/I;16/RGBA/CMYK samples straight from disk (mmap), at its reported size, which for
+            # a TIFF of orientation 5-8 is already the upright (turned) one, not the stored one: the
+            # rows came out sheared, a scrambled picture, exit 0.  Read, they are decoded at the
+            # stored size and turned upright after.
+            with open(path, "rb") as fh, Image.open(fh) as im:
                 w, h = im.size
                 if w <= 0 or h <= 0:
                     raise ImageReadError(path, f"image has zero size {w}x{h}")
@@ -427,6 +518,8 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 if n_frames > 1:
                     notes.append(f"has {n_frames} frames; only the first is read (and written)")
                 transparent = "A" in im.getbands() or "transparency" in im.info
+                unsigned32 = (fmt == "TIFF" and mode == "I" and tuple(im.tag_v2.get(258, (0,)))[:1] == (32,)
+                              and tuple(im.tag_v2.get(339, (1,)))[:1] == (1,))   # (SampleFormat 1: unsigned)
                 if fmt == "PNG":   # decoded first: its getexif() decodes it, and a decoding error swallowed
                     im.load()      # there (as a broken EXIF) once left a PNG damaged mid-file "restored"
                     #                mostly black, exit 0 (a TIFF must not be: its load() turns it upright)
@@ -458,9 +551,17 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     notes.append("its end-of-image marker is missing (its data is whole): decoded as if it were there")
                 text = _png_text(im) if fmt == "PNG" else ()
                 comment = im.info.get("comment") if fmt in ("JPEG", "MPO", "GIF") else None
-                # (a TIFF without resolution tags: Pillow says 1 x 1 dpi, a placeholder, not the file's)
-                dpi = _dpi(im.info.get("dpi"), orientation) if fmt != "TIFF" or 282 in im.tag_v2 else None
-                rgb16, alpha16 = _read_16bit(path, im)
+                # (a TIFF without resolution tags: Pillow says 1 x 1 dpi, a placeholder, not the file's;
+                # so does its 72 x 72 for a JPEG with EXIF but neither JFIF nor EXIF resolution)
+                if fmt in ("JPEG", "MPO"):
+                    dpi = _dpi(_jpeg_dpi(im), orientation)
+                else:
+                    dpi = _dpi(im.info.get("dpi"), orientation) if fmt != "TIFF" or 282 in im.tag_v2 else None
+                rgb16, alpha16 = _read_16bit(path, im, orientation)
+                if rgb16 is None and fmt == "PPM" and mode == "RGB":
+                    pnm = _pnm_header(path)
+                    if pnm is not None and pnm[3] > 255:   # (a plain-text one: not read at 16 bits here)
+                        notes.append(f"{pnm[3].bit_length()}-bit PPM decoded at 8 bits")
                 key16 = im.info.get("transparency") if (fmt == "PNG" and rgb16 is not None
                                                         and alpha16 is None) else None
                 if rgb16 is None and fmt == "PNG" and not mode.startswith("I"):
@@ -482,7 +583,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 if key16 is not None:   # a 16-bit colour key, for the 16-bit samples (Pillow's are 8-bit)
                     im.info.pop("transparency", None)
                     alpha16 = _key_alpha(rgb16, key16)
-                rgb, alpha = _to_rgb_array(im)
+                # a PGM of maxval over 255: Pillow gives its samples on 0..65535 (scaled from its
+                # maxval), which a dark one's 2..200 would not tell (taken for 8-bit: 257x brighter)
+                rgb, alpha = _to_rgb_array(im, 65535.0 if fmt == "PPM" and mode == "I" else None, unsigned32)
         for w in caught:   # the file's name on it, once, instead of a library line per reading
             said = str(w.message).strip()
             if said.startswith("Corrupt EXIF data"):

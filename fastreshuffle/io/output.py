@@ -235,6 +235,8 @@ def write_restored(path: Path, pixels: np.ndarray, alpha: Optional[np.ndarray], 
             # q95 JPEG lost 1.8 dB, more than restoring gains there)
             kwargs.update(format="WEBP", method=4,
                           **({"lossless": True} if quality is None else {"quality": int(quality)}))
+            if alpha is not None:   # libwebp zeroes the colour under alpha 0 unless told to keep it
+                kwargs["exact"] = True
             if xmp:
                 kwargs["xmp"] = xmp
         else:
