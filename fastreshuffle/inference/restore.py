@@ -211,7 +211,9 @@ def _refuse_damaged_jpeg(img) -> None:
     if data:
         from ..io.jpeg_check import jpeg_damage
         damage = jpeg_damage(data)
-        if damage:
+        # the file read again may no longer be the one decoded (overwritten, cut short since the
+        # image was loaded): its damage then says nothing about these pixels, which were refused
+        if damage and _pixels_are_the_files(img, np.asarray(img), data):
             name = getattr(img, "filename", None) or "a JPEG image opened from memory"
             raise OSError(f"{name}: {damage}; to restore the picture as it was decoded anyway, pass "
                           "np.asarray(image)")
@@ -408,7 +410,8 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, ban
     if guard:  # image by image through the numpy path (the guard works on 8-bit pixels)
         outs = []
         for img in x.detach():
-            a = img.float().permute(1, 2, 0).cpu().numpy()
+            a = (img if img.dtype == torch.float64 else img.float()).permute(1, 2, 0).cpu().numpy()   # (float64
+            #  kept: what the guard leaves as it was keeps its own values, as for a float64 array)
             a = a[..., 0] if a.shape[2] == 1 else a
             o = torch.from_numpy(np.ascontiguousarray(_restore_numpy(net, a, tile, overlap, True, bands=bands)))
             outs.append((o[None] if o.dim() == 2 else o.permute(2, 0, 1)).to(device=x.device, dtype=x.dtype))
