@@ -17,6 +17,11 @@ px of the paste's edges.  A grey photo (``camera``) is given as RGB.
 
     python -m benchmarks.annotations --pasted --photos camera,astronaut,coffee --qualities 10 30 75 90 \
         --colours 30,60,200 200,30,30 250,250,250 20,20,20
+
+``--subsampling 444``: the photo's JPEG in 4:4:4 (default 4:2:0); ``--replicated``: its chroma as a
+decoder without libjpeg's fancy upsampling leaves it (each 2x2 box replicated); ``--file`` (with
+``--pasted``): the never-compressed picture with the paste coded as one JPEG file and the file
+restored (with its tables), instead of the decoded photo pasted.
 """
 from __future__ import annotations
 
@@ -55,7 +60,14 @@ def main(argv=None) -> int:
     ap.add_argument("--colours", type=_colour, nargs="+", default=[(0, 255, 0), (200, 60, 60), (255, 255, 255)])
     ap.add_argument("--pasted", action="store_true",
                     help="the photo pasted on a page of each colour, and a bar of each colour pasted on the photo")
+    ap.add_argument("--subsampling", choices=("420", "444"), default="420", help="the JPEG's chroma sampling [420]")
+    ap.add_argument("--replicated", action="store_true",
+                    help="the decoded chroma replicated, as a decoder without fancy upsampling gives it")
+    ap.add_argument("--file", action="store_true",
+                    help="with --pasted: the pasted picture coded as one JPEG file, and the file restored")
     args = ap.parse_args(argv)
+    if args.file and (not args.pasted or args.replicated):
+        ap.error("--file goes with --pasted, and not with --replicated (the file is decoded as Pillow decodes it)")
 
     from PIL import Image
     from scipy.ndimage import binary_dilation
@@ -68,19 +80,27 @@ def main(argv=None) -> int:
     print(f"# {'photo':10s} {'q':>3s} {'colour':>13s} | {'whole: before -> after':>22s} | near the marks")
     for name in args.photos.split(","):
         a = np.ascontiguousarray(photo(name)[:args.size, :args.size])
+        sub = 0 if args.subsampling == "444" else 2
         for q in args.qualities:
             buf = io.BytesIO()
-            Image.fromarray(a).save(buf, "JPEG", quality=q)
+            Image.fromarray(a).save(buf, "JPEG", quality=q, subsampling=sub)
             decoded = np.asarray(Image.open(buf).convert("RGB"))
+            decoded = replicated_chroma(decoded) if args.replicated else decoded
             for colour in args.colours:
                 if args.pasted:
-                    cases = _pasted(a, decoded, colour)
+                    cases = _pasted(a, a if args.file else decoded, colour)
                 else:
                     drawn = _marked(decoded.copy(), colour)
                     cases = [(drawn, _marked(a.copy(), colour),
                               binary_dilation(np.any(drawn != decoded, axis=2), iterations=6))]
                 for drawn, truth, near in cases:
-                    out = fastreshuffle.restore(drawn, device="cpu")
+                    src = drawn
+                    if args.file:           # the whole picture coded; the file restored with its tables
+                        b = io.BytesIO()
+                        Image.fromarray(truth).save(b, "JPEG", quality=q, subsampling=sub)
+                        src = Image.open(io.BytesIO(b.getvalue()))
+                        drawn = np.asarray(src.convert("RGB"))
+                    out = np.asarray(fastreshuffle.restore(src, device="cpu"))
 
                     def psnr(x, m):
                         mse = np.mean((x.astype(np.float64) - truth)[m] ** 2)
@@ -90,6 +110,19 @@ def main(argv=None) -> int:
                           f"{psnr(out, whole):6.2f} dB       | {psnr(drawn, near):6.2f} -> {psnr(out, near):6.2f} dB",
                           flush=True)
     return 0
+
+
+def replicated_chroma(rgb):
+    """``rgb`` (even sizes) with its chroma as a decoder without fancy upsampling leaves a 4:2:0
+    JPEG's: each 2x2 box of Cb and Cr (JFIF's) replaced by its mean, rounded to 8 bits."""
+    from fastreshuffle.inference.jpeg_consistency import _to_ycc
+    ycc = _to_ycc(rgb)
+    h, w = rgb.shape[:2]
+    for i in (1, 2):
+        ycc[i] = np.repeat(np.repeat(ycc[i].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)), 2, 0), 2, 1)
+    y, cb, cr = ycc[0], ycc[1] - 128, ycc[2] - 128
+    out = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _pasted(a, decoded, colour):

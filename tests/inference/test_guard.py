@@ -660,30 +660,19 @@ def test_history_mask_covers_a_decoded_jpeg():
         assert history_mask(dec, g.offset, g.tables.luma).mean() >= 0.97, q
 
 
-def _replicated(rgb):
-    """``rgb`` with its chroma as a decoder without fancy upsampling leaves it: each 2x2 box of Cb
-    and Cr replaced by its mean (even sizes)."""
-    ycc = _to_ycc(rgb)
-    h, w = rgb.shape[:2]
-    for i in (1, 2):
-        ycc[i] = np.repeat(np.repeat(ycc[i].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)), 2, 0), 2, 1)
-    y, cb, cr = ycc[0], ycc[1] - 128, ycc[2] - 128
-    out = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("quality", [10, 30, 75, 90])
 def test_the_chroma_check_passes_decoded_jpegs(quality):
     """libjpeg's fancy upsampling explains a decoded 4:2:0 JPEG's chroma (misfit at most 0.8 of
     the 1.5 levels that mark a block), and a decoder that replicates the coded samples is
     recognised as one: neither loses a block to the chroma check (a photo so decoded had lost 0.16
     dB of its gain before it was recognised)."""
+    from benchmarks.annotations import replicated_chroma
     from fastreshuffle.inference.jpeg_history import history_mask
     for a in photos(n=3, size=256):
         b = io.BytesIO()
         Image.fromarray(a).save(b, "JPEG", quality=quality)
         dec = np.asarray(Image.open(b).convert("RGB"))
-        for x in (dec, _replicated(dec)):
+        for x in (dec, replicated_chroma(dec)):
             luma = ijg_table(quality, IJG_LUMA).reshape(8, 8)
             alone = history_mask(x, (0, 0), luma, sampling=None)
             for units in (None, (0, 0)):
