@@ -170,9 +170,9 @@ class _TileBar:
 
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
-    from ..inference.files import collect_inputs
+    from ..inference.files import collect_inputs, sniff_format
     from ..io.images import IMAGE_EXTENSIONS
-    from ..io.output import format_of_name
+    from ..io.output import format_of_name, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
     suffix = args.suffix
@@ -224,7 +224,8 @@ def run(args) -> int:
         wanted = format_of_name(outdir)
         if wanted is None:
             raise UserError(f"-o {outdir}: restore writes .png, .jpg, .webp or .tif files")
-        if args.format not in (None, wanted):
+        if args.format not in (None, wanted) and not (
+                args.format == "same" and resolve_format("same", sniff_format(Path(args.inputs[0])))[0] == wanted):
             raise UserError(f"--format {args.format} and -o {outdir} ({wanted.upper()}) disagree: give one of them")
         out_file, outdir = outdir, None
         fmt = wanted

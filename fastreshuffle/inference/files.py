@@ -174,8 +174,13 @@ def sniff_format(src: Path) -> Optional[str]:
             warnings.simplefilter("ignore")
             with Image.open(src) as im:
                 return im.format
-    except Exception:
-        return None
+    except Exception:   # a TIFF Pillow cannot open (float colour: read through tifffile) is still a TIFF
+        try:
+            with open(src, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            return None
+        return "TIFF" if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
 
 
 def _lossy_webp_file(src: Path) -> bool:

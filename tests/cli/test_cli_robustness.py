@@ -290,6 +290,31 @@ def test_o_names_the_output_file_of_one_input(tmp_path, weights, capsys):
     assert (tmp_path / "folder.png" / "good1_restored.png").is_file()
 
 
+def test_format_same_and_o_agree_when_same_is_that_format(tmp_path, weights, capsys):
+    """``--format same -o out.jpg`` on a JPEG was refused as "disagree", though same is JPEG there;
+    on a PNG it is a disagreement still."""
+    _good_files(tmp_path)
+    jpg, png = tmp_path / "good2.jpg", tmp_path / "good1.png"
+    assert cli_main(["restore", "-q", str(jpg), "--format", "same", "-o", str(tmp_path / "same.jpg"),
+                     "--model", str(weights)]) == 0
+    assert Image.open(tmp_path / "same.jpg").format == "JPEG"
+    assert cli_main(["restore", "-q", str(png), "--format", "same", "-o", str(tmp_path / "x.jpg"),
+                     "--model", str(weights)]) == 2
+    assert "disagree" in capsys.readouterr().err and not (tmp_path / "x.jpg").exists()
+
+
+def test_format_same_keeps_a_float_colour_tiff_a_tiff(tmp_path, weights, capsys):
+    """A float colour TIFF (read through tifffile: Pillow cannot open it) restored with --format
+    same was written as PNG, "this format is not written"."""
+    tifffile = pytest.importorskip("tifffile")
+    a = (np.random.default_rng(0).random((40, 48, 3)) * 0.8 + 0.1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", a)
+    assert cli_main(["restore", "-q", str(tmp_path / "f.tif"), "--format", "same", "-o", str(tmp_path / "out"),
+                     "--model", str(weights)]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["f_restored.tif"]
+    assert "not written" not in capsys.readouterr().err
+
+
 def test_write_error_per_file(tmp_path, weights, capsys, monkeypatch):
     """An unwritable destination for one file (injected EACCES at write time): reported, rest done."""
     _run_with_failing_save(tmp_path, weights, capsys, monkeypatch, errno.EACCES, "Permission denied")
