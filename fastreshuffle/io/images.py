@@ -57,6 +57,34 @@ _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 _AVIF_BRANDS = (b"avif", b"avis")
 
 
+def jpeg_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` cannot be read when it is a JPEG of a kind Pillow does not decode (12- or
+    16-bit samples, lossless coding: Pillow says only that the file is not an image), from its
+    frame header; None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return None
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            bits = data[i + 4] if i + 4 < len(data) else 8
+            if marker in (0xC3, 0xC7, 0xCB, 0xCF):
+                return f"a lossless JPEG ({bits}-bit samples): not read (only lossy 8-bit JPEGs are)"
+            if bits != 8:
+                return f"a {bits}-bit JPEG: not read (only 8-bit JPEGs are)"
+            return None
+        if marker == 0xD8 or 0xD0 <= marker <= 0xD7 or marker == 0x01:   # (no length)
+            i += 2
+            continue
+        i += 2 + length
+    return None
+
+
 def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     """Why ``path`` cannot be read when it is a HEIF file and pillow-heif is not installed, or an
     AVIF file and Pillow has no AVIF support (None otherwise)."""
@@ -610,9 +638,12 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
             return f
-        raise ImageReadError(path, heif_unreadable(path) or "not a recognised image format (corrupt file or not "
-                                                            "an image)") from None
+        raise ImageReadError(path, heif_unreadable(path) or jpeg_unreadable(path)
+                             or "not a recognised image format (corrupt file or not an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
+        why = jpeg_unreadable(path) if isinstance(e, OSError) else None
+        if why:    # (a lossless JPEG opens, then fails as a "broken data stream")
+            raise ImageReadError(path, why) from None
         msg = str(e).strip() or type(e).__name__    # (libheif's messages end with a line break)
         if msg.startswith("image file is truncated"):   # Pillow's: "... (6 bytes not processed)"
             msg = "truncated image file" + msg[len("image file is truncated"):]

@@ -197,3 +197,22 @@ def test_uint32_grey_tiff_is_read_unsigned(tmp_path):
         load_image_file(p)
     tifffile.imwrite(p, np.array([[0, 257], [65535, 514]], np.uint32))
     np.testing.assert_array_equal(load_image_file(p).rgb[..., 0], [[0, 1], [255, 2]])
+
+
+@pytest.mark.parametrize("marker, bits, said", [(0xC1, 12, "a 12-bit JPEG: not read"),
+                                                (0xC3, 8, "a lossless JPEG (8-bit samples): not read")])
+def test_a_jpeg_pillow_cannot_decode_says_what_it_is(tmp_path, marker, bits, said):
+    """A 12-bit or a lossless JPEG was refused as "not a recognised image format (corrupt file or
+    not an image)"; its frame header says what it is."""
+    import io as _io
+    import re
+    from fastreshuffle.io.images import ImageReadError
+    b = _io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(b, "JPEG", quality=90)
+    data = bytearray(b.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 1], data[sof + 4] = marker, bits
+    path = tmp_path / "odd.jpg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match=re.escape(said)):
+        load_image_file(path)
