@@ -33,7 +33,7 @@ import importlib.util
 import os
 from typing import Iterator, Optional
 
-__all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled",
+__all__ = ["Settings", "settings", "override", "triton_available", "triton_enabled", "check_threads",
            "cpu_kernel_isa", "cpu_bf16_kernel", "cpu_bf16_uses_kernel", "cpu_amx_gemm", "cpu_fast_bf16", "cpu_has_bf16",
            "cpu_has_amx", "CPU_KERNEL_ISAS", "resolve_device",
            "PRECISIONS", "resolve_precision", "TRAINING_PRECISIONS", "training_precision"]
@@ -174,6 +174,20 @@ def cpu_fast_bf16() -> bool:
     """Whether bfloat16 runs natively here, faster than float32: on the extension's kernel
     (:func:`cpu_bf16_kernel`) or on oneDNN with AMX tiles.  Elsewhere torch emulates bf16."""
     return cpu_bf16_kernel() or cpu_has_amx()
+
+
+def check_threads(threads: int) -> None:
+    """A UserError for a thread count torch cannot take: under 1, or over 4 per core and 64 (its
+    thread pools fail far above: 30000 in libgomp, 100000 a crash with no message).  The rule of
+    ``--threads`` for every command and of ``TrainConfig.threads``."""
+    from .errors import UserError
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    cores = os.cpu_count() or 1
+    most = max(64, 4 * cores)
+    if threads > most:
+        raise UserError(f"--threads {threads}: at most {most} (4 per core, 64 on any machine; this one has "
+                        f"{cores} core(s))")
 
 
 def resolve_device(device=None):

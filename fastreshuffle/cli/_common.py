@@ -177,14 +177,8 @@ def apply_threads(args) -> None:
     """``--threads``: checked, then given to torch (before any work)."""
     if args.threads is None:
         return
-    if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
-    import os
-    cores = os.cpu_count() or 1
-    most = max(64, 4 * cores)   # torch's thread pools fail far above it (30000: libgomp; 100000: a crash)
-    if args.threads > most:
-        raise UserError(f"--threads {args.threads}: at most {most} (4 per core, 64 on any machine; this one has "
-                        f"{cores} core(s))")
+    from ..backends import check_threads
+    check_threads(args.threads)
     import torch
     torch.set_num_threads(args.threads)
 

@@ -127,10 +127,6 @@ class _Default:
 
 def run(args) -> int:
     from ..training.loop import train
-    from ._common import apply_threads
     values = {k: v.value if isinstance(v, _Default) else v for k, v in vars(args).items()}
-    # --threads checked (and set) as the other commands do: far too many crashed torch's thread
-    # pool with no message (--threads 100000: a segfault)
-    apply_threads(argparse.Namespace(threads=values.get("threads")))
     given = frozenset(k for k, v in vars(args).items() if not isinstance(v, _Default))
     return train(TrainConfig(**values, given=given))

@@ -171,10 +171,13 @@ def _check_args(args) -> None:
     min_lr = getattr(args, "min_lr", None)
     if min_lr is not None and not (math.isfinite(min_lr) and 0 <= min_lr <= args.lr):
         raise UserError(f"--min-lr must be in [0, --lr], got {min_lr}")
-    for name, least in (("warmup", 0), ("workers", 0), ("threads", 1), ("stop_at", 1), ("val_crop", 0)):
+    for name, least in (("warmup", 0), ("workers", 0), ("stop_at", 1), ("val_crop", 0)):
         v = getattr(args, name, None)
         if v is not None and v < least:
             raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {v}")
+    if getattr(args, "threads", None) is not None:
+        from ..backends import check_threads
+        check_threads(args.threads)      # (as restore's: 100000 crashed torch's thread pool)
     if args.val_every <= 0 or args.log_every <= 0:
         raise UserError("--val-every and --log-every must be positive")
     wd = getattr(args, "weight_decay", 0.0)

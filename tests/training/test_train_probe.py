@@ -108,6 +108,28 @@ def test_threads_far_too_many_are_refused_as_restore_refuses_them(tmp_path, caps
     assert not (tmp_path / "r").exists()
 
 
+def test_threads_far_too_many_are_refused_by_the_library_too(tmp_path, monkeypatch):
+    """``train(TrainConfig(threads=100000))`` had no bound (the command's check was its own)."""
+    import pytest
+    from fastreshuffle.errors import UserError
+    from fastreshuffle.training.config import TrainConfig
+    from fastreshuffle.training.loop import train
+    real = torch.set_num_threads
+
+    def set_num_threads(n):               # (the real one would crash the test process)
+        if n > 1000:
+            raise RuntimeError(f"torch.set_num_threads({n}) would crash")
+        return real(n)
+    monkeypatch.setattr(torch, "set_num_threads", set_num_threads)
+    data = make_images(tmp_path / "imgs", n=2, size=40)
+    try:
+        with pytest.raises(UserError, match="--threads 100000: at most"):
+            train(TrainConfig(out=str(tmp_path / "r"), data=str(data), val="none", threads=100000))
+    finally:
+        real(1)
+    assert not (tmp_path / "r").exists()
+
+
 def test_stop_at_on_a_validation_step_says_it_stopped(tmp_path, capsys):
     data = make_images(tmp_path / "imgs", n=4, size=40)
     assert main(_args(data, tmp_path / "r", "--stop-at", "2", val="split")) == 0
