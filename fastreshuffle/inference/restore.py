@@ -97,12 +97,19 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     rgb = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., :3] if not gray else \
         np.repeat(arr.reshape(arr.shape[0], arr.shape[1], 1), 3, axis=2)
     dtype = arr.dtype
+    seen, hidden = rgb, hidden_pixels(alpha)    # colour under alpha 0: a fill from the visible pixels
     if np.issubdtype(dtype, np.floating) and rgb.size:
-        finite = bool(np.isfinite(rgb).all())
-        check_float_range(float(rgb.min()) if finite else 0.0, float(rgb.max()) if finite else 0.0, finite)
+        # the colour under alpha 0 is given back as it was, whatever it holds (NaN, 0-255 leftovers):
+        # only the visible pixels must be in [0, 1] (the hidden ones were refused as the picture's)
+        shown = rgb if hidden is None else rgb[~hidden]
+        finite = bool(np.isfinite(shown).all())
+        check_float_range(float(shown.min()) if finite and shown.size else 0.0,
+                          float(shown.max()) if finite and shown.size else 0.0, finite)
+        if hidden is not None:
+            rgb = rgb.copy()
+            rgb[hidden] = 0.0       # (NaN would spread through the fill)
     if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"unsupported array dtype {dtype}; use uint8, uint16 or float in [0, 1]")
-    seen, hidden = rgb, hidden_pixels(alpha)    # colour under alpha 0: a fill from the visible pixels
     rgb = fill_hidden(rgb, hidden)
     if run_rgb is not None:
         if dtype != np.uint8:
@@ -635,6 +642,10 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         raise TypeError("model must be a shipped model name (e.g. 'jpeg'), a weights file path or a loaded "
                         f"network, got {type(model).__name__} {model!r}")
     check_tile_args(0 if tile is None else tile, overlap)
+    if isinstance(image, np.matrix):      # (its 2-D-only indexing failed deep in numpy: an AxisError)
+        raise TypeError("a numpy matrix is not an image array: pass np.asarray(m)")
+    if isinstance(image, torch.Tensor) and image.layout != torch.strided:
+        raise TypeError(f"a {image.layout} tensor: pass a dense one (tensor.to_dense())")
     pil = not isinstance(image, (np.ndarray, torch.Tensor))
     if pil and hasattr(image, "load") and hasattr(image, "mode"):
         _check_loadable(image)
@@ -677,6 +688,10 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         if too_small(*hw):
             _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
                          "works on 8x8 cells)")
+    frames = int(getattr(image, "n_frames", 1) or 1) if pil else 1
+    if frames > 1:   # (as the command's note: the rest came back missing without a word)
+        _warn_caller(f"an image of {frames} frames (pages): only the one it is at, frame {image.tell()}, is "
+                     "restored and returned")
     if how.kind == HEIF_QP:
         return _with_info(_restore_heif(net, image, tile, overlap, bands), image)
     if how.kind == WEBP_Q:

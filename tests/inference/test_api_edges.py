@@ -219,6 +219,52 @@ def test_a_float64_tensor_keeps_its_values_where_nothing_is_restored():
         assert np.isin(got, arr).mean() > 0.5       # (most values as they were, to the last bit)
 
 
+def test_a_picture_of_several_frames_says_only_one_is_restored(tmp_path):
+    """An animated GIF / WebP came back as its first frame without a word (the command notes it)."""
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (40, 120, 200)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    frames[0].save(tmp_path / "one.gif")
+    with pytest.warns(UserWarning, match="3 frames .*frame 0"):
+        fr.restore(Image.open(tmp_path / "a.gif"), device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fr.restore(Image.open(tmp_path / "one.gif"), device="cpu")
+    assert not [w for w in caught if "frames" in str(w.message)]
+
+
+def test_whatever_is_under_alpha_0_of_a_float_image_is_given_back(tmp_path):
+    """A float RGBA array with NaN or 0-255 leftovers under alpha 0 was refused ("contains NaN",
+    "looks like 0-255"), though that colour is given back as it was and the network sees a fill.
+    The visible pixels must still be in [0, 1]."""
+    rgba = np.concatenate([_photo().astype(np.float32) / 255, np.ones((128, 128, 1), np.float32)], axis=2)
+    rgba[:20, :30, 3] = 0
+    clean = rgba.copy()
+    clean[:20, :30, :3] = 0.5
+    want = fr.restore(clean, device="cpu")
+    for leftover in (np.nan, 7.0):
+        a = rgba.copy()
+        a[:20, :30, :3] = leftover
+        out = fr.restore(a, device="cpu")
+        hid = np.zeros((128, 128), bool)
+        hid[:20, :30] = True
+        assert np.array_equal(out[~hid], want[~hid])
+        assert np.array_equal(out[hid], a[hid], equal_nan=True)
+    a = rgba.copy()
+    a[30, 40, 0] = np.nan                       # a visible one
+    with pytest.raises(ValueError, match="NaN"):
+        fr.restore(a, device="cpu")
+
+
+def test_a_matrix_or_a_sparse_tensor_is_refused_saying_what_to_pass():
+    """np.matrix failed with numpy's AxisError, a sparse tensor with torch's NotImplementedError."""
+    grey = np.asmatrix(_photo()[..., 0])
+    with pytest.raises(TypeError, match=r"np.asarray\(m\)"):
+        fr.restore(grey, device="cpu")
+    t = torch.from_numpy(_photo().astype(np.float32) / 255).permute(2, 0, 1).to_sparse()
+    with pytest.raises(TypeError, match=r"to_dense\(\)"):
+        fr.restore(t, device="cpu")
+
+
 def test_restore_takes_a_path(tmp_path):
     src = tmp_path / "q30.jpg"
     Image.fromarray(_photo()).save(src, quality=30)
