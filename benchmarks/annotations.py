@@ -21,7 +21,8 @@ px of the paste's edges.  A grey photo (``camera``) is given as RGB.
 ``--subsampling 444``: the photo's JPEG in 4:4:4 (default 4:2:0); ``--replicated``: its chroma as a
 decoder without libjpeg's fancy upsampling leaves it (each 2x2 box replicated); ``--file`` (with
 ``--pasted``): the never-compressed picture with the paste coded as one JPEG file and the file
-restored (with its tables), instead of the decoded photo pasted.
+restored (with its tables), instead of the decoded photo pasted; ``--at 61``: the photo 3 px off
+the 8x8 grid of the page (and of the file).
 """
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ def main(argv=None) -> int:
                     help="the decoded chroma replicated, as a decoder without fancy upsampling gives it")
     ap.add_argument("--file", action="store_true",
                     help="with --pasted: the pasted picture coded as one JPEG file, and the file restored")
+    ap.add_argument("--at", type=int, default=64,
+                    help="with --pasted: the photo this many px from the page's top left corner, 1-127 [64: on "
+                         "the 16-px grid]")
     args = ap.parse_args(argv)
+    if not 1 <= args.at <= 127:
+        ap.error(f"--at must be 1-127, got {args.at}")
     if args.file and (not args.pasted or args.replicated):
         ap.error("--file goes with --pasted, and not with --replicated (the file is decoded as Pillow decodes it)")
 
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
             decoded = replicated_chroma(decoded) if args.replicated else decoded
             for colour in args.colours:
                 if args.pasted:
-                    cases = _pasted(a, a if args.file else decoded, colour)
+                    cases = _pasted(a, a if args.file else decoded, colour, args.at)
                 else:
                     drawn = _marked(decoded.copy(), colour)
                     cases = [(drawn, _marked(a.copy(), colour),
@@ -125,8 +131,9 @@ def replicated_chroma(rgb):
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def _pasted(a, decoded, colour):
-    """[(picture, truth, near)] for the decoded JPEG on a page of ``colour`` (64 px around it) and
+def _pasted(a, decoded, colour, at=64):
+    """[(picture, truth, near)] for the decoded JPEG on a page of ``colour`` (at ``at`` px from its
+    top left corner, 128 - ``at`` from the bottom right) and
     for a bar of ``colour`` pasted on the decoded JPEG on its 8x8 grid; near: within 6 px of the
     paste's edges."""
     from scipy.ndimage import binary_dilation
@@ -134,10 +141,10 @@ def _pasted(a, decoded, colour):
     picture = np.empty((h + 128, w + 128, 3), np.uint8)
     picture[:] = colour
     truth = picture.copy()
-    picture[64:64 + h, 64:64 + w] = decoded
-    truth[64:64 + h, 64:64 + w] = a
+    picture[at:at + h, at:at + w] = decoded
+    truth[at:at + h, at:at + w] = a
     photo_area = np.zeros(picture.shape[:2], bool)
-    photo_area[64:64 + h, 64:64 + w] = True
+    photo_area[at:at + h, at:at + w] = True
     bar, bar_truth = decoded.copy(), a.copy()
     y0, x0 = h // 64 * 24, w // 64 * 8           # a bar across the middle, on the 8x8 grid
     y1, x1 = y0 + h // 64 * 8, x0 + w // 64 * 40
