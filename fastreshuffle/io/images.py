@@ -85,6 +85,19 @@ def jpeg_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     return None
 
 
+def tiff_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` cannot be read when it starts as a TIFF but neither Pillow nor tifffile can
+    read it (its directory cut off or damaged), None for any other file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "a damaged or truncated TIFF (its header is a TIFF's, its image directory cannot be read)"
+    return None
+
+
 def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     """Why ``path`` cannot be read when it is a HEIF file and pillow-heif is not installed, or an
     AVIF file and Pillow has no AVIF support (None otherwise)."""
@@ -638,7 +651,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
             return f
-        raise ImageReadError(path, heif_unreadable(path) or jpeg_unreadable(path)
+        raise ImageReadError(path, heif_unreadable(path) or jpeg_unreadable(path) or tiff_unreadable(path)
                              or "not a recognised image format (corrupt file or not an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
         why = jpeg_unreadable(path) if isinstance(e, OSError) else None
@@ -677,6 +690,9 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
         import tifffile
     except ImportError:
         return None
+    import logging
+    log = logging.getLogger("tifffile")     # (a damaged file: its complaint printed as a stray line
+    was, log.disabled = log.disabled, True  # before ours, "<tifffile.TiffPages @117444> invalid offset")
     try:
         with tifffile.TiffFile(str(path)) as t:
             page = t.pages[0]
@@ -696,6 +712,8 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
         raise
     except Exception:
         return None
+    finally:
+        log.disabled = was
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
         return None
     a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)

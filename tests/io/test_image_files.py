@@ -216,3 +216,20 @@ def test_a_jpeg_pillow_cannot_decode_says_what_it_is(tmp_path, marker, bits, sai
     path.write_bytes(bytes(data))
     with pytest.raises(ImageReadError, match=re.escape(said)):
         load_image_file(path)
+
+
+def test_a_truncated_tiff_says_so_and_nothing_else(tmp_path, capfd):
+    """A TIFF cut short was "not a recognised image format", after a stray line of tifffile's log
+    ("<tifffile.TiffPages @...> invalid offset to first page")."""
+    from fastreshuffle.io.images import ImageReadError
+    full = tmp_path / "full.tif"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        full, compression="tiff_lzw")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[:len(data) * 6 // 10])
+    capfd.readouterr()
+    with pytest.raises(ImageReadError, match="damaged or truncated TIFF"):
+        load_image_file(cut)
+    out, err = capfd.readouterr()
+    assert "tifffile" not in out + err, out + err
