@@ -101,10 +101,16 @@ def _restore_numpy(net, arr: np.ndarray, tile, overlap, guard: bool = False, tab
     if np.issubdtype(dtype, np.floating) and rgb.size:
         # the colour under alpha 0 is given back as it was, whatever it holds (NaN, 0-255 leftovers):
         # only the visible pixels must be in [0, 1] (the hidden ones were refused as the picture's)
-        shown = rgb if hidden is None else rgb[~hidden]
-        finite = bool(np.isfinite(shown).all())
-        check_float_range(float(shown.min()) if finite and shown.size else 0.0,
-                          float(shown.max()) if finite and shown.size else 0.0, finite)
+        if hidden is None:
+            finite = bool(np.isfinite(rgb).all())
+            lo, hi = (float(rgb.min()), float(rgb.max())) if finite else (0.0, 0.0)
+        else:            # (reduced where they are seen: no copy of the visible pixels)
+            seen_px = ~hidden[..., None]
+            finite = not bool((~np.isfinite(rgb) & seen_px).any())
+            lo = float(np.min(rgb, where=seen_px, initial=np.inf)) if finite else 0.0
+            hi = float(np.max(rgb, where=seen_px, initial=-np.inf)) if finite else 0.0
+            lo, hi = (0.0, 0.0) if lo > hi else (lo, hi)       # (nothing seen)
+        check_float_range(lo, hi, finite)
         if hidden is not None:
             rgb = rgb.copy()
             rgb[hidden] = 0.0       # (NaN would spread through the fill)
@@ -234,6 +240,26 @@ def _file_source(img):
     if name and os.path.isfile(name):
         return name
     return _file_bytes(img)
+
+
+def _frame_count(img) -> int:
+    """Frames (pages) in the file a PIL image was opened from, counted on a fresh opening of it:
+    counting on ``img`` itself seeks through its frames and back, which decodes its frame again
+    from the file (a caller's edits to a GIF were lost, and a closed one failed).  1 when the
+    file is out of reach or holds one."""
+    if getattr(img, "format", None) not in ("GIF", "TIFF", "WEBP", "PNG", "MPO", "HEIF", "AVIF", "FLI", "DCX"):
+        return 1
+    source = _file_source(img)
+    if source is None:
+        return 1
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
+            return int(getattr(f, "n_frames", 1) or 1)
+    except Exception:   # (not readable again: no count to give)
+        return 1
 
 
 def _pixels_are_the_files(img, arr: np.ndarray, source) -> bool:
@@ -502,12 +528,17 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
         from PIL import Image, UnidentifiedImageError
 
-        from ..io.images import _register_heif, heif_unreadable
+        from ..io.images import _register_heif, heif_unreadable, jpeg_unreadable, tiff_unreadable
         _register_heif()
+        fh = open(image, "rb")
         try:
-            opened = Image.open(image)
+            # from a file object, not by name: by name Pillow maps an uncompressed file's samples
+            # from disk at its reported size, which for a TIFF of orientation 5-8 is the turned one
+            # (a scrambled picture; io.images.load_image_file reads files the same way)
+            opened = Image.open(fh)
         except UnidentifiedImageError:    # (an OSError, as for any file Pillow cannot read)
-            why = heif_unreadable(image)
+            fh.close()
+            why = heif_unreadable(image) or jpeg_unreadable(image)
             if why:
                 raise UnidentifiedImageError(f"{image}: {why}") from None
             if _float_tiff(image):
@@ -515,8 +546,22 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
                     f"{image}: a floating-point TIFF, which Pillow cannot read: pass its samples as an array "
                     "(tifffile.imread, floats in [0, 1]), or use the fastreshuffle restore command, which reads "
                     "it through tifffile") from None
+            why = tiff_unreadable(image)
+            if why:
+                raise UnidentifiedImageError(f"{image}: {why}") from None
             raise
-        with opened:
+        except BaseException:
+            fh.close()
+            raise
+        with fh, opened:
+            try:
+                opened.load()
+            except OSError as e:   # (a lossless JPEG opens, then fails as a "broken data stream")
+                why = jpeg_unreadable(image)
+                if why:
+                    raise UnidentifiedImageError(f"{image}: {why}") from None
+                raise
+            opened.filename = os.fspath(image)    # (its name in messages; its file read again by name)
             if _sixteen_bit_colour(opened, image):
                 _warn_caller(f"{image}: 16-bit colour, which a PIL image holds at 8 bits (so is 16-bit grey with "
                              "alpha): restored and returned at 8 bits; for 16, pass the samples as a uint16 "
@@ -688,7 +733,7 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         if too_small(*hw):
             _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
                          "works on 8x8 cells)")
-    frames = int(getattr(image, "n_frames", 1) or 1) if pil else 1
+    frames = _frame_count(image) if pil else 1
     if frames > 1:   # (as the command's note: the rest came back missing without a word)
         _warn_caller(f"an image of {frames} frames (pages): only the one it is at, frame {image.tell()}, is "
                      "restored and returned")

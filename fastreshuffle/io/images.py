@@ -63,7 +63,7 @@ def jpeg_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     frame header; None otherwise."""
     try:
         with open(path, "rb") as f:
-            data = f.read(1 << 16)
+            data = f.read(1 << 20)      # (the frame header comes after EXIF, ICC, XMP: up to 64 KB each)
     except OSError:
         return None
     if data[:2] != b"\xff\xd8":

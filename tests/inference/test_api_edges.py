@@ -230,6 +230,21 @@ def test_a_picture_of_several_frames_says_only_one_is_restored(tmp_path):
         warnings.simplefilter("always")
         fr.restore(Image.open(tmp_path / "one.gif"), device="cpu")
     assert not [w for w in caught if "frames" in str(w.message)]
+    # counted without touching the caller's image: an edit kept (counting on it re-read frame 0
+    # from the file), and one loaded inside a `with` block that has ended still restores
+    im = Image.open(tmp_path / "a.gif")
+    im.load()
+    index = int(np.asarray(im)[20, 20])
+    im.paste(255 - index, (0, 0, 16, 16))           # (a palette image: an index)
+    before = np.asarray(im.convert("RGB")).copy()
+    with pytest.warns(UserWarning, match="3 frames"):
+        out = fr.restore(im, device="cpu")
+    assert np.array_equal(np.asarray(im.convert("RGB")), before)
+    assert np.abs(np.asarray(out.convert("RGB"))[:16, :16].astype(int) - before[:16, :16]).max() <= 10
+    with Image.open(tmp_path / "a.gif") as im:
+        im.load()
+    with pytest.warns(UserWarning, match="3 frames"):
+        fr.restore(im, device="cpu")
 
 
 def test_whatever_is_under_alpha_0_of_a_float_image_is_given_back(tmp_path):
@@ -263,6 +278,25 @@ def test_a_matrix_or_a_sparse_tensor_is_refused_saying_what_to_pass():
     t = torch.from_numpy(_photo().astype(np.float32) / 255).permute(2, 0, 1).to_sparse()
     with pytest.raises(TypeError, match=r"to_dense\(\)"):
         fr.restore(t, device="cpu")
+
+
+def test_a_grey_tiff_turned_by_its_orientation_is_read_upright_by_path(tmp_path):
+    """restore(path) opened the file by name, which for an uncompressed grey TIFF of orientation 5-8
+    gave scrambled pixels (Pillow maps them at the turned size); opened from a file object they
+    are the picture, turned once (as the command reads it)."""
+    import io
+    g = np.ascontiguousarray(_photo()[:64, :96, 1])
+    im = Image.fromarray(g)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "o6.tif"
+    im.save(path, exif=exif)
+    with open(path, "rb") as f:
+        want = np.asarray(Image.open(io.BytesIO(f.read())))
+    assert want.shape == (96, 64)
+    out = np.asarray(fr.restore(str(path), device="cpu"))
+    from fastreshuffle.metrics import psnr
+    assert out.shape == want.shape and psnr(out, want) > 40
 
 
 def test_restore_takes_a_path(tmp_path):
