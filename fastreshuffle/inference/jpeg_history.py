@@ -479,6 +479,8 @@ def chroma_misfits(rgb: np.ndarray, start, sampling, replicated: bool = False):
     a = rgb[start[0]:, start[1]:]
     h, w = a.shape[0] // (_N * fv) * _N * fv, a.shape[1] // (_N * fw) * _N * fw
     out = np.zeros((3 if replicated else 1, h // _N, w // _N))
+    if h == 0 or w == 0:        # (not one coding unit: nothing to judge)
+        return (out[0], out[1], out[2]) if replicated else (out[0], None, None)
     for top in range(0, h, _CHROMA_STRIP):
         bottom = min(h, top + _CHROMA_STRIP)
         lo, hi = max(0, top - _CHROMA_MARGIN_ROWS), min(h, bottom + _CHROMA_MARGIN_ROWS)
@@ -529,7 +531,8 @@ def _chroma_veto(rgb: np.ndarray, offset, sampling, tinted: np.ndarray, units=No
             continue
         gentle = ~t & (span >= _CHROMA_GENTLE[0]) & (span <= _CHROMA_GENTLE[1])
         for k, m in enumerate((fancy, rep)):
-            total = float(m[~t].sum())
+            # the mean over the blocks, not the sum: a phase further in covers fewer of them
+            total = float(m[~t].mean()) if (~t).any() else 0.0
             if best[k] is None or total < best[k][0]:
                 best[k] = (total, start, m, gentle)
     veto = np.zeros((hb, wb), bool)

@@ -556,7 +556,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
         with fh, opened:
             try:
                 opened.load()
-            except OSError as e:   # (a lossless JPEG opens, then fails as a "broken data stream")
+            except OSError:   # (a lossless JPEG opens, then fails as a "broken data stream")
                 why = jpeg_unreadable(image)
                 if why:
                     raise UnidentifiedImageError(f"{image}: {why}") from None

@@ -677,6 +677,17 @@ def test_the_chroma_check_passes_decoded_jpegs(quality):
             alone = history_mask(x, (0, 0), luma, sampling=None)
             for units in (None, (0, 0)):
                 assert not (alone & ~history_mask(x, (0, 0), luma, sampling=(2, 2), chroma_offset=units)).any()
+            # off the grid and of odd sizes, as the guard finds them (its offset, the units' when found)
+            for (y, x0), (h, w) in (((3, 5), (201, 250)), ((11, 13), (245, 173)), ((8, 0), (129, 247))):
+                c = np.ascontiguousarray(x[y:y + h, x0:x0 + w])
+                g = blind_guard(c)
+                if g is None:
+                    continue
+                known = g.tables.chroma is not None
+                alone = history_mask(c, g.offset, g.tables.luma, sampling=None)
+                checked = history_mask(c, g.offset, g.tables.luma, sampling=g.tables.subsampling if known else (2, 2),
+                                       chroma_offset=g.offset if known else None)
+                assert not (alone & ~checked).any(), (quality, y, x0)
 
 
 @pytest.mark.parametrize("quality", [5, 10, 30])
