@@ -769,3 +769,30 @@ def test_annotations_smoke(capsys):
     assert 20 < before < 60 and 20 < after < 60
     with pytest.raises(SystemExit):
         annotations.main(["--colours", "0,255"])
+
+
+def test_annotations_pasted_smoke(capsys):
+    """--pasted (docs/quality.md, *Pasted pictures*): a page and a bar per colour, with --file,
+    --subsampling 444, --replicated and --at; --file goes with --pasted, not with --replicated."""
+    from benchmarks import annotations
+    base = ["--pasted", "--photos", "camera", "--size", "64", "--qualities", "30", "--colours", "30,60,200"]
+    for extra in ([], ["--file"], ["--subsampling", "444", "--at", "61"], ["--replicated"]):
+        assert annotations.main(base + extra) == 0, extra
+        rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  camera")]
+        assert len(rows) == 2 and all(r.count("->") == 2 for r in rows), (extra, rows)
+    for bad in (["--file"], base + ["--file", "--replicated"], base + ["--at", "0"]):
+        with pytest.raises(SystemExit):
+            annotations.main(bad)
+
+
+def test_chroma_check_smoke(tmp_path, capsys):
+    """benchmarks.chroma_check: each kind of decode restored with and without the check, the
+    check's limit put back afterwards."""
+    from benchmarks import chroma_check
+    from fastreshuffle.inference import jpeg_history
+    shipped = jpeg_history._CHROMA_VETO
+    make_images(tmp_path / "photos", n=2, size=64)
+    assert chroma_check.main(["--data", str(tmp_path / "photos"), "--qualities", "30"]) == 0
+    out = capsys.readouterr().out
+    assert jpeg_history._CHROMA_VETO == shipped and "CPU flags:" in out
+    assert [line.split()[0] for line in out.splitlines() if " q30 " in line and "mean" in line] == list(chroma_check.KINDS)
