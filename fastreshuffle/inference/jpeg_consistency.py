@@ -103,17 +103,22 @@ def _up(p: np.ndarray, fv: int, fw: int) -> np.ndarray:
     return np.repeat(np.repeat(p, fv, axis=0), fw, axis=1)
 
 
+def neighbours(x: np.ndarray, axis: int):
+    """(previous, next) sample of each of ``x``'s along ``axis`` (0 or 1), edges replicated."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (1, 1)
+    e = np.pad(x, pad, mode="edge")
+    n = x.shape[axis]
+    return (e[:n], e[2:]) if axis == 0 else (e[:, :n], e[:, 2:])
+
+
 def _fancy_down(x: np.ndarray, f: int, axis: int) -> np.ndarray:
     """libjpeg's "fancy" 2x upsampling along one axis (each sample becomes 3/4 of itself + 1/4 of
     its previous / next one, edges replicated) followed by the 2x box mean: 3/4 of a sample + 1/8
     of each neighbour, on the small plane."""
     if f == 1:
         return x
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (1, 1)
-    e = np.pad(x, pad, mode="edge")
-    n = x.shape[axis]
-    prev, nxt = (e[:n], e[2:]) if axis == 0 else (e[:, :n], e[:, 2:])
+    prev, nxt = neighbours(x, axis)
     return 0.75 * x + 0.125 * (prev + nxt)
 
 

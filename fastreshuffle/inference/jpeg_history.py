@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..io.jpeg_tables import IJG_CHROMA, ijg_table
-from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc, _ycc_plane
+from .jpeg_consistency import _DCT, _N, _blocks as _plane_blocks, _recover_plane, _to_ycc, _ycc_plane, neighbours
 
 __all__ = ["JpegHistory", "detect_jpeg", "tables_fit", "picture_steps", "ijg_fits", "history_mask", "box_sum"]
 
@@ -445,11 +445,7 @@ def _fancy_up(x: np.ndarray, f: int, axis: int) -> np.ndarray:
     edges replicated."""
     if f == 1:
         return x
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (1, 1)
-    e = np.pad(x, pad, mode="edge")
-    n = x.shape[axis]
-    prev, nxt = (e[:n], e[2:]) if axis == 0 else (e[:, :n], e[:, 2:])
+    prev, nxt = neighbours(x, axis)
     out = np.stack((0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt), axis=axis + 1)
     shape = list(x.shape)
     shape[axis] *= 2

@@ -89,15 +89,22 @@ def test_a_full_disk_writing_the_log_is_one_line(tmp_path, capsys, monkeypatch):
             "is step 2: free space, then --resume") in err, err
 
 
-def test_threads_far_too_many_are_refused_as_restore_refuses_them(tmp_path, capsys, monkeypatch):
-    """--threads 100000 crashed torch's thread pool (a segfault, no message); restore refuses it."""
+def _no_crashing_threads(monkeypatch):
+    """torch.set_num_threads replaced by one that raises above 1000 (the real one would crash the
+    test process); -> the real one, to set the count back."""
     real = torch.set_num_threads
 
-    def set_num_threads(n):               # (the real one would crash the test process)
+    def set_num_threads(n):
         if n > 1000:
             raise RuntimeError(f"torch.set_num_threads({n}) would crash")
         return real(n)
     monkeypatch.setattr(torch, "set_num_threads", set_num_threads)
+    return real
+
+
+def test_threads_far_too_many_are_refused_as_restore_refuses_them(tmp_path, capsys, monkeypatch):
+    """--threads 100000 crashed torch's thread pool (a segfault, no message); restore refuses it."""
+    real = _no_crashing_threads(monkeypatch)
     data = make_images(tmp_path / "imgs", n=2, size=40)
     try:
         assert main(_args(data, tmp_path / "r", "--threads", "100000")) == 2
@@ -114,13 +121,7 @@ def test_threads_far_too_many_are_refused_by_the_library_too(tmp_path, monkeypat
     from fastreshuffle.errors import UserError
     from fastreshuffle.training.config import TrainConfig
     from fastreshuffle.training.loop import train
-    real = torch.set_num_threads
-
-    def set_num_threads(n):               # (the real one would crash the test process)
-        if n > 1000:
-            raise RuntimeError(f"torch.set_num_threads({n}) would crash")
-        return real(n)
-    monkeypatch.setattr(torch, "set_num_threads", set_num_threads)
+    real = _no_crashing_threads(monkeypatch)
     data = make_images(tmp_path / "imgs", n=2, size=40)
     try:
         with pytest.raises(UserError, match="--threads 100000: at most"):
