@@ -428,8 +428,9 @@ def ijg_fits(steps: np.ndarray, luma_table) -> bool:
 # photo on a coloured page has no such blocks and is judged as libjpeg decodes.  Not checked where
 # the sampling was found to be 4:4:4, whose chroma has such edges; where 4:2:2 or 4:4:0 was found,
 # as that and as 4:2:0 both (a 4:2:0 astronaut at q10 pasted on blue was taken for 4:2:2: checked
-# across only, -2.4 dB within 6 px of the page's edge; 4:2:2 decodes of 13 photos as pixels lose
-# 0.015-0.034 dB of their gain for it at q10-q90, rocket 0.2 dB at q75-90).
+# across only, -2.4 dB within 6 px of the page's edge; 4:2:2 decodes of 15 photos as pixels lose
+# 0.013-0.049 dB of their mean gain for it at q10-q90, rocket 0.2 dB at q75-90:
+# python -m benchmarks.chroma_check).
 _CHROMA_VETO = 1.5
 _CHROMA_AROUND = 2
 _CHROMA_GENTLE = (2.0, 24.0)

@@ -694,9 +694,10 @@ def test_the_chroma_check_passes_decoded_jpegs(quality):
 def test_the_chroma_check_costs_a_decoded_444_jpeg_little(quality, monkeypatch):
     """4:4:4 chroma has edges that 4:2:0 decoding does not make, and as pixels its sampling is not
     always found (q5 is read as q10, whose chroma tables it does not fit), so some blocks of a
-    4:4:4 JPEG are taken for pasted ones: 14 photos at q5, the mean gain +1.18 -> +1.09 dB (the
-    least +0.40), at q10 +1.045 -> +1.042, from q20 none; a 256-px crop of coffee at q5 +2.17 ->
-    +0.46.  Still a gain at q5, and within 0.1 dB of the gain without the check from q10."""
+    4:4:4 JPEG are taken for pasted ones (python -m benchmarks.chroma_check: 15 photos at q5, the
+    mean gain +1.240 -> +1.158 dB, at q10 +1.134 -> +1.130, from q30 none; a 256-px crop of coffee
+    at q5 +2.17 -> +0.46).  Still a gain at q5, and within 0.1 dB of the gain without the check
+    from q10."""
     from fastreshuffle.inference import jpeg_history
     for a in photos(n=3, size=256):
         b = io.BytesIO()
