@@ -180,7 +180,8 @@ def sniff_format(src: Path) -> Optional[str]:
                 head = f.read(4)
         except OSError:
             return None
-        return "TIFF" if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
+        from ..io.images import TIFF_MAGIC
+        return "TIFF" if head in TIFF_MAGIC else None
 
 
 def _lossy_webp_file(src: Path) -> bool:

@@ -443,8 +443,8 @@ def _restore_torch(net, x: torch.Tensor, tile, overlap, guard: bool = False, ban
     if guard:  # image by image through the numpy path (the guard works on 8-bit pixels)
         outs = []
         for img in x.detach():
-            a = (img if img.dtype == torch.float64 else img.float()).permute(1, 2, 0).cpu().numpy()   # (float64
-            #  kept: what the guard leaves as it was keeps its own values, as for a float64 array)
+            # (float64 kept: what the guard leaves as it was keeps its own values, as a float64 array's)
+            a = (img if img.dtype == torch.float64 else img.float()).permute(1, 2, 0).cpu().numpy()
             a = a[..., 0] if a.shape[2] == 1 else a
             o = torch.from_numpy(np.ascontiguousarray(_restore_numpy(net, a, tile, overlap, True, bands=bands)))
             outs.append((o[None] if o.dim() == 2 else o.permute(2, 0, 1)).to(device=x.device, dtype=x.dtype))
@@ -528,7 +528,7 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
         from PIL import Image, UnidentifiedImageError
 
-        from ..io.images import _register_heif, heif_unreadable, jpeg_unreadable, tiff_unreadable
+        from ..io.images import _register_heif, jpeg_unreadable, unreadable_reason
         _register_heif()
         fh = open(image, "rb")
         try:
@@ -538,15 +538,12 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
             opened = Image.open(fh)
         except UnidentifiedImageError:    # (an OSError, as for any file Pillow cannot read)
             fh.close()
-            why = heif_unreadable(image) or jpeg_unreadable(image)
-            if why:
-                raise UnidentifiedImageError(f"{image}: {why}") from None
             if _float_tiff(image):
                 raise UnidentifiedImageError(
                     f"{image}: a floating-point TIFF, which Pillow cannot read: pass its samples as an array "
                     "(tifffile.imread, floats in [0, 1]), or use the fastreshuffle restore command, which reads "
                     "it through tifffile") from None
-            why = tiff_unreadable(image)
+            why = unreadable_reason(image)
             if why:
                 raise UnidentifiedImageError(f"{image}: {why}") from None
             raise
@@ -639,18 +636,13 @@ def _float_tiff(path) -> bool:
     """Whether ``path`` is a TIFF of floating-point samples (which Pillow cannot open in colour)."""
     if not str(path).lower().endswith((".tif", ".tiff")):
         return False
-    import logging
-    log = logging.getLogger("tifffile")      # (it logs what it cannot read; Pillow's error says it)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
+    from ..io.images import quiet_tifffile
     try:
         import tifffile
-        with tifffile.TiffFile(path) as t:
+        with quiet_tifffile(), tifffile.TiffFile(path) as t:   # (Pillow's error says what it cannot read)
             return t.pages[0].dtype is not None and t.pages[0].dtype.kind == "f"
     except Exception:   # no tifffile, or not a TIFF it can read either: Pillow's own error stands
         return False
-    finally:
-        log.setLevel(level)
 
 
 def _sixteen_bit_colour(img, path) -> bool:

@@ -15,6 +15,7 @@ pixels are upright), the frame count, and notes saying what was done beyond plai
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -85,6 +86,9 @@ def jpeg_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     return None
 
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")   # a TIFF's first 4 bytes (and BigTIFF's)
+
+
 def tiff_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     """Why ``path`` cannot be read when it starts as a TIFF but neither Pillow nor tifffile can
     read it (its directory cut off or damaged), None for any other file."""
@@ -93,9 +97,15 @@ def tiff_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
             head = f.read(4)
     except OSError:
         return None
-    if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head in TIFF_MAGIC:
         return "a damaged or truncated TIFF (its header is a TIFF's, its image directory cannot be read)"
     return None
+
+
+def unreadable_reason(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why a file Pillow cannot identify is not read, where its first bytes tell (a HEIF / AVIF file
+    without their support, a 12-bit or lossless JPEG, a damaged TIFF); None otherwise."""
+    return heif_unreadable(path) or jpeg_unreadable(path) or tiff_unreadable(path)
 
 
 def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
@@ -651,7 +661,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
         f = _float_tiff(path, max_pixels) if path.suffix.lower() in (".tif", ".tiff") else None
         if f is not None:
             return f
-        raise ImageReadError(path, heif_unreadable(path) or jpeg_unreadable(path) or tiff_unreadable(path)
+        raise ImageReadError(path, unreadable_reason(path)
                              or "not a recognised image format (corrupt file or not an image)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as e:
         why = jpeg_unreadable(path) if isinstance(e, OSError) else None
@@ -681,6 +691,19 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                      comment=comment if isinstance(comment, bytes) and comment else None, source=source)
 
 
+@contextlib.contextmanager
+def quiet_tifffile():
+    """tifffile's log silenced while it reads a file that may be damaged (its complaint was printed
+    as a stray line before ours: "<tifffile.TiffPages @117444> invalid offset to first page")."""
+    import logging
+    log = logging.getLogger("tifffile")
+    was, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
 def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]:
     """A floating-point TIFF Pillow cannot open (colour, or grey with alpha), read through
     ``tifffile`` when it is installed: 8-bit RGB(A) as :func:`float_scale` takes the samples, its
@@ -690,11 +713,8 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
         import tifffile
     except ImportError:
         return None
-    import logging
-    log = logging.getLogger("tifffile")     # (a damaged file: its complaint printed as a stray line
-    was, log.disabled = log.disabled, True  # before ours, "<tifffile.TiffPages @117444> invalid offset")
     try:
-        with tifffile.TiffFile(str(path)) as t:
+        with quiet_tifffile(), tifffile.TiffFile(str(path)) as t:
             page = t.pages[0]
             if page.dtype is None or page.dtype.kind != "f":
                 return None
@@ -712,8 +732,6 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
         raise
     except Exception:
         return None
-    finally:
-        log.disabled = was
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 2, 3, 4))):
         return None
     a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)
