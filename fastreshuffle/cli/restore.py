@@ -41,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
                    help="folder for the restored images (created if needed; default: next to each input); "
-                        "with one input file, also an output file name if it ends in .png, .jpg, .jpeg, .jfif, .webp, .tif "
-                        "or .tiff (its format); a name with another image extension is refused; any other "
-                        "name, or one ending in /, is a folder")
+                        "with one input file, also an output file name if it ends in .png, .jpg, .jpeg, .jfif, "
+                        ".webp, .tif or .tiff (its format); a name with another picture extension (.bmp, .gif, "
+                        ".ico, .pdf, ...) is refused; any other name, or one ending in /, is a folder")
     p.add_argument("--format", default=None, choices=("png", "jpeg", "webp", "tiff", "same"),
                    help="output format (default: png, lossless, or that of -o FILE's extension; same = the "
                         "input's format where it can be written, else png)")
@@ -171,7 +171,7 @@ class _TileBar:
 # ----------------------------------------------------------------------------- main
 def run(args) -> int:
     from ..inference.files import collect_inputs, sniff_format
-    from ..io.images import IMAGE_EXTENSIONS
+    from ..io.images import known_image_extensions
     from ..io.output import format_of_name, resolve_format
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile_args
 
@@ -207,13 +207,14 @@ def run(args) -> int:
     outdir = Path(args.output_dir) if args.output_dir else None
     out_file = None
     folder = bool(args.output_dir) and args.output_dir.endswith(tuple(filter(None, (os.sep, os.altsep))))
-    if outdir is not None and not folder and not outdir.exists() and outdir.name.lower() in IMAGE_EXTENSIONS:
+    image_names = known_image_extensions()   # (-o out.ico had made a folder named out.ico)
+    if outdir is not None and not folder and not outdir.exists() and outdir.name.lower() in image_names:
         if format_of_name(Path("photo" + outdir.name)) is None:
             raise UserError(f"-o {outdir}: restore writes .png, .jpg, .webp or .tif files (and this name is only "
                             "an extension)")
         raise UserError(f"-o {outdir}: a file name that is only an extension would be taken for a folder; name "
                         f"the file (e.g. -o photo{outdir.name}) or choose the format with --format")
-    if outdir is not None and not folder and not outdir.is_dir() and outdir.suffix.lower() in IMAGE_EXTENSIONS:
+    if outdir is not None and not folder and not outdir.is_dir() and outdir.suffix.lower() in image_names:
         if len(args.inputs) == 1 and os.path.exists(args.inputs[0]) and not os.path.isdir(args.inputs[0]) \
                 and not os.path.isfile(args.inputs[0]):   # (a FIFO would block the first read for ever)
             raise UserError(f"{args.inputs[0]}: not a regular file (a pipe, socket or device): restore reads "

@@ -32,6 +32,16 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 # those whose files are usually lossy-coded (not originals to measure a restoration against)
 LOSSY_EXTENSIONS = {".jpg", ".jpeg", ".jfif", ".heic", ".heif", ".webp", ".avif"}
 
+
+def known_image_extensions() -> frozenset:
+    """Every extension that names a picture file: ours, those of every format Pillow knows (.ico,
+    .psd, .pdf, ...), and a few of other programs (camera raw, JPEG XL, SVG).  An ``-o`` name
+    ending in one of these means a file, never a folder to create."""
+    from PIL import Image
+    Image.init()
+    return frozenset(IMAGE_EXTENSIONS | set(Image.registered_extensions())
+                     | {".jxl", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".exr", ".hdr"})
+
 # Pillow warns above its MAX_IMAGE_PIXELS (~89.5 Mpixel by default), which the loader takes as a
 # refusal; where a program has raised that limit, this many pixels (a 16k x 16k image) is still the
 # most we decode.

@@ -279,11 +279,15 @@ def test_o_names_the_output_file_of_one_input(tmp_path, weights, capsys):
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["clean.jpg"]
     for more, said in (([str(tmp_path / "good2.jpg"), "-o", str(tmp_path / "x.png")], "give one input file"),
                        (["-o", str(tmp_path / "x.bmp")], "writes .png, .jpg, .webp or .tif"),
+                       # (Pillow's and other programs' picture names had made a folder named x.ico)
+                       (["-o", str(tmp_path / "x.ico")], "writes .png, .jpg, .webp or .tif"),
+                       (["-o", str(tmp_path / "x.JXL")], "writes .png, .jpg, .webp or .tif"),
+                       ([str(tmp_path / "good2.jpg"), "-o", str(tmp_path / "x.psd")], "give one input file"),
                        (["-o", str(tmp_path / "x.png"), "--format", "jpeg"], "disagree"),
                        (["-o", str(tmp_path / "x.png"), "--output-quality", "80"], "not PNG")):
         assert cli_main(["restore", "-q", str(src)] + more + ["--model", str(weights)]) == 2, more
         assert said in capsys.readouterr().err, more
-    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.bmp").exists()
+    assert not any((tmp_path / n).exists() for n in ("x.png", "x.bmp", "x.ico", "x.JXL", "x.psd"))
     (tmp_path / "folder.png").mkdir()       # an existing folder of that name is a folder
     assert cli_main(["restore", "-q", str(src), "-o", str(tmp_path / "folder.png"),
                      "--model", str(weights)]) == 0
