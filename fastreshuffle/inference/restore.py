@@ -12,7 +12,7 @@ import contextlib
 import sys
 import threading
 import weakref
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -242,24 +242,16 @@ def _file_source(img):
     return _file_bytes(img)
 
 
-def _frame_count(img) -> int:
-    """Frames (pages) in the file a PIL image was opened from, counted on a fresh opening of it:
-    counting on ``img`` itself seeks through its frames and back, which decodes its frame again
-    from the file (a caller's edits to a GIF were lost, and a closed one failed).  1 when the
-    file is out of reach or holds one."""
-    if getattr(img, "format", None) not in ("GIF", "TIFF", "WEBP", "PNG", "MPO", "HEIF", "AVIF", "FLI", "DCX"):
-        return 1
+def _frame_count(img) -> Tuple[int, bool]:
+    """(frames, cut short) of the file a PIL image was opened from, counted on a fresh opening of
+    it (:func:`~fastreshuffle.io.images.frame_count`): counting on ``img`` itself seeks through its
+    frames and back, which decodes its frame again from the file (a caller's edits to a GIF were
+    lost, and a closed one failed).  (1, False) when the file is out of reach or holds one."""
+    from ..io.images import MULTI_FRAME_FORMATS, frame_count
+    if getattr(img, "format", None) not in MULTI_FRAME_FORMATS:
+        return 1, False
     source = _file_source(img)
-    if source is None:
-        return 1
-    import io
-
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
-            return int(getattr(f, "n_frames", 1) or 1)
-    except Exception:   # (not readable again: no count to give)
-        return 1
+    return (1, False) if source is None else frame_count(source)
 
 
 def _pixels_are_the_files(img, arr: np.ndarray, source) -> bool:
@@ -725,8 +717,11 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         if too_small(*hw):
             _warn_caller(f"a {hw[1]}x{hw[0]} image is under 8 pixels on a side: returned unchanged (the network "
                          "works on 8x8 cells)")
-    frames = _frame_count(image) if pil else 1
-    if frames > 1:   # (as the command's note: the rest came back missing without a word)
+    frames, cut = _frame_count(image) if pil else (1, False)
+    if cut:
+        _warn_caller(f"the file of this image is cut short (truncated) after its first frame(s): only the one it is "
+                     f"at, frame {image.tell()}, is restored and returned")
+    elif frames > 1:   # (as the command's note: the rest came back missing without a word)
         _warn_caller(f"an image of {frames} frames (pages): only the one it is at, frame {image.tell()}, is "
                      "restored and returned")
     if how.kind == HEIF_QP:

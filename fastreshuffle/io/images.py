@@ -139,6 +139,49 @@ def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
             "(or the [heif] extra)")
 
 
+# formats whose files can hold more than one frame (page)
+MULTI_FRAME_FORMATS = frozenset({"GIF", "TIFF", "WEBP", "PNG", "MPO", "HEIF", "AVIF", "FLI", "DCX", "ICNS", "ICO"})
+
+
+def _last_bytes(source: Union[str, os.PathLike, bytes], n: int) -> bytes:
+    if isinstance(source, bytes):
+        return source[-n:]
+    try:
+        with open(source, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - n))
+            return f.read(n)
+    except OSError:
+        return b";"    # (out of reach: not said cut)
+
+
+def frame_count(source: Union[str, os.PathLike, bytes]) -> Tuple[int, bool]:
+    """(frames, cut short) of a picture file (a path or its bytes), counted on an opening of its
+    own: an animated GIF cut short among its frames had failed with Pillow's bare "index out of
+    range" though its first frame is whole.  A file that cannot be opened at all counts as 1."""
+    from PIL import Image
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with Image.open(data) as f:
+            n = max(1, int(getattr(f, "n_frames", 1) or 1))
+            # (Pillow counts a GIF frame cut in its data as whole: a GIF ends in its trailer, ";")
+            return n, f.format == "GIF" and _last_bytes(source, 16).rstrip(b"\0\r\n ")[-1:] != b";"
+    except Exception:
+        pass
+    if isinstance(data, io.BytesIO):
+        data.seek(0)
+    n = 1
+    try:
+        with Image.open(data) as f:
+            while True:
+                try:
+                    f.seek(n)
+                except EOFError:     # (the end, where a whole file's frames end)
+                    return n, False
+                n += 1
+    except Exception:                # (a frame's header cut or damaged)
+        return n, True
+
+
 def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
     """Image-like files in ``folder`` (by extension), sorted by name; hidden files skipped, and with
     ``recursive`` hidden folders too (``.ipynb_checkpoints``, ``.thumbnails``), as ``restore`` does."""
@@ -575,8 +618,11 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                                                "possible decompression bomb")
                 mode, fmt = im.mode, im.format
                 gray = mode in GRAY_MODES
-                n_frames = int(getattr(im, "n_frames", 1) or 1)
-                if n_frames > 1:
+                n_frames, cut = frame_count(path) if fmt in MULTI_FRAME_FORMATS else (1, False)
+                if cut:
+                    notes.append("is cut short (truncated) after its first frame(s); only the first is read (and "
+                                 "written)")
+                elif n_frames > 1:
                     notes.append(f"has {n_frames} frames; only the first is read (and written)")
                 transparent = "A" in im.getbands() or "transparency" in im.info
                 unsigned32 = (fmt == "TIFF" and mode == "I" and tuple(im.tag_v2.get(258, (0,)))[:1] == (32,)

@@ -247,6 +247,26 @@ def test_a_picture_of_several_frames_says_only_one_is_restored(tmp_path):
         fr.restore(im, device="cpu")
 
 
+def test_an_animated_gif_cut_short_is_said_cut_short(tmp_path):
+    """An animated GIF cut short after its first frame failed with Pillow's bare "index out of
+    range" (from counting its frames): its whole first frame is restored, and the cut said, in
+    ``restore()`` and in the command's reader."""
+    from fastreshuffle.io.images import frame_count, load_image_file
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    data = (tmp_path / "a.gif").read_bytes()
+    (tmp_path / "cut.gif").write_bytes(data[:len(data) * 2 // 3])
+    assert frame_count(tmp_path / "a.gif") == (3, False) and frame_count(data) == (3, False)
+    assert frame_count(tmp_path / "cut.gif")[1] is True
+    with pytest.warns(UserWarning, match="cut short .*frame 0"):
+        out = fr.restore(Image.open(tmp_path / "cut.gif"), device="cpu")
+    assert out.size == (48, 48)
+    f = load_image_file(tmp_path / "cut.gif")
+    assert f.rgb.shape == (48, 48, 3) and any("cut short (truncated)" in n for n in f.notes)
+    assert np.array_equal(f.rgb, np.asarray(Image.open(tmp_path / "a.gif").convert("RGB")))
+
+
 def test_whatever_is_under_alpha_0_of_a_float_image_is_given_back(tmp_path):
     """A float RGBA array with NaN or 0-255 leftovers under alpha 0 was refused ("contains NaN",
     "looks like 0-255"), though that colour is given back as it was and the network sees a fill.
