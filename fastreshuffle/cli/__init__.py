@@ -82,7 +82,29 @@ def console():
     dist = sys.modules.get("fastreshuffle.training.dist")
     if dist is not None:
         dist.leave(code)
+    _quit_on_interrupt(code)
     sys.exit(code)
+
+
+def _quit_on_interrupt(code: int) -> None:
+    """From here the work is done (its outputs written, its last line said): a Ctrl-C in the
+    interpreter's own exit ends the process at once with the command's code, where it had printed
+    a KeyboardInterrupt traceback from torch's exit handlers (after train's ``done:`` line)."""
+    import os
+    import signal
+
+    def quit_now(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+    try:
+        signal.signal(signal.SIGINT, quit_now)
+    except (ValueError, OSError):   # (not the main thread: nothing to change)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1025,3 +1025,16 @@ def test_a_tile_small_beside_its_context_is_said(tmp_path, weights, capsys):
         capsys.readouterr().err
     assert cli_main(["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights)]) == 0
     assert "the work of its own pixels" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_the_exit_after_the_work_ends_quietly_with_its_code():
+    """A Ctrl-C in the second after train's ``done:`` line (torch's exit handlers running) printed
+    a KeyboardInterrupt traceback: the work is done, so the process ends at once with its code."""
+    script = ("import atexit, os, signal, time\n"
+              "import fastreshuffle.cli as cli\n"
+              "cli.main = lambda: 3\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
+              "cli.console()\n")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (3, "") and time.monotonic() - t0 < 60
