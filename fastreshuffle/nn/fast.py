@@ -31,7 +31,9 @@ AMX the extension's AMX kernel for the 1x1 part and oneDNN's 3x3 (``backends.cpu
 
 With hooks on a submodule (or on every module: ``torch.nn.modules.module.register_module_forward_hook``),
 which only run when the submodule is called -- ``torch.nn.utils.prune``, the hook-based
-``weight_norm`` / ``spectral_norm``, activation probes -- ``forward`` is the reference one.
+``weight_norm`` / ``spectral_norm``, activation probes -- and with a parametrized weight
+(``torch.nn.utils.parametrize``, ``torch.nn.utils.parametrizations.weight_norm`` /
+``spectral_norm``), ``forward`` is the reference one.
 
 Training (grad enabled and the input or a parameter requires grad) uses
 :func:`fastreshuffle.ops.dense_block`, which builds each block in one buffer as well and
@@ -201,15 +203,20 @@ class FastReshuffleNet(ReshuffleNet):
 
     def _hooked(self) -> bool:
         """Whether hooks are set on a submodule, or on all modules (``torch.nn.utils.prune``, the
-        hook-based ``weight_norm`` / ``spectral_norm``, activation probes): the fused forward calls
-        no submodule, so they would not run."""
+        hook-based ``weight_norm`` / ``spectral_norm``, activation probes), or a submodule's weight
+        is parametrized (``torch.nn.utils.parametrize``, ``parametrizations.weight_norm`` /
+        ``spectral_norm``): the fused forward calls no submodule, so they would not run."""
         from torch.nn.modules import module as _module
         if any(getattr(_module, f"_global{k}", None) for k in _HOOKS):
             return True
 
         def hooked(module) -> bool:   # a walk of the tree, 30x faster than any() over modules()
-            for m in module._modules.values():
-                if m is not None and (any(m.__dict__.get(k) for k in _HOOKS) or hooked(m)):
+            for name, m in module._modules.items():
+                # (a parametrized weight -- torch.nn.utils.parametrize, the current weight_norm /
+                # spectral_norm -- is computed on each access, not a parameter the fused forward
+                # can snapshot: it failed with a KeyError under no_grad; its module runs it)
+                if m is not None and (name == "parametrizations" or any(m.__dict__.get(k) for k in _HOOKS)
+                                      or hooked(m)):
                     return True
             return False
         return hooked(self)

@@ -198,6 +198,35 @@ def test_hooks_on_submodules_run():
         handle.remove()
 
 
+@pytest.mark.parametrize("how", ["weight_norm", "spectral_norm", "parametrize"])
+def test_parametrized_weights_run(how):
+    """A parametrized weight (torch.nn.utils.parametrize; today's weight_norm / spectral_norm) is
+    computed on each access, no parameter the fused forward could take: under no_grad it failed
+    with a KeyError.  It runs the reference forward, as ReshuffleNet does."""
+    from torch.nn.utils import parametrizations, parametrize
+
+    class Half(torch.nn.Module):
+        def forward(self, w):
+            return w * 0.5
+    ref, fast = pair("tiny")
+    x = torch.rand(2, 3, 16, 24)
+    for m in (ref, fast):
+        conv = m.blocks[1].layers[0].conv2
+        if how == "parametrize":
+            parametrize.register_parametrization(conv, "weight", Half())
+        else:
+            getattr(parametrizations, how)(conv)
+    fast.load_state_dict(ref.state_dict())      # (spectral_norm's vectors start random)
+    ref.eval(), fast.eval()
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            assert (fast(x) - ref(x)).abs().max().item() <= 1e-6, ctx
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref(xr).sum().backward()
+    fast(xf).sum().backward()
+    assert torch.allclose(xr.grad, xf.grad, rtol=1e-4, atol=1e-6) and fast._hooked()
+
+
 def test_output_does_not_alias_cache():
     ref, fast = pair("tiny")
     x1, x2 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
