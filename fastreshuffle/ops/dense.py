@@ -196,6 +196,9 @@ def _check_memory(op: str, buf: torch.Tensor, src: Optional[torch.Tensor] = None
 # -------------------------------------------------------------------------- op bodies
 def _inplace_body(buf: torch.Tensor, c_in: int, w1: torch.Tensor, b1: torch.Tensor,
                   w3: torch.Tensor, b3: torch.Tensor) -> None:
+    # the registered op is public too (torch.ops.fastreshuffle.dense_layer_): checked as the
+    # wrapper is (a c_in under 1 or past the buffer had written nothing, without a word)
+    _check_inplace(buf, c_in, w1, b1, w3, b3)
     _inplace(buf, c_in, w1, b1, w3, b3, None)
 
 
@@ -215,6 +218,7 @@ def _inplace(buf, c_in, w1, b1, w3, b3, packed: Optional[List[torch.Tensor]]) ->
 
 def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
                                  b1: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> None:
+    _check_reshuffle(buf, src, w1, b1, w3, b3)
     _check_memory("dense_layer_reshuffle_", buf, src)
     c_in = src.shape[1] // 4
     n = w3.shape[0]
@@ -230,6 +234,7 @@ def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
 
 def _functional_body(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
                       b3: torch.Tensor) -> torch.Tensor:
+    _check_functional(x, w1, b1, w3, b3)
     b, _, h, w = x.shape
     n = w3.shape[0]
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -280,6 +280,30 @@ def test_opcheck():
                           (x, *[w.requires_grad_() for w in wts]))
 
 
+def test_the_registered_ops_check_their_arguments_as_the_functions_do():
+    """torch.ops.fastreshuffle.dense_layer_ is public too: a c_in under 1 or past the buffer wrote
+    nothing and said nothing; the other two ops failed with torch's messages from deep inside."""
+    w1, b1, w3, b3 = make_weights(6, 8, 4)
+    buf = torch.randn(1, 10, 4, 4)
+    before = buf.clone()
+    for c_in, said in ((-4, "c_in must be >= 1"), (0, "c_in must be >= 1"), (12, r"\[K, 12, 1, 1\]"),
+                       (7, r"\[K, 7, 1, 1\]")):
+        with pytest.raises(ValueError, match=said):
+            torch.ops.fastreshuffle.dense_layer_(buf, c_in, w1, b1, w3, b3)
+    with pytest.raises(ValueError, match="exceeds the 10 channels"):
+        torch.ops.fastreshuffle.dense_layer_(buf, 6, w1, b1, torch.randn(5, 8, 3, 3), torch.randn(5))
+    assert torch.equal(buf, before)
+    x = torch.randn(1, 6, 4, 4)
+    with pytest.raises(ValueError, match="b3 must have shape"):
+        torch.ops.fastreshuffle.dense_layer(x, w1, b1, w3, torch.randn(5))
+    with pytest.raises(TypeError, match="dtype"):
+        torch.ops.fastreshuffle.dense_layer(x.double(), w1, b1, w3, b3)
+    with pytest.raises(ValueError, match="C_src/4"):
+        torch.ops.fastreshuffle.dense_layer_reshuffle_(buf, torch.randn(1, 24, 2, 2), w1, b1,
+                                                       torch.randn(5, 8, 3, 3), torch.randn(5))
+    assert torch.equal(buf, before)
+
+
 def test_torch_compile_sees_op():
     wts = make_weights(5, 6, 4)
 
