@@ -10,11 +10,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from ..backends import PRECISIONS
 from ..errors import UserError
 from ._common import (add_device_argument, add_threads_argument, apply_threads,
-                      check_output_arg, device_from_args)
+                      check_output_arg, device_from_args, printable)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +67,18 @@ def _lossless_webp(path: Path) -> bool:
         return False
 
 
+def _weights_file(args) -> Optional[Path]:
+    """The weights file ``--weights`` / ``--model`` reads (a shipped model's file too), or None."""
+    from ..errors import WeightsError
+    from ..inference.loading import resolve_weights
+    if args.no_model or not (args.weights or args.model):
+        return None
+    try:
+        return resolve_weights(args.weights or args.model)
+    except (WeightsError, OSError, ValueError):   # (said when the model is loaded)
+        return None
+
+
 def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
@@ -88,7 +101,7 @@ def _resolve_model(args, device):
                  "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                  "config": cfg.to_dict()})
     bands = None
-    if not args.weights:
+    if not args.weights and args.guard:   # (the bands are picked by the guard: unguarded, the named network runs)
         bands = Bands(args.model, lambda m: model if m == args.model else
                       load_model(m, device, fast=args.fast, precision=args.precision))
         found = bands_of(args.model)
@@ -105,6 +118,10 @@ def run(args) -> int:
     from ..io.datasets import eval_dir
 
     warn = lambda m: print(f"warning: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    for opt, value in (("--model", args.model), ("--weights", args.weights), ("--data", args.data),
+                       ("--data-root", args.data_root)):
+        if value is not None and not value.strip():   # (an unset shell variable: it had been taken as not given)
+            raise UserError(f"{opt} names nothing (an empty name): give one, or leave {opt} out")
     try:
         spec = parse_spec(args.codec)
     except CodecError as e:
@@ -148,6 +165,11 @@ def run(args) -> int:
             raise UserError(f"{opt} names no file (an empty name): nothing would be written")
         if path:
             check_output_arg(opt, Path(path), args.overwrite)
+    weights_file = _weights_file(args)
+    for opt, path in (("--json", args.json), ("--plot", args.plot)):
+        if path and weights_file is not None and os.path.realpath(path) == os.path.realpath(weights_file):
+            raise UserError(f"{opt} {path} is the weights file being evaluated: it would be replaced; name another "
+                            "file")
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
         raise UserError(f"--json and --plot name the same file ({args.plot}); the plot would replace the results")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
@@ -227,7 +249,7 @@ def run(args) -> int:
     for opt, p, write in outputs:     # each output on its own: one that fails does not lose the other
         try:
             write(p)
-            print(f"wrote {p}")
+            print(printable(f"wrote {p}"))
         except OutputExistsError:
             print(f"fastreshuffle eval: error: {opt} {p} appeared during the run; kept it, nothing written "
                   "(use --overwrite)", file=sys.stderr)

@@ -42,6 +42,44 @@ def test_eval_says_which_networks_made_its_figures(tmp_path, capsys):
     assert "note: model jpeg-high (float32, unguarded: --no-guard)\n" in capsys.readouterr().err
 
 
+def test_eval_no_guard_uses_and_says_the_named_network_only(tmp_path, capsys):
+    """`eval --model jpeg --no-guard` said (and wrote in its JSON) the bands it would pick, though
+    unguarded the named network restores every quality: the figures were jpeg's alone."""
+    data = make_images(tmp_path / "photos", n=1, size=40)
+    figures = {}
+    for extra in (["--model", "jpeg"], ["--weights", "fastreshuffle/weights/jpeg.safetensors"]):
+        out = tmp_path / f"{len(figures)}.json"
+        assert main(["eval", "--data", str(data), "--quality", "10", "--no-guard", "--device", "cpu",
+                     "--json", str(out)] + extra) == 0
+        err = capsys.readouterr().err
+        assert "bands" not in err and "jpeg-low" not in err, err
+        doc = json.loads(out.read_text())
+        assert "bands" not in doc["model"]
+        figures[extra[0]] = doc["results"][0]["psnr_restored"]
+    assert figures["--model"] == figures["--weights"]
+
+
+def test_eval_refuses_empty_names_and_outputs_onto_its_weights(tmp_path, capsys):
+    """An empty --model / --weights / --data (an unset shell variable) was taken as not given:
+    codec-only figures, or Kodak24's, with exit 0.  --json / --plot naming the weights file
+    being read replaced it with --overwrite."""
+    import shutil
+    data = make_images(tmp_path / "photos", n=1, size=40)
+    for opt in ("--model", "--weights", "--data", "--data-root"):
+        args = ["eval", "--quality", "10", "--device", "cpu", opt, ""]
+        assert main(args + ([] if opt == "--data" else ["--data", str(data)])) == 2, opt
+        assert f"{opt} names nothing (an empty name)" in capsys.readouterr().err
+    w = tmp_path / "w.safetensors"
+    shutil.copyfile("fastreshuffle/weights/jpeg.safetensors", w)
+    before = w.read_bytes()
+    for opt in ("--weights", "--model"):
+        for out in ("--json", "--plot"):
+            assert main(["eval", "--data", str(data), "--quality", "10", "20", "--device", "cpu", opt, str(w),
+                         out, str(w), "--overwrite"]) == 2
+            assert "is the weights file being evaluated" in capsys.readouterr().err
+    assert w.read_bytes() == before
+
+
 def test_missing_data_says_what_to_pass(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FASTRESHUFFLE_DATA", str(tmp_path / "nothing-here"))

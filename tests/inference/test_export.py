@@ -170,3 +170,15 @@ def test_export_says_what_each_codec_s_network_is_for(tmp_path, capsys):
     assert "jpeg-high 81 and more" in _use("jpeg-high") and "QP" not in _use("jpeg")
     assert main(["export", "-o", str(tmp_path / "m.onnx") + "/"]) == 2
     assert "names a folder" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+    # (a later probe: the HEVC network's note gave the JPEG network's harm; -o " " wrote a file " ")
+    from fastreshuffle.cli.export import _harm
+    assert "hevc network" in _harm("hevc-paper") and "jpeg" not in _harm("hevc")
+    assert "jpeg network" in _harm("jpeg-mid") and _harm("webp") == ""
+    import os
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert main(["export", "-o", " "]) == 2
+        assert "names no file (an empty name)" in capsys.readouterr().err and os.listdir(tmp_path) == []
+    finally:
+        os.chdir(cwd)
