@@ -1,6 +1,6 @@
 """Does restoring make pictures that are not photos worse?  Synthetic screenshots (text, a menu
 bar, a chart) and smooth gradients (linear grey and colour, radial), drawn here with Pillow (no
-files needed), coded as JPEG files (Pillow 4:2:0) and restored as ``fastreshuffle restore``
+files needed), and with ``--pictures "black and white"`` a photo thresholded to 0 / 255, coded as JPEG files (Pillow 4:2:0) and restored as ``fastreshuffle restore``
 restores a JPEG file (``fastreshuffle.restore`` on the opened file: its tables, the guard, the
 network of its quality band), and also given never compressed (a PNG: must come back unchanged).
 
@@ -63,20 +63,32 @@ def gradient(size: int, kind: str) -> np.ndarray:
     return np.clip(np.round(a), 0, 255).astype(np.uint8)
 
 
+def black_and_white(size: int) -> np.ndarray:
+    """scikit-image's camera photo (512 px, grey), resized to ``size`` and thresholded at its median
+    to 0 / 255: a black-and-white (1-bit) picture, as a scan or a fax."""
+    from PIL import Image
+    from skimage import data
+    grey = np.asarray(Image.fromarray(data.camera()).resize((size, size), Image.BICUBIC))
+    return np.repeat(np.where(grey > np.median(grey), 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+
+
 PICTURES = {"screenshot": lambda s: screenshot(s, 0), "screenshot+chart": lambda s: screenshot(s, 1),
             "screenshot colour": lambda s: screenshot(s, 2), "linear grey": lambda s: gradient(s, "linear grey"),
-            "linear colour": lambda s: gradient(s, "linear colour"), "radial": lambda s: gradient(s, "radial")}
+            "linear colour": lambda s: gradient(s, "linear colour"), "radial": lambda s: gradient(s, "radial"),
+            "black and white": black_and_white}
+DEFAULT = list(PICTURES)[:6]    # the set the docs' figures are over; "black and white" when named
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qualities", type=int, nargs="+", default=[30, 50, 75, 85, 88, 90, 95])
     ap.add_argument("--size", type=int, default=512, help="width of the pictures in pixels [512]")
-    ap.add_argument("--pictures", default=None, help=f"comma-separated, of {', '.join(PICTURES)} [all]")
+    ap.add_argument("--pictures", default=None,
+                    help=f"comma-separated, of {', '.join(PICTURES)} [all but black and white]")
     ap.add_argument("--uniform-only", action="store_true",
                     help="keep only uniform areas as decoded, not rounded planes (the guard before 2026-12-05)")
     args = ap.parse_args(argv)
-    names = args.pictures.split(",") if args.pictures else list(PICTURES)
+    names = args.pictures.split(",") if args.pictures else DEFAULT
     unknown = [n for n in names if n not in PICTURES]
     if unknown or args.size < 64:
         print(f"graphics: unknown pictures {unknown}" if unknown else "graphics: --size must be >= 64",
