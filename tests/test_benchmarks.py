@@ -751,9 +751,12 @@ def test_graphics_smoke(capsys):
     for extra in ([], ["--uniform-only"]):
         assert graphics.main(["--size", "64", "--qualities", "90"] + extra) == 0
         out = capsys.readouterr().out
-        assert "CPU flags:" in out and all(name in out for name in graphics.PICTURES)
+        assert "CPU flags:" in out and all(name in out for name in graphics.DEFAULT)
+        assert "black and white" not in out         # (named only: the docs' figures are over the six)
         assert ("uniform areas only" in out) == bool(extra)
         assert guard.PLANAR_STEP == shipped
+    assert graphics.main(["--size", "64", "--qualities", "90", "--pictures", "black and white"]) == 0
+    assert "black and white" in capsys.readouterr().out
     assert graphics.main(["--pictures", "nope"]) == 2
 
 
