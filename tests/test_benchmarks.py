@@ -760,6 +760,25 @@ def test_graphics_smoke(capsys):
     assert graphics.main(["--pictures", "nope"]) == 2
 
 
+def test_pixelated_smoke(capsys):
+    """The script behind the pixelated-picture figures (docs/quality.md): both variants run, the
+    rule's switch is put back, bad --cells are refused."""
+    from benchmarks import pixelated
+    from fastreshuffle.inference import guard
+    shipped = guard._CELL_SHARE
+    assert pixelated.main(["--size", "64", "--qualities", "90", "--cells", "8", "8+4", "--samplings", "444",
+                           "--photos", "chelsea"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU flags:" in out and "with keep_cells" in out and guard._CELL_SHARE == shipped
+    rows = [line.split() for line in out.splitlines() if line.startswith(("8 ", "8+4 "))]
+    assert [r[:3] for r in rows] == [["8", "444", "q90"], ["8+4", "444", "q90"]]
+    assert rows[0][4] == "+0.000"               # on the grid, the cells come back as decoded
+    photo = torch.arange(300).reshape(10, 10, 3).to(torch.uint8).numpy()
+    assert pixelated.pixelated(photo, 8, 4, 16).shape == (16, 16, 3)
+    for bad in (["--cells", "x"], ["--cells", "8+8"], ["--size", "32"]):
+        assert pixelated.main(bad) == 2
+
+
 def test_annotations_smoke(capsys):
     """benchmarks.annotations (README, *Where it can still lose*): one photo, one quality, one
     colour; a colour that is not R,G,B is refused."""

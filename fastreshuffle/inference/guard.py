@@ -25,7 +25,7 @@ the curve on any folder (README: Kodak24, held out from these choices).
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -196,13 +196,17 @@ def strip_workers() -> int:
 
 def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.ndarray:
     """``decoded`` + strength x (``restored`` - ``decoded``), projected onto the JPEG's intervals,
-    uniform areas kept (:func:`keep_uniform`).  Both H x W x 3 uint8 with the block grid at (0, 0)."""
+    uniform areas kept (:func:`keep_uniform`), and a picture's flat cells (:func:`keep_cells`).
+    Both H x W x 3 uint8 with the block grid at (0, 0)."""
     if guard.strength <= 0:
         return decoded.copy()
     n = strip_workers()
     projected = project(decoded, blend(decoded, restored, guard.strength), guard.tables,
                         strip_rows=STRIP_ROWS if n <= 2 else STRIP_ROWS // 2, workers=n)
-    return keep_uniform(decoded, projected, planar=True, workers=n)
+    kept = keep_uniform(decoded, projected, planar=True, workers=n)
+    if guard.blind:     # (its DC step is the found quality's: q5 read as q10 made photos' blocks cells)
+        return kept
+    return keep_cells(decoded, kept, float(np.asarray(guard.tables.luma).reshape(-1)[0]))
 
 
 # Where the decoded picture is exactly uniform this far around a pixel (its block and the two blocks
@@ -216,6 +220,70 @@ def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.n
 # (worst at q50 +0.44) but cost q5 0.07 dB and a smooth sky at q10 0.06 dB (rocket: a gradient
 # hidden in blocks of one DC value, which the network rebuilds); radius 16 costs q5 0.003 dB.
 UNIFORM_RADIUS = 16
+
+
+# A picture made of flat 8x8 cells -- a photo enlarged 8x or 16x by copying pixels (pixel art, a
+# mosaic, a screenshot of a pixelated game), on the JPEG's grid -- decodes into flat blocks with sharp
+# steps between them: JPEG's blocking, to the networks, which smoothed the steps.  Such pictures lost
+# at every quality (a helper's probe, 2026-12-07: a q90 4:4:4 file that decodes exactly, 99 -> 51
+# dB; five photos enlarged 8x and 16x, q10-q95: mean -0.15 to -2.0 dB, worst -8.3).  A smooth
+# original cannot make two neighbouring flat blocks differ by much more than one step of the DC
+# (a ramp steep enough for that keeps an AC coefficient): where two flat blocks (luma spread
+# within _CELL_FLAT) differ by more than _CELL_JUMP[0] DC steps / 8 + _CELL_JUMP[1] levels, their
+# step is an edge of the picture: both blocks are cells.  In a picture where at least _CELL_SHARE
+# of the blocks are cells, every flat block is kept as decoded.  Photos do not reach it (463: the
+# CBSD432, Kodak24 and 7 outside photos, q5-q90, whole: at most 3.3 % of their blocks, at q5;
+# 417 crops of 64 px at q5-q30: one of 12.5 % (q10), the rest under 10 %; of 128 px at most 7 %),
+# pixelated photos from q30 on are at 30-100 % (smooth ones from q75: a fundus photo 13 % at q75),
+# at q10 0-59 %.  Kept, a block is as decoded: never worse than the input, so a photo taken for
+# cells would only forgo the gain of its flat blocks.  A JPEG file's only: found in pixels
+# (blind), the DC step is the found quality's, and q5 read as q10 made 12-32 % of a photo's
+# blocks cells.  python -m benchmarks.pixelated has the figures.
+_CELL_FLAT = 1.0
+_CELL_JUMP = (1.5, 1.0)
+_CELL_SHARE = 0.1
+
+
+def cell_blocks(decoded: np.ndarray, luma_dc_step: float) -> Tuple[np.ndarray, np.ndarray]:
+    """((H // 8) x (W // 8) bool, the same): the blocks of ``decoded`` (H x W x 3 uint8, the block
+    grid at (0, 0)) that are flat and meet another flat block across a step of the picture (see
+    above), and the flat ones."""
+    h, w = decoded.shape[:2]
+    hb, wb = h // 8, w // 8
+    flat = np.zeros((hb, wb), bool)
+    mean = np.zeros((hb, wb), np.float32)
+    rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
+    for a in range(0, hb, rows):
+        b = min(hb, a + rows)
+        d = decoded[a * 8:b * 8, :wb * 8].astype(np.float32)
+        y = (d[..., 0] * 0.299 + d[..., 1] * 0.587 + d[..., 2] * 0.114).reshape(b - a, 8, wb, 8)
+        flat[a:b] = (y.max(axis=(1, 3)) - y.min(axis=(1, 3))) <= _CELL_FLAT
+        mean[a:b] = y.mean(axis=(1, 3))
+    t = _CELL_JUMP[0] * luma_dc_step / 8 + _CELL_JUMP[1]
+    across = flat[:, 1:] & flat[:, :-1] & (np.abs(mean[:, 1:] - mean[:, :-1]) > t)
+    down = flat[1:] & flat[:-1] & (np.abs(mean[1:] - mean[:-1]) > t)
+    cells = np.zeros((hb, wb), bool)
+    cells[:, 1:] |= across
+    cells[:, :-1] |= across
+    cells[1:] |= down
+    cells[:-1] |= down
+    return cells, flat
+
+
+def keep_cells(decoded: np.ndarray, out: np.ndarray, luma_dc_step: float) -> np.ndarray:
+    """``out`` (changed in place and returned) with ``decoded``'s flat blocks in a picture made of
+    flat cells: where at least :data:`_CELL_SHARE` of its blocks are cells (:func:`cell_blocks`),
+    every flat block is kept, those between cells of about one level too (a q90 file that decoded
+    exactly still lost 1.2 dB by them)."""
+    cells, flat = cell_blocks(decoded, luma_dc_step)
+    if cells.size == 0 or cells.mean() < _CELL_SHARE:
+        return out
+    cells = flat
+    hb, wb = cells.shape
+    for i in np.flatnonzero(cells.any(axis=1)):       # block row by block row: no full-size mask
+        cols = np.repeat(cells[i], 8)
+        out[i * 8:i * 8 + 8, :wb * 8][:, cols] = decoded[i * 8:i * 8 + 8, :wb * 8][:, cols]
+    return out
 
 
 def _any_within(e: np.ndarray, r: int) -> np.ndarray:

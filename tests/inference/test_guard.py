@@ -919,3 +919,47 @@ def test_keep_uniform_on_a_grey_picture(monkeypatch, planar):
     assert np.array_equal(guard.keep_uniform(img, out.copy(), 2, planar=planar), want)
     if not planar:
         assert np.array_equal(want, np.where(_uniform_reference(img, 2), img, out))
+
+
+def _cell_picture(cell=8, n=32):
+    from skimage import data
+    crop = data.astronaut()[200:200 + n, 200:200 + n]
+    return np.ascontiguousarray(np.repeat(np.repeat(crop, cell, axis=0), cell, axis=1))
+
+
+def test_a_picture_of_flat_cells_on_the_grid_comes_back_as_decoded(tmp_path, monkeypatch):
+    """A photo enlarged 8x by copying pixels, saved at q90 4:4:4, decodes exactly; the networks
+    took its cells' steps for blocking and smoothed them (a helper's probe: 99 -> 51 dB).  Its flat
+    blocks are kept as decoded (guard.keep_cells); without the rule it changes."""
+    pic = _cell_picture()
+    path = tmp_path / "cells.jpg"
+    Image.fromarray(pic).save(path, quality=90, subsampling=0)
+    decoded = np.asarray(Image.open(path).convert("RGB"))
+    out = np.asarray(fr.restore(str(path), device="cpu", precision="fp32").convert("RGB"))
+    assert np.array_equal(out, decoded)
+    monkeypatch.setattr(guard, "_CELL_SHARE", float("inf"))
+    changed = np.asarray(fr.restore(str(path), device="cpu", precision="fp32").convert("RGB"))
+    assert np.abs(changed.astype(int) - decoded).max() > 0
+
+
+def test_cell_blocks_are_flat_blocks_across_a_step_and_photos_are_not_pictures_of_cells():
+    step = 3.0                                    # q90's luma DC step: a step over 1.5 * 3/8 + 1 levels
+    a = np.full((16, 24, 3), 100, np.uint8)
+    a[:, 8:16] = 102                              # 2 levels: a step
+    a[:, 16:] = 103                               # 1 level: not one
+    cells, flat = guard.cell_blocks(a, step)
+    assert flat.all() and cells.tolist() == [[True, True, False], [True, True, False]]
+    a[3, 3] = 110                                 # a block with detail is no cell
+    cells, flat = guard.cell_blocks(a, step)
+    assert cells.tolist() == [[False, False, False], [True, True, False]] and not flat[0, 0]
+    # a photo at q10 (its many flat blocks): nowhere near the share of a picture of cells, kept as is
+    from skimage import data
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=10)
+    im = Image.open(buf)
+    decoded = np.asarray(im.convert("RGB"))
+    dc = float(np.asarray(tables_from_pil(im).luma).reshape(-1)[0])
+    assert guard.cell_blocks(decoded, dc)[0].mean() < guard._CELL_SHARE / 3
+    out = np.zeros_like(decoded)
+    assert not guard.keep_cells(decoded, out, dc).any()
+    assert guard.cell_blocks(np.zeros((7, 5, 3), np.uint8), dc)[0].shape == (0, 0)
