@@ -71,7 +71,7 @@ def _run(args, cells) -> int:
           "by > 0.05 dB)")
     print(f"{'cells':<6} {'chroma':<7} {'quality':<8} {'decoded dB':>10}   {'with keep_cells':>26}   "
           f"{'without':>26}")
-    shipped = guard._CELL_SHARE
+    shipped = guard._CELL_SHARE, guard._CELL_FLAT_SHARE
     try:
         for cell, shift in cells:
             for sampling in args.samplings:
@@ -85,7 +85,7 @@ def _run(args, cells) -> int:
                         b = psnr_or_99(data, pic)
                         before.append(b)
                         for on in (True, False):
-                            guard._CELL_SHARE = shipped if on else float("inf")
+                            guard._CELL_SHARE, guard._CELL_FLAT_SHARE = shipped if on else (float("inf"),) * 2
                             out = fastreshuffle.restore(Image.open(io.BytesIO(buf.getvalue())), device="cpu",
                                                         precision="fp32")
                             changes[on].append(psnr_or_99(np.asarray(out.convert("RGB")), pic) - b)
@@ -95,7 +95,7 @@ def _run(args, cells) -> int:
                     print(f"{label:<6} {sampling:<7} q{q:<7} {np.mean(before):>10.2f}   {cols[0]:>26}   "
                           f"{cols[1]:>26}", flush=True)
     finally:
-        guard._CELL_SHARE = shipped
+        guard._CELL_SHARE, guard._CELL_FLAT_SHARE = shipped
     return 0
 
 

@@ -765,11 +765,11 @@ def test_pixelated_smoke(capsys):
     rule's switch is put back, bad --cells are refused."""
     from benchmarks import pixelated
     from fastreshuffle.inference import guard
-    shipped = guard._CELL_SHARE
+    shipped = guard._CELL_SHARE, guard._CELL_FLAT_SHARE
     assert pixelated.main(["--size", "64", "--qualities", "90", "--cells", "8", "8+4", "--samplings", "444",
                            "--photos", "chelsea"]) == 0
     out = capsys.readouterr().out
-    assert "CPU flags:" in out and "with keep_cells" in out and guard._CELL_SHARE == shipped
+    assert "CPU flags:" in out and "with keep_cells" in out and (guard._CELL_SHARE, guard._CELL_FLAT_SHARE) == shipped
     rows = [line.split() for line in out.splitlines() if line.startswith(("8 ", "8+4 "))]
     assert [r[:3] for r in rows] == [["8", "444", "q90"], ["8+4", "444", "q90"]]
     assert rows[0][4] == "+0.000"               # on the grid, the cells come back as decoded

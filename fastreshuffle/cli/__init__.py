@@ -82,14 +82,16 @@ def console():
     dist = sys.modules.get("fastreshuffle.training.dist")
     if dist is not None:
         dist.leave(code)
-    _quit_on_interrupt(code)
+    import atexit
+    atexit.register(_quit_on_interrupt, code)   # (the last registered: it runs first, as the exit starts)
     sys.exit(code)
 
 
 def _quit_on_interrupt(code: int) -> None:
-    """From here the work is done (its outputs written, its last line said): a Ctrl-C in the
-    interpreter's own exit ends the process at once with the command's code, where it had printed
-    a KeyboardInterrupt traceback from torch's exit handlers (after train's ``done:`` line)."""
+    """Run as the interpreter exits, the work done (its outputs written, its last line said): a
+    Ctrl-C from here ends the process at once with the command's code, where it had printed a
+    KeyboardInterrupt traceback from torch's exit handlers (after train's ``done:`` line).  A
+    program that calls :func:`console` and goes on after its SystemExit keeps its own handler."""
     import os
     import signal
 

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List
 
 from ..backends import PRECISIONS
 from ..errors import UserError
@@ -67,16 +67,31 @@ def _lossless_webp(path: Path) -> bool:
         return False
 
 
-def _weights_file(args) -> Optional[Path]:
-    """The weights file ``--weights`` / ``--model`` reads (a shipped model's file too), or None."""
+def _weights_files(args) -> List[Path]:
+    """The weights files ``--weights`` / ``--model`` reads: a shipped model's file too, and those of
+    its bands where the guard may pick them."""
     from ..errors import WeightsError
-    from ..inference.loading import resolve_weights
+    from ..inference.loading import bands_of, resolve_weights
     if args.no_model or not (args.weights or args.model):
-        return None
+        return []
+    names = [args.weights or args.model]
+    if not args.weights and args.guard:
+        names += list(bands_of(args.model))
+    found = []
+    for name in names:
+        try:
+            found.append(resolve_weights(name))
+        except (WeightsError, OSError, ValueError):   # (said when the model is loaded)
+            pass
+    return found
+
+
+def _same_file(a, b) -> bool:
+    """Whether two paths name one file (a hard link or a symbolic one too)."""
     try:
-        return resolve_weights(args.weights or args.model)
-    except (WeightsError, OSError, ValueError):   # (said when the model is loaded)
-        return None
+        return os.path.samefile(a, b)
+    except OSError:       # (one does not exist yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _resolve_model(args, device):
@@ -165,10 +180,10 @@ def run(args) -> int:
             raise UserError(f"{opt} names no file (an empty name): nothing would be written")
         if path:
             check_output_arg(opt, Path(path), args.overwrite)
-    weights_file = _weights_file(args)
+    weights_files = _weights_files(args)
     for opt, path in (("--json", args.json), ("--plot", args.plot)):
-        if path and weights_file is not None and os.path.realpath(path) == os.path.realpath(weights_file):
-            raise UserError(f"{opt} {path} is the weights file being evaluated: it would be replaced; name another "
+        if path and any(_same_file(path, w) for w in weights_files):
+            raise UserError(f"{opt} {path} is a weights file being evaluated: it would be replaced; name another "
                             "file")
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
         raise UserError(f"--json and --plot name the same file ({args.plot}); the plot would replace the results")

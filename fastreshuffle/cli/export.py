@@ -23,13 +23,13 @@ def run(args) -> int:
     from ..errors import OutputExistsError, UserError, WeightsError
     from ..inference.export import export_onnx
 
-    if sys.stderr.isatty():   # progress, for a person waiting (an error stays one line in logs)
-        print(printable(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens "
-                        "of seconds on a CPU) ..."), file=sys.stderr, flush=True)
     if not args.output.strip():   # (an unset shell variable; " " had been written as a file named " ")
         raise UserError(f"-o {args.output!r} names no file (an empty name): name the file to write (e.g. model.onnx)")
     if args.output.endswith(("/", os.sep)):
         raise UserError(f"-o {args.output} names a folder: name the file to write (e.g. model.onnx)")
+    if sys.stderr.isatty():   # progress, for a person waiting (an error stays one line in logs)
+        print(printable(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens "
+                        "of seconds on a CPU) ..."), file=sys.stderr, flush=True)
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, overwrite=args.overwrite)
     except WeightsError as e:

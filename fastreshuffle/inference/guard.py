@@ -206,7 +206,7 @@ def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.n
     kept = keep_uniform(decoded, projected, planar=True, workers=n)
     if guard.blind:     # (its DC step is the found quality's: q5 read as q10 made photos' blocks cells)
         return kept
-    return keep_cells(decoded, kept, float(np.asarray(guard.tables.luma).reshape(-1)[0]))
+    return keep_cells(decoded, kept, guard.tables.luma)
 
 
 # Where the decoded picture is exactly uniform this far around a pixel (its block and the two blocks
@@ -226,40 +226,56 @@ UNIFORM_RADIUS = 16
 # mosaic, a screenshot of a pixelated game), on the JPEG's grid -- decodes into flat blocks with sharp
 # steps between them: JPEG's blocking, to the networks, which smoothed the steps.  Such pictures lost
 # at every quality (a helper's probe, 2026-12-07: a q90 4:4:4 file that decodes exactly, 99 -> 51
-# dB; five photos enlarged 8x and 16x, q10-q95: mean -0.15 to -2.0 dB, worst -8.3).  A smooth
-# original cannot make two neighbouring flat blocks differ by much more than one step of the DC
-# (a ramp steep enough for that keeps an AC coefficient): where two flat blocks (luma spread
-# within _CELL_FLAT) differ by more than _CELL_JUMP[0] DC steps / 8 + _CELL_JUMP[1] levels, their
-# step is an edge of the picture: both blocks are cells.  In a picture where at least _CELL_SHARE
-# of the blocks are cells, every flat block is kept as decoded.  Photos do not reach it (463: the
-# CBSD432, Kodak24 and 7 outside photos, q5-q90, whole: at most 3.3 % of their blocks, at q5;
-# 417 crops of 64 px at q5-q30: one of 12.5 % (q10), the rest under 10 %; of 128 px at most 7 %),
-# pixelated photos from q30 on are at 30-100 % (smooth ones from q75: a fundus photo 13 % at q75),
-# at q10 0-59 %.  Kept, a block is as decoded: never worse than the input, so a photo taken for
-# cells would only forgo the gain of its flat blocks.  A JPEG file's only: found in pixels
-# (blind), the DC step is the found quality's, and q5 read as q10 made 12-32 % of a photo's
-# blocks cells.  python -m benchmarks.pixelated has the figures.
+# dB; five photos enlarged 8x and 16x, q10-q95: mean -0.15 to -2.0 dB, worst -8.3).
+# How far can two neighbouring flat blocks (luma spread within _CELL_FLAT) of a smooth original be
+# apart?  A ramp of s levels a pixel puts 18.2 s into the block's first AC coefficient across it,
+# which is quantised away (the block decodes flat) while under half its step: s < step / 36.4, so
+# the blocks' means differ by 8 s < 0.22 x the larger of the two first AC steps, plus up to one DC
+# step / 8 from rounding each DC, plus a level of pixel rounding.  Two flat blocks further apart
+# than _CELL_JUMP[0] x that AC step + the DC step / 8 + _CELL_JUMP[1] levels are cells: the step
+# between them is in the picture (a first version with 1.5 DC steps / 8 + 1 took the steps of
+# grey and radial gradients at q15-q52 for cells, and kept their blocking: up to 7 dB, a review).
+# In a picture where at least _CELL_SHARE of the blocks are cells, every flat block is kept as
+# decoded: never worse than the input there, so a photo taken for cells would only forgo the gain of
+# its flat blocks.  So it is in a file of quality 58 or more (a DC step of _CELL_FLAT_DC or less)
+# whose blocks are nearly all flat (_CELL_FLAT_SHARE): a smooth photo enlarged into cells has few
+# steps that large (a fundus photo at q75: 2 % of its blocks; it decodes exactly, and came back at
+# 58 dB), while whole photos from q50 on have at most 90 % of flat blocks (q75: 43 %).  JPEG files only: found in pixels (blind), the steps are the found quality's, and
+# q5 read as q10 made photos' blocks cells.  The shares: python -m benchmarks.pixelated (docs/
+# quality.md, *Pixelated pictures*).
 _CELL_FLAT = 1.0
-_CELL_JUMP = (1.5, 1.0)
+_CELL_JUMP = (0.3, 1.5)
 _CELL_SHARE = 0.1
+_CELL_FLAT_SHARE = 0.95
+_CELL_FLAT_DC = 13
 
 
-def cell_blocks(decoded: np.ndarray, luma_dc_step: float) -> Tuple[np.ndarray, np.ndarray]:
-    """((H // 8) x (W // 8) bool, the same): the blocks of ``decoded`` (H x W x 3 uint8, the block
-    grid at (0, 0)) that are flat and meet another flat block across a step of the picture (see
-    above), and the flat ones."""
+def _cell_jump(luma_table) -> float:
+    """The step between two flat blocks (levels of their means) that no smooth original makes."""
+    t = np.asarray(luma_table, np.float64).reshape(8, 8)
+    return _CELL_JUMP[0] * max(t[0, 1], t[1, 0]) + t[0, 0] / 8 + _CELL_JUMP[1]
+
+
+def cell_blocks(decoded: np.ndarray, luma_table) -> Tuple[np.ndarray, np.ndarray]:
+    """(ceil(H / 8) x ceil(W / 8) bool, the same): the blocks of ``decoded`` (H x W x 3 uint8, the
+    block grid at (0, 0); partial blocks at the edges as the encoder codes them, their last row and
+    column repeated) that are flat and meet another flat block across a step of the picture (see
+    above), and the flat ones.  ``luma_table``: the file's (64 values, natural order)."""
     h, w = decoded.shape[:2]
-    hb, wb = h // 8, w // 8
+    hb, wb = -(-h // 8), -(-w // 8)
     flat = np.zeros((hb, wb), bool)
     mean = np.zeros((hb, wb), np.float32)
     rows = max(1, 4096 // max(1, wb))                 # block rows per strip: bounded memory
     for a in range(0, hb, rows):
         b = min(hb, a + rows)
-        d = decoded[a * 8:b * 8, :wb * 8].astype(np.float32)
-        y = (d[..., 0] * 0.299 + d[..., 1] * 0.587 + d[..., 2] * 0.114).reshape(b - a, 8, wb, 8)
+        d = decoded[a * 8:b * 8].astype(np.float32)
+        y = d[..., 0] * 0.299 + d[..., 1] * 0.587 + d[..., 2] * 0.114
+        if y.shape != ((b - a) * 8, wb * 8):
+            y = np.pad(y, ((0, (b - a) * 8 - y.shape[0]), (0, wb * 8 - w)), mode="edge")
+        y = y.reshape(b - a, 8, wb, 8)
         flat[a:b] = (y.max(axis=(1, 3)) - y.min(axis=(1, 3))) <= _CELL_FLAT
         mean[a:b] = y.mean(axis=(1, 3))
-    t = _CELL_JUMP[0] * luma_dc_step / 8 + _CELL_JUMP[1]
+    t = _cell_jump(luma_table)
     across = flat[:, 1:] & flat[:, :-1] & (np.abs(mean[:, 1:] - mean[:, :-1]) > t)
     down = flat[1:] & flat[:-1] & (np.abs(mean[1:] - mean[:-1]) > t)
     cells = np.zeros((hb, wb), bool)
@@ -270,19 +286,20 @@ def cell_blocks(decoded: np.ndarray, luma_dc_step: float) -> Tuple[np.ndarray, n
     return cells, flat
 
 
-def keep_cells(decoded: np.ndarray, out: np.ndarray, luma_dc_step: float) -> np.ndarray:
+def keep_cells(decoded: np.ndarray, out: np.ndarray, luma_table) -> np.ndarray:
     """``out`` (changed in place and returned) with ``decoded``'s flat blocks in a picture made of
     flat cells: where at least :data:`_CELL_SHARE` of its blocks are cells (:func:`cell_blocks`),
-    every flat block is kept, those between cells of about one level too (a q90 file that decoded
-    exactly still lost 1.2 dB by them)."""
-    cells, flat = cell_blocks(decoded, luma_dc_step)
-    if cells.size == 0 or cells.mean() < _CELL_SHARE:
+    or, from a DC step of :data:`_CELL_FLAT_DC` down, :data:`_CELL_FLAT_SHARE` are flat, every flat
+    block is kept, those between cells of about one level too (a q90 file that decoded exactly
+    still lost 1.2 dB by them)."""
+    cells, flat = cell_blocks(decoded, luma_table)
+    fine = float(np.asarray(luma_table).reshape(-1)[0]) <= _CELL_FLAT_DC
+    if cells.size == 0 or (cells.mean() < _CELL_SHARE and not (fine and flat.mean() >= _CELL_FLAT_SHARE)):
         return out
-    cells = flat
-    hb, wb = cells.shape
-    for i in np.flatnonzero(cells.any(axis=1)):       # block row by block row: no full-size mask
-        cols = np.repeat(cells[i], 8)
-        out[i * 8:i * 8 + 8, :wb * 8][:, cols] = decoded[i * 8:i * 8 + 8, :wb * 8][:, cols]
+    w = decoded.shape[1]
+    for i in np.flatnonzero(flat.any(axis=1)):        # block row by block row: no full-size mask
+        cols = np.repeat(flat[i], 8)[:w]
+        out[i * 8:i * 8 + 8][:, cols] = decoded[i * 8:i * 8 + 8][:, cols]
     return out
 
 

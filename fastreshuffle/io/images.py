@@ -143,43 +143,34 @@ def heif_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
 MULTI_FRAME_FORMATS = frozenset({"GIF", "TIFF", "WEBP", "PNG", "MPO", "HEIF", "AVIF", "FLI", "DCX", "ICNS", "ICO"})
 
 
-def _last_bytes(source: Union[str, os.PathLike, bytes], n: int) -> bytes:
-    if isinstance(source, bytes):
-        return source[-n:]
-    try:
-        with open(source, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - n))
-            return f.read(n)
-    except OSError:
-        return b";"    # (out of reach: not said cut)
-
-
 def frame_count(source: Union[str, os.PathLike, bytes]) -> Tuple[int, bool]:
     """(frames, cut short) of a picture file (a path or its bytes), counted on an opening of its
     own: an animated GIF cut short among its frames had failed with Pillow's bare "index out of
-    range" though its first frame is whole.  A file that cannot be opened at all counts as 1."""
+    range" from counting them, though its first frame is whole; it counts the frames before the cut.
+    A file that cannot be opened at all counts as (1, False) (its reading says why)."""
     from PIL import Image
-    data = io.BytesIO(source) if isinstance(source, bytes) else source
+
+    def opened():
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     try:
-        with Image.open(data) as f:
-            n = max(1, int(getattr(f, "n_frames", 1) or 1))
-            # (Pillow counts a GIF frame cut in its data as whole: a GIF ends in its trailer, ";")
-            return n, f.format == "GIF" and _last_bytes(source, 16).rstrip(b"\0\r\n ")[-1:] != b";"
+        with opened() as f:
+            return max(1, int(getattr(f, "n_frames", 1) or 1)), False
     except Exception:
         pass
-    if isinstance(data, io.BytesIO):
-        data.seek(0)
     n = 1
     try:
-        with Image.open(data) as f:
-            while True:
-                try:
-                    f.seek(n)
-                except EOFError:     # (the end, where a whole file's frames end)
-                    return n, False
-                n += 1
-    except Exception:                # (a frame's header cut or damaged)
-        return n, True
+        f = opened()
+    except Exception:
+        return 1, False
+    with f:
+        while True:
+            try:
+                f.seek(n)
+            except EOFError:         # (the end, where a whole file's frames end)
+                return n, False
+            except Exception:        # (a frame's header cut or damaged)
+                return n, True
+            n += 1
 
 
 def list_images(folder: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:

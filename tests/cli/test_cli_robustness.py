@@ -1038,3 +1038,12 @@ def test_ctrl_c_in_the_exit_after_the_work_ends_quietly_with_its_code():
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stderr) == (3, "") and time.monotonic() - t0 < 60
+    # a program that calls console() and goes on keeps its Ctrl-C (a review: it had been replaced)
+    script = ("import signal\n"
+              "import fastreshuffle.cli as cli\n"
+              "cli.main = lambda: 3\n"
+              "try:\n    cli.console()\nexcept SystemExit:\n    pass\n"
+              "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+              "print('kept')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout.strip()) == (0, "kept"), r.stderr

@@ -76,7 +76,20 @@ def test_eval_refuses_empty_names_and_outputs_onto_its_weights(tmp_path, capsys)
         for out in ("--json", "--plot"):
             assert main(["eval", "--data", str(data), "--quality", "10", "20", "--device", "cpu", opt, str(w),
                          out, str(w), "--overwrite"]) == 2
-            assert "is the weights file being evaluated" in capsys.readouterr().err
+            assert "is a weights file being evaluated" in capsys.readouterr().err
+    assert w.read_bytes() == before
+    # a hard link to it, and a band's file the guard may pick (--model jpeg: jpeg-high), too
+    import os
+    os.link(w, tmp_path / "hard.safetensors")
+    assert main(["eval", "--data", str(data), "--quality", "10", "--device", "cpu", "--weights", str(w),
+                 "--json", str(tmp_path / "hard.safetensors"), "--overwrite"]) == 2
+    assert "is a weights file being evaluated" in capsys.readouterr().err
+    from fastreshuffle.inference.loading import weights_path
+    band = weights_path("jpeg-high")
+    band_bytes = band.read_bytes()
+    assert main(["eval", "--data", str(data), "--quality", "10", "--device", "cpu", "--model", "jpeg",
+                 "--json", str(band), "--overwrite"]) == 2
+    assert "is a weights file being evaluated" in capsys.readouterr().err and band.read_bytes() == band_bytes
     assert w.read_bytes() == before
 
 

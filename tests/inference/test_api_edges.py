@@ -256,9 +256,19 @@ def test_an_animated_gif_cut_short_is_said_cut_short(tmp_path):
     frames = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(3)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
     data = (tmp_path / "a.gif").read_bytes()
-    (tmp_path / "cut.gif").write_bytes(data[:len(data) * 2 // 3])
+
+    def pillow_fails(k):                        # a cut where counting the frames raised
+        try:
+            Image.open(io.BytesIO(data[:k])).n_frames
+        except Exception:
+            return True
+        return False
+    cut = next(k for k in range(len(data) * 2 // 3, len(data)) if pillow_fails(k))
+    (tmp_path / "cut.gif").write_bytes(data[:cut])
     assert frame_count(tmp_path / "a.gif") == (3, False) and frame_count(data) == (3, False)
-    assert frame_count(tmp_path / "cut.gif")[1] is True
+    assert frame_count(tmp_path / "cut.gif") == (2, True) and frame_count(data[:cut]) == (2, True)
+    # a whole file with bytes after it, and a file that cannot be opened, are not said cut
+    assert frame_count(data + b"EXTRA DATA") == (3, False) and frame_count(b"garbage") == (1, False)
     with pytest.warns(UserWarning, match="cut short .*frame 0"):
         out = fr.restore(Image.open(tmp_path / "cut.gif"), device="cpu")
     assert out.size == (48, 48)
