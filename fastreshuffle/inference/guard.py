@@ -240,9 +240,9 @@ UNIFORM_RADIUS = 16
 # its flat blocks.  So it is in a file of quality 58 or more (a DC step of _CELL_FLAT_DC or less)
 # whose blocks are nearly all flat (_CELL_FLAT_SHARE): a smooth photo enlarged into cells has few
 # steps that large (a fundus photo at q75: 2 % of its blocks; it decodes exactly, and came back at
-# 58 dB), while whole photos from q50 on have at most 90 % of flat blocks (q75: 43 %).  JPEG files only: found in pixels (blind), the steps are the found quality's, and
-# q5 read as q10 made photos' blocks cells.  The shares: python -m benchmarks.pixelated (docs/
-# quality.md, *Pixelated pictures*).
+# 58 dB), while whole photos from q50 on have at most 90 % of flat blocks (q75: 43 %).  JPEG files
+# only: found in pixels (blind), the steps are the found quality's, and q5 read as q10 made photos'
+# blocks cells.  The figures: python -m benchmarks.pixelated (docs/quality.md, *Pixelated pictures*).
 _CELL_FLAT = 1.0
 _CELL_JUMP = (0.3, 1.5)
 _CELL_SHARE = 0.1
