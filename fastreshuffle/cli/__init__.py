@@ -104,7 +104,8 @@ def _quit_on_interrupt(code: int) -> None:
         os._exit(code)
 
     try:
-        signal.signal(signal.SIGINT, quit_now)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # (ignored, as in a background job: kept so)
+            signal.signal(signal.SIGINT, quit_now)
     except (ValueError, OSError):   # (not the main thread: nothing to change)
         pass
 
