@@ -86,14 +86,6 @@ def _weights_files(args) -> List[Path]:
     return found
 
 
-def _same_file(a, b) -> bool:
-    """Whether two paths name one file (a hard link or a symbolic one too)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:       # (one does not exist yet)
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _resolve_model(args, device):
     """-> (model or None, its quality bands or None, description dict), through the package's
     model factory."""
@@ -182,7 +174,7 @@ def run(args) -> int:
             check_output_arg(opt, Path(path), args.overwrite)
     weights_files = _weights_files(args)
     for opt, path in (("--json", args.json), ("--plot", args.plot)):
-        if path and any(_same_file(path, w) for w in weights_files):
+        if path and os.path.exists(path) and any(os.path.samefile(path, w) for w in weights_files):
             raise UserError(f"{opt} {path} is a weights file being evaluated: it would be replaced; name another "
                             "file")
     if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):

@@ -609,7 +609,10 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                                                "possible decompression bomb")
                 mode, fmt = im.mode, im.format
                 gray = mode in GRAY_MODES
-                n_frames, cut = frame_count(path) if fmt in MULTI_FRAME_FORMATS else (1, False)
+                try:
+                    n_frames, cut = int(getattr(im, "n_frames", 1) or 1), False
+                except Exception:    # (cut among its frames: counted again up to the cut; it is back at 0)
+                    n_frames, cut = frame_count(path)
                 if cut:
                     notes.append("is cut short (truncated) after its first frame(s); only the first is read (and "
                                  "written)")

@@ -217,8 +217,13 @@ def _inplace(buf, c_in, w1, b1, w3, b3, packed: Optional[List[torch.Tensor]]) ->
 
 
 def _reshuffle_body(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tensor,
-                                 b1: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> None:
-    _check_reshuffle(buf, src, w1, b1, w3, b3)
+                    b1: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> None:
+    _check_reshuffle(buf, src, w1, b1, w3, b3)       # (public too, as dense_layer_'s)
+    _reshuffle(buf, src, w1, b1, w3, b3)
+
+
+def _reshuffle(buf, src, w1, b1, w3, b3) -> None:
+    # the op's body once its arguments are checked (the eager path calls it directly)
     _check_memory("dense_layer_reshuffle_", buf, src)
     c_in = src.shape[1] // 4
     n = w3.shape[0]
@@ -424,13 +429,13 @@ def dense_layer_reshuffle_(buf: torch.Tensor, src: torch.Tensor, w1: torch.Tenso
     _check_reshuffle(buf, src, w1, b1, w3, b3)
     _no_grad_guard("dense_layer_reshuffle_", buf, src, w1, b1, w3, b3)
     refuse_forward_ad("dense_layer_reshuffle_", (buf, src, w1, b1, w3, b3), _NO_JVP)
-    (_reshuffle_body if _direct(buf) else _reshuffle_op)(buf, src, w1, b1, w3, b3)
+    (_reshuffle if _direct(buf) else _reshuffle_op)(buf, src, w1, b1, w3, b3)
     return buf
 
 
 def dense_layer(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
                 b3: torch.Tensor) -> torch.Tensor:
-    """Functional, differentiable dense layer returning the ``N`` new channels."""
-    _check_functional(x, w1, b1, w3, b3)
+    """Functional, differentiable dense layer returning the ``N`` new channels (its arguments
+    checked by the op, which is public too)."""
     refuse_forward_ad("dense_layer", (x, w1, b1, w3, b3), _NO_JVP)
     return _functional_op(x, w1, b1, w3, b3)
