@@ -41,6 +41,11 @@ def _share(strength: float) -> str:
     return "<1%" if 0 < strength < 0.005 else f"{strength:.0%}"
 
 
+def _sampling_said(tables) -> str:
+    """A JPEG's chroma sampling, as a note says it."""
+    return {(1, 1): "4:4:4", (1, 2): "4:2:2", (2, 1): "4:4:0"}.get(tuple(tables.subsampling), "chroma not halved both ways")
+
+
 def _strength_said(strength: float) -> str:
     """What a HEIF or WebP file's guard kept of the correction, as its note says it."""
     return ("the full correction" if strength >= 1 else f"{_share(strength)} of the correction" if strength > 0
@@ -316,6 +321,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
             restored = orient_array(run_guarded(for_quality(g.quality), stored, g), f.orientation)
             notes.append(f"JPEG quality ~{g.quality:.0f}: "
                          + (f"{_share(g.strength)} of the correction" if g.strength < 1 else "the full correction")
+                         + (f" ({_share(g.chroma)} of it in colour: {_sampling_said(g.tables)})" if g.chroma < 1 else "")
                          + ", kept consistent with the file")
     elif how.kind == HEIF_QP:   # (decoded at 8 bits, 10-bit files too)
         # on the pixels as coded (before the file's rotation: the codec's blocks on the network's cells)

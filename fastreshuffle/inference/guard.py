@@ -38,7 +38,7 @@ __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_Q
            "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
            "hevc_guarded", "hevc_guarded_file", "WEBP_Q", "WEBP_QUANT_UNKNOWN", "webp_strength", "WebpDecision",
-           "webp_guarded", "webp_guarded_file", "blend"]
+           "webp_guarded", "webp_guarded_file", "blend", "chroma_share"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -64,6 +64,35 @@ _HIGH_SCHEDULE_FULL_CHROMA = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.2
 _FULL_CHROMA_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE_FULL_CHROMA, "jpeg-mid": _HIGH_SCHEDULE_FULL_CHROMA}
 
 
+# A JPEG whose chroma is not halved both ways keeps only part of the networks' colour correction
+# (its luma keeps the whole): they learned on 4:2:0, where most of their colour correction undoes
+# the smear of the halved chroma, and elsewhere they smooth the colour they see -- and real colour
+# texture with it.  Blotchy colour noise (a phone's night shot: Cb / Cr noise of 2-8 levels,
+# smoothed over 1-2.5 px) came back worse at 4:4:4 q60-q90 (a helper's probe, 2026-12-08: 24 Kodak24
+# crops and 6 outside ones, noise of 6 levels, q80 mean / worst +0.22 / -0.85 dB; darkened to 20 %
+# with noise of 4, -0.38 / -0.74), while on the same photos without that noise the colour part
+# of the gain at 4:4:4 from q60 is nil or below nothing: half of it gave the same mean or more.
+# Per sampling, the share of the colour correction by quality (linear in between), from those
+# crops and 15 whole photos (the 8 held-out CBSD432 ones, the 7 outside ones), 4:4:4 and 4:2:2,
+# with and without that noise (docs/quality.md, *Colour noise*); 4:2:0 keeps all of it (its
+# colour correction is the smear's: half of it cost photos 0.13 dB at q80-q90).
+_CHROMA_SHARE = {(1, 1): ((45.0, 1.0), (60.0, 0.5), (80.0, 0.25)),     # 4:4:4
+                 (1, 2): ((50.0, 1.0), (70.0, 0.75), (80.0, 0.5)),      # 4:2:2 (halved across)
+                 (2, 1): ((50.0, 1.0), (70.0, 0.75), (80.0, 0.5))}      # 4:4:0 (halved down)
+
+
+def chroma_share(quality: float, tables: Optional[JpegTables]) -> float:
+    """The share of the colour (Cb, Cr) correction a JPEG of ``quality`` with ``tables`` keeps,
+    relative to its luma's: 1 for 4:2:0, grey and unknown chroma; less for 4:4:4 and 4:2:2 from
+    q45-q50 (:data:`_CHROMA_SHARE`)."""
+    if tables is None or tables.chroma is None:
+        return 1.0
+    schedule = _CHROMA_SHARE.get(tuple(tables.subsampling))
+    if schedule is None:
+        return 1.0
+    return float(np.interp(quality, [q for q, _ in schedule], [s for _, s in schedule]))
+
+
 def strength(quality: float, net=None, full_chroma: bool = False) -> float:
     """Share of the network's correction kept for a JPEG of (IJG-equivalent) ``quality`` restored
     by ``net``: a band with a schedule of its own (by name: "jpeg-high", "jpeg-mid"; its
@@ -81,6 +110,7 @@ class Guard(NamedTuple):
     offset: tuple = (0, 0)    # where the coding units start (blind detection of a crop)
     blind: bool = False       # tables estimated from the pixels, not read from a file
     share: float = 1.0        # of the picture where JPEG history is (blind: see guard_pixels)
+    chroma: float = 1.0       # of the colour correction, relative to the luma's (chroma_share)
 
 
 def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
@@ -98,7 +128,7 @@ def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
     q = ijg_quality(tables.luma)
     if full and q >= JPEG_HIGH_MIN:   # (below, the band would change too: not measured there)
         q = max(q, detail_quality(tables.luma))
-    return Guard(tables, q, _band_strength(q, model, full))
+    return Guard(tables, q, _band_strength(q, model, full), chroma=chroma_share(q, tables))
 
 
 def _band_strength(quality: float, model, full_chroma: bool = False) -> float:
@@ -177,7 +207,8 @@ def blind_guard(rgb: np.ndarray, model=None) -> Optional[Guard]:
     tables = JpegTables(table(IJG_LUMA), chroma, h.sampling or (1, 1))
     # (the band's schedule for subsampled files whatever the sampling found: chroma None here is
     # "not established", not a grey file; blind detection stops near q92, below where they differ)
-    return Guard(tables, float(h.quality), _band_strength(float(h.quality), model, False), h.mcu_offset, True)
+    return Guard(tables, float(h.quality), _band_strength(float(h.quality), model, False), h.mcu_offset, True,
+                 chroma=chroma_share(float(h.quality), tables))
 
 
 # The guard's strips (projection, uniform areas) run on this many threads at most: torch's thread
@@ -201,7 +232,7 @@ def apply_guard(decoded: np.ndarray, restored: np.ndarray, guard: Guard) -> np.n
     if guard.strength <= 0:
         return decoded.copy()
     n = strip_workers()
-    projected = project(decoded, blend(decoded, restored, guard.strength), guard.tables,
+    projected = project(decoded, blend(decoded, restored, guard.strength, guard.chroma), guard.tables,
                         strip_rows=STRIP_ROWS if n <= 2 else STRIP_ROWS // 2, workers=n)
     kept = keep_uniform(decoded, projected, planar=True, workers=n)
     if guard.blind:     # (its DC step is the found quality's: q5 read as q10 made photos' blocks cells)
@@ -552,9 +583,11 @@ def webp_guarded_file(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarr
     return webp_guarded(run, decoded, q.index)
 
 
-def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:
-    """``decoded + s * (restored - decoded)``, rounded to the input's integer type."""
-    if s >= 1:
+def blend(decoded: np.ndarray, restored: np.ndarray, s: float, chroma: float = 1.0) -> np.ndarray:
+    """``decoded + s * (restored - decoded)``, rounded to the input's integer type; with ``chroma``
+    under 1, the colour part of the difference (in JPEG's YCbCr: the difference less its luma on
+    every channel) scaled by it too."""
+    if s >= 1 and chroma >= 1:
         return restored
     if s <= 0:
         return decoded.copy()
@@ -563,5 +596,8 @@ def blend(decoded: np.ndarray, restored: np.ndarray, s: float) -> np.ndarray:
     for a in range(0, decoded.shape[0], STRIP_ROWS):     # float temporaries of a strip, not the image
         d = decoded[a:a + STRIP_ROWS]
         diff = restored[a:a + STRIP_ROWS].astype(np.float32) - d
+        if chroma < 1:
+            luma = diff @ np.array([0.299, 0.587, 0.114], np.float32)
+            diff = chroma * diff + (1 - chroma) * luma[..., None]
         out[a:a + STRIP_ROWS] = np.clip(np.round(d + s * diff), 0, top)
     return out
