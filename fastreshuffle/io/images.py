@@ -635,11 +635,13 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 data = None
                 if fmt in ("JPEG", "MPO"):   # damage libjpeg would decode into grey or noise, said
-                    from .jpeg_check import jpeg_damage
+                    from .jpeg_check import jpeg_check
                     data = read_unchanged(path, source)
-                    damage = jpeg_damage(data)
+                    damage, unchecked = jpeg_check(data)
                     if damage:
                         raise ImageReadError(path, damage)
+                    if unchecked:    # (arithmetic coding: a cut file decodes with grey, unnoticed)
+                        notes.append(unchecked)
                 try:
                     im.load()
                 except OSError:   # "truncated" by Pillow, one whole scan by the walk: only its end-of-image

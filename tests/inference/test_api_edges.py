@@ -183,6 +183,19 @@ def test_a_damaged_jpeg_is_refused_as_the_command_refuses_it(tmp_path):
     assert fr.restore(np.asarray(Image.open(cut)), device="cpu").shape == _photo().shape
 
 
+def test_a_jpeg_whose_damage_cannot_be_checked_is_said_so(tmp_path):
+    """From a review: an arithmetic-coded JPEG cut short was restored as if whole, with no word (the
+    walk does not cover arithmetic coding).  By path and as an opened file: a warning that its data
+    is not checked, as the command's note."""
+    from helpers import ARITHMETIC_JPEG
+    cut = tmp_path / "arith.jpg"
+    cut.write_bytes(ARITHMETIC_JPEG[:-30] + b"\xff\xd9")
+    for image in (str(cut), Image.open(cut)):
+        with pytest.warns(UserWarning, match=r"arith.jpg: its compressed data is not checked for damage \(it is "
+                                             r"arithmetic-coded\)"):
+            fr.restore(image, device="cpu")
+
+
 def test_an_image_whose_file_changed_since_it_was_read_is_not_refused(tmp_path):
     """An intact JPEG read into memory, its file then overwritten (by a PNG, by a copy cut short):
     the damage of the file as it is now said nothing about the pixels in memory, which were

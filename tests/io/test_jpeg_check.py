@@ -244,3 +244,21 @@ def test_a_component_in_no_scan_is_a_truncation(tmp_path, tail):
     with pytest.raises(ImageReadError, match="components 2, 3 of its 3 in none"):
         load_image_file(tmp_path / "c.jpg")
     assert jpeg_damage(grey) is None
+
+
+def test_a_file_the_walk_does_not_cover_is_said_unchecked(tmp_path):
+    """From a review: an arithmetic-coded JPEG cut short (end-of-image marker put back) was restored
+    as if whole, with no word; its damage cannot be found, so a note says it was not checked."""
+    from fastreshuffle.io.images import load_image_file
+    from fastreshuffle.io.jpeg_check import jpeg_check
+    from helpers import ARITHMETIC_JPEG as ARITHMETIC
+    cut = ARITHMETIC[:-30] + b"\xff\xd9"
+    Image.open(io.BytesIO(cut)).load()                   # libjpeg: no error
+    for data in (ARITHMETIC, cut):
+        damage, unchecked = jpeg_check(data)
+        assert damage is None and unchecked == ("its compressed data is not checked for damage (it is "
+                                                "arithmetic-coded): if it is cut short, the missing part is "
+                                                "decoded as grey")
+        (tmp_path / "a.jpg").write_bytes(data)
+        assert unchecked in load_image_file(tmp_path / "a.jpg").notes
+    assert jpeg_check(_jpeg(_photo(16, 16), quality=50)) == (None, None)
