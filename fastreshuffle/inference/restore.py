@@ -523,7 +523,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
         from PIL import Image, UnidentifiedImageError
 
-        from ..io.images import _register_heif, jpeg_unreadable, unreadable_reason
+        from ..io.images import NOT_REGULAR, _register_heif, jpeg_unreadable, special_file, unreadable_reason
+        if special_file(image):   # (a FIFO: the open blocked for ever)
+            raise OSError(f"{os.fspath(image)}: {NOT_REGULAR}: restore reads image files")
         _register_heif()
         fh = open(image, "rb")
         try:

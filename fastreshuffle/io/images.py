@@ -307,13 +307,22 @@ def read_unchanged(path: Union[str, os.PathLike], source: Optional[Tuple[int, ..
         raise ImageReadError(path, f"cannot read the file again: {e.strerror or e}") from None
 
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+
+
+def special_file(path) -> bool:
+    """Whether ``path`` is there but neither a regular file nor a folder: a FIFO would block the
+    read for ever, a device never end (``fastreshuffle restore`` and ``restore()`` refuse it)."""
+    return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
-    if not path.is_file():   # a FIFO would block the read forever, a device never end
-        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+    if special_file(path):
+        raise ImageReadError(path, NOT_REGULAR)
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
