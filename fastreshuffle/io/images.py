@@ -204,6 +204,36 @@ def float_scale(a: np.ndarray) -> float:
     return 1.0 if hi <= 2.0 else (255.0 if hi <= 255.0 else 65535.0)
 
 
+# as restore()'s FLOAT_SLACK: this much outside [0, 1] is rounding noise, not said
+_FLOAT_SLACK = 1e-3
+
+
+def check_float_samples(path, a: np.ndarray, what: str = "samples") -> List[str]:
+    """A file's float samples made explicit (a review: NaN became 0, samples above 1.0 were
+    clipped, and a grey picture up to 3.0 was read on a 0-255 scale, near black -- each without a
+    word): an ImageReadError naming the file for NaN or infinite ones (``restore()`` refuses such
+    an array), else notes for a scale other than [0, 1] and for samples outside it, clipped."""
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise ImageReadError(path, f"{bad} of its {a.size} float {what} are NaN or infinite: no picture to "
+                                   "restore (replace them, e.g. numpy.nan_to_num, and save it again)")
+    if not a.size:
+        return []
+    lo, hi, scale = float(a.min()), float(a.max()), float_scale(a)
+    if scale != 1.0:
+        note = f"float {what} span [{lo:g}, {hi:g}]: taken on a 0-{scale:g} scale"
+        if hi < scale / 16:    # (2 < hi < 16: no [0, 1] picture's overshoot, and dark on 0-255)
+            note += (", which makes the picture near black (samples above 1.0 of a high-dynamic-range "
+                     "picture: tone-map it to [0, 1] first)")
+        notes = [note]
+    else:
+        notes = []
+    if lo < -_FLOAT_SLACK * scale or hi > (1 + _FLOAT_SLACK) * scale:
+        notes.append(f"float {what} span [{lo:g}, {hi:g}], outside [0, {scale:g}]: clipped"
+                     + (" (high-dynamic-range samples above 1.0 lost)" if scale == 1.0 and hi > 1 + _FLOAT_SLACK else ""))
+    return notes
+
+
 def _float_to_8bit(a: np.ndarray) -> np.ndarray:
     """Float samples (scale from :func:`float_scale`; NaN as 0) -> uint8, rounded and clipped."""
     return np.clip(np.round(np.nan_to_num(a / float_scale(a)) * 255.0), 0, 255).astype(np.uint8)
@@ -692,6 +722,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     notes.append(note)
                 if mode == "F":
                     notes.append("32-bit float grey decoded at 8 bits")
+                    notes += check_float_samples(path, np.asarray(im))
                 if key16 is not None:   # a 16-bit colour key, for the 16-bit samples (Pillow's are 8-bit)
                     im.info.pop("transparency", None)
                     alpha16 = _key_alpha(rgb16, key16)
@@ -798,9 +829,12 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
     a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)
     c = a.shape[2]
     colour = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=2)
+    notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
+    notes += check_float_samples(path, colour[..., :1] if c <= 2 else colour)
+    if c in (2, 4):
+        notes += check_float_samples(path, a[..., -1], "alpha samples")
     rgb = _float_to_8bit(colour)
     alpha = _float_to_8bit(a[..., -1]) if c in (2, 4) else None
-    notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
     if n_frames > 1:
         notes.append(f"has {n_frames} frames; only the first is read (and written)")
     return ImageFile(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=c <= 2, mode="F", format="TIFF",
