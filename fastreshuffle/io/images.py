@@ -108,8 +108,29 @@ def tiff_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     except OSError:
         return None
     if head in TIFF_MAGIC:
+        layout = _tiff_layout(path)
+        if layout:   # (a 16-bit 3-sample minisblack one had been called damaged)
+            return f"a TIFF of a layout not supported ({layout}): save it as 8- or 16-bit RGB or grey"
         return "a damaged or truncated TIFF (its header is a TIFF's, its image directory cannot be read)"
     return None
+
+
+def _tiff_layout(path) -> Optional[str]:
+    """A TIFF's first image in words (bits, samples, photometric interpretation, sample format)
+    where its directory can be read and its data is all in the file (tifffile installed), else None."""
+    try:
+        import tifffile
+        with quiet_tifffile(), tifffile.TiffFile(str(path)) as t:
+            page = t.pages[0]
+            size = os.path.getsize(path)
+            if not page.dataoffsets or any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts)):
+                return None    # (cut short: damaged)
+            photometric = getattr(page.photometric, "name", str(page.photometric)).lower()
+            kind = {1: "unsigned", 2: "signed", 3: "float"}.get(int(page.sampleformat), "")
+            return (f"{page.imagewidth} x {page.imagelength}, {page.samplesperpixel} samples of {page.bitspersample} "
+                    f"bits{', ' + kind if kind else ''}, photometric {photometric}")
+    except Exception:
+        return None
 
 
 def unreadable_reason(path: Union[str, os.PathLike]) -> Optional[str]:
