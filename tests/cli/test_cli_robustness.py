@@ -1021,10 +1021,24 @@ def test_a_tile_small_beside_its_context_is_said(tmp_path, weights, capsys):
     word (a helper's probe); such settings are said, the default ones not."""
     _good_files(tmp_path)
     assert cli_main(["restore", str(tmp_path / "good1.png"), "--tile", "16", "--model", str(weights)]) == 0
-    assert "note: --tile 16 with --overlap 64: each tile runs on 144 px squares, 81x the work" in \
+    assert "warning: --tile 16 with --overlap 64: each tile runs on 144 px squares, 81x the work" in \
         capsys.readouterr().err
     assert cli_main(["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights)]) == 0
     assert "the work of its own pixels" not in capsys.readouterr().err
+
+
+def test_a_tile_whose_context_is_many_times_its_work_is_warned_of_even_quiet(tmp_path, weights, capsys):
+    """From a review: --tile 8 --overlap 512 ran each 8-px tile on 1032-px squares, 16641x the work,
+    which looked like a hang; its note was left out with -q.  Over 16x: a warning, -q or not,
+    suggesting a larger tile; 4-16x: the note, which -q leaves out."""
+    _good_files(tmp_path)
+    args = ["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights), "-q"]
+    assert cli_main(args + ["--tile", "8", "--overlap", "512"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: --tile 8 with --overlap 512: each tile runs on 1032 px squares, 16641x the work of its "
+                   "own pixels (very slow); a larger --tile, e.g. --tile 2048, takes 2.2x"], err
+    assert cli_main(args + ["--tile", "64"]) == 0                       # 9x: the note, left out with -q
+    assert capsys.readouterr().err == ""
 
 
 def test_ctrl_c_in_the_exit_after_the_work_ends_quietly_with_its_code():
