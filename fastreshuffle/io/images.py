@@ -752,7 +752,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 rgb, alpha = _to_rgb_array(im, 65535.0 if fmt == "PPM" and mode == "I" else None, unsigned32)
         for w in caught:   # the file's name on it, once, instead of a library line per reading
             said = str(w.message).strip()
-            if said.startswith("Corrupt EXIF data"):
+            # (a tag claiming more data than the file holds: Pillow's "Tag data larger than file.
+            # Skipping tag 270" had been printed raw, also with -q)
+            if said.startswith(("Corrupt EXIF data", "Tag data larger than file")):
                 note = f"its EXIF is damaged ({said}): read as far as it goes"
                 if note not in notes:
                     notes.append(note)

@@ -819,6 +819,24 @@ def test_a_damaged_exif_is_said_once_with_the_file_name(tmp_path, weights, capsy
     assert "UserWarning" not in err and "TiffImagePlugin" not in err
 
 
+def test_an_exif_tag_claiming_more_data_than_the_file_is_the_damaged_exif_note(tmp_path, weights, capsys):
+    """From a review: an EXIF tag whose count claims 2 GB (the file: 1 kB) printed Pillow's raw
+    "UserWarning: Tag data larger than file. Skipping tag 270" twice, even with -q; it is the
+    damaged-EXIF note, once, with the file's name (and nothing with -q)."""
+    import struct
+    exif = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010E, 2, 0x7FFFFFFF, 100)
+            + struct.pack("<I", 0))
+    Image.fromarray(_img()).save(tmp_path / "x.jpg", quality=30, exif=exif)
+    assert cli_main(["restore", str(tmp_path / "x.jpg"), "--model", str(weights)]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "EXIF" in line or "Tag data" in line]
+    assert said == [f"note: {tmp_path / 'x.jpg'}: its EXIF is damaged (Tag data larger than file. Skipping tag 270): "
+                    "read as far as it goes"], err
+    assert "UserWarning" not in err and "TiffImagePlugin" not in err
+    assert cli_main(["restore", "-q", "--overwrite", str(tmp_path / "x.jpg"), "--model", str(weights)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weights, capsys):
     bad = tmp_path / "bad\nname.jpg"
     bad.write_bytes(b"not an image")
