@@ -1,8 +1,18 @@
 """Helpers shared by several test modules (the tests folder is on sys.path through its conftest)."""
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 from PIL import Image
+
+
+# A JPEG of 24 x 16 pixels, arithmetic-coded (cjpeg -arithmetic -quality 50; Pillow writes none)
+ARITHMETIC_JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXRTc4UG1RV19i"
+    "Z2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2Nj"
+    "Y2NjY2NjY2P/yQARCAAQABgDASIAAhEBAxEB/8wACgAQEAUBEBEF/9oADAMBAAIRAxEAPwD7suVkC5H3+M0mOWzlPyIVZIELAxpi"
+    "d0A/ErusQmNBfiRRDDs3jOKMsYD/2Q==")
 
 
 def cpu_flags() -> set:

@@ -14,19 +14,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a shipped model (jpeg, jpeg-low, jpeg-mid, jpeg-high, hevc, hevc-low, hevc-paper, webp) or a "
                         ".safetensors weights file (default: jpeg)")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default: onnx)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the file to write (.onnx; a picture's name, such as photo.jpg, is refused)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
 
 
 def run(args) -> int:
     from ..errors import OutputExistsError, UserError, WeightsError
-    from ..inference.export import export_onnx
+    from ..inference.export import export_onnx, refuse_picture_name
 
     if not args.output.strip():   # (an unset shell variable; " " had been written as a file named " ")
         raise UserError(f"-o {args.output!r} names no file (an empty name): name the file to write (e.g. model.onnx)")
     if args.output.endswith(("/", os.sep)):
         raise UserError(f"-o {args.output} names a folder: name the file to write (e.g. model.onnx)")
+    refuse_picture_name(args.output)   # (with --overwrite a photo.jpg had been replaced by the model)
     if sys.stderr.isatty():   # progress, for a person waiting (an error stays one line in logs)
         print(printable(f"exporting {args.model} to {args.output} (tracing the network and checking the graph: tens "
                         "of seconds on a CPU) ..."), file=sys.stderr, flush=True)

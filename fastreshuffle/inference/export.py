@@ -62,11 +62,22 @@ class _Graph(torch.nn.Module):
 MIN_OPSET = 18
 
 
+def refuse_picture_name(path: Union[str, os.PathLike]) -> None:
+    """A UserError for an ONNX file named as a picture (``-o photo.jpg``): with ``--overwrite``
+    the export replaced a JPEG with a model (a review).  Other names are written, with a note."""
+    from ..io.images import known_image_extensions
+    suffix = Path(path).suffix.lower()
+    if suffix in known_image_extensions():
+        raise UserError(f"{path} names a picture ({suffix}): the export writes an ONNX model, not an image; name "
+                        "the file to write .onnx (e.g. model.onnx)")
+
+
 def export_onnx(model: Union[str, os.PathLike, torch.nn.Module] = "jpeg", path: Union[str, os.PathLike] = "model.onnx", *,
                 opset: int = 18, overwrite: bool = False) -> Path:
     """Write ``model`` (shipped name, safetensors path, or a ReshuffleNet / FastReshuffleNet
     object) as an ONNX file at ``path`` (atomically; an existing file is kept unless
-    ``overwrite``).  Returns the path."""
+    ``overwrite``; a picture's name, ``photo.jpg``, is refused).  Returns the path."""
+    refuse_picture_name(path)
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch's exporter imports it)

@@ -99,7 +99,7 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
     skipped_outputs: List[Path] = []
     skipped_folders = linked_folders = 0
     seen = set()
-    from ..io.images import IMAGE_EXTENSIONS   # the extensions eval and train read too
+    from ..io.images import IMAGE_EXTENSIONS, NOT_REGULAR, special_file   # (the extensions eval and train read too)
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -141,8 +141,8 @@ def collect_inputs(inputs: Sequence[str], recursive: bool, suffix: str,
                 if key not in seen:
                     seen.add(key)
                     files.append((f, p))
-        elif p.exists() and not p.is_file():   # a FIFO would block the first read for ever
-            errors.append(f"error: {item}: not a regular file (a pipe, socket or device)")
+        elif special_file(p):   # a FIFO would block the first read for ever
+            errors.append(f"error: {item}: {NOT_REGULAR}")
         elif p.exists():
             key = os.path.realpath(p)
             if key not in seen:

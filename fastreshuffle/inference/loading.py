@@ -129,6 +129,9 @@ def resolve_weights(name_or_path: Union[str, os.PathLike]) -> Path:
         return p
     if p.is_dir():
         raise WeightsError(f"{p} is a folder, not a weights file")
+    if p.exists():   # (a FIFO, /dev/zero: it had been "no such file")
+        raise WeightsError(f"{p} is not a regular file (a pipe, socket or device), not a weights file; give the "
+                           "path of a .safetensors weights file")
     raise WeightsError(
         f"unknown model {s!r}: not a shipped model name and no such file; "
         f"the shipped models installed: {', '.join(installed) or 'none'}; "

@@ -219,11 +219,14 @@ def _check_loadable(img) -> None:
 def _refuse_damaged_jpeg(img) -> None:
     """An OSError for a JPEG image whose file's compressed data is damaged (cut short, corrupt:
     :mod:`fastreshuffle.io.jpeg_check`), which libjpeg decoded into grey or noise without an error,
-    as ``fastreshuffle restore`` refuses it; nothing where the file is out of reach."""
+    as ``fastreshuffle restore`` refuses it; a warning where its data cannot be checked (arithmetic
+    coding), as the CLI's note; nothing where the file is out of reach."""
     data = _file_bytes(img)
     if data:
-        from ..io.jpeg_check import jpeg_damage
-        damage = jpeg_damage(data)
+        from ..io.jpeg_check import jpeg_check
+        damage, unchecked = jpeg_check(data)
+        if unchecked:   # (arithmetic coding: a cut file decodes with grey, unnoticed)
+            _warn_caller(f"{getattr(img, 'filename', None) or 'a JPEG image opened from memory'}: {unchecked}")
         # the file read again may no longer be the one decoded (overwritten, cut short since the
         # image was loaded): its damage then says nothing about these pixels, which were refused
         if damage and _pixels_are_the_files(img, np.asarray(img), data):
@@ -520,7 +523,9 @@ def restore(image, model: ModelArg = "auto", device=None, tile: Optional[int] = 
     if isinstance(image, (str, os.PathLike)):   # a file: opened as the user would (HEIF too), tables kept
         from PIL import Image, UnidentifiedImageError
 
-        from ..io.images import _register_heif, jpeg_unreadable, unreadable_reason
+        from ..io.images import NOT_REGULAR, _register_heif, jpeg_unreadable, special_file, unreadable_reason
+        if special_file(image):   # (a FIFO: the open blocked for ever)
+            raise OSError(f"{os.fspath(image)}: {NOT_REGULAR}: restore reads image files")
         _register_heif()
         fh = open(image, "rb")
         try:

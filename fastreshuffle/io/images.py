@@ -108,8 +108,29 @@ def tiff_unreadable(path: Union[str, os.PathLike]) -> Optional[str]:
     except OSError:
         return None
     if head in TIFF_MAGIC:
+        layout = _tiff_layout(path)
+        if layout:   # (a 16-bit 3-sample minisblack one had been called damaged)
+            return f"a TIFF of a layout not supported ({layout}): save it as 8- or 16-bit RGB or grey"
         return "a damaged or truncated TIFF (its header is a TIFF's, its image directory cannot be read)"
     return None
+
+
+def _tiff_layout(path) -> Optional[str]:
+    """A TIFF's first image in words (bits, samples, photometric interpretation, sample format)
+    where its directory can be read and its data is all in the file (tifffile installed), else None."""
+    try:
+        import tifffile
+        with quiet_tifffile(), tifffile.TiffFile(str(path)) as t:
+            page = t.pages[0]
+            size = os.path.getsize(path)
+            if not page.dataoffsets or any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts)):
+                return None    # (cut short: damaged)
+            photometric = getattr(page.photometric, "name", str(page.photometric)).lower()
+            kind = {1: "unsigned", 2: "signed", 3: "float"}.get(int(page.sampleformat), "")
+            return (f"{page.imagewidth} x {page.imagelength}, {page.samplesperpixel} samples of {page.bitspersample} "
+                    f"bits{', ' + kind if kind else ''}, photometric {photometric}")
+    except Exception:
+        return None
 
 
 def unreadable_reason(path: Union[str, os.PathLike]) -> Optional[str]:
@@ -202,6 +223,36 @@ def float_scale(a: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     hi = float(finite.max()) if finite.size else 1.0
     return 1.0 if hi <= 2.0 else (255.0 if hi <= 255.0 else 65535.0)
+
+
+# as restore()'s FLOAT_SLACK: this much outside [0, 1] is rounding noise, not said
+_FLOAT_SLACK = 1e-3
+
+
+def check_float_samples(path, a: np.ndarray, what: str = "samples") -> List[str]:
+    """A file's float samples made explicit (a review: NaN became 0, samples above 1.0 were
+    clipped, and a grey picture up to 3.0 was read on a 0-255 scale, near black -- each without a
+    word): an ImageReadError naming the file for NaN or infinite ones (``restore()`` refuses such
+    an array), else notes for a scale other than [0, 1] and for samples outside it, clipped."""
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise ImageReadError(path, f"{bad} of its {a.size} float {what} are NaN or infinite: no picture to "
+                                   "restore (replace them, e.g. numpy.nan_to_num, and save it again)")
+    if not a.size:
+        return []
+    lo, hi, scale = float(a.min()), float(a.max()), float_scale(a)
+    if scale != 1.0:
+        note = f"float {what} span [{lo:g}, {hi:g}]: taken on a 0-{scale:g} scale"
+        if hi < scale / 16:    # (2 < hi < 16: no [0, 1] picture's overshoot, and dark on 0-255)
+            note += (", which makes the picture near black (samples above 1.0 of a high-dynamic-range "
+                     "picture: tone-map it to [0, 1] first)")
+        notes = [note]
+    else:
+        notes = []
+    if lo < -_FLOAT_SLACK * scale or hi > (1 + _FLOAT_SLACK) * scale:
+        notes.append(f"float {what} span [{lo:g}, {hi:g}], outside [0, {scale:g}]: clipped"
+                     + (" (high-dynamic-range samples above 1.0 lost)" if scale == 1.0 and hi > 1 + _FLOAT_SLACK else ""))
+    return notes
 
 
 def _float_to_8bit(a: np.ndarray) -> np.ndarray:
@@ -307,13 +358,22 @@ def read_unchanged(path: Union[str, os.PathLike], source: Optional[Tuple[int, ..
         raise ImageReadError(path, f"cannot read the file again: {e.strerror or e}") from None
 
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+
+
+def special_file(path) -> bool:
+    """Whether ``path`` is there but neither a regular file nor a folder: a FIFO would block the
+    read for ever, a device never end (``fastreshuffle restore`` and ``restore()`` refuse it)."""
+    return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
-    if not path.is_file():   # a FIFO would block the read forever, a device never end
-        raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+    if special_file(path):
+        raise ImageReadError(path, NOT_REGULAR)
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(path, "empty file (0 bytes)")
@@ -635,11 +695,13 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 tables = tables_from_pil(im) if fmt in ("JPEG", "MPO") else None
                 data = None
                 if fmt in ("JPEG", "MPO"):   # damage libjpeg would decode into grey or noise, said
-                    from .jpeg_check import jpeg_damage
+                    from .jpeg_check import jpeg_check
                     data = read_unchanged(path, source)
-                    damage = jpeg_damage(data)
+                    damage, unchecked = jpeg_check(data)
                     if damage:
                         raise ImageReadError(path, damage)
+                    if unchecked:    # (arithmetic coding: a cut file decodes with grey, unnoticed)
+                        notes.append(unchecked)
                 try:
                     im.load()
                 except OSError:   # "truncated" by Pillow, one whole scan by the walk: only its end-of-image
@@ -681,6 +743,7 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                     notes.append(note)
                 if mode == "F":
                     notes.append("32-bit float grey decoded at 8 bits")
+                    notes += check_float_samples(path, np.asarray(im))
                 if key16 is not None:   # a 16-bit colour key, for the 16-bit samples (Pillow's are 8-bit)
                     im.info.pop("transparency", None)
                     alpha16 = _key_alpha(rgb16, key16)
@@ -689,7 +752,9 @@ def load_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS)
                 rgb, alpha = _to_rgb_array(im, 65535.0 if fmt == "PPM" and mode == "I" else None, unsigned32)
         for w in caught:   # the file's name on it, once, instead of a library line per reading
             said = str(w.message).strip()
-            if said.startswith("Corrupt EXIF data"):
+            # (a tag claiming more data than the file holds: Pillow's "Tag data larger than file.
+            # Skipping tag 270" had been printed raw, also with -q)
+            if said.startswith(("Corrupt EXIF data", "Tag data larger than file")):
                 note = f"its EXIF is damaged ({said}): read as far as it goes"
                 if note not in notes:
                     notes.append(note)
@@ -787,9 +852,12 @@ def _float_tiff(path: Path, max_pixels: int = MAX_PIXELS) -> Optional[ImageFile]
     a = orient_array(a if a.ndim == 3 else a[..., None], orientation).astype(np.float64)
     c = a.shape[2]
     colour = a[..., :3] if c >= 3 else np.repeat(a[..., :1], 3, axis=2)
+    notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
+    notes += check_float_samples(path, colour[..., :1] if c <= 2 else colour)
+    if c in (2, 4):
+        notes += check_float_samples(path, a[..., -1], "alpha samples")
     rgb = _float_to_8bit(colour)
     alpha = _float_to_8bit(a[..., -1]) if c in (2, 4) else None
-    notes = [f"{bits}-bit float TIFF read through tifffile, decoded at 8 bits (its EXIF is not kept)"]
     if n_frames > 1:
         notes.append(f"has {n_frames} frames; only the first is read (and written)")
     return ImageFile(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=c <= 2, mode="F", format="TIFF",

@@ -819,6 +819,24 @@ def test_a_damaged_exif_is_said_once_with_the_file_name(tmp_path, weights, capsy
     assert "UserWarning" not in err and "TiffImagePlugin" not in err
 
 
+def test_an_exif_tag_claiming_more_data_than_the_file_is_the_damaged_exif_note(tmp_path, weights, capsys):
+    """From a review: an EXIF tag whose count claims 2 GB (the file: 1 kB) printed Pillow's raw
+    "UserWarning: Tag data larger than file. Skipping tag 270" twice, even with -q; it is the
+    damaged-EXIF note, once, with the file's name (and nothing with -q)."""
+    import struct
+    exif = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010E, 2, 0x7FFFFFFF, 100)
+            + struct.pack("<I", 0))
+    Image.fromarray(_img()).save(tmp_path / "x.jpg", quality=30, exif=exif)
+    assert cli_main(["restore", str(tmp_path / "x.jpg"), "--model", str(weights)]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "EXIF" in line or "Tag data" in line]
+    assert said == [f"note: {tmp_path / 'x.jpg'}: its EXIF is damaged (Tag data larger than file. Skipping tag 270): "
+                    "read as far as it goes"], err
+    assert "UserWarning" not in err and "TiffImagePlugin" not in err
+    assert cli_main(["restore", "-q", "--overwrite", str(tmp_path / "x.jpg"), "--model", str(weights)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_line_break_in_a_file_name_keeps_one_line_per_message(tmp_path, weights, capsys):
     bad = tmp_path / "bad\nname.jpg"
     bad.write_bytes(b"not an image")
@@ -1021,10 +1039,24 @@ def test_a_tile_small_beside_its_context_is_said(tmp_path, weights, capsys):
     word (a helper's probe); such settings are said, the default ones not."""
     _good_files(tmp_path)
     assert cli_main(["restore", str(tmp_path / "good1.png"), "--tile", "16", "--model", str(weights)]) == 0
-    assert "note: --tile 16 with --overlap 64: each tile runs on 144 px squares, 81x the work" in \
+    assert "warning: --tile 16 with --overlap 64: each tile runs on 144 px squares, 81x the work" in \
         capsys.readouterr().err
     assert cli_main(["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights)]) == 0
     assert "the work of its own pixels" not in capsys.readouterr().err
+
+
+def test_a_tile_whose_context_is_many_times_its_work_is_warned_of_even_quiet(tmp_path, weights, capsys):
+    """From a review: --tile 8 --overlap 512 ran each 8-px tile on 1032-px squares, 16641x the work,
+    which looked like a hang; its note was left out with -q.  Over 16x: a warning, -q or not,
+    suggesting a larger tile; 4-16x: the note, which -q leaves out."""
+    _good_files(tmp_path)
+    args = ["restore", str(tmp_path / "good1.png"), "--overwrite", "--model", str(weights), "-q"]
+    assert cli_main(args + ["--tile", "8", "--overlap", "512"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: --tile 8 with --overlap 512: each tile runs on 1032 px squares, 16641x the work of its "
+                   "own pixels (very slow); a larger --tile, e.g. --tile 2048, takes 2.2x"], err
+    assert cli_main(args + ["--tile", "64"]) == 0                       # 9x: the note, left out with -q
+    assert capsys.readouterr().err == ""
 
 
 def test_ctrl_c_in_the_exit_after_the_work_ends_quietly_with_its_code():

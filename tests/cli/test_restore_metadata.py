@@ -226,6 +226,34 @@ def test_a_float_tiff_with_overshoot_and_a_rotation_tag(tmp_path):
     np.testing.assert_array_equal(f.rgb, want)
 
 
+def test_float_tiff_samples_out_of_range_are_said_and_nan_refused(tmp_path, capsys):
+    """From a review: NaN samples became 0, colour above 1.0 was clipped, and a grey picture up to
+    3.0 was read on the 0-255 scale (near black) -- each without a word.  NaN is refused naming the
+    file (restore() refuses a NaN array); clipping and a scale other than [0, 1] are noted."""
+    from fastreshuffle.errors import ImageReadError
+    tifffile = pytest.importorskip("tifffile")
+    a = np.dstack([ramp(), 1 - ramp(), np.full_like(ramp(), 0.25)])
+    nan = a.copy()
+    nan[5, 7, 1] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan, photometric="rgb")
+    with pytest.raises(ImageReadError, match=r"nan.tif: 1 of its 9216 float samples are NaN or infinite"):
+        load_image_file(tmp_path / "nan.tif")
+    grey = ramp().copy()
+    grey[0, 0] = np.inf
+    Image.fromarray(grey, "F").save(tmp_path / "inf.tif")
+    with pytest.raises(ImageReadError, match=r"inf.tif: 1 of its 3072 float samples are NaN or infinite"):
+        load_image_file(tmp_path / "inf.tif")
+    assert run(tmp_path / "nan.tif") == 1 and "nan.tif: 1 of its 9216" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "hdr.tif", a * 2, photometric="rgb")
+    notes = load_image_file(tmp_path / "hdr.tif").notes
+    assert "float samples span [0, 2], outside [0, 1]: clipped (high-dynamic-range samples above 1.0 lost)" in notes
+    Image.fromarray(ramp() * 3, "F").save(tmp_path / "g3.tif")
+    assert any(n.startswith("float samples span [0, 3]: taken on a 0-255 scale, which makes the picture near black")
+               for n in load_image_file(tmp_path / "g3.tif").notes)
+    tifffile.imwrite(tmp_path / "ok.tif", a, photometric="rgb")
+    assert not any("span" in n for n in load_image_file(tmp_path / "ok.tif").notes)
+
+
 def test_a_16bit_png_colour_key_is_matched_at_16_bits(tmp_path):
     """Pillow reads a 16-bit RGB PNG at 8 bits but keeps its tRNS key at 16: the key matched the
     wrong pixels (five of six transparent, the keyed one opaque)."""

@@ -183,6 +183,47 @@ def test_a_damaged_jpeg_is_refused_as_the_command_refuses_it(tmp_path):
     assert fr.restore(np.asarray(Image.open(cut)), device="cpu").shape == _photo().shape
 
 
+def test_a_jpeg_whose_damage_cannot_be_checked_is_said_so(tmp_path):
+    """From a review: an arithmetic-coded JPEG cut short was restored as if whole, with no word (the
+    walk does not cover arithmetic coding).  By path and as an opened file: a warning that its data
+    is not checked, as the command's note."""
+    from helpers import ARITHMETIC_JPEG
+    cut = tmp_path / "arith.jpg"
+    cut.write_bytes(ARITHMETIC_JPEG[:-30] + b"\xff\xd9")
+    for image in (str(cut), Image.open(cut)):
+        with pytest.warns(UserWarning, match=r"arith.jpg: its compressed data is not checked for damage \(it is "
+                                             r"arithmetic-coded\)"):
+            fr.restore(image, device="cpu")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_path_that_is_no_regular_file_is_refused_not_waited_on(tmp_path):
+    """From a review: restore('pipe.jpg') on a FIFO waited for a writer for ever (the command
+    refuses it: "not a regular file"); it is refused the same way, and so is a device."""
+    import os
+    import threading
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    raised = []
+
+    def call():
+        try:
+            fr.restore(str(fifo), device="cpu")
+        except OSError as e:
+            raised.append(str(e))
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():                       # unblock the reader so the thread can end
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("restore() waited on a named pipe")
+    assert raised == [f"{fifo}: not a regular file (a pipe, socket or device): restore reads image files"]
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(OSError, match="/dev/zero: not a regular file"):
+            fr.restore("/dev/zero", device="cpu")
+
+
 def test_an_image_whose_file_changed_since_it_was_read_is_not_refused(tmp_path):
     """An intact JPEG read into memory, its file then overwritten (by a PNG, by a copy cut short):
     the damage of the file as it is now said nothing about the pixels in memory, which were

@@ -182,3 +182,19 @@ def test_export_says_what_each_codec_s_network_is_for(tmp_path, capsys):
         assert "names no file (an empty name)" in capsys.readouterr().err and os.listdir(tmp_path) == []
     finally:
         os.chdir(cwd)
+
+
+def test_export_refuses_a_picture_s_name(tmp_path, capsys):
+    """From a review: ``export -o photo.jpg --overwrite`` replaced the JPEG with an ONNX model.
+    A picture's extension is refused before anything is exported, by the command and the API."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"a photo")
+    for name in ("photo.jpg", "photo.PNG", "scan.tif"):
+        assert main(["export", "-o", str(tmp_path / name), "--overwrite"]) == 2
+        assert "names a picture" in capsys.readouterr().err
+    assert photo.read_bytes() == b"a photo" and sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+    from fastreshuffle.errors import UserError
+    from fastreshuffle.inference.export import export_onnx
+    with pytest.raises(UserError, match=r"photo.jpg names a picture \(.jpg\).*\.onnx"):
+        export_onnx("jpeg", photo, overwrite=True)
+    assert photo.read_bytes() == b"a photo"

@@ -233,3 +233,19 @@ def test_a_truncated_tiff_says_so_and_nothing_else(tmp_path, capfd):
         load_image_file(cut)
     out, err = capfd.readouterr()
     assert "tifffile" not in out + err, out + err
+
+
+def test_a_valid_tiff_of_a_layout_not_read_is_not_called_damaged(tmp_path):
+    """From a review: a whole 16-bit TIFF of three minisblack samples (neither Pillow nor the
+    reader takes it) was "a damaged or truncated TIFF"; it is an unsupported layout, said.  Cut
+    short, it is still a truncated one."""
+    from fastreshuffle.io.images import ImageReadError
+    a = np.random.default_rng(0).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    p = tmp_path / "m3.tif"
+    tifffile.imwrite(p, a, photometric="minisblack", planarconfig="contig")
+    with pytest.raises(ImageReadError, match=r"m3.tif: a TIFF of a layout not supported \(30 x 20, 3 samples of "
+                                             r"16 bits, unsigned, photometric minisblack\)"):
+        load_image_file(p)
+    (tmp_path / "cut.tif").write_bytes(p.read_bytes()[:300])
+    with pytest.raises(ImageReadError, match="damaged or truncated TIFF"):
+        load_image_file(tmp_path / "cut.tif")

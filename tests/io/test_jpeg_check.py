@@ -215,3 +215,50 @@ def test_a_file_missing_only_its_end_marker_is_read(tmp_path, kw):
         (tmp_path / "p.jpg").write_bytes(prog[:cut])
         with pytest.raises(ImageReadError, match="truncated"):
             load_image_file(tmp_path / "p.jpg")
+
+
+def _one_component_of_three(data: bytes) -> bytes:
+    """A grey file's frame header made to claim three components (1x1, table 0), its one scan still
+    coding only the first: a file coded a component per scan, cut before its second (``cjpeg
+    -scans`` writes them; Pillow does not)."""
+    pos = data.index(b"\xff\xc0")
+    n = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    assert data[pos + 9] == 1
+    sof = data[pos + 4:pos + 9] + bytes([3]) + data[pos + 10:pos + 13] + bytes([2, 0x11, 0, 3, 0x11, 0])
+    return data[:pos] + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + data[pos + 2 + n:]
+
+
+@pytest.mark.parametrize("tail", [b"\xff\xd9", b""], ids=["eoi", "no-eoi"])
+def test_a_component_in_no_scan_is_a_truncation(tmp_path, tail):
+    """From a review: a file coded one component per scan, cut before its second scan (end-of-image
+    marker put back or not), walks whole -- its one scan is -- and libjpeg decodes the colours never
+    coded flat; it was restored, exit 0, without its end marker with a note that its data was whole."""
+    from fastreshuffle.errors import ImageReadError
+    from fastreshuffle.io.images import load_image_file
+    grey = _jpeg(_photo(48, 64), "L", quality=50)
+    cut = _one_component_of_three(grey)[:-2] + tail
+    assert Image.open(io.BytesIO(cut)).mode == "RGB" and _status(cut)[0] == 0
+    assert jpeg_damage(cut) == ("truncated image file: its compressed data ends early (components 2, 3 of its 3 "
+                                "in none of its 1 scan); a decoder would fill what is missing with grey")
+    (tmp_path / "c.jpg").write_bytes(cut)
+    with pytest.raises(ImageReadError, match="components 2, 3 of its 3 in none"):
+        load_image_file(tmp_path / "c.jpg")
+    assert jpeg_damage(grey) is None
+
+
+def test_a_file_the_walk_does_not_cover_is_said_unchecked(tmp_path):
+    """From a review: an arithmetic-coded JPEG cut short (end-of-image marker put back) was restored
+    as if whole, with no word; its damage cannot be found, so a note says it was not checked."""
+    from fastreshuffle.io.images import load_image_file
+    from fastreshuffle.io.jpeg_check import jpeg_check
+    from helpers import ARITHMETIC_JPEG as ARITHMETIC
+    cut = ARITHMETIC[:-30] + b"\xff\xd9"
+    Image.open(io.BytesIO(cut)).load()                   # libjpeg: no error
+    for data in (ARITHMETIC, cut):
+        damage, unchecked = jpeg_check(data)
+        assert damage is None and unchecked == ("its compressed data is not checked for damage (it is "
+                                                "arithmetic-coded): if it is cut short, the missing part is "
+                                                "decoded as grey")
+        (tmp_path / "a.jpg").write_bytes(data)
+        assert unchecked in load_image_file(tmp_path / "a.jpg").notes
+    assert jpeg_check(_jpeg(_photo(16, 16), quality=50)) == (None, None)

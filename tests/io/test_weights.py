@@ -230,6 +230,18 @@ def test_torch_save_is_refused(model, tmp_path):
         fastreshuffle.load_pretrained(legacy)
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_weights_path_that_is_no_regular_file_is_said_to_be_one(tmp_path):
+    """From a review: --model /dev/zero or a FIFO named .safetensors said "not a shipped model name
+    and no such file"; it is there, and not a regular file."""
+    import os
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    for p in (fifo, "/dev/zero") if os.path.exists("/dev/zero") else (fifo,):
+        with pytest.raises(WeightsError, match=f"^{p} is not a regular file \\(a pipe, socket or device\\)"):
+            fastreshuffle.load_pretrained(p)
+
+
 def test_folder_and_missing(tmp_path):
     with pytest.raises(WeightsError, match="folder"):
         fastreshuffle.load_pretrained(tmp_path)
