@@ -43,7 +43,7 @@ def _share(strength: float) -> str:
 
 def _sampling_said(tables) -> str:
     """A JPEG's chroma sampling, as a note says it."""
-    return {(1, 1): "4:4:4", (1, 2): "4:2:2", (2, 1): "4:4:0"}.get(tuple(tables.subsampling), "chroma not halved both ways")
+    return {(1, 1): "4:4:4", (1, 2): "4:2:2", (2, 1): "4:4:0", (2, 2): "4:2:0"}.get(tuple(tables.subsampling), "its chroma sampling")
 
 
 def _strength_said(strength: float) -> str:

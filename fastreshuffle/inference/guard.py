@@ -64,27 +64,27 @@ _HIGH_SCHEDULE_FULL_CHROMA = ((85.0, 1.0), (90.0, 0.75), (93.0, 0.5), (95.0, 0.2
 _FULL_CHROMA_SCHEDULES = {"jpeg-high": _HIGH_SCHEDULE_FULL_CHROMA, "jpeg-mid": _HIGH_SCHEDULE_FULL_CHROMA}
 
 
-# A JPEG whose chroma is not halved both ways keeps only part of the networks' colour correction
+# A 4:4:4 JPEG (colour at full resolution) keeps only part of the networks' colour correction
 # (its luma keeps the whole): they learned on 4:2:0, where most of their colour correction undoes
-# the smear of the halved chroma, and elsewhere they smooth the colour they see -- and real colour
-# texture with it.  Blotchy colour noise (a phone's night shot: Cb / Cr noise of 2-8 levels,
+# the smear of the halved chroma; with no smear to undo they smooth the colour they see -- and
+# real colour texture with it.  Blotchy colour noise (a phone's night shot: Cb / Cr noise of 2-8 levels,
 # smoothed over 1-2.5 px) came back worse at 4:4:4 q60-q90 (a helper's probe, 2026-12-08: 24 Kodak24
 # crops and 6 outside ones, noise of 6 levels, q80 mean / worst +0.22 / -0.85 dB; darkened to 20 %
 # with noise of 4, -0.38 / -0.74), while on the same photos without that noise the colour part
 # of the gain at 4:4:4 from q60 is nil or below nothing: half of it gave the same mean or more.
 # Per sampling, the share of the colour correction by quality (linear in between), from those
-# crops and 15 whole photos (the 8 held-out CBSD432 ones, the 7 outside ones), 4:4:4 and 4:2:2,
-# with and without that noise (docs/quality.md, *Colour noise*); 4:2:0 keeps all of it (its
-# colour correction is the smear's: half of it cost photos 0.13 dB at q80-q90).
-_CHROMA_SHARE = {(1, 1): ((45.0, 1.0), (60.0, 0.5), (80.0, 0.25)),     # 4:4:4
-                 (1, 2): ((50.0, 1.0), (70.0, 0.75), (80.0, 0.5)),      # 4:2:2 (halved across)
-                 (2, 1): ((50.0, 1.0), (70.0, 0.75), (80.0, 0.5))}      # 4:4:0 (halved down)
+# crops and 15 whole photos (the 8 held-out CBSD432 ones, the 7 outside ones) with and without
+# that noise (docs/quality.md, *Colour noise*).  Only 4:4:4 has one: 4:2:0 and 4:2:2 keep all of
+# it, their colour correction undoing the smear of the halved chroma (half of it cost photos
+# without noise 0.13 dB at 4:2:0 q80-q90, and at 4:2:2 q85-q97 0.03-0.08 dB of Kodak24's and the
+# held-out photos' mean gain, the worst of other encoders' near-lossless tables a little more).
+_CHROMA_SHARE = {(1, 1): ((45.0, 1.0), (60.0, 0.5), (80.0, 0.25))}     # 4:4:4
 
 
 def chroma_share(quality: float, tables: Optional[JpegTables]) -> float:
     """The share of the colour (Cb, Cr) correction a JPEG of ``quality`` with ``tables`` keeps,
-    relative to its luma's: 1 for 4:2:0, grey and unknown chroma; less for 4:4:4 and 4:2:2 from
-    q45-q50 (:data:`_CHROMA_SHARE`)."""
+    relative to its luma's: 1 for 4:2:0, 4:2:2, grey and unknown chroma; less for 4:4:4 from q45
+    (:data:`_CHROMA_SHARE`)."""
     if tables is None or tables.chroma is None:
         return 1.0
     schedule = _CHROMA_SHARE.get(tuple(tables.subsampling))

@@ -659,3 +659,16 @@ def test_a_file_at_its_own_output_path_is_an_input_refused_not_an_earlier_output
     assert "fastreshuffle outputs" not in err, err
     assert err.count("would replace an input file") == 1 and "o.png would replace an input file" in err, err
     assert "1 restored, 0 passed through, 0 skipped, 1 failed" in err        # q30.jpg -> q30.png
+
+
+@pytest.mark.parametrize("sub,q,said", [(0, 80, "(25% of it in colour: 4:4:4)"), (0, 70, "(38% of it in colour: 4:4:4)"),
+                                        (1, 80, None), (2, 80, None)])
+def test_a_444_file_says_its_colour_share(tmp_path, capsys, sub, q, said):
+    """The colour share of a 4:4:4 file is said in its note (4:2:0 and 4:2:2 keep all of it:
+    nothing said)."""
+    src = tmp_path / "c.jpg"
+    Image.fromarray(photo(96, 128)).save(src, quality=q, subsampling=sub)
+    assert main(["restore", str(src), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"JPEG quality ~{q}: the full correction" in err
+    assert (said in err) if said else ("in colour" not in err), err
