@@ -37,10 +37,6 @@ from ._common import (add_device_argument, add_threads_argument, apply_threads, 
                       printable)
 
 
-# a tile whose context makes more than this many times the work of its own pixels is warned of
-TILE_WORK_WARNED = 16
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output-dir", metavar="OUTDIR|FILE", default=None,
@@ -70,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None, metavar="SIZE",
                    help="tile size in pixels, a multiple of 8 (default: 768 on CPU, 1024 on CUDA; "
                         "0 = whole image at once); each tile runs with --overlap pixels of context on every side: "
-                        f"a tile that makes this more than {TILE_WORK_WARNED}x the work of its own pixels is warned "
+                        "a tile that makes this more than 16x the work of its own pixels is warned "
                         "of (--tile 8 --overlap 512: 16641x), 4x or more is noted")
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="context pixels around each tile, a multiple of 8 (default: 64)")
@@ -179,7 +175,7 @@ def run(args) -> int:
     from ..inference.files import collect_inputs, sniff_format
     from ..io.images import known_image_extensions
     from ..io.output import format_of_name, resolve_format
-    from ..inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_CPU, check_tile_args
+    from ..inference.tiling import DEFAULT_OVERLAP, TILE_WORK_WARNED, check_tile_args, tile_work
 
     suffix = args.suffix
     if os.sep in suffix or (os.altsep and os.altsep in suffix):
@@ -194,14 +190,13 @@ def run(args) -> int:
         # 7 levels along the seams, at 0 up to 25; at 64 every pixel within one rounding)
         _say(f"note: --overlap {overlap} is under the default {DEFAULT_OVERLAP}: the seams between tiles can show "
              "(pixels a level or more off along them; docs/restore.md, Tiling)")
-    work = ((args.tile + 2 * overlap) / args.tile) ** 2 if args.tile else 1.0
+    work, larger = tile_work(args.tile or 0, overlap)
     if work > TILE_WORK_WARNED:
         # (each tile runs with its context on every side: --tile 8 took ~289x the work, silently, and
         # --tile 8 --overlap 512 16641x, which looked like a hang behind its note; said even with -q)
-        larger = max(DEFAULT_TILE_CPU, -(-4 * overlap // 8) * 8)
         _say(f"warning: --tile {args.tile} with --overlap {overlap}: each tile runs on {args.tile + 2 * overlap} px "
              f"squares, {work:.0f}x the work of its own pixels (very slow); a larger --tile, e.g. --tile {larger}, "
-             f"takes {((larger + 2 * overlap) / larger) ** 2:.2g}x")
+             f"takes {tile_work(larger, overlap)[0]:.2g}x")
     elif args.tile and not args.quiet and work >= 4:
         _say(f"note: --tile {args.tile} with --overlap {overlap}: each tile runs on {args.tile + 2 * overlap} px "
              f"squares, {work:.0f}x the work of its own pixels (slow; the default tile is 768 on CPU)")

@@ -676,6 +676,12 @@ def _restore(image, model, device, tile, overlap, half, self_ensemble, guard, pr
         raise TypeError("model must be a shipped model name (e.g. 'jpeg'), a weights file path or a loaded "
                         f"network, got {type(model).__name__} {model!r}")
     check_tile_args(0 if tile is None else tile, overlap)
+    from .tiling import TILE_WORK_WARNED, tile_work
+    work, larger = tile_work(tile or 0, overlap)
+    if work > TILE_WORK_WARNED:   # (as the command says it: tile=8, overlap=512 looked like a hang)
+        _warn_caller(f"tile={tile} with overlap={overlap}: each tile runs on {tile + 2 * overlap} px squares, "
+                     f"{work:.0f}x the work of its own pixels (very slow); a larger tile, e.g. tile={larger}, takes "
+                     f"{tile_work(larger, overlap)[0]:.2g}x")
     if isinstance(image, np.matrix):      # (its 2-D-only indexing failed deep in numpy: an AxisError)
         raise TypeError("a numpy matrix is not an image array: pass np.asarray(m)")
     if isinstance(image, torch.Tensor) and image.layout != torch.strided:

@@ -78,6 +78,20 @@ def default_tile(device) -> int:
     return DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU
 
 
+# A tile whose context (the overlap on every side) makes more than this many times the work of its
+# own pixels is warned of, by the command and by restore(): --tile 8 --overlap 512 is 16641x, which
+# looked like a hang.
+TILE_WORK_WARNED = 16
+
+
+def tile_work(tile: int, overlap: int) -> Tuple[float, int]:
+    """(how many times the work of its own pixels a ``tile`` with ``overlap`` of context on every
+    side costs -- 1 for no tiling --, a tile size to suggest instead: at least the CPU default, and
+    4x the overlap)."""
+    work = ((tile + 2 * overlap) / tile) ** 2 if tile > 0 else 1.0
+    return work, max(DEFAULT_TILE_CPU, -(-4 * overlap // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+
 def check_tile_args(tile: int, overlap: int) -> None:
     import numbers
     for name, v in (("tile size", tile), ("tile overlap", overlap)):

@@ -561,3 +561,16 @@ def test_colour_under_alpha_0_does_not_bleed_into_the_picture(tmp_path, kind):
     assert np.ptp(visible, axis=1).max() <= 2                              # still grey
     rgba[..., 3] = 0                                                        # all hidden: all given back
     assert np.array_equal(fr.restore(rgba, "jpeg", device="cpu", guard=False), rgba)
+
+
+def test_a_tile_whose_context_is_many_times_its_work_is_warned_of():
+    """restore(tile=8, overlap=512) ran each 8-px tile on 1032-px squares, 16641x the work, without
+    a word (the command warns): the same warning, at the caller, naming a larger tile; a tile of
+    9x its work is not warned of."""
+    a = np.zeros((16, 16, 3), np.uint8)
+    with pytest.warns(UserWarning, match=r"tile=8 with overlap=512: .*16641x the work .*tile=2048, takes 2.2x") as rec:
+        fr.restore(a, device="cpu", tile=8, overlap=512)
+    assert rec[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fr.restore(a, device="cpu", tile=64, overlap=64)
