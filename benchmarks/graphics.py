@@ -1,6 +1,6 @@
 """Does restoring make pictures that are not photos worse?  Synthetic screenshots (text, a menu
 bar, a chart) and smooth gradients (linear grey and colour, radial), drawn here with Pillow (no
-files needed), and with ``--pictures "black and white"`` a photo thresholded to 0 / 255, coded as JPEG files (Pillow 4:2:0) and restored as ``fastreshuffle restore``
+files needed), and with ``--pictures "black and white"`` a photo thresholded to 0 / 255 (``dithered``: dithered to 1 bit), coded as JPEG files (Pillow 4:2:0) and restored as ``fastreshuffle restore``
 restores a JPEG file (``fastreshuffle.restore`` on the opened file: its tables, the guard, the
 network of its quality band), and also given never compressed (a PNG: must come back unchanged).
 
@@ -72,11 +72,20 @@ def black_and_white(size: int) -> np.ndarray:
     return np.repeat(np.where(grey > np.median(grey), 255, 0).astype(np.uint8)[..., None], 3, axis=2)
 
 
+def dithered(size: int) -> np.ndarray:
+    """scikit-image's camera photo resized to ``size`` and dithered to black and white (1 bit) by
+    Pillow's Floyd-Steinberg: a picture of dots, as a program renders a halftone, a fax or a GIF."""
+    from PIL import Image
+    from skimage import data
+    grey = Image.fromarray(data.camera()).resize((size, size), Image.BICUBIC)
+    return np.repeat(np.asarray(grey.convert("1").convert("L"))[..., None], 3, axis=2)
+
+
 PICTURES = {"screenshot": lambda s: screenshot(s, 0), "screenshot+chart": lambda s: screenshot(s, 1),
             "screenshot colour": lambda s: screenshot(s, 2), "linear grey": lambda s: gradient(s, "linear grey"),
             "linear colour": lambda s: gradient(s, "linear colour"), "radial": lambda s: gradient(s, "radial"),
-            "black and white": black_and_white}
-DEFAULT = list(PICTURES)[:6]    # the set the docs' figures are over; "black and white" when named
+            "black and white": black_and_white, "dithered": dithered}
+DEFAULT = list(PICTURES)[:6]    # the set the docs' figures are over; "black and white", "dithered" when named
 
 
 def main(argv=None) -> int:

@@ -752,11 +752,12 @@ def test_graphics_smoke(capsys):
         assert graphics.main(["--size", "64", "--qualities", "90"] + extra) == 0
         out = capsys.readouterr().out
         assert "CPU flags:" in out and all(name in out for name in graphics.DEFAULT)
-        assert "black and white" not in out         # (named only: the docs' figures are over the six)
+        assert "black and white" not in out and "dithered" not in out   # (named only: the docs' figures are over the six)
         assert ("uniform areas only" in out) == bool(extra)
         assert guard.PLANAR_STEP == shipped
-    assert graphics.main(["--size", "64", "--qualities", "90", "--pictures", "black and white"]) == 0
-    assert "black and white" in capsys.readouterr().out
+    assert graphics.main(["--size", "64", "--qualities", "90", "--pictures", "black and white,dithered"]) == 0
+    out = capsys.readouterr().out
+    assert "black and white" in out and "dithered" in out
     assert graphics.main(["--pictures", "nope"]) == 2
 
 

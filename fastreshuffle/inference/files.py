@@ -245,8 +245,8 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     from ..io.images import INVERSE_ORIENTATION, load_image_file, orient_array, read_unchanged
     from ..io.output import DEFAULT_QUALITY, check_alpha_fits, write_restored
     from ..io.safe_write import atomic_write_bytes
-    from .guard import (BLIND, HEIF_QP, TABLES, WEBP_Q, guard_for, guard_pixels, hevc_guarded_file, route,
-                        run_guarded, webp_guarded)
+    from .guard import (BLIND, HEIF_QP, TABLES, WEBP_Q, for_picture, guard_for, guard_pixels, hevc_guarded_file,
+                        route, run_guarded, webp_guarded)
     from .tiling import DEFAULT_OVERLAP, fill_hidden, hidden_pixels, restore_pixels, too_small
 
     f = load_image_file(src)
@@ -294,7 +294,7 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     how = route(codec, guard=None if guard else False, jpeg_file=f.format in ("JPEG", "MPO"),
                 tables=f.jpeg_tables is not None and f.rgb16 is None, heif=f.format == "HEIF", webp=wq is not None)
     asked = bands.model if bands is not None else None   # the model asked for: its bands' strengths
-    g = guard_for(f.jpeg_tables, asked) if how.kind == TABLES else None
+    g = for_picture(guard_for(f.jpeg_tables, asked), pixels) if how.kind == TABLES else None
     # Written back into its own lossy format at the default quality, a file whose pixels stay as
     # they are is copied byte for byte, and so is a JPEG of quality >= KEEP_JPEG_FROM: re-encoding
     # costs more there than restoring gains (see KEEP_JPEG_FROM).  --output-quality re-encodes.
@@ -308,7 +308,11 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
     elif g is not None:  # a JPEG file: its tables, its grid in the stored orientation
         if how.note:
             notes.append(how.note)
-        if g.strength <= 0:
+        if g.kept:
+            notes.append(f"JPEG quality ~{g.quality:.0f}, {g.kept} (the networks smooth the dots away): pixels "
+                         "left as they are")
+            restored = pixels.copy()
+        elif g.strength <= 0:
             notes.append(f"JPEG quality ~{g.quality:.0f}: no visible artifacts to remove; pixels left as they are")
             restored = pixels.copy()
         elif keep_file and g.quality >= KEEP_JPEG_FROM:
@@ -350,6 +354,9 @@ def restore_file(model, src: Path, out: Path, *, fmt: str = "png", quality: Opti
                    "JPEG compression found in its RGB pixels" if f.format in ("JPEG", "MPO")
                    else "no JPEG compression found in the pixels")
             notes.append(f"{why}: left as it is (--no-guard restores it anyway)")
+        elif bg.kept:
+            notes.append(f"JPEG history found in the pixels, quality ~{bg.quality:.0f}, {bg.kept} (the networks "
+                         "smooth the dots away): left as it is")
         elif bg.strength <= 0 and bg.share == 0:
             notes.append("JPEG history found in the pixels, but not with the IJG tables the guard knows (another "
                          "encoder's): left as it is")

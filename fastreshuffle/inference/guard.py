@@ -38,7 +38,8 @@ __all__ = ["strength", "Guard", "guard_for", "Route", "route", "TABLES", "HEIF_Q
            "HEVC_QP_UNKNOWN", "HEVC_ON_JPEG", "blind_guard", "apply_guard", "run_guarded", "guard_pixels",
            "hevc_size_ratio", "hevc_strength", "hevc_qp_strength", "HevcDecision", "hevc_decision",
            "hevc_guarded", "hevc_guarded_file", "WEBP_Q", "WEBP_QUANT_UNKNOWN", "webp_strength", "WebpDecision",
-           "webp_guarded", "webp_guarded_file", "blend", "chroma_share"]
+           "webp_guarded", "webp_guarded_file", "blend", "chroma_share", "dithered", "for_picture",
+           "DITHERED"]
 
 # (quality, strength) breakpoints, linear in between.
 _SCHEDULE = ((50.0, 1.0), (70.0, 0.5), (80.0, 0.5), (85.0, 0.25), (90.0, 0.25), (93.0, 0.0))
@@ -111,6 +112,7 @@ class Guard(NamedTuple):
     blind: bool = False       # tables estimated from the pixels, not read from a file
     share: float = 1.0        # of the picture where JPEG history is (blind: see guard_pixels)
     chroma: float = 1.0       # of the colour correction, relative to the luma's (chroma_share)
+    kept: str = ""            # why a picture is left as it is whatever its quality (DITHERED)
 
 
 def guard_for(tables: Optional[JpegTables], model=None) -> Optional[Guard]:
@@ -397,6 +399,50 @@ def keep_uniform(decoded: np.ndarray, out: np.ndarray, radius: Optional[int] = N
     return out
 
 
+# A black-and-white picture dithered into dots (a 1-bit picture: a fax, a newspaper halftone
+# rendered by a program, a GIF's dither) came back worse at every JPEG quality: the networks took
+# the dots for noise and smoothed them (a helper's probe, 2026-12-08: six scikit-image pictures of
+# 256 px dithered by Pillow, q10-q95, all worse, -0.9 to -3.0 dB in the mean, worst -3.9).  Such a
+# picture is left as it is: its luma is within _DITHER_LEVELS of black or white over
+# _DITHER_NEAR of its pixels, and thresholded at mid-grey it changes between neighbours at
+# _DITHER_CHANGES of them or more.  Measured on decoded JPEGs at q10 / q30 / q50 / q90
+# (benchmarks/graphics.py --pictures dithered): dithered pictures are near black or white over
+# 0.78-1.0 of their pixels (0.78 at q10) and change at 0.44-0.72 of them; photos (Kodak24, the 7
+# outside ones, scikit-image's) and pictures thresholded to black and white, which gain, at most
+# 0.15 (a text page 0.11); a silhouette dithered is as one thresholded (0.02), and gains.
+_DITHER_LEVELS = 48
+_DITHER_NEAR = 0.75
+_DITHER_CHANGES = 0.3
+DITHERED = "a black-and-white picture dithered into dots"
+
+
+def dithered(rgb: np.ndarray) -> bool:
+    """Whether H x W x 3 uint8 ``rgb`` is a black-and-white picture dithered into dots (see
+    above); judged on pairs of rows a quarter of the picture apart at most (a 12-megapixel photo:
+    a few tens of ms)."""
+    h = rgb.shape[0]
+    if h < 2 or rgb.shape[1] < 2:
+        return False
+    step = 8 if h >= 64 else 2
+    rows = np.arange(0, h - 1, step)
+    y = rgb[np.concatenate([rows, rows + 1])].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    near = float(((y <= _DITHER_LEVELS) | (y >= 255 - _DITHER_LEVELS)).mean())
+    if near < _DITHER_NEAR:
+        return False
+    b = y >= 128
+    n = len(rows)
+    changes = ((b[:, 1:] != b[:, :-1]).mean() + (b[:n] != b[n:]).mean()) / 2
+    return float(changes) >= _DITHER_CHANGES
+
+
+def for_picture(g: Optional[Guard], rgb: np.ndarray) -> Optional[Guard]:
+    """``g`` for the uint8 picture ``rgb`` it guards: strength 0, with the reason in ``kept``,
+    where the picture is one the networks make worse whatever its quality (:func:`dithered`)."""
+    if g is not None and g.strength > 0 and dithered(rgb):
+        return g._replace(strength=0.0, kept=DITHERED)
+    return g
+
+
 def run_guarded(run: Callable[[np.ndarray], np.ndarray], decoded: np.ndarray, guard: Guard) -> np.ndarray:
     """Restore ``decoded`` with ``run`` under ``guard``: the coding units moved to (0, 0) by
     reflecting rows/columns at the top/left (so the network's 8x8 cells sit on the codec's blocks,
@@ -431,7 +477,7 @@ def guard_pixels(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray,
         u8 = round_16_to_8(rgb)
     else:
         u8 = np.round(np.clip(rgb, 0, 1) * 255.0).astype(np.uint8)
-    g = guard_for(tables, model) or blind_guard(u8, model)
+    g = for_picture(guard_for(tables, model) or blind_guard(u8, model), u8)
     steps = None
     if g is not None and g.blind and g.strength > 0:
         from .jpeg_history import ijg_fits, picture_steps
