@@ -410,6 +410,8 @@ def keep_uniform(decoded: np.ndarray, out: np.ndarray, radius: Optional[int] = N
 # 0.78-1.0 of their pixels (0.78 at q10) and change at 0.44-0.72 of them; photos (Kodak24, the 7
 # outside ones, scikit-image's) and pictures thresholded to black and white, which gain, at most
 # 0.15 (a text page 0.11); a silhouette dithered is as one thresholded (0.02), and gains.
+# JPEG's (BT.601) luma weights, for the float32 luma of a picture or of a difference
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _DITHER_LEVELS = 48
 _DITHER_NEAR = 0.75
 _DITHER_CHANGES = 0.3
@@ -425,7 +427,7 @@ def dithered(rgb: np.ndarray) -> bool:
         return False
     step = 8 if h >= 64 else 2
     rows = np.arange(0, h - 1, step)
-    y = rgb[np.concatenate([rows, rows + 1])].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    y = rgb[np.concatenate([rows, rows + 1])].astype(np.float32) @ _LUMA
     near = float(((y <= _DITHER_LEVELS) | (y >= 255 - _DITHER_LEVELS)).mean())
     if near < _DITHER_NEAR:
         return False
@@ -643,7 +645,7 @@ def blend(decoded: np.ndarray, restored: np.ndarray, s: float, chroma: float = 1
         d = decoded[a:a + STRIP_ROWS]
         diff = restored[a:a + STRIP_ROWS].astype(np.float32) - d
         if chroma < 1:
-            luma = diff @ np.array([0.299, 0.587, 0.114], np.float32)
+            luma = diff @ _LUMA
             diff = chroma * diff + (1 - chroma) * luma[..., None]
         out[a:a + STRIP_ROWS] = np.clip(np.round(d + s * diff), 0, top)
     return out
